@@ -1,0 +1,140 @@
+/* manager.h: the instance manager: the state machine of DESIGN.md §3, one
+ * operation at a time per instance, records persisted in the store, events for
+ * watchers. The RPC layer calls only this header; it never sees drivers or
+ * snapshot folders.
+ *
+ * Threading: every function is safe to call from any thread. A lifecycle
+ * operation holds only its own instance's operation lock, so operations on
+ * different instances run in parallel, and get/list never wait for an
+ * operation in progress (they read the last committed record).
+ *
+ * Errors (common/error.h codes = gRPC codes): INVALID_ARGUMENT for a bad request
+ * (nothing on disk changes), NOT_FOUND, ALREADY_EXISTS (name taken),
+ * FAILED_PRECONDITION for a wrong state (the message names the current state)
+ * or an unavailable driver (the message names it), UNIMPLEMENTED when the
+ * driver lacks the capability, RESOURCE_EXHAUSTED for admission limits,
+ * INTERNAL for real faults. A call whose target state already holds returns 0
+ * and changes nothing. */
+#ifndef EMBER_AGENT_MANAGER_H
+#define EMBER_AGENT_MANAGER_H
+
+#include "common/error.h"
+#include "drivers/hypervisor.h"
+#include "drivers/registry.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* Same numbers as ember.v1.InstanceState. */
+typedef enum agent_state {
+  AGENT_STATE_UNSPECIFIED = 0,
+  AGENT_STATE_STOPPED = 1,
+  AGENT_STATE_RUNNING = 2,
+  AGENT_STATE_PAUSED = 3,
+  AGENT_STATE_STANDBY = 4,
+  AGENT_STATE_UNKNOWN = 5,
+} agent_state;
+
+/* Same numbers as ember.v1.Operation. */
+typedef enum agent_op {
+  AGENT_OP_NONE = 0,
+  AGENT_OP_CREATE = 1,
+  AGENT_OP_START = 2,
+  AGENT_OP_STOP = 3,
+  AGENT_OP_PAUSE = 4,
+  AGENT_OP_RESUME = 5,
+  AGENT_OP_STANDBY = 6,
+  AGENT_OP_RESTORE = 7,
+  AGENT_OP_DELETE = 8,
+  AGENT_OP_OBSERVED = 9,
+} agent_op;
+
+/* Same numbers as ember.v1.SnapshotKind. */
+typedef enum agent_snap_kind {
+  AGENT_SNAP_NONE = 0,
+  AGENT_SNAP_FULL = 1,
+  AGENT_SNAP_DIFF = 2,
+} agent_snap_kind;
+
+/* A copy of one instance's committed record; owned by the caller. */
+typedef struct agent_instance_view {
+  char *id;
+  char *name;
+  char *hypervisor;
+  vmm_spec spec;
+  agent_state state;
+  bool has_snapshot;
+  agent_snap_kind last_snapshot_kind;
+  int64_t last_standby_us;
+  int64_t last_restore_us;
+  char *console_log_path;
+  int64_t created_at_us;
+  int64_t updated_at_us;
+  int32_t vmm_pid;
+  char *status_message; /* may be NULL */
+} agent_instance_view;
+
+void agent_instance_view_free(agent_instance_view *v); /* members only */
+
+typedef struct agent_event {
+  const agent_instance_view *instance; /* valid during the callback only */
+  agent_state old_state;
+  agent_state new_state;
+  agent_op op;
+  int64_t duration_us;
+  int64_t timestamp_us;
+} agent_event;
+
+/* Called on the thread that made the change, after it is committed. Must not
+ * block or call back into the manager. */
+typedef void (*agent_event_fn)(void *ctx, const agent_event *ev);
+
+typedef struct agent_manager_config {
+  const char *data_dir;      /* absolute; instances live in <data_dir>/instances */
+  int max_instances;         /* admission limit; 0 = default (256) */
+  int stop_timeout_ms;       /* graceful VMM shutdown wait; 0 = default (10000) */
+  bool monitor;              /* watch VMM processes and notice exits (default on in emberd) */
+} agent_manager_config;
+
+typedef struct agent_manager agent_manager;
+
+/* Loads every record from the data dir, recovers half-done operations and
+ * re-adopts live VMMs (DESIGN.md §3–4). The registry must outlive the manager. */
+agent_manager *agent_manager_create(const agent_manager_config *cfg, const vmm_registry *reg,
+                                    cmn_error *err);
+/* Stops the monitor, waits for operations in progress, releases driver
+ * connections. VMMs keep running. */
+void agent_manager_free(agent_manager *m);
+
+/* Validates and creates an instance (Stopped; Running when start is set). */
+int agent_manager_create_instance(agent_manager *m, const char *name, const char *hypervisor,
+                                  const vmm_spec *spec, bool start, agent_instance_view *out,
+                                  cmn_error *err);
+/* id_or_name accepts the id or the name. */
+int agent_manager_get(agent_manager *m, const char *id_or_name, agent_instance_view *out,
+                      cmn_error *err);
+/* All instances (or those in `state` unless UNSPECIFIED), ordered by name. */
+int agent_manager_list(agent_manager *m, agent_state state, agent_instance_view **out,
+                       size_t *n, cmn_error *err);
+void agent_instance_views_free(agent_instance_view *v, size_t n);
+/* op is one of START, STOP, PAUSE, RESUME, STANDBY, RESTORE. Runs to the end
+ * even when the caller goes away. out (may be NULL) receives the record after. */
+int agent_manager_op(agent_manager *m, const char *id_or_name, agent_op op,
+                     agent_instance_view *out, cmn_error *err);
+/* Ends the VMM and removes the instance folder. *id_out (may be NULL) gets
+ * the deleted id. */
+int agent_manager_delete(agent_manager *m, const char *id_or_name, char **id_out,
+                         cmn_error *err);
+
+/* Event subscription; returns a handle > 0 for unsubscribe. */
+int agent_manager_subscribe(agent_manager *m, agent_event_fn fn, void *ctx);
+void agent_manager_unsubscribe(agent_manager *m, int handle);
+
+/* The registry this manager uses (for ListHypervisors). */
+const vmm_registry *agent_manager_registry(const agent_manager *m);
+
+const char *agent_state_name(agent_state s); /* "Running", ... */
+const char *agent_op_name(agent_op op);      /* "standby", ... */
+
+#endif

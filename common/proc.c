@@ -1,0 +1,202 @@
+/* proc.c: child processes that outlive the agent (see proc.h).
+ *
+ * posix_spawn is used rather than fork: the agent is multithreaded (gRPC), and
+ * posix_spawn runs no atfork handlers and touches no locks in the child. */
+#define _GNU_SOURCE
+#include "proc.h"
+#include "cleanup.h"
+#include "files.h"
+#include "mem.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <spawn.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+extern char **environ;
+
+int64_t cmn_now_us(void)
+{
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+int64_t cmn_wall_us(void)
+{
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+void cmn_sleep_ms(int ms)
+{
+  struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+  while (nanosleep(&ts, &ts) < 0 && errno == EINTR) {
+  }
+}
+
+char *cmn_which(const char *prog)
+{
+  if (prog == NULL || prog[0] == '\0')
+    return NULL;
+  if (strchr(prog, '/') != NULL)
+    return access(prog, X_OK) == 0 && cmn_is_regular_file(prog) ? cmn_strdup(prog) : NULL;
+  const char *path = getenv("PATH");
+  if (path == NULL)
+    path = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+  const char *s = path;
+  while (*s != '\0') {
+    size_t len = strcspn(s, ":");
+    cleanup_free char *cand = cmn_asprintf("%.*s/%s", (int)len, s, prog);
+    if (len > 0 && access(cand, X_OK) == 0 && cmn_is_regular_file(cand))
+      return steal_ptr(cand);
+    s += len;
+    if (*s == ':')
+      s++;
+  }
+  return NULL;
+}
+
+/* Parses /proc/<pid>/stat: state (field 3) and start time (field 22). The
+ * command name (field 2) may hold spaces and parentheses, so parsing starts
+ * after the last ')'. */
+static int proc_stat(pid_t pid, char *state, uint64_t *start)
+{
+  char path[64];
+  snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+  cleanup_free char *buf = NULL;
+  if (cmn_file_read(path, 4096, &buf, NULL, NULL) < 0)
+    return -1;
+  char *p = strrchr(buf, ')');
+  if (p == NULL || p[1] != ' ')
+    return -1;
+  p += 2;
+  *state = *p;
+  /* p points at field 3; skip to field 22. */
+  for (int field = 3; field < 22; field++) {
+    p = strchr(p, ' ');
+    if (p == NULL)
+      return -1;
+    p++;
+  }
+  char *end = NULL;
+  errno = 0;
+  unsigned long long v = strtoull(p, &end, 10);
+  if (errno != 0 || end == p)
+    return -1;
+  *start = v;
+  return 0;
+}
+
+uint64_t cmn_proc_start_time(pid_t pid)
+{
+  char st;
+  uint64_t start;
+  if (pid <= 0 || proc_stat(pid, &st, &start) < 0)
+    return 0;
+  return start;
+}
+
+bool cmn_proc_alive(const cmn_proc *p)
+{
+  char st;
+  uint64_t start;
+  if (p == NULL || p->pid <= 0 || proc_stat(p->pid, &st, &start) < 0)
+    return false;
+  if (p->start_time != 0 && start != p->start_time)
+    return false;
+  return st != 'Z' && st != 'X';
+}
+
+int cmn_proc_signal(const cmn_proc *p, int sig)
+{
+  if (!cmn_proc_alive(p))
+    return 0;
+  if (kill(p->pid, sig) < 0 && errno != ESRCH)
+    return -1;
+  return 0;
+}
+
+int cmn_proc_wait(const cmn_proc *p, int timeout_ms, int *status)
+{
+  if (p == NULL || p->pid <= 0)
+    return 0;
+  int64_t deadline = cmn_now_us() + (int64_t)timeout_ms * 1000;
+  for (;;) {
+    int st = 0;
+    pid_t r = waitpid(p->pid, &st, WNOHANG);
+    if (r == p->pid) {
+      if (status != NULL)
+        *status = st;
+      return 0;
+    }
+    /* Not our child (adopted after an agent restart), or already reaped. */
+    if (r < 0 && !cmn_proc_alive(p))
+      return 0;
+    if (r == 0 && !cmn_proc_alive(p)) {
+      /* A zombie child that waitpid has not yet seen: loop once more. */
+    }
+    if (cmn_now_us() >= deadline)
+      return -1;
+    cmn_sleep_ms(5);
+  }
+}
+
+void cmn_proc_kill_reap(const cmn_proc *p)
+{
+  if (p == NULL || p->pid <= 0)
+    return;
+  cmn_proc_signal(p, SIGKILL);
+  while (cmn_proc_wait(p, 10000, NULL) < 0)
+    cmn_proc_signal(p, SIGKILL);
+}
+
+int cmn_proc_spawn(char *const argv[], const cmn_spawn_opts *opts, cmn_proc *out,
+                   cmn_error *err)
+{
+  cleanup_free char *prog = cmn_which(argv[0]);
+  if (prog == NULL)
+    return cmn_err_set(err, CMN_FAILED_PRECONDITION, "program %s not found", argv[0]);
+
+  posix_spawn_file_actions_t fa;
+  posix_spawnattr_t attr;
+  posix_spawn_file_actions_init(&fa);
+  posix_spawnattr_init(&attr);
+
+  sigset_t none, all;
+  sigemptyset(&none);
+  sigfillset(&all);
+  posix_spawnattr_setsigmask(&attr, &none);
+  posix_spawnattr_setsigdefault(&attr, &all);
+  posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSID | POSIX_SPAWN_SETSIGMASK |
+                                      POSIX_SPAWN_SETSIGDEF);
+
+  const char *log = (opts != NULL && opts->log_path != NULL) ? opts->log_path : "/dev/null";
+  posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
+  posix_spawn_file_actions_addopen(&fa, 1, log, O_WRONLY | O_CREAT | O_APPEND, 0640);
+  posix_spawn_file_actions_adddup2(&fa, 1, 2);
+  /* dup2 onto the same number clears FD_CLOEXEC (glibc >= 2.29), so these
+   * descriptors, and only these, are inherited. */
+  for (int i = 0; opts != NULL && i < opts->n_keep_fds; i++)
+    posix_spawn_file_actions_adddup2(&fa, opts->keep_fds[i], opts->keep_fds[i]);
+  if (opts != NULL && opts->cwd != NULL)
+    posix_spawn_file_actions_addchdir_np(&fa, opts->cwd);
+
+  pid_t pid = 0;
+  int rc = posix_spawn(&pid, prog, &fa, &attr, argv, environ);
+  posix_spawn_file_actions_destroy(&fa);
+  posix_spawnattr_destroy(&attr);
+  if (rc != 0)
+    return cmn_err_errno(err, CMN_INTERNAL, rc, "spawn %s", prog);
+  out->pid = pid;
+  out->start_time = cmn_proc_start_time(pid);
+  return 0;
+}

@@ -1,0 +1,53 @@
+/* proc.h: child processes that outlive the agent.
+ *
+ * A VMM is spawned in its own session and process group, with stdin from
+ * /dev/null, stdout and stderr appended to a log file, and only the file
+ * descriptors it is explicitly given (everything else is O_CLOEXEC). A process
+ * is named by pid plus its start time (from /proc), so a recycled pid is never
+ * mistaken for the VMM it used to be. */
+#ifndef EMBER_COMMON_PROC_H
+#define EMBER_COMMON_PROC_H
+
+#include "error.h"
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+typedef struct cmn_proc {
+  pid_t pid;            /* 0 when none */
+  uint64_t start_time;  /* field 22 of /proc/<pid>/stat, clock ticks since boot */
+} cmn_proc;
+
+typedef struct cmn_spawn_opts {
+  const char *log_path;   /* stdout+stderr appended here; NULL: /dev/null */
+  const int *keep_fds;    /* fds to pass to the child at the same numbers */
+  int n_keep_fds;
+  const char *cwd;        /* NULL: unchanged */
+} cmn_spawn_opts;
+
+/* Spawns argv[0] (looked up in PATH) with argv. The child is in a new session
+ * (setsid) and gets SIGKILL-able independence from the agent. */
+int cmn_proc_spawn(char *const argv[], const cmn_spawn_opts *opts, cmn_proc *out,
+                   cmn_error *err);
+/* Reads the start time of pid; 0 if the process does not exist. */
+uint64_t cmn_proc_start_time(pid_t pid);
+/* True while the same process (pid and start time) exists and is not a zombie. */
+bool cmn_proc_alive(const cmn_proc *p);
+/* Sends sig if the same process is alive. Returns 0 also when it is gone. */
+int cmn_proc_signal(const cmn_proc *p, int sig);
+/* Waits up to timeout_ms for the process to end, reaping it when it is our
+ * child. Returns 0 when it has ended, -1 on timeout. status may be NULL. */
+int cmn_proc_wait(const cmn_proc *p, int timeout_ms, int *status);
+/* SIGKILL, then wait until it is gone (reaping it when it is our child). */
+void cmn_proc_kill_reap(const cmn_proc *p);
+/* Resolves a program name through PATH; NULL when not found or not executable. */
+char *cmn_which(const char *prog);
+/* Monotonic clock in microseconds. */
+int64_t cmn_now_us(void);
+/* Wall clock in microseconds since the epoch. */
+int64_t cmn_wall_us(void);
+/* Sleeps ms milliseconds. */
+void cmn_sleep_ms(int ms);
+
+#endif

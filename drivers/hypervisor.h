@@ -1,0 +1,135 @@
+/* hypervisor.h: the one interface between the agent and hypervisor drivers.
+ *
+ * A driver is a const struct of operations plus a static capability bitfield,
+ * registered by type ("qemu", "firecracker", "cloud-hypervisor") in the registry
+ * (registry.h). The agent talks to drivers only through this header; a driver
+ * never includes agent headers.
+ *
+ * Ownership of files: the agent owns the instance folder and every snapshot
+ * folder transition (snapshot-latest, snapshot-base). A driver creates files
+ * only inside vm->dir (its sockets, pid files) and inside the snapshot folder
+ * it is handed for one call; it never renames or removes snapshot folders.
+ *
+ * Errors follow common/error.h: < 0 and err filled, QEMU's or Firecracker's own
+ * message kept in err->msg. An operation a driver lacks is a NULL entry; the
+ * agent reports it as UNIMPLEMENTED and never calls it. */
+#ifndef EMBER_DRIVERS_HYPERVISOR_H
+#define EMBER_DRIVERS_HYPERVISOR_H
+
+#include "common/error.h"
+#include "common/proc.h"
+
+#include <cjson/cJSON.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* Static capabilities of a driver type; known without a running VM. */
+enum vmm_cap {
+  VMM_CAP_SNAPSHOT = 1u << 0,          /* snapshot + restore */
+  VMM_CAP_PAUSE = 1u << 1,             /* pause + resume */
+  VMM_CAP_BASE_REUSE = 1u << 2,        /* diff snapshots into a retained base */
+  VMM_CAP_GRACEFUL_SHUTDOWN = 1u << 3, /* shutdown() asks the VMM to exit cleanly */
+  /* Guest RAM lives from boot in <mem_dir>/memory (shared file mapping), so the
+   * snapshot-base folder exists while the VM runs and a diff standby writes
+   * device state and flushes the file. Only meaningful with BASE_REUSE. */
+  VMM_CAP_LIVE_RAM_FILE = 1u << 4,
+};
+
+typedef enum vmm_snap_kind {
+  VMM_SNAP_FULL = 1, /* whole memory + device state into an empty folder */
+  VMM_SNAP_DIFF = 2, /* dirty pages into the promoted base's memory file + state */
+} vmm_snap_kind;
+
+typedef enum vmm_run_state {
+  VMM_STATE_RUNNING = 1,
+  VMM_STATE_PAUSED = 2,
+  VMM_STATE_OTHER = 3, /* alive but neither (e.g. waiting for an incoming migration) */
+} vmm_run_state;
+
+typedef struct vmm_disk {
+  char *path;
+  bool read_only;
+} vmm_disk;
+
+typedef struct vmm_nic {
+  char *tap;
+  char *mac; /* may be NULL or "" */
+} vmm_nic;
+
+/* What to run. Strings may be NULL or "" when absent (initrd, cmdline). */
+typedef struct vmm_spec {
+  uint32_t vcpus;
+  uint64_t memory_mib;
+  char *kernel;
+  char *initrd;
+  char *cmdline;
+  vmm_disk *disks;
+  size_t n_disks;
+  vmm_nic *nics;
+  size_t n_nics;
+} vmm_spec;
+
+/* One VM as the driver sees it. The agent fills id, dir, paths and spec, and
+ * keeps proc across calls (persisting it); the driver fills proc when it spawns
+ * a VMM and may keep a connection or other state in priv (freed by release()). */
+typedef struct vmm_vm {
+  const char *id;           /* instance id, for logs */
+  const char *dir;          /* absolute instance folder; driver files go here */
+  const char *console_path; /* guest serial console output file */
+  const char *vmm_log_path; /* VMM stdout/stderr */
+  const vmm_spec *spec;
+  cmn_proc proc;            /* the VMM process; pid 0 when none */
+  void *priv;               /* driver-owned per-VM state */
+} vmm_vm;
+
+typedef struct vmm_driver {
+  const char *type;
+  unsigned caps; /* enum vmm_cap bits */
+
+  /* Host set-up, once at agent start-up, before threads. config is the
+   * driver's section of the agent config (may be NULL). Fills *state with
+   * read-only host state (binary path, version, chosen acceleration). A
+   * failure makes the type unavailable, with err->msg as the reason. */
+  int (*init)(const cJSON *config, void **state, cmn_error *err);
+  void (*fini)(void *state);
+  /* One line for ListHypervisors: binary and version. Caller frees. */
+  char *(*describe)(void *state);
+
+  /* Boots the VM; on return the VMM runs and the guest runs. For
+   * VMM_CAP_LIVE_RAM_FILE, guest RAM goes to <mem_dir>/memory. On failure the
+   * driver may leave vm->proc set; the agent then kills and reaps it. */
+  int (*start)(void *state, vmm_vm *vm, const char *mem_dir, cmn_error *err);
+  /* Reconnects to a VMM found alive after an agent restart (vm->proc set) and
+   * reports its run state. */
+  int (*adopt)(void *state, vmm_vm *vm, vmm_run_state *out, cmn_error *err);
+  int (*query)(void *state, vmm_vm *vm, vmm_run_state *out, cmn_error *err);
+  int (*pause)(void *state, vmm_vm *vm, cmn_error *err);
+  int (*resume)(void *state, vmm_vm *vm, cmn_error *err);
+  /* With the VM paused, writes a snapshot into snap_dir (which exists). FULL:
+   * snap_dir is empty. DIFF: snap_dir is the promoted base, whose memory file
+   * receives the dirty pages. Returns when every byte is written (the agent
+   * fsyncs and marks the folder). The VM stays paused. */
+  int (*snapshot)(void *state, vmm_vm *vm, const char *snap_dir, vmm_snap_kind kind,
+                  cmn_error *err);
+  /* Starts a fresh VMM from the complete snapshot in snap_dir and resumes the
+   * guest. Sets vm->proc as soon as a VMM is spawned. The snapshot folder is
+   * only read, except that a LIVE_RAM_FILE driver maps <snap_dir>/memory
+   * shared, after which the guest writes to it. */
+  int (*restore)(void *state, vmm_vm *vm, const char *snap_dir, cmn_error *err);
+  /* Asks the VMM to exit cleanly (only with VMM_CAP_GRACEFUL_SHUTDOWN), waiting
+   * up to timeout_ms. The agent reaps it, and kills it if this fails. */
+  int (*shutdown)(void *state, vmm_vm *vm, int timeout_ms, cmn_error *err);
+  /* Drops driver-side per-VM state (connections, priv) without touching the
+   * VMM process. Safe to call more than once. */
+  void (*release)(void *state, vmm_vm *vm);
+  /* After the VMM has ended: removes the driver's own files in vm->dir
+   * (sockets, pid files). Never touches snapshot folders. */
+  void (*cleanup)(void *state, vmm_vm *vm);
+} vmm_driver;
+
+/* Helpers shared by all drivers. */
+void vmm_spec_free(vmm_spec *spec);            /* frees the members, not spec */
+void vmm_spec_copy(vmm_spec *dst, const vmm_spec *src);
+
+#endif

@@ -1,0 +1,46 @@
+/* spec.c: copying and freeing vmm_spec (see hypervisor.h). */
+#include "drivers/hypervisor.h"
+#include "common/mem.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+void vmm_spec_free(vmm_spec *spec)
+{
+  if (spec == NULL)
+    return;
+  free(spec->kernel);
+  free(spec->initrd);
+  free(spec->cmdline);
+  for (size_t i = 0; i < spec->n_disks; i++)
+    free(spec->disks[i].path);
+  free(spec->disks);
+  for (size_t i = 0; i < spec->n_nics; i++) {
+    free(spec->nics[i].tap);
+    free(spec->nics[i].mac);
+  }
+  free(spec->nics);
+  memset(spec, 0, sizeof *spec);
+}
+
+void vmm_spec_copy(vmm_spec *dst, const vmm_spec *src)
+{
+  memset(dst, 0, sizeof *dst);
+  dst->vcpus = src->vcpus;
+  dst->memory_mib = src->memory_mib;
+  dst->kernel = cmn_strdup(src->kernel);
+  dst->initrd = cmn_strdup(src->initrd);
+  dst->cmdline = cmn_strdup(src->cmdline);
+  dst->n_disks = src->n_disks;
+  dst->disks = cmn_calloc(src->n_disks, sizeof *dst->disks);
+  for (size_t i = 0; i < src->n_disks; i++) {
+    dst->disks[i].path = cmn_strdup(src->disks[i].path);
+    dst->disks[i].read_only = src->disks[i].read_only;
+  }
+  dst->n_nics = src->n_nics;
+  dst->nics = cmn_calloc(src->n_nics, sizeof *dst->nics);
+  for (size_t i = 0; i < src->n_nics; i++) {
+    dst->nics[i].tap = cmn_strdup(src->nics[i].tap);
+    dst->nics[i].mac = cmn_strdup(src->nics[i].mac);
+  }
+}
