@@ -1,0 +1,1035 @@
+/* manager.c: the instance manager (see manager.h and DESIGN.md §3).
+ *
+ * Locking: m->mu guards the instance table, every instance's committed record
+ * and the subscriber list; it is held only for short copies and commits. Each
+ * instance has an op_lock held for a whole lifecycle operation, which alone
+ * touches inst->vm (the VMM process and driver connection). Lock order:
+ * op_lock before mu. Events are delivered under m->subs_mu after mu is
+ * released. */
+#define _GNU_SOURCE
+#include "agent/manager.h"
+#include "agent/record.h"
+#include "agent/snapshot.h"
+#include "agent/validate.h"
+#include "common/cleanup.h"
+#include "common/fault.h"
+#include "common/files.h"
+#include "common/log.h"
+#include "common/mem.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#define MANAGER_DEFAULT_MAX 256
+#define MANAGER_DEFAULT_STOP_MS 10000
+#define MANAGER_MONITOR_MS 200
+
+typedef struct mgr_instance {
+  pthread_mutex_t op_lock;
+  agent_record rec;      /* committed record; guarded by m->mu */
+  char *dir;             /* immutable after creation */
+  vmm_vm vm;             /* guarded by op_lock */
+  const vmm_entry *entry;/* driver; immutable */
+  int refs;              /* guarded by m->mu */
+  bool deleted;          /* guarded by m->mu */
+} mgr_instance;
+
+typedef struct mgr_sub {
+  int handle;
+  agent_event_fn fn;
+  void *ctx;
+} mgr_sub;
+
+struct agent_manager {
+  char *data_dir;
+  char *instances_dir;
+  int max_instances;
+  int stop_timeout_ms;
+  const vmm_registry *reg;
+
+  pthread_mutex_t mu;
+  mgr_instance **insts;
+  size_t n_insts;
+  size_t cap_insts;
+
+  pthread_mutex_t subs_mu;
+  mgr_sub *subs;
+  size_t n_subs;
+  int next_sub;
+
+  pthread_t monitor;
+  bool monitor_running;
+  pthread_mutex_t stop_mu;
+  pthread_cond_t stop_cv;
+  bool stopping;
+};
+
+const char *agent_state_name(agent_state s)
+{
+  static const char *const names[] = {"Unspecified", "Stopped", "Running",
+                                      "Paused",      "Standby", "Unknown"};
+  return (s >= 0 && s <= AGENT_STATE_UNKNOWN) ? names[s] : "Invalid";
+}
+
+const char *agent_op_name(agent_op op)
+{
+  static const char *const names[] = {"none",  "create",  "start",   "stop",   "pause",
+                                      "resume", "standby", "restore", "delete", "observed"};
+  return (op >= 0 && op <= AGENT_OP_OBSERVED) ? names[op] : "invalid";
+}
+
+const vmm_registry *agent_manager_registry(const agent_manager *m) { return m->reg; }
+
+void agent_instance_views_free(agent_instance_view *v, size_t n)
+{
+  for (size_t i = 0; i < n; i++)
+    agent_instance_view_free(&v[i]);
+  free(v);
+}
+
+/* ---- instance objects ---------------------------------------------------- */
+
+static void mgr_vm_bind(mgr_instance *inst)
+{
+  /* vm points into the record's immutable strings (id, spec, paths). */
+  cmn_proc proc = inst->vm.proc;
+  void *priv = inst->vm.priv;
+  inst->vm.id = inst->rec.view.id;
+  inst->vm.dir = inst->dir;
+  inst->vm.console_path = inst->rec.view.console_log_path;
+  inst->vm.spec = &inst->rec.view.spec;
+  inst->vm.proc = proc;
+  inst->vm.priv = priv;
+}
+
+static mgr_instance *mgr_instance_new(const agent_record *rec, const char *dir,
+                                      const vmm_entry *entry)
+{
+  mgr_instance *inst = cmn_calloc(1, sizeof *inst);
+  pthread_mutex_init(&inst->op_lock, NULL);
+  agent_record_copy(&inst->rec, rec);
+  inst->dir = cmn_strdup(dir);
+  inst->entry = entry;
+  inst->vm.vmm_log_path = cmn_asprintf("%s/vmm.log", dir);
+  inst->vm.proc = rec->proc;
+  mgr_vm_bind(inst);
+  return inst;
+}
+
+static void mgr_instance_free(mgr_instance *inst)
+{
+  if (inst == NULL)
+    return;
+  if (inst->entry != NULL && inst->entry->available && inst->entry->driver->release != NULL)
+    inst->entry->driver->release(inst->entry->state, &inst->vm);
+  agent_record_free(&inst->rec);
+  free((char *)inst->vm.vmm_log_path);
+  free(inst->dir);
+  pthread_mutex_destroy(&inst->op_lock);
+  free(inst);
+}
+
+static void mgr_unref_locked(agent_manager *m, mgr_instance *inst)
+{
+  (void)m;
+  if (--inst->refs == 0 && inst->deleted)
+    mgr_instance_free(inst);
+}
+
+static void mgr_unref(agent_manager *m, mgr_instance *inst)
+{
+  pthread_mutex_lock(&m->mu);
+  mgr_unref_locked(m, inst);
+  pthread_mutex_unlock(&m->mu);
+}
+
+static mgr_instance *mgr_find_locked(agent_manager *m, const char *id_or_name)
+{
+  for (size_t i = 0; i < m->n_insts; i++) {
+    mgr_instance *inst = m->insts[i];
+    if (strcmp(inst->rec.view.id, id_or_name) == 0)
+      return inst;
+  }
+  for (size_t i = 0; i < m->n_insts; i++) {
+    mgr_instance *inst = m->insts[i];
+    if (strcmp(inst->rec.view.name, id_or_name) == 0)
+      return inst;
+  }
+  return NULL;
+}
+
+/* Finds and references an instance; NOT_FOUND or INVALID_ARGUMENT otherwise. */
+static mgr_instance *mgr_lookup(agent_manager *m, const char *id_or_name, cmn_error *err)
+{
+  if (agent_validate_name("id", id_or_name, err) < 0)
+    return NULL;
+  pthread_mutex_lock(&m->mu);
+  mgr_instance *inst = mgr_find_locked(m, id_or_name);
+  if (inst != NULL)
+    inst->refs++;
+  pthread_mutex_unlock(&m->mu);
+  if (inst == NULL)
+    cmn_err_set(err, CMN_NOT_FOUND, "instance %s not found", id_or_name);
+  return inst;
+}
+
+static void mgr_insert_locked(agent_manager *m, mgr_instance *inst)
+{
+  if (m->n_insts == m->cap_insts) {
+    m->cap_insts = m->cap_insts ? m->cap_insts * 2 : 16;
+    m->insts = cmn_realloc(m->insts, m->cap_insts * sizeof *m->insts);
+  }
+  m->insts[m->n_insts++] = inst;
+  inst->refs++; /* the table's reference */
+}
+
+static void mgr_remove_locked(agent_manager *m, mgr_instance *inst)
+{
+  for (size_t i = 0; i < m->n_insts; i++) {
+    if (m->insts[i] == inst) {
+      memmove(&m->insts[i], &m->insts[i + 1], (m->n_insts - i - 1) * sizeof *m->insts);
+      m->n_insts--;
+      inst->deleted = true;
+      mgr_unref_locked(m, inst);
+      return;
+    }
+  }
+}
+
+/* ---- events -------------------------------------------------------------- */
+
+static void mgr_emit(agent_manager *m, const agent_instance_view *v, agent_state old_state,
+                     agent_op op, int64_t duration_us)
+{
+  agent_event ev = {
+      .instance = v,
+      .old_state = old_state,
+      .new_state = v->state,
+      .op = op,
+      .duration_us = duration_us,
+      .timestamp_us = cmn_wall_us(),
+  };
+  pthread_mutex_lock(&m->subs_mu);
+  for (size_t i = 0; i < m->n_subs; i++)
+    m->subs[i].fn(m->subs[i].ctx, &ev);
+  pthread_mutex_unlock(&m->subs_mu);
+}
+
+int agent_manager_subscribe(agent_manager *m, agent_event_fn fn, void *ctx)
+{
+  pthread_mutex_lock(&m->subs_mu);
+  m->subs = cmn_realloc(m->subs, (m->n_subs + 1) * sizeof *m->subs);
+  int h = ++m->next_sub;
+  m->subs[m->n_subs++] = (mgr_sub){h, fn, ctx};
+  pthread_mutex_unlock(&m->subs_mu);
+  return h;
+}
+
+void agent_manager_unsubscribe(agent_manager *m, int handle)
+{
+  pthread_mutex_lock(&m->subs_mu);
+  for (size_t i = 0; i < m->n_subs; i++) {
+    if (m->subs[i].handle == handle) {
+      memmove(&m->subs[i], &m->subs[i + 1], (m->n_subs - i - 1) * sizeof *m->subs);
+      m->n_subs--;
+      break;
+    }
+  }
+  pthread_mutex_unlock(&m->subs_mu);
+}
+
+/* ---- commits --------------------------------------------------------------- */
+
+/* Persists a new committed record for inst (caller holds op_lock), then makes
+ * it visible and emits an event when the state changed or op is set. */
+static int mgr_commit(agent_manager *m, mgr_instance *inst, agent_record *next, agent_op op,
+                      int64_t duration_us, cmn_error *err)
+{
+  next->view.updated_at_us = cmn_wall_us();
+  next->proc = inst->vm.proc;
+  next->view.vmm_pid = inst->vm.proc.pid;
+  next->view.has_snapshot = next->view.state == AGENT_STATE_STANDBY;
+  if (agent_record_save(inst->dir, next, err) < 0)
+    return cmn_err_prefix(err, "persist instance record");
+  pthread_mutex_lock(&m->mu);
+  agent_state old = inst->rec.view.state;
+  agent_record_free(&inst->rec);
+  agent_record_copy(&inst->rec, next);
+  mgr_vm_bind(inst);
+  agent_instance_view copy;
+  agent_view_copy(&copy, &inst->rec.view);
+  pthread_mutex_unlock(&m->mu);
+  if (old != copy.state || op != AGENT_OP_NONE)
+    mgr_emit(m, &copy, old, op, duration_us);
+  agent_instance_view_free(&copy);
+  return 0;
+}
+
+/* Copies the committed record (caller holds op_lock, so it cannot change). */
+static void mgr_snapshot_record(agent_manager *m, mgr_instance *inst, agent_record *out)
+{
+  pthread_mutex_lock(&m->mu);
+  agent_record_copy(out, &inst->rec);
+  pthread_mutex_unlock(&m->mu);
+}
+
+static void mgr_set_status(agent_record *r, const char *msg)
+{
+  char *copy = cmn_strdup(msg);
+  free(r->view.status_message);
+  r->view.status_message = copy;
+}
+
+static snap_target mgr_target(agent_manager *m, mgr_instance *inst)
+{
+  return (snap_target){
+      .drv = inst->entry->driver,
+      .drv_state = inst->entry->state,
+      .vm = &inst->vm,
+      .inst_dir = inst->dir,
+      .shutdown_timeout_ms = m->stop_timeout_ms,
+  };
+}
+
+/* ---- operations ------------------------------------------------------------ */
+
+static int mgr_need_driver(mgr_instance *inst, cmn_error *err)
+{
+  if (inst->entry == NULL)
+    return cmn_err_set(err, CMN_FAILED_PRECONDITION,
+                       "hypervisor %s is not compiled into this emberd",
+                       inst->rec.view.hypervisor);
+  if (!inst->entry->available)
+    return cmn_err_set(err, CMN_FAILED_PRECONDITION, "hypervisor %s is not available: %s",
+                       inst->entry->driver->type, inst->entry->detail);
+  return 0;
+}
+
+static int mgr_need_cap(mgr_instance *inst, unsigned cap, const char *what, cmn_error *err)
+{
+  if (inst->entry != NULL && (inst->entry->driver->caps & cap))
+    return 0;
+  return cmn_err_set(err, CMN_UNIMPLEMENTED, "hypervisor %s does not support %s",
+                     inst->rec.view.hypervisor, what);
+}
+
+static int mgr_wrong_state(mgr_instance *inst, agent_op op, agent_state st, cmn_error *err)
+{
+  return cmn_err_set(err, CMN_FAILED_PRECONDITION, "cannot %s instance %s: it is %s%s%s",
+                     agent_op_name(op), inst->rec.view.name, agent_state_name(st),
+                     inst->rec.view.status_message ? " (" : "",
+                     inst->rec.view.status_message ? ")" : "");
+}
+
+static int mgr_do_start(agent_manager *m, mgr_instance *inst, agent_record *r, cmn_error *err)
+{
+  const vmm_driver *drv = inst->entry->driver;
+  snap_target t = mgr_target(m, inst);
+  cleanup_free char *mem_dir = NULL;
+  int64_t t0 = cmn_now_us();
+  if (snap_prepare_boot(&t, &mem_dir, err) < 0)
+    return -1;
+  memset(&inst->vm.proc, 0, sizeof inst->vm.proc);
+  if (drv->start(inst->entry->state, &inst->vm, mem_dir, err) < 0 ||
+      cmn_fault("agent.start.after_driver", err) < 0 || snap_after_boot(&t, err) < 0) {
+    snap_end_vmm(&t);
+    cmn_error e2 = {0};
+    snap_discard_all(inst->dir, &e2);
+    return cmn_err_prefix(err, "start");
+  }
+  r->view.state = AGENT_STATE_RUNNING;
+  mgr_set_status(r, NULL);
+  return mgr_commit(m, inst, r, AGENT_OP_START, cmn_now_us() - t0, err);
+}
+
+static int mgr_do_stop(agent_manager *m, mgr_instance *inst, agent_record *r, cmn_error *err)
+{
+  const vmm_driver *drv = inst->entry ? inst->entry->driver : NULL;
+  int64_t t0 = cmn_now_us();
+  if (cmn_fault("agent.stop.before_vmm", err) < 0)
+    return -1;
+  if (drv != NULL) {
+    snap_target t = mgr_target(m, inst);
+    if (inst->vm.proc.pid > 0 && inst->entry->available && drv->powerdown != NULL &&
+        r->view.state == AGENT_STATE_RUNNING) {
+      cmn_error e2 = {0};
+      if (drv->powerdown(inst->entry->state, &inst->vm, m->stop_timeout_ms, &e2) < 0)
+        cmn_info(inst->vm.id, "stop", "guest power-off did not finish: %s", e2.msg);
+    }
+    if (inst->entry->available)
+      snap_end_vmm(&t);
+    else if (inst->vm.proc.pid > 0)
+      cmn_proc_kill_reap(&inst->vm.proc);
+  } else if (inst->vm.proc.pid > 0) {
+    cmn_proc_kill_reap(&inst->vm.proc);
+  }
+  memset(&inst->vm.proc, 0, sizeof inst->vm.proc);
+  if (cmn_fault("agent.stop.after_vmm", err) < 0)
+    return -1;
+  if (snap_discard_all(inst->dir, err) < 0)
+    return -1;
+  r->view.state = AGENT_STATE_STOPPED;
+  mgr_set_status(r, NULL);
+  return mgr_commit(m, inst, r, AGENT_OP_STOP, cmn_now_us() - t0, err);
+}
+
+static int mgr_do_standby(agent_manager *m, mgr_instance *inst, agent_record *r,
+                          cmn_error *err)
+{
+  snap_target t = mgr_target(m, inst);
+  vmm_snap_kind kind = VMM_SNAP_FULL;
+  int64_t t0 = cmn_now_us();
+  if (snap_standby(&t, r->view.state == AGENT_STATE_RUNNING, &kind, err) < 0)
+    return cmn_err_prefix(err, "standby");
+  if (cmn_fault("agent.standby.before_commit", err) < 0)
+    return -1;
+  int64_t dt = cmn_now_us() - t0;
+  r->view.state = AGENT_STATE_STANDBY;
+  r->view.last_snapshot_kind = kind == VMM_SNAP_DIFF ? AGENT_SNAP_DIFF : AGENT_SNAP_FULL;
+  r->view.last_standby_us = dt;
+  mgr_set_status(r, NULL);
+  cmn_info(inst->vm.id, "standby", "standby (%s) took %lld us",
+           kind == VMM_SNAP_DIFF ? "diff" : "full", (long long)dt);
+  return mgr_commit(m, inst, r, AGENT_OP_STANDBY, dt, err);
+}
+
+static int mgr_do_restore(agent_manager *m, mgr_instance *inst, agent_record *r,
+                          cmn_error *err)
+{
+  snap_target t = mgr_target(m, inst);
+  int64_t t0 = cmn_now_us();
+  if (snap_restore(&t, err) < 0)
+    return cmn_err_prefix(err, "restore");
+  if (cmn_fault("agent.restore.before_commit", err) < 0)
+    return -1;
+  int64_t dt = cmn_now_us() - t0;
+  r->view.state = AGENT_STATE_RUNNING;
+  r->view.last_restore_us = dt;
+  mgr_set_status(r, NULL);
+  cmn_info(inst->vm.id, "restore", "restore took %lld us", (long long)dt);
+  return mgr_commit(m, inst, r, AGENT_OP_RESTORE, dt, err);
+}
+
+static int mgr_do_pause_resume(agent_manager *m, mgr_instance *inst, agent_record *r,
+                               bool pause, cmn_error *err)
+{
+  const vmm_driver *drv = inst->entry->driver;
+  int64_t t0 = cmn_now_us();
+  int rc = pause ? drv->pause(inst->entry->state, &inst->vm, err)
+                 : drv->resume(inst->entry->state, &inst->vm, err);
+  if (rc < 0)
+    return cmn_err_prefix(err, pause ? "pause" : "resume");
+  r->view.state = pause ? AGENT_STATE_PAUSED : AGENT_STATE_RUNNING;
+  return mgr_commit(m, inst, r, pause ? AGENT_OP_PAUSE : AGENT_OP_RESUME, cmn_now_us() - t0,
+                    err);
+}
+
+/* Runs one operation with the instance's op_lock held. */
+static int mgr_run_op(agent_manager *m, mgr_instance *inst, agent_op op, cmn_error *err)
+{
+  agent_record r = {0};
+  mgr_snapshot_record(m, inst, &r);
+  agent_state st = r.view.state;
+  int rc = -1;
+
+  /* Target state already holds: OK, nothing changes. */
+  if ((op == AGENT_OP_START && st == AGENT_STATE_RUNNING) ||
+      (op == AGENT_OP_STOP && st == AGENT_STATE_STOPPED) ||
+      (op == AGENT_OP_PAUSE && st == AGENT_STATE_PAUSED) ||
+      (op == AGENT_OP_RESUME && st == AGENT_STATE_RUNNING) ||
+      (op == AGENT_OP_STANDBY && st == AGENT_STATE_STANDBY) ||
+      (op == AGENT_OP_RESTORE && st == AGENT_STATE_RUNNING)) {
+    rc = 0;
+    goto out;
+  }
+  if (op == AGENT_OP_STOP) {
+    rc = mgr_do_stop(m, inst, &r, err);
+    goto out;
+  }
+  if (st == AGENT_STATE_UNKNOWN) {
+    mgr_wrong_state(inst, op, st, err);
+    goto out;
+  }
+  if (mgr_need_driver(inst, err) < 0)
+    goto out;
+  switch (op) {
+  case AGENT_OP_START:
+    if (st != AGENT_STATE_STOPPED)
+      mgr_wrong_state(inst, op, st, err);
+    else
+      rc = mgr_do_start(m, inst, &r, err);
+    break;
+  case AGENT_OP_PAUSE:
+  case AGENT_OP_RESUME:
+    if (mgr_need_cap(inst, VMM_CAP_PAUSE, "pause and resume", err) < 0)
+      break;
+    if (st != (op == AGENT_OP_PAUSE ? AGENT_STATE_RUNNING : AGENT_STATE_PAUSED))
+      mgr_wrong_state(inst, op, st, err);
+    else
+      rc = mgr_do_pause_resume(m, inst, &r, op == AGENT_OP_PAUSE, err);
+    break;
+  case AGENT_OP_STANDBY:
+    if (mgr_need_cap(inst, VMM_CAP_SNAPSHOT | VMM_CAP_PAUSE, "standby", err) < 0)
+      break;
+    if (st != AGENT_STATE_RUNNING && st != AGENT_STATE_PAUSED)
+      mgr_wrong_state(inst, op, st, err);
+    else
+      rc = mgr_do_standby(m, inst, &r, err);
+    break;
+  case AGENT_OP_RESTORE:
+    if (mgr_need_cap(inst, VMM_CAP_SNAPSHOT, "restore", err) < 0)
+      break;
+    if (st != AGENT_STATE_STANDBY)
+      mgr_wrong_state(inst, op, st, err);
+    else
+      rc = mgr_do_restore(m, inst, &r, err);
+    break;
+  default:
+    cmn_err_set(err, CMN_INVALID_ARGUMENT, "operation %d is not a lifecycle operation", op);
+    break;
+  }
+out:
+  agent_record_free(&r);
+  if (rc < 0)
+    cmn_warn(inst->rec.view.id, agent_op_name(op), "%s failed: %s (%s)", agent_op_name(op),
+             err->msg, cmn_code_name(err->code));
+  return rc;
+}
+
+static void mgr_view_out(agent_manager *m, mgr_instance *inst, agent_instance_view *out)
+{
+  if (out == NULL)
+    return;
+  pthread_mutex_lock(&m->mu);
+  agent_view_copy(out, &inst->rec.view);
+  pthread_mutex_unlock(&m->mu);
+}
+
+int agent_manager_op(agent_manager *m, const char *id_or_name, agent_op op,
+                     agent_instance_view *out, cmn_error *err)
+{
+  if (op < AGENT_OP_START || op > AGENT_OP_RESTORE)
+    return cmn_err_set(err, CMN_INVALID_ARGUMENT, "operation %d is not a lifecycle operation",
+                       op);
+  mgr_instance *inst = mgr_lookup(m, id_or_name, err);
+  if (inst == NULL)
+    return -1;
+  pthread_mutex_lock(&inst->op_lock);
+  int rc;
+  pthread_mutex_lock(&m->mu);
+  bool gone = inst->deleted;
+  pthread_mutex_unlock(&m->mu);
+  if (gone)
+    rc = cmn_err_set(err, CMN_NOT_FOUND, "instance %s not found", id_or_name);
+  else
+    rc = mgr_run_op(m, inst, op, err);
+  pthread_mutex_unlock(&inst->op_lock);
+  if (rc == 0)
+    mgr_view_out(m, inst, out);
+  mgr_unref(m, inst);
+  return rc;
+}
+
+/* ---- create, get, list, delete --------------------------------------------- */
+
+static char *mgr_new_id(void)
+{
+  unsigned char b[8];
+  if (getrandom(b, sizeof b, 0) != (ssize_t)sizeof b)
+    abort();
+  return cmn_asprintf("i-%02x%02x%02x%02x%02x%02x%02x%02x", b[0], b[1], b[2], b[3], b[4], b[5],
+                      b[6], b[7]);
+}
+
+int agent_manager_create_instance(agent_manager *m, const char *name, const char *hypervisor,
+                                  const vmm_spec *spec, bool start, agent_instance_view *out,
+                                  cmn_error *err)
+{
+  if (agent_validate_name("name", name, err) < 0)
+    return -1;
+  if (hypervisor == NULL || hypervisor[0] == '\0')
+    return cmn_err_set(err, CMN_INVALID_ARGUMENT,
+                       "spec.hypervisor is required (for example \"qemu\")");
+  const vmm_entry *entry = vmm_registry_get(m->reg, hypervisor);
+  if (entry == NULL)
+    return cmn_err_set(err, CMN_INVALID_ARGUMENT, "spec.hypervisor: unknown hypervisor '%.64s'",
+                       hypervisor);
+  if (agent_validate_spec(spec, err) < 0)
+    return -1;
+
+  cleanup_free char *id = mgr_new_id();
+  cleanup_free char *dir = cmn_asprintf("%s/%s", m->instances_dir, id);
+  agent_record rec = {0};
+  rec.view.id = cmn_strdup(id);
+  rec.view.name = cmn_strdup(name);
+  rec.view.hypervisor = cmn_strdup(hypervisor);
+  vmm_spec_copy(&rec.view.spec, spec);
+  rec.view.state = AGENT_STATE_STOPPED;
+  rec.view.console_log_path = cmn_asprintf("%s/console.log", dir);
+  rec.view.created_at_us = rec.view.updated_at_us = cmn_wall_us();
+
+  /* Name check, admission and the folder happen under mu so two creates of
+   * one name cannot both succeed. */
+  pthread_mutex_lock(&m->mu);
+  int rc = -1;
+  mgr_instance *inst = NULL;
+  for (size_t i = 0; i < m->n_insts; i++) {
+    if (strcmp(m->insts[i]->rec.view.name, name) == 0) {
+      cmn_err_set(err, CMN_ALREADY_EXISTS, "an instance named %s already exists (%s)", name,
+                  m->insts[i]->rec.view.id);
+      goto unlock;
+    }
+  }
+  if (m->n_insts >= (size_t)m->max_instances) {
+    cmn_err_set(err, CMN_RESOURCE_EXHAUSTED, "this host already has %zu instances (limit %d)",
+                m->n_insts, m->max_instances);
+    goto unlock;
+  }
+  if (mkdir(dir, 0750) < 0) {
+    cmn_err_errno(err, CMN_INTERNAL, errno, "create %s", dir);
+    goto unlock;
+  }
+  if (agent_record_save(dir, &rec, err) < 0 || cmn_fsync_parent(dir, err) < 0) {
+    cmn_error e2 = {0};
+    cmn_rm_rf(dir, &e2);
+    goto unlock;
+  }
+  inst = mgr_instance_new(&rec, dir, entry);
+  mgr_insert_locked(m, inst);
+  inst->refs++; /* ours, until the end of this function */
+  rc = 0;
+unlock:
+  pthread_mutex_unlock(&m->mu);
+  agent_record_free(&rec);
+  if (rc < 0)
+    return -1;
+  cmn_info(id, "create", "created %s (%s)", name, hypervisor);
+  {
+    agent_instance_view v;
+    mgr_view_out(m, inst, &v);
+    mgr_emit(m, &v, AGENT_STATE_UNSPECIFIED, AGENT_OP_CREATE, 0);
+    agent_instance_view_free(&v);
+  }
+  if (start) {
+    pthread_mutex_lock(&inst->op_lock);
+    rc = mgr_run_op(m, inst, AGENT_OP_START, err);
+    pthread_mutex_unlock(&inst->op_lock);
+    if (rc < 0)
+      cmn_err_prefix(err, "instance %s was created (Stopped) but did not start", id);
+  }
+  if (rc == 0)
+    mgr_view_out(m, inst, out);
+  mgr_unref(m, inst);
+  return rc;
+}
+
+int agent_manager_get(agent_manager *m, const char *id_or_name, agent_instance_view *out,
+                      cmn_error *err)
+{
+  mgr_instance *inst = mgr_lookup(m, id_or_name, err);
+  if (inst == NULL)
+    return -1;
+  mgr_view_out(m, inst, out);
+  mgr_unref(m, inst);
+  return 0;
+}
+
+static int mgr_cmp_view(const void *a, const void *b)
+{
+  const agent_instance_view *x = a, *y = b;
+  return strcmp(x->name, y->name);
+}
+
+int agent_manager_list(agent_manager *m, agent_state state, agent_instance_view **out,
+                       size_t *n, cmn_error *err)
+{
+  if (state < AGENT_STATE_UNSPECIFIED || state > AGENT_STATE_UNKNOWN)
+    return cmn_err_set(err, CMN_INVALID_ARGUMENT, "unknown state %d", state);
+  pthread_mutex_lock(&m->mu);
+  agent_instance_view *v = cmn_calloc(m->n_insts, sizeof *v);
+  size_t k = 0;
+  for (size_t i = 0; i < m->n_insts; i++)
+    if (state == AGENT_STATE_UNSPECIFIED || m->insts[i]->rec.view.state == state)
+      agent_view_copy(&v[k++], &m->insts[i]->rec.view);
+  pthread_mutex_unlock(&m->mu);
+  qsort(v, k, sizeof *v, mgr_cmp_view);
+  *out = v;
+  *n = k;
+  return 0;
+}
+
+int agent_manager_delete(agent_manager *m, const char *id_or_name, char **id_out,
+                         cmn_error *err)
+{
+  mgr_instance *inst = mgr_lookup(m, id_or_name, err);
+  if (inst == NULL)
+    return -1;
+  pthread_mutex_lock(&inst->op_lock);
+  int rc = -1;
+  cleanup_free char *trash = NULL;
+  pthread_mutex_lock(&m->mu);
+  bool gone = inst->deleted;
+  pthread_mutex_unlock(&m->mu);
+  if (gone) {
+    cmn_err_set(err, CMN_NOT_FOUND, "instance %s not found", id_or_name);
+    goto out;
+  }
+  /* End the VMM first; the folder goes only once nothing runs from it. */
+  if (inst->vm.proc.pid > 0) {
+    if (inst->entry != NULL && inst->entry->available) {
+      snap_target t = mgr_target(m, inst);
+      snap_end_vmm(&t);
+    } else {
+      cmn_proc_kill_reap(&inst->vm.proc);
+    }
+  }
+  if (cmn_fault("agent.delete.before_remove", err) < 0)
+    goto out;
+  /* Rename out of the way first so a crash mid-removal never leaves a
+   * half-deleted instance that would be loaded again. */
+  trash = cmn_asprintf("%s/.deleting-%s", m->instances_dir,
+                                          inst->rec.view.id);
+  if (cmn_rename_durable(inst->dir, trash, err) < 0)
+    goto out;
+  cmn_error e2 = {0};
+  if (cmn_rm_rf(trash, &e2) < 0)
+    cmn_warn(inst->rec.view.id, "delete", "removing %s: %s", trash, e2.msg);
+  pthread_mutex_lock(&m->mu);
+  agent_instance_view v;
+  agent_view_copy(&v, &inst->rec.view);
+  if (id_out != NULL)
+    *id_out = cmn_strdup(inst->rec.view.id);
+  mgr_remove_locked(m, inst);
+  pthread_mutex_unlock(&m->mu);
+  agent_state old = v.state;
+  v.state = AGENT_STATE_UNSPECIFIED;
+  mgr_emit(m, &v, old, AGENT_OP_DELETE, 0);
+  agent_instance_view_free(&v);
+  cmn_info(id_or_name, "delete", "deleted");
+  rc = 0;
+out:
+  pthread_mutex_unlock(&inst->op_lock);
+  mgr_unref(m, inst);
+  return rc;
+}
+
+/* ---- re-adoption and recovery (DESIGN.md §3–4) ------------------------------ */
+
+/* Finds a live process whose command line names the instance folder: a VMM
+ * spawned just before a crash, before its pid reached the record. */
+static cmn_proc mgr_scan_vmm(const char *inst_dir)
+{
+  cmn_proc found = {0};
+  cleanup_free char *needle = cmn_asprintf("%s/", inst_dir);
+  cleanup_closedir DIR *d = opendir("/proc");
+  if (d == NULL)
+    return found;
+  struct dirent *de;
+  pid_t self = getpid();
+  while ((de = readdir(d)) != NULL) {
+    char *end = NULL;
+    long pid = strtol(de->d_name, &end, 10);
+    if (end == de->d_name || *end != '\0' || pid <= 0 || pid == self)
+      continue;
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%ld/cmdline", pid);
+    cleanup_free char *buf = NULL;
+    size_t len = 0;
+    if (cmn_file_read(path, 1 << 16, &buf, &len, NULL) < 0)
+      continue;
+    for (size_t i = 0; i + 1 < len; i++)
+      if (buf[i] == '\0')
+        buf[i] = ' ';
+    if (strstr(buf, needle) != NULL) {
+      cmn_proc p = {(pid_t)pid, cmn_proc_start_time((pid_t)pid)};
+      if (cmn_proc_alive(&p))
+        return p;
+    }
+  }
+  return found;
+}
+
+static void mgr_recover_one(agent_manager *m, mgr_instance *inst)
+{
+  agent_record r = {0};
+  mgr_snapshot_record(m, inst, &r);
+  const char *id = r.view.id;
+  agent_state before = r.view.state;
+  bool avail = inst->entry != NULL && inst->entry->available;
+  const vmm_driver *drv = avail ? inst->entry->driver : NULL;
+  snap_target t = avail ? mgr_target(m, inst) : (snap_target){0};
+  cleanup_free char *latest = snap_latest_path(inst->dir);
+  cleanup_free char *base = snap_base_path(inst->dir);
+  bool latest_ok = snap_is_complete(latest);
+  cmn_error err = {0};
+
+  cmn_proc p = r.proc;
+  if (!cmn_proc_alive(&p))
+    p = mgr_scan_vmm(inst->dir);
+  inst->vm.proc = cmn_proc_alive(&p) ? p : (cmn_proc){0};
+  bool alive = inst->vm.proc.pid > 0;
+
+  if (alive && !avail) {
+    r.view.state = AGENT_STATE_UNKNOWN;
+    mgr_set_status(&r, "a VMM is alive but its hypervisor driver is not available");
+    goto commit;
+  }
+  if (alive) {
+    vmm_run_state rs = VMM_STATE_OTHER;
+    int (*adopt)(void *, vmm_vm *, vmm_run_state *, cmn_error *) =
+        drv->adopt ? drv->adopt : drv->query;
+    if (adopt == NULL || adopt(inst->entry->state, &inst->vm, &rs, &err) < 0) {
+      r.view.state = AGENT_STATE_UNKNOWN;
+      cleanup_free char *msg = cmn_asprintf("cannot reach VMM pid %d: %s",
+                                            (int)inst->vm.proc.pid, err.msg);
+      mgr_set_status(&r, msg);
+      goto commit;
+    }
+    if (latest_ok && rs == VMM_STATE_RUNNING) {
+      /* A restore whose guest runs, interrupted before latest was retired. */
+      if (snap_finish_restore(&t, &err) < 0)
+        cmn_warn(id, "recover", "retire snapshot-latest: %s", err.msg);
+      r.view.state = AGENT_STATE_RUNNING;
+    } else if (latest_ok) {
+      /* A standby that finished writing (or a restore that never resumed):
+       * the snapshot is the guest; the VMM goes. */
+      snap_end_vmm(&t);
+      if (cmn_is_dir(base) && !snap_is_complete(base))
+        cmn_rm_rf(base, &err);
+      r.view.state = AGENT_STATE_STANDBY;
+    } else {
+      /* Any half-written standby target is discarded; the VM lives on. */
+      cmn_rm_rf(latest, &err);
+      if (cmn_is_dir(base) && !snap_is_complete(base))
+        cmn_rm_rf(base, &err);
+      if (before == AGENT_STATE_STOPPED || before == AGENT_STATE_STANDBY ||
+          rs == VMM_STATE_OTHER) {
+        /* A start or restore cut short: no committed guest runs in it. */
+        snap_end_vmm(&t);
+        if (before != AGENT_STATE_STANDBY)
+          snap_discard_all(inst->dir, &err);
+        r.view.state = AGENT_STATE_STOPPED;
+        if (before == AGENT_STATE_STANDBY)
+          mgr_set_status(&r, "standby snapshot incomplete after an interrupted operation");
+      } else if (rs == VMM_STATE_PAUSED && before == AGENT_STATE_RUNNING) {
+        /* A standby interrupted after its pause: resume. */
+        if (drv->resume(inst->entry->state, &inst->vm, &err) < 0) {
+          r.view.state = AGENT_STATE_PAUSED;
+          cmn_warn(id, "recover", "resume after interrupted standby: %s", err.msg);
+        } else {
+          r.view.state = AGENT_STATE_RUNNING;
+        }
+      } else {
+        r.view.state = rs == VMM_STATE_RUNNING ? AGENT_STATE_RUNNING : AGENT_STATE_PAUSED;
+      }
+    }
+  } else {
+    if (avail && drv->cleanup != NULL)
+      drv->cleanup(inst->entry->state, &inst->vm);
+    if (latest_ok) {
+      if (cmn_is_dir(base))
+        cmn_rm_rf(base, &err);
+      r.view.state = AGENT_STATE_STANDBY;
+    } else {
+      snap_discard_all(inst->dir, &err);
+      if (before == AGENT_STATE_RUNNING || before == AGENT_STATE_PAUSED)
+        mgr_set_status(&r, "the VMM exited while emberd was not running");
+      else if (before == AGENT_STATE_STANDBY)
+        mgr_set_status(&r, "standby snapshot missing or incomplete");
+      r.view.state = AGENT_STATE_STOPPED;
+    }
+  }
+commit:
+  if (r.view.state != before)
+    cmn_info(id, "recover", "%s -> %s", agent_state_name(before),
+             agent_state_name(r.view.state));
+  if (mgr_commit(m, inst, &r, r.view.state != before ? AGENT_OP_OBSERVED : AGENT_OP_NONE, 0,
+                 &err) < 0)
+    cmn_error_log(id, "recover", "%s", err.msg);
+  agent_record_free(&r);
+}
+
+static int mgr_load_all(agent_manager *m, cmn_error *err)
+{
+  cleanup_closedir DIR *d = opendir(m->instances_dir);
+  if (d == NULL)
+    return cmn_err_errno(err, CMN_INTERNAL, errno, "open %s", m->instances_dir);
+  struct dirent *de;
+  while ((de = readdir(d)) != NULL) {
+    if (de->d_name[0] == '.') {
+      if (strncmp(de->d_name, ".deleting-", 10) == 0) {
+        cleanup_free char *p = cmn_asprintf("%s/%s", m->instances_dir, de->d_name);
+        cmn_error e2 = {0};
+        cmn_rm_rf(p, &e2);
+      }
+      continue;
+    }
+    cleanup_free char *dir = cmn_asprintf("%s/%s", m->instances_dir, de->d_name);
+    if (!cmn_is_dir(dir))
+      continue;
+    agent_record rec = {0};
+    cmn_error e2 = {0};
+    if (agent_record_load(dir, &rec, &e2) < 0) {
+      cmn_error_log(de->d_name, "load", "skipping instance folder: %s", e2.msg);
+      continue;
+    }
+    if (strcmp(rec.view.id, de->d_name) != 0 ||
+        agent_validate_name("id", rec.view.id, &e2) < 0) {
+      cmn_error_log(de->d_name, "load", "skipping instance folder: id mismatch");
+      agent_record_free(&rec);
+      continue;
+    }
+    mgr_instance *inst = mgr_instance_new(&rec, dir, vmm_registry_get(m->reg, rec.view.hypervisor));
+    agent_record_free(&rec);
+    pthread_mutex_lock(&m->mu);
+    mgr_insert_locked(m, inst);
+    pthread_mutex_unlock(&m->mu);
+  }
+  for (size_t i = 0; i < m->n_insts; i++)
+    mgr_recover_one(m, m->insts[i]);
+  return 0;
+}
+
+/* ---- VMM monitor --------------------------------------------------------------- */
+
+static void mgr_check_exit(agent_manager *m, mgr_instance *inst)
+{
+  if (pthread_mutex_trylock(&inst->op_lock) != 0)
+    return; /* an operation owns it and will see the exit itself */
+  pthread_mutex_lock(&m->mu);
+  bool live_state = !inst->deleted && (inst->rec.view.state == AGENT_STATE_RUNNING ||
+                                       inst->rec.view.state == AGENT_STATE_PAUSED);
+  pthread_mutex_unlock(&m->mu);
+  if (live_state && inst->vm.proc.pid > 0 && !cmn_proc_alive(&inst->vm.proc)) {
+    int status = 0;
+    cmn_proc_wait(&inst->vm.proc, 0, &status);
+    agent_record r = {0};
+    mgr_snapshot_record(m, inst, &r);
+    cleanup_free char *msg =
+        WIFSIGNALED(status) ? cmn_asprintf("the VMM (pid %d) was killed by signal %d",
+                                           (int)inst->vm.proc.pid, WTERMSIG(status))
+                            : cmn_asprintf("the VMM (pid %d) exited with status %d",
+                                           (int)inst->vm.proc.pid, WEXITSTATUS(status));
+    cmn_warn(r.view.id, "observed", "%s", msg);
+    memset(&inst->vm.proc, 0, sizeof inst->vm.proc);
+    if (inst->entry != NULL && inst->entry->available) {
+      snap_target t = mgr_target(m, inst);
+      snap_end_vmm(&t);
+    }
+    cmn_error err = {0};
+    snap_discard_all(inst->dir, &err);
+    r.view.state = AGENT_STATE_STOPPED;
+    mgr_set_status(&r, msg);
+    if (mgr_commit(m, inst, &r, AGENT_OP_OBSERVED, 0, &err) < 0)
+      cmn_error_log(r.view.id, "observed", "%s", err.msg);
+    agent_record_free(&r);
+  }
+  pthread_mutex_unlock(&inst->op_lock);
+}
+
+static void *mgr_monitor_main(void *arg)
+{
+  agent_manager *m = arg;
+  for (;;) {
+    pthread_mutex_lock(&m->stop_mu);
+    if (!m->stopping) {
+      struct timespec ts;
+      clock_gettime(CLOCK_REALTIME, &ts);
+      ts.tv_nsec += MANAGER_MONITOR_MS * 1000000L;
+      ts.tv_sec += ts.tv_nsec / 1000000000L;
+      ts.tv_nsec %= 1000000000L;
+      pthread_cond_timedwait(&m->stop_cv, &m->stop_mu, &ts);
+    }
+    bool stop = m->stopping;
+    pthread_mutex_unlock(&m->stop_mu);
+    if (stop)
+      return NULL;
+    pthread_mutex_lock(&m->mu);
+    size_t n = m->n_insts;
+    mgr_instance **list = cmn_calloc(n, sizeof *list);
+    for (size_t i = 0; i < n; i++) {
+      list[i] = m->insts[i];
+      list[i]->refs++;
+    }
+    pthread_mutex_unlock(&m->mu);
+    for (size_t i = 0; i < n; i++) {
+      mgr_check_exit(m, list[i]);
+      mgr_unref(m, list[i]);
+    }
+    free(list);
+  }
+}
+
+/* ---- create / free ---------------------------------------------------------- */
+
+agent_manager *agent_manager_create(const agent_manager_config *cfg, const vmm_registry *reg,
+                                    cmn_error *err)
+{
+  if (cfg->data_dir == NULL || cfg->data_dir[0] != '/') {
+    cmn_err_set(err, CMN_INVALID_ARGUMENT, "data dir must be an absolute path");
+    return NULL;
+  }
+  agent_manager *m = cmn_calloc(1, sizeof *m);
+  m->data_dir = cmn_strdup(cfg->data_dir);
+  m->instances_dir = cmn_asprintf("%s/instances", cfg->data_dir);
+  m->max_instances = cfg->max_instances > 0 ? cfg->max_instances : MANAGER_DEFAULT_MAX;
+  m->stop_timeout_ms = cfg->stop_timeout_ms > 0 ? cfg->stop_timeout_ms : MANAGER_DEFAULT_STOP_MS;
+  m->reg = reg;
+  pthread_mutex_init(&m->mu, NULL);
+  pthread_mutex_init(&m->subs_mu, NULL);
+  pthread_mutex_init(&m->stop_mu, NULL);
+  pthread_cond_init(&m->stop_cv, NULL);
+  if (cmn_mkdir_p(m->data_dir, 0750, err) < 0 || cmn_mkdir_p(m->instances_dir, 0750, err) < 0 ||
+      mgr_load_all(m, err) < 0) {
+    agent_manager_free(m);
+    return NULL;
+  }
+  if (cfg->monitor) {
+    if (pthread_create(&m->monitor, NULL, mgr_monitor_main, m) != 0) {
+      cmn_err_set(err, CMN_INTERNAL, "cannot start the VMM monitor thread");
+      agent_manager_free(m);
+      return NULL;
+    }
+    m->monitor_running = true;
+  }
+  cmn_info(NULL, NULL, "instance manager ready: %zu instances in %s", m->n_insts,
+           m->instances_dir);
+  return m;
+}
+
+void agent_manager_free(agent_manager *m)
+{
+  if (m == NULL)
+    return;
+  if (m->monitor_running) {
+    pthread_mutex_lock(&m->stop_mu);
+    m->stopping = true;
+    pthread_cond_broadcast(&m->stop_cv);
+    pthread_mutex_unlock(&m->stop_mu);
+    pthread_join(m->monitor, NULL);
+  }
+  /* Wait for operations in progress, then drop everything; VMMs keep running. */
+  for (size_t i = 0; i < m->n_insts; i++) {
+    pthread_mutex_lock(&m->insts[i]->op_lock);
+    pthread_mutex_unlock(&m->insts[i]->op_lock);
+    mgr_instance_free(m->insts[i]);
+  }
+  free(m->insts);
+  free(m->subs);
+  pthread_mutex_destroy(&m->mu);
+  pthread_mutex_destroy(&m->subs_mu);
+  pthread_mutex_destroy(&m->stop_mu);
+  pthread_cond_destroy(&m->stop_cv);
+  free(m->instances_dir);
+  free(m->data_dir);
+  free(m);
+}

@@ -81,13 +81,13 @@ int cmn_file_read(const char *path, size_t max, char **out, size_t *len, cmn_err
   if (fd < 0)
     return cmn_err_errno(err, errno == ENOENT ? CMN_NOT_FOUND : CMN_INTERNAL, errno,
                          "open %s", path);
-  size_t cap = 4096, n = 0;
+  size_t cap = max < 4096 ? max + 1 : 4096, n = 0;
   cleanup_free char *buf = cmn_malloc(cap + 1);
   for (;;) {
     if (n == cap) {
-      if (cap >= max)
+      if (n > max)
         return cmn_err_set(err, CMN_INTERNAL, "%s is larger than %zu bytes", path, max);
-      cap = cap * 2 > max ? max : cap * 2;
+      cap = cap * 2 > max + 1 ? max + 1 : cap * 2;
       buf = cmn_realloc(buf, cap + 1);
     }
     ssize_t r = read(fd, buf + n, cap - n);
@@ -100,6 +100,8 @@ int cmn_file_read(const char *path, size_t max, char **out, size_t *len, cmn_err
       break;
     n += (size_t)r;
   }
+  if (n > max)
+    return cmn_err_set(err, CMN_INTERNAL, "%s is larger than %zu bytes", path, max);
   buf[n] = '\0';
   if (len != NULL)
     *len = n;

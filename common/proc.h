@@ -41,6 +41,9 @@ int cmn_proc_signal(const cmn_proc *p, int sig);
 int cmn_proc_wait(const cmn_proc *p, int timeout_ms, int *status);
 /* SIGKILL, then wait until it is gone (reaping it when it is our child). */
 void cmn_proc_kill_reap(const cmn_proc *p);
+/* Marks every descriptor >= 3 close-on-exec. Called first thing in main() so
+ * descriptors a careless parent left open never reach a VMM. */
+void cmn_proc_cloexec_inherited(void);
 /* Resolves a program name through PATH; NULL when not found or not executable. */
 char *cmn_which(const char *prog);
 /* Monotonic clock in microseconds. */

@@ -117,9 +117,14 @@ typedef struct vmm_driver {
    * only read, except that a LIVE_RAM_FILE driver maps <snap_dir>/memory
    * shared, after which the guest writes to it. */
   int (*restore)(void *state, vmm_vm *vm, const char *snap_dir, cmn_error *err);
-  /* Asks the VMM to exit cleanly (only with VMM_CAP_GRACEFUL_SHUTDOWN), waiting
-   * up to timeout_ms. The agent reaps it, and kills it if this fails. */
+  /* Asks the VMM process to exit cleanly (only with VMM_CAP_GRACEFUL_SHUTDOWN;
+   * QEMU: QMP `quit`) WITHOUT running the guest any further: after a standby the
+   * guest must not touch its memory again. Waits up to timeout_ms. The agent
+   * reaps it, and kills it if this fails. */
   int (*shutdown)(void *state, vmm_vm *vm, int timeout_ms, cmn_error *err);
+  /* Optional: asks the guest to power off (QEMU: `system_powerdown`) and waits up
+   * to timeout_ms for the VMM to exit. Used by Stop before shutdown/SIGKILL. */
+  int (*powerdown)(void *state, vmm_vm *vm, int timeout_ms, cmn_error *err);
   /* Drops driver-side per-VM state (connections, priv) without touching the
    * VMM process. Safe to call more than once. */
   void (*release)(void *state, vmm_vm *vm);

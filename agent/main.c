@@ -1,0 +1,233 @@
+/* main.c: emberd: reads the configuration, takes the data dir, builds the
+ * driver registry and the instance manager, serves gRPC, and waits for
+ * SIGTERM/SIGINT in sigwait (every signal is blocked before any thread
+ * starts, so no thread is ever interrupted by one).
+ *
+ * Shutdown: health NOT_SERVING, no new calls, calls in flight finish within
+ * the grace time (a second signal or the timeout cancels them), lifecycle
+ * operations run to their end, then the manager is freed. VMMs keep running;
+ * the next emberd re-adopts them. Exit status 0 after a signal, 1 when
+ * start-up fails, 2 for a usage error. */
+#define _GNU_SOURCE
+#include "agent/config.h"
+#include "agent/manager.h"
+#include "agent/server/server.h"
+#include "common/cleanup.h"
+#include "common/files.h"
+#include "common/log.h"
+#include "common/mem.h"
+#include "drivers/registry.h"
+
+#include <curl/curl.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <grpc/grpc.h>
+#include <grpc/support/log.h>
+#include <signal.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+/* Routes the gRPC core's own log lines into our JSON-lines log. */
+static void main__gpr_log(gpr_log_func_args *a)
+{
+  int level = a->severity == GPR_LOG_SEVERITY_ERROR  ? CMN_LOG_ERROR
+              : a->severity == GPR_LOG_SEVERITY_INFO ? CMN_LOG_INFO
+                                                     : CMN_LOG_DEBUG;
+  cmn_log(level, NULL, "grpc", "%s:%d: %s", a->file, a->line, a->message);
+}
+
+static void main__fail(const char *what, const cmn_error *err)
+{
+  cmn_error_log(NULL, "startup", "%s: %s (%s)", what, err->msg, cmn_code_name(err->code));
+  fprintf(stderr, "emberd: %s: %s\n", what, err->msg);
+}
+
+/* Takes an exclusive lock on <data_dir>/emberd.lock for the life of the
+ * process, so that two daemons never manage one data dir. */
+static int main__lock_data_dir(const char *data_dir, cmn_error *err)
+{
+  cleanup_free char *path = cmn_asprintf("%s/emberd.lock", data_dir);
+  int fd = cmn_open(path, O_RDWR | O_CREAT, 0640);
+  if (fd < 0)
+    return cmn_err_errno(err, CMN_FAILED_PRECONDITION, errno, "cannot open %s", path);
+  if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+    int e = errno;
+    close(fd);
+    if (e == EWOULDBLOCK)
+      return cmn_err_set(err, CMN_FAILED_PRECONDITION,
+                         "another emberd is already using data dir %s (lock %s is held)",
+                         data_dir, path);
+    return cmn_err_errno(err, CMN_FAILED_PRECONDITION, e, "cannot lock %s", path);
+  }
+  return fd; /* kept open until exit */
+}
+
+static int64_t main__now_ms(void)
+{
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+int main(int argc, char **argv)
+{
+  /* Block every asynchronous signal before any thread exists; main takes
+   * them with sigwait. Faults stay deliverable. */
+  sigset_t all;
+  sigfillset(&all);
+  sigdelset(&all, SIGSEGV);
+  sigdelset(&all, SIGBUS);
+  sigdelset(&all, SIGFPE);
+  sigdelset(&all, SIGILL);
+  sigdelset(&all, SIGABRT);
+  sigdelset(&all, SIGTRAP);
+  pthread_sigmask(SIG_BLOCK, &all, NULL);
+
+  cmn_error err = {0};
+  agent_config cfg;
+  if (agent_config_load(&cfg, argc, argv, getenv("HOME"), getenv("XDG_DATA_HOME"), geteuid(),
+                        &err) < 0) {
+    fprintf(stderr, "emberd: %s\n", err.msg);
+    return 2;
+  }
+  if (cfg.help) {
+    agent_config_usage(stdout, "emberd");
+    agent_config_free(&cfg);
+    return 0;
+  }
+  if (cfg.version) {
+    printf("emberd 0.1.0\n");
+    agent_config_free(&cfg);
+    return 0;
+  }
+  cmn_log_setup(cfg.log_level, 2);
+
+  int rc = 1;
+  vmm_registry *reg = NULL;
+  agent_manager *mgr = NULL;
+  srv_server *srv = NULL;
+  bool grpc_up = false, curl_up = false;
+  int lock_fd = -1;
+
+  if (cmn_mkdir_p(cfg.data_dir, 0750, &err) < 0) {
+    main__fail("cannot create the data dir", &err);
+    goto out;
+  }
+  lock_fd = main__lock_data_dir(cfg.data_dir, &err);
+  if (lock_fd < 0) {
+    main__fail("refusing to start", &err);
+    goto out;
+  }
+  srv_options so = {
+      .listen = cfg.listen,
+      .workers = cfg.workers,
+      .max_message_bytes = cfg.max_message_bytes,
+      .tls_cert = cfg.tls_cert,
+      .tls_key = cfg.tls_key,
+      .tls_client_ca = cfg.tls_client_ca,
+      .insecure_tcp = cfg.insecure_tcp,
+  };
+  if (srv_listen_precheck(&so, &err) < 0) {
+    main__fail("refusing to start", &err);
+    goto out;
+  }
+  /* libcurl (the Firecracker driver) must be initialised before threads. */
+  if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
+    cmn_err_set(&err, CMN_INTERNAL, "curl_global_init failed");
+    main__fail("start-up", &err);
+    goto out;
+  }
+  curl_up = true;
+  reg = vmm_registry_create(cfg.drivers, NULL, 0);
+  if (reg == NULL) {
+    cmn_err_set(&err, CMN_INTERNAL, "cannot initialise the hypervisor drivers");
+    main__fail("start-up", &err);
+    goto out;
+  }
+  for (size_t i = 0; i < vmm_registry_count(reg); i++) {
+    const vmm_entry *e = vmm_registry_at(reg, i);
+    cmn_info(NULL, "startup", "hypervisor %s: %s%s", e->driver->type,
+             e->available ? "available, " : "unavailable: ", e->detail ? e->detail : "");
+  }
+  agent_manager_config mc = {
+      .data_dir = cfg.data_dir,
+      .max_instances = cfg.max_instances,
+      .stop_timeout_ms = 0,
+      .monitor = true,
+  };
+  mgr = agent_manager_create(&mc, reg, &err);
+  if (mgr == NULL) {
+    main__fail("cannot load the instances", &err);
+    goto out;
+  }
+  gpr_set_log_function(main__gpr_log);
+  grpc_init();
+  grpc_up = true;
+  srv = srv_server_create(&so, mgr, &err);
+  if (srv == NULL) {
+    main__fail("cannot serve", &err);
+    goto out;
+  }
+  cmn_info(NULL, "startup", "emberd ready: data dir %s, listening on %s", cfg.data_dir,
+           cfg.listen);
+
+  sigset_t wait_set;
+  sigemptyset(&wait_set);
+  sigaddset(&wait_set, SIGTERM);
+  sigaddset(&wait_set, SIGINT);
+  sigaddset(&wait_set, SIGHUP);
+  sigaddset(&wait_set, SIGQUIT);
+  for (;;) {
+    int sig = 0;
+    if (sigwait(&wait_set, &sig) != 0)
+      continue;
+    if (sig == SIGHUP) {
+      cmn_info(NULL, "signal", "SIGHUP ignored (restart emberd to reload its config)");
+      continue;
+    }
+    cmn_info(NULL, "shutdown", "%s received: shutting down (grace %d s)", strsignal(sig),
+             cfg.grace_seconds);
+    break;
+  }
+  srv_server_begin_shutdown(srv);
+  int64_t deadline = main__now_ms() + (int64_t)cfg.grace_seconds * 1000;
+  bool cancelled = false;
+  while (!srv_server_wait(srv, 0)) {
+    if (!cancelled && main__now_ms() >= deadline) {
+      cmn_warn(NULL, "shutdown", "grace time of %d s is over", cfg.grace_seconds);
+      srv_server_cancel_all(srv);
+      cancelled = true;
+    }
+    struct timespec tick = {0, 100 * 1000000L};
+    int sig = sigtimedwait(&wait_set, NULL, &tick);
+    if (sig > 0 && sig != SIGHUP && !cancelled) {
+      cmn_warn(NULL, "shutdown", "second signal (%s): cancelling calls in flight",
+               strsignal(sig));
+      srv_server_cancel_all(srv);
+      cancelled = true;
+    }
+    if (cancelled)
+      srv_server_wait(srv, 200);
+  }
+  rc = 0;
+
+out:
+  srv_server_free(srv); /* waits for lifecycle operations still running */
+  if (grpc_up)
+    grpc_shutdown();
+  if (mgr != NULL)
+    agent_manager_free(mgr);
+  if (reg != NULL)
+    vmm_registry_free(reg);
+  if (curl_up)
+    curl_global_cleanup();
+  if (lock_fd >= 0)
+    close(lock_fd);
+  if (rc == 0)
+    cmn_info(NULL, "shutdown", "emberd stopped; VMMs keep running");
+  agent_config_free(&cfg);
+  return rc;
+}

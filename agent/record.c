@@ -1,0 +1,229 @@
+/* record.c: an instance's persistent record as JSON (see record.h). */
+#include "agent/record.h"
+#include "common/cleanup.h"
+#include "common/files.h"
+#include "common/mem.h"
+
+#include <cjson/cJSON.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define RECORD_VERSION 1
+#define RECORD_MAX_BYTES (1u << 20)
+
+static const char *const record_state_names[] = {"unspecified", "stopped", "running",
+                                                 "paused", "standby", "unknown"};
+static const char *const record_kind_names[] = {"none", "full", "diff"};
+
+void agent_instance_view_free(agent_instance_view *v)
+{
+  if (v == NULL)
+    return;
+  free(v->id);
+  free(v->name);
+  free(v->hypervisor);
+  vmm_spec_free(&v->spec);
+  free(v->console_log_path);
+  free(v->status_message);
+  memset(v, 0, sizeof *v);
+}
+
+void agent_view_copy(agent_instance_view *dst, const agent_instance_view *src)
+{
+  *dst = *src;
+  dst->id = cmn_strdup(src->id);
+  dst->name = cmn_strdup(src->name);
+  dst->hypervisor = cmn_strdup(src->hypervisor);
+  vmm_spec_copy(&dst->spec, &src->spec);
+  dst->console_log_path = cmn_strdup(src->console_log_path);
+  dst->status_message = cmn_strdup(src->status_message);
+}
+
+void agent_record_free(agent_record *r)
+{
+  if (r == NULL)
+    return;
+  agent_instance_view_free(&r->view);
+  memset(r, 0, sizeof *r);
+}
+
+void agent_record_copy(agent_record *dst, const agent_record *src)
+{
+  agent_view_copy(&dst->view, &src->view);
+  dst->proc = src->proc;
+}
+
+static void record_add_str(cJSON *o, const char *key, const char *val)
+{
+  if (val != NULL)
+    cJSON_AddStringToObject(o, key, val);
+}
+
+char *agent_record_to_json(const agent_record *r)
+{
+  const agent_instance_view *v = &r->view;
+  cJSON *o = cJSON_CreateObject();
+  cJSON_AddNumberToObject(o, "version", RECORD_VERSION);
+  record_add_str(o, "id", v->id);
+  record_add_str(o, "name", v->name);
+  record_add_str(o, "hypervisor", v->hypervisor);
+  cJSON *spec = cJSON_AddObjectToObject(o, "spec");
+  cJSON_AddNumberToObject(spec, "vcpus", v->spec.vcpus);
+  cJSON_AddNumberToObject(spec, "memory_mib", (double)v->spec.memory_mib);
+  record_add_str(spec, "kernel", v->spec.kernel);
+  record_add_str(spec, "initrd", v->spec.initrd);
+  record_add_str(spec, "cmdline", v->spec.cmdline);
+  cJSON *disks = cJSON_AddArrayToObject(spec, "disks");
+  for (size_t i = 0; i < v->spec.n_disks; i++) {
+    cJSON *d = cJSON_CreateObject();
+    cJSON_AddStringToObject(d, "path", v->spec.disks[i].path);
+    cJSON_AddBoolToObject(d, "read_only", v->spec.disks[i].read_only);
+    cJSON_AddItemToArray(disks, d);
+  }
+  cJSON *nics = cJSON_AddArrayToObject(spec, "nics");
+  for (size_t i = 0; i < v->spec.n_nics; i++) {
+    cJSON *n = cJSON_CreateObject();
+    cJSON_AddStringToObject(n, "tap", v->spec.nics[i].tap);
+    record_add_str(n, "mac", v->spec.nics[i].mac);
+    cJSON_AddItemToArray(nics, n);
+  }
+  int st = (v->state >= 0 && v->state <= AGENT_STATE_UNKNOWN) ? (int)v->state : 0;
+  cJSON_AddStringToObject(o, "state", record_state_names[st]);
+  int kind = (v->last_snapshot_kind >= 0 && v->last_snapshot_kind <= AGENT_SNAP_DIFF)
+                 ? (int)v->last_snapshot_kind : 0;
+  cJSON_AddStringToObject(o, "last_snapshot_kind", record_kind_names[kind]);
+  cJSON_AddNumberToObject(o, "last_standby_us", (double)v->last_standby_us);
+  cJSON_AddNumberToObject(o, "last_restore_us", (double)v->last_restore_us);
+  cJSON_AddNumberToObject(o, "created_at_us", (double)v->created_at_us);
+  cJSON_AddNumberToObject(o, "updated_at_us", (double)v->updated_at_us);
+  record_add_str(o, "console_log_path", v->console_log_path);
+  record_add_str(o, "status_message", v->status_message);
+  cJSON *vmm = cJSON_AddObjectToObject(o, "vmm");
+  cJSON_AddNumberToObject(vmm, "pid", r->proc.pid);
+  cJSON_AddNumberToObject(vmm, "start_time", (double)r->proc.start_time);
+  char *out = cJSON_Print(o);
+  cJSON_Delete(o);
+  if (out == NULL)
+    abort();
+  return out;
+}
+
+static const char *record_get_str(const cJSON *o, const char *key)
+{
+  const cJSON *it = cJSON_GetObjectItemCaseSensitive(o, key);
+  return cJSON_IsString(it) ? it->valuestring : NULL;
+}
+
+static double record_get_num(const cJSON *o, const char *key)
+{
+  const cJSON *it = cJSON_GetObjectItemCaseSensitive(o, key);
+  return cJSON_IsNumber(it) ? it->valuedouble : 0;
+}
+
+static int record_lookup(const char *const *names, int n, const char *s)
+{
+  for (int i = 0; s != NULL && i < n; i++)
+    if (strcmp(names[i], s) == 0)
+      return i;
+  return -1;
+}
+
+int agent_record_from_json(const char *json, agent_record *r, cmn_error *err)
+{
+  memset(r, 0, sizeof *r);
+  cJSON *o = cJSON_Parse(json);
+  if (o == NULL || !cJSON_IsObject(o)) {
+    cJSON_Delete(o);
+    return cmn_err_set(err, CMN_INTERNAL, "record is not a JSON object");
+  }
+  agent_instance_view *v = &r->view;
+  int rc = -1;
+  if ((int)record_get_num(o, "version") != RECORD_VERSION) {
+    cmn_err_set(err, CMN_INTERNAL, "record version %d is not %d",
+                (int)record_get_num(o, "version"), RECORD_VERSION);
+    goto out;
+  }
+  v->id = cmn_strdup(record_get_str(o, "id"));
+  v->name = cmn_strdup(record_get_str(o, "name"));
+  v->hypervisor = cmn_strdup(record_get_str(o, "hypervisor"));
+  if (v->id == NULL || v->name == NULL || v->hypervisor == NULL) {
+    cmn_err_set(err, CMN_INTERNAL, "record lacks id, name or hypervisor");
+    goto out;
+  }
+  const cJSON *spec = cJSON_GetObjectItemCaseSensitive(o, "spec");
+  v->spec.vcpus = (uint32_t)record_get_num(spec, "vcpus");
+  v->spec.memory_mib = (uint64_t)record_get_num(spec, "memory_mib");
+  v->spec.kernel = cmn_strdup(record_get_str(spec, "kernel"));
+  v->spec.initrd = cmn_strdup(record_get_str(spec, "initrd"));
+  v->spec.cmdline = cmn_strdup(record_get_str(spec, "cmdline"));
+  const cJSON *disks = cJSON_GetObjectItemCaseSensitive(spec, "disks");
+  int nd = cJSON_IsArray(disks) ? cJSON_GetArraySize(disks) : 0;
+  v->spec.disks = cmn_calloc((size_t)nd, sizeof *v->spec.disks);
+  for (int i = 0; i < nd; i++) {
+    const cJSON *d = cJSON_GetArrayItem(disks, i);
+    v->spec.disks[i].path = cmn_strdup(record_get_str(d, "path"));
+    v->spec.disks[i].read_only = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(d, "read_only"));
+    if (v->spec.disks[i].path == NULL) {
+      v->spec.n_disks = (size_t)i;
+      cmn_err_set(err, CMN_INTERNAL, "record disk %d has no path", i);
+      goto out;
+    }
+  }
+  v->spec.n_disks = (size_t)nd;
+  const cJSON *nics = cJSON_GetObjectItemCaseSensitive(spec, "nics");
+  int nn = cJSON_IsArray(nics) ? cJSON_GetArraySize(nics) : 0;
+  v->spec.nics = cmn_calloc((size_t)nn, sizeof *v->spec.nics);
+  for (int i = 0; i < nn; i++) {
+    const cJSON *n = cJSON_GetArrayItem(nics, i);
+    v->spec.nics[i].tap = cmn_strdup(record_get_str(n, "tap"));
+    v->spec.nics[i].mac = cmn_strdup(record_get_str(n, "mac"));
+    if (v->spec.nics[i].tap == NULL) {
+      v->spec.n_nics = (size_t)i + 1;
+      cmn_err_set(err, CMN_INTERNAL, "record nic %d has no tap", i);
+      goto out;
+    }
+  }
+  v->spec.n_nics = (size_t)nn;
+  int st = record_lookup(record_state_names, 6, record_get_str(o, "state"));
+  int kind = record_lookup(record_kind_names, 3, record_get_str(o, "last_snapshot_kind"));
+  if (st <= 0 || kind < 0) {
+    cmn_err_set(err, CMN_INTERNAL, "record has a bad state or snapshot kind");
+    goto out;
+  }
+  v->state = (agent_state)st;
+  v->last_snapshot_kind = (agent_snap_kind)kind;
+  v->last_standby_us = (int64_t)record_get_num(o, "last_standby_us");
+  v->last_restore_us = (int64_t)record_get_num(o, "last_restore_us");
+  v->created_at_us = (int64_t)record_get_num(o, "created_at_us");
+  v->updated_at_us = (int64_t)record_get_num(o, "updated_at_us");
+  v->console_log_path = cmn_strdup(record_get_str(o, "console_log_path"));
+  v->status_message = cmn_strdup(record_get_str(o, "status_message"));
+  const cJSON *vmm = cJSON_GetObjectItemCaseSensitive(o, "vmm");
+  r->proc.pid = (pid_t)record_get_num(vmm, "pid");
+  r->proc.start_time = (uint64_t)record_get_num(vmm, "start_time");
+  v->vmm_pid = r->proc.pid;
+  rc = 0;
+out:
+  cJSON_Delete(o);
+  if (rc < 0)
+    agent_record_free(r);
+  return rc;
+}
+
+int agent_record_save(const char *dir, const agent_record *r, cmn_error *err)
+{
+  cleanup_free char *json = agent_record_to_json(r);
+  cleanup_free char *path = cmn_asprintf("%s/%s", dir, AGENT_RECORD_FILE);
+  return cmn_file_write_atomic(path, json, strlen(json), 0640, err);
+}
+
+int agent_record_load(const char *dir, agent_record *r, cmn_error *err)
+{
+  cleanup_free char *path = cmn_asprintf("%s/%s", dir, AGENT_RECORD_FILE);
+  cleanup_free char *json = NULL;
+  if (cmn_file_read(path, RECORD_MAX_BYTES, &json, NULL, err) < 0)
+    return -1;
+  if (agent_record_from_json(json, r, err) < 0)
+    return cmn_err_prefix(err, "%s", path);
+  return 0;
+}

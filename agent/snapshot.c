@@ -1,0 +1,246 @@
+/* snapshot.c: the snapshot manager (see snapshot.h and DESIGN.md §4). */
+#define _GNU_SOURCE
+#include "agent/snapshot.h"
+#include "common/cleanup.h"
+#include "common/fault.h"
+#include "common/files.h"
+#include "common/log.h"
+#include "common/mem.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <string.h>
+#include <unistd.h>
+
+char *snap_latest_path(const char *inst_dir)
+{
+  return cmn_asprintf("%s/" SNAP_DIR "/" SNAP_LATEST, inst_dir);
+}
+
+char *snap_base_path(const char *inst_dir)
+{
+  return cmn_asprintf("%s/" SNAP_DIR "/" SNAP_BASE, inst_dir);
+}
+
+bool snap_is_complete(const char *snap_dir)
+{
+  cleanup_free char *m = cmn_asprintf("%s/" SNAP_MARKER, snap_dir);
+  return cmn_is_regular_file(m);
+}
+
+int snap_mark_complete(const char *snap_dir, vmm_snap_kind kind, cmn_error *err)
+{
+  if (cmn_fsync_tree(snap_dir, err) < 0)
+    return cmn_err_prefix(err, "make snapshot durable");
+  cleanup_free char *m = cmn_asprintf("%s/" SNAP_MARKER, snap_dir);
+  const char *body = kind == VMM_SNAP_DIFF ? "diff\n" : "full\n";
+  return cmn_file_write_atomic(m, body, strlen(body), 0640, err);
+}
+
+int snap_unmark(const char *snap_dir, cmn_error *err)
+{
+  cleanup_free char *m = cmn_asprintf("%s/" SNAP_MARKER, snap_dir);
+  if (unlink(m) < 0) {
+    if (errno == ENOENT)
+      return 0;
+    return cmn_err_errno(err, CMN_INTERNAL, errno, "remove %s", m);
+  }
+  return cmn_fsync_path(snap_dir, err);
+}
+
+static int snap_ensure_root(const char *inst_dir, cmn_error *err)
+{
+  cleanup_free char *root = cmn_asprintf("%s/" SNAP_DIR, inst_dir);
+  return cmn_mkdir_p(root, 0750, err);
+}
+
+int snap_discard_all(const char *inst_dir, cmn_error *err)
+{
+  cleanup_free char *latest = snap_latest_path(inst_dir);
+  cleanup_free char *base = snap_base_path(inst_dir);
+  if (cmn_rm_rf(latest, err) < 0 || cmn_rm_rf(base, err) < 0)
+    return -1;
+  cleanup_free char *root = cmn_asprintf("%s/" SNAP_DIR, inst_dir);
+  if (cmn_is_dir(root))
+    return cmn_fsync_path(root, err);
+  return 0;
+}
+
+static bool snap_live_ram(const snap_target *t)
+{
+  return (t->drv->caps & VMM_CAP_BASE_REUSE) && (t->drv->caps & VMM_CAP_LIVE_RAM_FILE);
+}
+
+int snap_prepare_boot(const snap_target *t, char **mem_dir, cmn_error *err)
+{
+  *mem_dir = NULL;
+  if (snap_discard_all(t->inst_dir, err) < 0)
+    return -1;
+  if (!snap_live_ram(t))
+    return 0;
+  if (snap_ensure_root(t->inst_dir, err) < 0)
+    return -1;
+  cleanup_free char *base = snap_base_path(t->inst_dir);
+  if (cmn_mkdir_p(base, 0750, err) < 0)
+    return -1;
+  *mem_dir = steal_ptr(base);
+  return 0;
+}
+
+int snap_after_boot(const snap_target *t, cmn_error *err)
+{
+  if (!snap_live_ram(t))
+    return 0;
+  cleanup_free char *base = snap_base_path(t->inst_dir);
+  return snap_mark_complete(base, VMM_SNAP_DIFF, err);
+}
+
+void snap_end_vmm(const snap_target *t)
+{
+  vmm_vm *vm = t->vm;
+  if (vm->proc.pid > 0) {
+    bool gone = false;
+    if ((t->drv->caps & VMM_CAP_GRACEFUL_SHUTDOWN) && t->drv->shutdown != NULL) {
+      cmn_error err = {0};
+      if (t->drv->shutdown(t->drv_state, vm, t->shutdown_timeout_ms, &err) == 0)
+        gone = cmn_proc_wait(&vm->proc, t->shutdown_timeout_ms, NULL) == 0;
+      else
+        cmn_warn(vm->id, NULL, "graceful VMM exit failed, killing it: %s", err.msg);
+    }
+    if (!gone)
+      cmn_proc_kill_reap(&vm->proc);
+  }
+  if (t->drv->release != NULL)
+    t->drv->release(t->drv_state, vm);
+  if (t->drv->cleanup != NULL)
+    t->drv->cleanup(t->drv_state, vm);
+  memset(&vm->proc, 0, sizeof vm->proc);
+}
+
+/* Step 4 of a standby: the VM must keep running; the promoted target (or the
+ * fresh full target) is discarded entirely so the next standby is full. */
+static void snap_standby_undo(const snap_target *t, const char *latest, bool was_running)
+{
+  cmn_error e2 = {0};
+  if (cmn_rm_rf(latest, &e2) < 0)
+    cmn_error_log(t->vm->id, "standby", "discard failed target: %s", e2.msg);
+  if (was_running && t->drv->resume != NULL &&
+      t->drv->resume(t->drv_state, t->vm, &e2) < 0)
+    cmn_error_log(t->vm->id, "standby", "resume after failed standby: %s", e2.msg);
+}
+
+int snap_standby(const snap_target *t, bool was_running, vmm_snap_kind *kind, cmn_error *err)
+{
+  const vmm_driver *drv = t->drv;
+  vmm_vm *vm = t->vm;
+  if (drv->snapshot == NULL)
+    return cmn_err_set(err, CMN_UNIMPLEMENTED, "driver %s cannot snapshot", drv->type);
+  if (snap_ensure_root(t->inst_dir, err) < 0)
+    return -1;
+  cleanup_free char *latest = snap_latest_path(t->inst_dir);
+  cleanup_free char *base = snap_base_path(t->inst_dir);
+
+  /* 1. Pause. */
+  if (was_running) {
+    if (drv->pause == NULL)
+      return cmn_err_set(err, CMN_UNIMPLEMENTED, "driver %s cannot pause", drv->type);
+    if (drv->pause(t->drv_state, vm, err) < 0)
+      return cmn_err_prefix(err, "pause before standby");
+  }
+  if (cmn_fault("snap.standby.after_pause", err) < 0)
+    goto fail_resume;
+
+  /* 2. Choose the target: promote a complete base (diff) or a fresh folder (full). */
+  if (cmn_rm_rf(latest, err) < 0)
+    goto fail_resume;
+  *kind = VMM_SNAP_FULL;
+  if ((drv->caps & VMM_CAP_BASE_REUSE) && snap_is_complete(base)) {
+    /* Unmark before the rename: a crash must never leave a complete-looking
+     * latest whose diff was not written. */
+    if (snap_unmark(base, err) < 0 || cmn_fault("snap.standby.after_unmark", err) < 0 ||
+        cmn_rename_durable(base, latest, err) < 0)
+      goto fail_undo;
+    *kind = VMM_SNAP_DIFF;
+  } else {
+    /* A base that is not complete is never reused. For a LIVE_RAM_FILE driver it
+     * may be the running guest's RAM: unlinking it is safe (the mapping stays)
+     * and the full snapshot below carries all of RAM. */
+    if (cmn_rm_rf(base, err) < 0 || cmn_mkdir_p(latest, 0750, err) < 0)
+      goto fail_undo;
+  }
+  if (cmn_fault("snap.standby.after_promote", err) < 0)
+    goto fail_undo;
+
+  /* 3. The driver writes into latest. */
+  if (drv->snapshot(t->drv_state, vm, latest, *kind, err) < 0) {
+    cmn_err_prefix(err, "%s snapshot", *kind == VMM_SNAP_DIFF ? "diff" : "full");
+    goto fail_undo;
+  }
+  if (cmn_fault("snap.standby.after_snapshot", err) < 0)
+    goto fail_undo;
+
+  /* 5. Durable, then marked. */
+  if (snap_mark_complete(latest, *kind, err) < 0)
+    goto fail_undo;
+  if (cmn_fault("snap.standby.after_mark", err) < 0) {
+    /* The snapshot is complete on disk; a failure here still ends in Standby
+     * once the VMM is gone, so carry on rather than undo. */
+    cmn_warn(vm->id, "standby", "%s (ignored: snapshot already complete)", err->msg);
+    cmn_err_clear(err);
+  }
+  snap_end_vmm(t);
+  return 0;
+
+fail_undo:
+  snap_standby_undo(t, latest, was_running);
+  return -1;
+fail_resume:
+  snap_standby_undo(t, latest, was_running);
+  return -1;
+}
+
+int snap_finish_restore(const snap_target *t, cmn_error *err)
+{
+  cleanup_free char *latest = snap_latest_path(t->inst_dir);
+  cleanup_free char *base = snap_base_path(t->inst_dir);
+  if (!(t->drv->caps & VMM_CAP_BASE_REUSE))
+    return cmn_rm_rf(latest, err) < 0 ? -1 : cmn_fsync_parent(latest, err);
+  if (cmn_rm_rf(base, err) < 0)
+    return -1;
+  if (cmn_fault("snap.restore.before_rename", err) < 0)
+    return -1;
+  return cmn_rename_durable(latest, base, err);
+}
+
+int snap_restore(const snap_target *t, cmn_error *err)
+{
+  const vmm_driver *drv = t->drv;
+  vmm_vm *vm = t->vm;
+  if (drv->restore == NULL)
+    return cmn_err_set(err, CMN_UNIMPLEMENTED, "driver %s cannot restore", drv->type);
+  cleanup_free char *latest = snap_latest_path(t->inst_dir);
+  if (!snap_is_complete(latest))
+    return cmn_err_set(err, CMN_INTERNAL,
+                       "no complete snapshot in %s: the standby artifact is missing", latest);
+  memset(&vm->proc, 0, sizeof vm->proc);
+  if (cmn_fault("snap.restore.before_driver", err) < 0 ||
+      drv->restore(t->drv_state, vm, latest, err) < 0 ||
+      cmn_fault("snap.restore.after_driver", err) < 0) {
+    /* Kill and reap the new VMM, remove its files; latest stays untouched so
+     * the instance is still Standby and the restore can be retried. */
+    if (vm->proc.pid > 0)
+      cmn_proc_kill_reap(&vm->proc);
+    if (drv->release != NULL)
+      drv->release(t->drv_state, vm);
+    if (drv->cleanup != NULL)
+      drv->cleanup(t->drv_state, vm);
+    memset(&vm->proc, 0, sizeof vm->proc);
+    return -1;
+  }
+  /* The guest runs. Failing to retire latest now must not kill it: the caller
+   * records Running and recovery finishes the rename later. */
+  cmn_error e2 = {0};
+  if (snap_finish_restore(t, &e2) < 0)
+    cmn_warn(vm->id, "restore", "retiring snapshot-latest failed (retried later): %s", e2.msg);
+  return 0;
+}

@@ -1,0 +1,67 @@
+/* snapshot.h: the snapshot manager (DESIGN.md §4).
+ *
+ * It owns the folder transitions under <instance dir>/snapshots:
+ *   snapshot-latest/  the visible standby artifact; exists exactly in Standby
+ *   snapshot-base/    the hidden retained base (drivers with VMM_CAP_BASE_REUSE)
+ * A folder counts as complete only once the marker file SNAP_MARKER, written and
+ * fsynced after the driver's snapshot call (and after an fsync of every file
+ * and folder in it), is present. Drivers only read and write inside the folder
+ * they are handed. */
+#ifndef EMBER_AGENT_SNAPSHOT_H
+#define EMBER_AGENT_SNAPSHOT_H
+
+#include "common/error.h"
+#include "drivers/hypervisor.h"
+
+#include <stdbool.h>
+
+#define SNAP_DIR "snapshots"
+#define SNAP_LATEST "snapshot-latest"
+#define SNAP_BASE "snapshot-base"
+#define SNAP_MARKER ".complete"
+
+/* One VM and its driver, as the snapshot manager needs them. */
+typedef struct snap_target {
+  const vmm_driver *drv;
+  void *drv_state;
+  vmm_vm *vm;
+  const char *inst_dir;
+  int shutdown_timeout_ms; /* graceful VMM exit wait */
+} snap_target;
+
+char *snap_latest_path(const char *inst_dir);
+char *snap_base_path(const char *inst_dir);
+bool snap_is_complete(const char *snap_dir);
+/* fsyncs every file and folder in snap_dir, then writes and fsyncs the marker. */
+int snap_mark_complete(const char *snap_dir, vmm_snap_kind kind, cmn_error *err);
+/* Removes the marker first (durably), so a crash never leaves a folder that
+ * looks complete while it is being rewritten. */
+int snap_unmark(const char *snap_dir, cmn_error *err);
+
+/* Before a cold boot: removes both folders; with LIVE_RAM_FILE creates an empty
+ * snapshot-base and returns it in *mem_dir (else *mem_dir = NULL). */
+int snap_prepare_boot(const snap_target *t, char **mem_dir, cmn_error *err);
+/* After a successful cold boot: with LIVE_RAM_FILE the base holds the guest's
+ * live RAM, so it is complete for a diff standby; mark it. */
+int snap_after_boot(const snap_target *t, cmn_error *err);
+
+/* Standby of a running or paused VM (DESIGN.md §4 steps 1–5). On success the
+ * VMM has ended and been reaped, snapshot-latest is complete and *kind says how
+ * it was written. On failure the VM runs again if it was running before (it
+ * stays paused if it was paused), the promoted target is discarded, and the
+ * next standby will be full. */
+int snap_standby(const snap_target *t, bool was_running, vmm_snap_kind *kind, cmn_error *err);
+/* Restore from a complete snapshot-latest. On success the VM runs and latest
+ * became snapshot-base (base reuse) or was removed. On failure the new VMM is
+ * killed and reaped, its files removed, and snapshot-latest is untouched. */
+int snap_restore(const snap_target *t, cmn_error *err);
+/* After a restore whose VMM runs (also used by recovery): latest -> base, or
+ * latest removed without base reuse. */
+int snap_finish_restore(const snap_target *t, cmn_error *err);
+/* Ends the VMM: graceful shutdown only where the driver has one, else SIGKILL
+ * at once; always reaps; then release + cleanup of driver files. */
+void snap_end_vmm(const snap_target *t);
+/* Removes snapshot-latest and snapshot-base (Stop). */
+int snap_discard_all(const char *inst_dir, cmn_error *err);
+
+#endif

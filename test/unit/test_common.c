@@ -1,0 +1,253 @@
+/* test_common.c: CUnit tests of common/ (errors, files, processes, fault points)
+ * and of the agent's record and validation modules. */
+#define _GNU_SOURCE
+#include "agent/record.h"
+#include "agent/validate.h"
+#include "common/cleanup.h"
+#include "common/error.h"
+#include "common/fault.h"
+#include "common/files.h"
+#include "common/log.h"
+#include "common/mem.h"
+#include "common/proc.h"
+
+#include <CUnit/Basic.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+static char tmp_root[64];
+
+static int suite_init(void)
+{
+  snprintf(tmp_root, sizeof tmp_root, "/tmp/ember-common-XXXXXX");
+  return mkdtemp(tmp_root) ? 0 : -1;
+}
+
+static int suite_clean(void)
+{
+  cmn_error err = {0};
+  return cmn_rm_rf(tmp_root, &err);
+}
+
+static void test_error_contract(void)
+{
+  cmn_error err = {0};
+  CU_ASSERT_EQUAL(cmn_err_set(&err, CMN_NOT_FOUND, "instance %s", "x"), -1);
+  CU_ASSERT_EQUAL(err.code, CMN_NOT_FOUND);
+  CU_ASSERT_STRING_EQUAL(err.msg, "instance x");
+  cmn_err_prefix(&err, "get");
+  CU_ASSERT_STRING_EQUAL(err.msg, "get: instance x");
+  CU_ASSERT_EQUAL(err.code, CMN_NOT_FOUND);
+  cmn_err_errno(&err, CMN_INTERNAL, ENOENT, "open %s", "/x");
+  CU_ASSERT_PTR_NOT_NULL(strstr(err.msg, "No such file"));
+  /* Long context is truncated, never overflows. */
+  char big[3000];
+  memset(big, 'x', sizeof big - 1);
+  big[sizeof big - 1] = '\0';
+  cmn_err_prefix(&err, "%s", big);
+  CU_ASSERT_TRUE(strlen(err.msg) < CMN_ERR_MSG_MAX);
+  CU_ASSERT_STRING_EQUAL(cmn_code_name(CMN_FAILED_PRECONDITION), "FAILED_PRECONDITION");
+  CU_ASSERT_STRING_EQUAL(cmn_code_name(999), "UNKNOWN");
+  cmn_err_clear(&err);
+  CU_ASSERT_EQUAL(err.code, CMN_OK);
+}
+
+static void test_files(void)
+{
+  cmn_error err = {0};
+  cleanup_free char *dir = cmn_asprintf("%s/a/b/c", tmp_root);
+  CU_ASSERT_EQUAL(cmn_mkdir_p(dir, 0750, &err), 0);
+  CU_ASSERT_TRUE(cmn_is_dir(dir));
+  cleanup_free char *f = cmn_asprintf("%s/file", dir);
+  CU_ASSERT_EQUAL(cmn_file_write_atomic(f, "hello", 5, 0600, &err), 0);
+  CU_ASSERT_EQUAL(cmn_file_write_atomic(f, "world!", 6, 0600, &err), 0);
+  cleanup_free char *buf = NULL;
+  size_t len = 0;
+  CU_ASSERT_EQUAL(cmn_file_read(f, 100, &buf, &len, &err), 0);
+  CU_ASSERT_EQUAL(len, 6);
+  CU_ASSERT_STRING_EQUAL(buf, "world!");
+  struct stat st;
+  CU_ASSERT_EQUAL(stat(f, &st), 0);
+  CU_ASSERT_EQUAL(st.st_mode & 0777, 0600);
+  char *small = NULL;
+  CU_ASSERT_EQUAL(cmn_file_read(f, 3, &small, NULL, &err), -1);
+  CU_ASSERT_EQUAL(cmn_file_read("/nonexistent", 3, &small, NULL, &err), -1);
+  CU_ASSERT_EQUAL(err.code, CMN_NOT_FOUND);
+  cleanup_free char *top = cmn_asprintf("%s/a", tmp_root);
+  CU_ASSERT_EQUAL(cmn_fsync_tree(top, &err), 0);
+  cleanup_free char *moved = cmn_asprintf("%s/moved", tmp_root);
+  CU_ASSERT_EQUAL(cmn_rename_durable(top, moved, &err), 0);
+  CU_ASSERT_FALSE(cmn_path_exists(top));
+  CU_ASSERT_EQUAL(cmn_rm_rf(moved, &err), 0);
+  CU_ASSERT_FALSE(cmn_path_exists(moved));
+  CU_ASSERT_EQUAL(cmn_rm_rf(moved, &err), 0); /* missing is fine */
+  /* No temp files left behind by atomic writes. */
+  cleanup_free char *cmd = cmn_asprintf("ls -a %s | grep -q tmp", tmp_root);
+  CU_ASSERT_NOT_EQUAL(system(cmd), 0);
+}
+
+static void test_path_join(void)
+{
+  cmn_error err = {0};
+  char *p = cmn_path_join("/root", "a/b", &err);
+  CU_ASSERT_STRING_EQUAL(p, "/root/a/b");
+  free(p);
+  CU_ASSERT_PTR_NULL(cmn_path_join("/root", "../x", &err));
+  CU_ASSERT_EQUAL(err.code, CMN_INVALID_ARGUMENT);
+  CU_ASSERT_PTR_NULL(cmn_path_join("/root", "a/../../x", &err));
+  CU_ASSERT_PTR_NULL(cmn_path_join("/root", "/etc", &err));
+  CU_ASSERT_PTR_NULL(cmn_path_join("/root", "", &err));
+  p = cmn_path_join("/root", "a..b", &err);
+  CU_ASSERT_PTR_NOT_NULL(p);
+  free(p);
+}
+
+static void test_proc(void)
+{
+  cmn_error err = {0};
+  cmn_proc p = {0};
+  cleanup_free char *log = cmn_asprintf("%s/child.log", tmp_root);
+  /* The child must not inherit our descriptors (O_CLOEXEC) and must be in its
+   * own session. */
+  int leak = cmn_open(log, O_WRONLY | O_CREAT, 0600);
+  cleanup_free char *script = cmn_asprintf(
+      "echo sid=$(cut -d' ' -f6 /proc/self/stat) pid=$$; ls /proc/self/fd | wc -l; sleep 30");
+  char *argv[] = {"/bin/sh", "-c", script, NULL};
+  cmn_spawn_opts o = {.log_path = log};
+  CU_ASSERT_EQUAL_FATAL(cmn_proc_spawn(argv, &o, &p, &err), 0);
+  close(leak);
+  CU_ASSERT_TRUE(p.pid > 0);
+  CU_ASSERT_TRUE(p.start_time > 0);
+  CU_ASSERT_TRUE(cmn_proc_alive(&p));
+  CU_ASSERT_NOT_EQUAL(getsid(p.pid), getsid(0));
+  CU_ASSERT_EQUAL(getsid(p.pid), p.pid);
+  cmn_proc wrong = p;
+  wrong.start_time += 1; /* a recycled pid is not the same process */
+  CU_ASSERT_FALSE(cmn_proc_alive(&wrong));
+  CU_ASSERT_EQUAL(cmn_proc_wait(&p, 50, NULL), -1);
+  cmn_sleep_ms(200);
+  cmn_proc_kill_reap(&p);
+  CU_ASSERT_FALSE(cmn_proc_alive(&p));
+  cleanup_free char *out = NULL;
+  CU_ASSERT_EQUAL(cmn_file_read(log, 4096, &out, NULL, &err), 0);
+  /* fds: 0, 1, 2 and the one ls opens for /proc/self/fd. */
+  if (strstr(out, "\n4\n") == NULL)
+    fprintf(stderr, "child output: %s\n", out);
+  CU_ASSERT_PTR_NOT_NULL(strstr(out, "\n4\n"));
+  char *missing[] = {"/nonexistent/prog", NULL};
+  CU_ASSERT_EQUAL(cmn_proc_spawn(missing, NULL, &p, &err), -1);
+  CU_ASSERT_EQUAL(err.code, CMN_FAILED_PRECONDITION);
+  char *path = cmn_which("sh");
+  CU_ASSERT_PTR_NOT_NULL(path);
+  free(path);
+  CU_ASSERT_PTR_NULL(cmn_which("definitely-not-a-program-xyz"));
+}
+
+static void test_fault(void)
+{
+  cmn_error err = {0};
+  unsetenv("EMBER_FAULT");
+  CU_ASSERT_EQUAL(cmn_fault("a.b", &err), 0);
+  setenv("EMBER_FAULT", "x.y,a.b", 1);
+  CU_ASSERT_EQUAL(cmn_fault("a.b", &err), -1);
+  CU_ASSERT_PTR_NOT_NULL(strstr(err.msg, "a.b"));
+  CU_ASSERT_EQUAL(cmn_fault("a", &err), 0);
+  CU_ASSERT_EQUAL(cmn_fault("a.b.c", &err), 0);
+  setenv("EMBER_FAULT", "a.b:exit", 1);
+  pid_t pid = fork();
+  if (pid == 0) {
+    cmn_fault("a.b", &err);
+    _exit(0);
+  }
+  int st = 0;
+  waitpid(pid, &st, 0);
+  CU_ASSERT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 86);
+  unsetenv("EMBER_FAULT");
+}
+
+static void test_record_roundtrip(void)
+{
+  agent_record r = {0};
+  vmm_disk disks[] = {{"/d1.img", true}, {"/d2.img", false}};
+  vmm_nic nics[] = {{"tap0", "aa:bb:cc:dd:ee:ff"}};
+  r.view.id = "i-1";
+  r.view.name = "web \"quoted\"";
+  r.view.hypervisor = "qemu";
+  r.view.spec = (vmm_spec){2, 512, "/k", NULL, "console=ttyS0", disks, 2, nics, 1};
+  r.view.state = AGENT_STATE_STANDBY;
+  r.view.last_snapshot_kind = AGENT_SNAP_DIFF;
+  r.view.last_standby_us = 123456;
+  r.view.created_at_us = 1700000000000000LL;
+  r.proc = (cmn_proc){4242, 987654321};
+  cleanup_free char *json = agent_record_to_json(&r);
+  agent_record back;
+  cmn_error err = {0};
+  CU_ASSERT_EQUAL_FATAL(agent_record_from_json(json, &back, &err), 0);
+  CU_ASSERT_STRING_EQUAL(back.view.name, "web \"quoted\"");
+  CU_ASSERT_EQUAL(back.view.spec.memory_mib, 512);
+  CU_ASSERT_EQUAL(back.view.spec.n_disks, 2);
+  CU_ASSERT_TRUE(back.view.spec.disks[0].read_only);
+  CU_ASSERT_STRING_EQUAL(back.view.spec.nics[0].mac, "aa:bb:cc:dd:ee:ff");
+  CU_ASSERT_PTR_NULL(back.view.spec.initrd);
+  CU_ASSERT_EQUAL(back.view.state, AGENT_STATE_STANDBY);
+  CU_ASSERT_EQUAL(back.view.last_snapshot_kind, AGENT_SNAP_DIFF);
+  CU_ASSERT_EQUAL(back.view.created_at_us, 1700000000000000LL);
+  CU_ASSERT_EQUAL(back.proc.pid, 4242);
+  CU_ASSERT_EQUAL(back.proc.start_time, 987654321);
+  agent_record_free(&back);
+  CU_ASSERT_EQUAL(agent_record_from_json("{", &back, &err), -1);
+  CU_ASSERT_EQUAL(agent_record_from_json("{\"version\":1}", &back, &err), -1);
+  CU_ASSERT_EQUAL(agent_record_from_json("[]", &back, &err), -1);
+}
+
+static void test_validate(void)
+{
+  cmn_error err = {0};
+  CU_ASSERT_EQUAL(agent_validate_name("name", "web-1.a_b", &err), 0);
+  const char *bad[] = {"", ".", "..", "-a", "a/b", "a b", "a\x01", "é"};
+  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+    CU_ASSERT_EQUAL(agent_validate_name("name", bad[i], &err), -1);
+    CU_ASSERT_EQUAL(err.code, CMN_INVALID_ARGUMENT);
+  }
+  cleanup_free char *k = cmn_asprintf("%s/k", tmp_root);
+  cmn_file_write_atomic(k, "k", 1, 0644, &err);
+  vmm_nic nic = {"tap0", "zz:bb:cc:dd:ee:ff"};
+  vmm_spec s = {.vcpus = 1, .memory_mib = 64, .kernel = k, .cmdline = "a b"};
+  CU_ASSERT_EQUAL(agent_validate_spec(&s, &err), 0);
+  s.cmdline = "a\nb";
+  CU_ASSERT_EQUAL(agent_validate_spec(&s, &err), -1);
+  s.cmdline = NULL;
+  s.nics = &nic;
+  s.n_nics = 1;
+  CU_ASSERT_EQUAL(agent_validate_spec(&s, &err), -1);
+  nic.mac = "aa:bb:cc:dd:ee:ff";
+  CU_ASSERT_EQUAL(agent_validate_spec(&s, &err), 0);
+  nic.tap = "tap-name-way-too-long";
+  CU_ASSERT_EQUAL(agent_validate_spec(&s, &err), -1);
+}
+
+int main(void)
+{
+  cmn_proc_cloexec_inherited();
+  cmn_log_setup(CMN_LOG_ERROR, 2);
+  if (CU_initialize_registry() != CUE_SUCCESS)
+    return 1;
+  CU_pSuite s = CU_add_suite("common", suite_init, suite_clean);
+  CU_add_test(s, "error_contract", test_error_contract);
+  CU_add_test(s, "files", test_files);
+  CU_add_test(s, "path_join", test_path_join);
+  CU_add_test(s, "proc", test_proc);
+  CU_add_test(s, "fault", test_fault);
+  CU_add_test(s, "record_roundtrip", test_record_roundtrip);
+  CU_add_test(s, "validate", test_validate);
+  CU_basic_set_mode(CU_BRM_VERBOSE);
+  CU_basic_run_tests();
+  unsigned failed = CU_get_number_of_failures() + CU_get_number_of_tests_failed();
+  CU_cleanup_registry();
+  return failed ? 1 : 0;
+}

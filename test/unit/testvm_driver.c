@@ -1,0 +1,191 @@
+/* testvm_driver.c: the test-only driver (see testvm_driver.h). */
+#define _GNU_SOURCE
+#include "test/unit/testvm_driver.h"
+#include "common/cleanup.h"
+#include "common/files.h"
+#include "common/mem.h"
+
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+
+static int tv_fail(int *counter, const char *what, cmn_error *err)
+{
+  if (*counter > 0) {
+    (*counter)--;
+    return cmn_err_set(err, CMN_INTERNAL, "testvm: injected %s failure", what);
+  }
+  return 0;
+}
+
+static int tv_init(const cJSON *config, void **state, cmn_error *err)
+{
+  (void)config;
+  (void)err;
+  *state = cmn_calloc(1, sizeof(testvm_state));
+  return 0;
+}
+
+static void tv_fini(void *state) { free(state); }
+
+static char *tv_describe(void *state) { return cmn_strdup("testvm 1.0"); }
+
+static int tv_spawn(vmm_vm *vm, cmn_error *err)
+{
+  cleanup_free char *tag = cmn_asprintf("%s/testvm", vm->dir);
+  char *argv[] = {"/bin/sh", "-c", "while :; do sleep 1; done", (char *)"testvm", tag, NULL};
+  cmn_spawn_opts o = {.log_path = vm->vmm_log_path};
+  return cmn_proc_spawn(argv, &o, &vm->proc, err);
+}
+
+static int tv_copy(const char *from, const char *to, cmn_error *err)
+{
+  cleanup_free char *buf = NULL;
+  size_t len = 0;
+  if (cmn_file_read(from, 1 << 20, &buf, &len, err) < 0)
+    return -1;
+  return cmn_file_write_atomic(to, buf, len, 0640, err);
+}
+
+static int tv_start(void *state, vmm_vm *vm, const char *mem_dir, cmn_error *err)
+{
+  testvm_state *s = state;
+  if (tv_fail(&s->fail_start, "start", err) < 0)
+    return -1;
+  cleanup_free char *ram = cmn_asprintf("%s/ram", vm->dir);
+  if (cmn_file_write_atomic(ram, "boot\n", 5, 0640, err) < 0)
+    return -1;
+  if (mem_dir != NULL) {
+    cleanup_free char *mem = cmn_asprintf("%s/memory", mem_dir);
+    if (cmn_file_write_atomic(mem, "live\n", 5, 0640, err) < 0)
+      return -1;
+  }
+  return tv_spawn(vm, err);
+}
+
+static int tv_run_state(vmm_vm *vm, vmm_run_state *out, cmn_error *err)
+{
+  if (!cmn_proc_alive(&vm->proc))
+    return cmn_err_set(err, CMN_INTERNAL, "testvm: VMM is gone");
+  cleanup_free char *p = cmn_asprintf("%s/paused", vm->dir);
+  *out = cmn_path_exists(p) ? VMM_STATE_PAUSED : VMM_STATE_RUNNING;
+  return 0;
+}
+
+static int tv_adopt(void *state, vmm_vm *vm, vmm_run_state *out, cmn_error *err)
+{
+  testvm_state *s = state;
+  if (tv_fail(&s->fail_adopt, "adopt", err) < 0)
+    return -1;
+  return tv_run_state(vm, out, err);
+}
+
+static int tv_query(void *state, vmm_vm *vm, vmm_run_state *out, cmn_error *err)
+{
+  return tv_run_state(vm, out, err);
+}
+
+static int tv_pause(void *state, vmm_vm *vm, cmn_error *err)
+{
+  testvm_state *s = state;
+  if (tv_fail(&s->fail_pause, "pause", err) < 0)
+    return -1;
+  cleanup_free char *p = cmn_asprintf("%s/paused", vm->dir);
+  return cmn_file_write_atomic(p, "", 0, 0640, err);
+}
+
+static int tv_resume(void *state, vmm_vm *vm, cmn_error *err)
+{
+  testvm_state *s = state;
+  if (tv_fail(&s->fail_resume, "resume", err) < 0)
+    return -1;
+  cleanup_free char *p = cmn_asprintf("%s/paused", vm->dir);
+  return cmn_rm_rf(p, err);
+}
+
+static int tv_snapshot(void *state, vmm_vm *vm, const char *snap_dir, vmm_snap_kind kind,
+                       cmn_error *err)
+{
+  testvm_state *s = state;
+  cleanup_free char *ram = cmn_asprintf("%s/ram", vm->dir);
+  cleanup_free char *mem = cmn_asprintf("%s/memory", snap_dir);
+  cleanup_free char *st = cmn_asprintf("%s/state", snap_dir);
+  if (kind == VMM_SNAP_DIFF && !cmn_is_regular_file(mem))
+    return cmn_err_set(err, CMN_INTERNAL, "testvm: diff without a base memory file");
+  if (kind == VMM_SNAP_FULL && cmn_path_exists(mem))
+    return cmn_err_set(err, CMN_INTERNAL, "testvm: full snapshot into a non-empty folder");
+  /* Half-write first, then fail: the manager must discard this target. */
+  if (cmn_file_write_atomic(st, "partial\n", 8, 0640, err) < 0)
+    return -1;
+  if (tv_fail(&s->fail_snapshot, "snapshot", err) < 0)
+    return -1;
+  if (tv_copy(ram, mem, err) < 0 || cmn_file_write_atomic(st, "state\n", 6, 0640, err) < 0)
+    return -1;
+  if (kind == VMM_SNAP_DIFF)
+    s->n_snapshot_diff++;
+  else
+    s->n_snapshot_full++;
+  return 0;
+}
+
+static int tv_restore(void *state, vmm_vm *vm, const char *snap_dir, cmn_error *err)
+{
+  testvm_state *s = state;
+  if (tv_fail(&s->fail_restore, "restore", err) < 0)
+    return -1;
+  cleanup_free char *ram = cmn_asprintf("%s/ram", vm->dir);
+  cleanup_free char *mem = cmn_asprintf("%s/memory", snap_dir);
+  cleanup_free char *paused = cmn_asprintf("%s/paused", vm->dir);
+  if (tv_spawn(vm, err) < 0)
+    return -1;
+  if (tv_fail(&s->fail_restore_after_spawn, "restore after spawn", err) < 0)
+    return -1;
+  if (tv_copy(mem, ram, err) < 0 || cmn_rm_rf(paused, err) < 0)
+    return -1;
+  s->n_restore++;
+  return 0;
+}
+
+static int tv_shutdown(void *state, vmm_vm *vm, int timeout_ms, cmn_error *err)
+{
+  testvm_state *s = state;
+  s->n_shutdown++;
+  cmn_proc_signal(&vm->proc, SIGTERM);
+  return 0;
+}
+
+static void tv_cleanup(void *state, vmm_vm *vm)
+{
+  cleanup_free char *p = cmn_asprintf("%s/paused", vm->dir);
+  cmn_rm_rf(p, NULL);
+}
+
+#define TESTVM_OPS                                                                         \
+  .init = tv_init, .fini = tv_fini, .describe = tv_describe, .start = tv_start,            \
+  .adopt = tv_adopt, .query = tv_query, .pause = tv_pause, .resume = tv_resume,            \
+  .snapshot = tv_snapshot, .restore = tv_restore, .cleanup = tv_cleanup
+
+const vmm_driver testvm_driver = {
+    .type = "testvm",
+    .caps = VMM_CAP_SNAPSHOT | VMM_CAP_PAUSE | VMM_CAP_BASE_REUSE,
+    TESTVM_OPS,
+};
+
+const vmm_driver testvm_live_driver = {
+    .type = "testlive",
+    .caps = VMM_CAP_SNAPSHOT | VMM_CAP_PAUSE | VMM_CAP_BASE_REUSE | VMM_CAP_LIVE_RAM_FILE |
+            VMM_CAP_GRACEFUL_SHUTDOWN,
+    TESTVM_OPS,
+    .shutdown = tv_shutdown,
+};
+
+const vmm_driver testvm_nosnap_driver = {
+    .type = "testbare",
+    .caps = 0,
+    .init = tv_init,
+    .fini = tv_fini,
+    .start = tv_start,
+    .adopt = tv_adopt,
+    .query = tv_query,
+    .cleanup = tv_cleanup,
+};

@@ -1,0 +1,14 @@
+# Unit tests (CUnit), one executable per module, registered with ctest.
+set(UNIT_DIR ${CMAKE_CURRENT_SOURCE_DIR}/unit)
+add_library(ember_testvm STATIC ${UNIT_DIR}/testvm_driver.c)
+target_link_libraries(ember_testvm PUBLIC ember_drivers ember_common)
+
+function(ember_unit_test name)
+  add_executable(${name} ${UNIT_DIR}/${name}.c)
+  target_link_libraries(${name} PRIVATE ember_agent ember_testvm ${CUNIT_LIB} ${ARGN})
+  add_test(NAME unit_${name} COMMAND ${name})
+  set_tests_properties(unit_${name} PROPERTIES LABELS "unit" TIMEOUT 300)
+endfunction()
+
+ember_unit_test(test_manager)
+ember_unit_test(test_common)
