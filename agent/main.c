@@ -216,10 +216,14 @@ int main(int argc, char **argv)
 
 out:
   srv_server_free(srv); /* waits for lifecycle operations still running */
-  if (grpc_up)
+  if (grpc_up) {
+    cmn_debug(NULL, "shutdown", "gRPC server freed");
     grpc_shutdown();
-  if (mgr != NULL)
+  }
+  if (mgr != NULL) {
+    cmn_debug(NULL, "shutdown", "gRPC server stopped; releasing the instance manager");
     agent_manager_free(mgr);
+  }
   if (reg != NULL)
     vmm_registry_free(reg);
   if (curl_up)

@@ -560,6 +560,16 @@ static void test_recovery_half_done(void)
     char *argv[] = {"/bin/sh", "-c", "while :; do sleep 1; done", (char *)"testvm", tag, NULL};
     cmn_proc p;
     CU_ASSERT_EQUAL(cmn_proc_spawn(argv, NULL, &p, &err), 0);
+    /* Right after exec the kernel may not show the new command line yet. */
+    cleanup_free char *cmdline_path = cmn_asprintf("/proc/%d/cmdline", (int)p.pid);
+    for (int i = 0; i < 200; i++) {
+      cleanup_free char *cl = NULL;
+      size_t len = 0;
+      if (cmn_file_read(cmdline_path, 1 << 16, &cl, &len, &err) == 0 && len > 0 &&
+          memmem(cl, len, tag, strlen(tag)) != NULL)
+        break;
+      cmn_sleep_ms(5);
+    }
   }
 
   fx_open_manager(&f);
@@ -570,6 +580,11 @@ static void test_recovery_half_done(void)
   agent_instance_view v = fx_get(&f, b);
   CU_ASSERT_EQUAL(v.vmm_pid, 0);
   agent_instance_view_free(&v);
+  agent_instance_view cv = fx_get(&f, c);
+  if (cv.state != AGENT_STATE_RUNNING)
+    fprintf(stderr, "c is %s: %s\n", agent_state_name(cv.state),
+            cv.status_message ? cv.status_message : "");
+  agent_instance_view_free(&cv);
   CU_ASSERT_EQUAL(fx_state(&f, c), AGENT_STATE_RUNNING);
   CU_ASSERT_FALSE(fx_exists(&f, c, "snapshots/snapshot-latest"));
   CU_ASSERT_TRUE(fx_exists(&f, c, "snapshots/snapshot-base/.complete"));

@@ -1,0 +1,291 @@
+/* args.c: emberctl's command line: options, the default socket, help texts.
+ *
+ * Options may come before or after the command (getopt_long permutes argv).
+ * Every option is parsed once; which command accepts which option is checked
+ * afterwards against the command table, so a misplaced option is a usage
+ * error that names the command, not a silent no-op. */
+#include "agent/ctl/ctl.h"
+
+#include "common/mem.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+enum {
+  OPT_TIMEOUT = 't',
+  OPT_SOCKET = 's',
+  OPT_ADDRESS = 'a',
+  OPT_HELP = 'h',
+  OPT_JSON = 'j',
+  OPT_VERSION = 0x100,
+  OPT_SPEC,
+  OPT_VCPUS,
+  OPT_MEMORY,
+  OPT_KERNEL,
+  OPT_INITRD,
+  OPT_CMDLINE,
+  OPT_DISK,
+  OPT_TAP,
+  OPT_HYPERVISOR,
+  OPT_START,
+  OPT_STATE,
+  OPT_COUNT,
+};
+
+static const struct option ctl__long_opts[] = {
+  {"timeout", required_argument, NULL, OPT_TIMEOUT},
+  {"socket", required_argument, NULL, OPT_SOCKET},
+  {"address", required_argument, NULL, OPT_ADDRESS},
+  {"help", no_argument, NULL, OPT_HELP},
+  {"json", no_argument, NULL, OPT_JSON},
+  {"version", no_argument, NULL, OPT_VERSION},
+  {"spec", required_argument, NULL, OPT_SPEC},
+  {"vcpus", required_argument, NULL, OPT_VCPUS},
+  {"memory-mib", required_argument, NULL, OPT_MEMORY},
+  {"memory", required_argument, NULL, OPT_MEMORY},
+  {"kernel", required_argument, NULL, OPT_KERNEL},
+  {"initrd", required_argument, NULL, OPT_INITRD},
+  {"cmdline", required_argument, NULL, OPT_CMDLINE},
+  {"disk", required_argument, NULL, OPT_DISK},
+  {"tap", required_argument, NULL, OPT_TAP},
+  {"hypervisor", required_argument, NULL, OPT_HYPERVISOR},
+  {"start", no_argument, NULL, OPT_START},
+  {"state", required_argument, NULL, OPT_STATE},
+  {"count", required_argument, NULL, OPT_COUNT},
+  {NULL, 0, NULL, 0},
+};
+
+/* Names of the command options, for "--x is not an option of CMD". */
+static const struct {
+  unsigned bit;
+  const char *name;
+} ctl__opt_names[] = {
+  {CTL_OPT_SPEC, "--spec"},       {CTL_OPT_VCPUS, "--vcpus"},
+  {CTL_OPT_MEMORY, "--memory-mib"}, {CTL_OPT_KERNEL, "--kernel"},
+  {CTL_OPT_INITRD, "--initrd"},   {CTL_OPT_CMDLINE, "--cmdline"},
+  {CTL_OPT_DISK, "--disk"},       {CTL_OPT_TAP, "--tap"},
+  {CTL_OPT_HYPERVISOR, "--hypervisor"}, {CTL_OPT_START, "--start"},
+  {CTL_OPT_STATE, "--state"},     {CTL_OPT_COUNT, "--count"},
+};
+
+/* A usage error: exit code CTL_EXIT_USAGE; evaluates to -1. */
+#define ctl__usage_err(err, ...) cmn_err_set((err), CTL_EXIT_USAGE, __VA_ARGS__)
+
+static int ctl__parse_u64(const char *s, uint64_t min, uint64_t max, uint64_t *out)
+{
+  char *end = NULL;
+  if (s == NULL || *s == '\0' || *s == '-')
+    return -1;
+  errno = 0;
+  unsigned long long v = strtoull(s, &end, 10);
+  if (errno != 0 || *end != '\0' || v < min || v > max)
+    return -1;
+  *out = v;
+  return 0;
+}
+
+int ctl_parse_duration_ms(const char *s, int64_t *out)
+{
+  char *end = NULL;
+  if (s == NULL || *s == '\0' || *s == '-')
+    return -1;
+  errno = 0;
+  double v = strtod(s, &end);
+  if (errno != 0 || end == s || v < 0)
+    return -1;
+  double mult;
+  if (*end == '\0' || strcmp(end, "s") == 0)
+    mult = 1000.0;
+  else if (strcmp(end, "ms") == 0)
+    mult = 1.0;
+  else if (strcmp(end, "m") == 0)
+    mult = 60000.0;
+  else if (strcmp(end, "h") == 0)
+    mult = 3600000.0;
+  else
+    return -1;
+  double ms = v * mult;
+  if (ms > (double)INT64_MAX / 2)
+    return -1;
+  *out = (int64_t)(ms + 0.5);
+  return 0;
+}
+
+char *ctl_target_from_socket(const char *socket)
+{
+  if (strncmp(socket, "unix:", 5) == 0 || strncmp(socket, "unix-abstract:", 14) == 0)
+    return cmn_strdup(socket);
+  return cmn_asprintf("unix:%s", socket);
+}
+
+char *ctl_default_target(void)
+{
+  const char *env = getenv("EMBER_SOCKET");
+  if (env != NULL && *env != '\0')
+    return ctl_target_from_socket(env);
+  if (geteuid() == 0)
+    return cmn_strdup("unix:/var/lib/ember/emberd.sock");
+  const char *xdg = getenv("XDG_DATA_HOME");
+  /* The XDG spec says a relative XDG_DATA_HOME is invalid and to be ignored. */
+  if (xdg != NULL && xdg[0] == '/')
+    return cmn_asprintf("unix:%s/ember/emberd.sock", xdg);
+  const char *home = getenv("HOME");
+  if (home == NULL || home[0] != '/')
+    home = "/";
+  return cmn_asprintf("unix:%s%s.local/share/ember/emberd.sock", home,
+                      home[strlen(home) - 1] == '/' ? "" : "/");
+}
+
+void ctl_opts_free(ctl_opts *o)
+{
+  free(o->target);
+  free(o->disks);
+  free(o->taps);
+  memset(o, 0, sizeof(*o));
+}
+
+static void ctl__push(const char ***arr, int *n, const char *v)
+{
+  *arr = cmn_realloc(*arr, sizeof(**arr) * (size_t)(*n + 1));
+  (*arr)[(*n)++] = v;
+}
+
+int ctl_args_parse(int argc, char **argv, ctl_opts *o, cmn_error *err)
+{
+  memset(o, 0, sizeof(*o));
+  o->timeout_ms = -1;
+  const char *socket = NULL, *address = NULL;
+  uint64_t v;
+
+  /* optind = 0 makes glibc reinitialise fully, so tests can parse repeatedly;
+   * the leading ':' reports a missing value apart from an unknown option. */
+  optind = 0;
+  for (;;) {
+    int idx = 0;
+    int c = getopt_long(argc, argv, ":t:s:a:hj", ctl__long_opts, &idx);
+    if (c == -1)
+      break;
+    const char *arg = optarg;
+    switch (c) {
+    case OPT_TIMEOUT:
+      if (ctl_parse_duration_ms(arg, &o->timeout_ms) < 0)
+        return ctl__usage_err(err, "bad --timeout '%s': use e.g. 30s, 500ms, 2m (0: none)",
+                              arg);
+      break;
+    case OPT_SOCKET: socket = arg; break;
+    case OPT_ADDRESS: address = arg; break;
+    case OPT_HELP: o->help = true; break;
+    case OPT_JSON: o->json = true; break;
+    case OPT_VERSION: o->version = true; break;
+    case OPT_SPEC: o->spec_file = arg; o->given |= CTL_OPT_SPEC; break;
+    case OPT_VCPUS:
+      if (ctl__parse_u64(arg, 1, 1024, &v) < 0)
+        return ctl__usage_err(err, "bad --vcpus '%s': a positive integer", arg);
+      o->vcpus = (uint32_t)v;
+      o->given |= CTL_OPT_VCPUS;
+      break;
+    case OPT_MEMORY:
+      if (ctl__parse_u64(arg, 1, UINT64_MAX, &v) < 0)
+        return ctl__usage_err(err, "bad --memory-mib '%s': a positive integer (MiB)", arg);
+      o->memory_mib = v;
+      o->given |= CTL_OPT_MEMORY;
+      break;
+    case OPT_KERNEL: o->kernel = arg; o->given |= CTL_OPT_KERNEL; break;
+    case OPT_INITRD: o->initrd = arg; o->given |= CTL_OPT_INITRD; break;
+    case OPT_CMDLINE: o->cmdline = arg; o->given |= CTL_OPT_CMDLINE; break;
+    case OPT_DISK: ctl__push(&o->disks, &o->n_disks, arg); o->given |= CTL_OPT_DISK; break;
+    case OPT_TAP: ctl__push(&o->taps, &o->n_taps, arg); o->given |= CTL_OPT_TAP; break;
+    case OPT_HYPERVISOR: o->hypervisor = arg; o->given |= CTL_OPT_HYPERVISOR; break;
+    case OPT_START: o->start = true; o->given |= CTL_OPT_START; break;
+    case OPT_STATE: o->state = arg; o->given |= CTL_OPT_STATE; break;
+    case OPT_COUNT:
+      if (ctl__parse_u64(arg, 1, LONG_MAX, &v) < 0)
+        return ctl__usage_err(err, "bad --count '%s': a positive integer", arg);
+      o->count = (long)v;
+      o->given |= CTL_OPT_COUNT;
+      break;
+    case ':':
+      return ctl__usage_err(err, "option %s needs a value", argv[optind - 1]);
+    default:
+      return ctl__usage_err(err, "unknown option '%s' (see emberctl --help)",
+                            argv[optind - 1]);
+    }
+  }
+
+  if (optind < argc) {
+    o->command = argv[optind];
+    o->args = &argv[optind + 1];
+    o->n_args = argc - optind - 1;
+  }
+
+  if (socket != NULL && address != NULL)
+    return ctl__usage_err(err, "give --socket or --address, not both");
+  if (address != NULL)
+    o->target = cmn_strdup(address);
+  else if (socket != NULL)
+    o->target = ctl_target_from_socket(socket);
+  else
+    o->target = ctl_default_target();
+
+  if (o->command == NULL || o->help || o->version)
+    return 0;
+  if (strcmp(o->command, "help") == 0)
+    return 0;
+  const ctl_command *cmd = ctl_command_find(o->command);
+  if (cmd == NULL)
+    return ctl__usage_err(err, "unknown command '%s' (see emberctl --help)", o->command);
+  unsigned bad = o->given & ~cmd->opts;
+  for (size_t i = 0; bad != 0 && i < sizeof(ctl__opt_names) / sizeof(ctl__opt_names[0]); i++)
+    if (bad & ctl__opt_names[i].bit)
+      return ctl__usage_err(err, "%s is not an option of '%s'", ctl__opt_names[i].name,
+                            cmd->name);
+  if (o->n_args < cmd->min_args || o->n_args > cmd->max_args) {
+    cmn_err_set(err, CTL_EXIT_USAGE, "usage: emberctl %s%s%s", cmd->name,
+                cmd->args_usage[0] ? " " : "", cmd->args_usage);
+    return -1;
+  }
+  return 0;
+}
+
+void ctl_usage(FILE *f)
+{
+  fputs("usage: emberctl [OPTIONS] COMMAND [ARGS]\n"
+        "\n"
+        "Talks to emberd (ember.v1.InstanceService) over gRPC.\n"
+        "\n"
+        "Commands:\n",
+        f);
+  for (const ctl_command *c = ctl_commands; c->name != NULL; c++) {
+    char head[64];
+    snprintf(head, sizeof(head), "%s %s", c->name, c->args_usage);
+    fprintf(f, "  %-22s %s\n", head, c->summary);
+  }
+  fputs("\n"
+        "Options (any command):\n"
+        "  -j, --json             print JSON (proto3 JSON mapping, lowerCamelCase names)\n"
+        "  -t, --timeout DUR      deadline of each call: 30s, 500ms, 2m, 0 for none\n"
+        "                         (default 60s; watch: none)\n"
+        "  -s, --socket PATH      emberd's unix socket\n"
+        "  -a, --address TARGET   any gRPC target: unix:/path, 127.0.0.1:7000, ...\n"
+        "  -h, --help             this help; `emberctl help COMMAND` for one command\n"
+        "      --version          print the version\n"
+        "\n"
+        "Default socket: $EMBER_SOCKET, else unix:<data_dir>/emberd.sock where data_dir is\n"
+        "/var/lib/ember for root, else $XDG_DATA_HOME/ember or ~/.local/share/ember.\n"
+        "\n"
+        "Exit status: 0 on success, the gRPC status code of a failed call (3 INVALID_ARGUMENT,\n"
+        "5 NOT_FOUND, 9 FAILED_PRECONDITION, 14 UNAVAILABLE, ...), 64 for a usage error.\n",
+        f);
+}
+
+void ctl_command_usage(FILE *f, const ctl_command *c)
+{
+  fprintf(f, "usage: emberctl %s%s%s [OPTIONS]\n\n%s\n\n%s", c->name, c->args_usage[0] ? " " : "",
+          c->args_usage, c->summary, c->help);
+  fputs("\nCommon options: --json, --timeout DUR, --socket PATH, --address TARGET\n", f);
+}

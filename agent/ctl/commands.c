@@ -1,0 +1,305 @@
+/* commands.c: emberctl's commands and the table that names them.
+ *
+ * Each command builds its request, makes one call through rpc.c and prints
+ * the answer as a table (output.c) or as JSON (pbjson.c, with --json). A
+ * command returns the process exit code: 0, or the gRPC status of the failed
+ * call with the message in err. */
+#include "agent/ctl/ctl.h"
+
+#include "agent/ctl/output.h"
+#include "agent/ctl/pbjson.h"
+#include "agent/ctl/rpc.h"
+#include "agent/ctl/spec.h"
+#include "common/mem.h"
+#include "ember/v1/instance.pb-c.h"
+#include "grpc/health/v1/health.pb-c.h"
+
+#include <cjson/cJSON.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define CTL_SVC "/ember.v1.InstanceService/"
+
+/* Prints msg as one line of JSON (compact for streams, pretty otherwise). */
+static void ctl__print_json(FILE *out, const ProtobufCMessage *msg, bool compact)
+{
+  cJSON *j = ctl_pb_to_json(msg);
+  char *s = compact ? cJSON_PrintUnformatted(j) : cJSON_Print(j);
+  fprintf(out, "%s\n", s);
+  fflush(out);
+  free(s);
+  cJSON_Delete(j);
+}
+
+static int ctl__fail(const cmn_error *err)
+{
+  return err->code != CMN_OK ? err->code : CMN_UNKNOWN;
+}
+
+/* ---- one-instance lifecycle calls ---- */
+
+/* The request messages of Get/Start/.../Restore all have one string field `id`
+ * (field 1): one generic request is packed with the right descriptor. */
+typedef struct ctl__idcall {
+  const char *name;
+  const char *method;
+  const ProtobufCMessageDescriptor *req_desc;
+} ctl__idcall;
+
+static const ctl__idcall ctl__idcalls[] = {
+  {"get", CTL_SVC "GetInstance", &ember__v1__get_instance_request__descriptor},
+  {"start", CTL_SVC "StartInstance", &ember__v1__start_instance_request__descriptor},
+  {"stop", CTL_SVC "StopInstance", &ember__v1__stop_instance_request__descriptor},
+  {"pause", CTL_SVC "PauseInstance", &ember__v1__pause_instance_request__descriptor},
+  {"resume", CTL_SVC "ResumeInstance", &ember__v1__resume_instance_request__descriptor},
+  {"standby", CTL_SVC "StandbyInstance", &ember__v1__standby_instance_request__descriptor},
+  {"restore", CTL_SVC "RestoreInstance", &ember__v1__restore_instance_request__descriptor},
+  {"delete", CTL_SVC "DeleteInstance", &ember__v1__delete_instance_request__descriptor},
+};
+
+/* Builds an {id} request of desc. */
+static ProtobufCMessage *ctl__id_request(const ProtobufCMessageDescriptor *desc, const char *id)
+{
+  ProtobufCMessage *m = cmn_malloc(desc->sizeof_message);
+  protobuf_c_message_init(desc, m);
+  const ProtobufCFieldDescriptor *f = protobuf_c_message_descriptor_get_field_by_name(desc, "id");
+  *(char **)((char *)m + f->offset) = cmn_strdup(id);
+  return m;
+}
+
+static int ctl__run_id(ctl_rpc *rpc, const ctl_opts *o, FILE *out, cmn_error *err)
+{
+  const ctl__idcall *c = NULL;
+  for (size_t i = 0; i < sizeof(ctl__idcalls) / sizeof(ctl__idcalls[0]); i++)
+    if (strcmp(ctl__idcalls[i].name, o->command) == 0)
+      c = &ctl__idcalls[i];
+  if (c == NULL) {
+    cmn_err_set(err, CMN_INTERNAL, "no call for %s", o->command);
+    return CMN_INTERNAL;
+  }
+  bool is_delete = strcmp(c->name, "delete") == 0;
+  const ProtobufCMessageDescriptor *resp_desc =
+      is_delete ? &ember__v1__delete_instance_response__descriptor : &ember__v1__instance__descriptor;
+  ProtobufCMessage *req = ctl__id_request(c->req_desc, o->args[0]);
+  ProtobufCMessage *resp = NULL;
+  int r = ctl_rpc_unary(rpc, c->method, req, resp_desc, &resp, err);
+  protobuf_c_message_free_unpacked(req, NULL);
+  if (r < 0)
+    return ctl__fail(err);
+  if (o->json)
+    ctl__print_json(out, resp, false);
+  else if (is_delete)
+    fprintf(out, "deleted %s\n", ((Ember__V1__DeleteInstanceResponse *)resp)->id);
+  else if (strcmp(c->name, "get") == 0)
+    ctl_print_instance(out, (Ember__V1__Instance *)resp);
+  else
+    ctl_print_transition(out, c->name, (Ember__V1__Instance *)resp);
+  protobuf_c_message_free_unpacked(resp, NULL);
+  return 0;
+}
+
+/* ---- create, list, hypervisors ---- */
+
+static int ctl__run_create(ctl_rpc *rpc, const ctl_opts *o, FILE *out, cmn_error *err)
+{
+  Ember__V1__CreateInstanceRequest *req = NULL;
+  if (ctl_spec_build(o, o->n_args > 0 ? o->args[0] : NULL, &req, err) < 0)
+    return err->code == CMN_INVALID_ARGUMENT && o->spec_file == NULL ? CTL_EXIT_USAGE
+                                                                      : ctl__fail(err);
+  ProtobufCMessage *resp = NULL;
+  int r = ctl_rpc_unary(rpc, CTL_SVC "CreateInstance", &req->base,
+                        &ember__v1__instance__descriptor, &resp, err);
+  protobuf_c_message_free_unpacked(&req->base, NULL);
+  if (r < 0)
+    return ctl__fail(err);
+  if (o->json)
+    ctl__print_json(out, resp, false);
+  else
+    ctl_print_instance(out, (Ember__V1__Instance *)resp);
+  protobuf_c_message_free_unpacked(resp, NULL);
+  return 0;
+}
+
+static int ctl__run_list(ctl_rpc *rpc, const ctl_opts *o, FILE *out, cmn_error *err)
+{
+  Ember__V1__ListInstancesRequest req = EMBER__V1__LIST_INSTANCES_REQUEST__INIT;
+  if (o->state != NULL) {
+    int st = ctl_state_parse(o->state);
+    if (st < 0) {
+      cmn_err_set(err, CTL_EXIT_USAGE,
+                  "bad --state '%s': one of stopped, running, paused, standby, unknown",
+                  o->state);
+      return CTL_EXIT_USAGE;
+    }
+    req.state = (Ember__V1__InstanceState)st;
+  }
+  ProtobufCMessage *resp = NULL;
+  if (ctl_rpc_unary(rpc, CTL_SVC "ListInstances", &req.base,
+                    &ember__v1__list_instances_response__descriptor, &resp, err) < 0)
+    return ctl__fail(err);
+  Ember__V1__ListInstancesResponse *l = (Ember__V1__ListInstancesResponse *)resp;
+  if (o->json)
+    ctl__print_json(out, resp, false);
+  else
+    ctl_print_instances(out, l->instances, l->n_instances);
+  protobuf_c_message_free_unpacked(resp, NULL);
+  return 0;
+}
+
+static int ctl__run_hypervisors(ctl_rpc *rpc, const ctl_opts *o, FILE *out, cmn_error *err)
+{
+  Ember__V1__ListHypervisorsRequest req = EMBER__V1__LIST_HYPERVISORS_REQUEST__INIT;
+  ProtobufCMessage *resp = NULL;
+  if (ctl_rpc_unary(rpc, CTL_SVC "ListHypervisors", &req.base,
+                    &ember__v1__list_hypervisors_response__descriptor, &resp, err) < 0)
+    return ctl__fail(err);
+  Ember__V1__ListHypervisorsResponse *l = (Ember__V1__ListHypervisorsResponse *)resp;
+  if (o->json)
+    ctl__print_json(out, resp, false);
+  else
+    ctl_print_hypervisors(out, l->hypervisors, l->n_hypervisors);
+  protobuf_c_message_free_unpacked(resp, NULL);
+  return 0;
+}
+
+/* ---- watch ---- */
+
+typedef struct ctl__watch {
+  FILE *out;
+  bool json;
+  long left; /* events still wanted; <= 0: unlimited */
+  const char *what;
+} ctl__watch;
+
+/* Subscribed: say so (stdout for people; stderr with --json, which keeps
+ * stdout pure JSON lines). Scripts may wait for this line before acting. */
+static void ctl__on_watch_ready(void *opaque)
+{
+  ctl__watch *w = opaque;
+  FILE *f = w->json ? stderr : w->out;
+  fprintf(f, "watching %s (Ctrl-C to stop)\n", w->what);
+  fflush(f);
+}
+
+static bool ctl__on_event(const ProtobufCMessage *msg, void *opaque)
+{
+  ctl__watch *w = opaque;
+  if (w->json)
+    ctl__print_json(w->out, msg, true);
+  else
+    ctl_print_event(w->out, (const Ember__V1__InstanceEvent *)msg);
+  if (w->left > 0 && --w->left == 0)
+    return false;
+  return true;
+}
+
+static int ctl__run_watch(ctl_rpc *rpc, const ctl_opts *o, FILE *out, cmn_error *err)
+{
+  Ember__V1__WatchInstancesRequest req = EMBER__V1__WATCH_INSTANCES_REQUEST__INIT;
+  if (o->n_args > 0)
+    req.id = o->args[0];
+  ctl__watch w = {.out = out, .json = o->json, .left = o->count,
+                 .what = o->n_args > 0 ? o->args[0] : "all instances"};
+  if (ctl_rpc_stream(rpc, CTL_SVC "WatchInstances", &req.base,
+                     &ember__v1__instance_event__descriptor, ctl__on_watch_ready, ctl__on_event,
+                     &w, err) < 0)
+    return ctl__fail(err);
+  return 0;
+}
+
+/* ---- health ---- */
+
+static int ctl__run_health(ctl_rpc *rpc, const ctl_opts *o, FILE *out, cmn_error *err)
+{
+  Grpc__Health__V1__HealthCheckRequest req = GRPC__HEALTH__V1__HEALTH_CHECK_REQUEST__INIT;
+  if (o->n_args > 0)
+    req.service = o->args[0];
+  ProtobufCMessage *resp = NULL;
+  if (ctl_rpc_unary(rpc, "/grpc.health.v1.Health/Check", &req.base,
+                    &grpc__health__v1__health_check_response__descriptor, &resp, err) < 0)
+    return ctl__fail(err);
+  Grpc__Health__V1__HealthCheckResponse *h = (Grpc__Health__V1__HealthCheckResponse *)resp;
+  const char *name = ctl_pb_enum_name(
+      &grpc__health__v1__health_check_response__serving_status__descriptor, (int)h->status);
+  if (o->json)
+    ctl__print_json(out, resp, true);
+  else
+    fprintf(out, "%s\n", name != NULL ? name : "UNKNOWN");
+  int rc = 0;
+  if (h->status != GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING) {
+    cmn_err_set(err, CMN_UNAVAILABLE, "%s is %s", req.service[0] ? req.service : "emberd",
+                name != NULL ? name : "not serving");
+    rc = CMN_UNAVAILABLE;
+  }
+  protobuf_c_message_free_unpacked(resp, NULL);
+  return rc;
+}
+
+/* ---- the table ---- */
+
+#define CTL_CREATE_OPTS                                                                      \
+  (CTL_OPT_SPEC | CTL_OPT_VCPUS | CTL_OPT_MEMORY | CTL_OPT_KERNEL | CTL_OPT_INITRD |         \
+   CTL_OPT_CMDLINE | CTL_OPT_DISK | CTL_OPT_TAP | CTL_OPT_HYPERVISOR | CTL_OPT_START)
+
+#define CTL_ID_HELP "ID is the instance's id or its name.\n"
+
+const ctl_command ctl_commands[] = {
+  {"list", "", "list instances",
+   "Prints one row per instance, ordered by name.\n"
+   "  --state STATE   only instances in STATE (stopped, running, paused, standby, unknown)\n"
+   "With --json: {\"instances\": [Instance, ...]}.\n",
+   CTL_OPT_STATE, 0, 0, ctl__run_list},
+  {"get", "ID", "show one instance",
+   CTL_ID_HELP "With --json: the Instance message.\n", 0, 1, 1, ctl__run_id},
+  {"create", "NAME", "create an instance (Stopped unless --start)",
+   "  --hypervisor TYPE    qemu (default), firecracker, cloud-hypervisor\n"
+   "  --vcpus N            virtual CPUs (default 1)\n"
+   "  --memory-mib N       guest memory in MiB (default 256)\n"
+   "  --kernel PATH        guest kernel (vmlinux or bzImage)\n"
+   "  --initrd PATH        initial ramdisk\n"
+   "  --cmdline STRING     kernel command line\n"
+   "  --disk PATH[:ro]     a raw disk image; repeat for more\n"
+   "  --tap NAME[,MAC]     a network interface on host TAP device NAME; repeat for more\n"
+   "  --start              start it at once\n"
+   "  --spec FILE.json     read an InstanceSpec (or a whole CreateInstanceRequest with\n"
+   "                       \"name\", \"spec\", \"start\") in the proto3 JSON mapping; flags\n"
+   "                       override its fields. Relative paths in the file are taken\n"
+   "                       against the file's folder, those of flags against the current\n"
+   "                       one.\n"
+   "With --json: the created Instance message.\n",
+   CTL_CREATE_OPTS, 0, 1, ctl__run_create},
+  {"start", "ID", "boot a stopped instance", CTL_ID_HELP, 0, 1, 1, ctl__run_id},
+  {"stop", "ID", "end the VMM and drop snapshots", CTL_ID_HELP, 0, 1, 1, ctl__run_id},
+  {"pause", "ID", "pause the vCPUs", CTL_ID_HELP, 0, 1, 1, ctl__run_id},
+  {"resume", "ID", "resume a paused instance", CTL_ID_HELP, 0, 1, 1, ctl__run_id},
+  {"standby", "ID", "snapshot to disk and let the VMM go",
+   CTL_ID_HELP "Prints the snapshot kind (full or diff) and how long it took.\n", 0, 1, 1,
+   ctl__run_id},
+  {"restore", "ID", "start from the standby snapshot and resume",
+   CTL_ID_HELP "Prints how long the restore took.\n", 0, 1, 1, ctl__run_id},
+  {"delete", "ID", "end the VMM and remove the instance",
+   CTL_ID_HELP "With --json: {\"id\": ...}.\n", 0, 1, 1, ctl__run_id},
+  {"watch", "[ID]", "stream state changes until Ctrl-C",
+   "Prints one line per state change of ID (or of every instance); with --json one\n"
+   "InstanceEvent object per line (JSON lines). Once subscribed it prints\n"
+   "\"watching ... (Ctrl-C to stop)\" (on stderr with --json): every change after that\n"
+   "line is streamed. No deadline unless --timeout.\n"
+   "  --count N       exit after N events\n",
+   CTL_OPT_COUNT, 0, 1, ctl__run_watch},
+  {"hypervisors", "", "list hypervisor types and their capabilities",
+   "With --json: {\"hypervisors\": [Hypervisor, ...]}.\n", 0, 0, 0, ctl__run_hypervisors},
+  {"health", "[SERVICE]", "check grpc.health.v1 (exit 0 when SERVING)",
+   "Calls /grpc.health.v1.Health/Check for SERVICE (default: the whole server) and\n"
+   "prints the serving status. Exits 0 when SERVING, 14 (UNAVAILABLE) otherwise: fit\n"
+   "for container health checks and Kubernetes exec probes.\n",
+   0, 0, 1, ctl__run_health},
+  {NULL, NULL, NULL, NULL, 0, 0, 0, NULL},
+};
+
+const ctl_command *ctl_command_find(const char *name)
+{
+  for (const ctl_command *c = ctl_commands; c->name != NULL; c++)
+    if (strcmp(c->name, name) == 0)
+      return c;
+  return NULL;
+}

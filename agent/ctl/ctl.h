@@ -1,0 +1,107 @@
+/* ctl.h: emberctl's parsed command line and command table.
+ *
+ * emberctl is a thin client of ember.v1.InstanceService (and grpc.health.v1):
+ * args.c turns argv into a ctl_opts, commands.c runs one command through the
+ * gRPC helper in rpc.c and prints with output.c (tables) or pbjson.c (--json).
+ * The exit code is the gRPC status code of the failed call, 0 on success, and
+ * CTL_EXIT_USAGE for a command line that cannot be run. */
+#ifndef EMBER_CTL_CTL_H
+#define EMBER_CTL_CTL_H
+
+#include "common/error.h"
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+
+/* sysexits.h EX_USAGE: distinct from every gRPC status code (0..16). */
+#define CTL_EXIT_USAGE 64
+
+/* Default deadline of a unary call. Standby and restore of a large guest can
+ * take a while, so this is generous; --timeout changes it. */
+#define CTL_DEFAULT_TIMEOUT_MS 60000
+
+/* Options; each command accepts a subset (ctl_command.opts). */
+enum ctl_opt_bit {
+  CTL_OPT_SPEC = 1u << 0,
+  CTL_OPT_VCPUS = 1u << 1,
+  CTL_OPT_MEMORY = 1u << 2,
+  CTL_OPT_KERNEL = 1u << 3,
+  CTL_OPT_INITRD = 1u << 4,
+  CTL_OPT_CMDLINE = 1u << 5,
+  CTL_OPT_DISK = 1u << 6,
+  CTL_OPT_TAP = 1u << 7,
+  CTL_OPT_HYPERVISOR = 1u << 8,
+  CTL_OPT_START = 1u << 9,
+  CTL_OPT_STATE = 1u << 10,
+  CTL_OPT_COUNT = 1u << 11,
+};
+
+typedef struct ctl_opts {
+  const char *command;   /* NULL: none given */
+  char **args;           /* positional arguments after the command (argv pointers) */
+  int n_args;
+  bool json;
+  bool help;
+  bool version;
+  int64_t timeout_ms;    /* -1: not given (command default); 0: no deadline */
+  char *target;          /* gRPC target, owned; never NULL after a successful parse */
+  unsigned given;        /* enum ctl_opt_bit of the command options given */
+
+  /* create */
+  const char *spec_file;
+  const char *hypervisor;
+  const char *kernel;
+  const char *initrd;
+  const char *cmdline;
+  uint32_t vcpus;
+  uint64_t memory_mib;
+  const char **disks;    /* "PATH[:ro]", owned array of argv pointers */
+  int n_disks;
+  const char **taps;     /* "NAME[,MAC]", owned array of argv pointers */
+  int n_taps;
+  bool start;
+  /* list */
+  const char *state;
+  /* watch */
+  long count;            /* 0: until interrupted */
+} ctl_opts;
+
+struct ctl_rpc;
+
+typedef struct ctl_command {
+  const char *name;
+  const char *args_usage;   /* e.g. "ID", "" */
+  const char *summary;      /* one line */
+  const char *help;         /* paragraph(s) for `emberctl help CMD` */
+  unsigned opts;            /* accepted enum ctl_opt_bit */
+  int min_args;
+  int max_args;
+  /* Runs the command; returns the process exit code. */
+  int (*run)(struct ctl_rpc *rpc, const ctl_opts *o, FILE *out, cmn_error *err);
+} ctl_command;
+
+/* The command table, terminated by an entry whose name is NULL. */
+extern const ctl_command ctl_commands[];
+const ctl_command *ctl_command_find(const char *name);
+
+/* Parses argv. Returns 0, or -1 with err->code CTL_EXIT_USAGE and a message.
+ * Reentrant across calls (resets getopt). Call ctl_opts_free() after either. */
+int ctl_args_parse(int argc, char **argv, ctl_opts *o, cmn_error *err);
+void ctl_opts_free(ctl_opts *o);
+
+/* The target emberctl talks to with no flags: $EMBER_SOCKET, else the socket
+ * emberd uses by default: unix:<data_dir>/emberd.sock with data_dir
+ * /var/lib/ember for root, else $XDG_DATA_HOME/ember or ~/.local/share/ember. */
+char *ctl_default_target(void);
+/* "unix:PATH" for a socket path; a string that already names a unix target
+ * ("unix:...", "unix-abstract:...") is returned as a copy. */
+char *ctl_target_from_socket(const char *socket);
+/* Parses "30", "30s", "500ms", "2m", "1h"; returns -1 on a malformed value. */
+int ctl_parse_duration_ms(const char *s, int64_t *out);
+
+/* Help texts. */
+void ctl_usage(FILE *f);
+void ctl_command_usage(FILE *f, const ctl_command *c);
+
+#endif

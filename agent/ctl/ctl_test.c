@@ -1,0 +1,380 @@
+/* ctl_test.c: CUnit tests of emberctl's server-free parts: argument parsing,
+ * the default socket, protobuf <-> JSON, spec building and output formatting.
+ * The calls themselves are tested against a real emberd by
+ * test/integration/test_ctl.py. */
+#include "agent/ctl/ctl.h"
+#include "agent/ctl/output.h"
+#include "agent/ctl/pbjson.h"
+#include "agent/ctl/spec.h"
+#include "common/mem.h"
+
+#include <CUnit/Basic.h>
+#include <cjson/cJSON.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+/* Parses a NULL-terminated list of words (argv is copied: getopt permutes). */
+static int parse(ctl_opts *o, cmn_error *err, char **words)
+{
+  static char *argv[64];
+  int argc = 0;
+  argv[argc++] = "emberctl";
+  for (; *words != NULL; words++)
+    argv[argc++] = *words;
+  argv[argc] = NULL;
+  memset(err, 0, sizeof(*err));
+  return ctl_args_parse(argc, argv, o, err);
+}
+
+static void test_args_basic(void)
+{
+  ctl_opts o;
+  cmn_error err;
+  char *w1[] = {"--json", "get", "web-1", "--timeout", "5s", "--socket", "/tmp/x.sock", NULL};
+  CU_ASSERT_EQUAL(parse(&o, &err, w1), 0);
+  CU_ASSERT_STRING_EQUAL(o.command, "get");
+  CU_ASSERT_EQUAL(o.n_args, 1);
+  CU_ASSERT_STRING_EQUAL(o.args[0], "web-1");
+  CU_ASSERT(o.json);
+  CU_ASSERT_EQUAL(o.timeout_ms, 5000);
+  CU_ASSERT_STRING_EQUAL(o.target, "unix:/tmp/x.sock");
+  ctl_opts_free(&o);
+
+  char *w2[] = {"create", "vm", "--vcpus", "2", "--memory-mib", "512", "--disk", "a.img:ro",
+                "--disk", "/b.img", "--tap", "tap0,aa:bb:cc:dd:ee:ff", "--start",
+                "--address", "127.0.0.1:7000", NULL};
+  CU_ASSERT_EQUAL(parse(&o, &err, w2), 0);
+  CU_ASSERT_EQUAL(o.vcpus, 2);
+  CU_ASSERT_EQUAL(o.memory_mib, 512);
+  CU_ASSERT_EQUAL(o.n_disks, 2);
+  CU_ASSERT_EQUAL(o.n_taps, 1);
+  CU_ASSERT(o.start);
+  CU_ASSERT_STRING_EQUAL(o.target, "127.0.0.1:7000");
+  ctl_opts_free(&o);
+}
+
+static void test_args_errors(void)
+{
+  ctl_opts o;
+  cmn_error err;
+  char *bad[][6] = {
+    {"get", NULL},                           /* missing ID */
+    {"get", "a", "b", NULL},                 /* too many */
+    {"frobnicate", NULL},                    /* unknown command */
+    {"get", "a", "--vcpus", "2", NULL},      /* option of another command */
+    {"create", "a", "--vcpus", "zero", NULL},
+    {"list", "--bogus", NULL},
+    {"get", "a", "--timeout", NULL},         /* missing value */
+    {"get", "a", "--timeout", "soon", NULL},
+  };
+  for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+    CU_ASSERT_EQUAL(parse(&o, &err, bad[i]), -1);
+    CU_ASSERT_EQUAL(err.code, CTL_EXIT_USAGE);
+    CU_ASSERT(err.msg[0] != '\0');
+    ctl_opts_free(&o);
+  }
+  char *both[] = {"list", "--socket", "/x", "--address", "y:1", NULL};
+  CU_ASSERT_EQUAL(parse(&o, &err, both), -1);
+  ctl_opts_free(&o);
+  /* --help anywhere is not an error, even with a command's arguments missing. */
+  char *help[] = {"get", "--help", NULL};
+  CU_ASSERT_EQUAL(parse(&o, &err, help), 0);
+  CU_ASSERT(o.help);
+  ctl_opts_free(&o);
+}
+
+static void test_durations(void)
+{
+  int64_t ms = 0;
+  CU_ASSERT(ctl_parse_duration_ms("30", &ms) == 0 && ms == 30000);
+  CU_ASSERT(ctl_parse_duration_ms("250ms", &ms) == 0 && ms == 250);
+  CU_ASSERT(ctl_parse_duration_ms("1.5s", &ms) == 0 && ms == 1500);
+  CU_ASSERT(ctl_parse_duration_ms("2m", &ms) == 0 && ms == 120000);
+  CU_ASSERT(ctl_parse_duration_ms("0", &ms) == 0 && ms == 0);
+  CU_ASSERT(ctl_parse_duration_ms("-1", &ms) < 0);
+  CU_ASSERT(ctl_parse_duration_ms("5x", &ms) < 0);
+  CU_ASSERT(ctl_parse_duration_ms("", &ms) < 0);
+}
+
+static void test_default_target(void)
+{
+  char *saved_sock = cmn_strdup(getenv("EMBER_SOCKET"));
+  char *saved_xdg = cmn_strdup(getenv("XDG_DATA_HOME"));
+  char *saved_home = cmn_strdup(getenv("HOME"));
+  char *t;
+
+  setenv("EMBER_SOCKET", "/run/e.sock", 1);
+  t = ctl_default_target();
+  CU_ASSERT_STRING_EQUAL(t, "unix:/run/e.sock");
+  free(t);
+  setenv("EMBER_SOCKET", "unix:/run/f.sock", 1);
+  t = ctl_default_target();
+  CU_ASSERT_STRING_EQUAL(t, "unix:/run/f.sock");
+  free(t);
+  unsetenv("EMBER_SOCKET");
+
+  t = ctl_default_target();
+  if (geteuid() == 0) {
+    CU_ASSERT_STRING_EQUAL(t, "unix:/var/lib/ember/emberd.sock");
+  } else {
+    setenv("XDG_DATA_HOME", "/xdg", 1);
+    free(t);
+    t = ctl_default_target();
+    CU_ASSERT_STRING_EQUAL(t, "unix:/xdg/ember/emberd.sock");
+    unsetenv("XDG_DATA_HOME");
+    setenv("HOME", "/home/u", 1);
+    free(t);
+    t = ctl_default_target();
+    CU_ASSERT_STRING_EQUAL(t, "unix:/home/u/.local/share/ember/emberd.sock");
+  }
+  free(t);
+
+  if (saved_sock) setenv("EMBER_SOCKET", saved_sock, 1);
+  if (saved_xdg) setenv("XDG_DATA_HOME", saved_xdg, 1); else unsetenv("XDG_DATA_HOME");
+  if (saved_home) setenv("HOME", saved_home, 1);
+  free(saved_sock);
+  free(saved_xdg);
+  free(saved_home);
+}
+
+static void test_json_names(void)
+{
+  char *n = ctl_pb_json_name("memory_mib");
+  CU_ASSERT_STRING_EQUAL(n, "memoryMib");
+  free(n);
+  n = ctl_pb_json_name("last_standby_us");
+  CU_ASSERT_STRING_EQUAL(n, "lastStandbyUs");
+  free(n);
+  n = ctl_pb_json_name("id");
+  CU_ASSERT_STRING_EQUAL(n, "id");
+  free(n);
+}
+
+/* Instance -> JSON -> Instance keeps every field; JSON follows the mapping. */
+static void test_json_roundtrip(void)
+{
+  Ember__V1__Disk d = EMBER__V1__DISK__INIT;
+  d.path = "/d.img";
+  d.read_only = 1;
+  Ember__V1__Disk *disks[] = {&d};
+  Ember__V1__InstanceSpec s = EMBER__V1__INSTANCE_SPEC__INIT;
+  s.hypervisor = "qemu";
+  s.vcpus = 2;
+  s.memory_mib = 5000000000ULL;
+  s.n_disks = 1;
+  s.disks = disks;
+  Ember__V1__Instance in = EMBER__V1__INSTANCE__INIT;
+  in.id = "i-1";
+  in.name = "web \"1\"";
+  in.spec = &s;
+  in.state = EMBER__V1__INSTANCE_STATE__INSTANCE_STATE_STANDBY;
+  in.last_standby_us = -42;
+  in.has_snapshot = 1;
+
+  cJSON *j = ctl_pb_to_json(&in.base);
+  CU_ASSERT_STRING_EQUAL(cJSON_GetObjectItem(j, "state")->valuestring, "INSTANCE_STATE_STANDBY");
+  CU_ASSERT_STRING_EQUAL(cJSON_GetObjectItem(j, "lastStandbyUs")->valuestring, "-42");
+  CU_ASSERT(cJSON_IsTrue(cJSON_GetObjectItem(j, "hasSnapshot")));
+  CU_ASSERT_STRING_EQUAL(cJSON_GetObjectItem(j, "lastSnapshotKind")->valuestring,
+                         "SNAPSHOT_KIND_UNSPECIFIED");
+  cJSON *js = cJSON_GetObjectItem(j, "spec");
+  CU_ASSERT_STRING_EQUAL(cJSON_GetObjectItem(js, "memoryMib")->valuestring, "5000000000");
+  CU_ASSERT_EQUAL(cJSON_GetArraySize(cJSON_GetObjectItem(js, "networkInterfaces")), 0);
+  CU_ASSERT(cJSON_IsTrue(
+      cJSON_GetObjectItem(cJSON_GetArrayItem(cJSON_GetObjectItem(js, "disks"), 0), "readOnly")));
+
+  ProtobufCMessage *back = NULL;
+  cmn_error err = {0};
+  CU_ASSERT_EQUAL_FATAL(ctl_pb_from_json(j, &ember__v1__instance__descriptor, &back, &err), 0);
+  Ember__V1__Instance *b = (Ember__V1__Instance *)back;
+  CU_ASSERT_STRING_EQUAL(b->name, "web \"1\"");
+  CU_ASSERT_EQUAL(b->state, EMBER__V1__INSTANCE_STATE__INSTANCE_STATE_STANDBY);
+  CU_ASSERT_EQUAL(b->last_standby_us, -42);
+  CU_ASSERT_EQUAL(b->spec->memory_mib, 5000000000ULL);
+  CU_ASSERT_EQUAL(b->spec->n_disks, 1);
+  CU_ASSERT_STRING_EQUAL(b->spec->disks[0]->path, "/d.img");
+  /* Packed bytes are identical. */
+  size_t l1 = protobuf_c_message_get_packed_size(&in.base);
+  size_t l2 = protobuf_c_message_get_packed_size(back);
+  CU_ASSERT_EQUAL(l1, l2);
+  uint8_t *p1 = cmn_malloc(l1), *p2 = cmn_malloc(l2);
+  protobuf_c_message_pack(&in.base, p1);
+  protobuf_c_message_pack(back, p2);
+  CU_ASSERT(memcmp(p1, p2, l1) == 0);
+  free(p1);
+  free(p2);
+  protobuf_c_message_free_unpacked(back, NULL);
+  cJSON_Delete(j);
+}
+
+static void test_json_input_errors(void)
+{
+  const char *bad[] = {
+    "{\"vcpu\": 1}",                    /* unknown field */
+    "{\"vcpus\": -1}",                  /* out of range */
+    "{\"vcpus\": 1.5}",
+    "{\"memoryMib\": \"lots\"}",
+    "{\"disks\": {\"path\": \"x\"}}",   /* not an array */
+    "{\"disks\": [{\"path\": 3}]}",
+    "{\"hypervisor\": true}",
+  };
+  for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+    cJSON *j = cJSON_Parse(bad[i]);
+    ProtobufCMessage *m = NULL;
+    cmn_error err = {0};
+    CU_ASSERT_EQUAL(ctl_pb_from_json(j, &ember__v1__instance_spec__descriptor, &m, &err), -1);
+    CU_ASSERT_EQUAL(err.code, CMN_INVALID_ARGUMENT);
+    CU_ASSERT_PTR_NULL(m);
+    cJSON_Delete(j);
+  }
+  /* snake_case names, numeric strings and enum numbers are accepted. */
+  cJSON *j = cJSON_Parse("{\"memory_mib\": \"64\", \"vcpus\": \"3\", \"kernel_path\": null}");
+  ProtobufCMessage *m = NULL;
+  cmn_error err = {0};
+  CU_ASSERT_EQUAL(ctl_pb_from_json(j, &ember__v1__instance_spec__descriptor, &m, &err), 0);
+  CU_ASSERT_EQUAL(((Ember__V1__InstanceSpec *)m)->memory_mib, 64);
+  CU_ASSERT_EQUAL(((Ember__V1__InstanceSpec *)m)->vcpus, 3);
+  protobuf_c_message_free_unpacked(m, NULL);
+  cJSON_Delete(j);
+}
+
+static void test_spec_build(void)
+{
+  char dir[] = "/tmp/ctl_test.XXXXXX";
+  CU_ASSERT_PTR_NOT_NULL_FATAL(mkdtemp(dir));
+  char *file = cmn_asprintf("%s/vm.json", dir);
+  FILE *f = fopen(file, "w");
+  fputs("{\"name\": \"from-file\", \"spec\": {\"kernel_path\": \"vmlinux\", "
+        "\"memoryMib\": 128, \"disks\": [{\"path\": \"root.img\", \"readOnly\": true}]}}",
+        f);
+  fclose(f);
+
+  ctl_opts o;
+  cmn_error err;
+  char *w[] = {"create", "--spec", file, "--vcpus", "4", "--tap", "tap7", NULL};
+  CU_ASSERT_EQUAL_FATAL(parse(&o, &err, w), 0);
+  Ember__V1__CreateInstanceRequest *req = NULL;
+  CU_ASSERT_EQUAL_FATAL(ctl_spec_build(&o, NULL, &req, &err), 0);
+  CU_ASSERT_STRING_EQUAL(req->name, "from-file");
+  CU_ASSERT_EQUAL(req->spec->vcpus, 4);
+  CU_ASSERT_EQUAL(req->spec->memory_mib, 128);
+  CU_ASSERT_STRING_EQUAL(req->spec->hypervisor, CTL_DEFAULT_HYPERVISOR);
+  char *kp = cmn_asprintf("%s/vmlinux", dir), *dp = cmn_asprintf("%s/root.img", dir);
+  CU_ASSERT_STRING_EQUAL(req->spec->kernel_path, kp);
+  CU_ASSERT_EQUAL_FATAL(req->spec->n_disks, 1);
+  CU_ASSERT_STRING_EQUAL(req->spec->disks[0]->path, dp);
+  CU_ASSERT(req->spec->disks[0]->read_only);
+  CU_ASSERT_EQUAL_FATAL(req->spec->n_network_interfaces, 1);
+  CU_ASSERT_STRING_EQUAL(req->spec->network_interfaces[0]->tap_device, "tap7");
+  CU_ASSERT_STRING_EQUAL(req->spec->network_interfaces[0]->mac_address, "");
+  protobuf_c_message_free_unpacked(&req->base, NULL);
+  ctl_opts_free(&o);
+  free(kp);
+  free(dp);
+
+  /* The positional name overrides; a missing name is an error. */
+  char *w2[] = {"create", "cli-name", "--spec", file, NULL};
+  CU_ASSERT_EQUAL(parse(&o, &err, w2), 0);
+  CU_ASSERT_EQUAL(ctl_spec_build(&o, "cli-name", &req, &err), 0);
+  CU_ASSERT_STRING_EQUAL(req->name, "cli-name");
+  protobuf_c_message_free_unpacked(&req->base, NULL);
+  ctl_opts_free(&o);
+
+  char *w3[] = {"create", "--kernel", "/k", NULL};
+  CU_ASSERT_EQUAL(parse(&o, &err, w3), 0);
+  CU_ASSERT_EQUAL(ctl_spec_build(&o, NULL, &req, &err), -1);
+  CU_ASSERT_EQUAL(err.code, CMN_INVALID_ARGUMENT);
+  ctl_opts_free(&o);
+
+  char *w4[] = {"create", "x", "--spec", "/nonexistent/spec.json", NULL};
+  CU_ASSERT_EQUAL(parse(&o, &err, w4), 0);
+  CU_ASSERT_EQUAL(ctl_spec_build(&o, "x", &req, &err), -1);
+  CU_ASSERT_EQUAL(err.code, CMN_NOT_FOUND);
+  ctl_opts_free(&o);
+
+  unlink(file);
+  rmdir(dir);
+  free(file);
+}
+
+static void test_disk_tap(void)
+{
+  cmn_error err = {0};
+  Ember__V1__Disk *d = NULL;
+  CU_ASSERT_EQUAL(ctl_spec_parse_disk("/a:b.img", NULL, &d, &err), 0);
+  CU_ASSERT_STRING_EQUAL(d->path, "/a:b.img");
+  CU_ASSERT(!d->read_only);
+  protobuf_c_message_free_unpacked(&d->base, NULL);
+  CU_ASSERT_EQUAL(ctl_spec_parse_disk("/a.img:ro", NULL, &d, &err), 0);
+  CU_ASSERT(d->read_only);
+  protobuf_c_message_free_unpacked(&d->base, NULL);
+  CU_ASSERT_EQUAL(ctl_spec_parse_disk(":ro", NULL, &d, &err), -1);
+
+  Ember__V1__NetworkInterface *n = NULL;
+  CU_ASSERT_EQUAL(ctl_spec_parse_tap("tap0,02:00:00:00:00:01", &n, &err), 0);
+  CU_ASSERT_STRING_EQUAL(n->tap_device, "tap0");
+  CU_ASSERT_STRING_EQUAL(n->mac_address, "02:00:00:00:00:01");
+  protobuf_c_message_free_unpacked(&n->base, NULL);
+  CU_ASSERT_EQUAL(ctl_spec_parse_tap(",x", &n, &err), -1);
+  CU_ASSERT_EQUAL(ctl_spec_parse_tap("tap0,", &n, &err), -1);
+}
+
+static void test_output(void)
+{
+  char buf[64];
+  ctl_fmt_duration(buf, sizeof(buf), 0);
+  CU_ASSERT_STRING_EQUAL(buf, "-");
+  ctl_fmt_duration(buf, sizeof(buf), 850);
+  CU_ASSERT_STRING_EQUAL(buf, "850us");
+  ctl_fmt_duration(buf, sizeof(buf), 160000);
+  CU_ASSERT_STRING_EQUAL(buf, "160.0ms");
+  ctl_fmt_duration(buf, sizeof(buf), 1500000);
+  CU_ASSERT_STRING_EQUAL(buf, "1.50s");
+  ctl_fmt_duration(buf, sizeof(buf), 125000000);
+  CU_ASSERT_STRING_EQUAL(buf, "2m05s");
+  ctl_fmt_mib(buf, sizeof(buf), 2048);
+  CU_ASSERT_STRING_EQUAL(buf, "2 GiB");
+  ctl_fmt_mib(buf, sizeof(buf), 300);
+  CU_ASSERT_STRING_EQUAL(buf, "300 MiB");
+  CU_ASSERT_STRING_EQUAL(ctl_state_name(2), "running");
+  CU_ASSERT_EQUAL(ctl_state_parse("Standby"), 4);
+  CU_ASSERT_EQUAL(ctl_state_parse("INSTANCE_STATE_PAUSED"), 3);
+  CU_ASSERT_EQUAL(ctl_state_parse("sleeping"), -1);
+
+  /* Columns line up: every row has its second column at the same offset. */
+  static const char *const hdr[] = {"A", "LONGER", "C"};
+  ctl_table *t = ctl_table_new(3, hdr);
+  const char *r1[] = {"long-value", "x", "y"};
+  ctl_table_add(t, r1);
+  char *text = NULL;
+  size_t len = 0;
+  FILE *m = open_memstream(&text, &len);
+  ctl_table_print(t, m);
+  fclose(m);
+  ctl_table_free(t);
+  CU_ASSERT_STRING_EQUAL(text, "A           LONGER  C\nlong-value  x       y\n");
+  free(text);
+}
+
+int main(void)
+{
+  if (CU_initialize_registry() != CUE_SUCCESS)
+    return 1;
+  CU_pSuite s = CU_add_suite("ctl", NULL, NULL);
+  CU_add_test(s, "args_basic", test_args_basic);
+  CU_add_test(s, "args_errors", test_args_errors);
+  CU_add_test(s, "durations", test_durations);
+  CU_add_test(s, "default_target", test_default_target);
+  CU_add_test(s, "json_names", test_json_names);
+  CU_add_test(s, "json_roundtrip", test_json_roundtrip);
+  CU_add_test(s, "json_input_errors", test_json_input_errors);
+  CU_add_test(s, "spec_build", test_spec_build);
+  CU_add_test(s, "disk_tap", test_disk_tap);
+  CU_add_test(s, "output", test_output);
+  CU_basic_set_mode(CU_BRM_VERBOSE);
+  CU_basic_run_tests();
+  unsigned failed = CU_get_number_of_failures();
+  CU_cleanup_registry();
+  return failed == 0 ? 0 : 1;
+}

@@ -1,0 +1,292 @@
+/* output.c: human-readable output of emberctl (tables and detail views).
+ *
+ * Names of states, operations and snapshot kinds come from the enum
+ * descriptors of the generated code, shortened by dropping the enum's prefix,
+ * so a value added to the proto prints correctly without a change here. */
+#include "agent/ctl/output.h"
+
+#include "agent/ctl/pbjson.h"
+#include "common/mem.h"
+
+#include <ctype.h>
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+/* Lower-case value name without prefix, written into buf. */
+static const char *ctl__short(const ProtobufCEnumDescriptor *ed, int v, const char *prefix,
+                              char *buf, size_t n)
+{
+  const char *name = ctl_pb_enum_name(ed, v);
+  if (name == NULL)
+    return "?";
+  size_t pl = strlen(prefix);
+  if (strncmp(name, prefix, pl) == 0)
+    name += pl;
+  size_t i = 0;
+  for (; name[i] != '\0' && i + 1 < n; i++)
+    buf[i] = (char)tolower((unsigned char)name[i]);
+  buf[i] = '\0';
+  return buf;
+}
+
+#define CTL_NAME_MAX 32
+
+/* The public names below return static strings, so they use fixed tables;
+ * ctl_state_parse reads the descriptor and accepts any value the proto has. */
+
+const char *ctl_state_name(int state)
+{
+  static const char *const names[] = {"-", "stopped", "running",
+                                      "paused",      "standby", "unknown"};
+  if (state >= 0 && (size_t)state < sizeof(names) / sizeof(names[0]))
+    return names[state];
+  return "?";
+}
+
+int ctl_state_parse(const char *s)
+{
+  const ProtobufCEnumDescriptor *ed = &ember__v1__instance_state__descriptor;
+  for (unsigned i = 0; i < ed->n_values; i++) {
+    char buf[CTL_NAME_MAX];
+    const char *shortname =
+        ctl__short(ed, ed->values[i].value, "INSTANCE_STATE_", buf, sizeof(buf));
+    if (strcasecmp(s, shortname) == 0 || strcasecmp(s, ed->values[i].name) == 0)
+      return ed->values[i].value;
+  }
+  return -1;
+}
+
+const char *ctl_operation_name(int op)
+{
+  static const char *const names[] = {"-",      "create", "start",   "stop",   "pause",
+                                      "resume", "standby", "restore", "delete", "observed"};
+  if (op >= 0 && (size_t)op < sizeof(names) / sizeof(names[0]))
+    return names[op];
+  return "?";
+}
+
+const char *ctl_snapshot_kind_name(int kind)
+{
+  switch (kind) {
+  case EMBER__V1__SNAPSHOT_KIND__SNAPSHOT_KIND_FULL: return "full";
+  case EMBER__V1__SNAPSHOT_KIND__SNAPSHOT_KIND_DIFF: return "diff";
+  default: return "-";
+  }
+}
+
+void ctl_fmt_duration(char *buf, size_t n, int64_t us)
+{
+  if (us <= 0)
+    snprintf(buf, n, "-");
+  else if (us < 1000)
+    snprintf(buf, n, "%" PRId64 "us", us);
+  else if (us < 1000000)
+    snprintf(buf, n, "%.1fms", (double)us / 1e3);
+  else if (us < 60000000)
+    snprintf(buf, n, "%.2fs", (double)us / 1e6);
+  else
+    snprintf(buf, n, "%" PRId64 "m%02" PRId64 "s", us / 60000000, (us / 1000000) % 60);
+}
+
+void ctl_fmt_mib(char *buf, size_t n, uint64_t mib)
+{
+  if (mib >= 1024 && mib % 1024 == 0)
+    snprintf(buf, n, "%" PRIu64 " GiB", mib / 1024);
+  else
+    snprintf(buf, n, "%" PRIu64 " MiB", mib);
+}
+
+void ctl_fmt_time(char *buf, size_t n, int64_t us)
+{
+  if (us <= 0) {
+    snprintf(buf, n, "-");
+    return;
+  }
+  time_t t = (time_t)(us / 1000000);
+  struct tm tm;
+  if (localtime_r(&t, &tm) == NULL || strftime(buf, n, "%Y-%m-%d %H:%M:%S", &tm) == 0)
+    snprintf(buf, n, "%" PRId64, us);
+}
+
+/* ---- tables ---- */
+
+struct ctl_table {
+  size_t ncols, nrows;
+  char **cells; /* (nrows + 1) * ncols, row 0 the header */
+};
+
+ctl_table *ctl_table_new(size_t ncols, const char *const *header)
+{
+  ctl_table *t = cmn_calloc(1, sizeof(*t));
+  t->ncols = ncols;
+  ctl_table_add(t, header);
+  return t;
+}
+
+void ctl_table_add(ctl_table *t, const char *const *cells)
+{
+  t->cells = cmn_realloc(t->cells, sizeof(char *) * t->ncols * (t->nrows + 1));
+  for (size_t c = 0; c < t->ncols; c++)
+    t->cells[t->nrows * t->ncols + c] = cmn_strdup(cells[c] != NULL ? cells[c] : "");
+  t->nrows++;
+}
+
+void ctl_table_print(const ctl_table *t, FILE *f)
+{
+  size_t *w = cmn_calloc(t->ncols, sizeof(size_t));
+  for (size_t r = 0; r < t->nrows; r++)
+    for (size_t c = 0; c < t->ncols; c++) {
+      size_t l = strlen(t->cells[r * t->ncols + c]);
+      if (l > w[c])
+        w[c] = l;
+    }
+  for (size_t r = 0; r < t->nrows; r++) {
+    for (size_t c = 0; c < t->ncols; c++) {
+      const char *cell = t->cells[r * t->ncols + c];
+      if (c + 1 == t->ncols)
+        fprintf(f, "%s\n", cell);
+      else
+        fprintf(f, "%-*s  ", (int)w[c], cell);
+    }
+  }
+  free(w);
+}
+
+void ctl_table_free(ctl_table *t)
+{
+  if (t == NULL)
+    return;
+  for (size_t i = 0; i < t->nrows * t->ncols; i++)
+    free(t->cells[i]);
+  free(t->cells);
+  free(t);
+}
+
+/* ---- instances ---- */
+
+void ctl_print_instances(FILE *f, Ember__V1__Instance *const *v, size_t n)
+{
+  static const char *const hdr[] = {"NAME", "ID", "HYPERVISOR", "STATE", "VCPUS", "MEMORY",
+                                    "SNAPSHOT", "PID"};
+  ctl_table *t = ctl_table_new(8, hdr);
+  for (size_t i = 0; i < n; i++) {
+    const Ember__V1__Instance *in = v[i];
+    char vcpus[16] = "-", mem[32] = "-", snap[48] = "-", pid[16] = "-";
+    if (in->spec != NULL) {
+      snprintf(vcpus, sizeof(vcpus), "%" PRIu32, in->spec->vcpus);
+      ctl_fmt_mib(mem, sizeof(mem), in->spec->memory_mib);
+    }
+    if (in->has_snapshot)
+      snprintf(snap, sizeof(snap), "%s", ctl_snapshot_kind_name(in->last_snapshot_kind));
+    if (in->vmm_pid > 0)
+      snprintf(pid, sizeof(pid), "%" PRId32, in->vmm_pid);
+    const char *row[] = {in->name,
+                         in->id,
+                         in->spec != NULL ? in->spec->hypervisor : "-",
+                         ctl_state_name(in->state),
+                         vcpus,
+                         mem,
+                         snap,
+                         pid};
+    ctl_table_add(t, row);
+  }
+  ctl_table_print(t, f);
+  ctl_table_free(t);
+}
+
+void ctl_print_instance(FILE *f, const Ember__V1__Instance *in)
+{
+  char buf[64];
+  fprintf(f, "Name:          %s\n", in->name);
+  fprintf(f, "ID:            %s\n", in->id);
+  fprintf(f, "State:         %s\n", ctl_state_name(in->state));
+  if (in->status_message != NULL && in->status_message[0] != '\0')
+    fprintf(f, "Status:        %s\n", in->status_message);
+  if (in->spec != NULL) {
+    const Ember__V1__InstanceSpec *s = in->spec;
+    fprintf(f, "Hypervisor:    %s\n", s->hypervisor);
+    ctl_fmt_mib(buf, sizeof(buf), s->memory_mib);
+    fprintf(f, "vCPUs:         %" PRIu32 "\n", s->vcpus);
+    fprintf(f, "Memory:        %s\n", buf);
+    fprintf(f, "Kernel:        %s\n", s->kernel_path);
+    if (s->initrd_path != NULL && s->initrd_path[0] != '\0')
+      fprintf(f, "Initrd:        %s\n", s->initrd_path);
+    if (s->cmdline != NULL && s->cmdline[0] != '\0')
+      fprintf(f, "Cmdline:       %s\n", s->cmdline);
+    for (size_t i = 0; i < s->n_disks; i++)
+      fprintf(f, "Disk %-8zu %s%s\n", i, s->disks[i]->path,
+              s->disks[i]->read_only ? " (read-only)" : "");
+    for (size_t i = 0; i < s->n_network_interfaces; i++) {
+      const Ember__V1__NetworkInterface *ni = s->network_interfaces[i];
+      fprintf(f, "Net %-9zu tap %s%s%s\n", i, ni->tap_device,
+              ni->mac_address[0] != '\0' ? " mac " : "", ni->mac_address);
+    }
+  }
+  if (in->vmm_pid > 0)
+    fprintf(f, "VMM PID:       %" PRId32 "\n", in->vmm_pid);
+  fprintf(f, "Snapshot:      %s\n",
+          in->has_snapshot ? ctl_snapshot_kind_name(in->last_snapshot_kind) : "none");
+  ctl_fmt_duration(buf, sizeof(buf), in->last_standby_us);
+  fprintf(f, "Last standby:  %s\n", buf);
+  ctl_fmt_duration(buf, sizeof(buf), in->last_restore_us);
+  fprintf(f, "Last restore:  %s\n", buf);
+  if (in->console_log_path != NULL && in->console_log_path[0] != '\0')
+    fprintf(f, "Console log:   %s\n", in->console_log_path);
+  ctl_fmt_time(buf, sizeof(buf), in->created_at_us);
+  fprintf(f, "Created:       %s\n", buf);
+  ctl_fmt_time(buf, sizeof(buf), in->updated_at_us);
+  fprintf(f, "Updated:       %s\n", buf);
+}
+
+void ctl_print_hypervisors(FILE *f, Ember__V1__Hypervisor *const *v, size_t n)
+{
+  static const char *const hdr[] = {"TYPE",       "AVAILABLE", "SNAPSHOT", "PAUSE",
+                                    "BASE-REUSE", "GRACEFUL",  "DETAIL"};
+  ctl_table *t = ctl_table_new(7, hdr);
+  for (size_t i = 0; i < n; i++) {
+    const Ember__V1__Hypervisor *h = v[i];
+    const Ember__V1__HypervisorCapabilities *c = h->capabilities;
+#define YN(x) ((x) ? "yes" : "no")
+    const char *row[] = {h->type,
+                         YN(h->available),
+                         c != NULL ? YN(c->snapshot) : "-",
+                         c != NULL ? YN(c->pause) : "-",
+                         c != NULL ? YN(c->base_reuse) : "-",
+                         c != NULL ? YN(c->graceful_shutdown) : "-",
+                         h->detail};
+#undef YN
+    ctl_table_add(t, row);
+  }
+  ctl_table_print(t, f);
+  ctl_table_free(t);
+}
+
+void ctl_print_event(FILE *f, const Ember__V1__InstanceEvent *ev)
+{
+  char ts[32], dur[32];
+  ctl_fmt_time(ts, sizeof(ts), ev->timestamp_us);
+  ctl_fmt_duration(dur, sizeof(dur), ev->duration_us);
+  const Ember__V1__Instance *in = ev->instance;
+  fprintf(f, "%s  %-20s %-9s %s -> %s  %s\n", ts, in != NULL ? in->name : "?",
+          ctl_operation_name(ev->operation), ctl_state_name(ev->old_state),
+          ctl_state_name(ev->new_state), dur);
+  fflush(f);
+}
+
+void ctl_print_transition(FILE *f, const char *verb, const Ember__V1__Instance *in)
+{
+  char dur[32];
+  if (strcmp(verb, "standby") == 0 && in->last_standby_us > 0) {
+    ctl_fmt_duration(dur, sizeof(dur), in->last_standby_us);
+    fprintf(f, "%s: %s (%s snapshot in %s)\n", in->name, ctl_state_name(in->state),
+            ctl_snapshot_kind_name(in->last_snapshot_kind), dur);
+  } else if (strcmp(verb, "restore") == 0 && in->last_restore_us > 0) {
+    ctl_fmt_duration(dur, sizeof(dur), in->last_restore_us);
+    fprintf(f, "%s: %s (restored in %s)\n", in->name, ctl_state_name(in->state), dur);
+  } else {
+    fprintf(f, "%s: %s\n", in->name, ctl_state_name(in->state));
+  }
+}

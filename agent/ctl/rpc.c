@@ -1,0 +1,354 @@
+/* rpc.c: unary and server-streaming calls on the gRPC core client API.
+ *
+ * Each call: a pluck completion queue of its own, grpc_channel_create_call with
+ * the deadline, batches started with grpc_call_start_batch and plucked by tag.
+ * Plucking uses short waits so that a pending SIGINT/SIGTERM (blocked by
+ * main() in every thread) is noticed and turned into grpc_call_cancel; the
+ * call is always driven to its status before the queue is destroyed. */
+#include "agent/ctl/rpc.h"
+
+#include "common/mem.h"
+
+#include <grpc/byte_buffer.h>
+#include <grpc/byte_buffer_reader.h>
+#include <grpc/grpc.h>
+#include <grpc/grpc_security.h>
+#include <grpc/slice.h>
+#include <grpc/support/alloc.h>
+#include <grpc/support/time.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+/* How often a blocked pluck wakes up to look for a pending signal. */
+#define CTL_RPC_POLL_MS 100
+
+/* Tags: distinct addresses, compared only. */
+static const char ctl__tag_start = 0, ctl__tag_status = 0, ctl__tag_msg = 0;
+#define CTL_TAG(t) ((void *)&(t))
+
+int ctl_rpc_open(ctl_rpc *rpc, const char *target, int64_t timeout_ms, cmn_error *err)
+{
+  memset(rpc, 0, sizeof(*rpc));
+  sigemptyset(&rpc->interrupt);
+  grpc_channel_credentials *creds = grpc_insecure_credentials_create();
+  grpc_arg args[1];
+  /* Keep error messages short and the client light: no retries of failed
+   * RPCs behind the user's back (lifecycle calls are idempotent, but the user
+   * decides). */
+  args[0].type = GRPC_ARG_INTEGER;
+  args[0].key = (char *)GRPC_ARG_ENABLE_RETRIES;
+  args[0].value.integer = 0;
+  grpc_channel_args chargs = {.num_args = 1, .args = args};
+  rpc->channel = grpc_channel_create(target, creds, &chargs);
+  grpc_channel_credentials_release(creds);
+  if (rpc->channel == NULL)
+    return cmn_err_set(err, CMN_INVALID_ARGUMENT, "cannot create a channel to '%s'", target);
+  rpc->target = target;
+  rpc->timeout_ms = timeout_ms;
+  return 0;
+}
+
+void ctl_rpc_close(ctl_rpc *rpc)
+{
+  if (rpc->channel != NULL)
+    grpc_channel_destroy(rpc->channel);
+  rpc->channel = NULL;
+}
+
+static gpr_timespec ctl__deadline(int64_t timeout_ms)
+{
+  if (timeout_ms <= 0)
+    return gpr_inf_future(GPR_CLOCK_REALTIME);
+  return gpr_time_add(gpr_now(GPR_CLOCK_REALTIME),
+                      gpr_time_from_millis(timeout_ms, GPR_TIMESPAN));
+}
+
+/* True once a signal of the set is pending; consumes it. */
+static bool ctl__interrupted(const sigset_t *set)
+{
+  sigset_t pending;
+  if (sigpending(&pending) != 0)
+    return false;
+  for (int s = 1; s < NSIG; s++) {
+    if (sigismember(set, s) == 1 && sigismember(&pending, s) == 1) {
+      struct timespec zero = {0, 0};
+      sigset_t one;
+      sigemptyset(&one);
+      sigaddset(&one, s);
+      (void)sigtimedwait(&one, NULL, &zero);
+      return true;
+    }
+  }
+  return false;
+}
+
+/* Waits for tag. When a signal arrives and *cancelled is not yet set, cancels
+ * the call and keeps waiting: the batch always completes after a cancel. */
+static bool ctl__pluck(ctl_rpc *rpc, grpc_completion_queue *cq, grpc_call *call, void *tag,
+                       bool *cancelled)
+{
+  for (;;) {
+    gpr_timespec wake = gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC),
+                                     gpr_time_from_millis(CTL_RPC_POLL_MS, GPR_TIMESPAN));
+    grpc_event ev = grpc_completion_queue_pluck(cq, tag, wake, NULL);
+    if (ev.type == GRPC_OP_COMPLETE)
+      return ev.success != 0;
+    if (ev.type == GRPC_QUEUE_SHUTDOWN)
+      return false;
+    if (!*cancelled && ctl__interrupted(&rpc->interrupt)) {
+      *cancelled = true;
+      grpc_call_cancel(call, NULL);
+    }
+  }
+}
+
+static void ctl__cq_destroy(grpc_completion_queue *cq)
+{
+  grpc_completion_queue_shutdown(cq);
+  while (grpc_completion_queue_pluck(cq, NULL, gpr_inf_future(GPR_CLOCK_REALTIME), NULL).type !=
+         GRPC_QUEUE_SHUTDOWN)
+    ;
+  grpc_completion_queue_destroy(cq);
+}
+
+static grpc_byte_buffer *ctl__pack(const ProtobufCMessage *req)
+{
+  size_t len = protobuf_c_message_get_packed_size(req);
+  uint8_t *buf = cmn_malloc(len > 0 ? len : 1);
+  protobuf_c_message_pack(req, buf);
+  grpc_slice s = grpc_slice_from_copied_buffer((const char *)buf, len);
+  free(buf);
+  grpc_byte_buffer *bb = grpc_raw_byte_buffer_create(&s, 1);
+  grpc_slice_unref(s);
+  return bb;
+}
+
+static ProtobufCMessage *ctl__unpack(grpc_byte_buffer *bb, const ProtobufCMessageDescriptor *d)
+{
+  grpc_byte_buffer_reader reader;
+  if (!grpc_byte_buffer_reader_init(&reader, bb))
+    return NULL;
+  grpc_slice all = grpc_byte_buffer_reader_readall(&reader);
+  grpc_byte_buffer_reader_destroy(&reader);
+  ProtobufCMessage *m =
+      protobuf_c_message_unpack(d, NULL, GRPC_SLICE_LENGTH(all), GRPC_SLICE_START_PTR(all));
+  grpc_slice_unref(all);
+  return m;
+}
+
+/* The receive side of a call's status. */
+typedef struct ctl__status {
+  grpc_metadata_array trailing;
+  grpc_status_code code;
+  grpc_slice details;
+  const char *error_string;
+} ctl__status;
+
+static void ctl__status_init(ctl__status *st)
+{
+  memset(st, 0, sizeof(*st));
+  grpc_metadata_array_init(&st->trailing);
+  st->details = grpc_empty_slice();
+}
+
+static void ctl__status_fill_op(ctl__status *st, grpc_op *op)
+{
+  op->op = GRPC_OP_RECV_STATUS_ON_CLIENT;
+  op->data.recv_status_on_client.trailing_metadata = &st->trailing;
+  op->data.recv_status_on_client.status = &st->code;
+  op->data.recv_status_on_client.status_details = &st->details;
+  op->data.recv_status_on_client.error_string = &st->error_string;
+}
+
+/* Turns a non-OK status into err; returns -1. */
+static int ctl__status_err(const ctl__status *st, const char *target, cmn_error *err)
+{
+  size_t n = GRPC_SLICE_LENGTH(st->details);
+  const char *msg = (const char *)GRPC_SLICE_START_PTR(st->details);
+  if (n == 0) {
+    msg = "no details";
+    n = strlen(msg);
+  }
+  if (st->code == GRPC_STATUS_UNAVAILABLE)
+    return cmn_err_set(err, st->code, "%.*s (is emberd running at %s?)", (int)n, msg, target);
+  return cmn_err_set(err, st->code, "%.*s", (int)n, msg);
+}
+
+static void ctl__status_destroy(ctl__status *st)
+{
+  grpc_metadata_array_destroy(&st->trailing);
+  grpc_slice_unref(st->details);
+  if (st->error_string != NULL)
+    gpr_free((void *)st->error_string);
+}
+
+static grpc_call *ctl__call(ctl_rpc *rpc, grpc_completion_queue *cq, const char *method,
+                            int64_t timeout_ms)
+{
+  grpc_slice m = grpc_slice_from_copied_string(method);
+  grpc_call *call = grpc_channel_create_call(rpc->channel, NULL, GRPC_PROPAGATE_DEFAULTS, cq, m,
+                                             NULL, ctl__deadline(timeout_ms), NULL);
+  grpc_slice_unref(m);
+  return call;
+}
+
+int ctl_rpc_unary(ctl_rpc *rpc, const char *method, const ProtobufCMessage *req,
+                  const ProtobufCMessageDescriptor *resp_desc, ProtobufCMessage **resp,
+                  cmn_error *err)
+{
+  *resp = NULL;
+  grpc_completion_queue *cq = grpc_completion_queue_create_for_pluck(NULL);
+  grpc_call *call = ctl__call(rpc, cq, method, rpc->timeout_ms);
+  grpc_byte_buffer *send = ctl__pack(req);
+  grpc_byte_buffer *recv = NULL;
+  grpc_metadata_array initial;
+  grpc_metadata_array_init(&initial);
+  ctl__status st;
+  ctl__status_init(&st);
+
+  grpc_op ops[6];
+  memset(ops, 0, sizeof(ops));
+  ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
+  ops[1].op = GRPC_OP_SEND_MESSAGE;
+  ops[1].data.send_message.send_message = send;
+  ops[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
+  ops[3].op = GRPC_OP_RECV_INITIAL_METADATA;
+  ops[3].data.recv_initial_metadata.recv_initial_metadata = &initial;
+  ops[4].op = GRPC_OP_RECV_MESSAGE;
+  ops[4].data.recv_message.recv_message = &recv;
+  ctl__status_fill_op(&st, &ops[5]);
+
+  int ret = -1;
+  bool cancelled = false;
+  grpc_call_error ce = grpc_call_start_batch(call, ops, 6, CTL_TAG(ctl__tag_start), NULL);
+  if (ce != GRPC_CALL_OK) {
+    cmn_err_set(err, CMN_INTERNAL, "%s: grpc_call_start_batch failed (%d)", method, (int)ce);
+    goto out;
+  }
+  (void)ctl__pluck(rpc, cq, call, CTL_TAG(ctl__tag_start), &cancelled);
+  if (cancelled) {
+    cmn_err_set(err, CMN_CANCELLED, "interrupted");
+    goto out;
+  }
+  if (st.code != GRPC_STATUS_OK) {
+    ctl__status_err(&st, rpc->target, err);
+    goto out;
+  }
+  if (recv == NULL) {
+    cmn_err_set(err, CMN_INTERNAL, "%s: the server sent OK without a response message", method);
+    goto out;
+  }
+  *resp = ctl__unpack(recv, resp_desc);
+  if (*resp == NULL) {
+    cmn_err_set(err, CMN_INTERNAL, "%s: cannot decode the response as %s", method,
+                resp_desc->name);
+    goto out;
+  }
+  ret = 0;
+out:
+  grpc_byte_buffer_destroy(send);
+  if (recv != NULL)
+    grpc_byte_buffer_destroy(recv);
+  grpc_metadata_array_destroy(&initial);
+  ctl__status_destroy(&st);
+  grpc_call_unref(call);
+  ctl__cq_destroy(cq);
+  return ret;
+}
+
+int ctl_rpc_stream(ctl_rpc *rpc, const char *method, const ProtobufCMessage *req,
+                   const ProtobufCMessageDescriptor *resp_desc, ctl_rpc_on_ready on_ready,
+                   ctl_rpc_on_msg on_msg, void *opaque, cmn_error *err)
+{
+  grpc_completion_queue *cq = grpc_completion_queue_create_for_pluck(NULL);
+  grpc_call *call = ctl__call(rpc, cq, method, rpc->timeout_ms);
+  grpc_byte_buffer *send = ctl__pack(req);
+  grpc_metadata_array initial;
+  grpc_metadata_array_init(&initial);
+  ctl__status st;
+  ctl__status_init(&st);
+  int ret = -1;
+  bool cancelled = false, stopped = false, status_started = false, bad_msg = false;
+
+  grpc_op ops[4];
+  memset(ops, 0, sizeof(ops));
+  ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
+  ops[1].op = GRPC_OP_SEND_MESSAGE;
+  ops[1].data.send_message.send_message = send;
+  ops[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
+  ops[3].op = GRPC_OP_RECV_INITIAL_METADATA;
+  ops[3].data.recv_initial_metadata.recv_initial_metadata = &initial;
+  grpc_call_error ce = grpc_call_start_batch(call, ops, 4, CTL_TAG(ctl__tag_start), NULL);
+  if (ce != GRPC_CALL_OK) {
+    cmn_err_set(err, CMN_INTERNAL, "%s: grpc_call_start_batch failed (%d)", method, (int)ce);
+    goto out;
+  }
+  /* The status batch is posted at once, so a failure ends every pending op. */
+  memset(ops, 0, sizeof(ops));
+  ctl__status_fill_op(&st, &ops[0]);
+  ce = grpc_call_start_batch(call, ops, 1, CTL_TAG(ctl__tag_status), NULL);
+  if (ce != GRPC_CALL_OK) {
+    grpc_call_cancel(call, NULL);
+    (void)ctl__pluck(rpc, cq, call, CTL_TAG(ctl__tag_start), &cancelled);
+    cmn_err_set(err, CMN_INTERNAL, "%s: grpc_call_start_batch failed (%d)", method, (int)ce);
+    goto out;
+  }
+  status_started = true;
+  /* Headers received (success) means the server accepted the stream; a
+   * failure here is reported by the status below. */
+  if (ctl__pluck(rpc, cq, call, CTL_TAG(ctl__tag_start), &cancelled) && !cancelled &&
+      on_ready != NULL)
+    on_ready(opaque);
+
+  while (!cancelled && !stopped) {
+    grpc_byte_buffer *recv = NULL;
+    memset(ops, 0, sizeof(ops));
+    ops[0].op = GRPC_OP_RECV_MESSAGE;
+    ops[0].data.recv_message.recv_message = &recv;
+    if (grpc_call_start_batch(call, ops, 1, CTL_TAG(ctl__tag_msg), NULL) != GRPC_CALL_OK)
+      break;
+    (void)ctl__pluck(rpc, cq, call, CTL_TAG(ctl__tag_msg), &cancelled);
+    if (recv == NULL)
+      break; /* end of stream (or failure: the status says which) */
+    ProtobufCMessage *m = ctl__unpack(recv, resp_desc);
+    grpc_byte_buffer_destroy(recv);
+    if (m == NULL) {
+      grpc_call_cancel(call, NULL);
+      stopped = bad_msg = true;
+      cmn_err_set(err, CMN_INTERNAL, "%s: cannot decode a streamed %s", method, resp_desc->name);
+      break;
+    }
+    bool more = on_msg(m, opaque);
+    protobuf_c_message_free_unpacked(m, NULL);
+    if (!more) {
+      stopped = true;
+      grpc_call_cancel(call, NULL);
+    }
+  }
+  if (!cancelled && !stopped) {
+    /* Ended by the server: its status is the result. */
+    (void)ctl__pluck(rpc, cq, call, CTL_TAG(ctl__tag_status), &cancelled);
+    status_started = false;
+    if (cancelled)
+      ret = 0;
+    else if (st.code != GRPC_STATUS_OK)
+      ctl__status_err(&st, rpc->target, err);
+    else
+      ret = 0;
+  } else {
+    ret = bad_msg ? -1 : 0;
+  }
+out:
+  if (status_started) {
+    bool ignored = true;
+    grpc_call_cancel(call, NULL);
+    (void)ctl__pluck(rpc, cq, call, CTL_TAG(ctl__tag_status), &ignored);
+  }
+  grpc_byte_buffer_destroy(send);
+  grpc_metadata_array_destroy(&initial);
+  ctl__status_destroy(&st);
+  grpc_call_unref(call);
+  ctl__cq_destroy(cq);
+  return ret;
+}

@@ -1,0 +1,58 @@
+/* rpc.h: emberctl's gRPC calls, on the gRPC core client API.
+ *
+ * One channel per process; each call gets its own pluck completion queue and a
+ * deadline. Requests and responses are protobuf-c messages, packed and
+ * unpacked generically through their descriptors. A failed call fills the
+ * cmn_error with the gRPC status code and the server's message, so the code
+ * becomes the exit status unchanged.
+ *
+ * Calls poll for SIGINT/SIGTERM (which main() blocks before grpc_init, so they
+ * stay pending instead of killing the process): an interrupted call is
+ * cancelled cleanly. */
+#ifndef EMBER_CTL_RPC_H
+#define EMBER_CTL_RPC_H
+
+#include "common/error.h"
+
+#include <protobuf-c/protobuf-c.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+typedef struct ctl_rpc {
+  struct grpc_channel *channel;
+  const char *target;
+  int64_t timeout_ms;   /* deadline of each call; <= 0: none */
+  sigset_t interrupt;   /* signals that cancel a call; may be empty */
+} ctl_rpc;
+
+/* Creates the channel (no I/O yet: connecting happens on the first call).
+ * Requires grpc_init(). */
+int ctl_rpc_open(ctl_rpc *rpc, const char *target, int64_t timeout_ms, cmn_error *err);
+void ctl_rpc_close(ctl_rpc *rpc);
+
+/* Unary call of method ("/pkg.Service/Method"). On success *resp is a message
+ * of resp_desc, to be freed with protobuf_c_message_free_unpacked(*resp, NULL).
+ * On failure returns -1 with err->code the gRPC status (CANCELLED when
+ * interrupted by a signal). */
+int ctl_rpc_unary(ctl_rpc *rpc, const char *method, const ProtobufCMessage *req,
+                  const ProtobufCMessageDescriptor *resp_desc, ProtobufCMessage **resp,
+                  cmn_error *err);
+
+/* Called for each streamed message; msg is freed after it returns. Return
+ * true to keep receiving, false to end the stream (the call is cancelled and
+ * ctl_rpc_stream returns 0). */
+typedef bool (*ctl_rpc_on_msg)(const ProtobufCMessage *msg, void *opaque);
+
+/* Called once the server has sent its response headers (for WatchInstances:
+ * once the watch is subscribed, so every later change will be streamed). */
+typedef void (*ctl_rpc_on_ready)(void *opaque);
+
+/* Server-streaming call. Returns 0 when the server ended the stream with OK,
+ * when on_msg asked to stop, or when a signal in rpc->interrupt arrived (the
+ * user's Ctrl-C ends a watch normally). Else -1 with the gRPC status. */
+int ctl_rpc_stream(ctl_rpc *rpc, const char *method, const ProtobufCMessage *req,
+                   const ProtobufCMessageDescriptor *resp_desc, ctl_rpc_on_ready on_ready,
+                   ctl_rpc_on_msg on_msg, void *opaque, cmn_error *err);
+
+#endif

@@ -1,0 +1,225 @@
+/* spec.c: the CreateInstanceRequest of `emberctl create` (see spec.h).
+ *
+ * The request is built as a heap protobuf-c message whose every string and
+ * array comes from malloc (cmn_*), so protobuf_c_message_free_unpacked() with
+ * the default allocator frees it whichever way it was put together. */
+#include "agent/ctl/spec.h"
+
+#include "agent/ctl/pbjson.h"
+#include "common/cleanup.h"
+#include "common/files.h"
+#include "common/mem.h"
+
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <libgen.h>
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+/* A spec file is small; anything larger is a mistake. */
+#define CTL_SPEC_MAX_BYTES (1024 * 1024)
+
+char *ctl_spec_abspath(const char *path, const char *base_dir)
+{
+  if (path[0] == '/' || path[0] == '\0')
+    return cmn_strdup(path);
+  if (base_dir != NULL)
+    return cmn_asprintf("%s/%s", base_dir, path);
+  char cwd[PATH_MAX];
+  if (getcwd(cwd, sizeof(cwd)) == NULL)
+    return cmn_strdup(path); /* the server will report it as not absolute */
+  return cmn_asprintf("%s/%s", cwd, path);
+}
+
+/* Replaces a string field, freeing the old value unless it is the shared
+ * empty default of protobuf-c. */
+static void ctl__set_str(char **field, char *owned)
+{
+  if (*field != NULL && *field != (char *)protobuf_c_empty_string)
+    free(*field);
+  *field = owned;
+}
+
+int ctl_spec_parse_disk(const char *arg, const char *base_dir, Ember__V1__Disk **out,
+                        cmn_error *err)
+{
+  cleanup_free char *path = cmn_strdup(arg);
+  bool ro = false;
+  char *colon = strrchr(path, ':');
+  if (colon != NULL && (strcmp(colon, ":ro") == 0 || strcmp(colon, ":rw") == 0)) {
+    ro = strcmp(colon, ":ro") == 0;
+    *colon = '\0';
+  }
+  if (path[0] == '\0')
+    return cmn_err_set(err, CMN_INVALID_ARGUMENT, "--disk '%s': empty path", arg);
+  Ember__V1__Disk *d = cmn_malloc(sizeof(*d));
+  ember__v1__disk__init(d);
+  d->path = ctl_spec_abspath(path, base_dir);
+  d->read_only = ro;
+  *out = d;
+  return 0;
+}
+
+int ctl_spec_parse_tap(const char *arg, Ember__V1__NetworkInterface **out, cmn_error *err)
+{
+  const char *comma = strchr(arg, ',');
+  size_t nl = comma != NULL ? (size_t)(comma - arg) : strlen(arg);
+  if (nl == 0)
+    return cmn_err_set(err, CMN_INVALID_ARGUMENT, "--tap '%s': empty device name", arg);
+  if (comma != NULL && comma[1] == '\0')
+    return cmn_err_set(err, CMN_INVALID_ARGUMENT, "--tap '%s': empty MAC after ','", arg);
+  Ember__V1__NetworkInterface *ni = cmn_malloc(sizeof(*ni));
+  ember__v1__network_interface__init(ni);
+  ni->tap_device = cmn_strndup(arg, nl);
+  if (comma != NULL)
+    ni->mac_address = cmn_strdup(comma + 1);
+  *out = ni;
+  return 0;
+}
+
+/* Reads the spec file into a request (an InstanceSpec is wrapped). */
+static int ctl__from_file(const char *file, Ember__V1__CreateInstanceRequest **out,
+                          cmn_error *err)
+{
+  cleanup_free char *text = NULL;
+  size_t len = 0;
+  if (cmn_file_read(file, CTL_SPEC_MAX_BYTES, &text, &len, err) < 0)
+    return cmn_err_prefix(err, "--spec");
+  cJSON *root = cJSON_ParseWithLength(text, len);
+  if (root == NULL)
+    return cmn_err_set(err, CMN_INVALID_ARGUMENT, "--spec %s: not valid JSON (near '%.20s')",
+                       file, cJSON_GetErrorPtr() != NULL ? cJSON_GetErrorPtr() : "");
+  int r;
+  ProtobufCMessage *m = NULL;
+  if (cJSON_IsObject(root) && (cJSON_GetObjectItemCaseSensitive(root, "spec") != NULL ||
+                               cJSON_GetObjectItemCaseSensitive(root, "name") != NULL)) {
+    r = ctl_pb_from_json(root, &ember__v1__create_instance_request__descriptor, &m, err);
+    if (r == 0)
+      *out = (Ember__V1__CreateInstanceRequest *)m;
+  } else {
+    r = ctl_pb_from_json(root, &ember__v1__instance_spec__descriptor, &m, err);
+    if (r == 0) {
+      Ember__V1__CreateInstanceRequest *req = cmn_malloc(sizeof(*req));
+      ember__v1__create_instance_request__init(req);
+      req->spec = (Ember__V1__InstanceSpec *)m;
+      *out = req;
+    }
+  }
+  cJSON_Delete(root);
+  if (r < 0)
+    return cmn_err_prefix(err, "--spec %s", file);
+  return 0;
+}
+
+static void ctl__free_disks(Ember__V1__InstanceSpec *s)
+{
+  for (size_t i = 0; i < s->n_disks; i++)
+    protobuf_c_message_free_unpacked(&s->disks[i]->base, NULL);
+  free(s->disks);
+  s->disks = NULL;
+  s->n_disks = 0;
+}
+
+static void ctl__free_nics(Ember__V1__InstanceSpec *s)
+{
+  for (size_t i = 0; i < s->n_network_interfaces; i++)
+    protobuf_c_message_free_unpacked(&s->network_interfaces[i]->base, NULL);
+  free(s->network_interfaces);
+  s->network_interfaces = NULL;
+  s->n_network_interfaces = 0;
+}
+
+/* Makes the file's relative paths absolute against its folder. */
+static void ctl__absolutize(Ember__V1__InstanceSpec *s, const char *base_dir)
+{
+  if (s->kernel_path[0] != '\0')
+    ctl__set_str(&s->kernel_path, ctl_spec_abspath(s->kernel_path, base_dir));
+  if (s->initrd_path[0] != '\0')
+    ctl__set_str(&s->initrd_path, ctl_spec_abspath(s->initrd_path, base_dir));
+  for (size_t i = 0; i < s->n_disks; i++)
+    if (s->disks[i]->path[0] != '\0')
+      ctl__set_str(&s->disks[i]->path, ctl_spec_abspath(s->disks[i]->path, base_dir));
+}
+
+static int ctl__apply_flags(const ctl_opts *o, Ember__V1__InstanceSpec *s, cmn_error *err)
+{
+  if (o->hypervisor != NULL)
+    ctl__set_str(&s->hypervisor, cmn_strdup(o->hypervisor));
+  if (o->given & CTL_OPT_VCPUS)
+    s->vcpus = o->vcpus;
+  if (o->given & CTL_OPT_MEMORY)
+    s->memory_mib = o->memory_mib;
+  if (o->kernel != NULL)
+    ctl__set_str(&s->kernel_path, ctl_spec_abspath(o->kernel, NULL));
+  if (o->initrd != NULL)
+    ctl__set_str(&s->initrd_path, ctl_spec_abspath(o->initrd, NULL));
+  if (o->cmdline != NULL)
+    ctl__set_str(&s->cmdline, cmn_strdup(o->cmdline));
+  if (o->n_disks > 0) {
+    ctl__free_disks(s);
+    s->disks = cmn_calloc((size_t)o->n_disks, sizeof(*s->disks));
+    for (int i = 0; i < o->n_disks; i++) {
+      if (ctl_spec_parse_disk(o->disks[i], NULL, &s->disks[i], err) < 0)
+        return -1;
+      s->n_disks++;
+    }
+  }
+  if (o->n_taps > 0) {
+    ctl__free_nics(s);
+    s->network_interfaces = cmn_calloc((size_t)o->n_taps, sizeof(*s->network_interfaces));
+    for (int i = 0; i < o->n_taps; i++) {
+      if (ctl_spec_parse_tap(o->taps[i], &s->network_interfaces[i], err) < 0)
+        return -1;
+      s->n_network_interfaces++;
+    }
+  }
+  return 0;
+}
+
+int ctl_spec_build(const ctl_opts *o, const char *name, Ember__V1__CreateInstanceRequest **out,
+                   cmn_error *err)
+{
+  Ember__V1__CreateInstanceRequest *req = NULL;
+  *out = NULL;
+  if (o->spec_file != NULL) {
+    if (ctl__from_file(o->spec_file, &req, err) < 0)
+      return -1;
+    if (req->spec != NULL) {
+      cleanup_free char *copy = cmn_strdup(o->spec_file);
+      cleanup_free char *dir = ctl_spec_abspath(dirname(copy), NULL);
+      ctl__absolutize(req->spec, dir);
+    }
+  } else {
+    req = cmn_malloc(sizeof(*req));
+    ember__v1__create_instance_request__init(req);
+  }
+  if (req->spec == NULL) {
+    req->spec = cmn_malloc(sizeof(*req->spec));
+    ember__v1__instance_spec__init(req->spec);
+  }
+  Ember__V1__InstanceSpec *s = req->spec;
+  if (ctl__apply_flags(o, s, err) < 0)
+    goto fail;
+  if (name != NULL)
+    ctl__set_str(&req->name, cmn_strdup(name));
+  if (o->start)
+    req->start = true;
+  if (req->name[0] == '\0') {
+    cmn_err_set(err, CMN_INVALID_ARGUMENT,
+                "no instance name: give it as `emberctl create NAME` or \"name\" in --spec");
+    goto fail;
+  }
+  if (s->hypervisor[0] == '\0')
+    ctl__set_str(&s->hypervisor, cmn_strdup(CTL_DEFAULT_HYPERVISOR));
+  if (s->vcpus == 0)
+    s->vcpus = CTL_DEFAULT_VCPUS;
+  if (s->memory_mib == 0)
+    s->memory_mib = CTL_DEFAULT_MEMORY_MIB;
+  *out = req;
+  return 0;
+fail:
+  protobuf_c_message_free_unpacked(&req->base, NULL);
+  return -1;
+}

@@ -1,0 +1,192 @@
+/* internal.h: what the files of the gRPC layer share: the server object, the
+ * per-call object with its completion-queue tags, and the method table.
+ *
+ * Model: one completion queue shared by N worker threads. Every tag posted to
+ * it is a srv_tag embedded in a srv_call; a worker calls tag->fn(call, ok).
+ * A srv_call is reference counted: every batch in flight and every thread that
+ * works on the call hold one reference; the last unref frees it. Batches on one
+ * call are started with call->mu held (the core wants them serialized).
+ *
+ * Names: srv_ public to the layer, srv__ helpers used inside one file. */
+#ifndef EMBER_AGENT_SERVER_INTERNAL_H
+#define EMBER_AGENT_SERVER_INTERNAL_H
+
+#include "agent/manager.h"
+#include "agent/server/server.h"
+#include "common/error.h"
+
+#include <grpc/byte_buffer.h>
+#include <grpc/grpc.h>
+#include <protobuf-c/protobuf-c.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct srv_call srv_call;
+typedef struct srv_server srv_server;
+typedef struct srv_reflection srv_reflection;
+
+typedef void (*srv_tag_fn)(srv_call *c, bool ok);
+typedef struct srv_tag {
+  srv_tag_fn fn;
+  srv_call *call;
+} srv_tag;
+
+/* A handler of a unary method: decodes req, fills *resp with the packed
+ * response. Returns < 0 with err filled for a non-OK status. Runs on a worker
+ * thread, or on its own thread when the method is `slow`. */
+typedef int (*srv_unary_fn)(srv_server *s, const uint8_t *req, size_t len, uint8_t **resp,
+                            size_t *resp_len, cmn_error *err);
+/* A streaming method takes the call over after RECV_CLOSE is posted. */
+typedef void (*srv_stream_fn)(srv_call *c);
+
+typedef enum srv_kind {
+  SRV_UNARY = 0,
+  SRV_SERVER_STREAM = 1, /* one request message, then a stream of responses */
+  SRV_BIDI = 2,
+} srv_kind;
+
+typedef struct srv_method {
+  const char *path;
+  srv_kind kind;
+  bool slow;          /* a lifecycle operation: run on its own detached thread */
+  srv_unary_fn unary; /* SRV_UNARY */
+  srv_stream_fn stream;
+} srv_method;
+
+/* A queued outgoing message of a stream. */
+typedef struct srv_msg {
+  struct srv_msg *next;
+  grpc_byte_buffer *buf;
+} srv_msg;
+
+/* Kinds of streams the server can end at shutdown. */
+enum { SRV_STREAM_NONE = 0, SRV_STREAM_WATCH = 1, SRV_STREAM_HEALTH = 2 };
+
+struct srv_call {
+  srv_server *srv;
+  const srv_method *method; /* NULL for the catch-all */
+  int method_index;
+  grpc_call *call;
+  gpr_timespec deadline;
+  grpc_metadata_array req_md;
+  grpc_call_details details; /* catch-all only */
+  grpc_byte_buffer *payload; /* request payload (unary, server stream) */
+  atomic_int refs;
+  int64_t start_us;
+
+  pthread_mutex_t mu;      /* guards everything below */
+  srv_tag t_request, t_close, t_send, t_recv;
+  int cancelled;           /* filled by RECV_CLOSE_ON_SERVER */
+  bool closed;             /* RECV_CLOSE completed: the client is gone or done */
+  bool sent_initial_md;
+  bool status_sent;
+  grpc_byte_buffer *send_buf; /* message of the send batch in flight */
+  grpc_slice status_details;
+  bool has_status_details;
+  grpc_byte_buffer *recv_buf; /* bidi: target of RECV_MESSAGE */
+
+  /* Streams: an outgoing queue with one send in flight. */
+  srv_msg *q_head, *q_tail;
+  bool sending;
+  bool finishing;          /* send the final status once the queue drains */
+  int final_code;
+  char *final_msg;
+  int stream_kind;
+  struct srv_call *stream_next, *stream_prev; /* in srv->streams */
+  void (*on_close)(srv_call *c); /* streams: release subscriptions; no lock held */
+  void *priv;
+  void (*priv_free)(void *priv);
+  int status_logged;
+};
+
+struct srv_server {
+  srv_options opts;
+  agent_manager *mgr;
+  grpc_server *server;
+  grpc_completion_queue *cq;
+  pthread_t *workers;
+  int n_workers;
+  void **registered; /* per method table entry */
+  srv_reflection *refl;
+  char *unix_path;   /* socket file when listening on unix: */
+
+  pthread_mutex_t mu; /* guards below */
+  pthread_cond_t cv;
+  bool shutting_down;
+  bool shutdown_done;  /* the shutdown tag completed */
+  int live_calls;      /* srv_call objects alive */
+  int slow_threads;    /* lifecycle threads running */
+  srv_call *streams;   /* watch and health-watch streams */
+  bool serving;        /* health status */
+  srv_tag t_shutdown;
+};
+
+/* The method table (server.c) and its handlers (instance.c, health.c, reflection.c). */
+extern const srv_method srv_methods[];
+extern const size_t srv_n_methods;
+
+/* ---- server.c: call plumbing ---- */
+void srv_call_ref(srv_call *c);
+void srv_call_unref(srv_call *c);
+/* Starts a batch with c->mu held by the caller; takes a reference for it.
+ * Returns false when the core refused the batch. */
+bool srv_call_batch_locked(srv_call *c, const grpc_op *ops, size_t n, srv_tag *tag);
+/* Unary and stream ends: sends initial metadata if not sent, the message (may
+ * be NULL) and the status. Takes ownership of msg. Logs the RPC line. */
+void srv_call_finish(srv_call *c, grpc_byte_buffer *msg, int code, const char *detail);
+/* Streams: queue a message (ownership passes) and kick the sender. */
+void srv_stream_push_locked(srv_call *c, grpc_byte_buffer *msg);
+/* Streams: end with a status after the queued messages. */
+void srv_stream_end_locked(srv_call *c, int code, const char *detail);
+/* Registers/unregisters a stream so shutdown can end it. */
+void srv_stream_register(srv_call *c, int kind);
+/* Packs a protobuf-c message into a byte buffer / a malloc'ed buffer. */
+grpc_byte_buffer *srv_pack_bb(const ProtobufCMessage *m);
+int srv_pack(const ProtobufCMessage *m, uint8_t **out, size_t *len);
+/* Copies a byte buffer into one malloc'ed buffer (NULL bb -> empty). */
+uint8_t *srv_bb_flatten(grpc_byte_buffer *bb, size_t *len);
+int64_t srv_now_us(void);
+
+/* ---- instance.c ---- */
+void srv_watch_start(srv_call *c);
+int srv_unary_create(srv_server *s, const uint8_t *req, size_t len, uint8_t **resp, size_t *rl,
+                     cmn_error *err);
+int srv_unary_get(srv_server *s, const uint8_t *req, size_t len, uint8_t **resp, size_t *rl,
+                  cmn_error *err);
+int srv_unary_list(srv_server *s, const uint8_t *req, size_t len, uint8_t **resp, size_t *rl,
+                   cmn_error *err);
+int srv_unary_start(srv_server *s, const uint8_t *req, size_t len, uint8_t **resp, size_t *rl,
+                    cmn_error *err);
+int srv_unary_stop(srv_server *s, const uint8_t *req, size_t len, uint8_t **resp, size_t *rl,
+                   cmn_error *err);
+int srv_unary_pause(srv_server *s, const uint8_t *req, size_t len, uint8_t **resp, size_t *rl,
+                    cmn_error *err);
+int srv_unary_resume(srv_server *s, const uint8_t *req, size_t len, uint8_t **resp, size_t *rl,
+                     cmn_error *err);
+int srv_unary_standby(srv_server *s, const uint8_t *req, size_t len, uint8_t **resp, size_t *rl,
+                      cmn_error *err);
+int srv_unary_restore(srv_server *s, const uint8_t *req, size_t len, uint8_t **resp,
+                      size_t *rl, cmn_error *err);
+int srv_unary_delete(srv_server *s, const uint8_t *req, size_t len, uint8_t **resp, size_t *rl,
+                     cmn_error *err);
+int srv_unary_list_hypervisors(srv_server *s, const uint8_t *req, size_t len, uint8_t **resp,
+                               size_t *rl, cmn_error *err);
+/* CreateInstance with start=true is slow; the method table cannot know, so
+ * Create always runs on its own thread. */
+
+/* ---- health.c ---- */
+int srv_unary_health_check(srv_server *s, const uint8_t *req, size_t len, uint8_t **resp,
+                           size_t *rl, cmn_error *err);
+void srv_health_watch_start(srv_call *c);
+/* Pushes the current status to every health watcher (s->mu held). */
+void srv_health_broadcast_locked(srv_server *s);
+
+/* ---- reflection.c ---- */
+srv_reflection *srv_reflection_create(cmn_error *err);
+void srv_reflection_free(srv_reflection *r);
+void srv_reflection_start(srv_call *c);
+
+#endif

@@ -1,0 +1,17 @@
+# agent/server: the gRPC layer (ember_server) and the emberd executable.
+# Included from agent/CMakeLists.txt.
+add_library(ember_server STATIC
+  ${CMAKE_CURRENT_LIST_DIR}/server.c
+  ${CMAKE_CURRENT_LIST_DIR}/instance.c
+  ${CMAKE_CURRENT_LIST_DIR}/health.c
+  ${CMAKE_CURRENT_LIST_DIR}/reflection.c)
+target_link_libraries(ember_server PUBLIC ember_agent ember_proto ${GRPC_LIB} ${GPR_LIB}
+                      Threads::Threads)
+
+# Config parsing is its own library so the unit test links it without the server.
+add_library(ember_agent_config STATIC ${CMAKE_CURRENT_SOURCE_DIR}/config.c)
+target_link_libraries(ember_agent_config PUBLIC ember_common ${CJSON_LIB})
+
+add_executable(emberd ${CMAKE_CURRENT_SOURCE_DIR}/main.c)
+target_link_libraries(emberd PRIVATE ember_server ember_agent_config ember_agent ember_drivers
+                      ember_common ${CURL_LIB} ${GRPC_LIB} ${GPR_LIB} Threads::Threads)

@@ -1,0 +1,130 @@
+/* meta.c: the driver's two small JSON files (see internal.h).
+ *
+ * <snap_dir>/qemu.json says which kind of stream <snap_dir>/state is:
+ *   {"format":1, "ram":"shared"|"stream", "memory_mib":N, "consumed":bool}
+ *   "shared": the stream holds device state only (x-ignore-shared) and guest
+ *             RAM is the file <snap_dir>/memory;
+ *   "stream": the stream holds all of guest RAM.
+ *   "consumed": a restored guest has run on <snap_dir>/memory since, so the
+ *             state no longer matches it and a second restore is refused.
+ * <vm->dir>/qemu-vm.json says how the running VM's RAM is backed, so that a
+ * re-adopted VM (agent restart) is snapshotted correctly:
+ *   {"format":1, "ram":"shared"|"anonymous", "ram_dev":N, "ram_ino":N}
+ * Both are written atomically (temp file, fsync, rename). */
+#define _GNU_SOURCE
+#include "drivers/qemu/internal.h"
+
+#include "common/cleanup.h"
+#include "common/files.h"
+#include "common/mem.h"
+
+#include <string.h>
+
+#define META_FORMAT 1
+#define META_MAX 65536
+
+static int meta_write(const char *path, cJSON *obj, cmn_error *err)
+{
+  cleanup_free char *text = cJSON_Print(obj);
+  cJSON_Delete(obj);
+  if (text == NULL)
+    return cmn_err_set(err, CMN_INTERNAL, "cannot encode %s", path);
+  cleanup_free char *line = cmn_asprintf("%s\n", text);
+  return cmn_file_write_atomic(path, line, strlen(line), 0644, err);
+}
+
+static cJSON *meta_read(const char *path, cmn_error *err)
+{
+  cleanup_free char *text = NULL;
+  size_t len = 0;
+  if (cmn_file_read(path, META_MAX, &text, &len, err) < 0)
+    return NULL;
+  cJSON *obj = cJSON_ParseWithLength(text, len);
+  if (!cJSON_IsObject(obj)) {
+    cJSON_Delete(obj);
+    return cmn_err_set(err, CMN_FAILED_PRECONDITION, "%s is not valid JSON", path), NULL;
+  }
+  const cJSON *f = cJSON_GetObjectItemCaseSensitive(obj, "format");
+  if (!cJSON_IsNumber(f) || f->valuedouble != META_FORMAT) {
+    cJSON_Delete(obj);
+    return cmn_err_set(err, CMN_FAILED_PRECONDITION, "%s has an unknown format", path), NULL;
+  }
+  return obj;
+}
+
+static const char *meta_string(const cJSON *obj, const char *key)
+{
+  const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, key);
+  return cJSON_IsString(v) ? v->valuestring : NULL;
+}
+
+/* Device and inode numbers are stored as decimal strings: they may exceed
+ * the 2^53 that a JSON number holds exactly. */
+static uint64_t meta_u64(const cJSON *obj, const char *key)
+{
+  const char *s = meta_string(obj, key);
+  return s != NULL ? strtoull(s, NULL, 10) : 0;
+}
+
+static void meta_add_u64(cJSON *obj, const char *key, uint64_t v)
+{
+  char buf[32];
+  snprintf(buf, sizeof buf, "%llu", (unsigned long long)v);
+  cJSON_AddStringToObject(obj, key, buf);
+}
+
+int qemu_vm_meta_write(const vmm_vm *vm, const qemu_vm_meta *m, cmn_error *err)
+{
+  cleanup_free char *path = cmn_asprintf("%s/%s", vm->dir, QEMU_VM_META);
+  cJSON *o = cJSON_CreateObject();
+  cJSON_AddNumberToObject(o, "format", META_FORMAT);
+  cJSON_AddStringToObject(o, "ram", m->ram_shared ? "shared" : "anonymous");
+  meta_add_u64(o, "ram_dev", (uint64_t)m->ram_dev);
+  meta_add_u64(o, "ram_ino", (uint64_t)m->ram_ino);
+  return meta_write(path, o, err);
+}
+
+int qemu_vm_meta_read(const vmm_vm *vm, qemu_vm_meta *m, cmn_error *err)
+{
+  cleanup_free char *path = cmn_asprintf("%s/%s", vm->dir, QEMU_VM_META);
+  cJSON *o = meta_read(path, err);
+  if (o == NULL)
+    return -1;
+  const char *ram = meta_string(o, "ram");
+  m->ram_shared = ram != NULL && strcmp(ram, "shared") == 0;
+  m->ram_dev = (dev_t)meta_u64(o, "ram_dev");
+  m->ram_ino = (ino_t)meta_u64(o, "ram_ino");
+  cJSON_Delete(o);
+  return 0;
+}
+
+int qemu_snap_meta_write(const char *snap_dir, const qemu_snap_meta *m, cmn_error *err)
+{
+  cleanup_free char *path = cmn_asprintf("%s/%s", snap_dir, QEMU_SNAP_META);
+  cJSON *o = cJSON_CreateObject();
+  cJSON_AddNumberToObject(o, "format", META_FORMAT);
+  cJSON_AddStringToObject(o, "ram", m->ram_shared ? "shared" : "stream");
+  cJSON_AddNumberToObject(o, "memory_mib", (double)m->memory_mib);
+  cJSON_AddBoolToObject(o, "consumed", m->consumed);
+  return meta_write(path, o, err);
+}
+
+int qemu_snap_meta_read(const char *snap_dir, qemu_snap_meta *m, cmn_error *err)
+{
+  cleanup_free char *path = cmn_asprintf("%s/%s", snap_dir, QEMU_SNAP_META);
+  cJSON *o = meta_read(path, err);
+  if (o == NULL)
+    return -1;
+  const char *ram = meta_string(o, "ram");
+  const cJSON *mib = cJSON_GetObjectItemCaseSensitive(o, "memory_mib");
+  if (ram == NULL || (strcmp(ram, "shared") != 0 && strcmp(ram, "stream") != 0) ||
+      !cJSON_IsNumber(mib) || mib->valuedouble < 1) {
+    cJSON_Delete(o);
+    return cmn_err_set(err, CMN_FAILED_PRECONDITION, "%s is incomplete", path);
+  }
+  m->ram_shared = strcmp(ram, "shared") == 0;
+  m->memory_mib = (uint64_t)mib->valuedouble;
+  m->consumed = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(o, "consumed"));
+  cJSON_Delete(o);
+  return 0;
+}

@@ -1,0 +1,292 @@
+/* snapshot.c: snapshot and restore through QEMU migration streams.
+ *
+ * QEMU 7.2 has no `file:` migration URI, so the driver opens <snap_dir>/state
+ * itself and hands the descriptor over QMP (`getfd`, SCM_RIGHTS); the stream
+ * then goes to or comes from `fd:<name>`. The migration bandwidth cap is
+ * raised first (7.2's default of ~128 MiB/s makes saves several times slower).
+ *
+ * Two kinds of stream, recorded in <snap_dir>/qemu.json (meta.c):
+ *   shared: guest RAM is the shared file <snap_dir>/memory and the stream has
+ *           device state only (x-ignore-shared). This is a DIFF: the RAM file
+ *           is the promoted base that the guest has been running on, and the
+ *           agent's fsync of the folder flushes its dirty pages.
+ *   stream: the stream holds all of guest RAM (FULL, or any snapshot of a VM
+ *           with anonymous RAM).
+ * Restore of a shared snapshot maps <snap_dir>/memory shared and sets
+ * x-ignore-shared on the target before `migrate-incoming`; restore of a full
+ * stream with base reuse fills a fresh <snap_dir>/memory from the stream, so
+ * the restored guest runs on <snap_dir>/memory either way and the folder can
+ * become the next base. `cont` is the last step: until then the guest has not
+ * run and the snapshot is unmodified. After it, qemu.json is marked consumed
+ * so the same folder is never restored twice. */
+#define _GNU_SOURCE
+#include "drivers/qemu/internal.h"
+
+#include "common/cleanup.h"
+#include "common/fault.h"
+#include "common/files.h"
+#include "common/log.h"
+#include "common/mem.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define SNAP_FD_OUT "ember-snapshot"
+#define SNAP_FD_IN "ember-restore"
+
+static int snap_set_ignore_shared(const qemu_host *h, vmm_vm *vm, bool on, cmn_error *err)
+{
+  cJSON *args = cJSON_CreateObject();
+  cJSON *caps = cJSON_AddArrayToObject(args, "capabilities");
+  cJSON *c = cJSON_CreateObject();
+  cJSON_AddStringToObject(c, "capability", "x-ignore-shared");
+  cJSON_AddBoolToObject(c, "state", on);
+  cJSON_AddItemToArray(caps, c);
+  return qemu_vm_cmd(h, vm, "migrate-set-capabilities", args, NULL, err);
+}
+
+/* Passes fd to QEMU under name (getfd); our copy stays ours to close. */
+static int snap_pass_fd(const qemu_host *h, vmm_vm *vm, int fd, const char *name,
+                        cmn_error *err)
+{
+  qemu_qmp *q = qemu_vm_qmp(h, vm, err);
+  if (q == NULL)
+    return -1;
+  cJSON *args = cJSON_CreateObject();
+  cJSON_AddStringToObject(args, "fdname", name);
+  return qemu_qmp_execute(q, "getfd", args, fd, h->command_timeout_ms, NULL, err);
+}
+
+/* Polls query-migrate until the migration ends. QEMU's reason for a failure
+ * ("error-desc") becomes the error message. */
+static int snap_migrate_wait(const qemu_host *h, vmm_vm *vm, const char *what, cmn_error *err)
+{
+  int64_t deadline = cmn_now_us() + (int64_t)h->migrate_timeout_ms * 1000;
+  int sleep_ms = 1;
+  for (;;) {
+    cJSON *ret = NULL;
+    if (qemu_vm_cmd(h, vm, "query-migrate", NULL, &ret, err) < 0)
+      return -1;
+    const cJSON *st = cJSON_GetObjectItemCaseSensitive(ret, "status");
+    const char *s = cJSON_IsString(st) ? st->valuestring : "none";
+    if (strcmp(s, "completed") == 0) {
+      cJSON_Delete(ret);
+      return 0;
+    }
+    if (strcmp(s, "failed") == 0 || strcmp(s, "cancelled") == 0) {
+      const cJSON *desc = cJSON_GetObjectItemCaseSensitive(ret, "error-desc");
+      cmn_err_set(err, CMN_INTERNAL, "%s %s: %s", what, s,
+                  cJSON_IsString(desc) ? desc->valuestring : "QEMU gave no reason");
+      cJSON_Delete(ret);
+      return -1;
+    }
+    cJSON_Delete(ret);
+    if (cmn_now_us() >= deadline) {
+      cmn_error ignored = {0};
+      qemu_vm_cmd(h, vm, "migrate_cancel", NULL, NULL, &ignored);
+      return cmn_err_set(err, CMN_DEADLINE_EXCEEDED, "%s did not finish within %d ms", what,
+                         h->migrate_timeout_ms);
+    }
+    cmn_sleep_ms(sleep_ms);
+    if (sleep_ms < 20)
+      sleep_ms *= 2;
+  }
+}
+
+/* True when path is the very file (device and inode) the VM's RAM lives in. */
+static bool snap_is_ram_file(const char *path, const qemu_vm_meta *m)
+{
+  struct stat st;
+  return stat(path, &st) == 0 && S_ISREG(st.st_mode) && st.st_dev == m->ram_dev &&
+         st.st_ino == m->ram_ino;
+}
+
+static off_t snap_file_size(const char *path)
+{
+  struct stat st;
+  return stat(path, &st) == 0 ? st.st_size : -1;
+}
+
+int qemu_snapshot(void *state, vmm_vm *vm, const char *snap_dir, vmm_snap_kind kind,
+                  cmn_error *err)
+{
+  const qemu_host *h = state;
+  int64_t t0 = cmn_now_us();
+  if (kind != VMM_SNAP_FULL && kind != VMM_SNAP_DIFF)
+    return cmn_err_set(err, CMN_INVALID_ARGUMENT, "unknown snapshot kind %d", (int)kind);
+  vmm_run_state rs;
+  cleanup_free char *raw = NULL;
+  if (qemu_query_state(h, vm, &rs, &raw, err) < 0)
+    return cmn_err_prefix(err, "snapshot");
+  if (rs != VMM_STATE_PAUSED)
+    return cmn_err_set(err, CMN_FAILED_PRECONDITION, "snapshot needs a paused VM; it is %s", raw);
+
+  qemu_vm_meta vm_meta = {0};
+  cmn_error merr = {0};
+  if (qemu_vm_meta_read(vm, &vm_meta, &merr) < 0) {
+    /* Without the record, a full stream is the kind that is always right. */
+    cmn_warn(vm->id, "snapshot", "%s; writing a full stream", merr.msg);
+    vm_meta.ram_shared = false;
+  }
+  cleanup_free char *mem_path = cmn_asprintf("%s/%s", snap_dir, QEMU_SNAP_MEMORY);
+  cleanup_free char *state_path = cmn_asprintf("%s/%s", snap_dir, QEMU_SNAP_STATE);
+  cleanup_free char *meta_path = cmn_asprintf("%s/%s", snap_dir, QEMU_SNAP_META);
+  bool shared = false;
+  if (kind == VMM_SNAP_DIFF && vm_meta.ram_shared) {
+    if (!snap_is_ram_file(mem_path, &vm_meta))
+      return cmn_err_set(err, CMN_FAILED_PRECONDITION,
+                         "diff snapshot: %s is not the file this VM's RAM lives in", mem_path);
+    shared = true;
+  } else if (cmn_path_exists(mem_path) && !snap_is_ram_file(mem_path, &vm_meta)) {
+    /* A full stream into a folder holding an old RAM file (a DIFF asked of a
+     * VM with anonymous RAM): the file is not part of this snapshot. */
+    if (unlink(mem_path) < 0)
+      return cmn_err_errno(err, CMN_INTERNAL, errno, "remove stale %s", mem_path);
+  }
+  /* qemu.json describes a finished stream only. */
+  if (unlink(meta_path) < 0 && errno != ENOENT)
+    return cmn_err_errno(err, CMN_INTERNAL, errno, "remove %s", meta_path);
+
+  if (cmn_fault("qemu.snapshot.before_migrate", err) < 0)
+    return -1;
+  if (snap_set_ignore_shared(h, vm, shared, err) < 0)
+    return cmn_err_prefix(err, "snapshot");
+  cJSON *params = cJSON_CreateObject();
+  cJSON_AddNumberToObject(params, "max-bandwidth", (double)h->max_bandwidth);
+  if (qemu_vm_cmd(h, vm, "migrate-set-parameters", params, NULL, err) < 0)
+    return cmn_err_prefix(err, "snapshot");
+
+  {
+    cleanup_close int fd = cmn_open(state_path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    if (fd < 0)
+      return cmn_err_errno(err, CMN_INTERNAL, errno, "create %s", state_path);
+    if (snap_pass_fd(h, vm, fd, SNAP_FD_OUT, err) < 0)
+      return cmn_err_prefix(err, "snapshot");
+  }
+  cJSON *margs = cJSON_CreateObject();
+  cJSON_AddStringToObject(margs, "uri", "fd:" SNAP_FD_OUT);
+  if (qemu_vm_cmd(h, vm, "migrate", margs, NULL, err) < 0)
+    return cmn_err_prefix(err, "snapshot");
+  if (snap_migrate_wait(h, vm, "snapshot migration", err) < 0)
+    return -1;
+  if (cmn_fault("qemu.snapshot.after_migrate", err) < 0)
+    return -1;
+
+  qemu_snap_meta sm = {.ram_shared = shared, .memory_mib = vm->spec->memory_mib};
+  if (qemu_snap_meta_write(snap_dir, &sm, err) < 0)
+    return -1;
+  if (cmn_fault("qemu.snapshot.after_meta", err) < 0)
+    return -1;
+  cmn_info(vm->id, "snapshot", "%s snapshot (%s) in %lld ms, state %lld bytes",
+           kind == VMM_SNAP_DIFF ? "diff" : "full", shared ? "device state, shared RAM" : "full stream",
+           (long long)((cmn_now_us() - t0) / 1000), (long long)snap_file_size(state_path));
+  return 0;
+}
+
+/* Checks that an existing shared RAM file has exactly the VM's size. */
+static int snap_check_ram_file(const char *path, uint64_t mib, qemu_vm_meta *m, cmn_error *err)
+{
+  struct stat st;
+  if (stat(path, &st) < 0)
+    return cmn_err_errno(err, errno == ENOENT ? CMN_FAILED_PRECONDITION : CMN_INTERNAL, errno,
+                         "snapshot RAM file %s", path);
+  if (!S_ISREG(st.st_mode) || (uint64_t)st.st_size != mib << 20)
+    return cmn_err_set(err, CMN_FAILED_PRECONDITION,
+                       "snapshot RAM file %s has %lld bytes, expected %llu", path,
+                       (long long)st.st_size, (unsigned long long)(mib << 20));
+  m->ram_shared = true;
+  m->ram_dev = st.st_dev;
+  m->ram_ino = st.st_ino;
+  return 0;
+}
+
+int qemu_restore(void *state, vmm_vm *vm, const char *snap_dir_in, cmn_error *err)
+{
+  const qemu_host *h = state;
+  int64_t t0 = cmn_now_us();
+  if (vm->proc.pid > 0 && cmn_proc_alive(&vm->proc))
+    return cmn_err_set(err, CMN_FAILED_PRECONDITION, "a QEMU (pid %d) already runs this VM",
+                       (int)vm->proc.pid);
+  if (vm->spec == NULL)
+    return cmn_err_set(err, CMN_INVALID_ARGUMENT, "restore needs the VM's spec");
+  cleanup_free char *snap_dir =
+      snap_dir_in[0] == '/' ? cmn_strdup(snap_dir_in) : realpath(snap_dir_in, NULL);
+  if (snap_dir == NULL)
+    return cmn_err_errno(err, CMN_NOT_FOUND, errno, "snapshot folder %s", snap_dir_in);
+
+  qemu_snap_meta sm;
+  if (qemu_snap_meta_read(snap_dir, &sm, err) < 0)
+    return cmn_err_prefix(err, "restore: not a complete QEMU snapshot");
+  if (sm.consumed)
+    return cmn_err_set(err, CMN_FAILED_PRECONDITION,
+                       "restore: a guest has already run on %s/%s since this snapshot; it "
+                       "cannot be restored again", snap_dir, QEMU_SNAP_MEMORY);
+  if (sm.memory_mib != vm->spec->memory_mib)
+    return cmn_err_set(err, CMN_INVALID_ARGUMENT,
+                       "restore: snapshot has %llu MiB of RAM, the spec asks for %llu",
+                       (unsigned long long)sm.memory_mib,
+                       (unsigned long long)vm->spec->memory_mib);
+  cleanup_free char *state_path = cmn_asprintf("%s/%s", snap_dir, QEMU_SNAP_STATE);
+  cleanup_free char *mem_path = cmn_asprintf("%s/%s", snap_dir, QEMU_SNAP_MEMORY);
+  cleanup_close int state_fd = cmn_open(state_path, O_RDONLY, 0);
+  if (state_fd < 0)
+    return cmn_err_errno(err, CMN_FAILED_PRECONDITION, errno, "restore: %s", state_path);
+
+  qemu_vm_meta vm_meta = {0};
+  const char *ram_path = NULL;
+  if (sm.ram_shared) {
+    if (snap_check_ram_file(mem_path, sm.memory_mib, &vm_meta, err) < 0)
+      return cmn_err_prefix(err, "restore");
+    ram_path = mem_path;
+  } else if (h->base_reuse) {
+    if (qemu_ram_file_create(mem_path, sm.memory_mib, &vm_meta, err) < 0)
+      return cmn_err_prefix(err, "restore");
+    ram_path = mem_path;
+  }
+  if (qemu_vm_meta_write(vm, &vm_meta, err) < 0)
+    return -1;
+
+  off_t log_off = qemu_log_size(vm);
+  qemu_launch l = {.ram_path = ram_path, .incoming = true};
+  if (qemu_spawn(h, vm, &l, "restore", err) < 0)
+    return cmn_err_prefix(err, "restore");
+  if (snap_set_ignore_shared(h, vm, sm.ram_shared, err) < 0 ||
+      snap_pass_fd(h, vm, state_fd, SNAP_FD_IN, err) < 0) {
+    cmn_err_prefix(err, "restore");
+    return qemu_err_add_log(vm, log_off, err);
+  }
+  close(steal_fd(state_fd));
+  cJSON *args = cJSON_CreateObject();
+  cJSON_AddStringToObject(args, "uri", "fd:" SNAP_FD_IN);
+  if (qemu_vm_cmd(h, vm, "migrate-incoming", args, NULL, err) < 0 ||
+      snap_migrate_wait(h, vm, "incoming migration", err) < 0) {
+    /* QEMU 7.2 exits when an incoming stream fails to load, after printing
+     * why; that reason goes into the error. */
+    cmn_err_prefix(err, "restore from %s", state_path);
+    return qemu_err_add_log(vm, log_off, err);
+  }
+  if (cmn_fault("qemu.restore.before_cont", err) < 0)
+    return -1;
+  if (qemu_vm_cmd(h, vm, "cont", NULL, NULL, err) < 0) {
+    cmn_err_prefix(err, "restore");
+    return qemu_err_add_log(vm, log_off, err);
+  }
+  /* From here on the guest runs on <snap_dir>/memory when there is one. */
+  if (ram_path != NULL) {
+    sm.consumed = true;
+    cmn_error merr = {0};
+    if (qemu_snap_meta_write(snap_dir, &sm, &merr) < 0)
+      cmn_warn(vm->id, "restore", "cannot mark %s consumed: %s", snap_dir, merr.msg);
+  }
+  if (cmn_fault("qemu.restore.after_cont", err) < 0)
+    return -1;
+  cmn_info(vm->id, "restore", "restored from %s (%s) in %lld ms", snap_dir,
+           sm.ram_shared ? "shared RAM" : "full stream",
+           (long long)((cmn_now_us() - t0) / 1000));
+  return 0;
+}

@@ -1,0 +1,203 @@
+#!/usr/bin/env bash
+# image_smoke.sh: builds deploy/Containerfile and smoke-tests the image, with no
+# container daemon and no registry: Debian's podman (+buildah) on runc, a base
+# image made here with debootstrap --variant=minbase + podman import, and a
+# throwaway containers.conf/storage.conf under WORKDIR. --pull=never
+# everywhere. Only the two apt steps of the image build reach the network
+# (the Debian archive, as the host's apt does), via --network host; the
+# container under test runs with --network none.
+#
+# Usage: test/deploy/image_smoke.sh [WORKDIR] [HOST_EMBERCTL]
+#   WORKDIR        storage, base rootfs and build context (default /tmp/ember-image-smoke);
+#                  kept between runs, so the base image and cached layers are reused
+#   HOST_EMBERCTL  a host emberctl to call the container through the shared socket dir
+#                  (default: $EMBERCTL_BIN, else skipped)
+# Env: EMBER_SMOKE_KEEP=1 keeps the container and image afterwards.
+#
+# Proves: the image builds from the source tree; it holds emberd, emberctl,
+# their libraries and QEMU; emberd starts as non-root and answers
+# grpc.health.v1 inside the container (podman exec + HEALTHCHECK) and through
+# the socket dir bind-mounted on the host; instances persist in the data
+# volume across a container restart; `podman stop` (SIGTERM) ends it cleanly.
+# Exit 77 (SKIP) where podman cannot run here.
+set -euo pipefail
+
+SRC=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+WORK=${1:-/tmp/ember-image-smoke}
+HOST_CTL=${2:-${EMBERCTL_BIN:-}}
+BASE=localhost/ember-base:bookworm
+IMAGE=localhost/ember:smoke
+CTR=ember-smoke-$$
+T0=$(date +%s)
+
+skip() { echo "SKIP: $*"; exit 77; }
+say() { printf '[%4ss] %s\n' "$(( $(date +%s) - T0 ))" "$*"; }
+fail() { echo "FAIL: $*" >&2; exit 1; }
+
+[ "$(id -u)" = 0 ] || skip "needs root (rootful podman; rootless needs subuid/subgid setup)"
+for t in podman runc debootstrap tar; do
+  command -v "$t" >/dev/null || skip "$t not installed (apt-get install podman buildah runc debootstrap)"
+done
+
+mkdir -p "$WORK"/{conf,storage,run,tmp,sock,libpod}
+WORK=$(cd "$WORK" && pwd)
+# Throwaway configuration: runc (crun refuses this machine's hybrid cgroups),
+# cgroupfs (no systemd), file events, ulimits within this machine's hard
+# limits, and no registries at all.
+cat > "$WORK/conf/containers.conf" <<EOF
+[containers]
+default_ulimits = ["nofile=4096:4096", "nproc=4096:4096"]
+log_driver = "k8s-file"
+
+[engine]
+runtime = "runc"
+cgroup_manager = "cgroupfs"
+events_logger = "file"
+events_logfile_path = "$WORK/run/events.log"
+tmp_dir = "$WORK/libpod"
+image_copy_tmp_dir = "$WORK/tmp"
+EOF
+cat > "$WORK/conf/storage.conf" <<EOF
+[storage]
+driver = "overlay"
+graphroot = "$WORK/storage"
+runroot = "$WORK/run"
+EOF
+cat > "$WORK/conf/registries.conf" <<EOF
+unqualified-search-registries = []
+EOF
+export CONTAINERS_CONF="$WORK/conf/containers.conf"
+export CONTAINERS_STORAGE_CONF="$WORK/conf/storage.conf"
+export CONTAINERS_REGISTRIES_CONF="$WORK/conf/registries.conf"
+export TMPDIR="$WORK/tmp"
+P=(podman --cgroup-manager cgroupfs --runtime runc)
+
+cleanup() {
+  if [ -z "${EMBER_SMOKE_KEEP:-}" ]; then
+    "${P[@]}" rm -f -t 5 "$CTR" >/dev/null 2>&1 || true
+  fi
+}
+trap cleanup EXIT
+
+# Can podman run at all here? (A tiny container from the base image, below,
+# answers that; first make sure podman itself starts.)
+if ! out=$("${P[@]}" info --format '{{.Host.OCIRuntime.Name}} {{.Store.GraphDriverName}}' 2>&1); then
+  skip "podman cannot start here: $(echo "$out" | tail -1)"
+fi
+say "podman $(podman --version | awk '{print $3}'), runtime/storage: $out"
+
+# ---- base image: debootstrap --variant=minbase bookworm + podman import ----
+if ! "${P[@]}" image exists "$BASE"; then
+  t=$(date +%s)
+  if [ ! -x "$WORK/rootfs/bin/sh" ]; then
+    rm -rf "$WORK/rootfs"
+    say "debootstrap --variant=minbase bookworm"
+    debootstrap --variant=minbase bookworm "$WORK/rootfs" http://deb.debian.org/debian \
+      > "$WORK/debootstrap.log" 2>&1 || { tail -5 "$WORK/debootstrap.log"; skip "debootstrap failed (no Debian archive?)"; }
+  fi
+  # Same archive sections as the host (security and updates too), no caches.
+  if [ -f /etc/apt/sources.list.d/debian.sources ]; then
+    cp /etc/apt/sources.list.d/debian.sources "$WORK/rootfs/etc/apt/sources.list.d/"
+    rm -f "$WORK/rootfs/etc/apt/sources.list"
+  fi
+  rm -rf "$WORK/rootfs/var/cache/apt/archives/"*.deb "$WORK/rootfs/var/lib/apt/lists/"*
+  tar -C "$WORK/rootfs" --numeric-owner -cf - . | "${P[@]}" import \
+    --change 'CMD ["/bin/bash"]' - "$BASE" >/dev/null
+  say "base image $BASE imported in $(( $(date +%s) - t ))s"
+fi
+if ! out=$("${P[@]}" run --rm --pull=never --network none "$BASE" true 2>&1); then
+  skip "podman cannot run a container here: $(echo "$out" | tail -2 | tr '\n' ' ')"
+fi
+
+# ---- build context: the tracked and untracked-but-not-ignored files ----
+CTX="$WORK/context"
+rm -rf "$CTX"
+mkdir -p "$CTX"
+if git -C "$SRC" rev-parse --git-dir >/dev/null 2>&1; then
+  git -C "$SRC" ls-files -z -co --exclude-standard | grep -zv '^build' \
+    | (cd "$SRC" && tar --null -T - -cf - 2>/dev/null) | tar -C "$CTX" -xf -
+else
+  tar -C "$SRC" --exclude='./build*' --exclude=./.git -cf - . | tar -C "$CTX" -xf -
+fi
+
+# ---- build ----
+t=$(date +%s)
+say "building $IMAGE (log: $WORK/build.log)"
+if ! "${P[@]}" build --pull=never --network host --format docker --layers \
+      --build-arg BASE_IMAGE="$BASE" -f "$CTX/deploy/Containerfile" -t "$IMAGE" "$CTX" \
+      > "$WORK/build.log" 2>&1; then
+  tail -30 "$WORK/build.log"
+  if grep -qE 'Temporary failure resolving|Could not resolve|Failed to fetch' "$WORK/build.log"; then
+    skip "the image build cannot reach the Debian archive"
+  fi
+  fail "image build failed"
+fi
+BUILD_S=$(( $(date +%s) - t ))
+SIZE=$("${P[@]}" image inspect --format '{{.Size}}' "$IMAGE")
+say "built in ${BUILD_S}s; image size $(( SIZE / 1024 / 1024 )) MiB ($SIZE bytes)"
+"${P[@]}" image inspect --format 'healthcheck: {{.Config.Healthcheck.Test}}; stopsignal: {{.Config.StopSignal}}; user: {{.Config.User}}; volumes: {{.Config.Volumes}}' "$IMAGE" \
+  | tee "$WORK/inspect.txt"
+grep -q 'emberctl --timeout 3s health' "$WORK/inspect.txt" || fail "image has no HEALTHCHECK"
+
+# ---- run: non-root, no network, /dev/kvm if the host has it, socket dir shared ----
+SOCK="$WORK/sock"
+rm -f "$SOCK/emberd.sock"
+chown 10001:10001 "$SOCK"
+dev=()
+if [ -c /dev/kvm ]; then
+  # The image user gets /dev/kvm through the device's group.
+  dev=(--device /dev/kvm --group-add "$(stat -c %g /dev/kvm)")
+fi
+t=$(date +%s)
+"${P[@]}" run -d --pull=never --name "$CTR" --network none "${dev[@]}" \
+  -v "ember-smoke-data-$$:/var/lib/ember" -v "$SOCK:/run/ember" "$IMAGE" >/dev/null
+ready=""
+for _ in $(seq 1 100); do
+  if "${P[@]}" exec "$CTR" emberctl --timeout 2s health >/dev/null 2>&1; then
+    ready=yes
+    break
+  fi
+  sleep 0.2
+done
+if [ -z "$ready" ]; then
+  "${P[@]}" logs "$CTR" 2>&1 | tail -20
+  fail "emberd did not become healthy in the container"
+fi
+say "emberd healthy after $(( $(date +%s) - t ))s (podman exec emberctl health: SERVING)"
+
+ex() { "${P[@]}" exec "$CTR" "$@"; }
+[ "$(ex id -u)" = 10001 ] || fail "emberd is not running as uid 10001"
+ex sh -c 'test "$(cat /proc/1/comm)" = emberd' || fail "PID 1 is not emberd"
+"${P[@]}" healthcheck run "$CTR" && say "podman healthcheck run: healthy" \
+  || fail "podman healthcheck run: unhealthy"
+ex emberctl --json hypervisors > "$WORK/hypervisors.json"
+grep -q '"type":[[:space:]]*"qemu"' "$WORK/hypervisors.json" || fail "no qemu hypervisor"
+ex emberctl hypervisors | sed 's/^/    /'
+ex qemu-system-x86_64 --version | head -1 | sed 's/^/    /'
+# Any regular file serves as a kernel for an instance that is never started.
+ex emberctl create smoke-vm --kernel /usr/bin/emberctl --memory-mib 64 >/dev/null
+if [ -n "$HOST_CTL" ] && [ -x "$HOST_CTL" ]; then
+  "$HOST_CTL" --socket "$SOCK/emberd.sock" list | sed 's/^/    host> /'
+  "$HOST_CTL" --socket "$SOCK/emberd.sock" get smoke-vm >/dev/null \
+    || fail "host emberctl cannot reach emberd through the shared socket dir"
+  say "host emberctl reached emberd through $SOCK/emberd.sock"
+fi
+
+# ---- stop (SIGTERM), restart, the instance is still there ----
+t=$(date +%s)
+"${P[@]}" stop -t 30 "$CTR" >/dev/null || fail "podman stop failed"
+code=$("${P[@]}" inspect --format '{{.State.ExitCode}}' "$CTR")
+[ "$code" = 0 ] || fail "emberd exited with $code on SIGTERM"
+say "podman stop: emberd exited 0 on SIGTERM in $(( $(date +%s) - t ))s"
+"${P[@]}" start "$CTR" >/dev/null
+for _ in $(seq 1 100); do
+  ex emberctl --timeout 2s health >/dev/null 2>&1 && break
+  sleep 0.2
+done
+ex emberctl get smoke-vm | grep -q 'State: *stopped' || fail "instance lost across restart"
+say "restarted: instance smoke-vm persisted in the data volume"
+ex emberctl delete smoke-vm >/dev/null
+"${P[@]}" stop -t 30 "$CTR" >/dev/null || fail "second podman stop failed"
+[ -z "${EMBER_SMOKE_KEEP:-}" ] && { "${P[@]}" rm -f "$CTR" >/dev/null; "${P[@]}" volume rm -f "ember-smoke-data-$$" >/dev/null || true; }
+
+say "image smoke OK: build ${BUILD_S}s, size $(( SIZE / 1024 / 1024 )) MiB, total $(( $(date +%s) - T0 ))s"

@@ -1,0 +1,44 @@
+# Firecracker driver tests: the merge module on real sparse files, and the
+# driver's operations against the contract fake (test/fakes/firecracker_fake.py)
+# acting as several releases, and against a real binary when
+# EMBER_FIRECRACKER_BIN names one (SKIP otherwise).
+set(FC_TEST_DIR ${CMAKE_CURRENT_SOURCE_DIR}/integration)
+set(FC_FAKE ${CMAKE_CURRENT_SOURCE_DIR}/fakes/firecracker_fake.py)
+
+add_executable(test_firecracker_merge ${FC_TEST_DIR}/test_firecracker_merge.c)
+target_link_libraries(test_firecracker_merge PRIVATE ember_driver_firecracker ember_common
+                      ${CUNIT_LIB})
+add_test(NAME fc_merge COMMAND test_firecracker_merge)
+set_tests_properties(fc_merge PROPERTIES LABELS "firecracker;unit" TIMEOUT 60)
+
+add_executable(test_firecracker_driver ${FC_TEST_DIR}/test_firecracker_driver.c)
+target_link_libraries(test_firecracker_driver PRIVATE ember_driver_firecracker ember_common
+                      ${CUNIT_LIB} ${CURL_LIB})
+
+# 1.1: mem_backend, enable_diff_snapshots, diff truncates (merge path), old --version;
+# 1.5: last release before in-place diffs; 1.6: in-place diffs;
+# 1.13: track_dirty_pages on load; 1.16.1: current 1.x (/serial, mtu, ...).
+foreach(v 1.1.0 1.5.0 1.6.0 1.13.0 1.16.1)
+  add_test(NAME fc_driver_fake_${v} COMMAND test_firecracker_driver fake ${FC_FAKE} ${v})
+  set_tests_properties(fc_driver_fake_${v} PROPERTIES LABELS "firecracker;integration"
+                       TIMEOUT 120)
+endforeach()
+
+add_test(NAME fc_driver_real
+         COMMAND test_firecracker_driver real ${CMAKE_BINARY_DIR}/guests/tiny/tiny.elf)
+set_tests_properties(fc_driver_real PROPERTIES LABELS "firecracker;integration"
+                     TIMEOUT 120 SKIP_RETURN_CODE 77)
+
+# The contract fake's own strictness (schemas, state machine) per version.
+add_test(NAME fc_fake_contract
+         COMMAND /usr/bin/python3 ${FC_TEST_DIR}/test_firecracker_fake.py ${FC_FAKE})
+set_tests_properties(fc_fake_contract PROPERTIES LABELS "firecracker;integration" TIMEOUT 120)
+
+# End to end through emberd's gRPC API with the fake as 1.1.0 and the current 1.x.
+if(TARGET emberd AND EXISTS ${FC_TEST_DIR}/test_firecracker_api.py)
+  add_test(NAME fc_api_fake
+           COMMAND /usr/bin/python3 ${FC_TEST_DIR}/test_firecracker_api.py ${FC_FAKE})
+  set_tests_properties(fc_api_fake PROPERTIES LABELS "firecracker;integration" TIMEOUT 300
+    SKIP_RETURN_CODE 77
+    ENVIRONMENT "EMBERD_BIN=$<TARGET_FILE:emberd>;EMBER_PYTHON_DIR=${CMAKE_BINARY_DIR}/python")
+endif()

@@ -1,0 +1,602 @@
+/* test_qemu_driver.c: the qemu driver against a real QEMU (TCG unless
+ * EMBER_QEMU_ACCEL says otherwise) and the Linux test guest.
+ *
+ * The driver's ops are called directly, with the folder moves the agent's
+ * snapshot manager makes around them (snapshot-base -> snapshot-latest before
+ * a diff standby, snapshot-latest -> snapshot-base after a restore), so that
+ * what is tested is exactly the driver contract of drivers/hypervisor.h.
+ *
+ * Needs EMBER_TEST_GUEST_DIR with vmlinux and initramfs.cpio.gz (built by
+ * test/guests/linux/build.sh); without it, or without QEMU, prints SKIP and
+ * passes. Prints MEASURE lines (boot, standby and restore times, state file
+ * sizes); nothing asserts on wall-clock time. */
+#define _GNU_SOURCE
+#include "drivers/qemu/qemu.h"
+#include "drivers/registry.h"
+
+#include "common/cleanup.h"
+#include "common/files.h"
+#include "common/mem.h"
+#include "common/proc.h"
+
+#include <CUnit/Basic.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#define MEM_MIB 256
+#define READY_TIMEOUT_MS 180000
+#define SHELL_TIMEOUT_MS 60000
+
+static const vmm_driver *drv = &vmm_qemu_driver;
+static char *g_guest_dir;
+static char *g_root;
+static int g_seq;
+
+/* ---- helpers: files --------------------------------------------------------------- */
+
+static off_t file_size(const char *path)
+{
+  struct stat st;
+  return stat(path, &st) == 0 ? st.st_size : -1;
+}
+
+/* FNV-1a over 64-bit words; enough to see whether a file changed. */
+static uint64_t file_hash(const char *path)
+{
+  cleanup_close int fd = cmn_open(path, O_RDONLY, 0);
+  if (fd < 0)
+    return 0;
+  uint64_t h = 1469598103934665603ull;
+  static uint64_t buf[1 << 16];
+  ssize_t n;
+  while ((n = read(fd, buf, sizeof buf)) > 0) {
+    size_t words = (size_t)n / 8;
+    for (size_t i = 0; i < words; i++)
+      h = (h ^ buf[i]) * 1099511628211ull;
+    for (ssize_t i = (ssize_t)words * 8; i < n; i++)
+      h = (h ^ ((unsigned char *)buf)[i]) * 1099511628211ull;
+  }
+  return h;
+}
+
+static char *path2(const char *a, const char *b)
+{
+  return cmn_asprintf("%s/%s", a, b);
+}
+
+/* ---- helpers: guest ------------------------------------------------------------ */
+
+/* Waits for text to appear in the console file at or after offset. */
+static bool console_wait(const char *path, const char *text, off_t offset, int timeout_ms)
+{
+  int64_t deadline = cmn_now_us() + (int64_t)timeout_ms * 1000;
+  while (cmn_now_us() < deadline) {
+    cleanup_free char *buf = NULL;
+    size_t len = 0;
+    if (cmn_file_read(path, 64u << 20, &buf, &len, NULL) == 0 && (off_t)len > offset &&
+        strstr(buf + offset, text) != NULL)
+      return true;
+    cmn_sleep_ms(20);
+  }
+  return false;
+}
+
+static int shell_connect(const char *path, int64_t deadline)
+{
+  while (cmn_now_us() < deadline) {
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    snprintf(sa.sun_path, sizeof sa.sun_path, "%s", path);
+    if (connect(fd, (struct sockaddr *)&sa, sizeof sa) == 0)
+      return fd;
+    close(fd);
+    cmn_sleep_ms(50);
+  }
+  return -1;
+}
+
+/* Reads into *buf until marker appears; returns its offset or -1 on timeout. */
+static ssize_t shell_read_until(int fd, char **buf, size_t *len, const char *marker,
+                                int64_t deadline)
+{
+  for (;;) {
+    if (*buf != NULL) {
+      char *m = strstr(*buf, marker);
+      if (m != NULL)
+        return m - *buf;
+    }
+    int left = (int)((deadline - cmn_now_us()) / 1000);
+    if (left <= 0)
+      return -1;
+    struct pollfd pfd = {.fd = fd, .events = POLLIN};
+    if (poll(&pfd, 1, left) <= 0)
+      return -1;
+    char chunk[4096];
+    ssize_t n = read(fd, chunk, sizeof chunk);
+    if (n <= 0)
+      return -1;
+    *buf = cmn_realloc(*buf, *len + (size_t)n + 1);
+    for (ssize_t i = 0; i < n; i++) /* keep it a C string */
+      (*buf)[(*len)++] = chunk[i] ? chunk[i] : ' ';
+    (*buf)[*len] = '\0';
+  }
+}
+
+/* Runs cmd in the guest's control shell (ttyS1 via serial1.sock) and returns
+ * its output, or NULL on timeout. Synchronises first with a marker echo, as
+ * test/guests/guest_shell.py does. */
+static char *shell_run(const char *sock, const char *cmd)
+{
+  int64_t deadline = cmn_now_us() + (int64_t)SHELL_TIMEOUT_MS * 1000;
+  while (cmn_now_us() < deadline) {
+    cleanup_close int fd = shell_connect(sock, deadline);
+    if (fd < 0)
+      return NULL;
+    int id = ++g_seq;
+    cleanup_free char *sync = cmn_asprintf("\x15" "echo __SYNC_%d_%d__\n", (int)getpid(), id);
+    cleanup_free char *sync_mark = cmn_asprintf("__SYNC_%d_%d__\n", (int)getpid(), id);
+    if (write(fd, sync, strlen(sync)) < 0)
+      continue;
+    cleanup_free char *buf = NULL;
+    size_t len = 0;
+    int64_t sync_deadline = cmn_now_us() + 3000000;
+    if (shell_read_until(fd, &buf, &len, sync_mark, sync_deadline < deadline ? sync_deadline
+                                                                             : deadline) < 0)
+      continue; /* shell (re)spawning: try again */
+    free(buf);
+    buf = NULL;
+    len = 0;
+    cleanup_free char *end_mark = cmn_asprintf("__END_%d_%d__", (int)getpid(), id);
+    cleanup_free char *line = cmn_asprintf("%s\necho %s $?\n", cmd, end_mark);
+    if (write(fd, line, strlen(line)) < 0)
+      return NULL;
+    ssize_t at = shell_read_until(fd, &buf, &len, end_mark, deadline);
+    if (at < 0)
+      return NULL;
+    buf[at] = '\0';
+    return cmn_strdup(buf);
+  }
+  return NULL;
+}
+
+/* ---- helpers: a VM as the agent holds it --------------------------------------- */
+
+typedef struct tvm {
+  char *dir;
+  char *console;
+  char *log;
+  char *serial1;
+  char *snaps; /* <dir>/snapshots */
+  char *base;  /* <snaps>/snapshot-base */
+  char *latest;
+  vmm_spec spec;
+  vmm_vm vm;
+} tvm;
+
+static tvm *tvm_new(const char *name)
+{
+  tvm *t = cmn_calloc(1, sizeof *t);
+  t->dir = path2(g_root, name);
+  CU_ASSERT_FATAL(cmn_mkdir_p(t->dir, 0755, NULL) == 0);
+  t->console = path2(t->dir, "console.log");
+  t->log = path2(t->dir, "vmm.log");
+  t->serial1 = path2(t->dir, "serial1.sock");
+  t->snaps = path2(t->dir, "snapshots");
+  t->base = path2(t->snaps, "snapshot-base");
+  t->latest = path2(t->snaps, "snapshot-latest");
+  CU_ASSERT_FATAL(cmn_mkdir_p(t->snaps, 0755, NULL) == 0);
+  t->spec.vcpus = 1;
+  t->spec.memory_mib = MEM_MIB;
+  t->spec.kernel = path2(g_guest_dir, "vmlinux");
+  t->spec.initrd = path2(g_guest_dir, "initramfs.cpio.gz");
+  t->spec.cmdline = cmn_strdup("console=ttyS0 panic=-1 quiet");
+  t->vm.id = name;
+  t->vm.dir = t->dir;
+  t->vm.console_path = t->console;
+  t->vm.vmm_log_path = t->log;
+  t->vm.spec = &t->spec;
+  return t;
+}
+
+/* Ends the VMM the hard way, as the agent does after a failed restore. */
+static void tvm_kill(void *state, tvm *t)
+{
+  drv->release(state, &t->vm);
+  cmn_proc_kill_reap(&t->vm.proc);
+  t->vm.proc.pid = 0;
+  drv->cleanup(state, &t->vm);
+}
+
+static void tvm_free(void *state, tvm *t)
+{
+  if (t == NULL)
+    return;
+  if (t->vm.proc.pid > 0)
+    tvm_kill(state, t);
+  vmm_spec_free(&t->spec);
+  free(t->dir);
+  free(t->console);
+  free(t->log);
+  free(t->serial1);
+  free(t->snaps);
+  free(t->base);
+  free(t->latest);
+  free(t);
+}
+
+static void *driver_init(const char *config_json)
+{
+  cJSON *cfg = config_json ? cJSON_Parse(config_json) : NULL;
+  void *state = NULL;
+  cmn_error err = {0};
+  int rc = drv->init(cfg, &state, &err);
+  cJSON_Delete(cfg);
+  if (rc < 0)
+    fprintf(stderr, "init: %s\n", err.msg);
+  CU_ASSERT_FATAL(rc == 0);
+  cleanup_free char *d = drv->describe(state);
+  printf("\n  driver: %s\n", d);
+  return state;
+}
+
+static void log_dump(const tvm *t)
+{
+  cleanup_free char *buf = NULL;
+  if (cmn_file_read(t->log, 1u << 20, &buf, NULL, NULL) == 0 && buf[0])
+    fprintf(stderr, "---- %s ----\n%s\n", t->log, buf);
+}
+
+/* Starts the VM and waits for the guest's READY line; returns ms to ready. */
+static int64_t tvm_boot(void *state, tvm *t, const char *mem_dir)
+{
+  off_t off = file_size(t->console);
+  if (off < 0)
+    off = 0;
+  cmn_error err = {0};
+  int64_t t0 = cmn_now_us();
+  int rc = drv->start(state, &t->vm, mem_dir, &err);
+  if (rc < 0) {
+    fprintf(stderr, "start: %s\n", err.msg);
+    log_dump(t);
+  }
+  CU_ASSERT_FATAL(rc == 0);
+  bool ready = console_wait(t->console, "EMBER-GUEST-READY", off, READY_TIMEOUT_MS);
+  if (!ready)
+    log_dump(t);
+  CU_ASSERT_FATAL(ready);
+  return (cmn_now_us() - t0) / 1000;
+}
+
+static void guest_check(tvm *t, const char *cmd, const char *want)
+{
+  cleanup_free char *out = shell_run(t->serial1, cmd);
+  if (out == NULL || strcmp(out, want) != 0)
+    fprintf(stderr, "guest `%s`: got [%s], want [%s]\n", cmd, out ? out : "(timeout)", want);
+  CU_ASSERT(out != NULL && strcmp(out, want) == 0);
+}
+
+static void expect_state(void *state, tvm *t, vmm_run_state want)
+{
+  vmm_run_state rs = 0;
+  cmn_error err = {0};
+  int rc = drv->query(state, &t->vm, &rs, &err);
+  if (rc < 0)
+    fprintf(stderr, "query: %s\n", err.msg);
+  CU_ASSERT(rc == 0 && rs == want);
+}
+
+/* Pause + snapshot + fsync, as a standby does; prints the timings. */
+static void standby(void *state, tvm *t, const char *dir, vmm_snap_kind kind, const char *label)
+{
+  cmn_error err = {0};
+  int64_t t0 = cmn_now_us();
+  CU_ASSERT_FATAL(drv->pause(state, &t->vm, &err) == 0);
+  int64_t t1 = cmn_now_us();
+  int rc = drv->snapshot(state, &t->vm, dir, kind, &err);
+  if (rc < 0) {
+    fprintf(stderr, "snapshot: %s\n", err.msg);
+    log_dump(t);
+  }
+  CU_ASSERT_FATAL(rc == 0);
+  int64_t t2 = cmn_now_us();
+  CU_ASSERT(cmn_fsync_tree(dir, &err) == 0);
+  int64_t t3 = cmn_now_us();
+  cleanup_free char *st = path2(dir, "state");
+  printf("  MEASURE %s standby: pause %lld ms, snapshot %lld ms, fsync %lld ms, total %lld ms;"
+         " state %lld bytes\n",
+         label, (long long)(t1 - t0) / 1000, (long long)(t2 - t1) / 1000,
+         (long long)(t3 - t2) / 1000, (long long)(t3 - t0) / 1000, (long long)file_size(st));
+  expect_state(state, t, VMM_STATE_PAUSED);
+}
+
+/* Restore and wait until the guest's shell answers; prints the timings. */
+static void restore(void *state, tvm *t, const char *dir, const char *label)
+{
+  cmn_error err = {0};
+  int64_t t0 = cmn_now_us();
+  int rc = drv->restore(state, &t->vm, dir, &err);
+  if (rc < 0) {
+    fprintf(stderr, "restore: %s\n", err.msg);
+    log_dump(t);
+  }
+  CU_ASSERT_FATAL(rc == 0);
+  int64_t t1 = cmn_now_us();
+  cleanup_free char *out = shell_run(t->serial1, "echo alive");
+  int64_t t2 = cmn_now_us();
+  CU_ASSERT(out != NULL && strcmp(out, "alive\n") == 0);
+  printf("  MEASURE %s restore: restore() %lld ms, to shell answer %lld ms\n", label,
+         (long long)(t1 - t0) / 1000, (long long)(t2 - t0) / 1000);
+  expect_state(state, t, VMM_STATE_RUNNING);
+}
+
+/* ---- tests ---------------------------------------------------------------------- */
+
+/* Base reuse: boot on a RAM file in snapshot-base, two diff standby/restore
+ * cycles, with the agent's folder moves in between. */
+static void test_diff_cycles(void)
+{
+  void *state = driver_init(NULL);
+  CU_ASSERT(drv->caps & VMM_CAP_BASE_REUSE);
+  CU_ASSERT(vmm_qemu_caps(state) & VMM_CAP_LIVE_RAM_FILE);
+  tvm *t = tvm_new("diff");
+  CU_ASSERT_FATAL(cmn_mkdir_p(t->base, 0755, NULL) == 0);
+  int64_t boot = tvm_boot(state, t, t->base);
+  printf("  MEASURE boot to EMBER-GUEST-READY: %lld ms (%d MiB)\n", (long long)boot, MEM_MIB);
+  cleanup_free char *mem = path2(t->base, "memory");
+  CU_ASSERT(file_size(mem) == (off_t)MEM_MIB << 20);
+
+  /* Adopt after a release, as after an agent restart. */
+  drv->release(state, &t->vm);
+  vmm_run_state rs = 0;
+  cmn_error err = {0};
+  CU_ASSERT(drv->adopt(state, &t->vm, &rs, &err) == 0 && rs == VMM_STATE_RUNNING);
+
+  guest_check(t, "echo one > /tmp/a; cat /tmp/a", "one\n");
+  /* Dirty a good part of RAM so the diff has something to flush. */
+  guest_check(t, "dd if=/dev/urandom of=/tmp/big bs=1M count=32 2>/dev/null; echo ok", "ok\n");
+
+  /* Standby 1: promote the base, diff into it. */
+  CU_ASSERT_FATAL(drv->pause(state, &t->vm, &err) == 0);
+  CU_ASSERT_FATAL(rename(t->base, t->latest) == 0);
+  standby(state, t, t->latest, VMM_SNAP_DIFF, "diff#1");
+  tvm_kill(state, t);
+
+  /* Restore 1. */
+  restore(state, t, t->latest, "diff#1");
+  CU_ASSERT_FATAL(rename(t->latest, t->base) == 0);
+  guest_check(t, "cat /tmp/a", "one\n");
+  guest_check(t, "echo two > /tmp/b; cat /tmp/a /tmp/b", "one\ntwo\n");
+
+  /* Standby 2, ended gracefully this time (paused VM: quit at once). */
+  CU_ASSERT_FATAL(drv->pause(state, &t->vm, &err) == 0);
+  CU_ASSERT_FATAL(rename(t->base, t->latest) == 0);
+  standby(state, t, t->latest, VMM_SNAP_DIFF, "diff#2");
+  int64_t s0 = cmn_now_us();
+  CU_ASSERT(drv->shutdown(state, &t->vm, 5000, &err) == 0);
+  printf("  MEASURE shutdown of the paused VMM: %lld ms\n", (long long)(cmn_now_us() - s0) / 1000);
+  CU_ASSERT(cmn_proc_wait(&t->vm.proc, 5000, NULL) == 0);
+  t->vm.proc.pid = 0;
+  drv->release(state, &t->vm);
+  drv->cleanup(state, &t->vm);
+  cleanup_free char *qmp = path2(t->dir, "qmp.sock");
+  CU_ASSERT(!cmn_path_exists(qmp));
+
+  restore(state, t, t->latest, "diff#2");
+  guest_check(t, "cat /tmp/a /tmp/b", "one\ntwo\n");
+
+  /* The folder a guest now runs on cannot be restored a second time. */
+  tvm *other = tvm_new("diff-again");
+  cmn_error rerr = {0};
+  CU_ASSERT(drv->restore(state, &other->vm, t->latest, &rerr) < 0);
+  CU_ASSERT(rerr.code == CMN_FAILED_PRECONDITION);
+  printf("  second restore refused: %s\n", rerr.msg);
+  CU_ASSERT(other->vm.proc.pid == 0);
+  tvm_free(state, other);
+
+  tvm_free(state, t);
+  drv->fini(state);
+}
+
+/* Base reuse with a discarded base: a FULL snapshot into an empty folder,
+ * restore onto a fresh RAM file, then a diff of that. */
+static void test_full_then_diff(void)
+{
+  void *state = driver_init(NULL);
+  tvm *t = tvm_new("full");
+  CU_ASSERT_FATAL(cmn_mkdir_p(t->base, 0755, NULL) == 0);
+  tvm_boot(state, t, t->base);
+  guest_check(t, "echo full > /tmp/f; cat /tmp/f", "full\n");
+  cmn_error err = {0};
+  /* The agent discarded the base (e.g. a failed standby): the RAM file is
+   * gone from disk while QEMU still maps it. */
+  CU_ASSERT_FATAL(cmn_rm_rf(t->base, &err) == 0);
+  CU_ASSERT_FATAL(cmn_mkdir_p(t->latest, 0755, NULL) == 0);
+  standby(state, t, t->latest, VMM_SNAP_FULL, "full");
+  cleanup_free char *mem = path2(t->latest, "memory");
+  CU_ASSERT(!cmn_path_exists(mem));
+  tvm_kill(state, t);
+
+  /* A stale RAM file from an earlier failed restore is replaced. */
+  {
+    cleanup_close int fd = cmn_open(mem, O_WRONLY | O_CREAT, 0600);
+    CU_ASSERT(fd >= 0 && write(fd, "stale", 5) == 5);
+  }
+  restore(state, t, t->latest, "full");
+  CU_ASSERT(file_size(mem) == (off_t)MEM_MIB << 20);
+  CU_ASSERT_FATAL(rename(t->latest, t->base) == 0);
+  guest_check(t, "cat /tmp/f", "full\n");
+
+  CU_ASSERT_FATAL(drv->pause(state, &t->vm, &err) == 0);
+  CU_ASSERT_FATAL(rename(t->base, t->latest) == 0);
+  standby(state, t, t->latest, VMM_SNAP_DIFF, "diff-after-full");
+  tvm_kill(state, t);
+  restore(state, t, t->latest, "diff-after-full");
+  guest_check(t, "cat /tmp/f", "full\n");
+  tvm_free(state, t);
+  drv->fini(state);
+}
+
+/* base_reuse=false: anonymous RAM, full streams only; resume after a
+ * snapshot; graceful shutdown of a running guest falls back to quit. */
+static void test_no_base_reuse(void)
+{
+  void *state = driver_init("{\"base_reuse\": false}");
+  CU_ASSERT(!(vmm_qemu_caps(state) & VMM_CAP_BASE_REUSE));
+  CU_ASSERT(vmm_qemu_caps(state) & VMM_CAP_SNAPSHOT);
+  tvm *t = tvm_new("plain");
+  CU_ASSERT_FATAL(cmn_mkdir_p(t->latest, 0755, NULL) == 0);
+  tvm_boot(state, t, NULL);
+  guest_check(t, "echo plain > /tmp/p; cat /tmp/p", "plain\n");
+  standby(state, t, t->latest, VMM_SNAP_FULL, "plain-full");
+  /* The VM can go on after a snapshot (a standby that failed later). */
+  cmn_error err = {0};
+  CU_ASSERT(drv->resume(state, &t->vm, &err) == 0);
+  expect_state(state, t, VMM_STATE_RUNNING);
+  guest_check(t, "echo more >> /tmp/p; cat /tmp/p", "plain\nmore\n");
+  tvm_kill(state, t);
+
+  restore(state, t, t->latest, "plain-full");
+  guest_check(t, "cat /tmp/p", "plain\n");
+  /* Anonymous RAM: the snapshot is untouched, so restoring again is allowed. */
+  cleanup_free char *mem = path2(t->latest, "memory");
+  CU_ASSERT(!cmn_path_exists(mem));
+
+  int64_t s0 = cmn_now_us();
+  CU_ASSERT(drv->shutdown(state, &t->vm, 1500, &err) == 0);
+  printf("  MEASURE shutdown of a running VMM (powerdown timeout 1500 ms): %lld ms\n",
+         (long long)(cmn_now_us() - s0) / 1000);
+  CU_ASSERT(cmn_proc_wait(&t->vm.proc, 5000, NULL) == 0);
+  t->vm.proc.pid = 0;
+  drv->release(state, &t->vm);
+  drv->cleanup(state, &t->vm);
+
+  restore(state, t, t->latest, "plain-full-again");
+  guest_check(t, "cat /tmp/p", "plain\n");
+  tvm_free(state, t);
+  drv->fini(state);
+}
+
+/* Failed restores (corrupt stream, injected fault before cont) report QEMU's
+ * reason and leave the snapshot exactly as it was; a retry then works. */
+static void test_restore_failures(void)
+{
+  void *state = driver_init(NULL);
+  tvm *t = tvm_new("fail");
+  CU_ASSERT_FATAL(cmn_mkdir_p(t->base, 0755, NULL) == 0);
+  tvm_boot(state, t, t->base);
+  guest_check(t, "echo keep > /tmp/k; cat /tmp/k", "keep\n");
+  cmn_error err = {0};
+  CU_ASSERT_FATAL(drv->pause(state, &t->vm, &err) == 0);
+  CU_ASSERT_FATAL(rename(t->base, t->latest) == 0);
+  standby(state, t, t->latest, VMM_SNAP_DIFF, "fail-diff");
+  tvm_kill(state, t);
+
+  cleanup_free char *st = path2(t->latest, "state");
+  cleanup_free char *mem = path2(t->latest, "memory");
+  cleanup_free char *meta = path2(t->latest, "qemu.json");
+  cleanup_free char *good = path2(t->dir, "state.good");
+  cleanup_free char *good_meta = NULL;
+  CU_ASSERT_FATAL(cmn_file_read(meta, 65536, &good_meta, NULL, NULL) == 0);
+  {
+    cleanup_free char *data = NULL;
+    size_t len = 0;
+    CU_ASSERT_FATAL(cmn_file_read(st, 64u << 20, &data, &len, NULL) == 0);
+    CU_ASSERT_FATAL(cmn_file_write_atomic(good, data, len, 0600, NULL) == 0);
+    /* Corrupt the device state in the middle of the stream. */
+    for (size_t i = len / 2; i < len / 2 + 64 && i < len; i++)
+      data[i] = (char)0xa5;
+    CU_ASSERT_FATAL(cmn_file_write_atomic(st, data, len, 0600, NULL) == 0);
+  }
+  uint64_t h_mem = file_hash(mem);
+  uint64_t h_st = file_hash(st);
+
+  cmn_error rerr = {0};
+  CU_ASSERT(drv->restore(state, &t->vm, t->latest, &rerr) < 0);
+  printf("  corrupt state: %s: %s\n", cmn_code_name(rerr.code), rerr.msg);
+  CU_ASSERT(strstr(rerr.msg, "QEMU:") != NULL);
+  tvm_kill(state, t);
+  CU_ASSERT(file_hash(mem) == h_mem);
+  CU_ASSERT(file_hash(st) == h_st);
+  {
+    cleanup_free char *m2 = NULL;
+    CU_ASSERT(cmn_file_read(meta, 65536, &m2, NULL, NULL) == 0 && strcmp(m2, good_meta) == 0);
+  }
+
+  /* Put the good stream back; fail right before `cont`. */
+  CU_ASSERT_FATAL(rename(good, st) == 0);
+  h_st = file_hash(st);
+  setenv("EMBER_FAULT", "qemu.restore.before_cont", 1);
+  cmn_err_clear(&rerr);
+  CU_ASSERT(drv->restore(state, &t->vm, t->latest, &rerr) < 0);
+  unsetenv("EMBER_FAULT");
+  printf("  fault before cont: %s\n", rerr.msg);
+  tvm_kill(state, t);
+  CU_ASSERT(file_hash(mem) == h_mem);
+  CU_ASSERT(file_hash(st) == h_st);
+
+  restore(state, t, t->latest, "retry");
+  guest_check(t, "cat /tmp/k", "keep\n");
+  cmn_err_clear(&rerr);
+  cmn_error serr = {0};
+  CU_ASSERT(drv->snapshot(state, &t->vm, t->latest, VMM_SNAP_DIFF, &serr) < 0);
+  CU_ASSERT(serr.code == CMN_FAILED_PRECONDITION);
+  printf("  snapshot of a running VM: %s\n", serr.msg);
+  tvm_free(state, t);
+  drv->fini(state);
+}
+
+int main(void)
+{
+  const char *gd = getenv("EMBER_TEST_GUEST_DIR");
+  cleanup_free char *qemu = cmn_which("qemu-system-x86_64");
+  if (gd == NULL || gd[0] == '\0') {
+    printf("SKIP: EMBER_TEST_GUEST_DIR is not set (build the guest with "
+           "test/guests/linux/build.sh OUTDIR)\n");
+    return 0;
+  }
+  g_guest_dir = cmn_strdup(gd);
+  cleanup_free char *k = path2(gd, "vmlinux");
+  cleanup_free char *i = path2(gd, "initramfs.cpio.gz");
+  if (!cmn_is_regular_file(k) || !cmn_is_regular_file(i)) {
+    printf("SKIP: no vmlinux and initramfs.cpio.gz in %s\n", gd);
+    return 0;
+  }
+  if (qemu == NULL) {
+    printf("SKIP: qemu-system-x86_64 not found\n");
+    return 0;
+  }
+  const char *tmp = getenv("TMPDIR");
+  cleanup_free char *tmpl = cmn_asprintf("%s/ember-qemu-test-XXXXXX", tmp ? tmp : "/tmp");
+  g_root = mkdtemp(tmpl);
+  if (g_root == NULL) {
+    perror("mkdtemp");
+    return 1;
+  }
+
+  if (CU_initialize_registry() != CUE_SUCCESS)
+    return 1;
+  CU_pSuite s = CU_add_suite("qemu_driver", NULL, NULL);
+  CU_add_test(s, "diff standby/restore cycles", test_diff_cycles);
+  CU_add_test(s, "full snapshot, then diff", test_full_then_diff);
+  CU_add_test(s, "base_reuse=false", test_no_base_reuse);
+  CU_add_test(s, "restore failures leave the snapshot intact", test_restore_failures);
+  CU_basic_set_mode(CU_BRM_VERBOSE);
+  CU_basic_run_tests();
+  unsigned failures = CU_get_number_of_failures();
+  CU_cleanup_registry();
+  if (failures == 0 && getenv("EMBER_TEST_KEEP") == NULL)
+    cmn_rm_rf(g_root, NULL);
+  else
+    printf("test files kept in %s\n", g_root);
+  free(g_guest_dir);
+  return failures == 0 ? 0 : 1;
+}
