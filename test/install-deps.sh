@@ -1,0 +1,24 @@
+#!/bin/sh
+# install-deps.sh: installs, from Debian's packages, everything ember needs to
+# build, run and test on a fresh Debian 12 machine. Idempotent. Needs root (or
+# sudo). Set EMBER_DEPS_MINIMAL=1 to skip the test-only container tooling.
+set -eu
+SUDO=""
+[ "$(id -u)" = 0 ] || SUDO="sudo"
+export DEBIAN_FRONTEND=noninteractive
+
+BUILD="build-essential cmake pkg-config libgrpc-dev protobuf-c-compiler libprotobuf-c-dev
+  protobuf-compiler libprotobuf-dev grpc-proto libcurl4-openssl-dev libcjson-dev libcunit1-dev"
+RUN="qemu-system-x86 qemu-utils"
+TEST="python3 python3-grpcio python3-protobuf busybox-static cpio xz-utils zstd file
+  binutils openssl valgrind clang libclang-rt-14-dev procps iproute2"
+DEPLOY="podman buildah runc debootstrap uidmap fuse-overlayfs slirp4netns systemd"
+
+pkgs="$BUILD $RUN $TEST"
+# Node.js (for the offline manifest and Containerfile linters) only where none is
+# installed: a machine may carry its own build, which Debian's would replace.
+command -v npm >/dev/null 2>&1 || pkgs="$pkgs nodejs npm"
+[ "${EMBER_DEPS_MINIMAL:-0}" = 1 ] || pkgs="$pkgs $DEPLOY"
+$SUDO apt-get update -q
+# shellcheck disable=SC2086
+$SUDO apt-get install -y -q --no-install-recommends $pkgs
