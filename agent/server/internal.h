@@ -117,6 +117,7 @@ struct srv_server {
   pthread_cond_t cv;
   bool shutting_down;
   bool shutdown_done;  /* the shutdown tag completed */
+  bool idle_cancelled; /* cancel_all_calls issued once no call of ours was left */
   int live_calls;      /* srv_call objects alive */
   int slow_threads;    /* lifecycle threads running */
   srv_call *streams;   /* watch and health-watch streams */

@@ -737,6 +737,16 @@ bool srv_server_wait(srv_server *s, int timeout_ms)
   }
   pthread_mutex_lock(&s->mu);
   while (!s->shutdown_done) {
+    /* Every call of ours has finished (posted requests are given back at
+     * shutdown), yet the core still waits on client connections (GOAWAY);
+     * nothing is left to cancel, so release them now. */
+    if (s->shutting_down && s->live_calls == 0 && s->slow_threads == 0 && !s->idle_cancelled) {
+      s->idle_cancelled = true;
+      pthread_mutex_unlock(&s->mu);
+      grpc_server_cancel_all_calls(s->server);
+      pthread_mutex_lock(&s->mu);
+      continue;
+    }
     if (pthread_cond_timedwait(&s->cv, &s->mu, &until) == ETIMEDOUT)
       break;
   }
@@ -760,11 +770,17 @@ void srv_server_free(srv_server *s)
     srv_server_cancel_all(s);
     srv_server_wait(s, 60000);
   }
+  /* The shutdown tag has fired, so no call is in flight for the core; batches
+   * of finished calls may still wait on a client that stopped reading:
+   * cancelling releases them now instead of at the transport's own timeout. */
+  grpc_server_cancel_all_calls(s->server);
   /* Lifecycle operations run to their end; their calls hold references. */
   pthread_mutex_lock(&s->mu);
   if (s->slow_threads > 0)
     cmn_info(NULL, "shutdown", "waiting for %d lifecycle operation(s) to finish",
              s->slow_threads);
+  cmn_debug(NULL, "shutdown", "server shut down; %d call object(s) still referenced",
+            s->live_calls);
   while (s->slow_threads > 0 || s->live_calls > 0) {
     struct timespec until;
     clock_gettime(CLOCK_REALTIME, &until);

@@ -36,7 +36,7 @@ import socket
 import sys
 import time
 
-__all__ = ["GuestShell", "GuestShellError", "wait_for_console"]
+__all__ = ["GuestShell", "GuestShellError", "wait_for_console", "linux_cmdline"]
 
 
 class GuestShellError(Exception):
@@ -195,6 +195,26 @@ class GuestShell:
             pass
 
 
+def host_tsc_khz():
+    """The host TSC rate in kHz (TCG guests see the host TSC): the first `cpu MHz`
+    of /proc/cpuinfo, else 2 GHz."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("cpu MHz"):
+                    return int(float(line.split(":")[1]) * 1000)
+    except (OSError, ValueError, IndexError):
+        pass
+    return 2000000
+
+
+def linux_cmdline(extra=""):
+    """Kernel command line for the Linux test guest (see test/guests/linux/README.md:
+    tsc_early_khz avoids a TSC-calibration hang under TCG)."""
+    line = "console=ttyS0 panic=-1 quiet tsc_early_khz=%d" % host_tsc_khz()
+    return line + (" " + extra if extra else "")
+
+
 def wait_for_console(path, text, timeout=120.0, offset=0):
     """Wait until the file `path` contains `text` at or after byte `offset` (pass
     os.path.getsize(path) to wait for a new occurrence). Returns the whole line that
@@ -238,6 +258,8 @@ def _fake_guest(sock_path):
             os.setsid()
             for fd in (0, 1, 2):
                 os.dup2(slave, fd)
+            import fcntl
+            fcntl.ioctl(0, termios.TIOCSCTTY, 0)  # like the guest's `setsid -c`
             os.environ.update(PS1="", PS2="")
             sh = "/bin/busybox" if os.path.exists("/bin/busybox") else "/bin/sh"
             os.execv(sh, [sh, "sh", "-i"] if sh.endswith("busybox") else [sh, "-i"])

@@ -18,7 +18,8 @@ endif()
 # Deploy checks: each script prints SKIP and exits 77 when its tool is absent.
 set(CTL_DEPLOY_WORK ${CMAKE_BINARY_DIR}/deploy-check)
 add_test(NAME deploy_systemd_unit
-         COMMAND bash ${CTL_DEPLOY_DIR}/check_systemd.sh ${CMAKE_SOURCE_DIR}/deploy/systemd/emberd.service)
+         COMMAND bash ${CTL_DEPLOY_DIR}/check_systemd.sh ${CMAKE_SOURCE_DIR}/deploy/systemd/emberd.service
+                 $<$<TARGET_EXISTS:emberd>:$<TARGET_FILE:emberd>>)
 add_test(NAME deploy_manifests
          COMMAND bash ${CTL_DEPLOY_DIR}/validate_manifests.sh ${CTL_DEPLOY_WORK})
 add_test(NAME deploy_containerfile_lint
@@ -27,7 +28,8 @@ set_tests_properties(deploy_systemd_unit deploy_manifests deploy_containerfile_l
   LABELS "deploy" SKIP_RETURN_CODE 77 TIMEOUT 300)
 if(TARGET emberctl AND TARGET emberd)
   add_test(NAME deploy_image_smoke
-           COMMAND bash ${CTL_DEPLOY_DIR}/image_smoke.sh ${CTL_DEPLOY_WORK}/image)
+           COMMAND bash ${CTL_DEPLOY_DIR}/image_smoke.sh ${CTL_DEPLOY_WORK}/image
+                   $<TARGET_FILE:emberctl>)
   set_tests_properties(deploy_image_smoke PROPERTIES
     LABELS "deploy;long" SKIP_RETURN_CODE 77 TIMEOUT 1200 RUN_SERIAL TRUE)
 endif()

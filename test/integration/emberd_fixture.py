@@ -205,21 +205,27 @@ class Emberd:
 
     def wait_ready(self, timeout=15):
         """Waits until Health/Check answers SERVING; raises with the log tail if
-        emberd exits or never becomes ready."""
+        emberd exits or never becomes ready. The channel is opened only once
+        the raw socket accepts connections (a stale socket file may exist
+        before that), so it never starts in gRPC's reconnect backoff."""
         end = time.monotonic() + timeout
-        self._open_channel()
+        opened = False
         while time.monotonic() < end:
             if self.proc.poll() is not None:
                 raise RuntimeError("emberd exited with %s during start-up:\n%s"
                                    % (self.proc.returncode, self.log_tail()))
-            if self.socket_path is None or os.path.exists(self.socket_path):
+            up = unix_connect_ok(self.socket_path) if self.socket_path else tcp_connect_ok(self.listen)
+            if up:
+                if not opened:
+                    self._open_channel()
+                    opened = True
                 try:
                     r = self.health_check("", timeout=1)
                     if r.status == health_pb2.HealthCheckResponse.SERVING:
                         return
                 except grpc.RpcError:
                     pass
-            time.sleep(0.05)
+            time.sleep(0.02)
         raise RuntimeError("emberd not ready after %ss:\n%s" % (timeout, self.log_tail()))
 
     def _open_channel(self):
@@ -428,6 +434,17 @@ class Emberd:
                                         response_deserializer=mod.ServerReflectionResponse.FromString)
         reqs = [mod.ServerReflectionRequest(**r) for r in requests]
         return list(fn(iter(reqs), timeout=timeout))
+
+
+def tcp_connect_ok(addr):
+    """True once something accepts TCP connections on host:port. Probing the
+    raw port first keeps a gRPC channel from entering connect backoff."""
+    host, _, port = addr.rpartition(":")
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=1):
+            return True
+    except OSError:
+        return False
 
 
 def unix_connect_ok(path):

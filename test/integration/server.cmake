@@ -15,3 +15,20 @@ set_tests_properties(integration_api PROPERTIES
   TIMEOUT 300
   SKIP_RETURN_CODE 77
   ENVIRONMENT "EMBERD_BIN=$<TARGET_FILE:emberd>;EMBER_PYTHON_DIR=${CMAKE_BINARY_DIR}/python")
+
+# Lifecycle operations through the gRPC layer with a real QEMU guest (skips,
+# exit 77, without the Linux test guest: build target guest_linux).
+if(DEFINED EMBER_TEST_GUEST_DIR AND NOT "${EMBER_TEST_GUEST_DIR}" STREQUAL "")
+  set(EMBER_API_GUEST_DIR "${EMBER_TEST_GUEST_DIR}")
+elseif(NOT "$ENV{EMBER_TEST_GUEST_DIR}" STREQUAL "")
+  set(EMBER_API_GUEST_DIR "$ENV{EMBER_TEST_GUEST_DIR}")
+else()
+  set(EMBER_API_GUEST_DIR "${CMAKE_BINARY_DIR}/guests/linux")
+endif()
+add_test(NAME integration_api_lifecycle
+         COMMAND /usr/bin/python3 ${CMAKE_CURRENT_SOURCE_DIR}/integration/test_api_lifecycle.py)
+set_tests_properties(integration_api_lifecycle PROPERTIES
+  LABELS "integration"
+  TIMEOUT 600
+  SKIP_RETURN_CODE 77
+  ENVIRONMENT "EMBERD_BIN=$<TARGET_FILE:emberd>;EMBER_PYTHON_DIR=${CMAKE_BINARY_DIR}/python;EMBER_TEST_GUEST_DIR=${EMBER_API_GUEST_DIR}")

@@ -7,7 +7,7 @@ function(ember_unit_test name)
   add_executable(${name} ${UNIT_DIR}/${name}.c)
   target_link_libraries(${name} PRIVATE ember_agent ember_testvm ${CUNIT_LIB} ${ARGN})
   add_test(NAME unit_${name} COMMAND ${name})
-  set_tests_properties(unit_${name} PROPERTIES LABELS "unit" TIMEOUT 300)
+  set_tests_properties(unit_${name} PROPERTIES LABELS "unit;sanitize" TIMEOUT 300)
 endfunction()
 
 ember_unit_test(test_manager)
