@@ -292,7 +292,6 @@ static void srv__refl_post_recv_locked(srv_call *c)
   memset(&op, 0, sizeof(op));
   op.op = GRPC_OP_RECV_MESSAGE;
   op.data.recv_message.recv_message = &c->recv_buf;
-  c->t_recv.fn = srv__refl_on_recv;
   srv_call_batch_locked(c, &op, 1, &c->t_recv);
 }
 
@@ -332,6 +331,7 @@ static void srv__refl_on_recv(srv_call *c, bool ok)
 void srv_reflection_start(srv_call *c)
 {
   pthread_mutex_lock(&c->mu);
+  c->t_recv.fn = srv__refl_on_recv; /* set once, before any receive is posted */
   srv__refl_post_recv_locked(c);
   pthread_mutex_unlock(&c->mu);
 }
