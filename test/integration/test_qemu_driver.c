@@ -33,13 +33,17 @@
 #include <unistd.h>
 
 #define MEM_MIB 256
-#define READY_TIMEOUT_MS 180000
+#define READY_TIMEOUT_MS 120000
 #define SHELL_TIMEOUT_MS 60000
 
 static const vmm_driver *drv = &vmm_qemu_driver;
 static char *g_guest_dir;
 static char *g_root;
 static int g_seq;
+static char *g_cmdline;
+/* VMs of the running test, so that a fatal assertion leaves no QEMU behind. */
+#define MAX_LIVE 8
+static struct tvm *g_live[MAX_LIVE];
 
 /* ---- helpers: files --------------------------------------------------------------- */
 
@@ -198,12 +202,18 @@ static tvm *tvm_new(const char *name)
   t->spec.memory_mib = MEM_MIB;
   t->spec.kernel = path2(g_guest_dir, "vmlinux");
   t->spec.initrd = path2(g_guest_dir, "initramfs.cpio.gz");
-  t->spec.cmdline = cmn_strdup("console=ttyS0 panic=-1 quiet");
+  t->spec.cmdline = cmn_strdup(g_cmdline);
   t->vm.id = name;
   t->vm.dir = t->dir;
   t->vm.console_path = t->console;
   t->vm.vmm_log_path = t->log;
   t->vm.spec = &t->spec;
+  for (int i = 0; i < MAX_LIVE; i++) {
+    if (g_live[i] == NULL) {
+      g_live[i] = t;
+      break;
+    }
+  }
   return t;
 }
 
@@ -222,6 +232,10 @@ static void tvm_free(void *state, tvm *t)
     return;
   if (t->vm.proc.pid > 0)
     tvm_kill(state, t);
+  for (int i = 0; i < MAX_LIVE; i++) {
+    if (g_live[i] == t)
+      g_live[i] = NULL;
+  }
   vmm_spec_free(&t->spec);
   free(t->dir);
   free(t->console);
@@ -270,8 +284,12 @@ static int64_t tvm_boot(void *state, tvm *t, const char *mem_dir)
   }
   CU_ASSERT_FATAL(rc == 0);
   bool ready = console_wait(t->console, "EMBER-GUEST-READY", off, READY_TIMEOUT_MS);
-  if (!ready)
+  if (!ready) {
     log_dump(t);
+    cleanup_free char *tail = NULL;
+    if (cmn_file_read(t->console, 1u << 20, &tail, NULL, NULL) == 0)
+      fprintf(stderr, "---- console ----\n%s\n", tail);
+  }
   CU_ASSERT_FATAL(ready);
   return (cmn_now_us() - t0) / 1000;
 }
@@ -554,6 +572,19 @@ static void test_restore_failures(void)
   drv->fini(state);
 }
 
+/* After each test: a VMM left by a fatal assertion is killed, so it neither
+ * outlives the test nor slows the next one down. */
+static void kill_leftovers(void)
+{
+  for (int j = 0; j < MAX_LIVE; j++) {
+    if (g_live[j] != NULL && g_live[j]->vm.proc.pid > 0) {
+      cmn_proc_kill_reap(&g_live[j]->vm.proc);
+      g_live[j]->vm.proc.pid = 0;
+    }
+    g_live[j] = NULL; /* leaked on purpose: a fatal assertion skipped its free */
+  }
+}
+
 int main(void)
 {
   const char *gd = getenv("EMBER_TEST_GUEST_DIR");
@@ -574,6 +605,20 @@ int main(void)
     printf("SKIP: qemu-system-x86_64 not found\n");
     return 0;
   }
+  /* The guest's documented command line (test/guests/linux/README.md): under
+   * TCG the guest TSC runs at the host's rate, and telling the kernel so
+   * avoids its flaky TSC calibration against the PIT on a loaded host. */
+  long khz = 0;
+  {
+    cleanup_free char *cpuinfo = NULL;
+    if (cmn_file_read("/proc/cpuinfo", 4u << 20, &cpuinfo, NULL, NULL) == 0) {
+      char *m = strstr(cpuinfo, "cpu MHz");
+      if (m != NULL && (m = strchr(m, ':')) != NULL)
+        khz = (long)(strtod(m + 1, NULL) * 1000.0);
+    }
+  }
+  g_cmdline = khz > 0 ? cmn_asprintf("console=ttyS0 panic=-1 quiet tsc_early_khz=%ld", khz)
+                      : cmn_strdup("console=ttyS0 panic=-1 quiet");
   const char *tmp = getenv("TMPDIR");
   cleanup_free char *tmpl = cmn_asprintf("%s/ember-qemu-test-XXXXXX", tmp ? tmp : "/tmp");
   g_root = mkdtemp(tmpl);
@@ -584,7 +629,8 @@ int main(void)
 
   if (CU_initialize_registry() != CUE_SUCCESS)
     return 1;
-  CU_pSuite s = CU_add_suite("qemu_driver", NULL, NULL);
+  CU_pSuite s = CU_add_suite_with_setup_and_teardown("qemu_driver", NULL, NULL, NULL,
+                                                     kill_leftovers);
   CU_add_test(s, "diff standby/restore cycles", test_diff_cycles);
   CU_add_test(s, "full snapshot, then diff", test_full_then_diff);
   CU_add_test(s, "base_reuse=false", test_no_base_reuse);
@@ -593,6 +639,7 @@ int main(void)
   CU_basic_run_tests();
   unsigned failures = CU_get_number_of_failures();
   CU_cleanup_registry();
+  free(g_cmdline);
   if (failures == 0 && getenv("EMBER_TEST_KEEP") == NULL)
     cmn_rm_rf(g_root, NULL);
   else

@@ -50,7 +50,7 @@ def skip(why):
 
 
 def guest_files():
-    d = os.environ.get("EMBER_TEST_GUEST_DIR", "")
+    d = os.path.abspath(os.environ.get("EMBER_TEST_GUEST_DIR", ""))
     k, i = os.path.join(d, "vmlinux"), os.path.join(d, "initramfs.cpio.gz")
     if not (os.path.isfile(k) and os.path.isfile(i)):
         skip("Linux test guest not built (EMBER_TEST_GUEST_DIR=%r; build target guest_linux)" % d)
