@@ -852,8 +852,16 @@ commit:
   if (r.view.state != before)
     cmn_info(id, "recover", "%s -> %s", agent_state_name(before),
              agent_state_name(r.view.state));
-  if (mgr_commit(m, inst, &r, r.view.state != before ? AGENT_OP_OBSERVED : AGENT_OP_NONE, 0,
-                 &err) < 0)
+  /* Rewrite the record only when recovery changed something: an unchanged
+   * instance keeps its updated_at (the time of its last state change). */
+  const char *old_msg = inst->rec.view.status_message;
+  const char *new_msg = r.view.status_message;
+  bool same_msg = (old_msg == NULL && new_msg == NULL) ||
+                  (old_msg != NULL && new_msg != NULL && strcmp(old_msg, new_msg) == 0);
+  bool same = r.view.state == before && same_msg && inst->vm.proc.pid == r.proc.pid &&
+              inst->vm.proc.start_time == r.proc.start_time;
+  if (!same && mgr_commit(m, inst, &r, r.view.state != before ? AGENT_OP_OBSERVED : AGENT_OP_NONE,
+                          0, &err) < 0)
     cmn_error_log(id, "recover", "%s", err.msg);
   agent_record_free(&r);
 }

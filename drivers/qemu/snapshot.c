@@ -98,6 +98,15 @@ static int snap_migrate_wait(const qemu_host *h, vmm_vm *vm, const char *what, c
   }
 }
 
+/* Gives a QEMU whose connection broke a moment to finish exiting; true when
+ * it has ended. */
+static bool snap_wait_exit(const vmm_vm *vm)
+{
+  for (int i = 0; i < 100 && cmn_proc_alive(&vm->proc); i++)
+    cmn_sleep_ms(10);
+  return !cmn_proc_alive(&vm->proc);
+}
+
 /* True when path is the very file (device and inode) the VM's RAM lives in. */
 static bool snap_is_ram_file(const char *path, const qemu_vm_meta *m)
 {
@@ -267,7 +276,11 @@ int qemu_restore(void *state, vmm_vm *vm, const char *snap_dir_in, cmn_error *er
       snap_migrate_wait(h, vm, "incoming migration", err) < 0) {
     /* QEMU 7.2 exits when an incoming stream fails to load, after printing
      * why; that reason goes into the error. */
-    cmn_err_prefix(err, "restore from %s", state_path);
+    if (!snap_wait_exit(vm))
+      cmn_err_prefix(err, "restore from %s", state_path);
+    else
+      cmn_err_set(err, CMN_INTERNAL, "restore from %s: QEMU exited while loading the snapshot",
+                  state_path);
     return qemu_err_add_log(vm, log_off, err);
   }
   if (cmn_fault("qemu.restore.before_cont", err) < 0)
