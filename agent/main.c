@@ -15,6 +15,7 @@
 #include "common/cleanup.h"
 #include "common/files.h"
 #include "common/log.h"
+#include "common/proc.h"
 #include "common/mem.h"
 #include "drivers/registry.h"
 
@@ -74,6 +75,9 @@ static int64_t main__now_ms(void)
 
 int main(int argc, char **argv)
 {
+  /* Descriptors a careless parent left open must never reach a VMM. */
+  cmn_proc_cloexec_inherited();
+
   /* Block every asynchronous signal before any thread exists; main takes
    * them with sigwait. Faults stay deliverable. */
   sigset_t all;

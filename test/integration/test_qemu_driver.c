@@ -8,7 +8,7 @@
  *
  * Needs EMBER_TEST_GUEST_DIR with vmlinux and initramfs.cpio.gz (built by
  * test/guests/linux/build.sh); without it, or without QEMU, prints SKIP and
- * passes. Prints MEASURE lines (boot, standby and restore times, state file
+ * exits 77 (ctest's SKIP_RETURN_CODE). Prints MEASURE lines (boot, standby and restore times, state file
  * sizes); nothing asserts on wall-clock time. */
 #define _GNU_SOURCE
 #include "drivers/qemu/qemu.h"
@@ -622,18 +622,18 @@ int main(void)
   if (gd == NULL || gd[0] == '\0') {
     printf("SKIP: EMBER_TEST_GUEST_DIR is not set (build the guest with "
            "test/guests/linux/build.sh OUTDIR)\n");
-    return 0;
+    return 77;
   }
   g_guest_dir = cmn_strdup(gd);
   cleanup_free char *k = path2(gd, "vmlinux");
   cleanup_free char *i = path2(gd, "initramfs.cpio.gz");
   if (!cmn_is_regular_file(k) || !cmn_is_regular_file(i)) {
-    printf("SKIP: no vmlinux and initramfs.cpio.gz in %s\n", gd);
-    return 0;
+    printf("SKIP: no vmlinux and initramfs.cpio.gz in %s (make guest_linux)\n", gd);
+    return 77;
   }
   if (qemu == NULL) {
     printf("SKIP: qemu-system-x86_64 not found\n");
-    return 0;
+    return 77;
   }
   /* The guest's documented command line (test/guests/linux/README.md): under
    * TCG the guest TSC runs at the host's rate, and telling the kernel so
