@@ -26,7 +26,8 @@ void agent_config_usage(FILE *out, const char *prog)
           "  --config FILE            JSON config file; keys: listen, data_dir, workers,\n"
           "                           log_level, max_message_bytes, grace_seconds,\n"
           "                           max_instances, tls_cert, tls_key, tls_client_ca,\n"
-          "                           insecure_tcp, drivers (one object per hypervisor type,\n"
+          "                           insecure_tcp, metrics_listen, metrics_file,\n"
+          "                           drivers (one object per hypervisor type,\n"
           "                           e.g. {\"drivers\":{\"qemu\":{\"accel\":\"tcg\"}}})\n"
           "  --listen ADDR            unix:/path/to.sock or host:port\n"
           "                           (default: unix:<data-dir>/emberd.sock)\n"
@@ -48,6 +49,13 @@ void agent_config_usage(FILE *out, const char *prog)
           "  --tls-client-ca FILE     PEM CA bundle; clients must present a certificate it\n"
           "                           signed (mutual TLS)\n"
           "  --insecure-tcp           allow plaintext gRPC on a TCP address (logs a warning)\n"
+          "  --metrics-listen HOST:PORT\n"
+          "                           serve Prometheus metrics at http://HOST:PORT/metrics\n"
+          "                           (plain HTTP, no auth: use loopback, e.g.\n"
+          "                           127.0.0.1:9464, or a private interface; default off)\n"
+          "  --metrics-file PATH      write the same metrics text to PATH every 15 s,\n"
+          "                           atomically, for node_exporter's textfile collector\n"
+          "                           (name it *.prom; default off)\n"
           "  --help                   this text\n"
           "  --version                the version\n"
           "\n"
@@ -64,6 +72,8 @@ void agent_config_free(agent_config *cfg)
   free(cfg->tls_cert);
   free(cfg->tls_key);
   free(cfg->tls_client_ca);
+  free(cfg->metrics_listen);
+  free(cfg->metrics_file);
   cJSON_Delete(cfg->drivers);
   memset(cfg, 0, sizeof(*cfg));
 }
@@ -171,6 +181,17 @@ static int config__apply(agent_config *cfg, const char *key, const char *v, cmn_
     cfg->insecure_tcp = strcmp(v, "true") == 0;
     return 0;
   }
+  if (strcmp(key, "metrics_listen") == 0) {
+    const char *colon = v != NULL ? strrchr(v, ':') : NULL;
+    if (colon == NULL || colon == v || colon[1] == '\0')
+      return cmn_err_set(err, CMN_INVALID_ARGUMENT,
+                         "metrics_listen: '%s' is not HOST:PORT (e.g. 127.0.0.1:9464)",
+                         v ? v : "");
+    config__set(&cfg->metrics_listen, v);
+    return 0;
+  }
+  if (strcmp(key, "metrics_file") == 0)
+    return config__path("metrics_file", v, &cfg->metrics_file, err);
   return cmn_err_set(err, CMN_INVALID_ARGUMENT, "unknown setting '%s'", key);
 }
 
@@ -258,6 +279,8 @@ static const struct {
     {"--tls-key", "tls_key", true},
     {"--tls-client-ca", "tls_client_ca", true},
     {"--insecure-tcp", "insecure_tcp", false},
+    {"--metrics-listen", "metrics_listen", true},
+    {"--metrics-file", "metrics_file", true},
     {"--help", NULL, false},
     {"-h", NULL, false},
     {"--version", NULL, false},

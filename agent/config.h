@@ -28,6 +28,8 @@ typedef struct agent_config {
   char *tls_key;
   char *tls_client_ca;
   bool insecure_tcp;
+  char *metrics_listen;      /* HOST:PORT serving GET /metrics; NULL: off */
+  char *metrics_file;        /* textfile-collector output; NULL: off */
   cJSON *drivers;            /* the "drivers" object of the file; may be NULL */
   bool help;                 /* --help was given: print usage, exit 0 */
   bool version;              /* --version */

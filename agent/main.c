@@ -11,6 +11,7 @@
 #define _GNU_SOURCE
 #include "agent/config.h"
 #include "agent/manager.h"
+#include "agent/metrics_agent.h"
 #include "agent/server/server.h"
 #include "common/cleanup.h"
 #include "common/files.h"
@@ -30,6 +31,10 @@
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
+
+#define MAIN_VERSION "0.1.0"
+/* How often --metrics-file is rewritten. */
+#define MAIN_METRICS_FILE_INTERVAL_MS 15000
 
 /* Routes the gRPC core's own log lines into our JSON-lines log. */
 static void main__gpr_log(gpr_log_func_args *a)
@@ -89,6 +94,8 @@ int main(int argc, char **argv)
   sigdelset(&all, SIGABRT);
   sigdelset(&all, SIGTRAP);
   pthread_sigmask(SIG_BLOCK, &all, NULL);
+  struct timespec started;
+  clock_gettime(CLOCK_REALTIME, &started);
 
   cmn_error err = {0};
   agent_config cfg;
@@ -103,7 +110,7 @@ int main(int argc, char **argv)
     return 0;
   }
   if (cfg.version) {
-    printf("emberd 0.1.0\n");
+    printf("emberd %s\n", MAIN_VERSION);
     agent_config_free(&cfg);
     return 0;
   }
@@ -113,6 +120,9 @@ int main(int argc, char **argv)
   vmm_registry *reg = NULL;
   agent_manager *mgr = NULL;
   srv_server *srv = NULL;
+  agent_metrics *metrics = NULL;
+  agent_metrics_http *metrics_http = NULL;
+  agent_metrics_file *metrics_file = NULL;
   bool grpc_up = false, curl_up = false;
   int lock_fd = -1;
 
@@ -166,6 +176,29 @@ int main(int argc, char **argv)
   if (mgr == NULL) {
     main__fail("cannot load the instances", &err);
     goto out;
+  }
+  /* Metrics (opt-in): exporters start before gRPC serves, so a metrics
+   * address that cannot be bound fails the start-up. */
+  if (cfg.metrics_listen != NULL || cfg.metrics_file != NULL) {
+    metrics = agent_metrics_create(MAIN_VERSION,
+                                   (double)started.tv_sec + (double)started.tv_nsec / 1e9);
+    agent_metrics_attach(metrics, mgr);
+    so.metrics = metrics;
+    if (cfg.metrics_listen != NULL) {
+      metrics_http = agent_metrics_http_start(metrics, cfg.metrics_listen, &err);
+      if (metrics_http == NULL) {
+        main__fail("cannot serve metrics", &err);
+        goto out;
+      }
+    }
+    if (cfg.metrics_file != NULL) {
+      metrics_file =
+          agent_metrics_file_start(metrics, cfg.metrics_file, MAIN_METRICS_FILE_INTERVAL_MS, &err);
+      if (metrics_file == NULL) {
+        main__fail("cannot write metrics", &err);
+        goto out;
+      }
+    }
   }
   gpr_set_log_function(main__gpr_log);
   grpc_init();
@@ -224,10 +257,16 @@ out:
     cmn_debug(NULL, "shutdown", "gRPC server freed");
     grpc_shutdown();
   }
+  /* After the server: the last file write counts every call. */
+  agent_metrics_http_stop(metrics_http);
+  agent_metrics_file_stop(metrics_file);
+  if (metrics != NULL)
+    agent_metrics_detach(metrics);
   if (mgr != NULL) {
     cmn_debug(NULL, "shutdown", "gRPC server stopped; releasing the instance manager");
     agent_manager_free(mgr);
   }
+  agent_metrics_free(metrics);
   if (reg != NULL)
     vmm_registry_free(reg);
   if (curl_up)

@@ -294,6 +294,7 @@ static snap_target mgr_target(agent_manager *m, mgr_instance *inst)
   return (snap_target){
       .drv = inst->entry->driver,
       .drv_state = inst->entry->state,
+      .caps = inst->entry->caps,
       .vm = &inst->vm,
       .inst_dir = inst->dir,
       .shutdown_timeout_ms = m->stop_timeout_ms,
@@ -316,7 +317,7 @@ static int mgr_need_driver(mgr_instance *inst, cmn_error *err)
 
 static int mgr_need_cap(mgr_instance *inst, unsigned cap, const char *what, cmn_error *err)
 {
-  if (inst->entry != NULL && (inst->entry->driver->caps & cap))
+  if (inst->entry != NULL && (inst->entry->caps & cap) == cap)
     return 0;
   return cmn_err_set(err, CMN_UNIMPLEMENTED, "hypervisor %s does not support %s",
                      inst->rec.view.hypervisor, what);
@@ -324,10 +325,12 @@ static int mgr_need_cap(mgr_instance *inst, unsigned cap, const char *what, cmn_
 
 static int mgr_wrong_state(mgr_instance *inst, agent_op op, agent_state st, cmn_error *err)
 {
-  return cmn_err_set(err, CMN_FAILED_PRECONDITION, "cannot %s instance %s: it is %s%s%s",
+  const char *why = inst->rec.view.status_message;
+  if (why != NULL && why[0] == '\0')
+    why = NULL;
+  return cmn_err_set(err, CMN_FAILED_PRECONDITION, "cannot %s instance %s: it is %s%s%s%s",
                      agent_op_name(op), inst->rec.view.name, agent_state_name(st),
-                     inst->rec.view.status_message ? " (" : "",
-                     inst->rec.view.status_message ? ")" : "");
+                     why ? " (" : "", why ? why : "", why ? ")" : "");
 }
 
 static int mgr_do_start(agent_manager *m, mgr_instance *inst, agent_record *r, cmn_error *err)
@@ -340,7 +343,8 @@ static int mgr_do_start(agent_manager *m, mgr_instance *inst, agent_record *r, c
     return -1;
   memset(&inst->vm.proc, 0, sizeof inst->vm.proc);
   if (drv->start(inst->entry->state, &inst->vm, mem_dir, err) < 0 ||
-      cmn_fault("agent.start.after_driver", err) < 0 || snap_after_boot(&t, err) < 0) {
+      cmn_fault("agent.start.after_driver", err) < 0 || snap_after_boot(&t, err) < 0 ||
+      cmn_fault("agent.start.before_commit", err) < 0) {
     snap_end_vmm(&t);
     cmn_error e2 = {0};
     snap_discard_all(inst->dir, &e2);
@@ -698,7 +702,8 @@ int agent_manager_delete(agent_manager *m, const char *id_or_name, char **id_out
    * half-deleted instance that would be loaded again. */
   trash = cmn_asprintf("%s/.deleting-%s", m->instances_dir,
                                           inst->rec.view.id);
-  if (cmn_rename_durable(inst->dir, trash, err) < 0)
+  if (cmn_rename_durable(inst->dir, trash, err) < 0 ||
+      cmn_fault("agent.delete.after_rename", err) < 0)
     goto out;
   cmn_error e2 = {0};
   if (cmn_rm_rf(trash, &e2) < 0)
@@ -811,8 +816,12 @@ static void mgr_recover_one(agent_manager *m, mgr_instance *inst)
       cmn_rm_rf(latest, &err);
       if (cmn_is_dir(base) && !snap_is_complete(base))
         cmn_rm_rf(base, &err);
-      if (before == AGENT_STATE_STOPPED || before == AGENT_STATE_STANDBY ||
-          rs == VMM_STATE_OTHER) {
+      if (before == AGENT_STATE_STANDBY && rs == VMM_STATE_RUNNING && snap_is_complete(base)) {
+        /* A restore interrupted after its guest resumed and latest became the
+         * base (a committed Standby never has a base): only the record is old. */
+        r.view.state = AGENT_STATE_RUNNING;
+      } else if (before == AGENT_STATE_STOPPED || before == AGENT_STATE_STANDBY ||
+                 rs == VMM_STATE_OTHER) {
         /* A start or restore cut short: no committed guest runs in it. */
         snap_end_vmm(&t);
         if (before != AGENT_STATE_STANDBY)

@@ -68,7 +68,7 @@ int snap_discard_all(const char *inst_dir, cmn_error *err)
 
 static bool snap_live_ram(const snap_target *t)
 {
-  return (t->drv->caps & VMM_CAP_BASE_REUSE) && (t->drv->caps & VMM_CAP_LIVE_RAM_FILE);
+  return (t->caps & VMM_CAP_BASE_REUSE) && (t->caps & VMM_CAP_LIVE_RAM_FILE);
 }
 
 int snap_prepare_boot(const snap_target *t, char **mem_dir, cmn_error *err)
@@ -100,7 +100,7 @@ void snap_end_vmm(const snap_target *t)
   vmm_vm *vm = t->vm;
   if (vm->proc.pid > 0) {
     bool gone = false;
-    if ((t->drv->caps & VMM_CAP_GRACEFUL_SHUTDOWN) && t->drv->shutdown != NULL) {
+    if ((t->caps & VMM_CAP_GRACEFUL_SHUTDOWN) && t->drv->shutdown != NULL) {
       cmn_error err = {0};
       if (t->drv->shutdown(t->drv_state, vm, t->shutdown_timeout_ms, &err) == 0)
         gone = cmn_proc_wait(&vm->proc, t->shutdown_timeout_ms, NULL) == 0;
@@ -154,7 +154,7 @@ int snap_standby(const snap_target *t, bool was_running, vmm_snap_kind *kind, cm
   if (cmn_rm_rf(latest, err) < 0)
     goto fail_resume;
   *kind = VMM_SNAP_FULL;
-  if ((drv->caps & VMM_CAP_BASE_REUSE) && snap_is_complete(base)) {
+  if ((t->caps & VMM_CAP_BASE_REUSE) && snap_is_complete(base)) {
     /* Unmark before the rename: a crash must never leave a complete-looking
      * latest whose diff was not written. */
     if (snap_unmark(base, err) < 0 || cmn_fault("snap.standby.after_unmark", err) < 0 ||
@@ -203,7 +203,7 @@ int snap_finish_restore(const snap_target *t, cmn_error *err)
 {
   cleanup_free char *latest = snap_latest_path(t->inst_dir);
   cleanup_free char *base = snap_base_path(t->inst_dir);
-  if (!(t->drv->caps & VMM_CAP_BASE_REUSE))
+  if (!(t->caps & VMM_CAP_BASE_REUSE))
     return cmn_rm_rf(latest, err) < 0 ? -1 : cmn_fsync_parent(latest, err);
   if (cmn_rm_rf(base, err) < 0)
     return -1;

@@ -24,6 +24,7 @@
 typedef struct snap_target {
   const vmm_driver *drv;
   void *drv_state;
+  unsigned caps;           /* effective capabilities (vmm_entry.caps) */
   vmm_vm *vm;
   const char *inst_dir;
   int shutdown_timeout_ms; /* graceful VMM exit wait */

@@ -95,6 +95,10 @@ typedef struct vmm_driver {
   void (*fini)(void *state);
   /* One line for ListHypervisors: binary and version. Caller frees. */
   char *(*describe)(void *state);
+  /* Optional: the capabilities on this host after init(), when the config can
+   * narrow them (QEMU with base_reuse off). NULL means `caps`. The registry
+   * reads it once; the agent uses vmm_entry.caps, never driver->caps. */
+  unsigned (*effective_caps)(const void *state);
 
   /* Boots the VM; on return the VMM runs and the guest runs. For
    * VMM_CAP_LIVE_RAM_FILE, guest RAM goes to <mem_dir>/memory. On failure the

@@ -24,10 +24,12 @@ static void registry_add(vmm_registry *reg, const vmm_driver *drv, const cJSON *
   const cJSON *section = cfg ? cJSON_GetObjectItemCaseSensitive(cfg, drv->type) : NULL;
   if (drv->init == NULL || drv->init(section, &e->state, &err) == 0) {
     e->available = true;
+    e->caps = drv->effective_caps ? drv->effective_caps(e->state) : drv->caps;
     e->detail = drv->describe ? drv->describe(e->state) : cmn_strdup(drv->type);
     cmn_info(NULL, NULL, "driver %s available: %s", drv->type, e->detail);
   } else {
     e->available = false;
+    e->caps = drv->caps;
     e->state = NULL;
     e->detail = cmn_strdup(err.msg);
     cmn_warn(NULL, NULL, "driver %s unavailable: %s", drv->type, e->detail);

@@ -14,6 +14,7 @@ typedef struct vmm_entry {
   const vmm_driver *driver;
   void *state;         /* from driver->init; NULL when unavailable */
   bool available;
+  unsigned caps;       /* effective capabilities (enum vmm_cap bits) */
   char *detail;        /* version line when available, reason when not */
 } vmm_entry;
 

@@ -314,7 +314,7 @@ int srv_unary_list_hypervisors(srv_server *s, const uint8_t *req, size_t len, ui
     const vmm_entry *e = vmm_registry_at(reg, i);
     ember__v1__hypervisor__init(&hs[i]);
     ember__v1__hypervisor_capabilities__init(&caps[i]);
-    unsigned c = e->driver->caps;
+    unsigned c = e->caps;
     caps[i].snapshot = (c & VMM_CAP_SNAPSHOT) != 0;
     caps[i].pause = (c & VMM_CAP_PAUSE) != 0;
     caps[i].base_reuse = (c & VMM_CAP_BASE_REUSE) != 0;

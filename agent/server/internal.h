@@ -100,6 +100,7 @@ struct srv_call {
   void *priv;
   void (*priv_free)(void *priv);
   int status_logged;
+  bool metrics_done;       /* the end of this call was counted (rpc_metrics.c) */
 };
 
 struct srv_server {
@@ -184,6 +185,21 @@ int srv_unary_health_check(srv_server *s, const uint8_t *req, size_t len, uint8_
 void srv_health_watch_start(srv_call *c);
 /* Pushes the current status to every health watcher (s->mu held). */
 void srv_health_broadcast_locked(srv_server *s);
+
+/* ---- rpc_metrics.c: what the calls report to opts.metrics (may be NULL) ---- */
+/* Counts the end of the call once (c->mu held): the status sent, or
+ * CANCELLED when the client went away first. */
+void srv_metrics_rpc_done_locked(srv_call *c, int code);
+/* Around a unary handler: begin notes the lifecycle operation and its
+ * instance's hypervisor type; end reports a failure (or a delete's duration)
+ * and releases the probe. */
+typedef struct srv_op_probe {
+  agent_op op;
+  char *hypervisor;
+  char *name;
+} srv_op_probe;
+void srv_metrics_unary_begin(srv_call *c, const uint8_t *req, size_t len, srv_op_probe *p);
+void srv_metrics_unary_end(srv_call *c, srv_op_probe *p, int code, int64_t duration_us);
 
 /* ---- reflection.c ---- */
 srv_reflection *srv_reflection_create(cmn_error *err);

@@ -242,6 +242,7 @@ static void srv__kick_locked(srv_call *c)
         c->final_code != 0 ? &c->status_details : NULL;
     n++;
     c->status_sent = true;
+    srv_metrics_rpc_done_locked(c, c->final_code);
     cmn_debug(NULL, "rpc", "method=%s status=%s duration_us=%lld%s%s", srv__call_path(c),
               cmn_code_name(c->final_code), (long long)(srv_now_us() - c->start_us),
               c->final_code != 0 ? " detail=" : "",
@@ -302,9 +303,11 @@ void srv_call_finish(srv_call *c, grpc_byte_buffer *msg, int code, const char *d
   if (msg != NULL)
     srv_stream_push_locked(c, msg);
   srv_stream_end_locked(c, code, detail);
-  if (c->closed && !c->status_sent)
+  if (c->closed && !c->status_sent) {
+    srv_metrics_rpc_done_locked(c, code);
     cmn_debug(NULL, "rpc", "method=%s status=%s duration_us=%lld (client gone, response dropped)",
               srv__call_path(c), cmn_code_name(code), (long long)(srv_now_us() - c->start_us));
+  }
   pthread_mutex_unlock(&c->mu);
 }
 
@@ -371,6 +374,8 @@ static void srv__on_close(srv_call *c, bool ok)
   void (*hook)(srv_call *) = c->on_close;
   c->on_close = NULL;
   bool early = !c->status_sent;
+  if (early && c->cancelled)
+    srv_metrics_rpc_done_locked(c, CMN_CANCELLED);
   pthread_mutex_unlock(&c->mu);
   if (early && c->cancelled)
     cmn_debug(NULL, "rpc", "method=%s cancelled by the client or its deadline after %lld us",
@@ -395,10 +400,15 @@ static void srv__run_unary(srv_call *c)
   size_t resp_len = 0;
   cmn_error err = {0};
   int r;
+  srv_op_probe probe;
+  srv_metrics_unary_begin(c, req, len, &probe);
+  int64_t t0 = srv_now_us();
   if (req == NULL)
     r = cmn_err_set(&err, CMN_INVALID_ARGUMENT, "cannot read the request message");
   else
     r = c->method->unary(c->srv, req, len, &resp, &resp_len, &err);
+  srv_metrics_unary_end(c, &probe, r < 0 ? (err.code != CMN_OK ? err.code : CMN_INTERNAL) : 0,
+                        srv_now_us() - t0);
   /* The one place where an error becomes a gRPC status: cmn codes are gRPC codes. */
   if (r < 0) {
     int code = err.code != CMN_OK ? err.code : CMN_INTERNAL;

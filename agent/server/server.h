@@ -27,6 +27,7 @@ typedef struct srv_options {
   const char *tls_key;
   const char *tls_client_ca; /* requires and verifies client certificates (mTLS) */
   bool insecure_tcp;         /* allow plaintext TCP */
+  struct agent_metrics *metrics; /* agent/metrics_agent.h; NULL: no RPC metrics */
 } srv_options;
 
 typedef struct srv_server srv_server;

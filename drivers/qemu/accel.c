@@ -18,7 +18,7 @@ const char *qemu_accel_name(qemu_accel a)
 
 /* PVM registers the kvm_pvm module; /sys/module shows built-in and loaded
  * modules alike, and /proc/modules (absent in some containers) loaded ones. */
-static bool accel_kvm_is_pvm(void)
+bool qemu_accel_kvm_is_pvm(void)
 {
   if (cmn_is_dir("/sys/module/kvm_pvm"))
     return true;
@@ -56,7 +56,7 @@ int qemu_accel_choose(const char *request, qemu_accel *out, char **why, cmn_erro
       return cmn_err_errno(err, CMN_FAILED_PRECONDITION, errnum,
                            "accel kvm requested but /dev/kvm cannot be opened");
     *out = QEMU_ACCEL_KVM;
-    *why = cmn_strdup(accel_kvm_is_pvm() ? "kvm (requested; PVM-backed)" : "kvm (requested)");
+    *why = cmn_strdup(qemu_accel_kvm_is_pvm() ? "kvm (requested; PVM-backed)" : "kvm (requested)");
     return 0;
   }
   if (strcmp(request, "auto") != 0)
@@ -65,7 +65,7 @@ int qemu_accel_choose(const char *request, qemu_accel *out, char **why, cmn_erro
   if (accel_kvm_usable(&errnum) < 0) {
     *out = QEMU_ACCEL_TCG;
     *why = cmn_asprintf("tcg (auto: /dev/kvm unusable: %s)", strerror(errnum));
-  } else if (accel_kvm_is_pvm()) {
+  } else if (qemu_accel_kvm_is_pvm()) {
     *out = QEMU_ACCEL_TCG;
     *why = cmn_strdup("tcg (auto: /dev/kvm is PVM-backed, cannot boot Linux guests)");
   } else {

@@ -8,6 +8,8 @@
 
 #include "common/error.h"
 
+#include <stdbool.h>
+
 typedef enum qemu_accel {
   QEMU_ACCEL_TCG = 1,
   QEMU_ACCEL_KVM = 2,
@@ -19,5 +21,9 @@ typedef enum qemu_accel {
  * when /dev/kvm cannot be opened. */
 int qemu_accel_choose(const char *request, qemu_accel *out, char **why, cmn_error *err);
 const char *qemu_accel_name(qemu_accel a);
+/* True when /dev/kvm is backed by PVM (kvm_pvm module). PVM refuses some MSRs
+ * that `-cpu host` sets (e.g. IA32_ARCH_CAPABILITIES), so there the driver
+ * keeps QEMU's default CPU model. */
+bool qemu_accel_kvm_is_pvm(void);
 
 #endif

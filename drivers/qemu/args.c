@@ -120,7 +120,9 @@ char **qemu_args_build(const qemu_host *h, const vmm_vm *vm, const qemu_launch *
     argv_add2(&a, "-accel", cmn_asprintf("tcg,tb-size=%u", h->tcg_tb_size_mib));
   else
     argv_add2(&a, "-accel", cmn_strdup(qemu_accel_name(h->accel)));
-  const char *cpu = h->cpu != NULL ? h->cpu : (h->accel == QEMU_ACCEL_KVM ? "host" : NULL);
+  const char *cpu = h->cpu;
+  if (cpu == NULL && h->accel == QEMU_ACCEL_KVM && !h->kvm_pvm)
+    cpu = "host";
   if (cpu != NULL)
     argv_add2(&a, "-cpu", cmn_strdup(cpu));
   argv_add2(&a, "-smp", cmn_asprintf("%u", spec->vcpus));

@@ -5,7 +5,8 @@
  *   "accel"              "auto" (default) | "kvm" | "tcg"; the environment
  *                        variable EMBER_QEMU_ACCEL overrides it
  *   "machine"            "microvm" (default) | "q35" | "pc"
- *   "cpu"                -cpu model (default: host under KVM, QEMU's under TCG)
+ *   "cpu"                -cpu model (default: host under KVM, QEMU's under TCG
+ *                        and under PVM-backed KVM)
  *   "base_reuse"         bool, default true: guest RAM in a shared file, diff
  *                        snapshots of device state only
  *   "bandwidth_mib"      migration bandwidth cap in MiB/s (default 1048576,
@@ -16,7 +17,6 @@
  *   "migrate_timeout_ms" one snapshot or restore stream (default 600000) */
 #define _GNU_SOURCE
 #include "drivers/qemu/internal.h"
-#include "drivers/qemu/qemu.h"
 #include "drivers/registry.h"
 
 #include "common/cleanup.h"
@@ -184,6 +184,7 @@ static int qemu_init(const cJSON *config, void **state, cmn_error *err)
     qemu_host_free(h);
     return -1;
   }
+  h->kvm_pvm = qemu_accel_kvm_is_pvm();
   if (env != NULL && env[0] != '\0') {
     char *why = cmn_asprintf("%s via EMBER_QEMU_ACCEL", h->accel_why);
     free(h->accel_why);
@@ -207,7 +208,7 @@ static char *qemu_describe(void *state)
                       h->binary, h->machine, h->accel_why, h->base_reuse ? "on" : "off");
 }
 
-unsigned vmm_qemu_caps(const void *state)
+static unsigned qemu_effective_caps(const void *state)
 {
   const qemu_host *h = state;
   return h != NULL && !h->base_reuse ? QEMU_CAPS_PLAIN : QEMU_CAPS_BASE_REUSE;
@@ -219,6 +220,7 @@ const vmm_driver vmm_qemu_driver = {
     .init = qemu_init,
     .fini = qemu_fini,
     .describe = qemu_describe,
+    .effective_caps = qemu_effective_caps,
     .start = qemu_start,
     .adopt = qemu_adopt,
     .query = qemu_query,

@@ -35,8 +35,9 @@ typedef struct qemu_host {
   char *binary;       /* absolute path */
   char *version;      /* e.g. "7.2.22" */
   char *machine;      /* "microvm" (default), "q35" or "pc" */
-  char *cpu;          /* NULL: "host" under KVM, QEMU's default under TCG */
+  char *cpu;          /* NULL: "host" under KVM (not PVM), else QEMU's default */
   qemu_accel accel;
+  bool kvm_pvm;       /* /dev/kvm is PVM-backed */
   char *accel_why;
   bool base_reuse;
   uint64_t max_bandwidth;   /* bytes/s for migrate-set-parameters */

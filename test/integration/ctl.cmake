@@ -9,7 +9,7 @@ if(TARGET emberctl AND TARGET emberd)
   add_test(NAME ctl_integration
            COMMAND /usr/bin/python3 ${CTL_IT_DIR}/test_ctl.py)
   set_tests_properties(ctl_integration PROPERTIES
-    LABELS "integration"
+    LABELS "integration;sanitize"
     TIMEOUT 180
     SKIP_RETURN_CODE 77
     ENVIRONMENT "EMBERCTL_BIN=$<TARGET_FILE:emberctl>;EMBERD_BIN=$<TARGET_FILE:emberd>;EMBER_PYTHON_DIR=${CMAKE_BINARY_DIR}/python")

@@ -38,7 +38,7 @@ set_tests_properties(fc_fake_contract PROPERTIES LABELS "firecracker;integration
 if(TARGET emberd AND EXISTS ${FC_TEST_DIR}/test_firecracker_api.py)
   add_test(NAME fc_api_fake
            COMMAND /usr/bin/python3 ${FC_TEST_DIR}/test_firecracker_api.py ${FC_FAKE})
-  set_tests_properties(fc_api_fake PROPERTIES LABELS "firecracker;integration" TIMEOUT 300
+  set_tests_properties(fc_api_fake PROPERTIES LABELS "firecracker;integration;sanitize" TIMEOUT 300
     SKIP_RETURN_CODE 77
     ENVIRONMENT "EMBERD_BIN=$<TARGET_FILE:emberd>;EMBER_PYTHON_DIR=${CMAKE_BINARY_DIR}/python")
 endif()

@@ -18,7 +18,7 @@ if(CUNIT_LIB)
   add_test(NAME integration_qemu_driver COMMAND test_qemu_driver)
   set_tests_properties(integration_qemu_driver PROPERTIES
     LABELS "integration;qemu" TIMEOUT 900 SKIP_RETURN_CODE 77
-    ENVIRONMENT "EMBER_TEST_GUEST_DIR=${_qemu_guest_dir}")
+    ENVIRONMENT "EMBER_TEST_GUEST_DIR=${_qemu_guest_dir};EMBER_TEST_TINY_ELF=${CMAKE_BINARY_DIR}/guests/tiny/tiny.elf")
 
   add_executable(test_qemu_qmp ${CMAKE_CURRENT_LIST_DIR}/../unit/test_qemu_qmp.c)
   target_link_libraries(test_qemu_qmp PRIVATE ember_driver_qemu ember_drivers ember_common

@@ -5,13 +5,13 @@ if(CUNIT_LIB)
   add_executable(test_config ${CMAKE_SOURCE_DIR}/test/unit/test_config.c)
   target_link_libraries(test_config PRIVATE ember_agent_config ember_common ${CUNIT_LIB})
   add_test(NAME unit_test_config COMMAND test_config)
-  set_tests_properties(unit_test_config PROPERTIES LABELS "unit" TIMEOUT 60)
+  set_tests_properties(unit_test_config PROPERTIES LABELS "unit;sanitize" TIMEOUT 60)
 endif()
 
 add_test(NAME integration_api
          COMMAND /usr/bin/python3 ${CMAKE_CURRENT_SOURCE_DIR}/integration/test_api.py)
 set_tests_properties(integration_api PROPERTIES
-  LABELS "integration"
+  LABELS "integration;sanitize"
   TIMEOUT 300
   SKIP_RETURN_CODE 77
   ENVIRONMENT "EMBERD_BIN=$<TARGET_FILE:emberd>;EMBER_PYTHON_DIR=${CMAKE_BINARY_DIR}/python")
@@ -28,7 +28,7 @@ endif()
 add_test(NAME integration_api_lifecycle
          COMMAND /usr/bin/python3 ${CMAKE_CURRENT_SOURCE_DIR}/integration/test_api_lifecycle.py)
 set_tests_properties(integration_api_lifecycle PROPERTIES
-  LABELS "integration"
+  LABELS "integration;sanitize"
   TIMEOUT 600
   SKIP_RETURN_CODE 77
   ENVIRONMENT "EMBERD_BIN=$<TARGET_FILE:emberd>;EMBER_PYTHON_DIR=${CMAKE_BINARY_DIR}/python;EMBER_TEST_GUEST_DIR=${EMBER_API_GUEST_DIR}")

@@ -11,7 +11,6 @@
  * exits 77 (ctest's SKIP_RETURN_CODE). Prints MEASURE lines (boot, standby and restore times, state file
  * sizes); nothing asserts on wall-clock time. */
 #define _GNU_SOURCE
-#include "drivers/qemu/qemu.h"
 #include "drivers/registry.h"
 
 #include "common/cleanup.h"
@@ -364,7 +363,7 @@ static void test_diff_cycles(void)
 {
   void *state = driver_init(NULL);
   CU_ASSERT(drv->caps & VMM_CAP_BASE_REUSE);
-  CU_ASSERT(vmm_qemu_caps(state) & VMM_CAP_LIVE_RAM_FILE);
+  CU_ASSERT(vmm_qemu_driver.effective_caps(state) & VMM_CAP_LIVE_RAM_FILE);
   tvm *t = tvm_new("diff");
   CU_ASSERT_FATAL(cmn_mkdir_p(t->base, 0755, NULL) == 0);
   /* Two raw disks: one read-only with a label, one writable. */
@@ -500,8 +499,8 @@ static void test_full_then_diff(void)
 static void test_no_base_reuse(void)
 {
   void *state = driver_init("{\"base_reuse\": false}");
-  CU_ASSERT(!(vmm_qemu_caps(state) & VMM_CAP_BASE_REUSE));
-  CU_ASSERT(vmm_qemu_caps(state) & VMM_CAP_SNAPSHOT);
+  CU_ASSERT(!(vmm_qemu_driver.effective_caps(state) & VMM_CAP_BASE_REUSE));
+  CU_ASSERT(vmm_qemu_driver.effective_caps(state) & VMM_CAP_SNAPSHOT);
   tvm *t = tvm_new("plain");
   CU_ASSERT_FATAL(cmn_mkdir_p(t->latest, 0755, NULL) == 0);
   tvm_boot(state, t, NULL);
@@ -512,10 +511,12 @@ static void test_no_base_reuse(void)
   CU_ASSERT(drv->resume(state, &t->vm, &err) == 0);
   expect_state(state, t, VMM_STATE_RUNNING);
   guest_check(t, "echo more >> /tmp/p; cat /tmp/p", "plain\nmore\n");
+  /* A second migration out of the same QEMU, over the first snapshot. */
+  standby(state, t, t->latest, VMM_SNAP_FULL, "plain-full-2");
   tvm_kill(state, t);
 
   restore(state, t, t->latest, "plain-full");
-  guest_check(t, "cat /tmp/p", "plain\n");
+  guest_check(t, "cat /tmp/p", "plain\nmore\n");
   /* Anonymous RAM: the snapshot is untouched, so restoring again is allowed. */
   cleanup_free char *mem = path2(t->latest, "memory");
   CU_ASSERT(!cmn_path_exists(mem));
@@ -530,7 +531,7 @@ static void test_no_base_reuse(void)
   drv->cleanup(state, &t->vm);
 
   restore(state, t, t->latest, "plain-full-again");
-  guest_check(t, "cat /tmp/p", "plain\n");
+  guest_check(t, "cat /tmp/p", "plain\nmore\n");
   tvm_free(state, t);
   drv->fini(state);
 }
@@ -615,6 +616,96 @@ static void kill_leftovers(void)
   }
 }
 
+/* Parses the last complete `tiny counter=<n> marker=<hex>` line at or after
+ * offset. Returns false when there is none. */
+static bool tiny_last(const char *console, off_t offset, long *counter, char marker[17])
+{
+  cleanup_free char *buf = NULL;
+  size_t len = 0;
+  if (cmn_file_read(console, 64u << 20, &buf, &len, NULL) < 0 || (off_t)len <= offset)
+    return false;
+  bool found = false;
+  for (char *p = buf + offset; (p = strstr(p, "tiny counter=")) != NULL; p++) {
+    char *nl = strchr(p, '\n');
+    if (nl == NULL)
+      break;
+    long n = strtol(p + 13, NULL, 10);
+    char *m = strstr(p, "marker=");
+    if (m == NULL || m > nl || nl - (m + 7) != 16)
+      continue;
+    *counter = n;
+    memcpy(marker, m + 7, 16);
+    marker[16] = '\0';
+    found = true;
+  }
+  return found;
+}
+
+/* KVM (PVM here) with the tiny freestanding guest: boot on a shared RAM
+ * file, diff standby, restore; the counter goes on and the marker, taken
+ * once at first boot and kept in RAM, is unchanged. */
+static void test_kvm_tiny(void)
+{
+  const char *elf = getenv("EMBER_TEST_TINY_ELF");
+  int fd = cmn_open("/dev/kvm", O_RDWR, 0);
+  if (elf == NULL || !cmn_is_regular_file(elf) || fd < 0) {
+    printf("\n  SKIP: needs /dev/kvm and EMBER_TEST_TINY_ELF (make guest_tiny)\n");
+    if (fd >= 0)
+      close(fd);
+    return;
+  }
+  close(fd);
+  const char *old = getenv("EMBER_QEMU_ACCEL");
+  cleanup_free char *saved = old ? cmn_strdup(old) : NULL;
+  setenv("EMBER_QEMU_ACCEL", "kvm", 1);
+  void *state = driver_init(NULL);
+  if (saved != NULL)
+    setenv("EMBER_QEMU_ACCEL", saved, 1);
+  else
+    unsetenv("EMBER_QEMU_ACCEL");
+  tvm *t = tvm_new("kvm-tiny");
+  free(t->spec.kernel);
+  t->spec.kernel = cmn_strdup(elf);
+  free(t->spec.initrd);
+  t->spec.initrd = NULL;
+  free(t->spec.cmdline);
+  t->spec.cmdline = NULL;
+  t->spec.memory_mib = 32;
+  CU_ASSERT_FATAL(cmn_mkdir_p(t->base, 0755, NULL) == 0);
+  cmn_error err = {0};
+  int64_t t0 = cmn_now_us();
+  int rc = drv->start(state, &t->vm, t->base, &err);
+  if (rc < 0)
+    fprintf(stderr, "start: %s\n", err.msg);
+  CU_ASSERT_FATAL(rc == 0);
+  CU_ASSERT_FATAL(console_wait(t->console, "tiny counter=3 ", 0, 30000));
+  printf("  MEASURE kvm tiny boot to counter=3: %lld ms\n", (long long)(cmn_now_us() - t0) / 1000);
+  CU_ASSERT_FATAL(drv->pause(state, &t->vm, &err) == 0);
+  long before = 0;
+  char marker[17] = "";
+  CU_ASSERT_FATAL(tiny_last(t->console, 0, &before, marker));
+  off_t off = file_size(t->console);
+  CU_ASSERT_FATAL(rename(t->base, t->latest) == 0);
+  standby(state, t, t->latest, VMM_SNAP_DIFF, "kvm-tiny-diff");
+  tvm_kill(state, t);
+  t0 = cmn_now_us();
+  rc = drv->restore(state, &t->vm, t->latest, &err);
+  if (rc < 0)
+    fprintf(stderr, "restore: %s\n", err.msg);
+  CU_ASSERT_FATAL(rc == 0);
+  CU_ASSERT_FATAL(console_wait(t->console, "tiny counter=", off, 30000));
+  printf("  MEASURE kvm tiny restore to next line: %lld ms\n",
+         (long long)(cmn_now_us() - t0) / 1000);
+  long after = 0;
+  char marker2[17] = "";
+  CU_ASSERT(tiny_last(t->console, off, &after, marker2));
+  printf("  counter %ld -> %ld, marker %s -> %s\n", before, after, marker, marker2);
+  CU_ASSERT(after == before + 1 || after == before + 2);
+  CU_ASSERT(strcmp(marker, marker2) == 0);
+  tvm_free(state, t);
+  drv->fini(state);
+}
+
 int main(void)
 {
   const char *gd = getenv("EMBER_TEST_GUEST_DIR");
@@ -665,6 +756,7 @@ int main(void)
   CU_add_test(s, "full snapshot, then diff", test_full_then_diff);
   CU_add_test(s, "base_reuse=false", test_no_base_reuse);
   CU_add_test(s, "restore failures leave the snapshot intact", test_restore_failures);
+  CU_add_test(s, "kvm: tiny guest diff standby/restore", test_kvm_tiny);
   CU_basic_set_mode(CU_BRM_VERBOSE);
   CU_basic_run_tests();
   unsigned failures = CU_get_number_of_failures();

@@ -176,7 +176,7 @@ static void test_create_get_list_delete(void)
   cleanup_free char *id = fx_create(&f, "web-1", "testvm", false);
   CU_ASSERT_EQUAL(fx_state(&f, id), AGENT_STATE_STOPPED);
   CU_ASSERT_EQUAL(fx_state(&f, "web-1"), AGENT_STATE_STOPPED);
-  fx_create(&f, "a-first", "testvm", false);
+  free(fx_create(&f, "a-first", "testvm", false));
   agent_instance_view *v = NULL;
   size_t n = 0;
   cmn_error err = {0};

@@ -1,0 +1,108 @@
+/* fuzz_entry.c: the test-only dispatch into the InstanceService handlers (see
+ * fuzz_entry.h). The unary methods run exactly the function emberd's method
+ * table names; WatchInstances cannot run without a gRPC call object, so its
+ * request checks are repeated here (decode, id length, lookup) and must be
+ * kept in step with srv_watch_start in instance.c. */
+#define _GNU_SOURCE
+#include "agent/server/fuzz_entry.h"
+#include "agent/server/internal.h"
+#include "common/mem.h"
+#include "ember/v1/instance.pb-c.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#define FUZZ_PREFIX "/ember.v1.InstanceService/"
+/* Same limit as SRV_ID_MAX in instance.c. */
+#define FUZZ_ID_MAX 256
+
+struct srv_fuzz {
+  srv_server srv;              /* only mgr is set: the handlers use nothing else */
+  const srv_method *methods[32];
+  size_t n;
+};
+
+static void fuzz__collect(const srv_method **out, size_t *n)
+{
+  *n = 0;
+  for (size_t i = 0; i < srv_n_methods && *n < 32; i++)
+    if (strncmp(srv_methods[i].path, FUZZ_PREFIX, strlen(FUZZ_PREFIX)) == 0)
+      out[(*n)++] = &srv_methods[i];
+}
+
+srv_fuzz *srv_fuzz_create(agent_manager *mgr)
+{
+  srv_fuzz *f = cmn_calloc(1, sizeof(*f));
+  f->srv.mgr = mgr;
+  fuzz__collect(f->methods, &f->n);
+  return f;
+}
+
+void srv_fuzz_free(srv_fuzz *f) { free(f); }
+
+size_t srv_fuzz_method_count(void)
+{
+  const srv_method *m[32];
+  size_t n;
+  fuzz__collect(m, &n);
+  return n;
+}
+
+const char *srv_fuzz_method_name(size_t i)
+{
+  const srv_method *m[32];
+  size_t n;
+  fuzz__collect(m, &n);
+  return i < n ? m[i]->path + strlen(FUZZ_PREFIX) : NULL;
+}
+
+bool srv_fuzz_method_mutates(size_t i)
+{
+  const char *name = srv_fuzz_method_name(i);
+  if (name == NULL)
+    return false;
+  static const char *const readonly[] = {"GetInstance", "ListInstances", "ListHypervisors",
+                                         "WatchInstances"};
+  for (size_t k = 0; k < sizeof(readonly) / sizeof(readonly[0]); k++)
+    if (strcmp(name, readonly[k]) == 0)
+      return false;
+  return true;
+}
+
+/* WatchInstances' request checks, as srv_watch_start performs them. */
+static int fuzz__watch(srv_fuzz *f, const uint8_t *req, size_t len, cmn_error *err)
+{
+  Ember__V1__WatchInstancesRequest *r =
+      ember__v1__watch_instances_request__unpack(NULL, len, req);
+  if (r == NULL)
+    return cmn_err_set(err, CMN_INVALID_ARGUMENT, "cannot decode the request as %s",
+                       ember__v1__watch_instances_request__descriptor.name);
+  int rc = 0;
+  if (r->id[0] != '\0') {
+    if (strlen(r->id) > FUZZ_ID_MAX) {
+      rc = cmn_err_set(err, CMN_INVALID_ARGUMENT, "id is longer than %d bytes", FUZZ_ID_MAX);
+    } else {
+      agent_instance_view v = {0};
+      rc = agent_manager_get(f->srv.mgr, r->id, &v, err);
+      agent_instance_view_free(&v);
+    }
+  }
+  ember__v1__watch_instances_request__free_unpacked(r, NULL);
+  return rc < 0 ? -1 : 0;
+}
+
+int srv_fuzz_dispatch(srv_fuzz *f, size_t i, const uint8_t *req, size_t len, uint8_t **resp,
+                      size_t *resp_len, cmn_error *err)
+{
+  *resp = NULL;
+  *resp_len = 0;
+  if (i >= f->n)
+    return cmn_err_set(err, CMN_INVALID_ARGUMENT, "no method %zu", i);
+  const srv_method *m = f->methods[i];
+  if (m->kind == SRV_UNARY)
+    return m->unary(&f->srv, req, len, resp, resp_len, err);
+  if (fuzz__watch(f, req, len, err) < 0)
+    return -1;
+  *resp = cmn_calloc(1, 1);
+  return 0;
+}

@@ -1,0 +1,172 @@
+#!/usr/bin/python3
+"""make_corpus.py: writes the seed corpus of fuzz_requests (test/fuzz/corpus/).
+
+Each seed is one byte selecting the InstanceService method (index in .proto
+order, see METHODS) followed by the serialized request, built with the python
+protobuf classes generated from proto/ember/v1/instance.proto (set
+EMBER_PYTHON_DIR to <build>/python; /usr/bin/python3 with python3-protobuf).
+Names in the seeds refer to the fuzz fixture's instances (t-stopped, t-running,
+t-paused, t-standby, q-stopped; see fuzz_requests.c); /etc/passwd and
+/etc/group stand for kernel and initrd files that exist everywhere.
+
+Usage: make_corpus.py [OUT_DIR]   (default: the corpus folder next to this file)
+"""
+
+import os
+import shutil
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def load_pb():
+    cands = [os.environ.get("EMBER_PYTHON_DIR"), "/tmp/build/python",
+             os.path.join(HERE, "..", "..", "build", "python")]
+    for c in cands:
+        if c and os.path.exists(os.path.join(c, "ember", "v1", "instance_pb2.py")):
+            sys.path.insert(0, c)
+            from ember.v1 import instance_pb2
+            return instance_pb2
+    sys.exit("generated python messages not found: set EMBER_PYTHON_DIR to <build>/python")
+
+
+METHODS = ["CreateInstance", "GetInstance", "ListInstances", "StartInstance", "StopInstance",
+           "PauseInstance", "ResumeInstance", "StandbyInstance", "RestoreInstance",
+           "DeleteInstance", "ListHypervisors", "WatchInstances"]
+M = {name: i for i, name in enumerate(METHODS)}
+FIXTURE = ["t-stopped", "t-running", "t-paused", "t-standby", "q-stopped"]
+OPS = ["StartInstance", "StopInstance", "PauseInstance", "ResumeInstance", "StandbyInstance",
+       "RestoreInstance"]
+
+
+def varint(n):
+    out = bytearray()
+    while True:
+        b = n & 0x7F
+        n >>= 7
+        out.append(b | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def raw_string_field(num, data):
+    """A length-delimited field with arbitrary bytes (invalid UTF-8 included)."""
+    return varint((num << 3) | 2) + varint(len(data)) + data
+
+
+def main():
+    pb = load_pb()
+    out = os.path.abspath(sys.argv[1] if len(sys.argv) > 1 else os.path.join(HERE, "corpus"))
+    seeds = []
+
+    def add(label, method, payload):
+        if not isinstance(payload, bytes):
+            payload = payload.SerializeToString()
+        seeds.append((label, bytes([M[method]]) + payload))
+
+    def spec(**kw):
+        s = pb.InstanceSpec(hypervisor=kw.pop("hypervisor", "testvm"), vcpus=kw.pop("vcpus", 1),
+                            memory_mib=kw.pop("memory_mib", 64),
+                            kernel_path=kw.pop("kernel", "/etc/passwd"),
+                            initrd_path=kw.pop("initrd", ""), cmdline=kw.pop("cmdline", ""))
+        for d in kw.pop("disks", ()):
+            s.disks.add(path=d)
+        for n in kw.pop("nics", ()):
+            s.network_interfaces.add(tap_device=n[0], mac_address=n[1])
+        assert not kw, kw
+        return s
+
+    def create(label, name="new-1", start=False, **kw):
+        add("create-" + label, "CreateInstance",
+            pb.CreateInstanceRequest(name=name, spec=spec(**kw), start=start))
+
+    # Valid requests.
+    create("valid-testvm")
+    create("valid-testvm-start", start=True)
+    create("valid-qemu", hypervisor="qemu", initrd="/etc/group", cmdline="console=ttyS0",
+           disks=["/etc/passwd"], nics=[("tap0", "52:54:00:12:34:56")])
+    create("valid-qemu-start", hypervisor="qemu", start=True)
+    create("valid-firecracker-start", hypervisor="firecracker", start=True)
+    create("name-taken", name="t-stopped")
+    # Hostile names.
+    for label, name in [("dotdot", ".."), ("dot", "."), ("slash", "a/b"),
+                        ("traversal", "../../etc/passwd"), ("abs", "/etc"),
+                        ("nul", "a\x00b"), ("ctrl", "a\nb\x1b[31m"), ("empty", ""),
+                        ("long", "a" * 64), ("verylong", "x" * 4096), ("space", "a b"),
+                        ("dash-first", "-rf"), ("unicode", "na\u00efve")]:
+        create("name-" + label, name=name)
+    add("create-name-invalid-utf8", "CreateInstance",
+        raw_string_field(1, b"bad\xff\xfe") + raw_string_field(2, spec().SerializeToString()))
+    # Sizes.
+    for label, kw in [("vcpus-0", dict(vcpus=0)), ("vcpus-65", dict(vcpus=65)),
+                      ("vcpus-max", dict(vcpus=0xFFFFFFFF)), ("mem-0", dict(memory_mib=0)),
+                      ("mem-15", dict(memory_mib=15)), ("mem-huge", dict(memory_mib=2**64 - 1)),
+                      ("mem-over", dict(memory_mib=262145))]:
+        create(label, **kw)
+    # Files.
+    for label, kw in [("kernel-missing", dict(kernel="/nonexistent/vmlinux")),
+                      ("kernel-relative", dict(kernel="vmlinux")),
+                      ("kernel-dir", dict(kernel="/etc")),
+                      ("kernel-dotdot", dict(kernel="/etc/../etc/passwd")),
+                      ("kernel-comma", dict(kernel="/etc/passwd,readonly=on")),
+                      ("kernel-ctrl", dict(kernel="/etc/passwd\n")),
+                      ("kernel-empty", dict(kernel="")),
+                      ("kernel-long", dict(kernel="/" + "a" * 5000)),
+                      ("kernel-dev", dict(kernel="/dev/zero")),
+                      ("initrd-missing", dict(initrd="/nonexistent")),
+                      ("disk-missing", dict(disks=["/nonexistent.img"])),
+                      ("disk-many", dict(disks=["/etc/passwd"] * 17)),
+                      ("cmdline-ctrl", dict(cmdline="console=ttyS0\x00init=/bin/sh")),
+                      ("cmdline-long", dict(cmdline="a" * 5000)),
+                      ("nic-long", dict(nics=[("tap-with-a-long-name", "")])),
+                      ("nic-slash", dict(nics=[("../tap", "")])),
+                      ("nic-empty", dict(nics=[("", "")])),
+                      ("nic-badmac", dict(nics=[("tap0", "zz:zz")])),
+                      ("nic-many", dict(nics=[("tap%d" % i, "") for i in range(9)])),
+                      ("hv-unknown", dict(hypervisor="bochs")),
+                      ("hv-empty", dict(hypervisor="")),
+                      ("hv-traversal", dict(hypervisor="../qemu"))]:
+        create(label, **kw)
+    add("create-no-spec", "CreateInstance", pb.CreateInstanceRequest(name="nospec"))
+
+    # Lifecycle operations on every fixture instance, and hostile ids.
+    for op in OPS + ["GetInstance", "DeleteInstance", "WatchInstances"]:
+        req = getattr(pb, op.replace("Instances", "Instance") + "Request", None) \
+            or pb.GetInstanceRequest
+        if op == "WatchInstances":
+            req = pb.WatchInstancesRequest
+        for name in FIXTURE:
+            add("%s-%s" % (op, name), op, req(id=name))
+        for label, ident in [("missing", "nope"), ("empty", ""), ("dotdot", ".."),
+                             ("slash", "../instances"), ("long", "i" * 300)]:
+            if label in ("empty", "long") or op in ("GetInstance", "StandbyInstance",
+                                                    "DeleteInstance"):
+                add("%s-id-%s" % (op, label), op, req(id=ident))
+    add("GetInstance-id-nul", "GetInstance", raw_string_field(1, b"t-running\x00x"))
+    add("GetInstance-id-invalid-utf8", "GetInstance", raw_string_field(1, b"\xc0\xaf"))
+    # Lists and enums.
+    for st in (0, 1, 2, 3, 4, 5, 6, 99, -1):
+        add("ListInstances-state-%d" % st, "ListInstances",
+            varint(1 << 3) + varint(st & 0xFFFFFFFFFFFFFFFF))
+    add("ListHypervisors", "ListHypervisors", pb.ListHypervisorsRequest())
+    # Wire-level junk.
+    add("junk-truncated-create", "CreateInstance",
+        pb.CreateInstanceRequest(name="x", spec=spec()).SerializeToString()[:-3])
+    add("junk-wrong-wiretype", "GetInstance", varint((1 << 3) | 0) + varint(5))
+    add("junk-unknown-field", "GetInstance", raw_string_field(99, b"zzz") +
+        raw_string_field(1, b"t-running"))
+    add("junk-huge-length", "CreateInstance", varint((1 << 3) | 2) + varint(2**62))
+    add("junk-empty", "GetInstance", b"")
+
+    if os.path.isdir(out):
+        shutil.rmtree(out)
+    os.makedirs(out)
+    for i, (label, data) in enumerate(seeds):
+        safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in label)
+        with open(os.path.join(out, "%03d-%s" % (i, safe)), "wb") as f:
+            f.write(data)
+    print("%d seeds written to %s" % (len(seeds), out))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,20 @@
+# Crash-safety tests (issue 5): every fault-injection point in start, stop,
+# standby, restore and delete, in exit and fail mode, and a VMM killed from
+# outside, through emberd's gRPC API with real QEMU (TCG) and the Linux test
+# guest. They print SKIP and return 77 when the guest or QEMU is absent.
+# Included from test/CMakeLists.txt (which defines the guest_linux target).
+set(RELIABILITY_DIR ${CMAKE_CURRENT_LIST_DIR})
+set(RELIABILITY_ENV
+  "EMBERD_BIN=$<TARGET_FILE:emberd>"
+  "EMBER_PYTHON_DIR=${CMAKE_BINARY_DIR}/python"
+  "EMBER_TEST_GUEST_DIR=${CMAKE_BINARY_DIR}/guests/linux")
+add_test(NAME reliability_crash_points
+         COMMAND /usr/bin/python3 ${RELIABILITY_DIR}/test_crash_points.py)
+add_test(NAME reliability_vmm_death
+         COMMAND /usr/bin/python3 ${RELIABILITY_DIR}/test_vmm_death.py)
+set_tests_properties(reliability_crash_points reliability_vmm_death PROPERTIES
+  LABELS "integration;qemu;reliability" TIMEOUT 900 SKIP_RETURN_CODE 77
+  ENVIRONMENT "${RELIABILITY_ENV}")
+# Both drive QEMU guests on a 2-core host; never in parallel with each other.
+set_tests_properties(reliability_crash_points reliability_vmm_death PROPERTIES
+  RESOURCE_LOCK ember_qemu_guests)
