@@ -9,7 +9,7 @@ add_executable(test_firecracker_merge ${FC_TEST_DIR}/test_firecracker_merge.c)
 target_link_libraries(test_firecracker_merge PRIVATE ember_driver_firecracker ember_common
                       ${CUNIT_LIB})
 add_test(NAME fc_merge COMMAND test_firecracker_merge)
-set_tests_properties(fc_merge PROPERTIES LABELS "firecracker;unit" TIMEOUT 60)
+set_tests_properties(fc_merge PROPERTIES LABELS "firecracker;unit;sanitize" TIMEOUT 60)
 
 add_executable(test_firecracker_driver ${FC_TEST_DIR}/test_firecracker_driver.c)
 target_link_libraries(test_firecracker_driver PRIVATE ember_driver_firecracker ember_common
@@ -20,7 +20,7 @@ target_link_libraries(test_firecracker_driver PRIVATE ember_driver_firecracker e
 # 1.13: track_dirty_pages on load; 1.16.1: current 1.x (/serial, mtu, ...).
 foreach(v 1.1.0 1.5.0 1.6.0 1.13.0 1.16.1)
   add_test(NAME fc_driver_fake_${v} COMMAND test_firecracker_driver fake ${FC_FAKE} ${v})
-  set_tests_properties(fc_driver_fake_${v} PROPERTIES LABELS "firecracker;integration"
+  set_tests_properties(fc_driver_fake_${v} PROPERTIES LABELS "firecracker;integration;sanitize"
                        TIMEOUT 120)
 endforeach()
 

@@ -17,12 +17,12 @@ if(CUNIT_LIB)
                         ${CUNIT_LIB})
   add_test(NAME integration_qemu_driver COMMAND test_qemu_driver)
   set_tests_properties(integration_qemu_driver PROPERTIES
-    LABELS "integration;qemu" TIMEOUT 900 SKIP_RETURN_CODE 77
+    LABELS "integration;qemu;sanitize" TIMEOUT 900 SKIP_RETURN_CODE 77
     ENVIRONMENT "EMBER_TEST_GUEST_DIR=${_qemu_guest_dir};EMBER_TEST_TINY_ELF=${CMAKE_BINARY_DIR}/guests/tiny/tiny.elf")
 
   add_executable(test_qemu_qmp ${CMAKE_CURRENT_LIST_DIR}/../unit/test_qemu_qmp.c)
   target_link_libraries(test_qemu_qmp PRIVATE ember_driver_qemu ember_drivers ember_common
                         ${CUNIT_LIB} Threads::Threads)
   add_test(NAME unit_qemu_qmp COMMAND test_qemu_qmp)
-  set_tests_properties(unit_qemu_qmp PROPERTIES LABELS "unit;qemu" TIMEOUT 120)
+  set_tests_properties(unit_qemu_qmp PROPERTIES LABELS "unit;qemu;sanitize" TIMEOUT 120)
 endif()
