@@ -47,7 +47,7 @@ tsc=$(awk -F: '/^cpu MHz/ {printf "%d", $2 * 1000; exit}' /proc/cpuinfo)
 "$ctl" create demo --hypervisor qemu --vcpus 1 --memory-mib 256 \
   --kernel "$guest/vmlinux" --initrd "$guest/initramfs.cpio.gz" \
   --cmdline "console=ttyS0 panic=-1 quiet tsc_early_khz=${tsc:-2000000}" --start
-console=$("$ctl" get demo --json | sed -n 's/.*"consoleLogPath": *"\([^"]*\)".*/\1/p')
+console=$("$ctl" get demo --json | sed -n 's/.*"consoleLogPath":[[:space:]]*"\([^"]*\)".*/\1/p')
 i=0
 until grep -q EMBER-GUEST-READY "$console" 2>/dev/null; do
   i=$((i + 1))

@@ -9,6 +9,7 @@
 static const vmm_driver *const registry_builtin[] = {
     &vmm_qemu_driver,
     &vmm_firecracker_driver,
+    &vmm_cloud_hypervisor_driver,
 };
 
 struct vmm_registry {

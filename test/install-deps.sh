@@ -8,9 +8,10 @@ SUDO=""
 export DEBIAN_FRONTEND=noninteractive
 
 BUILD="build-essential cmake pkg-config libgrpc-dev protobuf-c-compiler libprotobuf-c-dev
-  protobuf-compiler libprotobuf-dev grpc-proto libcurl4-openssl-dev libcjson-dev libcunit1-dev"
+  protobuf-compiler libprotobuf-dev grpc-proto libcurl4-openssl-dev libcjson-dev libcunit1-dev
+  libmicrohttpd-dev"
 RUN="qemu-system-x86 qemu-utils"
-TEST="python3 python3-grpcio python3-protobuf busybox-static cpio xz-utils zstd file
+TEST="python3 python3-grpcio python3-protobuf python3-prometheus-client busybox-static cpio xz-utils zstd file
   binutils openssl valgrind clang libclang-rt-14-dev procps iproute2"
 DEPLOY="podman buildah runc debootstrap uidmap fuse-overlayfs slirp4netns systemd"
 

@@ -468,7 +468,8 @@ def report(results, args):
                          bc.mib(p(s.ram_dirtied, 50)), bc.mib(p(s.disk_bytes, 50)),
                          bc.mib(p(s.disk_bytes, 95))])
     bc.print_table("Bytes per standby (MiB, p50): state file; RAM-file bytes dirtied since "
-                   "the previous restore (QEMU write_bytes: what the fsync flushes at most); "
+                   "the previous restore (QEMU's write_bytes: pages it newly dirtied; the flush "
+                   "writes those still dirty); "
                    "device writes during the standby (system-wide)",
                    ["scenario", "side", "state", "RAM dirtied", "disk p50", "disk p95"], rows)
 

@@ -9,7 +9,8 @@ rm -rf "$work"
 mkdir -p "$work/corpus"
 log=$work/fuzz.log
 "$fuzzer" -max_total_time="$secs" -runs="$runs" -timeout=20 -rss_limit_mb=2048 \
-  -print_final_stats=1 -artifact_prefix="$work/" "$work/corpus" "$seeds" >"$log" 2>&1
+  -print_final_stats=1 -dict="$(dirname "$0")/requests.dict" -artifact_prefix="$work/" \
+  "$work/corpus" "$seeds" >"$log" 2>&1
 rc=$?
 tail -n 25 "$log"
 execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -n 1)

@@ -67,6 +67,8 @@ VALID = {
 }
 
 results = []
+SANITIZER_MARKERS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:",
+                     "WARNING: ThreadSanitizer", "ERROR: ThreadSanitizer")
 
 
 def test(fn):
@@ -340,6 +342,18 @@ def main():
                     return 77
                 n0 = len(STATS.problems)
                 fn(d)
+                # A clean shutdown, and no sanitizer report in the log (the
+                # ASan/TSan builds run this test too).
+                log = d.log_path
+                rc = d.stop()
+                with open(log, "rb") as f:
+                    text = f.read().decode(errors="replace")
+                for marker in SANITIZER_MARKERS:
+                    if marker in text:
+                        i = text.index(marker)
+                        raise AssertionError("emberd log has a sanitizer report:\n%s" %
+                                             text[max(0, i - 200):i + 3000])
+                check(rc == 0, "emberd exited with %s after SIGTERM" % rc)
                 if len(STATS.problems) > n0:
                     raise AssertionError("bad replies:\n  " +
                                          "\n  ".join(STATS.problems[n0:n0 + 20]))

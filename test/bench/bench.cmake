@@ -1,0 +1,67 @@
+# test/bench/bench.cmake: ember's benchmarks and the KVM tiny-guest integration test.
+# Benchmarks print figures and never assert wall-clock times (shared, noisy machines).
+#
+#   ctest -L bench                        quick harness runs (CI): bench_qemu_smoke,
+#                                         bench_firecracker_fake, bench_firecracker (SKIP
+#                                         without EMBER_FIRECRACKER_BIN)
+#   cmake --build <build> --target bench_qemu               full QEMU benchmark (N=10)
+#   cmake --build <build> --target bench_firecracker        real Firecracker (needs
+#                                         EMBER_FIRECRACKER_BIN; prints SKIP otherwise)
+#   cmake --build <build> --target bench_firecracker_fake   same harness, contract fake
+# Or, without cmake: test/bench/run.sh {qemu|qemu-smoke|firecracker|firecracker-fake|kvm-tiny}.
+# EMBER_BENCH_CYCLES=N (environment at run time) changes the number of cycles.
+set(EMBER_BENCH_SRC ${CMAKE_CURRENT_LIST_DIR})
+set(EMBER_BENCH_PY /usr/bin/python3)
+
+if(DEFINED EMBER_TEST_GUEST_DIR AND NOT "${EMBER_TEST_GUEST_DIR}" STREQUAL "")
+  set(EMBER_BENCH_GUEST_DIR "${EMBER_TEST_GUEST_DIR}")
+else()
+  set(EMBER_BENCH_GUEST_DIR "${CMAKE_BINARY_DIR}/guests/linux")
+endif()
+set(EMBER_BENCH_TINY "${CMAKE_BINARY_DIR}/guests/tiny/tiny.elf")
+
+set(EMBER_BENCH_ENV
+  "EMBERD_BIN=$<TARGET_FILE:emberd>"
+  "EMBER_PYTHON_DIR=${CMAKE_BINARY_DIR}/python"
+  "EMBER_TEST_GUEST_DIR=${EMBER_BENCH_GUEST_DIR}"
+  "EMBER_GUEST_TINY=${EMBER_BENCH_TINY}")
+
+# ---- ctest ----------------------------------------------------------------------
+# The QEMU harness end to end with 2 cycles of two scenarios (~40 s here).
+add_test(NAME bench_qemu_smoke
+  COMMAND ${EMBER_BENCH_PY} ${EMBER_BENCH_SRC}/bench_qemu.py --cycles 2
+          --scenarios reuse-256,full-256 --dirty-mib 16)
+# The Firecracker harness against the contract fake (fake figures), and against a
+# real binary when EMBER_FIRECRACKER_BIN is set (prints SKIP and passes otherwise).
+add_test(NAME bench_firecracker_fake
+  COMMAND ${EMBER_BENCH_PY} ${EMBER_BENCH_SRC}/bench_firecracker.py --fake --cycles 2)
+add_test(NAME bench_firecracker
+  COMMAND ${EMBER_BENCH_PY} ${EMBER_BENCH_SRC}/bench_firecracker.py --cycles 2)
+set_tests_properties(bench_qemu_smoke bench_firecracker_fake bench_firecracker PROPERTIES
+  LABELS "bench" TIMEOUT 300 SKIP_RETURN_CODE 77 ENVIRONMENT "${EMBER_BENCH_ENV}")
+
+add_test(NAME integration_qemu_kvm_tiny
+  COMMAND ${EMBER_BENCH_PY} ${EMBER_BENCH_SRC}/test_qemu_kvm_tiny.py)
+set_tests_properties(integration_qemu_kvm_tiny PROPERTIES
+  LABELS "integration;qemu" TIMEOUT 180 SKIP_RETURN_CODE 77 ENVIRONMENT "${EMBER_BENCH_ENV}")
+
+# ---- full benchmarks (not in ALL, not in ctest) -----------------------------------
+set(EMBER_BENCH_DEPS emberd ember_proto_python guest_tiny)
+add_custom_target(bench_qemu
+  COMMAND ${CMAKE_COMMAND} -E env ${EMBER_BENCH_ENV}
+          ${EMBER_BENCH_PY} ${EMBER_BENCH_SRC}/bench_qemu.py
+  DEPENDS ${EMBER_BENCH_DEPS} guest_linux
+  COMMENT "QEMU standby/restore benchmark: emberd vs raw QMP (EMBER_BENCH_CYCLES, default 10)"
+  USES_TERMINAL)
+add_custom_target(bench_firecracker
+  COMMAND ${CMAKE_COMMAND} -E env ${EMBER_BENCH_ENV}
+          ${EMBER_BENCH_PY} ${EMBER_BENCH_SRC}/bench_firecracker.py
+  DEPENDS ${EMBER_BENCH_DEPS}
+  COMMENT "Firecracker standby/restore benchmark (needs EMBER_FIRECRACKER_BIN)"
+  USES_TERMINAL)
+add_custom_target(bench_firecracker_fake
+  COMMAND ${CMAKE_COMMAND} -E env ${EMBER_BENCH_ENV}
+          ${EMBER_BENCH_PY} ${EMBER_BENCH_SRC}/bench_firecracker.py --fake
+  DEPENDS ${EMBER_BENCH_DEPS}
+  COMMENT "Firecracker benchmark harness against the contract fake (fake figures)"
+  USES_TERMINAL)
