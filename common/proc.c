@@ -10,6 +10,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <spawn.h>
 #include <stdio.h>
@@ -42,6 +43,72 @@ void cmn_sleep_ms(int ms)
   struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
   while (nanosleep(&ts, &ts) < 0 && errno == EINTR) {
   }
+}
+
+char *cmn_proc_capture(char *const argv[], size_t max, int timeout_ms, cmn_error *err)
+{
+  cleanup_free char *prog = cmn_which(argv[0]);
+  if (prog == NULL) {
+    cmn_err_set(err, CMN_UNAVAILABLE, "program %s not found", argv[0]);
+    return NULL;
+  }
+  int pfd[2];
+  if (pipe2(pfd, O_CLOEXEC) < 0) {
+    cmn_err_errno(err, CMN_INTERNAL, errno, "pipe");
+    return NULL;
+  }
+  posix_spawn_file_actions_t fa;
+  posix_spawn_file_actions_init(&fa);
+  posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
+  posix_spawn_file_actions_adddup2(&fa, pfd[1], 1);
+  posix_spawn_file_actions_addopen(&fa, 2, "/dev/null", O_WRONLY, 0);
+  pid_t pid = 0;
+  int rc = posix_spawn(&pid, prog, &fa, NULL, argv, environ);
+  posix_spawn_file_actions_destroy(&fa);
+  close(pfd[1]);
+  cleanup_close int rfd = pfd[0];
+  if (rc != 0) {
+    cmn_err_errno(err, CMN_UNAVAILABLE, rc, "run %s", prog);
+    return NULL;
+  }
+  cleanup_free char *out = cmn_malloc(max + 1);
+  size_t len = 0;
+  int64_t deadline = cmn_now_us() + (int64_t)timeout_ms * 1000;
+  while (len < max) {
+    int64_t left = (deadline - cmn_now_us()) / 1000;
+    if (left <= 0)
+      break;
+    struct pollfd p = {.fd = rfd, .events = POLLIN};
+    int n = poll(&p, 1, (int)left);
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n <= 0)
+      break;
+    ssize_t r = read(rfd, out + len, max - len);
+    if (r < 0 && errno == EINTR)
+      continue;
+    if (r <= 0)
+      break;
+    len += (size_t)r;
+  }
+  out[len] = '\0';
+  /* EOF on the pipe comes just before the exit: wait for it until the deadline. */
+  int status = 0;
+  pid_t w;
+  while ((w = waitpid(pid, &status, WNOHANG)) == 0 && cmn_now_us() < deadline)
+    cmn_sleep_ms(5);
+  if (w == 0) {
+    kill(pid, SIGKILL);
+    while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+    }
+    cmn_err_set(err, CMN_UNAVAILABLE, "%s did not finish within %d ms", prog, timeout_ms);
+    return NULL;
+  }
+  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+    cmn_err_set(err, CMN_UNAVAILABLE, "%s failed (status %d)", prog, status);
+    return NULL;
+  }
+  return steal_ptr(out);
 }
 
 void cmn_proc_cloexec_inherited(void)

@@ -41,6 +41,11 @@ int cmn_proc_signal(const cmn_proc *p, int sig);
 int cmn_proc_wait(const cmn_proc *p, int timeout_ms, int *status);
 /* SIGKILL, then wait until it is gone (reaping it when it is our child). */
 void cmn_proc_kill_reap(const cmn_proc *p);
+/* Runs argv (argv[0] a path or a name found in PATH) with stdin and stderr on
+ * /dev/null and returns what it printed on stdout (at most max bytes, caller
+ * frees). Fails (UNAVAILABLE) when it cannot run, exits non-zero, or has not
+ * finished within timeout_ms (it is then killed). For `<vmm> --version`. */
+char *cmn_proc_capture(char *const argv[], size_t max, int timeout_ms, cmn_error *err);
 /* Marks every descriptor >= 3 close-on-exec. Called first thing in main() so
  * descriptors a careless parent left open never reach a VMM. */
 void cmn_proc_cloexec_inherited(void);

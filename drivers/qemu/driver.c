@@ -25,15 +25,11 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <poll.h>
 #include <signal.h>
-#include <spawn.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
-extern char **environ;
 
 #define QEMU_CAPS_BASE_REUSE                                                        \
   (VMM_CAP_SNAPSHOT | VMM_CAP_PAUSE | VMM_CAP_BASE_REUSE | VMM_CAP_GRACEFUL_SHUTDOWN | \
@@ -55,39 +51,11 @@ static void qemu_host_free(qemu_host *h)
 /* Runs `<binary> --version` and returns the version number ("7.2.22"). */
 static char *qemu_probe_version(const char *binary, cmn_error *err)
 {
-  int pipefd[2];
-  if (pipe2(pipefd, O_CLOEXEC) < 0)
-    return cmn_err_errno(err, CMN_INTERNAL, errno, "pipe"), NULL;
-  posix_spawn_file_actions_t fa;
-  posix_spawn_file_actions_init(&fa);
-  posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
-  posix_spawn_file_actions_adddup2(&fa, pipefd[1], 1);
-  posix_spawn_file_actions_addopen(&fa, 2, "/dev/null", O_WRONLY, 0);
   char *argv[] = {(char *)binary, (char *)"--version", NULL};
-  pid_t pid = 0;
-  int rc = posix_spawn(&pid, binary, &fa, NULL, argv, environ);
-  posix_spawn_file_actions_destroy(&fa);
-  close(pipefd[1]);
-  cleanup_close int rfd = pipefd[0];
-  if (rc != 0)
-    return cmn_err_errno(err, CMN_FAILED_PRECONDITION, rc, "run %s --version", binary), NULL;
-  char buf[1024];
-  size_t n = 0;
-  int64_t deadline = cmn_now_us() + 10 * 1000000LL;
-  while (n < sizeof buf - 1 && cmn_now_us() < deadline) {
-    struct pollfd pfd = {.fd = rfd, .events = POLLIN};
-    if (poll(&pfd, 1, 100) <= 0)
-      continue;
-    ssize_t r = read(rfd, buf + n, sizeof buf - 1 - n);
-    if (r < 0 && errno == EINTR)
-      continue;
-    if (r <= 0)
-      break;
-    n += (size_t)r;
-  }
-  buf[n] = '\0';
-  kill(pid, SIGKILL); /* harmless when it has exited; bounds a hung binary */
-  while (waitpid(pid, NULL, 0) < 0 && errno == EINTR) {
+  cleanup_free char *buf = cmn_proc_capture(argv, 1024, 10000, err);
+  if (buf == NULL) {
+    err->code = CMN_FAILED_PRECONDITION;
+    return cmn_err_prefix(err, "%s --version", binary), NULL;
   }
   const char *tag = "version ";
   char *v = strstr(buf, tag);

@@ -30,6 +30,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 
 import grpc
@@ -299,7 +300,20 @@ class Run:
         ok = code == grpc.StatusCode.OK or (op == "delete" and code == grpc.StatusCode.NOT_FOUND)
         check(ok, "%s: retry of %s succeeds (%s %s)" % (label, op, code.name,
                                                        "" if code == grpc.StatusCode.OK else res))
+        if not ok:
+            self.reset()
         return res if code == grpc.StatusCode.OK else None
+
+    def reset(self):
+        """After a lost guest: stop (or delete) it so the next point starts clean
+        instead of inheriting a broken instance."""
+        if self.g is None:
+            return
+        print("note: resetting the instance after a failed retry", flush=True)
+        code, _ = Emberd.call_error(self.d.stop_instance, self.g.id)
+        if code != grpc.StatusCode.OK:
+            Emberd.call_error(self.d.delete, self.g.id)
+            self.g = None
 
     def after_retry(self, op, label, kind=None):
         """Checks the state a successful retry leads to, and the guest in it."""
@@ -407,9 +421,20 @@ def main():
     kernel, initrd = guest_files()
     only = [p for p in os.environ.get("EMBER_CRASH_POINTS", "").split(",") if p]
     t0 = time.monotonic()
+    # An own temp root (not the fixture's ember-it-* default) so that no other
+    # test's clean-up of ember-it-* folders on this shared host can remove it.
+    root = tempfile.mkdtemp(prefix="ember-crash-")
+    try:
+        return run_all(root, kernel, initrd, only, t0)
+    finally:
+        if os.environ.get("EMBER_KEEP_TMP") is None:
+            shutil.rmtree(root, ignore_errors=True)
+
+
+def run_all(root, kernel, initrd, only, t0):
     n_exit = n_fail = 0
     with Emberd(config={"drivers": {"qemu": {"accel": os.environ.get("EMBER_QEMU_ACCEL", "tcg")}}},
-                log_level="info") as d:
+                log_level="info", root=root) as d:
         run = Run(d, kernel, initrd)
         for point, op, before, expect, why in EXIT:
             if only and point not in only:

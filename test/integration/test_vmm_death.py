@@ -15,7 +15,9 @@
 Needs EMBER_TEST_GUEST_DIR, EMBERD_BIN, EMBER_PYTHON_DIR; skips (77) when absent.
 """
 import os
+import shutil
 import signal
+import tempfile
 import sys
 import threading
 import time
@@ -35,7 +37,16 @@ def main():
     t_start = time.monotonic()
     events = []
     cfg = {"drivers": {"qemu": {"accel": os.environ.get("EMBER_QEMU_ACCEL", "tcg")}}}
-    with Emberd(config=cfg, log_level="info") as d:
+    root = tempfile.mkdtemp(prefix="ember-death-")
+    try:
+        return run_all(root, kernel, initrd, cfg, t_start, events)
+    finally:
+        if os.environ.get("EMBER_KEEP_TMP") is None:
+            shutil.rmtree(root, ignore_errors=True)
+
+
+def run_all(root, kernel, initrd, cfg, t_start, events):
+    with Emberd(config=cfg, log_level="info", root=root) as d:
         spec = d.make_spec(hypervisor="qemu", vcpus=1, memory_mib=128, kernel=kernel,
                            initrd=initrd, cmdline=linux_cmdline())
         g = Guest(d, d.create("death", spec, start=True, timeout=180))
