@@ -677,6 +677,7 @@ int agent_manager_delete(agent_manager *m, const char *id_or_name, char **id_out
   mgr_instance *inst = mgr_lookup(m, id_or_name, err);
   if (inst == NULL)
     return -1;
+  int64_t t0 = cmn_now_us();
   pthread_mutex_lock(&inst->op_lock);
   int rc = -1;
   cleanup_free char *trash = NULL;
@@ -717,7 +718,7 @@ int agent_manager_delete(agent_manager *m, const char *id_or_name, char **id_out
   pthread_mutex_unlock(&m->mu);
   agent_state old = v.state;
   v.state = AGENT_STATE_UNSPECIFIED;
-  mgr_emit(m, &v, old, AGENT_OP_DELETE, 0);
+  mgr_emit(m, &v, old, AGENT_OP_DELETE, cmn_now_us() - t0);
   agent_instance_view_free(&v);
   cmn_info(id_or_name, "delete", "deleted");
   rc = 0;
