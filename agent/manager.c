@@ -817,10 +817,11 @@ static void mgr_recover_one(agent_manager *m, mgr_instance *inst)
       cmn_rm_rf(latest, &err);
       if (cmn_is_dir(base) && !snap_is_complete(base))
         cmn_rm_rf(base, &err);
-      if (before == AGENT_STATE_STANDBY && rs == VMM_STATE_RUNNING && snap_is_complete(base)) {
-        /* A restore interrupted after its guest resumed and latest became the
-         * base (a committed Standby never has a base): only the record is old. */
-        r.view.state = AGENT_STATE_RUNNING;
+      if (before == AGENT_STATE_STANDBY && rs != VMM_STATE_OTHER) {
+        /* A restore interrupted after its guest resumed and latest was retired
+         * (into snapshot-base, or removed without base reuse): only the record
+         * is old. A committed Standby never has a live VMM. */
+        r.view.state = rs == VMM_STATE_RUNNING ? AGENT_STATE_RUNNING : AGENT_STATE_PAUSED;
       } else if (before == AGENT_STATE_STOPPED || before == AGENT_STATE_STANDBY ||
                  rs == VMM_STATE_OTHER) {
         /* A start or restore cut short: no committed guest runs in it. */

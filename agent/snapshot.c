@@ -8,6 +8,7 @@
 #include "common/mem.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <string.h>
 #include <unistd.h>
@@ -32,9 +33,17 @@ int snap_mark_complete(const char *snap_dir, vmm_snap_kind kind, cmn_error *err)
 {
   if (cmn_fsync_tree(snap_dir, err) < 0)
     return cmn_err_prefix(err, "make snapshot durable");
+  /* Only the marker's presence counts (its content is informational), and it is
+   * created after everything else is durable: creating it and an fsync of the
+   * folder are enough, no temp file and rename. */
   cleanup_free char *m = cmn_asprintf("%s/" SNAP_MARKER, snap_dir);
   const char *body = kind == VMM_SNAP_DIFF ? "diff\n" : "full\n";
-  return cmn_file_write_atomic(m, body, strlen(body), 0640, err);
+  cleanup_close int fd = cmn_open(m, O_WRONLY | O_CREAT | O_TRUNC, 0640);
+  if (fd < 0)
+    return cmn_err_errno(err, CMN_INTERNAL, errno, "create %s", m);
+  if (write(fd, body, strlen(body)) != (ssize_t)strlen(body))
+    return cmn_err_errno(err, CMN_INTERNAL, errno, "write %s", m);
+  return cmn_fsync_path(snap_dir, err);
 }
 
 int snap_unmark(const char *snap_dir, cmn_error *err)

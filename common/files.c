@@ -181,9 +181,12 @@ int cmn_rename_durable(const char *from, const char *to, cmn_error *err)
 {
   if (rename(from, to) < 0)
     return cmn_err_errno(err, CMN_INTERNAL, errno, "rename %s to %s", from, to);
-  if (cmn_fsync_parent(to, err) < 0)
+  cleanup_free char *a = cmn_strdup(from);
+  cleanup_free char *b = cmn_strdup(to);
+  const char *pa = dirname(a), *pb = dirname(b);
+  if (cmn_fsync_path(pb, err) < 0)
     return -1;
-  return cmn_fsync_parent(from, err);
+  return strcmp(pa, pb) == 0 ? 0 : cmn_fsync_path(pa, err);
 }
 
 bool cmn_path_exists(const char *path)

@@ -18,6 +18,7 @@
 #include <string.h>
 #include <linux/close_range.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -206,12 +207,45 @@ int cmn_proc_signal(const cmn_proc *p, int sig)
   return 0;
 }
 
+bool cmn_proc_wait_exit(const cmn_proc *p, int timeout_ms)
+{
+  if (p == NULL || p->pid <= 0)
+    return true;
+  int fd = (int)syscall(SYS_pidfd_open, p->pid, 0);
+  /* Identity after the open: a recycled pid must not be waited for. */
+  if (!cmn_proc_alive(p)) {
+    if (fd >= 0)
+      close(fd);
+    return true;
+  }
+  int64_t deadline = cmn_now_us() + (int64_t)timeout_ms * 1000;
+  if (fd < 0) {
+    /* No pidfd (old kernel): poll. */
+    while (cmn_proc_alive(p)) {
+      if (cmn_now_us() >= deadline)
+        return false;
+      cmn_sleep_ms(1);
+    }
+    return true;
+  }
+  int n;
+  for (;;) {
+    int64_t left = (deadline - cmn_now_us()) / 1000;
+    struct pollfd pfd = {.fd = fd, .events = POLLIN};
+    n = poll(&pfd, 1, left > 0 ? (int)left : 0);
+    if (n < 0 && errno == EINTR)
+      continue;
+    break;
+  }
+  close(fd);
+  return n > 0 || !cmn_proc_alive(p);
+}
+
 int cmn_proc_wait(const cmn_proc *p, int timeout_ms, int *status)
 {
   if (p == NULL || p->pid <= 0)
     return 0;
-  int64_t deadline = cmn_now_us() + (int64_t)timeout_ms * 1000;
-  for (;;) {
+  for (int round = 0; round < 2; round++) {
     int st = 0;
     pid_t r = waitpid(p->pid, &st, WNOHANG);
     if (r == p->pid) {
@@ -222,13 +256,11 @@ int cmn_proc_wait(const cmn_proc *p, int timeout_ms, int *status)
     /* Not our child (adopted after an agent restart), or already reaped. */
     if (r < 0 && !cmn_proc_alive(p))
       return 0;
-    if (r == 0 && !cmn_proc_alive(p)) {
-      /* A zombie child that waitpid has not yet seen: loop once more. */
-    }
-    if (cmn_now_us() >= deadline)
+    if (round == 0 && !cmn_proc_wait_exit(p, timeout_ms))
       return -1;
-    cmn_sleep_ms(5);
   }
+  /* Ended, but not yet visible to waitpid (or not ours): done either way. */
+  return 0;
 }
 
 void cmn_proc_kill_reap(const cmn_proc *p)

@@ -39,6 +39,9 @@ int cmn_proc_signal(const cmn_proc *p, int sig);
 /* Waits up to timeout_ms for the process to end, reaping it when it is our
  * child. Returns 0 when it has ended, -1 on timeout. status may be NULL. */
 int cmn_proc_wait(const cmn_proc *p, int timeout_ms, int *status);
+/* Waits up to timeout_ms for the process to end WITHOUT reaping it (a pidfd
+ * poll, so the exit is seen at once). Returns true when it has ended. */
+bool cmn_proc_wait_exit(const cmn_proc *p, int timeout_ms);
 /* SIGKILL, then wait until it is gone (reaping it when it is our child). */
 void cmn_proc_kill_reap(const cmn_proc *p);
 /* Runs argv (argv[0] a path or a name found in PATH) with stdin and stderr on

@@ -73,8 +73,7 @@ static char *qemu_log_tail(const vmm_vm *vm, off_t log_off)
 int qemu_err_add_log(vmm_vm *vm, off_t log_off, cmn_error *err)
 {
   /* QEMU prints its reason and then exits; give it a moment to do both. */
-  for (int i = 0; i < 100 && cmn_proc_alive(&vm->proc); i++)
-    cmn_sleep_ms(10);
+  cmn_proc_wait_exit(&vm->proc, 1000);
   cleanup_free char *tail = qemu_log_tail(vm, log_off);
   if (tail != NULL && err != NULL) {
     size_t n = strlen(err->msg);
@@ -280,13 +279,7 @@ int qemu_resume(void *state, vmm_vm *vm, cmn_error *err)
 /* Polls (without reaping: the agent reaps) until QEMU has ended. */
 static bool qemu_wait_gone(const vmm_vm *vm, int timeout_ms)
 {
-  int64_t deadline = cmn_now_us() + (int64_t)timeout_ms * 1000;
-  while (cmn_proc_alive(&vm->proc)) {
-    if (cmn_now_us() >= deadline)
-      return false;
-    cmn_sleep_ms(10);
-  }
-  return true;
+  return cmn_proc_wait_exit(&vm->proc, timeout_ms);
 }
 
 int qemu_shutdown(void *state, vmm_vm *vm, int timeout_ms, cmn_error *err)

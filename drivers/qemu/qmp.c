@@ -400,6 +400,6 @@ int qemu_qmp_connect(const char *path, const cmn_proc *proc, int timeout_ms,
     if (cmn_now_us() >= deadline)
       return cmn_err_errno(err, CMN_DEADLINE_EXCEEDED, errnum,
                            "QMP socket %s did not accept in time", path);
-    cmn_sleep_ms(5);
+    cmn_sleep_ms(1);
   }
 }

@@ -102,9 +102,7 @@ static int snap_migrate_wait(const qemu_host *h, vmm_vm *vm, const char *what, c
  * it has ended. */
 static bool snap_wait_exit(const vmm_vm *vm)
 {
-  for (int i = 0; i < 100 && cmn_proc_alive(&vm->proc); i++)
-    cmn_sleep_ms(10);
-  return !cmn_proc_alive(&vm->proc);
+  return cmn_proc_wait_exit(&vm->proc, 1000);
 }
 
 /* True when path is the very file (device and inode) the VM's RAM lives in. */

@@ -358,6 +358,8 @@ static fz_fixture *fz_setup(void)
     abort();
   }
   z->data_dir = cmn_asprintf("%s/data", z->root);
+  /* Named so a wrapper can clean up after a crash (atexit does not run). */
+  fprintf(stderr, "fuzz_requests: fixture root %s\n", z->root);
   static const vmm_driver *const extra[] = {&testvm_driver};
   z->reg = vmm_registry_create(NULL, extra, 1);
   agent_manager_config cfg = {.data_dir = z->data_dir, .monitor = false,

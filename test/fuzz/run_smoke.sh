@@ -12,6 +12,19 @@ log=$work/fuzz.log
   -print_final_stats=1 -dict="$(dirname "$0")/requests.dict" -artifact_prefix="$work/" \
   "$work/corpus" "$seeds" >"$log" 2>&1
 rc=$?
+# After a crash the fixture could not stop its testvm shells nor remove its
+# temp root: do it here (only the roots this run printed).
+if [ "$rc" -ne 0 ]; then
+  for root in $(sed -n 's/^fuzz_requests: fixture root //p' "$log" | sort -u); do
+    case $root in /tmp/ember-fuzz-*) ;; *) continue ;; esac
+    for p in /proc/[0-9]*; do
+      if tr '\0' ' ' <"$p/cmdline" 2>/dev/null | grep -q "$root/"; then
+        kill -9 "${p#/proc/}" 2>/dev/null
+      fi
+    done
+    rm -rf "$root"
+  done
+fi
 tail -n 25 "$log"
 execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -n 1)
 speed=$(sed -n 's/^stat::average_exec_per_sec: *//p' "$log" | tail -n 1)

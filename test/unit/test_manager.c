@@ -535,6 +535,10 @@ static void test_recovery_half_done(void)
   /* c: crashed after a restore resumed, before latest was retired -> Running. */
   cleanup_free char *c = fx_create(&f, "c", "testvm", true);
   CU_ASSERT_EQUAL(fx_op(&f, c, AGENT_OP_STANDBY), 0);
+  /* d: crashed after a restore retired latest into the base, before the
+   * record said Running -> Running, the VMM kept. */
+  cleanup_free char *d = fx_create(&f, "d", "testvm", true);
+  CU_ASSERT_EQUAL(fx_op(&f, d, AGENT_OP_STANDBY), 0);
   agent_manager_free(f.m);
   f.m = NULL;
 
@@ -572,7 +576,30 @@ static void test_recovery_half_done(void)
     }
   }
 
+  cleanup_free char *d_latest = fx_path(&f, d, "snapshots/snapshot-latest");
+  cleanup_free char *d_base = fx_path(&f, d, "snapshots/snapshot-base");
+  CU_ASSERT_EQUAL(cmn_rename_durable(d_latest, d_base, &err), 0);
+  cmn_proc d_vmm = {0};
+  {
+    cleanup_free char *tag = cmn_asprintf("%s/instances/%s/testvm", f.data, d);
+    char *argv[] = {"/bin/sh", "-c", "while :; do sleep 1; done", (char *)"testvm", tag, NULL};
+    CU_ASSERT_EQUAL(cmn_proc_spawn(argv, NULL, &d_vmm, &err), 0);
+    cleanup_free char *cmdline_path = cmn_asprintf("/proc/%d/cmdline", (int)d_vmm.pid);
+    for (int i = 0; i < 200; i++) {
+      cleanup_free char *cl = NULL;
+      size_t len = 0;
+      if (cmn_file_read(cmdline_path, 1 << 16, &cl, &len, &err) == 0 && len > 0 &&
+          memmem(cl, len, tag, strlen(tag)) != NULL)
+        break;
+      cmn_sleep_ms(5);
+    }
+  }
+
   fx_open_manager(&f);
+  agent_instance_view dv = fx_get(&f, d);
+  CU_ASSERT_EQUAL(dv.state, AGENT_STATE_RUNNING);
+  CU_ASSERT_EQUAL(dv.vmm_pid, d_vmm.pid);
+  agent_instance_view_free(&dv);
   CU_ASSERT_EQUAL(fx_state(&f, a), AGENT_STATE_RUNNING);
   CU_ASSERT_FALSE(fx_exists(&f, a, "snapshots/snapshot-latest"));
   CU_ASSERT_FALSE(fx_exists(&f, a, "paused"));
