@@ -80,8 +80,11 @@ static int64_t main__now_ms(void)
 
 int main(int argc, char **argv)
 {
-  /* Descriptors a careless parent left open must never reach a VMM. */
+  /* Descriptors a careless parent left open must never reach a VMM, and no
+   * file emberd or a VMM creates (sockets, consoles, snapshots) is open to
+   * other users, whatever umask the caller had. */
   cmn_proc_cloexec_inherited();
+  umask(027);
 
   /* Block every asynchronous signal before any thread exists; main takes
    * them with sigwait. Faults stay deliverable. */
@@ -128,6 +131,12 @@ int main(int argc, char **argv)
 
   if (cmn_mkdir_p(cfg.data_dir, 0750, &err) < 0) {
     main__fail("cannot create the data dir", &err);
+    goto out;
+  }
+  /* An existing data dir is tightened too: guest memory lives in it. */
+  if (chmod(cfg.data_dir, 0750) < 0) {
+    cmn_err_errno(&err, CMN_FAILED_PRECONDITION, errno, "chmod 0750 %s", cfg.data_dir);
+    main__fail("cannot protect the data dir", &err);
     goto out;
   }
   lock_fd = main__lock_data_dir(cfg.data_dir, &err);

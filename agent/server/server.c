@@ -118,6 +118,22 @@ uint8_t *srv_bb_flatten(grpc_byte_buffer *bb, size_t *len)
 
 /* ---- calls ---- */
 
+/* gRPC hands our tags between threads through the completion queue, which
+ * ThreadSanitizer cannot see (libgrpc is not instrumented): mark the hand-off. */
+#if defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define SRV_TSAN 1
+#endif
+#endif
+#if defined(__SANITIZE_THREAD__) || defined(SRV_TSAN)
+void __tsan_acquire(void *addr);
+void __tsan_release(void *addr);
+#define SRV_TSAN_RELEASE(p) __tsan_release(p)
+#define SRV_TSAN_ACQUIRE(p) __tsan_acquire(p)
+#else
+#define SRV_TSAN_RELEASE(p) ((void)(p))
+#define SRV_TSAN_ACQUIRE(p) ((void)(p))
+#endif
 static void srv__on_request(srv_call *c, bool ok);
 static void srv__on_close(srv_call *c, bool ok);
 static void srv__on_send(srv_call *c, bool ok);
@@ -181,6 +197,7 @@ void srv_call_unref(srv_call *c)
 bool srv_call_batch_locked(srv_call *c, const grpc_op *ops, size_t n, srv_tag *tag)
 {
   srv_call_ref(c);
+  SRV_TSAN_RELEASE(tag);
   grpc_call_error e = grpc_call_start_batch(c->call, ops, n, tag, NULL);
   if (e != GRPC_CALL_OK) {
     cmn_warn(NULL, "rpc", "grpc_call_start_batch failed (%d) for %s", (int)e,
@@ -491,10 +508,12 @@ static void srv__post(srv_server *s, int idx)
   srv_call *c = srv__call_new(s, idx);
   grpc_call_error e;
   if (idx < 0) {
+    SRV_TSAN_RELEASE(&c->t_request);
     e = grpc_server_request_call(s->server, &c->call, &c->details, &c->req_md, s->cq, s->cq,
                                  &c->t_request);
   } else {
     grpc_byte_buffer **payload = srv_methods[idx].kind == SRV_BIDI ? NULL : &c->payload;
+    SRV_TSAN_RELEASE(&c->t_request);
     e = grpc_server_request_registered_call(s->server, s->registered[idx], &c->call,
                                             &c->deadline, &c->req_md, payload, s->cq, s->cq,
                                             &c->t_request);
@@ -515,6 +534,7 @@ static void *srv__worker(void *arg)
     if (ev.type != GRPC_OP_COMPLETE)
       continue;
     srv_tag *t = ev.tag;
+    SRV_TSAN_ACQUIRE(t);
     if (t == &s->t_shutdown) {
       pthread_mutex_lock(&s->mu);
       s->shutdown_done = true;

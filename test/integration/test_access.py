@@ -263,7 +263,7 @@ CURRENT_UMASK = 0
 # - loose_existing_data_dir: cmn_mkdir_p keeps the mode of a data dir that
 #   already exists, so a 0777 /var/lib/ember stays 0777. Fix: chmod it to 0750
 #   (or refuse) in agent/main.c after cmn_mkdir_p.
-KNOWN_GAPS = {"umask_000", "loose_existing_data_dir"}
+KNOWN_GAPS = set()
 
 
 def main():

@@ -9,11 +9,14 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* Counters are shared by every instance's operations, which run in parallel. */
 static int tv_fail(int *counter, const char *what, cmn_error *err)
 {
-  if (*counter > 0) {
-    (*counter)--;
-    return cmn_err_set(err, CMN_INTERNAL, "testvm: injected %s failure", what);
+  int v = __atomic_load_n(counter, __ATOMIC_RELAXED);
+  while (v > 0) {
+    if (__atomic_compare_exchange_n(counter, &v, v - 1, false, __ATOMIC_RELAXED,
+                                    __ATOMIC_RELAXED))
+      return cmn_err_set(err, CMN_INTERNAL, "testvm: injected %s failure", what);
   }
   return 0;
 }
@@ -122,9 +125,9 @@ static int tv_snapshot(void *state, vmm_vm *vm, const char *snap_dir, vmm_snap_k
   if (tv_copy(ram, mem, err) < 0 || cmn_file_write_atomic(st, "state\n", 6, 0640, err) < 0)
     return -1;
   if (kind == VMM_SNAP_DIFF)
-    s->n_snapshot_diff++;
+    __atomic_fetch_add(&s->n_snapshot_diff, 1, __ATOMIC_RELAXED);
   else
-    s->n_snapshot_full++;
+    __atomic_fetch_add(&s->n_snapshot_full, 1, __ATOMIC_RELAXED);
   return 0;
 }
 
@@ -142,14 +145,14 @@ static int tv_restore(void *state, vmm_vm *vm, const char *snap_dir, cmn_error *
     return -1;
   if (tv_copy(mem, ram, err) < 0 || cmn_rm_rf(paused, err) < 0)
     return -1;
-  s->n_restore++;
+  __atomic_fetch_add(&s->n_restore, 1, __ATOMIC_RELAXED);
   return 0;
 }
 
 static int tv_shutdown(void *state, vmm_vm *vm, int timeout_ms, cmn_error *err)
 {
   testvm_state *s = state;
-  s->n_shutdown++;
+  __atomic_fetch_add(&s->n_shutdown, 1, __ATOMIC_RELAXED);
   cmn_proc_signal(&vm->proc, SIGTERM);
   return 0;
 }
