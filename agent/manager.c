@@ -258,8 +258,15 @@ static int mgr_commit(agent_manager *m, mgr_instance *inst, agent_record *next, 
   next->proc = inst->vm.proc;
   next->view.vmm_pid = inst->vm.proc.pid;
   next->view.has_snapshot = next->view.state == AGENT_STATE_STANDBY;
-  if (agent_record_save(inst->dir, next, err) < 0)
-    return cmn_err_prefix(err, "persist instance record");
+  /* The change has happened (a VMM ended, a snapshot was written): the API
+   * reports it even when the record cannot be persisted, and a restarted
+   * agent derives the same state from the folders and the VMM (recovery). */
+  int rc = 0;
+  if (agent_record_save(inst->dir, next, err) < 0) {
+    cmn_err_prefix(err, "persist instance record");
+    cmn_error_log(next->view.id, agent_op_name(op), "%s", err->msg);
+    rc = -1;
+  }
   pthread_mutex_lock(&m->mu);
   agent_state old = inst->rec.view.state;
   agent_record_free(&inst->rec);
@@ -271,7 +278,7 @@ static int mgr_commit(agent_manager *m, mgr_instance *inst, agent_record *next, 
   if (old != copy.state || op != AGENT_OP_NONE)
     mgr_emit(m, &copy, old, op, duration_us);
   agent_instance_view_free(&copy);
-  return 0;
+  return rc;
 }
 
 /* Copies the committed record (caller holds op_lock, so it cannot change). */
@@ -377,11 +384,15 @@ static int mgr_do_stop(agent_manager *m, mgr_instance *inst, agent_record *r, cm
     cmn_proc_kill_reap(&inst->vm.proc);
   }
   memset(&inst->vm.proc, 0, sizeof inst->vm.proc);
-  if (cmn_fault("agent.stop.after_vmm", err) < 0)
-    return -1;
-  if (snap_discard_all(inst->dir, err) < 0)
-    return -1;
+  /* The VMM is gone: from here the instance is Stopped whatever else fails. */
+  cmn_fault_exit_only("agent.stop.after_vmm");
   r->view.state = AGENT_STATE_STOPPED;
+  if (snap_discard_all(inst->dir, err) < 0) {
+    cmn_error e2 = {0};
+    mgr_set_status(r, err->msg);
+    mgr_commit(m, inst, r, AGENT_OP_STOP, cmn_now_us() - t0, &e2);
+    return -1;
+  }
   mgr_set_status(r, NULL);
   return mgr_commit(m, inst, r, AGENT_OP_STOP, cmn_now_us() - t0, err);
 }
@@ -394,8 +405,7 @@ static int mgr_do_standby(agent_manager *m, mgr_instance *inst, agent_record *r,
   int64_t t0 = cmn_now_us();
   if (snap_standby(&t, r->view.state == AGENT_STATE_RUNNING, &kind, err) < 0)
     return cmn_err_prefix(err, "standby");
-  if (cmn_fault("agent.standby.before_commit", err) < 0)
-    return -1;
+  cmn_fault_exit_only("agent.standby.before_commit");
   int64_t dt = cmn_now_us() - t0;
   r->view.state = AGENT_STATE_STANDBY;
   r->view.last_snapshot_kind = kind == VMM_SNAP_DIFF ? AGENT_SNAP_DIFF : AGENT_SNAP_FULL;
@@ -413,8 +423,7 @@ static int mgr_do_restore(agent_manager *m, mgr_instance *inst, agent_record *r,
   int64_t t0 = cmn_now_us();
   if (snap_restore(&t, err) < 0)
     return cmn_err_prefix(err, "restore");
-  if (cmn_fault("agent.restore.before_commit", err) < 0)
-    return -1;
+  cmn_fault_exit_only("agent.restore.before_commit");
   int64_t dt = cmn_now_us() - t0;
   r->view.state = AGENT_STATE_RUNNING;
   r->view.last_restore_us = dt;
@@ -444,6 +453,19 @@ static int mgr_run_op(agent_manager *m, mgr_instance *inst, agent_op op, cmn_err
   mgr_snapshot_record(m, inst, &r);
   agent_state st = r.view.state;
   int rc = -1;
+
+  /* A restore whose guest runs but whose snapshot-latest could not be retired
+   * (snap_restore logged it): retire it now, so latest exists only in Standby. */
+  if ((st == AGENT_STATE_RUNNING || st == AGENT_STATE_PAUSED) && inst->entry != NULL &&
+      inst->entry->available) {
+    cleanup_free char *latest = snap_latest_path(inst->dir);
+    if (snap_is_complete(latest)) {
+      snap_target t = mgr_target(m, inst);
+      cmn_error e2 = {0};
+      if (snap_finish_restore(&t, &e2) < 0)
+        cmn_warn(inst->rec.view.id, agent_op_name(op), "retire snapshot-latest: %s", e2.msg);
+    }
+  }
 
   /* Target state already holds: OK, nothing changes. */
   if ((op == AGENT_OP_START && st == AGENT_STATE_RUNNING) ||
@@ -698,14 +720,14 @@ int agent_manager_delete(agent_manager *m, const char *id_or_name, char **id_out
     }
   }
   if (cmn_fault("agent.delete.before_remove", err) < 0)
-    goto out;
+    goto stopped;
   /* Rename out of the way first so a crash mid-removal never leaves a
    * half-deleted instance that would be loaded again. */
   trash = cmn_asprintf("%s/.deleting-%s", m->instances_dir,
                                           inst->rec.view.id);
-  if (cmn_rename_durable(inst->dir, trash, err) < 0 ||
-      cmn_fault("agent.delete.after_rename", err) < 0)
-    goto out;
+  if (cmn_rename_durable(inst->dir, trash, err) < 0)
+    goto stopped;
+  cmn_fault_exit_only("agent.delete.after_rename");
   cmn_error e2 = {0};
   if (cmn_rm_rf(trash, &e2) < 0)
     cmn_warn(inst->rec.view.id, "delete", "removing %s: %s", trash, e2.msg);
@@ -722,6 +744,20 @@ int agent_manager_delete(agent_manager *m, const char *id_or_name, char **id_out
   agent_instance_view_free(&v);
   cmn_info(id_or_name, "delete", "deleted");
   rc = 0;
+  goto out;
+stopped:
+  /* The VMM is gone but the folder stays: the instance is Stopped (its
+   * snapshots too are dropped, as delete asked) and the delete can be retried. */
+  if (inst->rec.view.state != AGENT_STATE_STOPPED) {
+    agent_record r = {0};
+    cmn_error e3 = {0};
+    mgr_snapshot_record(m, inst, &r);
+    snap_discard_all(inst->dir, &e3);
+    r.view.state = AGENT_STATE_STOPPED;
+    mgr_set_status(&r, "a delete failed after its VMM ended; delete again");
+    mgr_commit(m, inst, &r, AGENT_OP_DELETE, cmn_now_us() - t0, &e3);
+    agent_record_free(&r);
+  }
 out:
   pthread_mutex_unlock(&inst->op_lock);
   mgr_unref(m, inst);

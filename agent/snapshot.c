@@ -191,12 +191,8 @@ int snap_standby(const snap_target *t, bool was_running, vmm_snap_kind *kind, cm
   /* 5. Durable, then marked. */
   if (snap_mark_complete(latest, *kind, err) < 0)
     goto fail_undo;
-  if (cmn_fault("snap.standby.after_mark", err) < 0) {
-    /* The snapshot is complete on disk; a failure here still ends in Standby
-     * once the VMM is gone, so carry on rather than undo. */
-    cmn_warn(vm->id, "standby", "%s (ignored: snapshot already complete)", err->msg);
-    cmn_err_clear(err);
-  }
+  /* The snapshot is complete on disk: from here the standby only finishes. */
+  cmn_fault_exit_only("snap.standby.after_mark");
   snap_end_vmm(t);
   return 0;
 
@@ -233,8 +229,7 @@ int snap_restore(const snap_target *t, cmn_error *err)
                        "no complete snapshot in %s: the standby artifact is missing", latest);
   memset(&vm->proc, 0, sizeof vm->proc);
   if (cmn_fault("snap.restore.before_driver", err) < 0 ||
-      drv->restore(t->drv_state, vm, latest, err) < 0 ||
-      cmn_fault("snap.restore.after_driver", err) < 0) {
+      drv->restore(t->drv_state, vm, latest, err) < 0) {
     /* Kill and reap the new VMM, remove its files; latest stays untouched so
      * the instance is still Standby and the restore can be retried. */
     if (vm->proc.pid > 0)
@@ -246,8 +241,10 @@ int snap_restore(const snap_target *t, cmn_error *err)
     memset(&vm->proc, 0, sizeof vm->proc);
     return -1;
   }
-  /* The guest runs. Failing to retire latest now must not kill it: the caller
-   * records Running and recovery finishes the rename later. */
+  /* The guest runs (and may already write to a LIVE_RAM_FILE snapshot): past
+   * the point of no return. Failing to retire latest now must not kill it: the
+   * caller records Running and the next operation or recovery retries. */
+  cmn_fault_exit_only("snap.restore.after_driver");
   cmn_error e2 = {0};
   if (snap_finish_restore(t, &e2) < 0)
     cmn_warn(vm->id, "restore", "retiring snapshot-latest failed (retried later): %s", e2.msg);

@@ -8,6 +8,14 @@
 #include <string.h>
 #include <unistd.h>
 
+void cmn_fault_exit_only(const char *point)
+{
+  cmn_error err = {0};
+  if (cmn_fault(point, &err) < 0)
+    cmn_log(CMN_LOG_WARN, NULL, NULL,
+            "fault injection: %s is past the point of no return; only :exit applies", point);
+}
+
 int cmn_fault(const char *point, cmn_error *err)
 {
   const char *spec = getenv("EMBER_FAULT");

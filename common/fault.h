@@ -13,5 +13,9 @@
 /* Returns -1 with err set (CMN_INTERNAL, "injected fault at <point>") when the
  * point is armed to fail; exits when armed to exit; otherwise returns 0. */
 int cmn_fault(const char *point, cmn_error *err);
+/* A point past an operation's point of no return (the guest already runs on a
+ * consumed snapshot, the VMM is already gone): there is nothing a failure could
+ * undo, so only `:exit` is honoured; a plain arming is logged and ignored. */
+void cmn_fault_exit_only(const char *point);
 
 #endif

@@ -284,8 +284,16 @@ int qemu_restore(void *state, vmm_vm *vm, const char *snap_dir_in, cmn_error *er
   if (cmn_fault("qemu.restore.before_cont", err) < 0)
     return -1;
   if (qemu_vm_cmd(h, vm, "cont", NULL, NULL, err) < 0) {
-    cmn_err_prefix(err, "restore");
-    return qemu_err_add_log(vm, log_off, err);
+    /* A lost reply is not a failed cont: if the guest runs, the snapshot is
+     * consumed and the restore has happened. */
+    vmm_run_state rs = VMM_STATE_OTHER;
+    cmn_error qerr = {0};
+    if (qemu_query_state(h, vm, &rs, NULL, &qerr) < 0 || rs != VMM_STATE_RUNNING) {
+      cmn_err_prefix(err, "restore");
+      return qemu_err_add_log(vm, log_off, err);
+    }
+    cmn_warn(vm->id, "restore", "cont reported %s, but the guest runs", err->msg);
+    cmn_err_clear(err);
   }
   /* From here on the guest runs on <snap_dir>/memory when there is one. */
   if (ram_path != NULL) {
@@ -294,8 +302,7 @@ int qemu_restore(void *state, vmm_vm *vm, const char *snap_dir_in, cmn_error *er
     if (qemu_snap_meta_write(snap_dir, &sm, &merr) < 0)
       cmn_warn(vm->id, "restore", "cannot mark %s consumed: %s", snap_dir, merr.msg);
   }
-  if (cmn_fault("qemu.restore.after_cont", err) < 0)
-    return -1;
+  cmn_fault_exit_only("qemu.restore.after_cont");
   cmn_info(vm->id, "restore", "restored from %s (%s) in %lld ms", snap_dir,
            sm.ram_shared ? "shared RAM" : "full stream",
            (long long)((cmn_now_us() - t0) / 1000));

@@ -106,15 +106,15 @@ FAIL = {
     "qemu.snapshot.after_meta": ("error", R, FULL),
     "snap.standby.after_snapshot": ("error", R, FULL),
     "snap.standby.after_mark": ("ok", S, None),       # snapshot complete: carry on
-    "agent.standby.before_commit": ("error", S, None),  # VMM gone: only Standby is true
+    "agent.standby.before_commit": ("ok", S, None),   # past the point of no return: exit only
     "snap.restore.before_driver": ("error", S, None),
     "qemu.restore.before_cont": ("error", S, None),
-    "qemu.restore.after_cont": ("error", S, None),
-    "snap.restore.after_driver": ("error", S, None),
+    "qemu.restore.after_cont": ("ok", R, None),       # guest runs on a consumed snapshot: exit only
+    "snap.restore.after_driver": ("ok", R, None),     # guest runs: exit only
     "snap.restore.before_rename": ("ok", R, None),    # guest runs; rename retried later
-    "agent.restore.before_commit": ("error", R, None),  # guest runs: only Running is true
+    "agent.restore.before_commit": ("ok", R, None),   # guest runs: exit only
     "agent.stop.before_vmm": ("error", R, None),
-    "agent.stop.after_vmm": ("error", X, None),       # VMM gone: only Stopped is true
+    "agent.stop.after_vmm": ("ok", X, None),          # VMM gone: exit only
     "agent.start.after_driver": ("error", X, None),
     "agent.start.before_commit": ("error", X, None),
     "agent.delete.before_remove": ("error", X, None),  # VMM gone: only Stopped is true
@@ -212,8 +212,10 @@ def state_of(d, g):
         raise
 
 
-def consistent(d, g, label):
-    """The reported state matches the processes and folders."""
+def consistent(d, g, label, latest_may_linger=False):
+    """The reported state matches the processes and folders. latest_may_linger:
+    a restore whose retirement of snapshot-latest failed (the guest runs; the
+    folder is retired by the next operation or by recovery)."""
     st = state_of(d, g)
     check(st != "Unknown", "%s: not Unknown" % label)
     pids = vmm_pids(g.dir)
@@ -229,8 +231,9 @@ def consistent(d, g, label):
         socks = [f for f in os.listdir(g.dir) if f.endswith(".sock")]
         check(pids == [] and socks == [], "%s: %s with no VMM (%s) and no socket (%s)"
               % (label, st, pids, socks))
-    check(g.snap("snapshot-latest") == (st == S),
-          "%s: snapshot-latest exists exactly in Standby (%s)" % (label, st))
+    if not (latest_may_linger and st == R):
+        check(g.snap("snapshot-latest") == (st == S),
+              "%s: snapshot-latest exists exactly in Standby (%s)" % (label, st))
     return st
 
 
@@ -395,7 +398,8 @@ class Run:
                   "%s: call fails with an error (%s: %s)" % (label, code.name,
                                                              res if code != grpc.StatusCode.OK else ""))
         check(self.d.proc.poll() is None, "%s: emberd still serving" % label)
-        st = consistent(self.d, self.g, label)
+        st = consistent(self.d, self.g, label,
+                        latest_may_linger=point == "snap.restore.before_rename")
         check(st == expect, "%s: state right after the call %s, expected %s" % (label, st, expect))
         if st == R and op != "start":
             ok, out = self.g.intact()
