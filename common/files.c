@@ -55,14 +55,15 @@ int cmn_fsync_parent(const char *path, cmn_error *err)
   return cmn_fsync_path(dirname(copy), err);
 }
 
-int cmn_file_write_atomic(const char *path, const void *data, size_t len, mode_t mode,
-                          cmn_error *err)
+static int files_replace(const char *path, const void *data, size_t len, mode_t mode,
+                         bool durable, cmn_error *err)
 {
   cleanup_free char *tmp = cmn_asprintf("%s.tmp.XXXXXX", path);
   cleanup_close int fd = mkostemp(tmp, O_CLOEXEC);
   if (fd < 0)
     return cmn_err_errno(err, CMN_INTERNAL, errno, "create temp file for %s", path);
-  if (fchmod(fd, mode) < 0 || files_write_all(fd, data, len) < 0 || fsync(fd) < 0) {
+  if (fchmod(fd, mode) < 0 || files_write_all(fd, data, len) < 0 ||
+      (durable && fsync(fd) < 0)) {
     int e = errno;
     unlink(tmp);
     return cmn_err_errno(err, CMN_INTERNAL, e, "write %s", tmp);
@@ -72,7 +73,19 @@ int cmn_file_write_atomic(const char *path, const void *data, size_t len, mode_t
     unlink(tmp);
     return cmn_err_errno(err, CMN_INTERNAL, e, "rename %s to %s", tmp, path);
   }
-  return cmn_fsync_parent(path, err);
+  return durable ? cmn_fsync_parent(path, err) : 0;
+}
+
+int cmn_file_write_atomic(const char *path, const void *data, size_t len, mode_t mode,
+                          cmn_error *err)
+{
+  return files_replace(path, data, len, mode, true, err);
+}
+
+int cmn_file_replace(const char *path, const void *data, size_t len, mode_t mode,
+                     cmn_error *err)
+{
+  return files_replace(path, data, len, mode, false, err);
 }
 
 int cmn_file_read(const char *path, size_t max, char **out, size_t *len, cmn_error *err)

@@ -10,7 +10,9 @@
  * <vm->dir>/qemu-vm.json says how the running VM's RAM is backed, so that a
  * re-adopted VM (agent restart) is snapshotted correctly:
  *   {"format":1, "ram":"shared"|"anonymous", "ram_dev":N, "ram_ino":N}
- * Both are written atomically (temp file, fsync, rename). */
+ * Both are written atomically (temp file, rename) and durably (fsyncs), except
+ * qemu.json as a snapshot writes it: the snapshot manager fsyncs the whole
+ * folder before it marks it complete, so fsyncing it here would be work twice. */
 #define _GNU_SOURCE
 #include "drivers/qemu/internal.h"
 
@@ -18,19 +20,21 @@
 #include "common/files.h"
 #include "common/mem.h"
 
+#include <stdbool.h>
 #include <string.h>
 
 #define META_FORMAT 1
 #define META_MAX 65536
 
-static int meta_write(const char *path, cJSON *obj, cmn_error *err)
+static int meta_write(const char *path, cJSON *obj, bool durable, cmn_error *err)
 {
   cleanup_free char *text = cJSON_Print(obj);
   cJSON_Delete(obj);
   if (text == NULL)
     return cmn_err_set(err, CMN_INTERNAL, "cannot encode %s", path);
   cleanup_free char *line = cmn_asprintf("%s\n", text);
-  return cmn_file_write_atomic(path, line, strlen(line), 0644, err);
+  return durable ? cmn_file_write_atomic(path, line, strlen(line), 0644, err)
+                 : cmn_file_replace(path, line, strlen(line), 0644, err);
 }
 
 static cJSON *meta_read(const char *path, cmn_error *err)
@@ -81,7 +85,7 @@ int qemu_vm_meta_write(const vmm_vm *vm, const qemu_vm_meta *m, cmn_error *err)
   cJSON_AddStringToObject(o, "ram", m->ram_shared ? "shared" : "anonymous");
   meta_add_u64(o, "ram_dev", (uint64_t)m->ram_dev);
   meta_add_u64(o, "ram_ino", (uint64_t)m->ram_ino);
-  return meta_write(path, o, err);
+  return meta_write(path, o, true, err);
 }
 
 int qemu_vm_meta_read(const vmm_vm *vm, qemu_vm_meta *m, cmn_error *err)
@@ -106,7 +110,7 @@ int qemu_snap_meta_write(const char *snap_dir, const qemu_snap_meta *m, cmn_erro
   cJSON_AddStringToObject(o, "ram", m->ram_shared ? "shared" : "stream");
   cJSON_AddNumberToObject(o, "memory_mib", (double)m->memory_mib);
   cJSON_AddBoolToObject(o, "consumed", m->consumed);
-  return meta_write(path, o, err);
+  return meta_write(path, o, m->consumed, err);
 }
 
 int qemu_snap_meta_read(const char *snap_dir, qemu_snap_meta *m, cmn_error *err)

@@ -18,22 +18,7 @@ set(FUZZ_LIBS ember_server ember_testvm ember_agent ember_drivers ember_common e
 set(EMBER_FUZZ_RUNS 200000 CACHE STRING "Input cap of the fuzz_requests_smoke test")
 
 if(EMBER_FUZZ)
-  if(NOT CMAKE_C_COMPILER_ID STREQUAL "Clang")
-    message(FATAL_ERROR "EMBER_FUZZ needs clang (libFuzzer): -DCMAKE_C_COMPILER=clang")
-  endif()
-  # Coverage feedback (and ASan/UBSan unless EMBER_SANITIZE already applies
-  # them everywhere) for every library the handlers run through.
-  set(FUZZ_INSTR -fsanitize=fuzzer-no-link)
-  if(NOT EMBER_SANITIZE)
-    list(APPEND FUZZ_INSTR -fsanitize=address,undefined -fno-omit-frame-pointer
-         -fno-sanitize-recover=all)
-  endif()
-  foreach(t ember_common ember_drivers ember_driver_qemu ember_driver_firecracker ember_agent
-            ember_server ember_testvm)
-    if(TARGET ${t})
-      target_compile_options(${t} PRIVATE ${FUZZ_INSTR})
-    endif()
-  endforeach()
+  # The top CMakeLists.txt instruments every library when EMBER_FUZZ is on.
   add_executable(fuzz_requests ${FUZZ_SRCS})
   target_compile_options(fuzz_requests PRIVATE -fsanitize=fuzzer,address,undefined
                          -fno-omit-frame-pointer -fno-sanitize-recover=all)
