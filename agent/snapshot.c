@@ -150,56 +150,64 @@ int snap_standby(const snap_target *t, bool was_running, vmm_snap_kind *kind, cm
   cleanup_free char *base = snap_base_path(t->inst_dir);
 
   /* 1. Pause. */
+  int64_t t0 = cmn_now_us();
   if (was_running) {
     if (drv->pause == NULL)
       return cmn_err_set(err, CMN_UNIMPLEMENTED, "driver %s cannot pause", drv->type);
     if (drv->pause(t->drv_state, vm, err) < 0)
       return cmn_err_prefix(err, "pause before standby");
   }
+  int64_t t_pause = cmn_now_us();
   if (cmn_fault("snap.standby.after_pause", err) < 0)
-    goto fail_resume;
+    goto fail;
 
   /* 2. Choose the target: promote a complete base (diff) or a fresh folder (full). */
   if (cmn_rm_rf(latest, err) < 0)
-    goto fail_resume;
+    goto fail;
   *kind = VMM_SNAP_FULL;
   if ((t->caps & VMM_CAP_BASE_REUSE) && snap_is_complete(base)) {
     /* Unmark before the rename: a crash must never leave a complete-looking
      * latest whose diff was not written. */
     if (snap_unmark(base, err) < 0 || cmn_fault("snap.standby.after_unmark", err) < 0 ||
         cmn_rename_durable(base, latest, err) < 0)
-      goto fail_undo;
+      goto fail;
     *kind = VMM_SNAP_DIFF;
   } else {
     /* A base that is not complete is never reused. For a LIVE_RAM_FILE driver it
      * may be the running guest's RAM: unlinking it is safe (the mapping stays)
      * and the full snapshot below carries all of RAM. */
     if (cmn_rm_rf(base, err) < 0 || cmn_mkdir_p(latest, 0750, err) < 0)
-      goto fail_undo;
+      goto fail;
   }
+  int64_t t_target = cmn_now_us();
   if (cmn_fault("snap.standby.after_promote", err) < 0)
-    goto fail_undo;
+    goto fail;
 
   /* 3. The driver writes into latest. */
   if (drv->snapshot(t->drv_state, vm, latest, *kind, err) < 0) {
     cmn_err_prefix(err, "%s snapshot", *kind == VMM_SNAP_DIFF ? "diff" : "full");
-    goto fail_undo;
+    goto fail;
   }
+  int64_t t_snap = cmn_now_us();
   if (cmn_fault("snap.standby.after_snapshot", err) < 0)
-    goto fail_undo;
+    goto fail;
 
   /* 5. Durable, then marked. */
   if (snap_mark_complete(latest, *kind, err) < 0)
-    goto fail_undo;
+    goto fail;
   /* The snapshot is complete on disk: from here the standby only finishes. */
   cmn_fault_exit_only("snap.standby.after_mark");
+  int64_t t_durable = cmn_now_us();
   snap_end_vmm(t);
+  /* Where a standby's time goes, for operators and benchmarks. */
+  cmn_debug(vm->id, "standby",
+            "phases (us): pause %lld, target %lld, snapshot %lld, durable %lld, vmm exit %lld",
+            (long long)(t_pause - t0), (long long)(t_target - t_pause),
+            (long long)(t_snap - t_target), (long long)(t_durable - t_snap),
+            (long long)(cmn_now_us() - t_durable));
   return 0;
 
-fail_undo:
-  snap_standby_undo(t, latest, was_running);
-  return -1;
-fail_resume:
+fail:
   snap_standby_undo(t, latest, was_running);
   return -1;
 }
