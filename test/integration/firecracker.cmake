@@ -42,3 +42,14 @@ if(TARGET emberd AND EXISTS ${FC_TEST_DIR}/test_firecracker_api.py)
     SKIP_RETURN_CODE 77
     ENVIRONMENT "EMBERD_BIN=$<TARGET_FILE:emberd>;EMBER_PYTHON_DIR=${CMAKE_BINARY_DIR}/python")
 endif()
+
+# The same, through emberd, with a real Firecracker (EMBER_FIRECRACKER_BIN) and the
+# tiny guest under KVM; SKIP (77) with a message when either is missing.
+if(TARGET emberd AND EXISTS ${FC_TEST_DIR}/test_firecracker_api.py)
+  add_test(NAME fc_api_real
+           COMMAND /usr/bin/python3 ${FC_TEST_DIR}/test_firecracker_api.py real
+                   ${CMAKE_BINARY_DIR}/guests/tiny/tiny.elf)
+  set_tests_properties(fc_api_real PROPERTIES LABELS "firecracker;integration" TIMEOUT 300
+    SKIP_RETURN_CODE 77
+    ENVIRONMENT "EMBERD_BIN=$<TARGET_FILE:emberd>;EMBER_PYTHON_DIR=${CMAKE_BINARY_DIR}/python")
+endif()
