@@ -19,6 +19,10 @@
  * history). The VMM is therefore started through `/bin/sh -c 'exec ...'` with
  * stdout appended to vm->console_path and stderr to vm->vmm_log_path; the
  * shell execs Firecracker in place, so the pid and start time are the VMM's.
+ * Firecracker's own log goes to `--log-path <vm->dir>/firecracker.log`, a file
+ * made fresh for each process (the previous one kept as firecracker.log.1),
+ * because Firecracker writes it from offset 0 and because on stdout its lines
+ * would cut the guest's console lines in two.
  *
  * Memory on restore: Firecracker maps the memory file privately, so the file
  * stays exactly the snapshot while the guest runs; the agent keeps the folder
@@ -288,9 +292,16 @@ static int fc_spawn(const fc_host *h, vmm_vm *vm, cmn_error *err)
   if (unlink(p->sock) < 0 && errno != ENOENT)
     return cmn_err_errno(err, CMN_INTERNAL, errno, "removing stale %s", p->sock);
   const char *console = vm->console_path != NULL ? vm->console_path : "/dev/null";
+  cleanup_free char *fc_log = cmn_asprintf("%s/firecracker.log", vm->dir);
+  cleanup_free char *fc_log_old = cmn_asprintf("%s/firecracker.log.1", vm->dir);
+  if (rename(fc_log, fc_log_old) < 0 && errno != ENOENT)
+    return cmn_err_errno(err, CMN_INTERNAL, errno, "rotating %s", fc_log);
+  cleanup_close int log_fd = cmn_open(fc_log, O_WRONLY | O_CREAT | O_EXCL, 0640);
+  if (log_fd < 0)
+    return cmn_err_errno(err, CMN_INTERNAL, errno, "creating %s", fc_log);
   char *const argv[] = {"/bin/sh", "-c", "c=$1; shift; exec \"$@\" >>\"$c\"",
                         "ember-firecracker", (char *)console, h->binary, "--api-sock",
-                        p->sock, NULL};
+                        p->sock, "--log-path", fc_log, NULL};
   cmn_spawn_opts opts = {.log_path = vm->vmm_log_path, .cwd = vm->dir};
   if (cmn_proc_spawn(argv, &opts, &vm->proc, err) < 0)
     return cmn_err_prefix(err, "starting %s", h->binary);

@@ -24,7 +24,15 @@ except Exception as e:  # noqa: BLE001
     print("SKIP: the emberd test fixture cannot load: %s" % e)
     sys.exit(77)
 
-LINE = re.compile(rb"tiny counter=(\d+) marker=([0-9a-f]+)")
+LINE = re.compile(rb"tiny counter=(\d+) marker=([0-9a-f]+)\r?\n")  # whole lines only
+
+
+def line_start(path):
+    """Offset just after the last newline: the serial port is written byte by
+    byte, so a standby may cut a line in two; scanning from here after the
+    restore sees that line whole once the guest finishes it."""
+    with open(path, "rb") as f:
+        return f.read().rfind(b"\n") + 1
 
 
 def scan(path, start=0):
@@ -82,15 +90,17 @@ def run(binary, version, kernel=None):
             kinds.append(inst.last_snapshot_kind)
             paused_at = scan(console)[-1][0]
             size = os.path.getsize(console)
+            start = line_start(console)
             time.sleep(0.2)
             check(os.path.getsize(console) == size, "the guest ran on in standby")
             inst = d.restore(inst.id)
             check(inst.state == pb.INSTANCE_STATE_RUNNING, "restore: %s" % inst)
-            got = wait_lines(console, size, 2)
+            got = wait_lines(console, start, 2)
             check(got[0][0] == paused_at + 1,
                   "round %d: counter after restore %d, paused at %d" %
                   (round_, got[0][0], paused_at))
-            check(got[0][1] == marker, "marker changed: the guest rebooted")
+            check(got[0][1] == marker, "marker changed: the guest rebooted (%s -> %s)"
+                  % (marker, got[0][1]))
         check(kinds == [pb.SNAPSHOT_KIND_FULL, pb.SNAPSHOT_KIND_DIFF],
               "snapshot kinds %s, want FULL then DIFF" % kinds)
         d.delete(inst.id)
