@@ -260,7 +260,7 @@ def pid_alive(pid):
 
 # ---- tiny guest console ------------------------------------------------------
 
-TINY_LINE = re.compile(rb"tiny counter=(\d+) marker=([0-9a-f]+)")
+TINY_LINE = re.compile(rb"tiny counter=(\d+) marker=([0-9a-f]+)\r?\n")  # whole lines only
 
 
 def tiny_lines(path, start=0):

@@ -202,8 +202,13 @@ class RawSide:
             os.unlink(self.sock)
         except FileNotFoundError:
             pass
+        # As the driver does: Firecracker's own log in a fresh file per process
+        # (--log-path), so the console holds only the guest's lines.
+        fc_log = os.path.join(self.dir, "firecracker-%d.log" % time.monotonic_ns())
+        open(fc_log, "wb").close()
         with open(self.console, "ab") as out, open(self.log, "ab") as err:
-            self.proc = subprocess.Popen([self.binary, "--api-sock", self.sock], cwd=self.dir,
+            self.proc = subprocess.Popen([self.binary, "--api-sock", self.sock,
+                                          "--log-path", fc_log], cwd=self.dir,
                                          stdin=subprocess.DEVNULL, stdout=out, stderr=err,
                                          start_new_session=True)
         deadline = bc.now() + 10
