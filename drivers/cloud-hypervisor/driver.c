@@ -34,6 +34,7 @@
  * resuming the guest. */
 #define _GNU_SOURCE
 #include "drivers/registry.h"
+#include "drivers/rest_vmm.h"
 #include "version.h"
 #include "common/cleanup.h"
 #include "common/fault.h"
@@ -243,60 +244,14 @@ static int ch_get_state(vmm_vm *vm, vmm_run_state *out, cmn_error *err)
   return 0;
 }
 
-/* Last bytes of the VMM log, for error messages when the VMM died. */
-static char *ch_log_tail(const vmm_vm *vm)
-{
-  cleanup_free char *buf = NULL;
-  size_t len = 0;
-  if (vm->vmm_log_path == NULL ||
-      cmn_file_read(vm->vmm_log_path, 1u << 20, &buf, &len, NULL) < 0 || len == 0)
-    return cmn_strdup("(no VMM output)");
-  size_t keep = len > 400 ? 400 : len;
-  char *t = cmn_strdup(buf + len - keep);
-  for (char *c = t; *c != '\0'; c++)
-    if (*c == '\n')
-      *c = ' ';
-  return t;
-}
-
 /* Spawns a fresh cloud-hypervisor (no VM) and waits until vmm.ping answers. */
 static int ch_spawn(const ch_host *h, vmm_vm *vm, cmn_error *err)
 {
   ch_vm *p = ch_priv(vm);
-  if (vm->proc.pid > 0 && cmn_proc_alive(&vm->proc))
-    return cmn_err_set(err, CMN_FAILED_PRECONDITION,
-                       "a cloud-hypervisor process (pid %d) already runs for this VM",
-                       (int)vm->proc.pid);
-  /* The API socket cannot be bound over a stale file left by a killed VMM. */
-  if (unlink(p->sock) < 0 && errno != ENOENT)
-    return cmn_err_errno(err, CMN_INTERNAL, errno, "removing stale %s", p->sock);
   cleanup_free char *sockarg = cmn_asprintf("path=%s", p->sock);
-  const char *console = vm->console_path != NULL ? vm->console_path : "/dev/null";
-  char *const argv[] = {"/bin/sh", "-c", "c=$1; shift; exec \"$@\" >>\"$c\"",
-                        "ember-cloud-hypervisor", (char *)console, h->binary, "--api-socket",
-                        sockarg, NULL};
-  cmn_spawn_opts opts = {.log_path = vm->vmm_log_path, .cwd = vm->dir};
-  if (cmn_proc_spawn(argv, &opts, &vm->proc, err) < 0)
-    return cmn_err_prefix(err, "starting %s", h->binary);
-  int64_t deadline = cmn_now_us() + (int64_t)CH_START_TIMEOUT_MS * 1000;
-  for (;;) {
-    if (!cmn_proc_alive(&vm->proc)) {
-      cleanup_free char *tail = ch_log_tail(vm);
-      return cmn_err_set(err, CMN_INTERNAL, "cloud-hypervisor exited at start-up: %s", tail);
-    }
-    if (access(p->sock, F_OK) == 0) {
-      long status = 0;
-      cmn_error e2 = {0};
-      if (cmn_http_request_timeout(p->sock, "GET", "/api/v1/vmm.ping", NULL, 1000, &status,
-                                   NULL, &e2) == 0 && status == 200)
-        return 0;
-    }
-    if (cmn_now_us() > deadline)
-      return cmn_err_set(err, CMN_DEADLINE_EXCEEDED,
-                         "cloud-hypervisor's API socket %s did not answer within %d ms",
-                         p->sock, CH_START_TIMEOUT_MS);
-    cmn_sleep_ms(10);
-  }
+  char *const argv[] = {(char *)h->binary, "--api-socket", sockarg, NULL};
+  return vmm_rest_spawn(vm, "cloud-hypervisor", argv, p->sock, "/api/v1/vmm.ping",
+                        CH_START_TIMEOUT_MS, err);
 }
 
 static bool ch_set(const char *s)

@@ -29,6 +29,7 @@
  * as snapshot-base and the next standby writes a Diff into it. */
 #define _GNU_SOURCE
 #include "drivers/registry.h"
+#include "drivers/rest_vmm.h"
 #include "fc_merge.h"
 #include "common/cleanup.h"
 #include "common/fault.h"
@@ -263,35 +264,10 @@ static int fc_get_state(vmm_vm *vm, vmm_run_state *out, cmn_error *err)
   return 0;
 }
 
-/* Last bytes of the VMM log, for error messages when the VMM died. */
-static char *fc_log_tail(const vmm_vm *vm)
-{
-  cleanup_free char *buf = NULL;
-  size_t len = 0;
-  if (vm->vmm_log_path == NULL ||
-      cmn_file_read(vm->vmm_log_path, 1u << 20, &buf, &len, NULL) < 0 || len == 0)
-    return cmn_strdup("(no VMM output)");
-  size_t keep = len > 400 ? 400 : len;
-  char *t = cmn_strdup(buf + len - keep);
-  for (char *c = t; *c != '\0'; c++)
-    if (*c == '\n')
-      *c = ' ';
-  return t;
-}
-
 /* Spawns a fresh firecracker for vm and waits until its API answers. */
 static int fc_spawn(const fc_host *h, vmm_vm *vm, cmn_error *err)
 {
   fc_vm *p = fc_priv(vm);
-  if (vm->proc.pid > 0 && cmn_proc_alive(&vm->proc))
-    return cmn_err_set(err, CMN_FAILED_PRECONDITION,
-                       "a firecracker process (pid %d) already runs for this VM",
-                       (int)vm->proc.pid);
-  /* Firecracker refuses to bind over an existing socket file; a stale one is
-   * left by a VMM that was killed. */
-  if (unlink(p->sock) < 0 && errno != ENOENT)
-    return cmn_err_errno(err, CMN_INTERNAL, errno, "removing stale %s", p->sock);
-  const char *console = vm->console_path != NULL ? vm->console_path : "/dev/null";
   cleanup_free char *fc_log = cmn_asprintf("%s/firecracker.log", vm->dir);
   cleanup_free char *fc_log_old = cmn_asprintf("%s/firecracker.log.1", vm->dir);
   if (rename(fc_log, fc_log_old) < 0 && errno != ENOENT)
@@ -299,31 +275,8 @@ static int fc_spawn(const fc_host *h, vmm_vm *vm, cmn_error *err)
   cleanup_close int log_fd = cmn_open(fc_log, O_WRONLY | O_CREAT | O_EXCL, 0640);
   if (log_fd < 0)
     return cmn_err_errno(err, CMN_INTERNAL, errno, "creating %s", fc_log);
-  char *const argv[] = {"/bin/sh", "-c", "c=$1; shift; exec \"$@\" >>\"$c\"",
-                        "ember-firecracker", (char *)console, h->binary, "--api-sock",
-                        p->sock, "--log-path", fc_log, NULL};
-  cmn_spawn_opts opts = {.log_path = vm->vmm_log_path, .cwd = vm->dir};
-  if (cmn_proc_spawn(argv, &opts, &vm->proc, err) < 0)
-    return cmn_err_prefix(err, "starting %s", h->binary);
-  int64_t deadline = cmn_now_us() + (int64_t)FC_START_TIMEOUT_MS * 1000;
-  for (;;) {
-    if (!cmn_proc_alive(&vm->proc)) {
-      cleanup_free char *tail = fc_log_tail(vm);
-      return cmn_err_set(err, CMN_INTERNAL, "firecracker exited at start-up: %s", tail);
-    }
-    if (access(p->sock, F_OK) == 0) {
-      long status = 0;
-      cmn_error e2 = {0};
-      if (cmn_http_request_timeout(p->sock, "GET", "/", NULL, 1000, &status, NULL, &e2) == 0 &&
-          status == 200)
-        return 0;
-    }
-    if (cmn_now_us() > deadline)
-      return cmn_err_set(err, CMN_DEADLINE_EXCEEDED,
-                         "firecracker's API socket %s did not answer within %d ms", p->sock,
-                         FC_START_TIMEOUT_MS);
-    cmn_sleep_ms(10);
-  }
+  char *const argv[] = {(char *)h->binary, "--api-sock", p->sock, "--log-path", fc_log, NULL};
+  return vmm_rest_spawn(vm, "firecracker", argv, p->sock, "/", FC_START_TIMEOUT_MS, err);
 }
 
 /* ---- operations ------------------------------------------------------------ */
