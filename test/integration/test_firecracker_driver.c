@@ -263,7 +263,7 @@ static void test_diff_restore(void)
   diff_cycle();
   if (!fx.real) {
     /* Where the diff landed, per version: in place from 1.6, else merged. */
-    int minor = atoi(strchr(fx.version, '.') + 1); /* test code: fixed input */
+    long minor = strtol(strchr(fx.version, '.') + 1, NULL, 10);
     if (minor >= 6) {
       CU_ASSERT(log_contains("in place into existing: True"));
     } else {
