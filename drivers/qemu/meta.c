@@ -10,9 +10,10 @@
  * <vm->dir>/qemu-vm.json says how the running VM's RAM is backed, so that a
  * re-adopted VM (agent restart) is snapshotted correctly:
  *   {"format":1, "ram":"shared"|"anonymous", "ram_dev":N, "ram_ino":N}
- * Both are written atomically (temp file, rename) and durably (fsyncs), except
- * qemu.json as a snapshot writes it: the snapshot manager fsyncs the whole
- * folder before it marks it complete, so fsyncing it here would be work twice. */
+ * Both are written atomically (temp file, rename). Only qemu.json's "consumed"
+ * mark is written durably (fsyncs): as a snapshot writes qemu.json, the snapshot
+ * manager fsyncs the whole folder before it marks it complete, and qemu-vm.json
+ * only matters for a live VMM, which a host crash would have ended anyway. */
 #define _GNU_SOURCE
 #include "drivers/qemu/internal.h"
 
@@ -85,7 +86,9 @@ int qemu_vm_meta_write(const vmm_vm *vm, const qemu_vm_meta *m, cmn_error *err)
   cJSON_AddStringToObject(o, "ram", m->ram_shared ? "shared" : "anonymous");
   meta_add_u64(o, "ram_dev", (uint64_t)m->ram_dev);
   meta_add_u64(o, "ram_ino", (uint64_t)m->ram_ino);
-  return meta_write(path, o, true, err);
+  /* Only read to re-adopt a live QEMU after an agent restart, when the page
+   * cache is intact; a host crash ends the VMM too. So no fsync. */
+  return meta_write(path, o, false, err);
 }
 
 int qemu_vm_meta_read(const vmm_vm *vm, qemu_vm_meta *m, cmn_error *err)
