@@ -949,8 +949,10 @@ static int mgr_load_all(agent_manager *m, cmn_error *err)
     mgr_insert_locked(m, inst);
     pthread_mutex_unlock(&m->mu);
   }
-  for (size_t i = 0; i < m->n_insts; i++)
+  for (size_t i = 0; i < m->n_insts; i++) {
+    snap_collect_garbage(m->insts[i]->dir);
     mgr_recover_one(m, m->insts[i]);
+  }
   return 0;
 }
 
@@ -960,6 +962,7 @@ static void mgr_check_exit(agent_manager *m, mgr_instance *inst)
 {
   if (pthread_mutex_trylock(&inst->op_lock) != 0)
     return; /* an operation owns it and will see the exit itself */
+  snap_collect_garbage(inst->dir);
   pthread_mutex_lock(&m->mu);
   bool live_state = !inst->deleted && (inst->rec.view.state == AGENT_STATE_RUNNING ||
                                        inst->rec.view.state == AGENT_STATE_PAUSED);

@@ -7,6 +7,7 @@
 #include "common/log.h"
 #include "common/mem.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -212,12 +213,33 @@ fail:
   return -1;
 }
 
+void snap_collect_garbage(const char *inst_dir)
+{
+  cleanup_free char *root = cmn_asprintf("%s/" SNAP_DIR, inst_dir);
+  cleanup_closedir DIR *d = opendir(root);
+  if (d == NULL)
+    return;
+  struct dirent *de;
+  while ((de = readdir(d)) != NULL) {
+    if (strncmp(de->d_name, ".retired-", 9) != 0)
+      continue;
+    cleanup_free char *p = cmn_asprintf("%s/%s", root, de->d_name);
+    cmn_error err = {0};
+    if (cmn_rm_rf(p, &err) < 0)
+      cmn_warn(NULL, "gc", "%s", err.msg);
+  }
+}
+
 int snap_finish_restore(const snap_target *t, cmn_error *err)
 {
   cleanup_free char *latest = snap_latest_path(t->inst_dir);
   cleanup_free char *base = snap_base_path(t->inst_dir);
-  if (!(t->caps & VMM_CAP_BASE_REUSE))
-    return cmn_rm_rf(latest, err) < 0 ? -1 : cmn_fsync_parent(latest, err);
+  if (!(t->caps & VMM_CAP_BASE_REUSE)) {
+    /* One durable rename now; the removal later (snap_collect_garbage). */
+    cleanup_free char *retired = cmn_asprintf("%s/" SNAP_DIR "/.retired-%lld", t->inst_dir,
+                                              (long long)cmn_wall_us());
+    return cmn_rename_durable(latest, retired, err);
+  }
   if (cmn_rm_rf(base, err) < 0)
     return -1;
   if (cmn_fault("snap.restore.before_rename", err) < 0)
@@ -236,6 +258,7 @@ int snap_restore(const snap_target *t, cmn_error *err)
     return cmn_err_set(err, CMN_INTERNAL,
                        "no complete snapshot in %s: the standby artifact is missing", latest);
   memset(&vm->proc, 0, sizeof vm->proc);
+  int64_t t0 = cmn_now_us();
   if (cmn_fault("snap.restore.before_driver", err) < 0 ||
       drv->restore(t->drv_state, vm, latest, err) < 0) {
     /* Kill and reap the new VMM, remove its files; latest stays untouched so
@@ -253,8 +276,11 @@ int snap_restore(const snap_target *t, cmn_error *err)
    * the point of no return. Failing to retire latest now must not kill it: the
    * caller records Running and the next operation or recovery retries. */
   cmn_fault_exit_only("snap.restore.after_driver");
+  int64_t t_driver = cmn_now_us();
   cmn_error e2 = {0};
   if (snap_finish_restore(t, &e2) < 0)
     cmn_warn(vm->id, "restore", "retiring snapshot-latest failed (retried later): %s", e2.msg);
+  cmn_debug(vm->id, "restore", "phases (us): driver %lld, retire snapshot-latest %lld",
+            (long long)(t_driver - t0), (long long)(cmn_now_us() - t_driver));
   return 0;
 }

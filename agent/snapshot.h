@@ -64,5 +64,9 @@ int snap_finish_restore(const snap_target *t, cmn_error *err);
 void snap_end_vmm(const snap_target *t);
 /* Removes snapshot-latest and snapshot-base (Stop). */
 int snap_discard_all(const char *inst_dir, cmn_error *err);
+/* Removes folders retired by snap_finish_restore (snapshots/.retired-*). Deleting
+ * a large snapshot takes tens of milliseconds, so it is kept off the restore's
+ * critical path: the monitor and start-up call this instead. */
+void snap_collect_garbage(const char *inst_dir);
 
 #endif

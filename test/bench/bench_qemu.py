@@ -513,7 +513,7 @@ def main():
     try:
         for reuse in sorted({SCENARIOS[n]["base_reuse"] for n in names}):
             cfg = {"drivers": {"qemu": {"accel": accel, "base_reuse": reuse}}}
-            daemons[reuse] = Emberd(config=cfg, log_level="info")
+            daemons[reuse] = Emberd(config=cfg, log_level=os.environ.get("EMBER_BENCH_LOG_LEVEL", "info"))
         for n in names:
             run_scenario(n, daemons, kernel, initrd, args, results)
     except BenchFailure as e:

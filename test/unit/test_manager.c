@@ -33,7 +33,7 @@ typedef struct fixture {
 } fixture;
 
 static const vmm_driver *const test_drivers[] = {&testvm_driver, &testvm_live_driver,
-                                                 &testvm_nosnap_driver};
+                                                 &testvm_nosnap_driver, &testvm_full_driver};
 
 static void fx_open_manager(fixture *f)
 {
@@ -52,7 +52,7 @@ static void fx_setup(fixture *f)
   f->kernel = cmn_asprintf("%s/vmlinux", f->root);
   cmn_error err = {0};
   CU_ASSERT_EQUAL_FATAL(cmn_file_write_atomic(f->kernel, "k", 1, 0644, &err), 0);
-  f->reg = vmm_registry_create(NULL, test_drivers, 3);
+  f->reg = vmm_registry_create(NULL, test_drivers, 4);
   f->tv = vmm_registry_get(f->reg, "testvm")->state;
   f->live = vmm_registry_get(f->reg, "testlive")->state;
   fx_open_manager(f);
@@ -389,6 +389,34 @@ static void test_live_ram_driver(void)
   CU_ASSERT_EQUAL(f.live->n_shutdown, 1);
   CU_ASSERT_EQUAL(fx_op(&f, id, AGENT_OP_RESTORE), 0);
   CU_ASSERT_EQUAL(fx_op(&f, id, AGENT_OP_STOP), 0);
+  fx_teardown(&f);
+}
+
+/* Without base reuse every standby is full, a restore keeps no base, and the
+ * consumed snapshot is removed off the restore's critical path (the monitor). */
+static void test_no_base_reuse(void)
+{
+  fixture f;
+  fx_setup(&f);
+  cleanup_free char *id = fx_create(&f, "full", "testfull", true);
+  fx_write_ram(&f, id, "full-ram\n");
+  for (int round = 0; round < 2; round++) {
+    CU_ASSERT_EQUAL(fx_op(&f, id, AGENT_OP_STANDBY), 0);
+    agent_instance_view v = fx_get(&f, id);
+    CU_ASSERT_EQUAL(v.last_snapshot_kind, AGENT_SNAP_FULL);
+    agent_instance_view_free(&v);
+    CU_ASSERT_EQUAL(fx_op(&f, id, AGENT_OP_RESTORE), 0);
+    CU_ASSERT_FALSE(fx_exists(&f, id, "snapshots/snapshot-latest"));
+    CU_ASSERT_FALSE(fx_exists(&f, id, "snapshots/snapshot-base"));
+  }
+  cleanup_free char *ram = fx_read(&f, id, "ram");
+  CU_ASSERT_STRING_EQUAL(ram, "full-ram\n");
+  cleanup_free char *cmd = cmn_asprintf("ls -a %s/instances/%s/snapshots | grep -q retired",
+                                        f.data, id);
+  int left = 0;
+  for (int i = 0; i < 100 && (left = (system(cmd) == 0)); i++)
+    cmn_sleep_ms(20);
+  CU_ASSERT_FALSE(left);
   fx_teardown(&f);
 }
 
@@ -763,6 +791,7 @@ int main(void)
   CU_add_test(s, "capabilities", test_capabilities);
   CU_add_test(s, "standby_restore_base_reuse", test_standby_restore_base_reuse);
   CU_add_test(s, "live_ram_driver", test_live_ram_driver);
+  CU_add_test(s, "no_base_reuse", test_no_base_reuse);
   CU_add_test(s, "standby_failure_discards_base", test_standby_failure_discards_base);
   CU_add_test(s, "restore_failure_keeps_latest", test_restore_failure_keeps_latest);
   CU_add_test(s, "fault_points_fail", test_fault_points_fail);

@@ -182,6 +182,12 @@ const vmm_driver testvm_live_driver = {
     .shutdown = tv_shutdown,
 };
 
+const vmm_driver testvm_full_driver = {
+    .type = "testfull",
+    .caps = VMM_CAP_SNAPSHOT | VMM_CAP_PAUSE,
+    TESTVM_OPS,
+};
+
 const vmm_driver testvm_nosnap_driver = {
     .type = "testbare",
     .caps = 0,
