@@ -7,8 +7,32 @@
 #include "common/mem.h"
 
 #include <errno.h>
+#include <limits.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+
+char *vmm_find_binary(const char *env_var, const cJSON *config, const char *default_name,
+                      const char *type, cmn_error *err)
+{
+  const char *want = getenv(env_var);
+  cleanup_free char *from = cmn_strdup(env_var);
+  if (want == NULL || want[0] == '\0') {
+    const cJSON *b = config != NULL ? cJSON_GetObjectItemCaseSensitive(config, "binary") : NULL;
+    want = cJSON_IsString(b) ? b->valuestring : default_name;
+    free(from);
+    from = cJSON_IsString(b) ? cmn_asprintf("config drivers.%s.binary", type)
+                             : cmn_strdup("PATH");
+  }
+  cleanup_free char *found = cmn_which(want);
+  if (found == NULL) {
+    cmn_err_set(err, CMN_UNAVAILABLE,
+                "no %s binary: \"%s\" (from %s) is not an executable file", type, want, from);
+    return NULL;
+  }
+  char *abs = realpath(found, NULL);
+  return abs != NULL ? abs : steal_ptr(found);
+}
 
 char *vmm_log_tail(const vmm_vm *vm)
 {

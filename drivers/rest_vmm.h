@@ -7,6 +7,12 @@
 
 #include "drivers/hypervisor.h"
 
+/* The VMM binary: env_var if set, else config "binary", else default_name in
+ * PATH; returned absolute (VMMs run with vm->dir as their working folder).
+ * NULL with err (UNAVAILABLE) naming where the name came from. */
+char *vmm_find_binary(const char *env_var, const cJSON *config, const char *default_name,
+                      const char *type, cmn_error *err);
+
 /* The last few hundred bytes of vm->vmm_log_path on one line ("(no VMM output)"
  * when empty). Caller frees. */
 char *vmm_log_tail(const vmm_vm *vm);

@@ -80,28 +80,12 @@ static void ch_host_free(ch_host *h)
 static int ch_init(const cJSON *config, void **state, cmn_error *err)
 {
   *state = NULL;
-  const char *want = getenv("EMBER_CLOUD_HYPERVISOR_BIN");
-  const char *from = "EMBER_CLOUD_HYPERVISOR_BIN";
-  if (want == NULL || want[0] == '\0') {
-    const cJSON *b = config != NULL ? cJSON_GetObjectItemCaseSensitive(config, "binary")
-                                    : NULL;
-    want = cJSON_IsString(b) ? b->valuestring : "cloud-hypervisor";
-    from = cJSON_IsString(b) ? "config drivers.cloud-hypervisor.binary" : "PATH";
-  }
   ch_host *h = cmn_calloc(1, sizeof *h);
-  h->binary = cmn_which(want);
+  h->binary = vmm_find_binary("EMBER_CLOUD_HYPERVISOR_BIN", config, "cloud-hypervisor",
+                              "cloud-hypervisor", err);
   if (h->binary == NULL) {
     ch_host_free(h);
-    return cmn_err_set(err, CMN_UNAVAILABLE,
-                       "no cloud-hypervisor binary: \"%s\" (from %s) is not an executable file",
-                       want, from);
-  }
-  /* Absolute: the VMM is started with vm->dir as its working folder. */
-  char *abs = realpath(h->binary, NULL);
-  if (abs != NULL) {
-    free(h->binary);
-    h->binary = cmn_strdup(abs);
-    free(abs);
+    return -1;
   }
   cleanup_free char *text = ch_version_run(h->binary, err);
   if (text == NULL) {

@@ -129,28 +129,12 @@ static void fc_host_free(fc_host *h)
 static int fc_init(const cJSON *config, void **state, cmn_error *err)
 {
   *state = NULL;
-  const char *want = getenv("EMBER_FIRECRACKER_BIN");
-  const char *from = "EMBER_FIRECRACKER_BIN";
-  if (want == NULL || want[0] == '\0') {
-    const cJSON *b = config != NULL ? cJSON_GetObjectItemCaseSensitive(config, "binary")
-                                    : NULL;
-    want = cJSON_IsString(b) ? b->valuestring : "firecracker";
-    from = cJSON_IsString(b) ? "config drivers.firecracker.binary" : "PATH";
-  }
   fc_host *h = cmn_calloc(1, sizeof *h);
-  h->binary = cmn_which(want);
+  h->binary = vmm_find_binary("EMBER_FIRECRACKER_BIN", config, "firecracker", "firecracker",
+                              err);
   if (h->binary == NULL) {
     fc_host_free(h);
-    return cmn_err_set(err, CMN_UNAVAILABLE,
-                       "no firecracker binary: \"%s\" (from %s) is not an executable file",
-                       want, from);
-  }
-  /* Absolute: the VMM is started with vm->dir as its working folder. */
-  char *abs = realpath(h->binary, NULL);
-  if (abs != NULL) {
-    free(h->binary);
-    h->binary = cmn_strdup(abs);
-    free(abs);
+    return -1;
   }
   cleanup_free char *text = fc_run_version(h->binary, err);
   if (text == NULL || fc_parse_version(h, text, err) < 0) {
