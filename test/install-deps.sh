@@ -13,7 +13,8 @@ BUILD="build-essential cmake pkg-config libgrpc-dev protobuf-c-compiler libproto
 RUN="qemu-system-x86 qemu-utils"
 TEST="python3 python3-grpcio python3-protobuf python3-prometheus-client busybox-static cpio xz-utils zstd file
   binutils openssl valgrind clang libclang-rt-14-dev procps iproute2"
-DEPLOY="podman buildah runc debootstrap uidmap fuse-overlayfs slirp4netns systemd"
+DEPLOY="podman buildah runc debootstrap uidmap fuse-overlayfs slirp4netns containernetworking-plugins
+  systemd"
 
 pkgs="$BUILD $RUN $TEST"
 # Node.js (for the offline manifest and Containerfile linters) only where none is
