@@ -73,6 +73,8 @@ char *agent_record_to_json(const agent_record *r)
   record_add_str(spec, "kernel", v->spec.kernel);
   record_add_str(spec, "initrd", v->spec.initrd);
   record_add_str(spec, "cmdline", v->spec.cmdline);
+  if (v->spec.vsock_cid != 0)
+    cJSON_AddNumberToObject(spec, "vsock_cid", v->spec.vsock_cid);
   cJSON *disks = cJSON_AddArrayToObject(spec, "disks");
   for (size_t i = 0; i < v->spec.n_disks; i++) {
     cJSON *d = cJSON_CreateObject();
@@ -156,6 +158,7 @@ int agent_record_from_json(const char *json, agent_record *r, cmn_error *err)
   v->spec.kernel = cmn_strdup(record_get_str(spec, "kernel"));
   v->spec.initrd = cmn_strdup(record_get_str(spec, "initrd"));
   v->spec.cmdline = cmn_strdup(record_get_str(spec, "cmdline"));
+  v->spec.vsock_cid = (uint32_t)record_get_num(spec, "vsock_cid");
   const cJSON *disks = cJSON_GetObjectItemCaseSensitive(spec, "disks");
   int nd = cJSON_IsArray(disks) ? cJSON_GetArraySize(disks) : 0;
   v->spec.disks = cmn_calloc((size_t)nd, sizeof *v->spec.disks);

@@ -109,6 +109,9 @@ int agent_validate_spec(const vmm_spec *spec, cmn_error *err)
   for (size_t i = 0; i < spec->n_disks; i++)
     if (validate_file("spec.disks.path", spec->disks[i].path, err) < 0)
       return -1;
+  if (spec->vsock_cid != 0 && (spec->vsock_cid < 3 || spec->vsock_cid == 0xffffffffu))
+    return cmn_err_set(err, CMN_INVALID_ARGUMENT,
+                       "spec.vsock.guest_cid must be 3 to 4294967294 (got %u)", spec->vsock_cid);
   if (spec->n_nics > AGENT_NICS_MAX)
     return cmn_err_set(err, CMN_INVALID_ARGUMENT, "at most %d network interfaces",
                        AGENT_NICS_MAX);

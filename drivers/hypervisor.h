@@ -68,6 +68,7 @@ typedef struct vmm_spec {
   size_t n_disks;
   vmm_nic *nics;
   size_t n_nics;
+  uint32_t vsock_cid; /* 0: no vsock device; host side <vm->dir>/vsock.sock */
 } vmm_spec;
 
 /* One VM as the driver sees it. The agent fills id, dir, paths and spec, and

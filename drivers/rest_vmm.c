@@ -55,8 +55,11 @@ int vmm_rest_spawn(vmm_vm *vm, const char *name, char *const vmm_argv[], const c
   if (vm->proc.pid > 0 && cmn_proc_alive(&vm->proc))
     return cmn_err_set(err, CMN_FAILED_PRECONDITION, "a %s process (pid %d) already runs for "
                        "this VM", name, (int)vm->proc.pid);
-  if (unlink(sock) < 0 && errno != ENOENT)
-    return cmn_err_errno(err, CMN_INTERNAL, errno, "removing stale %s", sock);
+  cleanup_free char *vsock = cmn_asprintf("%s/%s", vm->dir, VMM_VSOCK_SOCK);
+  const char *stale[] = {sock, vsock};
+  for (size_t i = 0; i < 2; i++)
+    if (unlink(stale[i]) < 0 && errno != ENOENT)
+      return cmn_err_errno(err, CMN_INTERNAL, errno, "removing stale %s", stale[i]);
 
   size_t n = 0;
   while (vmm_argv[n] != NULL)

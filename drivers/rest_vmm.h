@@ -7,6 +7,10 @@
 
 #include "drivers/hypervisor.h"
 
+/* The host side of a guest's vsock device (hybrid vsock: connect, then send
+ * "CONNECT <port>\n"), in vm->dir. The VMM binds it at boot and at restore. */
+#define VMM_VSOCK_SOCK "vsock.sock"
+
 /* The VMM binary: env_var if set, else config "binary", else default_name in
  * PATH; returned absolute (VMMs run with vm->dir as their working folder).
  * NULL with err (UNAVAILABLE) naming where the name came from. */
@@ -20,8 +24,9 @@ char *vmm_log_tail(const vmm_vm *vm);
 /* Spawns vmm_argv (vmm_argv[0] the binary, NULL-terminated) in its own session
  * with cwd vm->dir, stdout appended to vm->console_path (through `/bin/sh -c
  * 'exec ...'`, so the pid is the VMM's own) and stderr to vm->vmm_log_path, and
- * sets vm->proc. A stale socket file at sock is removed first (a VMM cannot
- * bind over it); a VMM already alive for vm is refused. Then waits up to
+ * sets vm->proc. Stale socket files (sock, and <vm->dir>/VMM_VSOCK_SOCK) are
+ * removed first (a VMM cannot bind over them); a VMM already alive for vm is
+ * refused. Then waits up to
  * timeout_ms until `GET ping_path` on sock answers 200. name ("firecracker")
  * is for messages. */
 int vmm_rest_spawn(vmm_vm *vm, const char *name, char *const vmm_argv[], const char *sock,

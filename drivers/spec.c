@@ -28,6 +28,7 @@ void vmm_spec_copy(vmm_spec *dst, const vmm_spec *src)
   memset(dst, 0, sizeof *dst);
   dst->vcpus = src->vcpus;
   dst->memory_mib = src->memory_mib;
+  dst->vsock_cid = src->vsock_cid;
   dst->kernel = cmn_strdup(src->kernel);
   dst->initrd = cmn_strdup(src->initrd);
   dst->cmdline = cmn_strdup(src->cmdline);

@@ -35,6 +35,7 @@ enum {
   OPT_START,
   OPT_STATE,
   OPT_COUNT,
+  OPT_VSOCK,
 };
 
 static const struct option ctl__long_opts[] = {
@@ -57,6 +58,7 @@ static const struct option ctl__long_opts[] = {
   {"start", no_argument, NULL, OPT_START},
   {"state", required_argument, NULL, OPT_STATE},
   {"count", required_argument, NULL, OPT_COUNT},
+  {"vsock-cid", required_argument, NULL, OPT_VSOCK},
   {NULL, 0, NULL, 0},
 };
 
@@ -71,6 +73,7 @@ static const struct {
   {CTL_OPT_DISK, "--disk"},       {CTL_OPT_TAP, "--tap"},
   {CTL_OPT_HYPERVISOR, "--hypervisor"}, {CTL_OPT_START, "--start"},
   {CTL_OPT_STATE, "--state"},     {CTL_OPT_COUNT, "--count"},
+  {CTL_OPT_VSOCK, "--vsock-cid"},
 };
 
 /* A usage error: exit code CTL_EXIT_USAGE; evaluates to -1. */
@@ -203,6 +206,12 @@ int ctl_args_parse(int argc, char **argv, ctl_opts *o, cmn_error *err)
     case OPT_HYPERVISOR: o->hypervisor = arg; o->given |= CTL_OPT_HYPERVISOR; break;
     case OPT_START: o->start = true; o->given |= CTL_OPT_START; break;
     case OPT_STATE: o->state = arg; o->given |= CTL_OPT_STATE; break;
+    case OPT_VSOCK:
+      if (ctl__parse_u64(arg, 3, 0xFFFFFFFEu, &v) < 0)
+        return ctl__usage_err(err, "bad --vsock-cid '%s': 3 to 4294967294", arg);
+      o->vsock_cid = (uint32_t)v;
+      o->given |= CTL_OPT_VSOCK;
+      break;
     case OPT_COUNT:
       if (ctl__parse_u64(arg, 1, LONG_MAX, &v) < 0)
         return ctl__usage_err(err, "bad --count '%s': a positive integer", arg);

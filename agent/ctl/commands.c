@@ -239,7 +239,8 @@ static int ctl__run_health(ctl_rpc *rpc, const ctl_opts *o, FILE *out, cmn_error
 
 #define CTL_CREATE_OPTS                                                                      \
   (CTL_OPT_SPEC | CTL_OPT_VCPUS | CTL_OPT_MEMORY | CTL_OPT_KERNEL | CTL_OPT_INITRD |         \
-   CTL_OPT_CMDLINE | CTL_OPT_DISK | CTL_OPT_TAP | CTL_OPT_HYPERVISOR | CTL_OPT_START)
+   CTL_OPT_CMDLINE | CTL_OPT_DISK | CTL_OPT_TAP | CTL_OPT_VSOCK | CTL_OPT_HYPERVISOR |        \
+   CTL_OPT_START)
 
 #define CTL_ID_HELP "ID is the instance's id or its name.\n"
 
@@ -260,6 +261,8 @@ const ctl_command ctl_commands[] = {
    "  --cmdline STRING     kernel command line\n"
    "  --disk PATH[:ro]     a raw disk image; repeat for more\n"
    "  --tap NAME[,MAC]     a network interface on host TAP device NAME; repeat for more\n"
+   "  --vsock-cid CID      a vsock device with guest context id CID (host side:\n"
+   "                       <instance folder>/vsock.sock)\n"
    "  --start              start it at once\n"
    "  --spec FILE.json     read an InstanceSpec (or a whole CreateInstanceRequest with\n"
    "                       \"name\", \"spec\", \"start\") in the proto3 JSON mapping; flags\n"

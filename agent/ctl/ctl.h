@@ -35,6 +35,7 @@ enum ctl_opt_bit {
   CTL_OPT_START = 1u << 9,
   CTL_OPT_STATE = 1u << 10,
   CTL_OPT_COUNT = 1u << 11,
+  CTL_OPT_VSOCK = 1u << 12,
 };
 
 typedef struct ctl_opts {
@@ -60,6 +61,7 @@ typedef struct ctl_opts {
   int n_disks;
   const char **taps;     /* "NAME[,MAC]", owned array of argv pointers */
   int n_taps;
+  uint32_t vsock_cid;    /* --vsock-cid; 0: not given */
   bool start;
   /* list */
   const char *state;

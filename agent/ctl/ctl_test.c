@@ -43,12 +43,13 @@ static void test_args_basic(void)
 
   char *w2[] = {"create", "vm", "--vcpus", "2", "--memory-mib", "512", "--disk", "a.img:ro",
                 "--disk", "/b.img", "--tap", "tap0,aa:bb:cc:dd:ee:ff", "--start",
-                "--address", "127.0.0.1:7000", NULL};
+                "--vsock-cid", "42", "--address", "127.0.0.1:7000", NULL};
   CU_ASSERT_EQUAL(parse(&o, &err, w2), 0);
   CU_ASSERT_EQUAL(o.vcpus, 2);
   CU_ASSERT_EQUAL(o.memory_mib, 512);
   CU_ASSERT_EQUAL(o.n_disks, 2);
   CU_ASSERT_EQUAL(o.n_taps, 1);
+  CU_ASSERT_EQUAL(o.vsock_cid, 42);
   CU_ASSERT(o.start);
   CU_ASSERT_STRING_EQUAL(o.target, "127.0.0.1:7000");
   ctl_opts_free(&o);
@@ -67,6 +68,7 @@ static void test_args_errors(void)
     {"list", "--bogus", NULL},
     {"get", "a", "--timeout", NULL},         /* missing value */
     {"get", "a", "--timeout", "soon", NULL},
+    {"create", "a", "--vsock-cid", "2", NULL}, /* CIDs 0-2 are reserved */
   };
   for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
     CU_ASSERT_EQUAL(parse(&o, &err, bad[i]), -1);

@@ -224,6 +224,8 @@ void ctl_print_instance(FILE *f, const Ember__V1__Instance *in)
       fprintf(f, "Net %-9zu tap %s%s%s\n", i, ni->tap_device,
               ni->mac_address[0] != '\0' ? " mac " : "", ni->mac_address);
     }
+    if (s->vsock != NULL)
+      fprintf(f, "Vsock:         cid %" PRIu32 "\n", s->vsock->guest_cid);
   }
   if (in->vmm_pid > 0)
     fprintf(f, "VMM PID:       %" PRId32 "\n", in->vmm_pid);

@@ -166,6 +166,13 @@ static int ctl__apply_flags(const ctl_opts *o, Ember__V1__InstanceSpec *s, cmn_e
       s->n_disks++;
     }
   }
+  if (o->given & CTL_OPT_VSOCK) {
+    if (s->vsock == NULL) {
+      s->vsock = cmn_malloc(sizeof(*s->vsock));
+      ember__v1__vsock__init(s->vsock);
+    }
+    s->vsock->guest_cid = o->vsock_cid;
+  }
   if (o->n_taps > 0) {
     ctl__free_nics(s);
     s->network_interfaces = cmn_calloc((size_t)o->n_taps, sizeof(*s->network_interfaces));

@@ -45,6 +45,7 @@ typedef struct srv__inst {
   Ember__V1__Disk **disk_ptrs;
   Ember__V1__NetworkInterface *nics;
   Ember__V1__NetworkInterface **nic_ptrs;
+  Ember__V1__Vsock vsock;
 } srv__inst;
 
 static void srv__inst_init(srv__inst *m, const agent_instance_view *v)
@@ -82,6 +83,11 @@ static void srv__inst_init(srv__inst *m, const agent_instance_view *v)
     }
     m->spec.network_interfaces = m->nic_ptrs;
     m->spec.n_network_interfaces = sp->n_nics;
+  }
+  if (sp->vsock_cid != 0) {
+    ember__v1__vsock__init(&m->vsock);
+    m->vsock.guest_cid = sp->vsock_cid;
+    m->spec.vsock = &m->vsock;
   }
   m->inst.id = srv__s(v->id);
   m->inst.name = srv__s(v->name);
@@ -152,6 +158,15 @@ static int srv__spec_from(const Ember__V1__InstanceSpec *in, vmm_spec *out, cmn_
                              : NULL;
     }
   }
+  if (in->vsock != NULL) {
+    /* 0 means "no vsock" inside the agent: a vsock message must name a CID. */
+    if (in->vsock->guest_cid == 0) {
+      vmm_spec_free(out);
+      return cmn_err_set(err, CMN_INVALID_ARGUMENT,
+                         "spec.vsock.guest_cid must be 3 to 4294967294 (got 0)");
+    }
+    out->vsock_cid = in->vsock->guest_cid;
+  }
   return 0;
 }
 
@@ -168,7 +183,8 @@ int srv_unary_create(srv_server *s, const uint8_t *req, size_t len, uint8_t **re
     return cmn_err_set(err, CMN_INVALID_ARGUMENT,
                        "spec is required (hypervisor, vcpus, memory_mib, kernel_path)");
   vmm_spec spec;
-  srv__spec_from(r->spec, &spec, err);
+  if (srv__spec_from(r->spec, &spec, err) < 0)
+    return -1;
   agent_instance_view v = {0};
   int ret = agent_manager_create_instance(s->mgr, r->name, r->spec->hypervisor, &spec, r->start,
                                           &v, err);

@@ -244,7 +244,7 @@ static bool ch_set(const char *s)
 }
 
 /* The VmConfig of vm.create for the host's version. */
-static cJSON *ch_vm_config(const ch_host *h, const vmm_spec *s)
+static cJSON *ch_vm_config(const ch_host *h, const vmm_spec *s, const char *vm_dir)
 {
   cJSON *c = cJSON_CreateObject();
   cJSON *cpus = cJSON_AddObjectToObject(c, "cpus");
@@ -285,6 +285,12 @@ static cJSON *ch_vm_config(const ch_host *h, const vmm_spec *s)
       cJSON_AddItemToArray(net, n);
     }
   }
+  if (s->vsock_cid != 0) {
+    cleanup_free char *uds = cmn_asprintf("%s/%s", vm_dir, VMM_VSOCK_SOCK);
+    cJSON *v = cJSON_AddObjectToObject(c, "vsock");
+    cJSON_AddNumberToObject(v, "cid", s->vsock_cid);
+    cJSON_AddStringToObject(v, "socket", uds);
+  }
   /* See the file comment: Tty is CH's stdout, appended to the console file. */
   cJSON_AddStringToObject(cJSON_AddObjectToObject(c, "serial"), "mode", "Tty");
   cJSON_AddStringToObject(cJSON_AddObjectToObject(c, "console"), "mode", "Off");
@@ -301,7 +307,7 @@ static int ch_start(void *state, vmm_vm *vm, const char *mem_dir, cmn_error *err
     return cmn_err_set(err, CMN_INVALID_ARGUMENT, "cloud-hypervisor needs a kernel image");
   if (ch_spawn(h, vm, err) < 0)
     return -1;
-  if (ch_put(vm, "vm.create", ch_vm_config(h, vm->spec), CMN_HTTP_DEFAULT_TIMEOUT_MS,
+  if (ch_put(vm, "vm.create", ch_vm_config(h, vm->spec, vm->dir), CMN_HTTP_DEFAULT_TIMEOUT_MS,
              err) < 0)
     return -1;
   if (cmn_fault("ch.start.before_boot", err) < 0)
@@ -446,9 +452,12 @@ static void ch_release(void *state, vmm_vm *vm)
 static void ch_cleanup(void *state, vmm_vm *vm)
 {
   (void)state;
-  cleanup_free char *sock = cmn_asprintf("%s/%s", vm->dir, CH_SOCK_NAME);
-  if (unlink(sock) < 0 && errno != ENOENT)
-    cmn_warn(vm->id, "cleanup", "removing %s: %s", sock, strerror(errno));
+  const char *names[] = {CH_SOCK_NAME, VMM_VSOCK_SOCK};
+  for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+    cleanup_free char *sock = cmn_asprintf("%s/%s", vm->dir, names[i]);
+    if (unlink(sock) < 0 && errno != ENOENT)
+      cmn_warn(vm->id, "cleanup", "removing %s: %s", sock, strerror(errno));
+  }
 }
 
 /* No VMM_CAP_BASE_REUSE: Cloud Hypervisor snapshots are always full. */

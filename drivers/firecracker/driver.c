@@ -312,6 +312,15 @@ static int fc_configure_boot(const fc_host *h, vmm_vm *vm, cmn_error *err)
     if (fc_put(vm, path, b, err) < 0)
       return -1;
   }
+  if (s->vsock_cid != 0) {
+    /* vsock_id is deprecated since 1.0 and optional: not sent. */
+    cleanup_free char *uds = cmn_asprintf("%s/%s", vm->dir, VMM_VSOCK_SOCK);
+    b = cJSON_CreateObject();
+    cJSON_AddNumberToObject(b, "guest_cid", s->vsock_cid);
+    cJSON_AddStringToObject(b, "uds_path", uds);
+    if (fc_put(vm, "/vsock", b, err) < 0)
+      return -1;
+  }
   (void)h;
   return 0;
 }
@@ -470,9 +479,12 @@ static void fc_release(void *state, vmm_vm *vm)
 static void fc_cleanup(void *state, vmm_vm *vm)
 {
   (void)state;
-  cleanup_free char *sock = cmn_asprintf("%s/%s", vm->dir, FC_SOCK_NAME);
-  if (unlink(sock) < 0 && errno != ENOENT)
-    cmn_warn(vm->id, "cleanup", "removing %s: %s", sock, strerror(errno));
+  const char *names[] = {FC_SOCK_NAME, VMM_VSOCK_SOCK};
+  for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+    cleanup_free char *sock = cmn_asprintf("%s/%s", vm->dir, names[i]);
+    if (unlink(sock) < 0 && errno != ENOENT)
+      cmn_warn(vm->id, "cleanup", "removing %s: %s", sock, strerror(errno));
+  }
 }
 
 const vmm_driver vmm_firecracker_driver = {

@@ -5,7 +5,7 @@
  *   ttyS0 (0x3f8, IRQ 4) -> vm->console_path (file chardev, appended)
  *   ttyS1 (0x2f8, IRQ 3) -> <vm->dir>/serial1.sock (socket server, wait=off)
  *   QMP                  -> <vm->dir>/qmp.sock
- *   disks as virtio-blk, NICs as virtio-net on TAP devices
+ *   disks as virtio-blk, NICs as virtio-net on TAP devices, vsock as vhost-vsock
  * Guest RAM is the memory backend object "ram": a shared file when
  * l->ram_path is set (base reuse), anonymous otherwise. -no-reboot makes a
  * guest reboot or panic end QEMU. */
@@ -17,6 +17,7 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 typedef struct qemu_argv {
   char **v;
@@ -182,6 +183,17 @@ char **qemu_args_build(const qemu_host *h, const vmm_vm *vm, const qemu_launch *
     } else {
       argv_add2(&a, "-device", cmn_asprintf("virtio-net-%s,netdev=net%zu", mmio, i));
     }
+  }
+  if (spec->vsock_cid != 0) {
+    /* QEMU's vsock is vhost-vsock: the host kernel must offer it. */
+    if (access("/dev/vhost-vsock", R_OK | W_OK) < 0) {
+      qemu_args_free(a.v);
+      return cmn_err_set(err, CMN_FAILED_PRECONDITION,
+                         "vsock needs /dev/vhost-vsock, which this host lacks "
+                         "(modprobe vhost_vsock), or another hypervisor"), NULL;
+    }
+    argv_add2(&a, "-device",
+              cmn_asprintf("vhost-vsock-%s,guest-cid=%u", mmio, spec->vsock_cid));
   }
   return a.v;
 }

@@ -179,13 +179,19 @@ def schema_net():
             "pci_segment": ("int", False)}
 
 
+def schema_vsock():
+    # VsockConfig (vmm/src/vm_config.rs): cid, socket, iommu, id, pci_segment.
+    return {"cid": ("int", True), "socket": ("str", True), "iommu": ("bool", False),
+            "id": ("str", False), "pci_segment": ("int", False)}
+
+
 def schema_vm_config():
     s = {"cpus": (schema_cpus(), False), "memory": (schema_memory(), False),
          "disks": (("list", schema_disk()), False), "net": (("list", schema_net()), False),
          "rng": ("obj", False), "balloon": ("obj", False), "fs": ("arr", False),
          "pmem": ("arr", False), "serial": (schema_console(), False),
          "console": (schema_console(), False), "devices": ("arr", False),
-         "user_devices": ("arr", False), "vdpa": ("arr", False), "vsock": ("obj", False),
+         "user_devices": ("arr", False), "vdpa": ("arr", False), "vsock": (schema_vsock(), False),
          "iommu": ("bool", False), "sgx_epc": ("arr", False), "numa": ("arr", False),
          "watchdog": ("bool", False), "platform": ("obj", False)}
     if not at_least(28):

@@ -156,6 +156,25 @@ def schema_net():
     return s
 
 
+def schema_vsock():
+    # vsock_id: deprecated since 1.0, optional through 1.x (swagger Vsock).
+    return {"guest_cid": ("int", True), "uds_path": ("str", True),
+            "vsock_id": ("str", False)}
+
+
+def bind_vsock(path):
+    """Firecracker binds and listens on uds_path; it fails when the file exists
+    (a stale socket a killed VMM left behind)."""
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        s.bind(path)
+    except OSError as e:
+        s.close()
+        raise BadRequest("Cannot create vsock device: %s: %s" % (path, e.strerror))
+    s.listen(4)
+    return s
+
+
 def schema_logger():
     levels = ("Error", "Warning", "Info", "Debug", "Trace", "Off")
     s = {"log_path": ("str", not at_least(1, 6)), "level": (levels, False),
@@ -237,6 +256,8 @@ class Vmm:
         self.machine = {"vcpu_count": 1, "mem_size_mib": 128, "track_dirty_pages": False}
         self.drives = {}
         self.nets = {}
+        self.vsock = None
+        self.vsock_sock = None
         self.serial_out = None
         self.mem = None
         self.dirty = set()
@@ -366,7 +387,7 @@ class Vmm:
                  "vcpu_count": self.machine["vcpu_count"],
                  "mem_size_mib": self.machine["mem_size_mib"],
                  "boot_source": self.boot_source, "drives": self.drives,
-                 "nets": self.nets, "mem_sha256": hashlib.sha256(self.mem).hexdigest(),
+                 "nets": self.nets, "vsock": self.vsock, "mem_sha256": hashlib.sha256(self.mem).hexdigest(),
                  "counter": self.counter(), "snapshot_type": stype}
         try:
             with open(body["snapshot_path"], "w") as f:
@@ -467,6 +488,9 @@ class Vmm:
         self.boot_source = state["boot_source"]
         self.drives = state["drives"]
         self.nets = state["nets"]
+        self.vsock = state.get("vsock")
+        if self.vsock is not None:
+            self.vsock_sock = bind_vsock(self.vsock["uds_path"])
         self.tracking = bool(body.get("track_dirty_pages") or
                              body.get("enable_diff_snapshots"))
         self.dirty = set()
@@ -594,6 +618,17 @@ class Handler(BaseHTTPRequestHandler):
                 raise BadRequest("Could not create the network device: Open tap device "
                                  "failed: %s does not exist" % b["host_dev_name"])
             v.nets[b["iface_id"]] = b
+            v.boot_path = True
+            return None
+        if method == "PUT" and path == "/vsock":
+            b = self.body()
+            check(b, schema_vsock())
+            v.require_preboot()
+            if b["guest_cid"] < 3:
+                raise BadRequest("Cannot create vsock device: invalid guest CID %d"
+                                 % b["guest_cid"])
+            v.vsock_sock = bind_vsock(b["uds_path"])
+            v.vsock = b
             v.boot_path = True
             return None
         if method == "PUT" and path == "/logger":

@@ -230,6 +230,12 @@ def persistence_across_restart():
 
 # ---------------------------------------------------------------- bad input
 
+def _with_vsock(spec, cid):
+    spec.vsock.SetInParent()
+    spec.vsock.guest_cid = cid
+    return spec
+
+
 @test
 def bad_input_changes_nothing():
     d = shared()
@@ -255,6 +261,9 @@ def bad_input_changes_nothing():
         ("huge vcpus", d.create, ("x", S(vcpus=100000)), SC.INVALID_ARGUMENT),
         ("zero memory", d.create, ("x", S(memory_mib=0)), SC.INVALID_ARGUMENT),
         ("huge memory", d.create, ("x", S(memory_mib=1 << 40)), SC.INVALID_ARGUMENT),
+        ("vsock cid 0", d.create, ("x", _with_vsock(S(), 0)), SC.INVALID_ARGUMENT),
+        ("vsock cid 2 (host)", d.create, ("x", _with_vsock(S(), 2)), SC.INVALID_ARGUMENT),
+        ("vsock cid max", d.create, ("x", _with_vsock(S(), 0xFFFFFFFF)), SC.INVALID_ARGUMENT),
         ("unknown hypervisor", d.create, ("x", S(hypervisor="xen")), SC.INVALID_ARGUMENT),
         ("empty hypervisor", d.create, ("x", S(hypervisor="")), SC.INVALID_ARGUMENT),
         ("unknown id get", d.get, ("i-doesnotexist",), SC.NOT_FOUND),

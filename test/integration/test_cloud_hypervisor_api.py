@@ -87,8 +87,10 @@ def run(fake, version):
             f.write(os.urandom(16384))
         spec = d.make_spec(hypervisor="cloud-hypervisor", memory_mib=16, kernel=kernel,
                            cmdline="console=ttyS0")
+        spec.vsock.guest_cid = 7  # the fake checks the VsockConfig schema
         inst = d.create("ch-" + version.replace(".", "-"), spec, start=True)
         check(inst.state == pb.INSTANCE_STATE_RUNNING, "not running: %s" % inst)
+        check(inst.spec.vsock.guest_cid == 7, "vsock not kept: %s" % inst.spec)
         console = inst.console_log_path
         marker = wait_lines(console, 0, 3)[0][1]
         for round_ in range(2):

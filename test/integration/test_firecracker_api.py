@@ -79,8 +79,12 @@ def run(binary, version, kernel=None):
                 f.write(os.urandom(16384))
         spec = d.make_spec(hypervisor="firecracker", memory_mib=16 if version else 32,
                            kernel=kernel, cmdline="console=ttyS0")
+        spec.vsock.guest_cid = 3  # host side: <instance folder>/vsock.sock
         inst = d.create("fc-" + (version or "real").replace(".", "-"), spec, start=True)
         check(inst.state == pb.INSTANCE_STATE_RUNNING, "not running: %s" % inst)
+        check(inst.spec.vsock.guest_cid == 3, "vsock not in the spec: %s" % inst.spec)
+        vsock = os.path.join(d.data_dir, "instances", inst.id, "vsock.sock")
+        check(os.path.exists(vsock), "no vsock socket %s" % vsock)
         console = inst.console_log_path
         marker = wait_lines(console, 0, 3)[0][1]
         kinds = []
@@ -95,6 +99,7 @@ def run(binary, version, kernel=None):
             check(os.path.getsize(console) == size, "the guest ran on in standby")
             inst = d.restore(inst.id)
             check(inst.state == pb.INSTANCE_STATE_RUNNING, "restore: %s" % inst)
+            check(os.path.exists(vsock), "vsock socket missing after restore")
             got = wait_lines(console, start, 2)
             check(got[0][0] == paused_at + 1,
                   "round %d: counter after restore %d, paused at %d" %

@@ -178,7 +178,7 @@ static void test_record_roundtrip(void)
   r.view.id = "i-1";
   r.view.name = "web \"quoted\"";
   r.view.hypervisor = "qemu";
-  r.view.spec = (vmm_spec){2, 512, "/k", NULL, "console=ttyS0", disks, 2, nics, 1};
+  r.view.spec = (vmm_spec){2, 512, "/k", NULL, "console=ttyS0", disks, 2, nics, 1, 42};
   r.view.state = AGENT_STATE_STANDBY;
   r.view.last_snapshot_kind = AGENT_SNAP_DIFF;
   r.view.last_standby_us = 123456;
@@ -191,6 +191,7 @@ static void test_record_roundtrip(void)
   CU_ASSERT_STRING_EQUAL(back.view.name, "web \"quoted\"");
   CU_ASSERT_EQUAL(back.view.spec.memory_mib, 512);
   CU_ASSERT_EQUAL(back.view.spec.n_disks, 2);
+  CU_ASSERT_EQUAL(back.view.spec.vsock_cid, 42);
   CU_ASSERT_TRUE(back.view.spec.disks[0].read_only);
   CU_ASSERT_STRING_EQUAL(back.view.spec.nics[0].mac, "aa:bb:cc:dd:ee:ff");
   CU_ASSERT_PTR_NULL(back.view.spec.initrd);
