@@ -456,3 +456,42 @@ def unix_connect_ok(path):
         return False
     finally:
         s.close()
+
+
+# ---- helpers for tests that run real guests -------------------------------------
+
+def skip(why):
+    """Ends the test as skipped (ctest SKIP_RETURN_CODE 77), saying what is missing."""
+    print("SKIP:", why)
+    sys.exit(77)
+
+
+def linux_guest_files(guest_dir=None):
+    """(vmlinux, initramfs) of the Linux test guest (test/guests/linux) from
+    guest_dir or EMBER_TEST_GUEST_DIR; skips when it or QEMU is missing."""
+    d = os.path.abspath(guest_dir or os.environ.get("EMBER_TEST_GUEST_DIR", ""))
+    k, i = os.path.join(d, "vmlinux"), os.path.join(d, "initramfs.cpio.gz")
+    if not (os.path.isfile(k) and os.path.isfile(i)):
+        skip("Linux test guest not built (EMBER_TEST_GUEST_DIR=%r; build target guest_linux)" % d)
+    if shutil.which("qemu-system-x86_64") is None:
+        skip("qemu-system-x86_64 not installed")
+    return k, i
+
+
+def vmm_pids(inst_dir):
+    """Live (non-zombie) processes whose command line names the instance folder:
+    the VMMs of that instance, whoever started them."""
+    out = []
+    for p in os.listdir("/proc"):
+        if not p.isdigit():
+            continue
+        try:
+            with open("/proc/%s/cmdline" % p, "rb") as f:
+                cl = f.read()
+            with open("/proc/%s/stat" % p) as f:
+                st = f.read().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if (inst_dir + "/").encode() in cl and st != "Z":
+            out.append(int(p))
+    return out

@@ -14,7 +14,6 @@ import os
 import shutil
 import signal
 import socket
-import statistics
 import stat
 import subprocess
 import sys

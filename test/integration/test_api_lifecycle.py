@@ -12,7 +12,6 @@ initramfs.cpio.gz; build target guest_linux) and qemu-system-x86_64; prints
 import os
 import shutil
 import sys
-import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))

@@ -28,7 +28,6 @@ guest or QEMU is absent. EMBER_CRASH_POINTS=p1,p2 limits the run to those points
 """
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -39,7 +38,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(HERE, "..", "guests"))
 
-from emberd_fixture import Emberd, pb  # noqa: E402
+from emberd_fixture import Emberd, pb, linux_guest_files, vmm_pids  # noqa: E402
 from guest_shell import GuestShell, linux_cmdline, wait_for_console  # noqa: E402
 
 R, S, X, GONE = "Running", "Standby", "Stopped", "gone"
@@ -135,37 +134,10 @@ def check(cond, what):
     return cond
 
 
-def skip(why):
-    print("SKIP:", why)
-    sys.exit(77)
 
 
-def guest_files():
-    d = os.path.abspath(os.environ.get("EMBER_TEST_GUEST_DIR", ""))
-    k, i = os.path.join(d, "vmlinux"), os.path.join(d, "initramfs.cpio.gz")
-    if not (os.path.isfile(k) and os.path.isfile(i)):
-        skip("Linux test guest not built (EMBER_TEST_GUEST_DIR=%r; build target guest_linux)" % d)
-    if shutil.which("qemu-system-x86_64") is None:
-        skip("qemu-system-x86_64 not installed")
-    return k, i
 
 
-def vmm_pids(inst_dir):
-    """Live (non-zombie) processes whose command line names the instance folder."""
-    out = []
-    for p in os.listdir("/proc"):
-        if not p.isdigit():
-            continue
-        try:
-            with open("/proc/%s/cmdline" % p, "rb") as f:
-                cl = f.read()
-            with open("/proc/%s/stat" % p) as f:
-                st = f.read().rsplit(")", 1)[1].split()[0]
-        except OSError:
-            continue
-        if (inst_dir + "/").encode() in cl and st != "Z":
-            out.append(int(p))
-    return out
 
 
 class Guest:
@@ -422,7 +394,7 @@ class Run:
 
 
 def main():
-    kernel, initrd = guest_files()
+    kernel, initrd = linux_guest_files()
     only = [p for p in os.environ.get("EMBER_CRASH_POINTS", "").split(",") if p]
     t0 = time.monotonic()
     # An own temp root (not the fixture's ember-it-* default) so that no other

@@ -28,7 +28,7 @@ import urllib.request
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 try:
     import grpc
-    from emberd_fixture import Emberd, find_emberd, pb
+    from emberd_fixture import Emberd, find_emberd
 except Exception as e:  # noqa: BLE001 - anything missing means skip
     print("SKIP: %s" % e)
     sys.exit(77)

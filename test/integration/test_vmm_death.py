@@ -27,13 +27,12 @@ import grpc
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
-from emberd_fixture import Emberd, pb  # noqa: E402
-from test_crash_points import (Guest, RESULTS, FAILED, check, guest_files,  # noqa: E402
-                               linux_cmdline, vmm_pids)
+from emberd_fixture import Emberd, pb, linux_guest_files, vmm_pids  # noqa: E402
+from test_crash_points import Guest, RESULTS, FAILED, check, linux_cmdline  # noqa: E402
 
 
 def main():
-    kernel, initrd = guest_files()
+    kernel, initrd = linux_guest_files()
     t_start = time.monotonic()
     events = []
     cfg = {"drivers": {"qemu": {"accel": os.environ.get("EMBER_QEMU_ACCEL", "tcg")}}}
