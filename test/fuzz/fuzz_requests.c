@@ -174,18 +174,27 @@ static size_t fz_children(bool check_kind)
       continue;
     char cpath[64], cmd[4096];
     snprintf(cpath, sizeof(cpath), "/proc/%d/cmdline", pid);
-    int fd = open(cpath, O_RDONLY | O_CLOEXEC);
-    ssize_t r = fd >= 0 ? read(fd, cmd, sizeof(cmd) - 1) : -1;
-    if (fd >= 0)
-      close(fd);
-    if (r <= 0)
-      continue; /* gone meanwhile */
-    cmd[r] = '\0';
-    /* argv: /bin/sh -c <loop> testvm <dir>/testvm */
-    const char *a = cmd;
-    for (int k = 0; k < 3 && a < cmd + r; k++)
-      a += strlen(a) + 1;
-    if (strcmp(cmd, "/bin/sh") != 0 || a >= cmd + r || strcmp(a, "testvm") != 0)
+    /* Right after posix_spawn the kernel may still show our own command line
+     * (the exec has not set up the new one yet): look again for a while. */
+    bool testvm = false;
+    ssize_t r = 0;
+    for (int tries = 0; tries < 200 && !testvm; tries++) {
+      if (tries > 0)
+        usleep(5000);
+      int fd = open(cpath, O_RDONLY | O_CLOEXEC);
+      r = fd >= 0 ? read(fd, cmd, sizeof(cmd) - 1) : -1;
+      if (fd >= 0)
+        close(fd);
+      if (r <= 0)
+        break; /* gone meanwhile */
+      cmd[r] = '\0';
+      /* argv: /bin/sh -c <loop> testvm <dir>/testvm */
+      const char *a = cmd;
+      for (int k = 0; k < 3 && a < cmd + r; k++)
+        a += strlen(a) + 1;
+      testvm = strcmp(cmd, "/bin/sh") == 0 && a < cmd + r && strcmp(a, "testvm") == 0;
+    }
+    if (r > 0 && !testvm)
       fz_die("child process %d is not a testvm shell: %s", pid, cmd);
   }
   fclose(fp);
