@@ -8,7 +8,9 @@ fuzzer=$1 seeds=$2 work=$3 secs=$4 runs=$5
 rm -rf "$work"
 mkdir -p "$work/corpus"
 log=$work/fuzz.log
-"$fuzzer" -max_total_time="$secs" -runs="$runs" -timeout=20 -rss_limit_mb=2048 \
+# -print_funcs=0: no NEW_FUNC lines, so the sanitizer does not spawn
+# llvm-symbolizer children in the middle of the harness's process checks.
+"$fuzzer" -max_total_time="$secs" -runs="$runs" -timeout=20 -rss_limit_mb=2048 -print_funcs=0 \
   -print_final_stats=1 -dict="$(dirname "$0")/requests.dict" -artifact_prefix="$work/" \
   "$work/corpus" "$seeds" >"$log" 2>&1
 rc=$?
