@@ -27,6 +27,7 @@ void agent_config_usage(FILE *out, const char *prog)
           "                           log_level, max_message_bytes, grace_seconds,\n"
           "                           max_instances, tls_cert, tls_key, tls_client_ca,\n"
           "                           insecure_tcp, metrics_listen, metrics_file,\n"
+          "                           vmm_cgroup,\n"
           "                           drivers (one object per hypervisor type,\n"
           "                           e.g. {\"drivers\":{\"qemu\":{\"accel\":\"tcg\"}}})\n"
           "  --listen ADDR            unix:/path/to.sock or host:port\n"
@@ -56,6 +57,11 @@ void agent_config_usage(FILE *out, const char *prog)
           "  --metrics-file PATH      write the same metrics text to PATH every 15 s,\n"
           "                           atomically, for node_exporter's textfile collector\n"
           "                           (name it *.prom; default off)\n"
+          "  --vmm-cgroup NAME        move every VMM into the cgroup NAME (created under\n"
+          "                           each hierarchy of /sys/fs/cgroup), out of emberd's\n"
+          "                           own: a container runtime that stops emberd's\n"
+          "                           container then leaves the guests running for the\n"
+          "                           next emberd to re-adopt (default: off)\n"
           "  --help                   this text\n"
           "  --version                the version\n"
           "\n"
@@ -66,6 +72,7 @@ void agent_config_usage(FILE *out, const char *prog)
 
 void agent_config_free(agent_config *cfg)
 {
+  free(cfg->vmm_cgroup);
   free(cfg->config_path);
   free(cfg->listen);
   free(cfg->data_dir);
@@ -190,6 +197,16 @@ static int config__apply(agent_config *cfg, const char *key, const char *v, cmn_
     config__set(&cfg->metrics_listen, v);
     return 0;
   }
+  if (strcmp(key, "vmm_cgroup") == 0) {
+    if (v == NULL || v[0] == '\0' || v[0] == '/' || strstr(v, "..") != NULL ||
+        strspn(v, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-/") !=
+            strlen(v))
+      return cmn_err_set(err, CMN_INVALID_ARGUMENT,
+                         "vmm_cgroup: '%s' must be a relative cgroup path of letters, digits, "
+                         "'.', '_', '-' and '/' (e.g. ember-vmms)", v ? v : "");
+    config__set(&cfg->vmm_cgroup, v);
+    return 0;
+  }
   if (strcmp(key, "metrics_file") == 0)
     return config__path("metrics_file", v, &cfg->metrics_file, err);
   return cmn_err_set(err, CMN_INVALID_ARGUMENT, "unknown setting '%s'", key);
@@ -281,6 +298,7 @@ static const struct {
     {"--insecure-tcp", "insecure_tcp", false},
     {"--metrics-listen", "metrics_listen", true},
     {"--metrics-file", "metrics_file", true},
+    {"--vmm-cgroup", "vmm_cgroup", true},
     {"--help", NULL, false},
     {"-h", NULL, false},
     {"--version", NULL, false},

@@ -24,6 +24,7 @@ typedef struct agent_config {
   int64_t max_message_bytes;
   int grace_seconds;
   int max_instances;         /* 0 = the manager's default */
+  char *vmm_cgroup;          /* cgroup VMMs are moved into; NULL: stay in ours */
   char *tls_cert;
   char *tls_key;
   char *tls_client_ca;

@@ -178,6 +178,7 @@ int main(int argc, char **argv)
   agent_manager_config mc = {
       .data_dir = cfg.data_dir,
       .max_instances = cfg.max_instances,
+      .vmm_cgroup = cfg.vmm_cgroup,
       .stop_timeout_ms = 0,
       .monitor = true,
   };

@@ -11,6 +11,7 @@
 #include "agent/record.h"
 #include "agent/snapshot.h"
 #include "agent/validate.h"
+#include "common/cgroup.h"
 #include "common/cleanup.h"
 #include "common/fault.h"
 #include "common/files.h"
@@ -54,6 +55,7 @@ struct agent_manager {
   char *instances_dir;
   int max_instances;
   int stop_timeout_ms;
+  char *vmm_cgroup;
   const vmm_registry *reg;
 
   pthread_mutex_t mu;
@@ -310,6 +312,19 @@ static snap_target mgr_target(agent_manager *m, mgr_instance *inst)
 
 /* ---- operations ------------------------------------------------------------ */
 
+/* Moves a new VMM out of emberd's cgroup when configured, so that stopping
+ * emberd's container does not kill the guest. A failure is logged: the guest
+ * runs either way, it is only less protected. */
+static void mgr_vmm_place(agent_manager *m, mgr_instance *inst)
+{
+  if (m->vmm_cgroup == NULL || inst->vm.proc.pid <= 0)
+    return;
+  cmn_error err = {0};
+  if (cmn_cgroup_place("/sys/fs/cgroup", m->vmm_cgroup, inst->vm.proc.pid, &err) < 0)
+    cmn_warn(inst->vm.id, "cgroup", "VMM pid %d stays in emberd's cgroup: %s",
+             (int)inst->vm.proc.pid, err.msg);
+}
+
 static int mgr_need_driver(mgr_instance *inst, cmn_error *err)
 {
   if (inst->entry == NULL)
@@ -357,6 +372,7 @@ static int mgr_do_start(agent_manager *m, mgr_instance *inst, agent_record *r, c
     snap_discard_all(inst->dir, &e2);
     return cmn_err_prefix(err, "start");
   }
+  mgr_vmm_place(m, inst);
   r->view.state = AGENT_STATE_RUNNING;
   mgr_set_status(r, NULL);
   return mgr_commit(m, inst, r, AGENT_OP_START, cmn_now_us() - t0, err);
@@ -423,6 +439,7 @@ static int mgr_do_restore(agent_manager *m, mgr_instance *inst, agent_record *r,
   int64_t t0 = cmn_now_us();
   if (snap_restore(&t, err) < 0)
     return cmn_err_prefix(err, "restore");
+  mgr_vmm_place(m, inst);
   cmn_fault_exit_only("agent.restore.before_commit");
   int64_t dt = cmn_now_us() - t0;
   r->view.state = AGENT_STATE_RUNNING;
@@ -1042,6 +1059,7 @@ agent_manager *agent_manager_create(const agent_manager_config *cfg, const vmm_r
   m->max_instances = cfg->max_instances > 0 ? cfg->max_instances : MANAGER_DEFAULT_MAX;
   m->stop_timeout_ms = cfg->stop_timeout_ms > 0 ? cfg->stop_timeout_ms : MANAGER_DEFAULT_STOP_MS;
   m->reg = reg;
+  m->vmm_cgroup = cmn_strdup(cfg->vmm_cgroup);
   pthread_mutex_init(&m->mu, NULL);
   pthread_mutex_init(&m->subs_mu, NULL);
   pthread_mutex_init(&m->stop_mu, NULL);
@@ -1089,5 +1107,6 @@ void agent_manager_free(agent_manager *m)
   pthread_cond_destroy(&m->stop_cv);
   free(m->instances_dir);
   free(m->data_dir);
+  free(m->vmm_cgroup);
   free(m);
 }

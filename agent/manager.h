@@ -95,6 +95,7 @@ typedef struct agent_manager_config {
   int max_instances;         /* admission limit; 0 = default (256) */
   int stop_timeout_ms;       /* graceful VMM shutdown wait; 0 = default (10000) */
   bool monitor;              /* watch VMM processes and notice exits (default on in emberd) */
+  const char *vmm_cgroup;    /* cgroup every VMM is moved into (cgroup.h); NULL: none */
 } agent_manager_config;
 
 typedef struct agent_manager agent_manager;

@@ -84,6 +84,10 @@ if (!ds) {
   check(isHealth(c.readinessProbe), 'readiness probe runs `emberctl health` (grpc.health.v1 over the unix socket)');
   check(isHealth(c.livenessProbe), 'liveness probe runs `emberctl health`');
   check(spec.hostPID === true, 'hostPID: VMM pids stay meaningful to the next pod (re-adoption)');
+  const args = c.args || [];
+  const cg = args.indexOf('--vmm-cgroup');
+  check(cg >= 0 && typeof args[cg + 1] === 'string' && args[cg + 1] !== '',
+    '--vmm-cgroup: VMMs leave the pod\'s cgroup, so a pod replacement does not kill guests');
   const ru = ds.spec.updateStrategy || {};
   check(ru.type === 'RollingUpdate' && ru.rollingUpdate && ru.rollingUpdate.maxSurge === 0,
     'RollingUpdate with maxSurge 0: never two emberds on one node');
@@ -98,6 +102,8 @@ if (!ds) {
   const hp = (p) => mounts[p] && mounts[p].hostPath && mounts[p].hostPath.path;
   check(hp('/var/lib/ember') === '/var/lib/ember', 'data dir is the host\'s /var/lib/ember');
   check(hp('/run/ember') === '/run/ember', 'socket dir shared with the host at /run/ember');
+  check(hp('/sys/fs/cgroup') === '/sys/fs/cgroup',
+    'host cgroup hierarchy mounted, for --vmm-cgroup');
   check(hp('/dev/kvm') === '/dev/kvm' && mounts['/dev/kvm'].hostPath.type === 'CharDevice',
     '/dev/kvm passed in as a char device');
   check((c.env || []).some((e) => e.name === 'EMBER_SOCKET' && e.value === '/run/ember/emberd.sock'),

@@ -18,3 +18,14 @@ set_tests_properties(reliability_crash_points reliability_vmm_death PROPERTIES
 # Both drive QEMU guests on a 2-core host; never in parallel with each other.
 set_tests_properties(reliability_crash_points reliability_vmm_death PROPERTIES
   RESOURCE_LOCK ember_qemu_guests)
+
+# Guests outlive emberd's container: with --vmm-cgroup a VMM leaves emberd's
+# cgroup, so killing that cgroup (as a container runtime does) spares it, and
+# the next emberd re-adopts it; without it (the control) the VMM dies. Uses the
+# Firecracker contract fake as the VMM; SKIP without root or writable cgroups.
+add_test(NAME reliability_vmm_cgroup
+         COMMAND /usr/bin/python3 ${RELIABILITY_DIR}/test_vmm_cgroup.py
+                 ${CMAKE_SOURCE_DIR}/test/fakes/firecracker_fake.py)
+set_tests_properties(reliability_vmm_cgroup PROPERTIES
+  LABELS "integration;reliability;deploy" TIMEOUT 300 SKIP_RETURN_CODE 77
+  ENVIRONMENT "EMBERD_BIN=$<TARGET_FILE:emberd>;EMBER_PYTHON_DIR=${CMAKE_BINARY_DIR}/python")
