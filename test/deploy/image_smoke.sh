@@ -20,8 +20,11 @@
 # their libraries and QEMU; emberd starts as non-root and answers
 # grpc.health.v1 inside the container (podman exec + HEALTHCHECK) and through
 # the socket dir bind-mounted on the host; instances persist in the data
-# volume across a container restart; `podman stop` (SIGTERM) ends it cleanly.
-# Exit 77 (SKIP) where podman cannot run here.
+# volume across a container restart; `podman stop` (SIGTERM) ends it cleanly;
+# run as the DaemonSet runs it (--vmm-cgroup, host PID namespace and cgroups),
+# a running guest (EMBER_TINY_ELF under KVM) outlives its emberd container and
+# the next container re-adopts it, while without --vmm-cgroup (the control) it
+# dies. Exit 77 (SKIP) where podman cannot run here.
 set -euo pipefail
 
 SRC=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -216,6 +219,74 @@ ex emberctl delete smoke-vm >/dev/null
 if [ -z "${EMBER_SMOKE_KEEP:-}" ]; then
   "${P[@]}" rm -f "$CTR" >/dev/null 2>>"$WORK/podman.log" || true
   "${P[@]}" volume rm -f "ember-smoke-data-$$" >/dev/null 2>>"$WORK/podman.log" || true
+fi
+
+# ---- a running guest outlives its emberd container (--vmm-cgroup) ----
+# As the DaemonSet runs it: root, the host's PID namespace and cgroup
+# hierarchy, --vmm-cgroup. A guest (the tiny test guest under KVM) is started,
+# the container is stopped (the runtime kills what is left in its cgroup), and
+# a new container re-adopts the same VMM.
+TINY=${EMBER_TINY_ELF:-}
+if [ -n "$TINY" ] && [ -f "$TINY" ] && [ -c /dev/kvm ]; then
+  VCG=ember-smoke-vmms-$$
+  # guest_container NAME [emberd flags...]: runs emberd as the DaemonSet does,
+  # starts the tiny guest, stops the container; prints the VMM pid.
+  guest_container() {
+    local name=$1
+    shift
+    "${P[@]}" run -d --pull=never --name "$name" --network none --pid host --user 0 \
+      --device /dev/kvm -e EMBER_QEMU_ACCEL=kvm --health-interval disable \
+      -v /sys/fs/cgroup:/sys/fs/cgroup -v "$name:/var/lib/ember" \
+      -v "$TINY:/guest/tiny.elf:ro" "$IMAGE" --log-level info "$@" >/dev/null \
+      2>>"$WORK/podman.log" || { tail -5 "$WORK/podman.log"; fail "podman run ($name) failed"; }
+    for _ in $(seq 1 100); do
+      "${P[@]}" exec "$name" emberctl --timeout 2s health >/dev/null 2>&1 && break
+      sleep 0.2
+    done
+    "${P[@]}" exec "$name" emberctl create tiny --kernel /guest/tiny.elf --memory-mib 32 \
+      --start >/dev/null || { "${P[@]}" logs "$name" 2>&1 | tail -10; fail "no guest in $name"; }
+    local vmm
+    vmm=$("${P[@]}" exec "$name" emberctl --json get tiny |
+          sed -n 's/.*"vmmPid":[[:space:]]*\([0-9]*\).*/\1/p')
+    [ -n "$vmm" ] && kill -0 "$vmm" 2>/dev/null || fail "no VMM pid for the guest in $name"
+    "${P[@]}" stop -t 30 "$name" >/dev/null 2>>"$WORK/podman.log" || fail "podman stop $name failed"
+    sleep 1
+    echo "$vmm"
+  }
+  # Control: without --vmm-cgroup the runtime takes the guest down with emberd.
+  vmm=$(guest_container "ember-smoke-ctl-$$")
+  if kill -0 "$vmm" 2>/dev/null; then
+    kill -9 "$vmm"
+    fail "control: the VMM survived its container without --vmm-cgroup (the check below proves nothing)"
+  fi
+  "${P[@]}" rm -f "ember-smoke-ctl-$$" >/dev/null 2>>"$WORK/podman.log" || true
+  "${P[@]}" volume rm -f "ember-smoke-ctl-$$" >/dev/null 2>>"$WORK/podman.log" || true
+  say "control: without --vmm-cgroup the guest died with emberd's container"
+  CTR2=ember-smoke-guest-$$
+  vmm=$(guest_container "$CTR2" --vmm-cgroup "$VCG")
+  kill -0 "$vmm" 2>/dev/null || fail "the guest's VMM (pid $vmm) died with emberd's container"
+  say "podman stop: emberd's container ended, its guest (VMM pid $vmm) kept running"
+  ex2() { "${P[@]}" exec "$CTR2" "$@"; }
+  "${P[@]}" start "$CTR2" >/dev/null 2>>"$WORK/podman.log"
+  for _ in $(seq 1 100); do
+    ex2 emberctl --timeout 2s health >/dev/null 2>&1 && break
+    sleep 0.2
+  done
+  after=$(ex2 emberctl --json get tiny)
+  echo "$after" | grep -q '"state":[[:space:]]*"INSTANCE_STATE_RUNNING"' \
+    && echo "$after" | grep -q "\"vmmPid\":[[:space:]]*$vmm\b" \
+    || { echo "$after"; fail "the new container did not re-adopt the guest"; }
+  ex2 emberctl standby tiny >/dev/null && ex2 emberctl restore tiny >/dev/null \
+    || fail "standby/restore after re-adoption failed"
+  say "new container re-adopted the guest (same VMM pid $vmm); standby and restore work"
+  ex2 emberctl delete tiny >/dev/null || true
+  "${P[@]}" rm -f -t 10 "$CTR2" >/dev/null 2>>"$WORK/podman.log" || true
+  "${P[@]}" volume rm -f "$CTR2" >/dev/null 2>>"$WORK/podman.log" || true
+  for h in /sys/fs/cgroup/*/"$VCG" /sys/fs/cgroup/"$VCG"; do
+    [ -d "$h" ] && rmdir "$h" 2>/dev/null || true
+  done
+else
+  say "guest survival across containers: skipped (needs EMBER_TINY_ELF and /dev/kvm)"
 fi
 
 say "image smoke OK: build ${BUILD_S}s, size $(( SIZE / 1024 / 1024 )) MiB, total $(( $(date +%s) - T0 ))s"

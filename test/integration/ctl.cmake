@@ -31,5 +31,6 @@ if(TARGET emberctl AND TARGET emberd)
            COMMAND bash ${CTL_DEPLOY_DIR}/image_smoke.sh ${CTL_DEPLOY_WORK}/image
                    $<TARGET_FILE:emberctl>)
   set_tests_properties(deploy_image_smoke PROPERTIES
-    LABELS "deploy;long" SKIP_RETURN_CODE 77 TIMEOUT 1200 RUN_SERIAL TRUE)
+    LABELS "deploy;long" SKIP_RETURN_CODE 77 TIMEOUT 1200 RUN_SERIAL TRUE
+    ENVIRONMENT "EMBER_TINY_ELF=${CMAKE_BINARY_DIR}/guests/tiny/tiny.elf")
 endif()
