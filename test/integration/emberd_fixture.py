@@ -285,21 +285,11 @@ class Emberd:
     def kill_strays(self):
         """Kills every process (other than us) whose command line mentions the
         temp root: VMMs started by emberd in their own sessions."""
-        me = os.getpid()
-        needle = self.root.encode()
-        for pid in os.listdir("/proc"):
-            if not pid.isdigit() or int(pid) == me:
-                continue
+        for pid in procs_matching(self.root, zombies=True):
             try:
-                with open("/proc/%s/cmdline" % pid, "rb") as f:
-                    cmd = f.read()
+                os.kill(pid, signal.SIGKILL)
             except OSError:
-                continue
-            if needle in cmd:
-                try:
-                    os.kill(int(pid), signal.SIGKILL)
-                except OSError:
-                    pass
+                pass
 
     def close(self):
         self.stop()
@@ -478,12 +468,14 @@ def linux_guest_files(guest_dir=None):
     return k, i
 
 
-def vmm_pids(inst_dir):
-    """Live (non-zombie) processes whose command line names the instance folder:
-    the VMMs of that instance, whoever started them."""
+def procs_matching(*needles, zombies=False):
+    """pids of processes (not this one) whose command line holds every needle;
+    zombies only when asked."""
+    want = [n.encode() if isinstance(n, str) else n for n in needles]
+    me = os.getpid()
     out = []
     for p in os.listdir("/proc"):
-        if not p.isdigit():
+        if not p.isdigit() or int(p) == me:
             continue
         try:
             with open("/proc/%s/cmdline" % p, "rb") as f:
@@ -492,6 +484,12 @@ def vmm_pids(inst_dir):
                 st = f.read().rsplit(")", 1)[1].split()[0]
         except OSError:
             continue
-        if (inst_dir + "/").encode() in cl and st != "Z":
+        if all(n in cl for n in want) and (zombies or st != "Z"):
             out.append(int(p))
     return out
+
+
+def vmm_pids(inst_dir):
+    """Live processes whose command line names the instance folder: the VMMs of
+    that instance, whoever started them."""
+    return procs_matching(inst_dir + "/")

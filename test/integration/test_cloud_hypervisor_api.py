@@ -54,19 +54,7 @@ def check(cond, msg):
 
 def vmm_pids(root):
     """pids of fake cloud-hypervisor processes working under root."""
-    out = []
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit():
-            continue
-        try:
-            with open("/proc/%s/cmdline" % pid, "rb") as f:
-                cmd = f.read().split(b"\0")
-        except OSError:
-            continue
-        if any(b"cloud_hypervisor_fake" in c for c in cmd) and \
-                any(root.encode() in c for c in cmd):
-            out.append(int(pid))
-    return out
+    return fx.procs_matching("cloud_hypervisor_fake", root)
 
 
 def run(fake, version):

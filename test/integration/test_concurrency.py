@@ -197,20 +197,7 @@ def check(cond, msg):
 
 def fake_processes(d):
     """pids of fake firecracker processes started under the test's temp root."""
-    out = []
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit():
-            continue
-        try:
-            with open("/proc/%s/cmdline" % pid, "rb") as f:
-                cmd = f.read()
-            with open("/proc/%s/stat" % pid) as f:
-                st = f.read().rsplit(")", 1)[1].split()[0]
-        except OSError:
-            continue
-        if b"firecracker_fake.py" in cmd and d.root.encode() in cmd and st != "Z":
-            out.append(int(pid))
-    return out
+    return fx.procs_matching("firecracker_fake.py", d.root)
 
 
 def check_final(d, watcher):

@@ -150,6 +150,28 @@ static char *fx_read(fixture *f, const char *id, const char *rel)
   return buf;
 }
 
+/* Starts a "VMM" for instance id by hand, as a driver would have just before
+ * an agent crash, and waits until /proc shows its command line (right after
+ * exec the kernel may not show the new one yet). */
+static cmn_proc fx_spawn_vmm(fixture *f, const char *id)
+{
+  cmn_error err = {0};
+  cleanup_free char *tag = cmn_asprintf("%s/instances/%s/testvm", f->data, id);
+  char *argv[] = {"/bin/sh", "-c", "while :; do sleep 1; done", (char *)"testvm", tag, NULL};
+  cmn_proc p = {0};
+  CU_ASSERT_EQUAL(cmn_proc_spawn(argv, NULL, &p, &err), 0);
+  cleanup_free char *cmdline_path = cmn_asprintf("/proc/%d/cmdline", (int)p.pid);
+  for (int i = 0; i < 200; i++) {
+    cleanup_free char *cl = NULL;
+    size_t len = 0;
+    if (cmn_file_read(cmdline_path, 1 << 16, &cl, &len, &err) == 0 && len > 0 &&
+        memmem(cl, len, tag, strlen(tag)) != NULL)
+      break;
+    cmn_sleep_ms(5);
+  }
+  return p;
+}
+
 /* A recursive listing with sizes and mtimes: "nothing on disk changed". */
 static char *fx_listing(const char *dir)
 {
@@ -587,41 +609,12 @@ static void test_recovery_half_done(void)
   cmn_file_write_atomic(b_paused, "", 0, 0640, &err);
 
   /* c: start a VMM by hand as the driver's restore would have. */
-  {
-    cleanup_free char *tag = cmn_asprintf("%s/instances/%s/testvm", f.data, c);
-    char *argv[] = {"/bin/sh", "-c", "while :; do sleep 1; done", (char *)"testvm", tag, NULL};
-    cmn_proc p;
-    CU_ASSERT_EQUAL(cmn_proc_spawn(argv, NULL, &p, &err), 0);
-    /* Right after exec the kernel may not show the new command line yet. */
-    cleanup_free char *cmdline_path = cmn_asprintf("/proc/%d/cmdline", (int)p.pid);
-    for (int i = 0; i < 200; i++) {
-      cleanup_free char *cl = NULL;
-      size_t len = 0;
-      if (cmn_file_read(cmdline_path, 1 << 16, &cl, &len, &err) == 0 && len > 0 &&
-          memmem(cl, len, tag, strlen(tag)) != NULL)
-        break;
-      cmn_sleep_ms(5);
-    }
-  }
+  fx_spawn_vmm(&f, c);
 
   cleanup_free char *d_latest = fx_path(&f, d, "snapshots/snapshot-latest");
   cleanup_free char *d_base = fx_path(&f, d, "snapshots/snapshot-base");
   CU_ASSERT_EQUAL(cmn_rename_durable(d_latest, d_base, &err), 0);
-  cmn_proc d_vmm = {0};
-  {
-    cleanup_free char *tag = cmn_asprintf("%s/instances/%s/testvm", f.data, d);
-    char *argv[] = {"/bin/sh", "-c", "while :; do sleep 1; done", (char *)"testvm", tag, NULL};
-    CU_ASSERT_EQUAL(cmn_proc_spawn(argv, NULL, &d_vmm, &err), 0);
-    cleanup_free char *cmdline_path = cmn_asprintf("/proc/%d/cmdline", (int)d_vmm.pid);
-    for (int i = 0; i < 200; i++) {
-      cleanup_free char *cl = NULL;
-      size_t len = 0;
-      if (cmn_file_read(cmdline_path, 1 << 16, &cl, &len, &err) == 0 && len > 0 &&
-          memmem(cl, len, tag, strlen(tag)) != NULL)
-        break;
-      cmn_sleep_ms(5);
-    }
-  }
+  cmn_proc d_vmm = fx_spawn_vmm(&f, d);
 
   fx_open_manager(&f);
   agent_instance_view dv = fx_get(&f, d);
