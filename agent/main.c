@@ -164,10 +164,9 @@ int main(int argc, char **argv)
     goto out;
   }
   curl_up = true;
-  reg = vmm_registry_create(cfg.drivers, NULL, 0);
+  reg = vmm_registry_create(cfg.drivers, NULL, 0, &err);
   if (reg == NULL) {
-    cmn_err_set(&err, CMN_INTERNAL, "cannot initialise the hypervisor drivers");
-    main__fail("start-up", &err);
+    main__fail("hypervisor drivers", &err);
     goto out;
   }
   for (size_t i = 0; i < vmm_registry_count(reg); i++) {

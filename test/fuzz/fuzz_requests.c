@@ -377,10 +377,14 @@ static fz_fixture *fz_setup(void)
   /* Named so a wrapper can clean up after a crash (atexit does not run). */
   fprintf(stderr, "fuzz_requests: fixture root %s\n", z->root);
   static const vmm_driver *const extra[] = {&testvm_driver};
-  z->reg = vmm_registry_create(NULL, extra, 1);
+  cmn_error err = {0};
+  z->reg = vmm_registry_create(NULL, extra, 1, &err);
+  if (z->reg == NULL) {
+    fprintf(stderr, "fuzz_requests: %s\n", err.msg);
+    abort();
+  }
   agent_manager_config cfg = {.data_dir = z->data_dir, .monitor = false,
                               .stop_timeout_ms = 2000};
-  cmn_error err = {0};
   z->mgr = agent_manager_create(&cfg, z->reg, &err);
   if (z->mgr == NULL)
     fz_die("cannot create the manager: %s", err.msg);

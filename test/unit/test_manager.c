@@ -52,7 +52,8 @@ static void fx_setup(fixture *f)
   f->kernel = cmn_asprintf("%s/vmlinux", f->root);
   cmn_error err = {0};
   CU_ASSERT_EQUAL_FATAL(cmn_file_write_atomic(f->kernel, "k", 1, 0644, &err), 0);
-  f->reg = vmm_registry_create(NULL, test_drivers, 4);
+  f->reg = vmm_registry_create(NULL, test_drivers, 4, &err);
+  CU_ASSERT_PTR_NOT_NULL_FATAL(f->reg);
   f->tv = vmm_registry_get(f->reg, "testvm")->state;
   f->live = vmm_registry_get(f->reg, "testlive")->state;
   fx_open_manager(f);
