@@ -10,6 +10,7 @@
  * start-up fails, 2 for a usage error. */
 #define _GNU_SOURCE
 #include "agent/config.h"
+#include "agent/datadir.h"
 #include "agent/manager.h"
 #include "agent/metrics_agent.h"
 #include "agent/server/server.h"
@@ -32,7 +33,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#define MAIN_VERSION "0.1.0"
+#define MAIN_VERSION EMBER_VERSION /* the project version (CMakeLists.txt) */
 /* How often --metrics-file is rewritten. */
 #define MAIN_METRICS_FILE_INTERVAL_MS 15000
 
@@ -142,6 +143,12 @@ int main(int argc, char **argv)
   lock_fd = main__lock_data_dir(cfg.data_dir, &err);
   if (lock_fd < 0) {
     main__fail("refusing to start", &err);
+    goto out;
+  }
+  /* Before anything reads the data dir: an older layout is upgraded in place,
+   * a newer one (a downgrade) refused. */
+  if (agent_datadir_check(cfg.data_dir, "emberd " MAIN_VERSION, NULL, &err) < 0) {
+    main__fail("data dir", &err);
     goto out;
   }
   srv_options so = {

@@ -140,9 +140,13 @@ int agent_record_from_json(const char *json, agent_record *r, cmn_error *err)
   }
   agent_instance_view *v = &r->view;
   int rc = -1;
-  if ((int)record_get_num(o, "version") != RECORD_VERSION) {
-    cmn_err_set(err, CMN_INTERNAL, "record version %d is not %d",
-                (int)record_get_num(o, "version"), RECORD_VERSION);
+  /* Older versions are read (an upgraded emberd keeps every instance); a newer
+   * one is refused rather than misread. */
+  int version = (int)record_get_num(o, "version");
+  if (version < 1 || version > RECORD_VERSION) {
+    cmn_err_set(err, CMN_FAILED_PRECONDITION,
+                "record version %d: this emberd reads versions 1 to %d", version,
+                RECORD_VERSION);
     goto out;
   }
   v->id = cmn_strdup(record_get_str(o, "id"));

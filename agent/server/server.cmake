@@ -14,5 +14,6 @@ add_library(ember_agent_config STATIC ${CMAKE_CURRENT_SOURCE_DIR}/config.c)
 target_link_libraries(ember_agent_config PUBLIC ember_common ${CJSON_LIB})
 
 add_executable(emberd ${CMAKE_CURRENT_SOURCE_DIR}/main.c)
+target_compile_definitions(emberd PRIVATE EMBER_VERSION="${PROJECT_VERSION}")
 target_link_libraries(emberd PRIVATE ember_server ember_agent_config ember_agent ember_drivers
                       ember_common ${CURL_LIB} ${GRPC_LIB} ${GPR_LIB} Threads::Threads)

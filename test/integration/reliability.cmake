@@ -29,3 +29,14 @@ add_test(NAME reliability_vmm_cgroup
 set_tests_properties(reliability_vmm_cgroup PROPERTIES
   LABELS "integration;reliability;deploy" TIMEOUT 300 SKIP_RETURN_CODE 77
   ENVIRONMENT "EMBERD_BIN=$<TARGET_FILE:emberd>;EMBER_PYTHON_DIR=${CMAKE_BINARY_DIR}/python")
+
+# Upgrades keep guests (issue 10): builds the previous release from the git
+# history (cached under the build dir), runs QEMU guests under it, switches to
+# this build's emberd on the same data dir and checks every guest; a newer data
+# dir format is refused. Skips without the history, QEMU or the test guest.
+add_test(NAME reliability_upgrade
+         COMMAND /usr/bin/python3 ${RELIABILITY_DIR}/test_upgrade.py)
+set_tests_properties(reliability_upgrade PROPERTIES
+  LABELS "integration;qemu;reliability" TIMEOUT 1200 SKIP_RETURN_CODE 77
+  RESOURCE_LOCK ember_qemu_guests
+  ENVIRONMENT "${RELIABILITY_ENV};EMBER_SOURCE_DIR=${CMAKE_SOURCE_DIR};EMBER_PREV_BUILD_DIR=${CMAKE_BINARY_DIR}/previous-release")

@@ -316,7 +316,10 @@ def main():
 
         fams, text = scrape(url)
         cross_check(text)
-        check(value(fams, "ember_build_info", version="0.1.0") == 1, "ember_build_info 1")
+        version = subprocess.run([d.binary, "--version"], capture_output=True, text=True,
+                                 check=True).stdout.split()[-1]
+        check(value(fams, "ember_build_info", version=version) == 1,
+              "ember_build_info 1 with emberd --version's version (%s)" % version)
         st = value(fams, "ember_process_start_time_seconds")
         check(abs(st - time.time()) < 600, "process start time is recent Unix time")
         for f, t in [("ember_operations_total", "counter"),
