@@ -90,7 +90,7 @@ agent_metrics_file *agent_metrics_file_start(agent_metrics *m, const char *path,
   pthread_condattr_destroy(&ca);
   int e = pthread_create(&f->thread, NULL, metrics_file__main, f);
   if (e != 0) {
-    cmn_err_set(err, CMN_INTERNAL, "metrics file: cannot start its thread: %s", strerror(e));
+    cmn_err_set(err, CMN_INTERNAL, "metrics file: cannot start its thread: %s", cmn_strerror(e));
     pthread_mutex_destroy(&f->mu);
     pthread_cond_destroy(&f->cv);
     free(f->path);

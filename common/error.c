@@ -33,10 +33,14 @@ int cmn_err_errno(cmn_error *err, int code, int errnum, const char *fmt, ...)
   err_vset(err, code, fmt, ap);
   va_end(ap);
   size_t n = strlen(err->msg);
-  char buf[256];
-  const char *s = strerror_r(errnum, buf, sizeof buf);
-  snprintf(err->msg + n, sizeof err->msg - n, ": %s", s);
+  snprintf(err->msg + n, sizeof err->msg - n, ": %s", cmn_strerror(errnum));
   return -1;
+}
+
+const char *cmn_strerror(int errnum)
+{
+  const char *s = strerrordesc_np(errnum);
+  return s != NULL ? s : "unknown error";
 }
 
 int cmn_err_prefix(cmn_error *err, const char *fmt, ...)

@@ -37,9 +37,12 @@ typedef struct cmn_error {
 /* Sets code and message; returns -1 so callers can `return cmn_err_set(...)`. */
 int cmn_err_set(cmn_error *err, int code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
-/* Like cmn_err_set, with ": strerror(errnum)" appended. */
+/* Like cmn_err_set, with ": cmn_strerror(errnum)" appended. */
 int cmn_err_errno(cmn_error *err, int code, int errnum, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
+/* The description of an errno value, thread-safe (strerror is banned: it may
+ * share a buffer across threads). Never NULL. */
+const char *cmn_strerror(int errnum);
 /* Prepends "context: " to the message; keeps the code. Returns -1. */
 int cmn_err_prefix(cmn_error *err, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));

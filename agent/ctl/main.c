@@ -74,7 +74,9 @@ int main(int argc, char **argv)
   pthread_sigmask(SIG_BLOCK, &sigs, NULL);
   /* A closed stdout (emberctl watch | head -1) must end the process quietly
    * with an error, not kill it with SIGPIPE mid-call. */
-  signal(SIGPIPE, SIG_IGN);
+  struct sigaction ign = {.sa_handler = SIG_IGN};
+  sigemptyset(&ign.sa_mask);
+  sigaction(SIGPIPE, &ign, NULL);
 
   grpc_init();
   int64_t timeout = o.timeout_ms;

@@ -492,7 +492,7 @@ static void srv__on_request(srv_call *c, bool ok)
     pthread_attr_destroy(&attr);
     if (e != 0) {
       cmn_warn(NULL, "rpc", "cannot start a thread for %s (%s); running it on a worker",
-               c->method->path, strerror(e));
+               c->method->path, cmn_strerror(e));
       srv__slow_main(c);
     }
   } else if (c->method->kind == SRV_UNARY) {
@@ -689,7 +689,7 @@ srv_server *srv_server_create(const srv_options *opts, agent_manager *mgr, cmn_e
   if (srv__is_unix(opts->listen)) {
     s->unix_path = cmn_strdup(opts->listen + 5);
     if (chmod(s->unix_path, 0660) < 0)
-      cmn_warn(NULL, "listen", "cannot chmod 0660 %s: %s", s->unix_path, strerror(errno));
+      cmn_warn(NULL, "listen", "cannot chmod 0660 %s: %s", s->unix_path, cmn_strerror(errno));
   }
   if (!srv__is_unix(opts->listen) && opts->tls_cert == NULL)
     cmn_warn(NULL, "listen",

@@ -483,7 +483,7 @@ static void fc_cleanup(void *state, vmm_vm *vm)
   for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
     cleanup_free char *sock = cmn_asprintf("%s/%s", vm->dir, names[i]);
     if (unlink(sock) < 0 && errno != ENOENT)
-      cmn_warn(vm->id, "cleanup", "removing %s: %s", sock, strerror(errno));
+      cmn_warn(vm->id, "cleanup", "removing %s: %s", sock, cmn_strerror(errno));
   }
 }
 

@@ -64,7 +64,7 @@ int qemu_accel_choose(const char *request, qemu_accel *out, char **why, cmn_erro
                        "accel must be \"auto\", \"kvm\" or \"tcg\", not \"%s\"", request);
   if (accel_kvm_usable(&errnum) < 0) {
     *out = QEMU_ACCEL_TCG;
-    *why = cmn_asprintf("tcg (auto: /dev/kvm unusable: %s)", strerror(errnum));
+    *why = cmn_asprintf("tcg (auto: /dev/kvm unusable: %s)", cmn_strerror(errnum));
   } else if (qemu_accel_kvm_is_pvm()) {
     *out = QEMU_ACCEL_TCG;
     *why = cmn_strdup("tcg (auto: /dev/kvm is PVM-backed, cannot boot Linux guests)");

@@ -329,6 +329,6 @@ void qemu_cleanup(void *state, vmm_vm *vm)
   for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
     cleanup_free char *p = cmn_asprintf("%s/%s", vm->dir, files[i]);
     if (unlink(p) < 0 && errno != ENOENT)
-      cmn_warn(vm->id, "cleanup", "cannot remove %s: %s", p, strerror(errno));
+      cmn_warn(vm->id, "cleanup", "cannot remove %s: %s", p, cmn_strerror(errno));
   }
 }
