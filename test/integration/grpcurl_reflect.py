@@ -265,3 +265,90 @@ def symbols_of(fdp):
 def result_json(lines):
     """Parses invoke() output back into dicts."""
     return [json.loads(x) for x in lines]
+
+
+def _describe_text(desc):
+    """A short text of a descriptor with its leading comment, like grpcurl's."""
+    kind = type(desc).__name__.replace("Descriptor", "").lower()
+    name = getattr(desc, "full_name", desc.name)
+    lines = ["%s is a %s:" % (name, kind)]
+    proto = None
+    for attr in ("CopyToProto",):
+        if hasattr(desc, attr):
+            try:
+                cls = {"service": descriptor_pb2.ServiceDescriptorProto,
+                       "message": descriptor_pb2.DescriptorProto,
+                       "enum": descriptor_pb2.EnumDescriptorProto,
+                       "method": descriptor_pb2.MethodDescriptorProto}.get(kind)
+                if cls is not None:
+                    proto = cls()
+                    desc.CopyToProto(proto)
+            except Exception:  # noqa
+                proto = None
+    if proto is not None:
+        lines.append(str(proto).strip())
+    elif kind == "field":
+        typ = desc.message_type or desc.enum_type
+        lines.append("%s %s = %d;" % (typ.full_name if typ else "scalar type %d" % desc.type,
+                                      desc.name, desc.number))
+    else:
+        lines.append("%s = %s;" % (desc.name, getattr(desc, "number", "")))
+    return "\n".join(lines)
+
+
+def main(argv):
+    """Command-line emulation of grpcurl for the documented forms; exit codes
+    as grpcurl's: 2 usage, 1 other failure, 64 + status code for an RPC
+    error."""
+    import sys
+    import grpc
+    try:
+        a = parse_grpcurl(argv)
+    except GrpcurlUsage as e:
+        sys.stderr.write("%s\nTry 'grpcurl -help' for more details.\n" % e)
+        return 2
+    f = a["flags"]
+    if not f.get("plaintext"):
+        sys.stderr.write("emulation supports -plaintext only\n")
+        return 2
+    target = ("unix:" + a["address"]) if f.get("unix") else a["address"]
+    sys.stderr.write("(grpcurl not installed: emulated through server reflection by %s)\n"
+                     % __file__)
+    with grpc.insecure_channel(target) as ch:
+        c = ReflectionClient(ch, "v1")
+        try:
+            if a["verb"] == "list":
+                if a["symbol"]:
+                    svc = c.resolve(a["symbol"])
+                    print("\n".join(m.full_name for m in svc.methods))
+                else:
+                    print("\n".join(c.list_services()))
+            elif a["verb"] == "describe":
+                for d in c.describe(a["symbol"]):
+                    print(_describe_text(d))
+            else:
+                md = [(k, v) for k, v in _headers(f)]
+                for out in c.invoke(a["symbol"], f.get("d", ""), metadata=md or None):
+                    print(out)
+        except grpc.RpcError as e:
+            sys.stderr.write("ERROR:\n  Code: %s\n  Message: %s\n" % (e.code().name, e.details()))
+            return 64 + e.code().value[0]
+        except (LookupError, GrpcurlUsage, json_format.ParseError) as e:
+            sys.stderr.write("Failed: %s\n" % e)
+            return 1
+    return 0
+
+
+def _headers(flags):
+    h = flags.get("H") or flags.get("rpc-header")
+    if not h:
+        return []
+    k, _, v = h.partition(":")
+    return [(k.strip().lower(), v.strip())]
+
+
+if __name__ == "__main__":
+    import os
+    import sys
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    sys.exit(main(sys.argv[1:]))
