@@ -1,4 +1,4 @@
-/* manager.c: the instance manager (see manager.h and DESIGN.md §3).
+/* manager.c: the instance manager (see manager.h and docs/architecture.md §3).
  *
  * Locking: m->mu guards the instance table, every instance's committed record
  * and the subscriber list; it is held only for short copies and commits. Each
@@ -787,7 +787,7 @@ out:
   return rc;
 }
 
-/* ---- re-adoption and recovery (DESIGN.md §3–4) ------------------------------ */
+/* ---- re-adoption and recovery (docs/architecture.md §3–4) ------------------------------ */
 
 /* Finds a live process whose command line names the instance folder: a VMM
  * spawned just before a crash, before its pid reached the record. */

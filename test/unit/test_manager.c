@@ -1,5 +1,5 @@
 /* test_manager.c: CUnit tests of the instance manager and snapshot manager with
- * the test-only driver: the state machine of DESIGN.md §3, the snapshot folder
+ * the test-only driver: the state machine of docs/architecture.md §3, the snapshot folder
  * transitions of §4 at every failure point, persistence, re-adoption and
  * recovery after an agent crash, the VMM monitor, events and concurrency. */
 #define _GNU_SOURCE
@@ -337,7 +337,7 @@ static void test_bad_input_changes_nothing(void)
   fx_teardown(&f);
 }
 
-/* Every cell of the table in DESIGN.md §3. */
+/* Every cell of the table in docs/architecture.md §3. */
 static void test_state_table(void)
 {
   fixture f;
