@@ -267,24 +267,33 @@ def result_json(lines):
     return [json.loads(x) for x in lines]
 
 
-def _describe_text(desc):
+def leading_comment(client, symbol):
+    """The proto comment above symbol's declaration, from the source info
+    reflection serves ("" when none)."""
+    _, protos, fname = client.file_containing(symbol)
+    fdp = protos[fname]
+    want = symbol.lstrip(".")
+    locs = {tuple(l.path): l for l in fdp.source_code_info.location}
+    for _kind, full, path in symbols_of(fdp):
+        if full == want and tuple(path) in locs:
+            return locs[tuple(path)].leading_comments
+    return ""
+
+
+def _describe_text(desc, comment=""):
     """A short text of a descriptor with its leading comment, like grpcurl's."""
     kind = type(desc).__name__.replace("Descriptor", "").lower()
     name = getattr(desc, "full_name", desc.name)
     lines = ["%s is a %s:" % (name, kind)]
+    lines += ["//" + c for c in comment.splitlines()]
+    cls = {"service": descriptor_pb2.ServiceDescriptorProto,
+           "message": descriptor_pb2.DescriptorProto,
+           "enum": descriptor_pb2.EnumDescriptorProto,
+           "method": descriptor_pb2.MethodDescriptorProto}.get(kind)
     proto = None
-    for attr in ("CopyToProto",):
-        if hasattr(desc, attr):
-            try:
-                cls = {"service": descriptor_pb2.ServiceDescriptorProto,
-                       "message": descriptor_pb2.DescriptorProto,
-                       "enum": descriptor_pb2.EnumDescriptorProto,
-                       "method": descriptor_pb2.MethodDescriptorProto}.get(kind)
-                if cls is not None:
-                    proto = cls()
-                    desc.CopyToProto(proto)
-            except Exception:  # noqa
-                proto = None
+    if cls is not None and hasattr(desc, "CopyToProto"):
+        proto = cls()
+        desc.CopyToProto(proto)
     if proto is not None:
         lines.append(str(proto).strip())
     elif kind == "field":
@@ -324,8 +333,8 @@ def main(argv):
                 else:
                     print("\n".join(c.list_services()))
             elif a["verb"] == "describe":
-                for d in c.describe(a["symbol"]):
-                    print(_describe_text(d))
+                for sym in [a["symbol"]] if a["symbol"] else c.list_services():
+                    print(_describe_text(c.resolve(sym), leading_comment(c, sym)))
             else:
                 md = [(k, v) for k, v in _headers(f)]
                 for out in c.invoke(a["symbol"], f.get("d", ""), metadata=md or None):

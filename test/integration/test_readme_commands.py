@@ -261,6 +261,7 @@ def main():
                 % (kernel, initrd))
 
     podman = shutil.which("podman")
+    netns_ok = os.geteuid() == 0 and all(shutil.which(t) for t in ("unshare", "nsenter", "ip"))
 
     def podman_has(image):
         return lambda: podman is not None and subprocess.run(
@@ -286,8 +287,9 @@ def main():
             stderr=subprocess.DEVNULL).returncode == 0,
          "no kubectl/cluster here; the manifest is checked offline by "
          "test/deploy/validate_manifests.sh"),
-        (r"--tap ", lambda: os.geteuid() == 0,
-         "a TAP device needs root (CAP_NET_ADMIN)"),
+        (r"--tap ", lambda: netns_ok,
+         "a TAP device needs root and unshare/nsenter/ip (util-linux, iproute2) to be made "
+         "in a network namespace of the test's own"),
     ]
 
     docs = [("README.md", code_lines(os.path.join(TOP, "README.md"))),
@@ -298,9 +300,8 @@ def main():
         check(len(lines) > 0, "%s: %d command lines" % (doc, len(lines)))
         # One emberd per doc, in its own network namespace when root (the
         # TAP device a doc names is created there, never on the host).
-        args = []
         d = NetnsEmberd(config={"drivers": {"qemu": {"accel": "tcg"}}},
-                        netns=os.geteuid() == 0 and shutil.which("unshare") is not None)
+                        netns=netns_ok)
         try:
             if d.netns:
                 subprocess.run(["nsenter", "--net=/proc/%d/ns/net" % d.proc.pid, "ip", "tuntap",
@@ -317,7 +318,6 @@ def main():
                                 "--kernel", kernel, "--initrd", initrd, "--cmdline",
                                 "console=ttyS0", "--start"], env=env, check=True,
                                stdout=subprocess.DEVNULL)
-            del args
             for n, cmd in lines:
                 run_line("%s:%d" % (doc, n), cmd, env, work, needs)
         finally:
