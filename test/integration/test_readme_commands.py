@@ -176,6 +176,10 @@ def run_line(where, cmd, env, cwd, needs):
         if re.search(rx, cmd) and not test():
             print("skipped %s: %s\n         (%s)" % (where, cmd, why))
             return
+    # Lines that name files of the checkout (deploy/..., test/...) run where
+    # the docs assume, at its top; the others in the test's temp folder.
+    if re.search(r"(^|\s)(deploy|test)/", cmd):
+        cwd = TOP
     t = time.monotonic()
     if streams(cmd):
         p = subprocess.Popen(["/bin/sh", "-c", cmd], env=env, cwd=cwd, stdout=subprocess.PIPE,
