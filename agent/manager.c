@@ -1,4 +1,4 @@
-/* manager.c: the instance manager (see manager.h and DESIGN.md §3).
+/* manager.c: the instance manager (see manager.h and docs/architecture.md §3).
  *
  * Locking: m->mu guards the instance table, every instance's committed record
  * and the subscriber list; it is held only for short copies and commits. Each
@@ -154,16 +154,14 @@ static void mgr_unref(agent_manager *m, mgr_instance *inst)
   pthread_mutex_unlock(&m->mu);
 }
 
+/* A string of the id form matches ids only, any other string names only:
+ * names and ids are disjoint (validate.h), so no string matches two instances. */
 static mgr_instance *mgr_find_locked(agent_manager *m, const char *id_or_name)
 {
+  bool by_id = agent_is_id_form(id_or_name);
   for (size_t i = 0; i < m->n_insts; i++) {
     mgr_instance *inst = m->insts[i];
-    if (strcmp(inst->rec.view.id, id_or_name) == 0)
-      return inst;
-  }
-  for (size_t i = 0; i < m->n_insts; i++) {
-    mgr_instance *inst = m->insts[i];
-    if (strcmp(inst->rec.view.name, id_or_name) == 0)
+    if (strcmp(by_id ? inst->rec.view.id : inst->rec.view.name, id_or_name) == 0)
       return inst;
   }
   return NULL;
@@ -172,7 +170,7 @@ static mgr_instance *mgr_find_locked(agent_manager *m, const char *id_or_name)
 /* Finds and references an instance; NOT_FOUND or INVALID_ARGUMENT otherwise. */
 static mgr_instance *mgr_lookup(agent_manager *m, const char *id_or_name, cmn_error *err)
 {
-  if (agent_validate_name("id", id_or_name, err) < 0)
+  if (agent_validate_id_or_name("id", id_or_name, err) < 0)
     return NULL;
   pthread_mutex_lock(&m->mu);
   mgr_instance *inst = mgr_find_locked(m, id_or_name);
@@ -589,7 +587,7 @@ static char *mgr_new_id(void)
   unsigned char b[8];
   if (getrandom(b, sizeof b, 0) != (ssize_t)sizeof b)
     abort();
-  return cmn_asprintf("i-%02x%02x%02x%02x%02x%02x%02x%02x", b[0], b[1], b[2], b[3], b[4], b[5],
+  return cmn_asprintf(AGENT_ID_PREFIX "%02x%02x%02x%02x%02x%02x%02x%02x", b[0], b[1], b[2], b[3], b[4], b[5],
                       b[6], b[7]);
 }
 
@@ -608,6 +606,14 @@ int agent_manager_create_instance(agent_manager *m, const char *name, const char
                        hypervisor);
   if (agent_validate_spec(spec, err) < 0)
     return -1;
+  /* Refused here rather than at the first operation: a scheduler learns at
+   * once that this host cannot run the type (the detail names the missing
+   * binary or the reason). Records created before the driver went missing
+   * still load and answer Start/Restore with the same FAILED_PRECONDITION. */
+  if (!entry->available)
+    return cmn_err_set(err, CMN_FAILED_PRECONDITION,
+                       "spec.hypervisor: %s is not available on this host: %s", hypervisor,
+                       entry->detail ? entry->detail : "unknown reason");
 
   cleanup_free char *id = mgr_new_id();
   cleanup_free char *dir = cmn_asprintf("%s/%s", m->instances_dir, id);
@@ -781,7 +787,7 @@ out:
   return rc;
 }
 
-/* ---- re-adoption and recovery (DESIGN.md §3–4) ------------------------------ */
+/* ---- re-adoption and recovery (docs/architecture.md §3–4) ------------------------------ */
 
 /* Finds a live process whose command line names the instance folder: a VMM
  * spawned just before a crash, before its pid reached the record. */
@@ -955,7 +961,7 @@ static int mgr_load_all(agent_manager *m, cmn_error *err)
       continue;
     }
     if (strcmp(rec.view.id, de->d_name) != 0 ||
-        agent_validate_name("id", rec.view.id, &e2) < 0) {
+        agent_validate_id("id", rec.view.id, &e2) < 0) {
       cmn_error_log(de->d_name, "load", "skipping instance folder: id mismatch");
       agent_record_free(&rec);
       continue;

@@ -1,4 +1,4 @@
-/* manager.h: the instance manager: the state machine of DESIGN.md §3, one
+/* manager.h: the instance manager: the state machine of docs/architecture.md §3, one
  * operation at a time per instance, records persisted in the store, events for
  * watchers. The RPC layer calls only this header; it never sees drivers or
  * snapshot folders.
@@ -101,7 +101,7 @@ typedef struct agent_manager_config {
 typedef struct agent_manager agent_manager;
 
 /* Loads every record from the data dir, recovers half-done operations and
- * re-adopts live VMMs (DESIGN.md §3–4). The registry must outlive the manager. */
+ * re-adopts live VMMs (docs/architecture.md §3–4). The registry must outlive the manager. */
 agent_manager *agent_manager_create(const agent_manager_config *cfg, const vmm_registry *reg,
                                     cmn_error *err);
 /* Stops the monitor, waits for operations in progress, releases driver

@@ -1,4 +1,4 @@
-/* snapshot.h: the snapshot manager (DESIGN.md §4).
+/* snapshot.h: the snapshot manager (docs/architecture.md §4).
  *
  * It owns the folder transitions under <instance dir>/snapshots:
  *   snapshot-latest/  the visible standby artifact; exists exactly in Standby
@@ -46,7 +46,7 @@ int snap_prepare_boot(const snap_target *t, char **mem_dir, cmn_error *err);
  * live RAM, so it is complete for a diff standby; mark it. */
 int snap_after_boot(const snap_target *t, cmn_error *err);
 
-/* Standby of a running or paused VM (DESIGN.md §4 steps 1–5). On success the
+/* Standby of a running or paused VM (docs/architecture.md §4 steps 1–5). On success the
  * VMM has ended and been reaped, snapshot-latest is complete and *kind says how
  * it was written. On failure the VM runs again if it was running before (it
  * stays paused if it was paused), the promoted target is discarded, and the

@@ -12,7 +12,8 @@ static bool validate_name_char(char c)
   return isalnum((unsigned char)c) || c == '.' || c == '_' || c == '-';
 }
 
-int agent_validate_name(const char *field, const char *name, cmn_error *err)
+/* The shared charset rule of names, ids and TAP device names. */
+static int validate_token(const char *field, const char *name, cmn_error *err)
 {
   if (name == NULL || name[0] == '\0')
     return cmn_err_set(err, CMN_INVALID_ARGUMENT, "%s is required", field);
@@ -30,6 +31,43 @@ int agent_validate_name(const char *field, const char *name, cmn_error *err)
                          "(found byte 0x%02x at %zu)",
                          field, (unsigned char)name[i], i);
   return 0;
+}
+
+bool agent_is_id_form(const char *s)
+{
+  return s != NULL && strncmp(s, AGENT_ID_PREFIX, strlen(AGENT_ID_PREFIX)) == 0;
+}
+
+int agent_validate_name(const char *field, const char *name, cmn_error *err)
+{
+  if (validate_token(field, name, err) < 0)
+    return -1;
+  if (agent_is_id_form(name))
+    return cmn_err_set(err, CMN_INVALID_ARGUMENT,
+                       "%s may not start with \"" AGENT_ID_PREFIX "\": that prefix is reserved "
+                       "for instance ids, so a name can never be mistaken for an id",
+                       field);
+  return 0;
+}
+
+int agent_validate_id(const char *field, const char *id, cmn_error *err)
+{
+  size_t pre = strlen(AGENT_ID_PREFIX);
+  bool ok = agent_is_id_form(id) && strlen(id) == pre + AGENT_ID_HEX_DIGITS;
+  for (size_t i = pre; ok && id[i] != '\0'; i++)
+    ok = isxdigit((unsigned char)id[i]) && !isupper((unsigned char)id[i]);
+  if (!ok)
+    return cmn_err_set(err, CMN_INVALID_ARGUMENT,
+                       "%s is not an instance id (\"" AGENT_ID_PREFIX "\" and %d lowercase hex "
+                       "digits)",
+                       field, AGENT_ID_HEX_DIGITS);
+  return 0;
+}
+
+int agent_validate_id_or_name(const char *field, const char *s, cmn_error *err)
+{
+  return agent_is_id_form(s) ? agent_validate_id(field, s, err)
+                             : agent_validate_name(field, s, err);
 }
 
 static int validate_text(const char *field, const char *s, size_t max, bool no_comma,
@@ -120,7 +158,7 @@ int agent_validate_spec(const vmm_spec *spec, cmn_error *err)
     if (tap == NULL || tap[0] == '\0' || strlen(tap) > 15)
       return cmn_err_set(err, CMN_INVALID_ARGUMENT,
                          "network_interfaces.tap_device must be 1 to 15 characters");
-    if (agent_validate_name("network_interfaces.tap_device", tap, err) < 0)
+    if (validate_token("network_interfaces.tap_device", tap, err) < 0)
       return -1;
     if (spec->nics[i].mac != NULL && spec->nics[i].mac[0] != '\0' &&
         validate_mac(spec->nics[i].mac, err) < 0)

@@ -66,8 +66,8 @@ Standby and restore it with emberctl:
 
 Or with grpcurl (no .proto needed: emberd serves reflection):
   grpcurl -plaintext -unix $sock list
-  grpcurl -plaintext -unix $sock -d '{"id":"demo"}' ember.v1.InstanceService/StandbyInstance
-  grpcurl -plaintext -unix $sock -d '{"id":"demo"}' ember.v1.InstanceService/RestoreInstance
+  grpcurl -plaintext -unix -d '{"id":"demo"}' $sock ember.v1.InstanceService/StandbyInstance
+  grpcurl -plaintext -unix -d '{"id":"demo"}' $sock ember.v1.InstanceService/RestoreInstance
 
 Stop emberd and delete the guest: $0 --stop
 MSG

@@ -3,8 +3,15 @@
  * file_containing_symbol, file_by_filename and the extension queries. Each
  * file answer carries the file and its transitive dependencies as serialized
  * FileDescriptorProto, taken byte-for-byte from the descriptor set embedded at
- * build time (proto/CMakeLists.txt), so grpcurl list/describe work with no
+ * build time (proto/CMakeLists.txt, built with --include_source_info so the
+ * answers carry the protos' comments), so grpcurl list/describe work with no
  * .proto at hand.
+ *
+ * file_containing_symbol resolves every symbol kind by its fully qualified
+ * name: services, methods, messages (nested too), fields, oneofs, extensions,
+ * enums, and enum values, the latter under protobuf scoping (siblings of the
+ * enum: "ember.v1.INSTANCE_STATE_RUNNING") and also enum-qualified
+ * ("ember.v1.InstanceState.INSTANCE_STATE_RUNNING"), as some clients ask.
  *
  * The index is built once at server creation and read-only afterwards. */
 #include "agent/server/internal.h"
@@ -67,11 +74,25 @@ static void srv__index_enum(srv_reflection *r, const char *scope,
   srv__add_sym(r, full, file, false);
 }
 
+/* Fields and extensions are scoped by the message (or file) that declares
+ * them: "ember.v1.Instance.spec". */
+static void srv__index_fields(srv_reflection *r, const char *scope,
+                              Google__Protobuf__FieldDescriptorProto *const *fields, size_t n,
+                              size_t file)
+{
+  for (size_t i = 0; i < n; i++)
+    srv__add_sym(r, srv__join(scope, fields[i]->name), file, false);
+}
+
 static void srv__index_message(srv_reflection *r, const char *scope,
                                const Google__Protobuf__DescriptorProto *m, size_t file)
 {
   char *full = srv__join(scope, m->name);
   srv__add_sym(r, full, file, true);
+  srv__index_fields(r, full, m->field, m->n_field, file);
+  srv__index_fields(r, full, m->extension, m->n_extension, file);
+  for (size_t i = 0; i < m->n_oneof_decl; i++)
+    srv__add_sym(r, srv__join(full, m->oneof_decl[i]->name), file, false);
   for (size_t i = 0; i < m->n_nested_type; i++)
     srv__index_message(r, full, m->nested_type[i], file);
   for (size_t i = 0; i < m->n_enum_type; i++)
@@ -124,6 +145,7 @@ srv_reflection *srv_reflection_create(cmn_error *err)
       srv__index_message(r, pkg, fd->message_type[i], f);
     for (size_t i = 0; i < fd->n_enum_type; i++)
       srv__index_enum(r, pkg, fd->enum_type[i], f);
+    srv__index_fields(r, pkg, fd->extension, fd->n_extension, f);
     for (size_t i = 0; i < fd->n_service; i++) {
       const Google__Protobuf__ServiceDescriptorProto *sv = fd->service[i];
       char *full = srv__join(pkg, sv->name);

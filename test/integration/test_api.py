@@ -26,8 +26,9 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 try:
     import grpc
-    from google.protobuf import descriptor_pb2, descriptor_pool
+    from google.protobuf import descriptor_pb2
     import emberd_fixture as fx
+    import grpcurl_reflect as gr
     from emberd_fixture import Emberd, pb, health_pb2
 except Exception as e:  # noqa
     print("SKIP: python3-grpcio / python3-protobuf or the generated messages are missing: %s" % e)
@@ -67,27 +68,8 @@ def shared():
 
 # ---------------------------------------------------------------- reflection
 
-def _pool_from(files):
-    """Builds a descriptor pool from serialized FileDescriptorProtos the way
-    grpcurl does (dependencies before dependents)."""
-    protos = {}
-    for b in files:
-        fdp = descriptor_pb2.FileDescriptorProto.FromString(b)
-        protos[fdp.name] = fdp
-    pool = descriptor_pool.DescriptorPool()
-    added = set()
-
-    def add(name):
-        if name in added:
-            return
-        for dep in protos[name].dependency:
-            add(dep)
-        pool.Add(protos[name])
-        added.add(name)
-
-    for n in protos:
-        add(n)
-    return pool, protos
+# Built the way grpcurl builds it (dependencies before dependents).
+_pool_from = gr.pool_from
 
 
 @test
@@ -265,7 +247,9 @@ def bad_input_changes_nothing():
         ("vsock cid max", d.create, ("x", _with_vsock(S(), 0xFFFFFFFF)), SC.INVALID_ARGUMENT),
         ("unknown hypervisor", d.create, ("x", S(hypervisor="xen")), SC.INVALID_ARGUMENT),
         ("empty hypervisor", d.create, ("x", S(hypervisor="")), SC.INVALID_ARGUMENT),
-        ("unknown id get", d.get, ("i-doesnotexist",), SC.NOT_FOUND),
+        ("unknown id get", d.get, ("i-0000000000000000",), SC.NOT_FOUND),
+        ("malformed id get", d.get, ("i-doesnotexist",), SC.INVALID_ARGUMENT),
+        ("name of the id form", d.create, ("i-0000000000000000", S()), SC.INVALID_ARGUMENT),
         ("empty id get", d.get, ("",), SC.INVALID_ARGUMENT),
         ("long id get", d.get, ("x" * 5000,), SC.INVALID_ARGUMENT),
         ("unknown id delete", d.delete, ("nope",), SC.NOT_FOUND),

@@ -13,7 +13,7 @@ while a WatchInstances stream records every state change.
 Checks: every reply is OK or a proper status (FAILED_PRECONDITION; NOT_FOUND
 only for an instance a delete was issued for) -- never INTERNAL, UNKNOWN,
 UNAVAILABLE or a deadline (deadlock); an OK reply of an operation shows its
-target state; the watched transitions are valid per DESIGN.md section 3 and
+target state; the watched transitions are valid per docs/architecture.md section 3 and
 chain per instance; emberd is alive at the end; the number of fake VMM processes
 equals the number of Running/Paused instances; instance.json "state" and the
 existence of snapshot-latest agree with GetInstance.

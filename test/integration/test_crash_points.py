@@ -9,7 +9,7 @@ exit mode (EMBER_FAULT=<point>:exit, emberd _exit(86)s at the point):
   the guest holds a file in /tmp and a background process; emberd is started with
   the fault armed, the operation is called (UNAVAILABLE when emberd dies; exit code
   86 proves the point was reached), emberd is started again without the fault, and:
-  - the instance is in the state the table EXIT below gives (DESIGN.md §3-4),
+  - the instance is in the state the table EXIT below gives (docs/architecture.md §3-4),
     never Unknown;
   - exactly one VMM (processes whose command line names the instance folder) when
     Running, none otherwise, and it is the one GetInstance reports;
@@ -48,7 +48,7 @@ STATE = {pb.INSTANCE_STATE_RUNNING: R, pb.INSTANCE_STATE_STANDBY: S,
 FULL, DIFF = pb.SNAPSHOT_KIND_FULL, pb.SNAPSHOT_KIND_DIFF
 
 # (point, operation, state before) -> state after emberd died there and restarted.
-# The reason is what DESIGN.md §3-4 and mgr_recover_one make of the leftovers.
+# The reason is what docs/architecture.md §3-4 and mgr_recover_one make of the leftovers.
 EXIT = [
     ("snap.standby.after_pause", "standby", R, R,
      "VMM alive and paused, no snapshot-latest: recovery resumes the guest"),

@@ -206,6 +206,33 @@ static void test_record_roundtrip(void)
   CU_ASSERT_EQUAL(agent_record_from_json("[]", &back, &err), -1);
 }
 
+/* Names and ids are disjoint by construction: no name has the id form. */
+static void test_validate_name_vs_id(void)
+{
+  cmn_error err = {0};
+  CU_ASSERT_EQUAL(agent_validate_id("id", "i-0123456789abcdef", &err), 0);
+  const char *names_not_ids[] = {"web", "i", "i.x", "I-0123456789abcdef", "x-0123456789abcdef"};
+  for (size_t i = 0; i < sizeof names_not_ids / sizeof names_not_ids[0]; i++) {
+    CU_ASSERT_EQUAL(agent_validate_name("name", names_not_ids[i], &err), 0);
+    CU_ASSERT_EQUAL(agent_validate_id("id", names_not_ids[i], &err), -1);
+    CU_ASSERT_EQUAL(agent_validate_id_or_name("id", names_not_ids[i], &err), 0);
+  }
+  const char *id_form[] = {"i-0123456789abcdef", "i-", "i-web", "i-0123456789ABCDEF",
+                           "i-0123456789abcde", "i-0123456789abcdef0"};
+  for (size_t i = 0; i < sizeof id_form / sizeof id_form[0]; i++) {
+    CU_ASSERT_EQUAL(agent_validate_name("name", id_form[i], &err), -1);
+    CU_ASSERT_EQUAL(err.code, CMN_INVALID_ARGUMENT);
+    CU_ASSERT(strstr(err.msg, "reserved for instance ids") != NULL);
+    CU_ASSERT_EQUAL(agent_validate_id_or_name("id", id_form[i], &err), i == 0 ? 0 : -1);
+  }
+  /* TAP device names keep the plain charset rule. */
+  vmm_nic nic = {"i-tap0", NULL};
+  cleanup_free char *k = cmn_asprintf("%s/k2", tmp_root);
+  cmn_file_write_atomic(k, "k", 1, 0644, &err);
+  vmm_spec s = {.vcpus = 1, .memory_mib = 64, .kernel = k, .nics = &nic, .n_nics = 1};
+  CU_ASSERT_EQUAL(agent_validate_spec(&s, &err), 0);
+}
+
 static void test_validate(void)
 {
   cmn_error err = {0};
@@ -246,6 +273,7 @@ int main(void)
   CU_add_test(s, "fault", test_fault);
   CU_add_test(s, "record_roundtrip", test_record_roundtrip);
   CU_add_test(s, "validate", test_validate);
+  CU_add_test(s, "validate_name_vs_id", test_validate_name_vs_id);
   CU_basic_set_mode(CU_BRM_VERBOSE);
   CU_basic_run_tests();
   unsigned failed = CU_get_number_of_failures() + CU_get_number_of_tests_failed();

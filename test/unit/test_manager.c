@@ -1,5 +1,5 @@
 /* test_manager.c: CUnit tests of the instance manager and snapshot manager with
- * the test-only driver: the state machine of DESIGN.md §3, the snapshot folder
+ * the test-only driver: the state machine of docs/architecture.md §3, the snapshot folder
  * transitions of §4 at every failure point, persistence, re-adoption and
  * recovery after an agent crash, the VMM monitor, events and concurrency. */
 #define _GNU_SOURCE
@@ -33,7 +33,8 @@ typedef struct fixture {
 } fixture;
 
 static const vmm_driver *const test_drivers[] = {&testvm_driver, &testvm_live_driver,
-                                                 &testvm_nosnap_driver, &testvm_full_driver};
+                                                 &testvm_nosnap_driver, &testvm_full_driver,
+                                                 &testvm_gone_driver};
 
 static void fx_open_manager(fixture *f)
 {
@@ -52,7 +53,8 @@ static void fx_setup(fixture *f)
   f->kernel = cmn_asprintf("%s/vmlinux", f->root);
   cmn_error err = {0};
   CU_ASSERT_EQUAL_FATAL(cmn_file_write_atomic(f->kernel, "k", 1, 0644, &err), 0);
-  f->reg = vmm_registry_create(NULL, test_drivers, 4, &err);
+  f->reg = vmm_registry_create(NULL, test_drivers, sizeof test_drivers / sizeof test_drivers[0],
+                               &err);
   CU_ASSERT_PTR_NOT_NULL_FATAL(f->reg);
   f->tv = vmm_registry_get(f->reg, "testvm")->state;
   f->live = vmm_registry_get(f->reg, "testlive")->state;
@@ -227,6 +229,57 @@ static void test_create_get_list_delete(void)
   fx_teardown(&f);
 }
 
+/* A name may never equal (or look like) an id: names and ids are disjoint,
+ * so a string never reaches another instance than the one it names. */
+static void test_names_never_ids(void)
+{
+  fixture f;
+  fx_setup(&f);
+  cleanup_free char *id = fx_create(&f, "alpha", "testvm", false);
+  cleanup_free char *before = fx_listing(f.data);
+  agent_instance_view v = {0};
+  cmn_error err = {0};
+  vmm_spec good = fx_spec(&f);
+  const char *names[] = {id, "i-web", "i-"};
+  for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+    CU_ASSERT_EQUAL(agent_manager_create_instance(f.m, names[i], "testvm", &good, false, &v, &err),
+                    -1);
+    CU_ASSERT_EQUAL(err.code, CMN_INVALID_ARGUMENT);
+  }
+  cleanup_free char *after = fx_listing(f.data);
+  CU_ASSERT_STRING_EQUAL(before, after);
+  CU_ASSERT_EQUAL(agent_manager_get(f.m, "i-nothex", &v, &err), -1);
+  CU_ASSERT_EQUAL(err.code, CMN_INVALID_ARGUMENT);
+  CU_ASSERT_EQUAL(agent_manager_get(f.m, id, &v, &err), 0);
+  CU_ASSERT_STRING_EQUAL(v.name, "alpha");
+  agent_instance_view_free(&v);
+  fx_teardown(&f);
+}
+
+/* CreateInstance of a type the host cannot run: FAILED_PRECONDITION naming
+ * the reason (the missing binary), after the INVALID_ARGUMENT checks; nothing
+ * on disk changes. */
+static void test_unavailable_type_refused(void)
+{
+  fixture f;
+  fx_setup(&f);
+  cleanup_free char *before = fx_listing(f.data);
+  agent_instance_view v = {0};
+  cmn_error err = {0};
+  vmm_spec good = fx_spec(&f);
+  CU_ASSERT_FALSE(vmm_registry_get(f.reg, "testgone")->available);
+  CU_ASSERT_EQUAL(agent_manager_create_instance(f.m, "g", "testgone", &good, false, &v, &err), -1);
+  CU_ASSERT_EQUAL(err.code, CMN_FAILED_PRECONDITION);
+  CU_ASSERT(strstr(err.msg, "/nonexistent/testgone") != NULL);
+  vmm_spec bad = good;
+  bad.vcpus = 0;
+  CU_ASSERT_EQUAL(agent_manager_create_instance(f.m, "g", "testgone", &bad, false, &v, &err), -1);
+  CU_ASSERT_EQUAL(err.code, CMN_INVALID_ARGUMENT);
+  cleanup_free char *after = fx_listing(f.data);
+  CU_ASSERT_STRING_EQUAL(before, after);
+  fx_teardown(&f);
+}
+
 static void test_bad_input_changes_nothing(void)
 {
   fixture f;
@@ -286,7 +339,7 @@ static void test_bad_input_changes_nothing(void)
   fx_teardown(&f);
 }
 
-/* Every cell of the table in DESIGN.md §3. */
+/* Every cell of the table in docs/architecture.md §3. */
 static void test_state_table(void)
 {
   fixture f;
@@ -781,6 +834,8 @@ int main(void)
   CU_pSuite s = CU_add_suite("manager", NULL, NULL);
   CU_add_test(s, "create_get_list_delete", test_create_get_list_delete);
   CU_add_test(s, "bad_input_changes_nothing", test_bad_input_changes_nothing);
+  CU_add_test(s, "names_never_ids", test_names_never_ids);
+  CU_add_test(s, "unavailable_type_refused", test_unavailable_type_refused);
   CU_add_test(s, "state_table", test_state_table);
   CU_add_test(s, "capabilities", test_capabilities);
   CU_add_test(s, "standby_restore_base_reuse", test_standby_restore_base_reuse);

@@ -198,3 +198,28 @@ const vmm_driver testvm_nosnap_driver = {
     .query = tv_query,
     .cleanup = tv_cleanup,
 };
+
+/* A type whose binary is missing: init fails, so the registry marks it
+ * unavailable with this reason (as a real driver does without its VMM). */
+static int tv_gone_init(const cJSON *config, void **state, cmn_error *err)
+{
+  (void)config;
+  (void)state;
+  return cmn_err_set(err, CMN_FAILED_PRECONDITION,
+                     "no testgone binary: \"/nonexistent/testgone\" is not an executable file");
+}
+
+const vmm_driver testvm_gone_driver = {
+    .type = "testgone",
+    .caps = VMM_CAP_SNAPSHOT | VMM_CAP_PAUSE,
+    .init = tv_gone_init,
+    .fini = tv_fini,
+    .start = tv_start,
+    .adopt = tv_adopt,
+    .query = tv_query,
+    .pause = tv_pause,
+    .resume = tv_resume,
+    .snapshot = tv_snapshot,
+    .restore = tv_restore,
+    .cleanup = tv_cleanup,
+};
