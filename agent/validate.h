@@ -4,6 +4,7 @@
 #ifndef EMBER_AGENT_VALIDATE_H
 #define EMBER_AGENT_VALIDATE_H
 
+#include "agent/hostfiles.h"
 #include "common/error.h"
 #include "drivers/hypervisor.h"
 
@@ -19,9 +20,11 @@
 /* 1..63 characters of [A-Za-z0-9._-], starting with a letter or digit. Ids
  * follow the same rule, so an id or a name can never reach outside the data dir. */
 int agent_validate_name(const char *field, const char *name, cmn_error *err);
-/* vcpus, memory, kernel/initrd/disk paths (absolute, existing regular files,
- * no commas or control characters since VMM command lines are comma-separated),
- * cmdline, TAP names and MAC addresses. */
-int agent_validate_spec(const vmm_spec *spec, cmn_error *err);
+/* vcpus, memory, kernel/initrd/disk paths (absolute, no commas or control
+ * characters since VMM command lines are comma-separated), cmdline, TAP names
+ * and MAC addresses; then, with a fence, the files themselves: opened and
+ * checked exactly as Start will (hostfiles.h), refusals INVALID_ARGUMENT
+ * naming the field (e.g. spec.disks[1].path). fence NULL: syntax only. */
+int agent_validate_spec(const vmm_spec *spec, const agent_host_fence *fence, cmn_error *err);
 
 #endif
