@@ -113,6 +113,11 @@ static int hostfiles_fence(const agent_host_fence *f, const char *field, const c
                            cmn_error *err)
 {
   cleanup_free char *via = hostfiles_via(path, resolved);
+  /* A file without a name (deleted, memfd, anonymous) cannot be judged by
+   * where it lives; a path such as /proc/self/fd/N can reach one. */
+  if (resolved[0] != '/' || st->st_nlink == 0)
+    return cmn_err_set(err, code, "%s %s%s a file without a name on the host (deleted or "
+                       "anonymous): refused", field, path, via);
   if (hostfiles_under(resolved, f->data_dir))
     return cmn_err_set(err, code, "%s %s%s inside emberd's data dir %s: refused", field, path,
                        via, f->data_dir);

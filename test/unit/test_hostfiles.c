@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 #include <unistd.h>
@@ -175,6 +176,18 @@ static void test_system_trees(void)
   cleanup_free char *fifo = cmn_asprintf("%s/fifo", files_dir);
   CU_ASSERT_EQUAL(mkfifo(fifo, 0600), 0);
   expect_refused(f, kernel, fifo, "spec.disks[0].path", "not a regular file");
+  /* A file of ours without a name, reached through /proc/self/fd. */
+  int mfd = memfd_create("ember-test", MFD_CLOEXEC);
+  CU_ASSERT_TRUE_FATAL(mfd >= 0);
+  cleanup_free char *mpath = cmn_asprintf("/dev/fd/%d", mfd);
+  expect_refused(f, kernel, mpath, "spec.disks[0].path", "without a name");
+  cleanup_free char *gone = mkfile(files_dir, "gone.img", "gone");
+  int gfd = open(gone, O_RDONLY | O_CLOEXEC);
+  CU_ASSERT_EQUAL(unlink(gone), 0);
+  cleanup_free char *gpath = cmn_asprintf("/proc/self/fd/%d", gfd);
+  expect_refused(f, kernel, gpath, "spec.disks[0].path", "without a name");
+  close(gfd);
+  close(mfd);
   /* A directory. */
   expect_refused(f, files_dir, NULL, "spec.kernel_path", "not a regular file");
   agent_host_fence_free(f);
