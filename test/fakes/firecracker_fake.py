@@ -610,6 +610,15 @@ class Handler(BaseHTTPRequestHandler):
             b = self.body()
             check(b, schema_boot_source())
             v.require_preboot()
+            # BootConfig::new opens both files at this request (File::open).
+            for key, what in (("kernel_image_path", "The kernel file cannot be opened"),
+                              ("initrd_path", "The initrd file cannot be opened due to "
+                               "invalid path or invalid permissions.")):
+                if b.get(key) is not None:
+                    try:
+                        open(b[key], "rb").close()
+                    except OSError as e:
+                        raise BadRequest("%s: %s" % (what, e))
             v.boot_source = b
             v.boot_path = True
             return None
@@ -628,6 +637,10 @@ class Handler(BaseHTTPRequestHandler):
             if b["drive_id"] != path[len("/drives/"):]:
                 raise BadRequest("The id from the path does not match the id from the body!")
             v.require_preboot()
+            # The block device is built, and its file opened, at this request.
+            for f in v.open_drives({b["drive_id"]: b}, "Unable to create the virtio block "
+                                   "device"):
+                f.close()
             v.drives[b["drive_id"]] = b
             v.boot_path = True
             return None
