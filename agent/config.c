@@ -27,7 +27,8 @@ void agent_config_usage(FILE *out, const char *prog)
           "                           log_level, max_message_bytes, grace_seconds,\n"
           "                           max_instances, tls_cert, tls_key, tls_client_ca,\n"
           "                           insecure_tcp, metrics_listen, metrics_file,\n"
-          "                           vmm_cgroup,\n"
+          "                           vmm_cgroup, host_file_roots (array of paths),\n"
+          "                           allow_block_devices,\n"
           "                           drivers (one object per hypervisor type,\n"
           "                           e.g. {\"drivers\":{\"qemu\":{\"accel\":\"tcg\"}}})\n"
           "  --listen ADDR            unix:/path/to.sock or host:port\n"
@@ -62,6 +63,15 @@ void agent_config_usage(FILE *out, const char *prog)
           "                           own: a container runtime that stops emberd's\n"
           "                           container then leaves the guests running for the\n"
           "                           next emberd to re-adopt (default: off)\n"
+          "  --host-file-root DIR     allow kernel, initrd and disk paths of requests only\n"
+          "                           under DIR (a directory, or one file); repeat for\n"
+          "                           several. Without any, every path outside emberd's\n"
+          "                           data dir and own files, /proc, /sys, /dev, /etc and\n"
+          "                           /run is allowed (see docs/host-paths.md); set it on\n"
+          "                           any host whose API clients are not its operators\n"
+          "  --allow-block-devices    disks may be block devices (under a --host-file-root;\n"
+          "                           opened exclusively, so a mounted one is refused;\n"
+          "                           default: regular files only)\n"
           "  --help                   this text\n"
           "  --version                the version\n"
           "\n"
@@ -82,6 +92,9 @@ void agent_config_free(agent_config *cfg)
   free(cfg->metrics_listen);
   free(cfg->metrics_file);
   cJSON_Delete(cfg->drivers);
+  for (size_t i = 0; i < cfg->n_host_file_roots; i++)
+    free(cfg->host_file_roots[i]);
+  free(cfg->host_file_roots);
   memset(cfg, 0, sizeof(*cfg));
 }
 
@@ -149,6 +162,25 @@ static int config__path(const char *what, const char *v, char **dst, cmn_error *
   return 0;
 }
 
+/* Appends one allowed root (host_file_roots); whether it exists is checked
+ * when the fence is built (agent/hostfiles.c), where it is resolved. */
+static int config__add_root(agent_config *cfg, const char *v, cmn_error *err)
+{
+  if (v == NULL || v[0] != '/')
+    return cmn_err_set(err, CMN_INVALID_ARGUMENT,
+                       "host_file_roots: '%s' is not an absolute path", v ? v : "");
+  for (const char *p = v; *p != '\0'; p++)
+    if ((unsigned char)*p < 0x20 || *p == 0x7f)
+      return cmn_err_set(err, CMN_INVALID_ARGUMENT,
+                         "host_file_roots: a path holds a control character");
+  if (cfg->n_host_file_roots >= 64)
+    return cmn_err_set(err, CMN_INVALID_ARGUMENT, "host_file_roots: at most 64 roots");
+  cfg->host_file_roots = cmn_realloc(cfg->host_file_roots,
+                                     (cfg->n_host_file_roots + 1) * sizeof(char *));
+  cfg->host_file_roots[cfg->n_host_file_roots++] = cmn_strdup(v);
+  return 0;
+}
+
 /* One setting by its file key (flags map onto the same keys). */
 static int config__apply(agent_config *cfg, const char *key, const char *v, cmn_error *err)
 {
@@ -209,6 +241,14 @@ static int config__apply(agent_config *cfg, const char *key, const char *v, cmn_
   }
   if (strcmp(key, "metrics_file") == 0)
     return config__path("metrics_file", v, &cfg->metrics_file, err);
+  if (strcmp(key, "host_file_roots") == 0)
+    return config__add_root(cfg, v, err);
+  if (strcmp(key, "allow_block_devices") == 0) {
+    if (v == NULL || (strcmp(v, "true") != 0 && strcmp(v, "false") != 0))
+      return cmn_err_set(err, CMN_INVALID_ARGUMENT, "allow_block_devices: must be true or false");
+    cfg->allow_block_devices = strcmp(v, "true") == 0;
+    return 0;
+  }
   return cmn_err_set(err, CMN_INVALID_ARGUMENT, "unknown setting '%s'", key);
 }
 
@@ -250,6 +290,21 @@ static int config__load_file(agent_config *cfg, const char *path, cmn_error *err
       if (ret == 0) {
         cJSON_Delete(cfg->drivers);
         cfg->drivers = cJSON_Duplicate(it, true);
+      }
+      continue;
+    }
+    if (strcmp(key, "host_file_roots") == 0) {
+      if (!cJSON_IsArray(it)) {
+        ret = cmn_err_set(err, CMN_INVALID_ARGUMENT, "config file %s: host_file_roots must be "
+                          "an array of absolute paths", path);
+        break;
+      }
+      for (cJSON *r = it->child; r != NULL && ret == 0; r = r->next) {
+        if (!cJSON_IsString(r))
+          ret = cmn_err_set(err, CMN_INVALID_ARGUMENT, "config file %s: host_file_roots must "
+                            "hold strings", path);
+        else if (config__add_root(cfg, r->valuestring, err) < 0)
+          ret = cmn_err_prefix(err, "config file %s", path);
       }
       continue;
     }
@@ -299,6 +354,8 @@ static const struct {
     {"--metrics-listen", "metrics_listen", true},
     {"--metrics-file", "metrics_file", true},
     {"--vmm-cgroup", "vmm_cgroup", true},
+    {"--host-file-root", "host_file_roots", true},
+    {"--allow-block-devices", "allow_block_devices", false},
     {"--help", NULL, false},
     {"-h", NULL, false},
     {"--version", NULL, false},
@@ -351,6 +408,13 @@ static int config__flags_pass(agent_config *cfg, int argc, char *const *argv, in
     }
     if (pass == 0)
       continue;
+    if (strcmp(config__flags[k].key, "host_file_roots") == 0 && !cfg->roots_from_flags) {
+      /* Flags win: the first --host-file-root replaces the file's list. */
+      for (size_t r = 0; r < cfg->n_host_file_roots; r++)
+        free(cfg->host_file_roots[r]);
+      cfg->n_host_file_roots = 0;
+      cfg->roots_from_flags = true;
+    }
     if (config__apply(cfg, config__flags[k].key, v ? v : "true", err) < 0)
       return cmn_err_prefix(err, "%s", flag);
   }
@@ -432,6 +496,12 @@ int agent_config_load(agent_config *cfg, int argc, char *const *argv, const char
                 "listen: TCP address %s needs --tls-cert and --tls-key, or --insecure-tcp for "
                 "plaintext",
                 cfg->listen);
+    goto fail;
+  }
+  if (cfg->allow_block_devices && cfg->n_host_file_roots == 0) {
+    cmn_err_set(err, CMN_INVALID_ARGUMENT,
+                "allow_block_devices needs host_file_roots (--host-file-root) naming where the "
+                "devices are, e.g. /dev/ember or one device such as /dev/loop7");
     goto fail;
   }
   if (cfg->tls_cert != NULL && cfg->insecure_tcp) {

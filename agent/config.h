@@ -32,6 +32,11 @@ typedef struct agent_config {
   char *metrics_listen;      /* HOST:PORT serving GET /metrics; NULL: off */
   char *metrics_file;        /* textfile-collector output; NULL: off */
   cJSON *drivers;            /* the "drivers" object of the file; may be NULL */
+  char **host_file_roots;    /* allowed roots for kernel/initrd/disk paths (absolute);
+                                none: any path outside the deny-list (docs/host-paths.md) */
+  size_t n_host_file_roots;
+  bool roots_from_flags;     /* private: the first --host-file-root replaces the file's list */
+  bool allow_block_devices;  /* disks may be block devices under host_file_roots */
   bool help;                 /* --help was given: print usage, exit 0 */
   bool version;              /* --version */
 } agent_config;

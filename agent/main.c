@@ -181,12 +181,24 @@ int main(int argc, char **argv)
     cmn_info(NULL, "startup", "hypervisor %s: %s%s", e->driver->type,
              e->available ? "available, " : "unavailable: ", e->detail ? e->detail : "");
   }
+  /* emberd's own files outside the data dir: never a guest's kernel or disk. */
+  const char *own_files[] = {cfg.config_path, cfg.tls_cert, cfg.tls_key, cfg.tls_client_ca,
+                             cfg.metrics_file,
+                             strncmp(cfg.listen, "unix:", 5) == 0 ? cfg.listen + 5 : NULL};
+  agent_host_policy hp = {
+      .roots = (const char *const *)cfg.host_file_roots,
+      .n_roots = cfg.n_host_file_roots,
+      .allow_block_devices = cfg.allow_block_devices,
+      .own_files = own_files,
+      .n_own_files = sizeof own_files / sizeof own_files[0],
+  };
   agent_manager_config mc = {
       .data_dir = cfg.data_dir,
       .max_instances = cfg.max_instances,
       .vmm_cgroup = cfg.vmm_cgroup,
       .stop_timeout_ms = 0,
       .monitor = true,
+      .host_policy = &hp,
   };
   mgr = agent_manager_create(&mc, reg, &err);
   if (mgr == NULL) {

@@ -56,6 +56,7 @@ struct agent_manager {
   int max_instances;
   int stop_timeout_ms;
   char *vmm_cgroup;
+  agent_host_fence *fence; /* host file paths (hostfiles.h); immutable */
   const vmm_registry *reg;
 
   pthread_mutex_t mu;
@@ -353,17 +354,46 @@ static int mgr_wrong_state(mgr_instance *inst, agent_op op, agent_state st, cmn_
                      why ? " (" : "", why ? why : "", why ? ")" : "");
 }
 
+/* Opens and checks the spec's host files right before a VMM is spawned
+ * (hostfiles.h) and lends them to the driver through inst->vm; the record's
+ * spec (the user's paths) is untouched. mgr_host_files_end undoes it. */
+static int mgr_host_files_begin(agent_manager *m, mgr_instance *inst, agent_host_files *hf,
+                                cmn_error *err)
+{
+  if (agent_host_files_open(m->fence, &inst->rec.view.spec, CMN_FAILED_PRECONDITION, hf,
+                            err) < 0)
+    return -1;
+  inst->vm.spec = &hf->spec;
+  inst->vm.host_fds = hf->fds;
+  inst->vm.n_host_fds = hf->n_fds;
+  return 0;
+}
+
+static void mgr_host_files_end(mgr_instance *inst, agent_host_files *hf)
+{
+  inst->vm.spec = &inst->rec.view.spec;
+  inst->vm.host_fds = NULL;
+  inst->vm.n_host_fds = 0;
+  agent_host_files_close(hf);
+}
+
 static int mgr_do_start(agent_manager *m, mgr_instance *inst, agent_record *r, cmn_error *err)
 {
   const vmm_driver *drv = inst->entry->driver;
   snap_target t = mgr_target(m, inst);
   cleanup_free char *mem_dir = NULL;
   int64_t t0 = cmn_now_us();
-  if (snap_prepare_boot(&t, &mem_dir, err) < 0)
+  agent_host_files hf = {0};
+  if (mgr_host_files_begin(m, inst, &hf, err) < 0)
+    return cmn_err_prefix(err, "start");
+  if (snap_prepare_boot(&t, &mem_dir, err) < 0) {
+    mgr_host_files_end(inst, &hf);
     return -1;
+  }
   memset(&inst->vm.proc, 0, sizeof inst->vm.proc);
-  if (drv->start(inst->entry->state, &inst->vm, mem_dir, err) < 0 ||
-      cmn_fault("agent.start.after_driver", err) < 0 || snap_after_boot(&t, err) < 0 ||
+  int drc = drv->start(inst->entry->state, &inst->vm, mem_dir, err);
+  mgr_host_files_end(inst, &hf);
+  if (drc < 0 || cmn_fault("agent.start.after_driver", err) < 0 || snap_after_boot(&t, err) < 0 ||
       cmn_fault("agent.start.before_commit", err) < 0) {
     snap_end_vmm(&t);
     cmn_error e2 = {0};
@@ -435,7 +465,12 @@ static int mgr_do_restore(agent_manager *m, mgr_instance *inst, agent_record *r,
 {
   snap_target t = mgr_target(m, inst);
   int64_t t0 = cmn_now_us();
-  if (snap_restore(&t, err) < 0)
+  agent_host_files hf = {0};
+  if (mgr_host_files_begin(m, inst, &hf, err) < 0)
+    return cmn_err_prefix(err, "restore");
+  int src = snap_restore(&t, err);
+  mgr_host_files_end(inst, &hf);
+  if (src < 0)
     return cmn_err_prefix(err, "restore");
   mgr_vmm_place(m, inst);
   cmn_fault_exit_only("agent.restore.before_commit");
@@ -604,7 +639,7 @@ int agent_manager_create_instance(agent_manager *m, const char *name, const char
   if (entry == NULL)
     return cmn_err_set(err, CMN_INVALID_ARGUMENT, "spec.hypervisor: unknown hypervisor '%.64s'",
                        hypervisor);
-  if (agent_validate_spec(spec, err) < 0)
+  if (agent_validate_spec(spec, m->fence, err) < 0)
     return -1;
   /* Refused here rather than at the first operation: a scheduler learns at
    * once that this host cannot run the type (the detail names the missing
@@ -1071,6 +1106,7 @@ agent_manager *agent_manager_create(const agent_manager_config *cfg, const vmm_r
   pthread_mutex_init(&m->stop_mu, NULL);
   pthread_cond_init(&m->stop_cv, NULL);
   if (cmn_mkdir_p(m->data_dir, 0750, err) < 0 || cmn_mkdir_p(m->instances_dir, 0750, err) < 0 ||
+      (m->fence = agent_host_fence_new(m->data_dir, cfg->host_policy, err)) == NULL ||
       mgr_load_all(m, err) < 0) {
     agent_manager_free(m);
     return NULL;
@@ -1114,5 +1150,6 @@ void agent_manager_free(agent_manager *m)
   free(m->instances_dir);
   free(m->data_dir);
   free(m->vmm_cgroup);
+  agent_host_fence_free(m->fence);
   free(m);
 }

@@ -18,6 +18,7 @@
 #ifndef EMBER_AGENT_MANAGER_H
 #define EMBER_AGENT_MANAGER_H
 
+#include "agent/hostfiles.h"
 #include "common/error.h"
 #include "drivers/hypervisor.h"
 #include "drivers/registry.h"
@@ -96,6 +97,9 @@ typedef struct agent_manager_config {
   int stop_timeout_ms;       /* graceful VMM shutdown wait; 0 = default (10000) */
   bool monitor;              /* watch VMM processes and notice exits (default on in emberd) */
   const char *vmm_cgroup;    /* cgroup every VMM is moved into (cgroup.h); NULL: none */
+  /* Fence for kernel/initrd/disk paths (hostfiles.h); NULL: the defaults
+   * (deny-list only, no block devices). The data dir is always fenced. */
+  const agent_host_policy *host_policy;
 } agent_manager_config;
 
 typedef struct agent_manager agent_manager;

@@ -4,6 +4,7 @@
 #ifndef EMBER_AGENT_VALIDATE_H
 #define EMBER_AGENT_VALIDATE_H
 
+#include "agent/hostfiles.h"
 #include "common/error.h"
 #include "drivers/hypervisor.h"
 
@@ -36,9 +37,11 @@ bool agent_is_id_form(const char *s);
 /* What requests that name an instance take: an id when agent_is_id_form,
  * else a name. */
 int agent_validate_id_or_name(const char *field, const char *s, cmn_error *err);
-/* vcpus, memory, kernel/initrd/disk paths (absolute, existing regular files,
- * no commas or control characters since VMM command lines are comma-separated),
- * cmdline, TAP names and MAC addresses. */
-int agent_validate_spec(const vmm_spec *spec, cmn_error *err);
+/* vcpus, memory, kernel/initrd/disk paths (absolute, no commas or control
+ * characters since VMM command lines are comma-separated), cmdline, TAP names
+ * and MAC addresses; then, with a fence, the files themselves: opened and
+ * checked exactly as Start will (hostfiles.h), refusals INVALID_ARGUMENT
+ * naming the field (e.g. spec.disks[1].path). fence NULL: syntax only. */
+int agent_validate_spec(const vmm_spec *spec, const agent_host_fence *fence, cmn_error *err);
 
 #endif

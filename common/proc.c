@@ -272,12 +272,50 @@ void cmn_proc_kill_reap(const cmn_proc *p)
     cmn_proc_signal(p, SIGKILL);
 }
 
+/* Closes the temporary copies made by proc_pass_prepare. */
+static void proc_pass_close(int *tmp, int n)
+{
+  for (int i = 0; i < n; i++)
+    if (tmp[i] >= 0)
+      close(tmp[i]);
+}
+
+/* Copies every fd to be passed to a number above all target numbers
+ * (close-on-exec), so that the child's dup2 sequence can never overwrite a
+ * source before it is copied, whatever numbers the sources have. */
+static int proc_pass_prepare(const cmn_spawn_opts *opts, int *tmp, cmn_error *err)
+{
+  int above = 3;
+  for (int i = 0; i < opts->n_pass_fds; i++) {
+    tmp[i] = -1;
+    if (opts->pass_fds[i].child_fd < 3)
+      return cmn_err_set(err, CMN_INTERNAL, "descriptor target %d is below 3",
+                         opts->pass_fds[i].child_fd);
+    if (opts->pass_fds[i].child_fd >= above)
+      above = opts->pass_fds[i].child_fd + 1;
+  }
+  for (int i = 0; i < opts->n_pass_fds; i++) {
+    tmp[i] = fcntl(opts->pass_fds[i].fd, F_DUPFD_CLOEXEC, above);
+    if (tmp[i] < 0) {
+      int e = errno;
+      proc_pass_close(tmp, i);
+      return cmn_err_errno(err, CMN_INTERNAL, e, "copy descriptor %d for the child",
+                           opts->pass_fds[i].fd);
+    }
+  }
+  return 0;
+}
+
 int cmn_proc_spawn(char *const argv[], const cmn_spawn_opts *opts, cmn_proc *out,
                    cmn_error *err)
 {
   cleanup_free char *prog = cmn_which(argv[0]);
   if (prog == NULL)
     return cmn_err_set(err, CMN_FAILED_PRECONDITION, "program %s not found", argv[0]);
+  int n_pass = opts != NULL ? opts->n_pass_fds : 0;
+  cleanup_free int *tmp = n_pass > 0 ? cmn_calloc((size_t)n_pass, sizeof *tmp) : NULL;
+  if (n_pass > 0 && proc_pass_prepare(opts, tmp, err) < 0)
+    return -1;
 
   posix_spawn_file_actions_t fa;
   posix_spawnattr_t attr;
@@ -300,6 +338,10 @@ int cmn_proc_spawn(char *const argv[], const cmn_spawn_opts *opts, cmn_proc *out
    * descriptors, and only these, are inherited. */
   for (int i = 0; opts != NULL && i < opts->n_keep_fds; i++)
     posix_spawn_file_actions_adddup2(&fa, opts->keep_fds[i], opts->keep_fds[i]);
+  /* The copies sit above every target and are close-on-exec: after these
+   * dup2s the child holds each file at its number and nothing else of ours. */
+  for (int i = 0; i < n_pass; i++)
+    posix_spawn_file_actions_adddup2(&fa, tmp[i], opts->pass_fds[i].child_fd);
   if (opts != NULL && opts->cwd != NULL)
     posix_spawn_file_actions_addchdir_np(&fa, opts->cwd);
 
@@ -307,6 +349,7 @@ int cmn_proc_spawn(char *const argv[], const cmn_spawn_opts *opts, cmn_proc *out
   int rc = posix_spawn(&pid, prog, &fa, &attr, argv, environ);
   posix_spawn_file_actions_destroy(&fa);
   posix_spawnattr_destroy(&attr);
+  proc_pass_close(tmp, n_pass);
   if (rc != 0)
     return cmn_err_errno(err, CMN_INTERNAL, rc, "spawn %s", prog);
   out->pid = pid;

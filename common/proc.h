@@ -19,10 +19,19 @@ typedef struct cmn_proc {
   uint64_t start_time;  /* field 22 of /proc/<pid>/stat, clock ticks since boot */
 } cmn_proc;
 
+/* One descriptor handed to a child at a chosen number: the child finds the
+ * open file description of `fd` at `child_fd` (without FD_CLOEXEC). */
+typedef struct cmn_fd_pass {
+  int fd;
+  int child_fd; /* >= 3, distinct within one spawn, not among keep_fds */
+} cmn_fd_pass;
+
 typedef struct cmn_spawn_opts {
   const char *log_path;   /* stdout+stderr appended here; NULL: /dev/null */
   const int *keep_fds;    /* fds to pass to the child at the same numbers */
   int n_keep_fds;
+  const cmn_fd_pass *pass_fds; /* fds to pass at given numbers (any order) */
+  int n_pass_fds;
   const char *cwd;        /* NULL: unchanged */
 } cmn_spawn_opts;
 

@@ -80,6 +80,15 @@ typedef struct vmm_vm {
   const char *console_path; /* guest serial console output file */
   const char *vmm_log_path; /* VMM stdout/stderr */
   const vmm_spec *spec;
+  /* Host files of the spec (kernel, initrd, disks), opened and checked by the
+   * agent just before start() and restore(). While they are set, the spec's
+   * paths name them as /proc/self/fd/<child_fd>, and a driver that spawns a
+   * VMM passes them on (cmn_spawn_opts.pass_fds) so the VMM opens exactly the
+   * files that were checked, whatever happens to the names meanwhile. The
+   * numbers depend only on the spec, so a snapshot that recorded such a path
+   * finds the same file at restore. NULL/0 outside those calls. */
+  const cmn_fd_pass *host_fds;
+  size_t n_host_fds;
   cmn_proc proc;            /* the VMM process; pid 0 when none */
   void *priv;               /* driver-owned per-VM state */
 } vmm_vm;

@@ -72,7 +72,10 @@ int vmm_rest_spawn(vmm_vm *vm, const char *name, char *const vmm_argv[], const c
   argv[3] = tag;
   argv[4] = (char *)(vm->console_path != NULL ? vm->console_path : "/dev/null");
   memcpy(&argv[5], vmm_argv, n * sizeof *argv);
-  cmn_spawn_opts opts = {.log_path = vm->vmm_log_path, .cwd = vm->dir};
+  cmn_spawn_opts opts = {.log_path = vm->vmm_log_path,
+                         .cwd = vm->dir,
+                         .pass_fds = vm->host_fds,
+                         .n_pass_fds = (int)vm->n_host_fds};
   if (cmn_proc_spawn(argv, &opts, &vm->proc, err) < 0)
     return cmn_err_prefix(err, "starting %s", vmm_argv[0]);
 

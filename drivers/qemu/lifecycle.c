@@ -148,7 +148,10 @@ int qemu_spawn(const qemu_host *h, vmm_vm *vm, const qemu_launch *l, const char 
     unlink(s);
   }
   off_t log_off = qemu_log_size(vm);
-  cmn_spawn_opts opts = {.log_path = vm->vmm_log_path, .cwd = vm->dir};
+  cmn_spawn_opts opts = {.log_path = vm->vmm_log_path,
+                         .cwd = vm->dir,
+                         .pass_fds = vm->host_fds,
+                         .n_pass_fds = (int)vm->n_host_fds};
   int rc = cmn_proc_spawn(argv, &opts, &vm->proc, err);
   qemu_args_free(argv);
   if (rc < 0)

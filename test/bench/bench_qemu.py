@@ -45,6 +45,7 @@ Exit: 0 figures printed, 1 a functional failure, 77 SKIP (guest/QEMU missing).
 
 import argparse
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -122,8 +123,13 @@ class EmberSide:
         self.wb_mark = None
 
     def boot_argv(self):
+        """emberd's QEMU command line. emberd hands kernel, initrd and disks over
+        as inherited descriptors (/proc/self/fd/N, docs/host-paths.md); the raw
+        side gets the files they hold, by name."""
         with open("/proc/%d/cmdline" % self.pid, "rb") as f:
-            return [a.decode() for a in f.read().split(b"\0") if a]
+            argv = [a.decode() for a in f.read().split(b"\0") if a]
+        held = lambda m: os.readlink("/proc/%d/fd/%s" % (self.pid, m.group(1)))  # noqa: E731
+        return [re.sub(r"/proc/self/fd/(\d+)", held, a) for a in argv]
 
     def vmm_pid(self):
         return self.pid

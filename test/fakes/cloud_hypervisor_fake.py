@@ -323,6 +323,23 @@ class Vmm:
         self.state = "Created"
         log("vm.create: %s" % json.dumps(body, sort_keys=True))
 
+    def open_disks(self, config, what):
+        """Opens every disk's file as Cloud Hypervisor does when it builds the
+        block devices (read, plus write unless readonly) and keeps them open; a
+        /proc/self/fd/N path to an inherited descriptor works like any path."""
+        files = []
+        for d in config.get("disks", []) or []:
+            p = d.get("path")
+            if not p:
+                continue
+            try:
+                files.append(open(p, "rb" if d.get("readonly") else "r+b", buffering=0))
+            except OSError as e:
+                for f in files:
+                    f.close()
+                raise api_error(what, "Failed to open disk %s: %s" % (p, e))
+        return files
+
     def boot(self):
         self.require_vm()
         if self.state != "Created":
@@ -340,11 +357,13 @@ class Vmm:
                 kernel = f.read(KERNEL_MAX)
         except OSError as e:
             raise api_error("Error booting VM", "Cannot load the kernel into memory: %s" % e)
-        if ipath and not os.path.isfile(ipath):
-            raise api_error("Error booting VM", "Cannot open the initramfs %s" % ipath)
-        for d in c.get("disks", []):
-            if d.get("path") and not os.path.exists(d["path"]):
-                raise api_error("Error booting VM", "Failed to open disk %s" % d["path"])
+        if ipath:
+            try:
+                open(ipath, "rb").close()
+            except OSError as e:
+                raise api_error("Error booting VM", "Cannot open the initramfs %s: %s"
+                                % (ipath, e))
+        self.disk_files = self.open_disks(c, "Error booting VM")
         for n in c.get("net", []):
             if n.get("tap") and not os.path.exists("/sys/class/net/%s" % n["tap"]):
                 raise api_error("Error booting VM",
@@ -416,6 +435,9 @@ class Vmm:
             raise api_error("Error restoring VM", "Error restoring memory ranges",
                             "memory-ranges does not hold the memory this state was saved "
                             "with (fake check: a real VMM would resume a corrupted guest)")
+        # Devices are re-created from the saved config, opening each disk by
+        # the path it recorded.
+        self.disk_files = self.open_disks(config, "Error restoring VM")
         self.config = config
         self.mem = mem
         self.open_serial()

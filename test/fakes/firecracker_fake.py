@@ -255,6 +255,7 @@ class Vmm:
         self.boot_source = None
         self.machine = {"vcpu_count": 1, "mem_size_mib": 128, "track_dirty_pages": False}
         self.drives = {}
+        self.drive_files = []        # open block device backings (held for the VM's life)
         self.nets = {}
         self.vsock = None
         self.vsock_sock = None
@@ -324,6 +325,24 @@ class Vmm:
             raise BadRequest("The requested operation is not supported before starting "
                              "the microVM.")
 
+    def open_drives(self, drives, what):
+        """Opens each drive's backing file as Firecracker does when it builds the
+        block device (devices/virtio/block: read, plus write unless
+        is_read_only) and keeps it open; a path to an already open descriptor
+        (/proc/self/fd/N, inherited from the parent) works like any path."""
+        files = []
+        for d in drives.values():
+            p = d.get("path_on_host")
+            if p is None:
+                continue
+            try:
+                files.append(open(p, "rb" if d.get("is_read_only") else "r+b", buffering=0))
+            except OSError as e:
+                for f in files:
+                    f.close()
+                raise BadRequest("%s: Unable to open block device %s: %s" % (what, p, e))
+        return files
+
     def instance_start(self):
         self.require_preboot()
         if self.boot_source is None:
@@ -336,12 +355,13 @@ class Vmm:
         except OSError as e:
             raise BadRequest("Start microvm error: Invalid Kernel: %s" % e)
         ipath = self.boot_source.get("initrd_path")
-        if ipath and not os.path.isfile(ipath):
-            raise BadRequest("Start microvm error: Invalid initrd: %s" % ipath)
-        for d in self.drives.values():
-            p = d.get("path_on_host")
-            if p is not None and not os.path.exists(p):
-                raise BadRequest("Start microvm error: Unable to open block device %s" % p)
+        if ipath:
+            try:
+                with open(ipath, "rb") as f:
+                    f.read(1)
+            except OSError as e:
+                raise BadRequest("Start microvm error: Invalid initrd: %s: %s" % (ipath, e))
+        self.drive_files = self.open_drives(self.drives, "Start microvm error")
         size = self.machine["mem_size_mib"] << 20
         if size < (SCRATCH_FIRST + SCRATCH_COUNT) * PAGE + KERNEL_MAX:
             raise BadRequest("Start microvm error: guest memory too small for the fake")
@@ -487,6 +507,9 @@ class Vmm:
                         "mem_size_mib": state["mem_size_mib"]}
         self.boot_source = state["boot_source"]
         self.drives = state["drives"]
+        # Device state restore re-opens every drive by the path the state
+        # recorded (block devices keep their path_on_host in the snapshot).
+        self.drive_files = self.open_drives(self.drives, "Load microVM snapshot error")
         self.nets = state["nets"]
         self.vsock = state.get("vsock")
         if self.vsock is not None:
@@ -587,6 +610,15 @@ class Handler(BaseHTTPRequestHandler):
             b = self.body()
             check(b, schema_boot_source())
             v.require_preboot()
+            # BootConfig::new opens both files at this request (File::open).
+            for key, what in (("kernel_image_path", "The kernel file cannot be opened"),
+                              ("initrd_path", "The initrd file cannot be opened due to "
+                               "invalid path or invalid permissions.")):
+                if b.get(key) is not None:
+                    try:
+                        open(b[key], "rb").close()
+                    except OSError as e:
+                        raise BadRequest("%s: %s" % (what, e))
             v.boot_source = b
             v.boot_path = True
             return None
@@ -605,6 +637,10 @@ class Handler(BaseHTTPRequestHandler):
             if b["drive_id"] != path[len("/drives/"):]:
                 raise BadRequest("The id from the path does not match the id from the body!")
             v.require_preboot()
+            # The block device is built, and its file opened, at this request.
+            for f in v.open_drives({b["drive_id"]: b}, "Unable to create the virtio block "
+                                   "device"):
+                f.close()
             v.drives[b["drive_id"]] = b
             v.boot_path = True
             return None

@@ -230,7 +230,7 @@ static void test_validate_name_vs_id(void)
   cleanup_free char *k = cmn_asprintf("%s/k2", tmp_root);
   cmn_file_write_atomic(k, "k", 1, 0644, &err);
   vmm_spec s = {.vcpus = 1, .memory_mib = 64, .kernel = k, .nics = &nic, .n_nics = 1};
-  CU_ASSERT_EQUAL(agent_validate_spec(&s, &err), 0);
+  CU_ASSERT_EQUAL(agent_validate_spec(&s, NULL, &err), 0);
 }
 
 static void test_validate(void)
@@ -246,17 +246,17 @@ static void test_validate(void)
   cmn_file_write_atomic(k, "k", 1, 0644, &err);
   vmm_nic nic = {"tap0", "zz:bb:cc:dd:ee:ff"};
   vmm_spec s = {.vcpus = 1, .memory_mib = 64, .kernel = k, .cmdline = "a b"};
-  CU_ASSERT_EQUAL(agent_validate_spec(&s, &err), 0);
+  CU_ASSERT_EQUAL(agent_validate_spec(&s, NULL, &err), 0);
   s.cmdline = "a\nb";
-  CU_ASSERT_EQUAL(agent_validate_spec(&s, &err), -1);
+  CU_ASSERT_EQUAL(agent_validate_spec(&s, NULL, &err), -1);
   s.cmdline = NULL;
   s.nics = &nic;
   s.n_nics = 1;
-  CU_ASSERT_EQUAL(agent_validate_spec(&s, &err), -1);
+  CU_ASSERT_EQUAL(agent_validate_spec(&s, NULL, &err), -1);
   nic.mac = "aa:bb:cc:dd:ee:ff";
-  CU_ASSERT_EQUAL(agent_validate_spec(&s, &err), 0);
+  CU_ASSERT_EQUAL(agent_validate_spec(&s, NULL, &err), 0);
   nic.tap = "tap-name-way-too-long";
-  CU_ASSERT_EQUAL(agent_validate_spec(&s, &err), -1);
+  CU_ASSERT_EQUAL(agent_validate_spec(&s, NULL, &err), -1);
 }
 
 int main(void)

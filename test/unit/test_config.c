@@ -179,6 +179,51 @@ static void test_file(void)
   }
 }
 
+/* host_file_roots and allow_block_devices (docs/host-paths.md). */
+static void test_host_files(void)
+{
+  cleanup_free char *p = write_file(
+      "roots.json", "{\"host_file_roots\":[\"/srv/images\",\"/dev/loop7\"],"
+                    "\"allow_block_devices\":true}");
+  agent_config c;
+  cmn_error err = {0};
+  const char *a[] = {"--data-dir", "/d", "--config", p, NULL};
+  CU_ASSERT_EQUAL_FATAL(load(&c, &err, a, 1000), 0);
+  CU_ASSERT_EQUAL(c.n_host_file_roots, 2);
+  CU_ASSERT_STRING_EQUAL(c.host_file_roots[1], "/dev/loop7");
+  CU_ASSERT_TRUE(c.allow_block_devices);
+  agent_config_free(&c);
+  /* Flags win: the first --host-file-root replaces the file's list. */
+  const char *b[] = {"--data-dir", "/d", "--config", p, "--host-file-root", "/a",
+                     "--host-file-root=/b", NULL};
+  CU_ASSERT_EQUAL_FATAL(load(&c, &err, b, 1000), 0);
+  CU_ASSERT_EQUAL(c.n_host_file_roots, 2);
+  CU_ASSERT_STRING_EQUAL(c.host_file_roots[0], "/a");
+  CU_ASSERT_STRING_EQUAL(c.host_file_roots[1], "/b");
+  agent_config_free(&c);
+  /* Defaults: no roots, no block devices. */
+  const char *d[] = {"--data-dir", "/d", NULL};
+  CU_ASSERT_EQUAL_FATAL(load(&c, &err, d, 1000), 0);
+  CU_ASSERT_EQUAL(c.n_host_file_roots, 0);
+  CU_ASSERT_FALSE(c.allow_block_devices);
+  agent_config_free(&c);
+  expect_bad((const char *[]){"--data-dir", "/d", "--host-file-root", "rel", NULL},
+             "host_file_roots: 'rel' is not an absolute path");
+  expect_bad((const char *[]){"--data-dir", "/d", "--allow-block-devices", NULL},
+             "allow_block_devices needs host_file_roots");
+  struct {
+    const char *text, *needle;
+  } bad[] = {
+      {"{\"host_file_roots\":\"/a\"}", "host_file_roots must be an array"},
+      {"{\"host_file_roots\":[1]}", "host_file_roots must hold strings"},
+      {"{\"allow_block_devices\":\"yes\"}", "allow_block_devices: must be true or false"},
+  };
+  for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+    cleanup_free char *bp = write_file("bad.json", bad[i].text);
+    expect_bad((const char *[]){"--data-dir", "/d", "--config", bp, NULL}, bad[i].needle);
+  }
+}
+
 static void test_sizes(void)
 {
   int64_t v;
@@ -206,6 +251,7 @@ int main(void)
   CU_add_test(s, "bad_flags", test_bad_flags);
   CU_add_test(s, "file", test_file);
   CU_add_test(s, "sizes", test_sizes);
+  CU_add_test(s, "host_files", test_host_files);
   CU_basic_set_mode(CU_BRM_VERBOSE);
   CU_basic_run_tests();
   unsigned failed = CU_get_number_of_failures() + CU_get_number_of_tests_failed();
