@@ -130,13 +130,16 @@ def pages_stable_under_concurrent_creates_and_deletes():
         t.start()
         try:
             for _ in range(5):
-                seen, token = [], ""
+                seen, token, pages = [], "", 0
                 while True:
                     r = d.list_page(page_size=4, page_token=token)
+                    assert len(r.instances) <= 4
                     seen += names(r.instances)
+                    pages += 1
                     token = r.next_page_token
                     if not token:
                         break
+                assert pages >= 30 // 4, "only %d pages" % pages
                 assert seen == sorted(seen), "pages out of name order"
                 assert len(seen) == len(set(seen)), "an instance listed twice"
                 missing = [n for n in stable if n not in seen]
