@@ -41,6 +41,7 @@ enum {
   OPT_FILTER,
   OPT_GRACE,
   OPT_ALLOW_MISSING,
+  OPT_PAGE_SIZE,
 };
 
 static const struct option ctl__long_opts[] = {
@@ -69,6 +70,7 @@ static const struct option ctl__long_opts[] = {
   {"filter", required_argument, NULL, OPT_FILTER},
   {"graceful-timeout", required_argument, NULL, OPT_GRACE},
   {"allow-missing", no_argument, NULL, OPT_ALLOW_MISSING},
+  {"page-size", required_argument, NULL, OPT_PAGE_SIZE},
   {NULL, 0, NULL, 0},
 };
 
@@ -86,6 +88,7 @@ static const struct {
   {CTL_OPT_VSOCK, "--vsock-cid"}, {CTL_OPT_LABEL, "--label"},
   {CTL_OPT_REQUEST_ID, "--request-id"}, {CTL_OPT_FILTER, "--filter"},
   {CTL_OPT_GRACE, "--graceful-timeout"}, {CTL_OPT_ALLOW_MISSING, "--allow-missing"},
+  {CTL_OPT_PAGE_SIZE, "--page-size"},
 };
 
 /* A usage error: exit code CTL_EXIT_USAGE; evaluates to -1. */
@@ -238,6 +241,12 @@ int ctl_args_parse(int argc, char **argv, ctl_opts *o, cmn_error *err)
       if (ctl_parse_duration_ms(arg, &o->grace_ms) < 0)
         return ctl__usage_err(err, "bad --graceful-timeout '%s': e.g. 0, 500ms, 30s", arg);
       o->given |= CTL_OPT_GRACE;
+      break;
+    case OPT_PAGE_SIZE:
+      if (ctl__parse_u64(arg, 1, 1000, &v) < 0)
+        return ctl__usage_err(err, "bad --page-size '%s': 1 to 1000", arg);
+      o->page_size = (int32_t)v;
+      o->given |= CTL_OPT_PAGE_SIZE;
       break;
     case OPT_ALLOW_MISSING: o->allow_missing = true; o->given |= CTL_OPT_ALLOW_MISSING; break;
     case OPT_COUNT:

@@ -178,7 +178,7 @@ static int ctl__run_list(ctl_rpc *rpc, const ctl_opts *o, FILE *out, cmn_error *
   }
   Ember__V1__ListInstancesRequest req = EMBER__V1__LIST_INSTANCES_REQUEST__INIT;
   req.filter = filter != NULL ? filter : (char *)"";
-  req.page_size = 1000;
+  req.page_size = o->page_size > 0 ? o->page_size : 1000;
   ProtobufCMessage **pages = NULL;
   size_t n_pages = 0, n_all = 0;
   int rc = 0;
@@ -330,8 +330,9 @@ const ctl_command ctl_commands[] = {
    "  --filter EXPR   only instances that match EXPR: field=value terms joined by AND;\n"
    "                  fields state, name, id, hypervisor, labels.KEY (docs/api.md)\n"
    "                  e.g. --filter 'labels.team=infra AND state=RUNNING'\n"
+   "  --page-size N   instances per call (1 to 1000, default 1000); all pages are listed\n"
    "With --json: {\"instances\": [Instance, ...]}.\n",
-   CTL_OPT_STATE | CTL_OPT_FILTER, 0, 0, ctl__run_list},
+   CTL_OPT_STATE | CTL_OPT_FILTER | CTL_OPT_PAGE_SIZE, 0, 0, ctl__run_list},
   {"get", "ID", "show one instance",
    CTL_ID_HELP "With --json: the Instance message.\n", 0, 1, 1, ctl__run_id},
   {"create", "NAME", "create an instance (Stopped unless --start)",

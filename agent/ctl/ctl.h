@@ -41,6 +41,7 @@ enum ctl_opt_bit {
   CTL_OPT_FILTER = 1u << 15,
   CTL_OPT_GRACE = 1u << 16,
   CTL_OPT_ALLOW_MISSING = 1u << 17,
+  CTL_OPT_PAGE_SIZE = 1u << 18,
 };
 
 typedef struct ctl_opts {
@@ -74,6 +75,7 @@ typedef struct ctl_opts {
   /* list */
   const char *state;
   const char *filter;
+  int32_t page_size;     /* --page-size; 0: 1000 */
   /* stop */
   int64_t grace_ms;      /* --graceful-timeout; -1: not given (emberd's default) */
   /* delete */
