@@ -17,11 +17,12 @@
 
 #define SRV_TYPE_URL_PREFIX "type.googleapis.com/"
 
-/* Top-level fields of the requests, and the fields of InstanceSpec that
- * validation messages name without their "spec." prefix. */
+/* Top-level fields of the requests that validation can reject (not `start`:
+ * "start: ..." is the context of a failed boot, not a field), and the fields
+ * of InstanceSpec that validation messages name without their "spec." prefix. */
 static const char *const srv__request_fields[] = {
-    "id",     "name",      "spec",       "labels",          "request_id", "start",
-    "filter", "page_size", "page_token", "graceful_timeout", "allow_missing", NULL};
+    "id",        "name",       "spec",             "labels", "request_id", "filter",
+    "page_size", "page_token", "graceful_timeout", NULL};
 static const char *const srv__spec_fields[] = {
     "hypervisor", "vcpus",  "memory_mib",         "kernel_path", "initrd_path",
     "cmdline",    "disks",  "network_interfaces", "vsock",       "mac_address", NULL};
