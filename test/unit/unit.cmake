@@ -12,3 +12,5 @@ endfunction()
 
 ember_unit_test(test_manager)
 ember_unit_test(test_common)
+# The server's error details (agent/server/status_details.c), decoded back.
+ember_unit_test(test_status_details ember_server)
