@@ -644,7 +644,8 @@ static mgr_instance *mgr_find_request_locked(agent_manager *m, const agent_creat
     return NULL;
   for (size_t i = 0; i < m->n_insts; i++) {
     const agent_instance_view *v = &m->insts[i]->rec.view;
-    if (m->insts[i]->deleted || v->request_id == NULL || strcmp(v->request_id, req->request_id) != 0)
+    if (m->insts[i]->deleted || v->request_id == NULL ||
+        strcmp(v->request_id, req->request_id) != 0)
       continue;
     if (!agent_view_matches_create(v, req)) {
       *differs = true;
@@ -661,7 +662,7 @@ static mgr_instance *mgr_find_request_locked(agent_manager *m, const agent_creat
 }
 
 int agent_manager_create_req(agent_manager *m, const agent_create_req *req,
-                         agent_instance_view *out, cmn_error *err)
+                             agent_instance_view *out, cmn_error *err)
 {
   const char *name = req->name, *hypervisor = req->hypervisor;
   const vmm_spec *spec = req->spec;

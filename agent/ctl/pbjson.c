@@ -302,11 +302,13 @@ cJSON *ctl_pb_to_json(const ProtobufCMessage *msg)
     if (ctl__is_map(f)) {
       size_t n = CTL_MEMBER(size_t, msg, f->quantifier_offset);
       ProtobufCMessage *const *ents = CTL_MEMBER(ProtobufCMessage *const *, msg, f->offset);
-      const ProtobufCFieldDescriptor *vf = &((const ProtobufCMessageDescriptor *)f->descriptor)->fields[1];
+      const ProtobufCMessageDescriptor *ed = f->descriptor;
+      const ProtobufCFieldDescriptor *kf = &ed->fields[0], *vf = &ed->fields[1];
       cJSON *jo = cJSON_CreateObject();
       for (size_t k = 0; k < n; k++) {
-        const char *key = CTL_MEMBER(const char *, ents[k], ((const ProtobufCMessageDescriptor *)f->descriptor)->fields[0].offset);
-        cJSON_AddItemToObject(jo, key != NULL ? key : "", ctl__value_to_json(vf, (const char *)ents[k] + vf->offset));
+        const char *key = CTL_MEMBER(const char *, ents[k], kf->offset);
+        cJSON_AddItemToObject(jo, key != NULL ? key : "",
+                              ctl__value_to_json(vf, (const char *)ents[k] + vf->offset));
       }
       cJSON_AddItemToObject(obj, name, jo);
     } else if (f->label == PROTOBUF_C_LABEL_REPEATED) {

@@ -539,7 +539,8 @@ int srv_unary_list(srv_server *s, const uint8_t *req, size_t len, uint8_t **resp
   if (srv__filter_parse(r->filter, &f, err) < 0)
     return -1;
   cleanup_free char *after = NULL;
-  if (r->page_token[0] != '\0' && (after = srv__token_read(r->page_token, r->filter, err)) == NULL) {
+  if (r->page_token[0] != '\0' &&
+      (after = srv__token_read(r->page_token, r->filter, err)) == NULL) {
     srv__filter_free(&f);
     return -1;
   }
