@@ -42,6 +42,8 @@ typedef struct mgr_instance {
   const vmm_entry *entry;/* driver; immutable */
   int refs;              /* guarded by m->mu */
   bool deleted;          /* guarded by m->mu */
+  int stop_ms;           /* graceful timeout of the Stop in progress, -1: the
+                            configured one; guarded by op_lock */
 } mgr_instance;
 
 typedef struct mgr_sub {
@@ -122,6 +124,7 @@ static mgr_instance *mgr_instance_new(const agent_record *rec, const char *dir,
   agent_record_copy(&inst->rec, rec);
   inst->dir = cmn_strdup(dir);
   inst->entry = entry;
+  inst->stop_ms = -1;
   inst->vm.vmm_log_path = cmn_asprintf("%s/vmm.log", dir);
   inst->vm.proc = rec->proc;
   mgr_vm_bind(inst);
@@ -326,14 +329,16 @@ static void mgr_vmm_place(agent_manager *m, mgr_instance *inst)
 
 static int mgr_need_driver(mgr_instance *inst, cmn_error *err)
 {
+  if (inst->entry != NULL && inst->entry->available)
+    return 0;
   if (inst->entry == NULL)
-    return cmn_err_set(err, CMN_FAILED_PRECONDITION,
-                       "hypervisor %s is not compiled into this emberd",
-                       inst->rec.view.hypervisor);
-  if (!inst->entry->available)
-    return cmn_err_set(err, CMN_FAILED_PRECONDITION, "hypervisor %s is not available: %s",
-                       inst->entry->driver->type, inst->entry->detail);
-  return 0;
+    cmn_err_set(err, CMN_FAILED_PRECONDITION, "hypervisor %s is not compiled into this emberd",
+                inst->rec.view.hypervisor);
+  else
+    cmn_err_set(err, CMN_FAILED_PRECONDITION, "hypervisor %s is not available: %s",
+                inst->entry->driver->type, inst->entry->detail);
+  cleanup_free char *subject = cmn_asprintf("hypervisors/%s", inst->rec.view.hypervisor);
+  return cmn_err_precondition(err, "HYPERVISOR", subject);
 }
 
 static int mgr_need_cap(mgr_instance *inst, unsigned cap, const char *what, cmn_error *err)
@@ -349,9 +354,11 @@ static int mgr_wrong_state(mgr_instance *inst, agent_op op, agent_state st, cmn_
   const char *why = inst->rec.view.status_message;
   if (why != NULL && why[0] == '\0')
     why = NULL;
-  return cmn_err_set(err, CMN_FAILED_PRECONDITION, "cannot %s instance %s: it is %s%s%s%s",
-                     agent_op_name(op), inst->rec.view.name, agent_state_name(st),
-                     why ? " (" : "", why ? why : "", why ? ")" : "");
+  cmn_err_set(err, CMN_FAILED_PRECONDITION, "cannot %s instance %s: it is %s%s%s%s",
+              agent_op_name(op), inst->rec.view.name, agent_state_name(st),
+              why ? " (" : "", why ? why : "", why ? ")" : "");
+  cleanup_free char *subject = cmn_asprintf("instances/%s", inst->rec.view.id);
+  return cmn_err_precondition(err, "STATE", subject);
 }
 
 /* Opens and checks the spec's host files right before a VMM is spawned
@@ -412,13 +419,21 @@ static int mgr_do_stop(agent_manager *m, mgr_instance *inst, agent_record *r, cm
   int64_t t0 = cmn_now_us();
   if (cmn_fault("agent.stop.before_vmm", err) < 0)
     return -1;
+  /* The graceful timeout of this Stop: 0 kills the VMM at once. */
+  int wait_ms = inst->stop_ms >= 0 ? inst->stop_ms : m->stop_timeout_ms;
   if (drv != NULL) {
     snap_target t = mgr_target(m, inst);
-    if (inst->vm.proc.pid > 0 && inst->entry->available && drv->powerdown != NULL &&
-        r->view.state == AGENT_STATE_RUNNING) {
+    t.shutdown_timeout_ms = wait_ms;
+    if (wait_ms == 0) {
+      t.caps &= ~(unsigned)VMM_CAP_GRACEFUL_SHUTDOWN;
+      if (inst->vm.proc.pid > 0)
+        cmn_info(inst->vm.id, "stop", "graceful timeout 0: killing the VMM without a power-off");
+    } else if (inst->vm.proc.pid > 0 && inst->entry->available && drv->powerdown != NULL &&
+               r->view.state == AGENT_STATE_RUNNING) {
       cmn_error e2 = {0};
-      if (drv->powerdown(inst->entry->state, &inst->vm, m->stop_timeout_ms, &e2) < 0)
-        cmn_info(inst->vm.id, "stop", "guest power-off did not finish: %s", e2.msg);
+      if (drv->powerdown(inst->entry->state, &inst->vm, wait_ms, &e2) < 0)
+        cmn_info(inst->vm.id, "stop", "guest power-off did not finish in %d ms: %s", wait_ms,
+                 e2.msg);
     }
     if (inst->entry->available)
       snap_end_vmm(&t);
@@ -590,8 +605,23 @@ static void mgr_view_out(agent_manager *m, mgr_instance *inst, agent_instance_vi
   pthread_mutex_unlock(&m->mu);
 }
 
+static int mgr_op_call(agent_manager *m, const char *id_or_name, agent_op op, int stop_ms,
+                       agent_instance_view *out, cmn_error *err);
+
 int agent_manager_op(agent_manager *m, const char *id_or_name, agent_op op,
                      agent_instance_view *out, cmn_error *err)
+{
+  return mgr_op_call(m, id_or_name, op, -1, out, err);
+}
+
+int agent_manager_stop(agent_manager *m, const char *id_or_name, int timeout_ms,
+                       agent_instance_view *out, cmn_error *err)
+{
+  return mgr_op_call(m, id_or_name, AGENT_OP_STOP, timeout_ms < 0 ? -1 : timeout_ms, out, err);
+}
+
+static int mgr_op_call(agent_manager *m, const char *id_or_name, agent_op op, int stop_ms,
+                       agent_instance_view *out, cmn_error *err)
 {
   if (op < AGENT_OP_START || op > AGENT_OP_RESTORE)
     return cmn_err_set(err, CMN_INVALID_ARGUMENT, "operation %d is not a lifecycle operation",
@@ -604,10 +634,13 @@ int agent_manager_op(agent_manager *m, const char *id_or_name, agent_op op,
   pthread_mutex_lock(&m->mu);
   bool gone = inst->deleted;
   pthread_mutex_unlock(&m->mu);
-  if (gone)
+  if (gone) {
     rc = cmn_err_set(err, CMN_NOT_FOUND, "instance %s not found", id_or_name);
-  else
+  } else {
+    inst->stop_ms = stop_ms;
     rc = mgr_run_op(m, inst, op, err);
+    inst->stop_ms = -1;
+  }
   pthread_mutex_unlock(&inst->op_lock);
   if (rc == 0)
     mgr_view_out(m, inst, out);
@@ -630,7 +663,65 @@ int agent_manager_create_instance(agent_manager *m, const char *name, const char
                                   const vmm_spec *spec, bool start, agent_instance_view *out,
                                   cmn_error *err)
 {
+  agent_create_req req = {.name = name, .hypervisor = hypervisor, .spec = spec, .start = start};
+  return agent_manager_create_req(m, &req, out, err);
+}
+
+/* The instance created by an earlier request with req's request_id, or NULL
+ * (then err is untouched). m->mu held. Fails when the earlier request differs. */
+static mgr_instance *mgr_find_request_locked(agent_manager *m, const agent_create_req *req,
+                                             cmn_error *err, bool *differs)
+{
+  *differs = false;
+  if (req->request_id == NULL || req->request_id[0] == '\0')
+    return NULL;
+  for (size_t i = 0; i < m->n_insts; i++) {
+    const agent_instance_view *v = &m->insts[i]->rec.view;
+    if (m->insts[i]->deleted || v->request_id == NULL ||
+        strcmp(v->request_id, req->request_id) != 0)
+      continue;
+    if (!agent_view_matches_create(v, req)) {
+      *differs = true;
+      cmn_err_set(err, CMN_INVALID_ARGUMENT,
+                  "request_id %s was used by another CreateInstance request (instance %s, "
+                  "name %s): a retry must repeat the request unchanged",
+                  req->request_id, v->id, v->name);
+      cmn_err_field(err, "request_id");
+      return NULL;
+    }
+    return m->insts[i];
+  }
+  return NULL;
+}
+
+int agent_manager_create_req(agent_manager *m, const agent_create_req *req,
+                             agent_instance_view *out, cmn_error *err)
+{
+  const char *name = req->name, *hypervisor = req->hypervisor;
+  const vmm_spec *spec = req->spec;
+  bool start = req->start;
+  if (req->request_id != NULL && req->request_id[0] != '\0' &&
+      agent_request_id_validate(req->request_id, err) < 0)
+    return -1;
+  /* A retry: answer with what the first request made, before anything else
+   * (its spec was valid then; a file may have moved since). */
+  pthread_mutex_lock(&m->mu);
+  bool differs;
+  mgr_instance *prev = mgr_find_request_locked(m, req, err, &differs);
+  if (prev != NULL) {
+    if (out != NULL)
+      agent_view_copy(out, &prev->rec.view);
+    cmn_info(prev->rec.view.id, "create", "request_id %s repeated: returning %s",
+             req->request_id, prev->rec.view.name);
+  }
+  pthread_mutex_unlock(&m->mu);
+  if (prev != NULL)
+    return 0;
+  if (differs)
+    return -1;
   if (agent_validate_name("name", name, err) < 0)
+    return cmn_err_field(err, "name");
+  if (agent_labels_validate(req->labels, req->n_labels, err) < 0)
     return -1;
   if (hypervisor == NULL || hypervisor[0] == '\0')
     return cmn_err_set(err, CMN_INVALID_ARGUMENT,
@@ -660,12 +751,24 @@ int agent_manager_create_instance(agent_manager *m, const char *name, const char
   rec.view.state = AGENT_STATE_STOPPED;
   rec.view.console_log_path = cmn_asprintf("%s/console.log", dir);
   rec.view.created_at_us = rec.view.updated_at_us = cmn_wall_us();
+  agent_labels_copy_sorted(&rec.view.labels, &rec.view.n_labels, req->labels, req->n_labels);
+  if (req->request_id != NULL && req->request_id[0] != '\0')
+    rec.view.request_id = cmn_strdup(req->request_id);
 
   /* Name check, admission and the folder happen under mu so two creates of
    * one name cannot both succeed. */
   pthread_mutex_lock(&m->mu);
   int rc = -1;
   mgr_instance *inst = NULL;
+  /* Two concurrent first tries of one request_id: the second returns the first's. */
+  mgr_instance *same = mgr_find_request_locked(m, req, err, &differs);
+  if (same != NULL || differs) {
+    if (same != NULL && out != NULL)
+      agent_view_copy(out, &same->rec.view);
+    pthread_mutex_unlock(&m->mu);
+    agent_record_free(&rec);
+    return same != NULL ? 0 : -1;
+  }
   for (size_t i = 0; i < m->n_insts; i++) {
     if (strcmp(m->insts[i]->rec.view.name, name) == 0) {
       cmn_err_set(err, CMN_ALREADY_EXISTS, "an instance named %s already exists (%s)", name,

@@ -58,6 +58,12 @@ typedef enum agent_snap_kind {
   AGENT_SNAP_DIFF = 2,
 } agent_snap_kind;
 
+/* One caller-chosen label (ember.v1.Instance.labels). */
+typedef struct agent_label {
+  char *key;
+  char *value;
+} agent_label;
+
 /* A copy of one instance's committed record; owned by the caller. */
 typedef struct agent_instance_view {
   char *id;
@@ -74,6 +80,9 @@ typedef struct agent_instance_view {
   int64_t updated_at_us;
   int32_t vmm_pid;
   char *status_message; /* may be NULL */
+  agent_label *labels;  /* sorted by key, unique keys */
+  size_t n_labels;
+  char *request_id;     /* the CreateInstance request_id; may be NULL */
 } agent_instance_view;
 
 void agent_instance_view_free(agent_instance_view *v); /* members only */
@@ -116,6 +125,23 @@ void agent_manager_free(agent_manager *m);
 int agent_manager_create_instance(agent_manager *m, const char *name, const char *hypervisor,
                                   const vmm_spec *spec, bool start, agent_instance_view *out,
                                   cmn_error *err);
+/* The same with labels and an idempotency key. When an instance already has
+ * this request_id (it survives restarts in the record) and the same name,
+ * hypervisor, spec and labels, its current view is returned and nothing is
+ * created; the same request_id with anything different is INVALID_ARGUMENT
+ * (field "request_id"). labels need not be sorted; they are validated
+ * (agent_labels_validate) and stored sorted. */
+typedef struct agent_create_req {
+  const char *name;
+  const char *hypervisor;
+  const vmm_spec *spec;
+  bool start;
+  const agent_label *labels;
+  size_t n_labels;
+  const char *request_id; /* NULL or "": none */
+} agent_create_req;
+int agent_manager_create_req(agent_manager *m, const agent_create_req *req,
+                             agent_instance_view *out, cmn_error *err);
 /* id_or_name accepts the id or the name. */
 int agent_manager_get(agent_manager *m, const char *id_or_name, agent_instance_view *out,
                       cmn_error *err);
@@ -127,6 +153,11 @@ void agent_instance_views_free(agent_instance_view *v, size_t n);
  * even when the caller goes away. out (may be NULL) receives the record after. */
 int agent_manager_op(agent_manager *m, const char *id_or_name, agent_op op,
                      agent_instance_view *out, cmn_error *err);
+/* Stop with a graceful timeout for this call: how long the guest gets to power
+ * off after the ACPI power button (and the VMM to exit when asked) before it
+ * is killed. timeout_ms < 0: the configured stop_timeout_ms; 0: kill at once. */
+int agent_manager_stop(agent_manager *m, const char *id_or_name, int timeout_ms,
+                       agent_instance_view *out, cmn_error *err);
 /* Ends the VMM and removes the instance folder. *id_out (may be NULL) gets
  * the deleted id. */
 int agent_manager_delete(agent_manager *m, const char *id_or_name, char **id_out,

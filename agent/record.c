@@ -5,6 +5,7 @@
 #include "common/mem.h"
 
 #include <cjson/cJSON.h>
+#include <ctype.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -25,7 +26,168 @@ void agent_instance_view_free(agent_instance_view *v)
   vmm_spec_free(&v->spec);
   free(v->console_log_path);
   free(v->status_message);
+  agent_labels_free(v->labels, v->n_labels);
+  free(v->request_id);
   memset(v, 0, sizeof *v);
+}
+
+void agent_labels_free(agent_label *l, size_t n)
+{
+  for (size_t i = 0; i < n; i++) {
+    free(l[i].key);
+    free(l[i].value);
+  }
+  free(l);
+}
+
+static int record_label_cmp(const void *a, const void *b)
+{
+  return strcmp(((const agent_label *)a)->key, ((const agent_label *)b)->key);
+}
+
+void agent_labels_copy_sorted(agent_label **dst, size_t *dst_n, const agent_label *src,
+                              size_t n)
+{
+  *dst = NULL;
+  *dst_n = 0;
+  if (n == 0)
+    return;
+  agent_label *l = cmn_calloc(n, sizeof *l);
+  for (size_t i = 0; i < n; i++) {
+    l[i].key = cmn_strdup(src[i].key);
+    l[i].value = cmn_strdup(src[i].value != NULL ? src[i].value : "");
+  }
+  qsort(l, n, sizeof *l, record_label_cmp);
+  *dst = l;
+  *dst_n = n;
+}
+
+const char *agent_labels_get(const agent_label *l, size_t n, const char *key)
+{
+  for (size_t i = 0; i < n; i++)
+    if (strcmp(l[i].key, key) == 0)
+      return l[i].value;
+  return NULL;
+}
+
+/* A label name or value: up to 63 bytes of [A-Za-z0-9._-], first and last a
+ * letter or digit; empty only when allow_empty. */
+static bool record_label_name_ok(const char *s, size_t n, bool allow_empty)
+{
+  if (n == 0)
+    return allow_empty;
+  if (n > 63 || !isalnum((unsigned char)s[0]) || !isalnum((unsigned char)s[n - 1]))
+    return false;
+  for (size_t i = 0; i < n; i++) {
+    unsigned char c = (unsigned char)s[i];
+    if (!(isalnum(c) || c == '.' || c == '_' || c == '-'))
+      return false;
+  }
+  return true;
+}
+
+static bool record_label_prefix_ok(const char *s, size_t n)
+{
+  if (n == 0 || n > 253 || !isalnum((unsigned char)s[0]) || !isalnum((unsigned char)s[n - 1]))
+    return false;
+  for (size_t i = 0; i < n; i++) {
+    unsigned char c = (unsigned char)s[i];
+    if (!((isdigit(c) || islower(c)) || c == '-' || c == '.'))
+      return false;
+  }
+  return true;
+}
+
+int agent_labels_validate(const agent_label *l, size_t n, cmn_error *err)
+{
+  if (n > AGENT_LABELS_MAX) {
+    cmn_err_set(err, CMN_INVALID_ARGUMENT, "labels: at most %d labels (got %zu)",
+                AGENT_LABELS_MAX, n);
+    return cmn_err_field(err, "labels");
+  }
+  for (size_t i = 0; i < n; i++) {
+    const char *k = l[i].key != NULL ? l[i].key : "";
+    const char *v = l[i].value != NULL ? l[i].value : "";
+    size_t kn = strnlen(k, 320), vn = strnlen(v, 64);
+    const char *slash = memchr(k, '/', kn);
+    const char *name = slash ? slash + 1 : k;
+    size_t nn = kn - (size_t)(name - k);
+    if (kn >= 320 || (slash && !record_label_prefix_ok(k, (size_t)(slash - k))) ||
+        !record_label_name_ok(name, nn, false)) {
+      cmn_err_set(err, CMN_INVALID_ARGUMENT,
+                  "labels: key '%.80s' is not [prefix/]name: name 1 to 63 characters of "
+                  "[A-Za-z0-9._-] starting and ending with a letter or digit, prefix a "
+                  "lower-case DNS subdomain",
+                  k);
+      return cmn_err_field(err, "labels");
+    }
+    if (!record_label_name_ok(v, vn, true)) {
+      cmn_err_set(err, CMN_INVALID_ARGUMENT,
+                  "labels: the value of '%.80s' must be empty or 1 to 63 characters of "
+                  "[A-Za-z0-9._-] starting and ending with a letter or digit",
+                  k);
+      return cmn_err_field(err, "labels");
+    }
+    for (size_t j = 0; j < i; j++)
+      if (l[j].key != NULL && strcmp(l[j].key, k) == 0) {
+        cmn_err_set(err, CMN_INVALID_ARGUMENT, "labels: key '%.80s' is given twice", k);
+        return cmn_err_field(err, "labels");
+      }
+  }
+  return 0;
+}
+
+int agent_request_id_validate(const char *id, cmn_error *err)
+{
+  size_t n = strnlen(id, AGENT_REQUEST_ID_MAX + 1);
+  bool ok = n > 0 && n <= AGENT_REQUEST_ID_MAX;
+  for (size_t i = 0; ok && i < n; i++) {
+    unsigned char c = (unsigned char)id[i];
+    ok = isalnum(c) || c == '.' || c == '_' || c == ':' || c == '-';
+  }
+  if (ok)
+    return 0;
+  cmn_err_set(err, CMN_INVALID_ARGUMENT,
+              "request_id must be 1 to %d characters of [A-Za-z0-9._:-] (a UUID, for example)",
+              AGENT_REQUEST_ID_MAX);
+  return cmn_err_field(err, "request_id");
+}
+
+static bool record_str_eq(const char *a, const char *b)
+{
+  /* NULL and "" are the same: optional strings are stored either way. */
+  return strcmp(a != NULL ? a : "", b != NULL ? b : "") == 0;
+}
+
+static bool record_spec_eq(const vmm_spec *a, const vmm_spec *b)
+{
+  if (a->vcpus != b->vcpus || a->memory_mib != b->memory_mib || a->vsock_cid != b->vsock_cid ||
+      !record_str_eq(a->kernel, b->kernel) || !record_str_eq(a->initrd, b->initrd) ||
+      !record_str_eq(a->cmdline, b->cmdline) || a->n_disks != b->n_disks ||
+      a->n_nics != b->n_nics)
+    return false;
+  for (size_t i = 0; i < a->n_disks; i++)
+    if (!record_str_eq(a->disks[i].path, b->disks[i].path) ||
+        a->disks[i].read_only != b->disks[i].read_only)
+      return false;
+  for (size_t i = 0; i < a->n_nics; i++)
+    if (!record_str_eq(a->nics[i].tap, b->nics[i].tap) ||
+        !record_str_eq(a->nics[i].mac, b->nics[i].mac))
+      return false;
+  return true;
+}
+
+bool agent_view_matches_create(const agent_instance_view *v, const agent_create_req *req)
+{
+  if (!record_str_eq(v->name, req->name) || !record_str_eq(v->hypervisor, req->hypervisor) ||
+      !record_spec_eq(&v->spec, req->spec) || v->n_labels != req->n_labels)
+    return false;
+  for (size_t i = 0; i < req->n_labels; i++) {
+    const char *have = agent_labels_get(v->labels, v->n_labels, req->labels[i].key);
+    if (have == NULL || !record_str_eq(have, req->labels[i].value))
+      return false;
+  }
+  return true;
 }
 
 void agent_view_copy(agent_instance_view *dst, const agent_instance_view *src)
@@ -37,6 +199,8 @@ void agent_view_copy(agent_instance_view *dst, const agent_instance_view *src)
   vmm_spec_copy(&dst->spec, &src->spec);
   dst->console_log_path = cmn_strdup(src->console_log_path);
   dst->status_message = cmn_strdup(src->status_message);
+  agent_labels_copy_sorted(&dst->labels, &dst->n_labels, src->labels, src->n_labels);
+  dst->request_id = cmn_strdup(src->request_id);
 }
 
 void agent_record_free(agent_record *r)
@@ -100,6 +264,10 @@ char *agent_record_to_json(const agent_record *r)
   cJSON_AddNumberToObject(o, "updated_at_us", (double)v->updated_at_us);
   record_add_str(o, "console_log_path", v->console_log_path);
   record_add_str(o, "status_message", v->status_message);
+  record_add_str(o, "request_id", v->request_id);
+  cJSON *labels = cJSON_AddObjectToObject(o, "labels");
+  for (size_t i = 0; i < v->n_labels; i++)
+    cJSON_AddStringToObject(labels, v->labels[i].key, v->labels[i].value);
   cJSON *vmm = cJSON_AddObjectToObject(o, "vmm");
   cJSON_AddNumberToObject(vmm, "pid", r->proc.pid);
   cJSON_AddNumberToObject(vmm, "start_time", (double)r->proc.start_time);
@@ -205,6 +373,29 @@ int agent_record_from_json(const char *json, agent_record *r, cmn_error *err)
   v->updated_at_us = (int64_t)record_get_num(o, "updated_at_us");
   v->console_log_path = cmn_strdup(record_get_str(o, "console_log_path"));
   v->status_message = cmn_strdup(record_get_str(o, "status_message"));
+  v->request_id = cmn_strdup(record_get_str(o, "request_id"));
+  /* Labels (absent in records written before they existed: none). */
+  const cJSON *labels = cJSON_GetObjectItemCaseSensitive(o, "labels");
+  int nl = cJSON_IsObject(labels) ? cJSON_GetArraySize(labels) : 0;
+  if (nl > 0) {
+    agent_label *l = cmn_calloc((size_t)nl, sizeof *l);
+    size_t k = 0;
+    for (const cJSON *it = labels->child; it != NULL && k < (size_t)nl; it = it->next)
+      if (it->string != NULL && cJSON_IsString(it)) {
+        l[k].key = it->string;
+        l[k].value = it->valuestring;
+        k++;
+      }
+    int bad = agent_labels_validate(l, k, err);
+    if (bad == 0)
+      agent_labels_copy_sorted(&v->labels, &v->n_labels, l, k);
+    free(l);
+    if (bad < 0) {
+      cmn_err_prefix(err, "record");
+      err->code = CMN_INTERNAL;
+      goto out;
+    }
+  }
   const cJSON *vmm = cJSON_GetObjectItemCaseSensitive(o, "vmm");
   r->proc.pid = (pid_t)record_get_num(vmm, "pid");
   r->proc.start_time = (uint64_t)record_get_num(vmm, "start_time");

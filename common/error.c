@@ -11,6 +11,31 @@ __attribute__((format(printf, 3, 0))) static void err_vset(cmn_error *err, int c
 {
   err->code = code;
   vsnprintf(err->msg, sizeof err->msg, fmt, ap);
+  err->field[0] = err->precondition[0] = err->subject[0] = '\0';
+}
+
+static void err_copy(char *dst, size_t size, const char *src)
+{
+  size_t n = src != NULL ? strnlen(src, size - 1) : 0;
+  if (n > 0)
+    memcpy(dst, src, n);
+  dst[n] = '\0';
+}
+
+int cmn_err_field(cmn_error *err, const char *field)
+{
+  if (err != NULL)
+    err_copy(err->field, sizeof err->field, field);
+  return -1;
+}
+
+int cmn_err_precondition(cmn_error *err, const char *type, const char *subject)
+{
+  if (err != NULL) {
+    err_copy(err->precondition, sizeof err->precondition, type);
+    err_copy(err->subject, sizeof err->subject, subject);
+  }
+  return -1;
 }
 
 int cmn_err_set(cmn_error *err, int code, const char *fmt, ...)
@@ -75,6 +100,7 @@ void cmn_err_clear(cmn_error *err)
     return;
   err->code = CMN_OK;
   err->msg[0] = '\0';
+  err->field[0] = err->precondition[0] = err->subject[0] = '\0';
 }
 
 const char *cmn_code_name(int code)

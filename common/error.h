@@ -28,10 +28,23 @@ enum cmn_code {
 };
 
 #define CMN_ERR_MSG_MAX 1024
+#define CMN_ERR_DETAIL_MAX 128
 
+/* Besides code and message, an error may say what a client can act on; the
+ * server sends it as google.rpc error details (docs/api.md):
+ *  - field: for INVALID_ARGUMENT, the path of the request field at fault
+ *    ("spec.vcpus", "labels", "page_token") -> BadRequest.FieldViolation;
+ *  - precondition + subject: for FAILED_PRECONDITION, the kind of condition
+ *    ("STATE", "HYPERVISOR") and what it is about ("instances/i-...")
+ *    -> PreconditionFailure.Violation (description: the message).
+ * Empty strings when unknown. cmn_err_set/cmn_err_errno clear them;
+ * cmn_err_prefix keeps them. */
 typedef struct cmn_error {
   int code;                   /* enum cmn_code; CMN_OK when unset */
   char msg[CMN_ERR_MSG_MAX];  /* always NUL-terminated */
+  char field[CMN_ERR_DETAIL_MAX];
+  char precondition[CMN_ERR_DETAIL_MAX];
+  char subject[CMN_ERR_DETAIL_MAX];
 } cmn_error;
 
 /* Sets code and message; returns -1 so callers can `return cmn_err_set(...)`. */
@@ -46,6 +59,10 @@ const char *cmn_strerror(int errnum);
 /* Prepends "context: " to the message; keeps the code. Returns -1. */
 int cmn_err_prefix(cmn_error *err, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
+/* Names the request field at fault (a BadRequest field path). Returns -1. */
+int cmn_err_field(cmn_error *err, const char *field);
+/* Names the failed precondition: its type and subject. Returns -1. */
+int cmn_err_precondition(cmn_error *err, const char *type, const char *subject);
 /* Clears an error back to CMN_OK. */
 void cmn_err_clear(cmn_error *err);
 /* Name of a code, e.g. "INVALID_ARGUMENT". */

@@ -17,7 +17,8 @@ DEPLOY="podman buildah runc debootstrap uidmap fuse-overlayfs slirp4netns contai
   systemd"
 
 pkgs="$BUILD $RUN $TEST"
-# Node.js (for the offline manifest and Containerfile linters) only where none is
+# Node.js (for the offline manifest and Containerfile linters, and `buf lint` of
+# proto/ from the npm package @bufbuild/buf: test/lint/buf_lint.sh) only where none is
 # installed: a machine may carry its own build, which Debian's would replace.
 command -v npm >/dev/null 2>&1 || pkgs="$pkgs nodejs npm"
 [ "${EMBER_DEPS_MINIMAL:-0}" = 1 ] || pkgs="$pkgs $DEPLOY"

@@ -36,6 +36,12 @@ enum {
   OPT_STATE,
   OPT_COUNT,
   OPT_VSOCK,
+  OPT_LABEL,
+  OPT_REQUEST_ID,
+  OPT_FILTER,
+  OPT_GRACE,
+  OPT_ALLOW_MISSING,
+  OPT_PAGE_SIZE,
 };
 
 static const struct option ctl__long_opts[] = {
@@ -59,6 +65,12 @@ static const struct option ctl__long_opts[] = {
   {"state", required_argument, NULL, OPT_STATE},
   {"count", required_argument, NULL, OPT_COUNT},
   {"vsock-cid", required_argument, NULL, OPT_VSOCK},
+  {"label", required_argument, NULL, OPT_LABEL},
+  {"request-id", required_argument, NULL, OPT_REQUEST_ID},
+  {"filter", required_argument, NULL, OPT_FILTER},
+  {"graceful-timeout", required_argument, NULL, OPT_GRACE},
+  {"allow-missing", no_argument, NULL, OPT_ALLOW_MISSING},
+  {"page-size", required_argument, NULL, OPT_PAGE_SIZE},
   {NULL, 0, NULL, 0},
 };
 
@@ -73,7 +85,10 @@ static const struct {
   {CTL_OPT_DISK, "--disk"},       {CTL_OPT_TAP, "--tap"},
   {CTL_OPT_HYPERVISOR, "--hypervisor"}, {CTL_OPT_START, "--start"},
   {CTL_OPT_STATE, "--state"},     {CTL_OPT_COUNT, "--count"},
-  {CTL_OPT_VSOCK, "--vsock-cid"},
+  {CTL_OPT_VSOCK, "--vsock-cid"}, {CTL_OPT_LABEL, "--label"},
+  {CTL_OPT_REQUEST_ID, "--request-id"}, {CTL_OPT_FILTER, "--filter"},
+  {CTL_OPT_GRACE, "--graceful-timeout"}, {CTL_OPT_ALLOW_MISSING, "--allow-missing"},
+  {CTL_OPT_PAGE_SIZE, "--page-size"},
 };
 
 /* A usage error: exit code CTL_EXIT_USAGE; evaluates to -1. */
@@ -149,6 +164,7 @@ void ctl_opts_free(ctl_opts *o)
   free(o->target);
   free(o->disks);
   free(o->taps);
+  free(o->labels);
   memset(o, 0, sizeof(*o));
 }
 
@@ -162,6 +178,7 @@ int ctl_args_parse(int argc, char **argv, ctl_opts *o, cmn_error *err)
 {
   memset(o, 0, sizeof(*o));
   o->timeout_ms = -1;
+  o->grace_ms = -1;
   const char *socket = NULL, *address = NULL;
   uint64_t v;
 
@@ -212,6 +229,26 @@ int ctl_args_parse(int argc, char **argv, ctl_opts *o, cmn_error *err)
       o->vsock_cid = (uint32_t)v;
       o->given |= CTL_OPT_VSOCK;
       break;
+    case OPT_LABEL:
+      if (strchr(arg, '=') == NULL)
+        return ctl__usage_err(err, "bad --label '%s': KEY=VALUE", arg);
+      ctl__push(&o->labels, &o->n_labels, arg);
+      o->given |= CTL_OPT_LABEL;
+      break;
+    case OPT_REQUEST_ID: o->request_id = arg; o->given |= CTL_OPT_REQUEST_ID; break;
+    case OPT_FILTER: o->filter = arg; o->given |= CTL_OPT_FILTER; break;
+    case OPT_GRACE:
+      if (ctl_parse_duration_ms(arg, &o->grace_ms) < 0)
+        return ctl__usage_err(err, "bad --graceful-timeout '%s': e.g. 0, 500ms, 30s", arg);
+      o->given |= CTL_OPT_GRACE;
+      break;
+    case OPT_PAGE_SIZE:
+      if (ctl__parse_u64(arg, 1, 1000, &v) < 0)
+        return ctl__usage_err(err, "bad --page-size '%s': 1 to 1000", arg);
+      o->page_size = (int32_t)v;
+      o->given |= CTL_OPT_PAGE_SIZE;
+      break;
+    case OPT_ALLOW_MISSING: o->allow_missing = true; o->given |= CTL_OPT_ALLOW_MISSING; break;
     case OPT_COUNT:
       if (ctl__parse_u64(arg, 1, LONG_MAX, &v) < 0)
         return ctl__usage_err(err, "bad --count '%s': a positive integer", arg);

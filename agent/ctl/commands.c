@@ -10,6 +10,7 @@
 #include "agent/ctl/pbjson.h"
 #include "agent/ctl/rpc.h"
 #include "agent/ctl/spec.h"
+#include "common/cleanup.h"
 #include "common/mem.h"
 #include "ember/v1/instance.pb-c.h"
 #include "grpc/health/v1/health.pb-c.h"
@@ -81,6 +82,15 @@ static int ctl__run_id(ctl_rpc *rpc, const ctl_opts *o, FILE *out, cmn_error *er
   const ProtobufCMessageDescriptor *resp_desc =
       is_delete ? &ember__v1__delete_instance_response__descriptor : &ember__v1__instance__descriptor;
   ProtobufCMessage *req = ctl__id_request(c->req_desc, o->args[0]);
+  if (strcmp(c->name, "stop") == 0 && o->grace_ms >= 0) {
+    Google__Protobuf__Duration *d = cmn_malloc(sizeof(*d));
+    google__protobuf__duration__init(d);
+    d->seconds = o->grace_ms / 1000;
+    d->nanos = (int32_t)(o->grace_ms % 1000) * 1000000;
+    ((Ember__V1__StopInstanceRequest *)req)->graceful_timeout = d;
+  }
+  if (is_delete)
+    ((Ember__V1__DeleteInstanceRequest *)req)->allow_missing = o->allow_missing;
   ProtobufCMessage *resp = NULL;
   int r = ctl_rpc_unary(rpc, c->method, req, resp_desc, &resp, err);
   protobuf_c_message_free_unpacked(req, NULL);
@@ -88,6 +98,8 @@ static int ctl__run_id(ctl_rpc *rpc, const ctl_opts *o, FILE *out, cmn_error *er
     return ctl__fail(err);
   if (o->json)
     ctl__print_json(out, resp, false);
+  else if (is_delete && ((Ember__V1__DeleteInstanceResponse *)resp)->id[0] == '\0')
+    fprintf(out, "no instance %s (nothing deleted)\n", o->args[0]);
   else if (is_delete)
     fprintf(out, "deleted %s\n", ((Ember__V1__DeleteInstanceResponse *)resp)->id);
   else if (strcmp(c->name, "get") == 0)
@@ -106,6 +118,30 @@ static int ctl__run_create(ctl_rpc *rpc, const ctl_opts *o, FILE *out, cmn_error
   if (ctl_spec_build(o, o->n_args > 0 ? o->args[0] : NULL, &req, err) < 0)
     return err->code == CMN_INVALID_ARGUMENT && o->spec_file == NULL ? CTL_EXIT_USAGE
                                                                       : ctl__fail(err);
+  /* --label and --request-id add to (and override) what --spec gave. */
+  for (int i = 0; i < o->n_labels; i++) {
+    const char *eq = strchr(o->labels[i], '=');
+    cleanup_free char *key = cmn_strndup(o->labels[i], (size_t)(eq - o->labels[i]));
+    Ember__V1__CreateInstanceRequest__LabelsEntry *e = NULL;
+    for (size_t k = 0; k < req->n_labels && e == NULL; k++)
+      if (strcmp(req->labels[k]->key, key) == 0)
+        e = req->labels[k];
+    if (e == NULL) {
+      e = cmn_malloc(sizeof(*e));
+      ember__v1__create_instance_request__labels_entry__init(e);
+      e->key = cmn_strdup(key);
+      req->labels = cmn_realloc(req->labels, (req->n_labels + 1) * sizeof(*req->labels));
+      req->labels[req->n_labels++] = e;
+    } else if (e->value != protobuf_c_empty_string) {
+      free(e->value);
+    }
+    e->value = cmn_strdup(eq + 1);
+  }
+  if (o->request_id != NULL) {
+    if (req->request_id != protobuf_c_empty_string)
+      free(req->request_id);
+    req->request_id = cmn_strdup(o->request_id);
+  }
   ProtobufCMessage *resp = NULL;
   int r = ctl_rpc_unary(rpc, CTL_SVC "CreateInstance", &req->base,
                         &ember__v1__instance__descriptor, &resp, err);
@@ -120,9 +156,12 @@ static int ctl__run_create(ctl_rpc *rpc, const ctl_opts *o, FILE *out, cmn_error
   return 0;
 }
 
+/* Follows next_page_token until the last page and prints every instance as
+ * one list (with --json one {"instances": [...]} object). --state adds
+ * `state=STATE` to --filter. */
 static int ctl__run_list(ctl_rpc *rpc, const ctl_opts *o, FILE *out, cmn_error *err)
 {
-  Ember__V1__ListInstancesRequest req = EMBER__V1__LIST_INSTANCES_REQUEST__INIT;
+  cleanup_free char *filter = NULL;
   if (o->state != NULL) {
     int st = ctl_state_parse(o->state);
     if (st < 0) {
@@ -131,19 +170,58 @@ static int ctl__run_list(ctl_rpc *rpc, const ctl_opts *o, FILE *out, cmn_error *
                   o->state);
       return CTL_EXIT_USAGE;
     }
-    req.state = (Ember__V1__InstanceState)st;
+    const char *name = ctl_pb_enum_name(&ember__v1__instance_state__descriptor, st);
+    filter = cmn_asprintf("state=%s%s%s", name, o->filter != NULL ? " AND " : "",
+                          o->filter != NULL ? o->filter : "");
+  } else if (o->filter != NULL) {
+    filter = cmn_strdup(o->filter);
   }
-  ProtobufCMessage *resp = NULL;
-  if (ctl_rpc_unary(rpc, CTL_SVC "ListInstances", &req.base,
-                    &ember__v1__list_instances_response__descriptor, &resp, err) < 0)
-    return ctl__fail(err);
-  Ember__V1__ListInstancesResponse *l = (Ember__V1__ListInstancesResponse *)resp;
-  if (o->json)
-    ctl__print_json(out, resp, false);
-  else
-    ctl_print_instances(out, l->instances, l->n_instances);
-  protobuf_c_message_free_unpacked(resp, NULL);
-  return 0;
+  Ember__V1__ListInstancesRequest req = EMBER__V1__LIST_INSTANCES_REQUEST__INIT;
+  req.filter = filter != NULL ? filter : (char *)"";
+  req.page_size = o->page_size > 0 ? o->page_size : 1000;
+  ProtobufCMessage **pages = NULL;
+  size_t n_pages = 0, n_all = 0;
+  int rc = 0;
+  cleanup_free char *token = NULL;
+  for (;;) {
+    req.page_token = token != NULL ? token : (char *)"";
+    ProtobufCMessage *resp = NULL;
+    if (ctl_rpc_unary(rpc, CTL_SVC "ListInstances", &req.base,
+                      &ember__v1__list_instances_response__descriptor, &resp, err) < 0) {
+      rc = ctl__fail(err);
+      break;
+    }
+    pages = cmn_realloc(pages, (n_pages + 1) * sizeof(*pages));
+    pages[n_pages++] = resp;
+    Ember__V1__ListInstancesResponse *l = (Ember__V1__ListInstancesResponse *)resp;
+    n_all += l->n_instances;
+    free(token);
+    token = NULL;
+    if (l->next_page_token[0] == '\0')
+      break;
+    token = cmn_strdup(l->next_page_token);
+  }
+  if (rc == 0) {
+    Ember__V1__Instance **all = cmn_calloc(n_all + 1, sizeof(*all));
+    size_t k = 0;
+    for (size_t i = 0; i < n_pages; i++) {
+      Ember__V1__ListInstancesResponse *l = (Ember__V1__ListInstancesResponse *)pages[i];
+      for (size_t j = 0; j < l->n_instances; j++)
+        all[k++] = l->instances[j];
+    }
+    Ember__V1__ListInstancesResponse merged = EMBER__V1__LIST_INSTANCES_RESPONSE__INIT;
+    merged.instances = all;
+    merged.n_instances = n_all;
+    if (o->json)
+      ctl__print_json(out, &merged.base, false);
+    else
+      ctl_print_instances(out, all, n_all);
+    free(all);
+  }
+  for (size_t i = 0; i < n_pages; i++)
+    protobuf_c_message_free_unpacked(pages[i], NULL);
+  free(pages);
+  return rc;
 }
 
 static int ctl__run_hypervisors(ctl_rpc *rpc, const ctl_opts *o, FILE *out, cmn_error *err)
@@ -240,16 +318,21 @@ static int ctl__run_health(ctl_rpc *rpc, const ctl_opts *o, FILE *out, cmn_error
 #define CTL_CREATE_OPTS                                                                      \
   (CTL_OPT_SPEC | CTL_OPT_VCPUS | CTL_OPT_MEMORY | CTL_OPT_KERNEL | CTL_OPT_INITRD |         \
    CTL_OPT_CMDLINE | CTL_OPT_DISK | CTL_OPT_TAP | CTL_OPT_VSOCK | CTL_OPT_HYPERVISOR |        \
-   CTL_OPT_START)
+   CTL_OPT_START | CTL_OPT_LABEL | CTL_OPT_REQUEST_ID)
 
 #define CTL_ID_HELP "ID is the instance's id or its name.\n"
 
 const ctl_command ctl_commands[] = {
   {"list", "", "list instances",
-   "Prints one row per instance, ordered by name.\n"
+   "Prints one row per instance, ordered by name (every page: emberctl follows\n"
+   "next_page_token).\n"
    "  --state STATE   only instances in STATE (stopped, running, paused, standby, unknown)\n"
+   "  --filter EXPR   only instances that match EXPR: field=value terms joined by AND;\n"
+   "                  fields state, name, id, hypervisor, labels.KEY (docs/api.md)\n"
+   "                  e.g. --filter 'labels.team=infra AND state=RUNNING'\n"
+   "  --page-size N   instances per call (1 to 1000, default 1000); all pages are listed\n"
    "With --json: {\"instances\": [Instance, ...]}.\n",
-   CTL_OPT_STATE, 0, 0, ctl__run_list},
+   CTL_OPT_STATE | CTL_OPT_FILTER | CTL_OPT_PAGE_SIZE, 0, 0, ctl__run_list},
   {"get", "ID", "show one instance",
    CTL_ID_HELP "With --json: the Instance message.\n", 0, 1, 1, ctl__run_id},
   {"create", "NAME", "create an instance (Stopped unless --start)",
@@ -264,6 +347,9 @@ const ctl_command ctl_commands[] = {
    "  --vsock-cid CID      a vsock device with guest context id CID (host side:\n"
    "                       <instance folder>/vsock.sock)\n"
    "  --start              start it at once\n"
+   "  --label KEY=VALUE    a label (repeat for more); filter with list --filter\n"
+   "  --request-id ID      idempotency key: a retry with the same ID returns the\n"
+   "                       instance the first try created (a UUID, for example)\n"
    "  --spec FILE.json     read an InstanceSpec (or a whole CreateInstanceRequest with\n"
    "                       \"name\", \"spec\", \"start\") in the proto3 JSON mapping; flags\n"
    "                       override its fields. Relative paths in the file are taken\n"
@@ -272,7 +358,12 @@ const ctl_command ctl_commands[] = {
    "With --json: the created Instance message.\n",
    CTL_CREATE_OPTS, 0, 1, ctl__run_create},
   {"start", "ID", "boot a stopped instance", CTL_ID_HELP, 0, 1, 1, ctl__run_id},
-  {"stop", "ID", "end the VMM and drop snapshots", CTL_ID_HELP, 0, 1, 1, ctl__run_id},
+  {"stop", "ID", "end the VMM and drop snapshots",
+   CTL_ID_HELP
+   "  --graceful-timeout DUR  how long the guest gets to power off (ACPI) before the\n"
+   "                          VMM is ended: 0 ends it at once; default: emberd's\n"
+   "                          stop timeout (10s). Keep --timeout above it.\n",
+   CTL_OPT_GRACE, 1, 1, ctl__run_id},
   {"pause", "ID", "pause the vCPUs", CTL_ID_HELP, 0, 1, 1, ctl__run_id},
   {"resume", "ID", "resume a paused instance", CTL_ID_HELP, 0, 1, 1, ctl__run_id},
   {"standby", "ID", "snapshot to disk and let the VMM go",
@@ -281,7 +372,9 @@ const ctl_command ctl_commands[] = {
   {"restore", "ID", "start from the standby snapshot and resume",
    CTL_ID_HELP "Prints how long the restore took.\n", 0, 1, 1, ctl__run_id},
   {"delete", "ID", "end the VMM and remove the instance",
-   CTL_ID_HELP "With --json: {\"id\": ...}.\n", 0, 1, 1, ctl__run_id},
+   CTL_ID_HELP "  --allow-missing  exit 0 when there is no such instance\n"
+   "With --json: {\"id\": ...} (empty id when --allow-missing found none).\n",
+   CTL_OPT_ALLOW_MISSING, 1, 1, ctl__run_id},
   {"watch", "[ID]", "stream state changes until Ctrl-C",
    "Prints one line per state change of ID (or of every instance); with --json one\n"
    "InstanceEvent object per line (JSON lines). Once subscribed it prints\n"

@@ -36,6 +36,12 @@ enum ctl_opt_bit {
   CTL_OPT_STATE = 1u << 10,
   CTL_OPT_COUNT = 1u << 11,
   CTL_OPT_VSOCK = 1u << 12,
+  CTL_OPT_LABEL = 1u << 13,
+  CTL_OPT_REQUEST_ID = 1u << 14,
+  CTL_OPT_FILTER = 1u << 15,
+  CTL_OPT_GRACE = 1u << 16,
+  CTL_OPT_ALLOW_MISSING = 1u << 17,
+  CTL_OPT_PAGE_SIZE = 1u << 18,
 };
 
 typedef struct ctl_opts {
@@ -63,8 +69,17 @@ typedef struct ctl_opts {
   int n_taps;
   uint32_t vsock_cid;    /* --vsock-cid; 0: not given */
   bool start;
+  const char **labels;   /* "KEY=VALUE", owned array of argv pointers */
+  int n_labels;
+  const char *request_id;
   /* list */
   const char *state;
+  const char *filter;
+  int32_t page_size;     /* --page-size; 0: 1000 */
+  /* stop */
+  int64_t grace_ms;      /* --graceful-timeout; -1: not given (emberd's default) */
+  /* delete */
+  bool allow_missing;
   /* watch */
   long count;            /* 0: until interrupted */
 } ctl_opts;

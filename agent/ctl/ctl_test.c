@@ -171,12 +171,30 @@ static void test_json_roundtrip(void)
   in.name = "web \"1\"";
   in.spec = &s;
   in.state = EMBER__V1__INSTANCE_STATE__INSTANCE_STATE_STANDBY;
-  in.last_standby_us = -42;
+  Google__Protobuf__Duration standby = GOOGLE__PROTOBUF__DURATION__INIT;
+  standby.seconds = 1;
+  standby.nanos = 500000000;
+  in.last_standby_duration = &standby;
+  Google__Protobuf__Timestamp created = GOOGLE__PROTOBUF__TIMESTAMP__INIT;
+  created.seconds = 1767323045; /* 2026-01-02T03:04:05Z */
+  created.nanos = 123456000;
+  in.create_time = &created;
+  Ember__V1__Instance__LabelsEntry lab = EMBER__V1__INSTANCE__LABELS_ENTRY__INIT;
+  lab.key = "team";
+  lab.value = "infra";
+  Ember__V1__Instance__LabelsEntry *labels[] = {&lab};
+  in.labels = labels;
+  in.n_labels = 1;
   in.has_snapshot = 1;
 
   cJSON *j = ctl_pb_to_json(&in.base);
   CU_ASSERT_STRING_EQUAL(cJSON_GetObjectItem(j, "state")->valuestring, "INSTANCE_STATE_STANDBY");
-  CU_ASSERT_STRING_EQUAL(cJSON_GetObjectItem(j, "lastStandbyUs")->valuestring, "-42");
+  /* Well-known types and maps in the proto3 JSON mapping's own forms. */
+  CU_ASSERT_STRING_EQUAL(cJSON_GetObjectItem(j, "lastStandbyDuration")->valuestring, "1.500s");
+  CU_ASSERT_STRING_EQUAL(cJSON_GetObjectItem(j, "createTime")->valuestring,
+                         "2026-01-02T03:04:05.123456Z");
+  CU_ASSERT_STRING_EQUAL(
+      cJSON_GetObjectItem(cJSON_GetObjectItem(j, "labels"), "team")->valuestring, "infra");
   CU_ASSERT(cJSON_IsTrue(cJSON_GetObjectItem(j, "hasSnapshot")));
   CU_ASSERT_STRING_EQUAL(cJSON_GetObjectItem(j, "lastSnapshotKind")->valuestring,
                          "SNAPSHOT_KIND_UNSPECIFIED");
@@ -192,7 +210,15 @@ static void test_json_roundtrip(void)
   Ember__V1__Instance *b = (Ember__V1__Instance *)back;
   CU_ASSERT_STRING_EQUAL(b->name, "web \"1\"");
   CU_ASSERT_EQUAL(b->state, EMBER__V1__INSTANCE_STATE__INSTANCE_STATE_STANDBY);
-  CU_ASSERT_EQUAL(b->last_standby_us, -42);
+  CU_ASSERT_EQUAL_FATAL(b->last_standby_duration != NULL, 1);
+  CU_ASSERT_EQUAL(b->last_standby_duration->seconds, 1);
+  CU_ASSERT_EQUAL(b->last_standby_duration->nanos, 500000000);
+  CU_ASSERT_EQUAL_FATAL(b->create_time != NULL, 1);
+  CU_ASSERT_EQUAL(b->create_time->seconds, 1767323045);
+  CU_ASSERT_EQUAL(b->create_time->nanos, 123456000);
+  CU_ASSERT_EQUAL_FATAL(b->n_labels, 1);
+  CU_ASSERT_STRING_EQUAL(b->labels[0]->key, "team");
+  CU_ASSERT_STRING_EQUAL(b->labels[0]->value, "infra");
   CU_ASSERT_EQUAL(b->spec->memory_mib, 5000000000ULL);
   CU_ASSERT_EQUAL(b->spec->n_disks, 1);
   CU_ASSERT_STRING_EQUAL(b->spec->disks[0]->path, "/d.img");

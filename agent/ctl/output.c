@@ -197,6 +197,16 @@ void ctl_print_instances(FILE *f, Ember__V1__Instance *const *v, size_t n)
   ctl_table_free(t);
 }
 
+/* Microseconds of a Timestamp or Duration; 0 when unset. */
+static int64_t ctl__ts_us(const Google__Protobuf__Timestamp *t)
+{
+  return t != NULL ? t->seconds * 1000000 + t->nanos / 1000 : 0;
+}
+static int64_t ctl__dur_us(const Google__Protobuf__Duration *d)
+{
+  return d != NULL ? d->seconds * 1000000 + d->nanos / 1000 : 0;
+}
+
 void ctl_print_instance(FILE *f, const Ember__V1__Instance *in)
 {
   char buf[64];
@@ -231,15 +241,19 @@ void ctl_print_instance(FILE *f, const Ember__V1__Instance *in)
     fprintf(f, "VMM PID:       %" PRId32 "\n", in->vmm_pid);
   fprintf(f, "Snapshot:      %s\n",
           in->has_snapshot ? ctl_snapshot_kind_name(in->last_snapshot_kind) : "none");
-  ctl_fmt_duration(buf, sizeof(buf), in->last_standby_us);
+  ctl_fmt_duration(buf, sizeof(buf), ctl__dur_us(in->last_standby_duration));
   fprintf(f, "Last standby:  %s\n", buf);
-  ctl_fmt_duration(buf, sizeof(buf), in->last_restore_us);
+  ctl_fmt_duration(buf, sizeof(buf), ctl__dur_us(in->last_restore_duration));
   fprintf(f, "Last restore:  %s\n", buf);
   if (in->console_log_path != NULL && in->console_log_path[0] != '\0')
     fprintf(f, "Console log:   %s\n", in->console_log_path);
-  ctl_fmt_time(buf, sizeof(buf), in->created_at_us);
+  for (size_t i = 0; i < in->n_labels; i++)
+    fprintf(f, "Label:         %s=%s\n", in->labels[i]->key, in->labels[i]->value);
+  if (in->request_id != NULL && in->request_id[0] != '\0')
+    fprintf(f, "Request ID:    %s\n", in->request_id);
+  ctl_fmt_time(buf, sizeof(buf), ctl__ts_us(in->create_time));
   fprintf(f, "Created:       %s\n", buf);
-  ctl_fmt_time(buf, sizeof(buf), in->updated_at_us);
+  ctl_fmt_time(buf, sizeof(buf), ctl__ts_us(in->update_time));
   fprintf(f, "Updated:       %s\n", buf);
 }
 
@@ -269,8 +283,8 @@ void ctl_print_hypervisors(FILE *f, Ember__V1__Hypervisor *const *v, size_t n)
 void ctl_print_event(FILE *f, const Ember__V1__InstanceEvent *ev)
 {
   char ts[32], dur[32];
-  ctl_fmt_time(ts, sizeof(ts), ev->timestamp_us);
-  ctl_fmt_duration(dur, sizeof(dur), ev->duration_us);
+  ctl_fmt_time(ts, sizeof(ts), ctl__ts_us(ev->event_time));
+  ctl_fmt_duration(dur, sizeof(dur), ctl__dur_us(ev->duration));
   const Ember__V1__Instance *in = ev->instance;
   fprintf(f, "%s  %-20s %-9s %s -> %s  %s\n", ts, in != NULL ? in->name : "?",
           ctl_operation_name(ev->operation), ctl_state_name(ev->old_state),
@@ -281,12 +295,14 @@ void ctl_print_event(FILE *f, const Ember__V1__InstanceEvent *ev)
 void ctl_print_transition(FILE *f, const char *verb, const Ember__V1__Instance *in)
 {
   char dur[32];
-  if (strcmp(verb, "standby") == 0 && in->last_standby_us > 0) {
-    ctl_fmt_duration(dur, sizeof(dur), in->last_standby_us);
+  int64_t standby_us = ctl__dur_us(in->last_standby_duration);
+  int64_t restore_us = ctl__dur_us(in->last_restore_duration);
+  if (strcmp(verb, "standby") == 0 && standby_us > 0) {
+    ctl_fmt_duration(dur, sizeof(dur), standby_us);
     fprintf(f, "%s: %s (%s snapshot in %s)\n", in->name, ctl_state_name(in->state),
             ctl_snapshot_kind_name(in->last_snapshot_kind), dur);
-  } else if (strcmp(verb, "restore") == 0 && in->last_restore_us > 0) {
-    ctl_fmt_duration(dur, sizeof(dur), in->last_restore_us);
+  } else if (strcmp(verb, "restore") == 0 && restore_us > 0) {
+    ctl_fmt_duration(dur, sizeof(dur), restore_us);
     fprintf(f, "%s: %s (restored in %s)\n", in->name, ctl_state_name(in->state), dur);
   } else {
     fprintf(f, "%s: %s\n", in->name, ctl_state_name(in->state));

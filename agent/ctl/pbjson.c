@@ -1,3 +1,4 @@
+#define _GNU_SOURCE
 /* pbjson.c: generic protobuf-c <-> cJSON conversion (see pbjson.h for the
  * mapping). Works from the message descriptors only, so it covers every
  * message emberctl prints or reads without per-message code. */
@@ -12,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #define CTL_MEMBER(type, msg, off) (*(type *)((char *)(msg) + (off)))
 
@@ -110,6 +112,128 @@ static cJSON *ctl__u64(uint64_t v)
   return cJSON_CreateString(buf);
 }
 
+/* ---- well-known types and maps (the proto3 JSON mapping's special cases) ---- */
+
+/* google.protobuf.Timestamp / Duration: { int64 seconds = 1; int32 nanos = 2; } */
+static bool ctl__is_wkt(const ProtobufCMessageDescriptor *d, const char *name)
+{
+  return strcmp(d->name, name) == 0 && d->n_fields == 2;
+}
+
+static void ctl__sec_nanos(const ProtobufCMessage *m, int64_t *sec, int32_t *nanos)
+{
+  const ProtobufCMessageDescriptor *d = m->descriptor;
+  *sec = CTL_MEMBER(int64_t, m, d->fields[0].offset);
+  *nanos = CTL_MEMBER(int32_t, m, d->fields[1].offset);
+}
+
+/* ".123", ".123456" or ".123456789" (nothing for 0), as the mapping prints. */
+static void ctl__frac(char *buf, size_t size, int32_t nanos)
+{
+  if (nanos == 0)
+    buf[0] = '\0';
+  else if (nanos % 1000000 == 0)
+    snprintf(buf, size, ".%03d", (int)(nanos / 1000000));
+  else if (nanos % 1000 == 0)
+    snprintf(buf, size, ".%06d", (int)(nanos / 1000));
+  else
+    snprintf(buf, size, ".%09d", (int)nanos);
+}
+
+static cJSON *ctl__wkt_to_json(const ProtobufCMessage *m)
+{
+  int64_t sec;
+  int32_t nanos;
+  ctl__sec_nanos(m, &sec, &nanos);
+  char frac[16], buf[64];
+  if (ctl__is_wkt(m->descriptor, "google.protobuf.Timestamp")) {
+    time_t t = (time_t)sec;
+    struct tm tm;
+    if (gmtime_r(&t, &tm) == NULL)
+      return cJSON_CreateNull();
+    ctl__frac(frac, sizeof(frac), nanos);
+    snprintf(buf, sizeof(buf), "%04d-%02d-%02dT%02d:%02d:%02d%sZ", tm.tm_year + 1900,
+             tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, frac);
+    return cJSON_CreateString(buf);
+  }
+  bool neg = sec < 0 || nanos < 0;
+  ctl__frac(frac, sizeof(frac), nanos < 0 ? -nanos : nanos);
+  snprintf(buf, sizeof(buf), "%s%lld%ss", neg ? "-" : "", (long long)(sec < 0 ? -sec : sec),
+           frac);
+  return cJSON_CreateString(buf);
+}
+
+/* Reads up to 9 fraction digits after a '.' at *p into nanos. */
+static int ctl__parse_frac(const char **p, int32_t *nanos)
+{
+  *nanos = 0;
+  if (**p != '.')
+    return 0;
+  (*p)++;
+  int digits = 0;
+  while (**p >= '0' && **p <= '9') {
+    if (++digits > 9)
+      return -1;
+    *nanos = *nanos * 10 + (**p - '0');
+    (*p)++;
+  }
+  if (digits == 0)
+    return -1;
+  for (int i = digits; i < 9; i++)
+    *nanos *= 10;
+  return 0;
+}
+
+static int ctl__wkt_from_json(const ProtobufCMessageDescriptor *d, const cJSON *j,
+                              ProtobufCMessage **out, const char *path, cmn_error *err)
+{
+  if (!cJSON_IsString(j))
+    return cmn_err_set(err, CMN_INVALID_ARGUMENT, "%s: expected a string", path);
+  const char *s = j->valuestring;
+  int64_t sec = 0;
+  int32_t nanos = 0;
+  if (strcmp(d->name, "google.protobuf.Timestamp") == 0) {
+    struct tm tm = {0};
+    const char *p = strptime(s, "%Y-%m-%dT%H:%M:%S", &tm);
+    if (p == NULL || ctl__parse_frac(&p, &nanos) < 0 || strcmp(p, "Z") != 0)
+      return cmn_err_set(err, CMN_INVALID_ARGUMENT,
+                         "%s: expected an RFC 3339 UTC time such as 2026-01-02T03:04:05Z", path);
+    sec = (int64_t)timegm(&tm);
+  } else {
+    const char *p = s;
+    bool neg = *p == '-';
+    if (neg)
+      p++;
+    char *end = NULL;
+    errno = 0;
+    long long v = (*p >= '0' && *p <= '9') ? strtoll(p, &end, 10) : -1;
+    p = end;
+    if (v < 0 || errno != 0 || ctl__parse_frac(&p, &nanos) < 0 || strcmp(p, "s") != 0)
+      return cmn_err_set(err, CMN_INVALID_ARGUMENT, "%s: expected a duration such as \"1.5s\"",
+                         path);
+    sec = neg ? -v : v;
+    nanos = neg ? -nanos : nanos;
+  }
+  ProtobufCMessage *m = cmn_malloc(d->sizeof_message);
+  protobuf_c_message_init(d, m);
+  CTL_MEMBER(int64_t, m, d->fields[0].offset) = sec;
+  CTL_MEMBER(int32_t, m, d->fields[1].offset) = nanos;
+  *out = m;
+  return 0;
+}
+
+/* A map field: repeated XxxEntry { key = 1; value = 2; } (protoc's shape). */
+static bool ctl__is_map(const ProtobufCFieldDescriptor *f)
+{
+  if (f->label != PROTOBUF_C_LABEL_REPEATED || f->type != PROTOBUF_C_TYPE_MESSAGE)
+    return false;
+  const ProtobufCMessageDescriptor *d = f->descriptor;
+  size_t n = strlen(d->name);
+  return d->n_fields == 2 && n > 5 && strcmp(d->name + n - 5, "Entry") == 0 &&
+         strcmp(d->fields[0].name, "key") == 0 && strcmp(d->fields[1].name, "value") == 0 &&
+         d->fields[0].type == PROTOBUF_C_TYPE_STRING;
+}
+
 /* One value of field f stored at p. */
 static cJSON *ctl__value_to_json(const ProtobufCFieldDescriptor *f, const void *p)
 {
@@ -147,7 +271,12 @@ static cJSON *ctl__value_to_json(const ProtobufCFieldDescriptor *f, const void *
     return ctl__base64((const ProtobufCBinaryData *)p);
   case PROTOBUF_C_TYPE_MESSAGE: {
     const ProtobufCMessage *m = *(ProtobufCMessage *const *)p;
-    return m != NULL ? ctl_pb_to_json(m) : cJSON_CreateNull();
+    if (m == NULL)
+      return cJSON_CreateNull();
+    if (ctl__is_wkt(m->descriptor, "google.protobuf.Timestamp") ||
+        ctl__is_wkt(m->descriptor, "google.protobuf.Duration"))
+      return ctl__wkt_to_json(m);
+    return ctl_pb_to_json(m);
   }
   }
   return cJSON_CreateNull();
@@ -170,7 +299,19 @@ cJSON *ctl_pb_to_json(const ProtobufCMessage *msg)
         continue;
     }
     char *name = ctl_pb_json_name(f->name);
-    if (f->label == PROTOBUF_C_LABEL_REPEATED) {
+    if (ctl__is_map(f)) {
+      size_t n = CTL_MEMBER(size_t, msg, f->quantifier_offset);
+      ProtobufCMessage *const *ents = CTL_MEMBER(ProtobufCMessage *const *, msg, f->offset);
+      const ProtobufCMessageDescriptor *ed = f->descriptor;
+      const ProtobufCFieldDescriptor *kf = &ed->fields[0], *vf = &ed->fields[1];
+      cJSON *jo = cJSON_CreateObject();
+      for (size_t k = 0; k < n; k++) {
+        const char *key = CTL_MEMBER(const char *, ents[k], kf->offset);
+        cJSON_AddItemToObject(jo, key != NULL ? key : "",
+                              ctl__value_to_json(vf, (const char *)ents[k] + vf->offset));
+      }
+      cJSON_AddItemToObject(obj, name, jo);
+    } else if (f->label == PROTOBUF_C_LABEL_REPEATED) {
       size_t n = CTL_MEMBER(size_t, msg, f->quantifier_offset);
       const char *arr = CTL_MEMBER(const char *, msg, f->offset);
       size_t sz = ctl__elem_size(f->type);
@@ -303,6 +444,14 @@ static int ctl__value_from_json(const ProtobufCFieldDescriptor *f, const cJSON *
     return ctl__bad(err, path, "bytes fields are not supported in JSON input");
   case PROTOBUF_C_TYPE_MESSAGE: {
     ProtobufCMessage *m = NULL;
+    const ProtobufCMessageDescriptor *md = f->descriptor;
+    if (ctl__is_wkt(md, "google.protobuf.Timestamp") ||
+        ctl__is_wkt(md, "google.protobuf.Duration")) {
+      if (ctl__wkt_from_json(md, j, &m, path, err) < 0)
+        return -1;
+      *(ProtobufCMessage **)p = m;
+      return 0;
+    }
     if (!cJSON_IsObject(j))
       return ctl__bad(err, path, "expected an object");
     if (ctl_pb_from_json(j, f->descriptor, &m, err) < 0)
@@ -349,6 +498,33 @@ int ctl_pb_from_json(const cJSON *json, const ProtobufCMessageDescriptor *desc,
     }
     if (cJSON_IsNull(item))
       continue;
+    if (ctl__is_map(f)) {
+      const ProtobufCMessageDescriptor *ed = f->descriptor;
+      if (!cJSON_IsObject(item)) {
+        ctl__bad(err, key, "expected an object (a map)");
+        goto fail;
+      }
+      ProtobufCMessage ***arrp = &CTL_MEMBER(ProtobufCMessage **, msg, f->offset);
+      size_t *np = &CTL_MEMBER(size_t, msg, f->quantifier_offset);
+      if (*np != 0)
+        continue; /* first occurrence wins */
+      size_t n = (size_t)cJSON_GetArraySize(item);
+      *arrp = cmn_calloc(n > 0 ? n : 1, sizeof(**arrp));
+      const cJSON *el;
+      cJSON_ArrayForEach(el, item)
+      {
+        char path[256];
+        snprintf(path, sizeof(path), "%s.%s", key, el->string);
+        ProtobufCMessage *e = cmn_malloc(ed->sizeof_message);
+        protobuf_c_message_init(ed, e);
+        (*arrp)[(*np)++] = e;
+        CTL_MEMBER(char *, e, ed->fields[0].offset) = cmn_strdup(el->string);
+        if (ctl__value_from_json(&ed->fields[1], el, (char *)e + ed->fields[1].offset, path,
+                                 err) < 0)
+          goto fail;
+      }
+      continue;
+    }
     if (f->label == PROTOBUF_C_LABEL_REPEATED) {
       if (!cJSON_IsArray(item)) {
         ctl__bad(err, key, "expected an array");

@@ -8,8 +8,10 @@
 #include "common/cleanup.h"
 #include "common/log.h"
 #include "common/mem.h"
+#include "agent/record.h"
 #include "ember/v1/instance.pb-c.h"
 
+#include <stdio.h>
 #include <string.h>
 
 /* Request ids are names or ids; anything longer is not one of ours. */
@@ -34,6 +36,43 @@ static void *srv__unpack(const ProtobufCMessageDescriptor *d, const uint8_t *req
 
 static char *srv__s(const char *s) { return (char *)(s != NULL ? s : ""); }
 
+/* ---- times ---- */
+
+static void srv__ts(Google__Protobuf__Timestamp *t, int64_t us)
+{
+  google__protobuf__timestamp__init(t);
+  t->seconds = us / 1000000;
+  t->nanos = (int32_t)(us % 1000000) * 1000;
+  if (t->nanos < 0) {
+    t->seconds--;
+    t->nanos += 1000000000;
+  }
+}
+
+static void srv__dur(Google__Protobuf__Duration *d, int64_t us)
+{
+  google__protobuf__duration__init(d);
+  d->seconds = us / 1000000;
+  d->nanos = (int32_t)(us % 1000000) * 1000; /* same sign as seconds */
+}
+
+/* A request Duration in milliseconds, 0 to max_ms; INVALID_ARGUMENT naming
+ * field otherwise. */
+static int srv__dur_ms(const Google__Protobuf__Duration *d, const char *field, int64_t max_ms,
+                       int *out, cmn_error *err)
+{
+  if (d->seconds < 0 || d->nanos < 0 || d->nanos > 999999999 ||
+      d->seconds > max_ms / 1000) {
+    cmn_err_set(err, CMN_INVALID_ARGUMENT,
+                "%s must be 0 to %lld s (got %lld s %d ns)", field, (long long)(max_ms / 1000),
+                (long long)d->seconds, (int)d->nanos);
+    return cmn_err_field(err, field);
+  }
+  int64_t ms = d->seconds * 1000 + (d->nanos + 999999) / 1000000;
+  *out = (int)(ms > max_ms ? max_ms : ms);
+  return 0;
+}
+
 /* ---- view -> message ---- */
 
 /* One Instance message pointing into a view's strings (no copies); the arrays
@@ -46,6 +85,10 @@ typedef struct srv__inst {
   Ember__V1__NetworkInterface *nics;
   Ember__V1__NetworkInterface **nic_ptrs;
   Ember__V1__Vsock vsock;
+  Google__Protobuf__Timestamp create_time, update_time;
+  Google__Protobuf__Duration standby, restore;
+  Ember__V1__Instance__LabelsEntry *labels;
+  Ember__V1__Instance__LabelsEntry **label_ptrs;
 } srv__inst;
 
 static void srv__inst_init(srv__inst *m, const agent_instance_view *v)
@@ -95,13 +138,34 @@ static void srv__inst_init(srv__inst *m, const agent_instance_view *v)
   m->inst.state = (Ember__V1__InstanceState)v->state;
   m->inst.has_snapshot = v->has_snapshot;
   m->inst.last_snapshot_kind = (Ember__V1__SnapshotKind)v->last_snapshot_kind;
-  m->inst.last_standby_us = v->last_standby_us;
-  m->inst.last_restore_us = v->last_restore_us;
+  if (v->last_standby_us > 0) {
+    srv__dur(&m->standby, v->last_standby_us);
+    m->inst.last_standby_duration = &m->standby;
+  }
+  if (v->last_restore_us > 0) {
+    srv__dur(&m->restore, v->last_restore_us);
+    m->inst.last_restore_duration = &m->restore;
+  }
   m->inst.console_log_path = srv__s(v->console_log_path);
-  m->inst.created_at_us = v->created_at_us;
-  m->inst.updated_at_us = v->updated_at_us;
+  srv__ts(&m->create_time, v->created_at_us);
+  srv__ts(&m->update_time, v->updated_at_us);
+  m->inst.create_time = &m->create_time;
+  m->inst.update_time = &m->update_time;
   m->inst.vmm_pid = v->vmm_pid;
   m->inst.status_message = srv__s(v->status_message);
+  m->inst.request_id = srv__s(v->request_id);
+  if (v->n_labels > 0) {
+    m->labels = cmn_calloc(v->n_labels, sizeof(*m->labels));
+    m->label_ptrs = cmn_calloc(v->n_labels, sizeof(*m->label_ptrs));
+    for (size_t i = 0; i < v->n_labels; i++) {
+      ember__v1__instance__labels_entry__init(&m->labels[i]);
+      m->labels[i].key = srv__s(v->labels[i].key);
+      m->labels[i].value = srv__s(v->labels[i].value);
+      m->label_ptrs[i] = &m->labels[i];
+    }
+    m->inst.labels = m->label_ptrs;
+    m->inst.n_labels = v->n_labels;
+  }
 }
 
 static void srv__inst_fini(srv__inst *m)
@@ -110,6 +174,8 @@ static void srv__inst_fini(srv__inst *m)
   free(m->disk_ptrs);
   free(m->nics);
   free(m->nic_ptrs);
+  free(m->labels);
+  free(m->label_ptrs);
 }
 
 static int srv__pack_view(const agent_instance_view *v, uint8_t **resp, size_t *rl)
@@ -124,10 +190,12 @@ static int srv__pack_view(const agent_instance_view *v, uint8_t **resp, size_t *
 static int srv__check_id(const char *id, cmn_error *err)
 {
   if (id == NULL || id[0] == '\0')
-    return cmn_err_set(err, CMN_INVALID_ARGUMENT, "id is required (an instance id or name)");
-  if (strlen(id) > SRV_ID_MAX)
-    return cmn_err_set(err, CMN_INVALID_ARGUMENT, "id is longer than %d bytes", SRV_ID_MAX);
-  return 0;
+    cmn_err_set(err, CMN_INVALID_ARGUMENT, "id is required (an instance id or name)");
+  else if (strlen(id) > SRV_ID_MAX)
+    cmn_err_set(err, CMN_INVALID_ARGUMENT, "id is longer than %d bytes", SRV_ID_MAX);
+  else
+    return 0;
+  return cmn_err_field(err, "id");
 }
 
 /* ---- request -> spec ---- */
@@ -162,8 +230,9 @@ static int srv__spec_from(const Ember__V1__InstanceSpec *in, vmm_spec *out, cmn_
     /* 0 means "no vsock" inside the agent: a vsock message must name a CID. */
     if (in->vsock->guest_cid == 0) {
       vmm_spec_free(out);
-      return cmn_err_set(err, CMN_INVALID_ARGUMENT,
-                         "spec.vsock.guest_cid must be 3 to 4294967294 (got 0)");
+      cmn_err_set(err, CMN_INVALID_ARGUMENT,
+                  "spec.vsock.guest_cid must be 3 to 4294967294 (got 0)");
+      return cmn_err_field(err, "spec.vsock.guest_cid");
     }
     out->vsock_cid = in->vsock->guest_cid;
   }
@@ -180,14 +249,29 @@ int srv_unary_create(srv_server *s, const uint8_t *req, size_t len, uint8_t **re
   if (r == NULL)
     return -1;
   if (r->spec == NULL)
-    return cmn_err_set(err, CMN_INVALID_ARGUMENT,
-                       "spec is required (hypervisor, vcpus, memory_mib, kernel_path)");
+  {
+    cmn_err_set(err, CMN_INVALID_ARGUMENT,
+                "spec is required (hypervisor, vcpus, memory_mib, kernel_path)");
+    return cmn_err_field(err, "spec");
+  }
   vmm_spec spec;
   if (srv__spec_from(r->spec, &spec, err) < 0)
     return -1;
+  agent_label *labels = cmn_calloc(r->n_labels + 1, sizeof(*labels));
+  for (size_t i = 0; i < r->n_labels; i++) {
+    labels[i].key = r->labels[i]->key;
+    labels[i].value = r->labels[i]->value;
+  }
+  agent_create_req cr = {.name = r->name,
+                         .hypervisor = r->spec->hypervisor,
+                         .spec = &spec,
+                         .start = r->start,
+                         .labels = labels,
+                         .n_labels = r->n_labels,
+                         .request_id = r->request_id};
   agent_instance_view v = {0};
-  int ret = agent_manager_create_instance(s->mgr, r->name, r->spec->hypervisor, &spec, r->start,
-                                          &v, err);
+  int ret = agent_manager_create_req(s->mgr, &cr, &v, err);
+  free(labels);
   vmm_spec_free(&spec);
   if (ret < 0)
     return -1;
@@ -213,6 +297,230 @@ int srv_unary_get(srv_server *s, const uint8_t *req, size_t len, uint8_t **resp,
   return 0;
 }
 
+/* ---- ListInstances: filter and pages ---- */
+
+#define SRV_FILTER_MAX 1024
+#define SRV_PAGE_DEFAULT 100
+#define SRV_PAGE_MAX 1000
+
+/* One `field=value` term of a filter (an AIP-160 subset: docs/api.md). */
+typedef struct srv__term {
+  char *field; /* "state", "name", "id", "hypervisor" or "labels.<key>" */
+  char *value;
+  agent_state state; /* field "state" */
+} srv__term;
+
+typedef struct srv__filter {
+  srv__term *t;
+  size_t n;
+} srv__filter;
+
+static void srv__filter_free(srv__filter *f)
+{
+  for (size_t i = 0; i < f->n; i++) {
+    free(f->t[i].field);
+    free(f->t[i].value);
+  }
+  free(f->t);
+  memset(f, 0, sizeof(*f));
+}
+
+static int srv__filter_bad(cmn_error *err, const char *filter, size_t at, const char *what)
+{
+  cmn_err_set(err, CMN_INVALID_ARGUMENT,
+              "filter: %s at byte %zu of '%.200s' (the form is field=value AND "
+              "field=value, fields state, name, id, hypervisor, labels.<key>)",
+              what, at, filter);
+  return cmn_err_field(err, "filter");
+}
+
+static bool srv__key_char(char c)
+{
+  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+         c == '.' || c == '_' || c == '-' || c == '/';
+}
+
+static int srv__state_from(const char *v, agent_state *out)
+{
+  static const char *const names[] = {NULL, "STOPPED", "RUNNING", "PAUSED", "STANDBY",
+                                      "UNKNOWN"};
+  if (strncasecmp(v, "INSTANCE_STATE_", 15) == 0)
+    v += 15;
+  for (int i = 1; i <= AGENT_STATE_UNKNOWN; i++)
+    if (strcasecmp(v, names[i]) == 0) {
+      *out = (agent_state)i;
+      return 0;
+    }
+  return -1;
+}
+
+static int srv__filter_parse(const char *in, srv__filter *f, cmn_error *err)
+{
+  memset(f, 0, sizeof(*f));
+  size_t len = strlen(in);
+  if (len > SRV_FILTER_MAX) {
+    cmn_err_set(err, CMN_INVALID_ARGUMENT, "filter is longer than %d bytes", SRV_FILTER_MAX);
+    return cmn_err_field(err, "filter");
+  }
+  size_t i = 0;
+  for (;;) {
+    while (in[i] == ' ')
+      i++;
+    if (in[i] == '\0') {
+      if (f->n == 0)
+        return 0; /* empty filter: everything */
+      srv__filter_free(f);
+      return srv__filter_bad(err, in, i, "a term is missing after AND");
+    }
+    size_t k0 = i;
+    while (srv__key_char(in[i]))
+      i++;
+    size_t k1 = i;
+    while (in[i] == ' ')
+      i++;
+    if (k1 == k0 || in[i] != '=') {
+      srv__filter_free(f);
+      return srv__filter_bad(err, in, i, "expected field=value");
+    }
+    i++;
+    while (in[i] == ' ')
+      i++;
+    size_t v0, v1;
+    if (in[i] == '"') {
+      v0 = ++i;
+      while (in[i] != '\0' && in[i] != '"')
+        i++;
+      if (in[i] != '"') {
+        srv__filter_free(f);
+        return srv__filter_bad(err, in, v0 - 1, "unterminated quoted value");
+      }
+      v1 = i++;
+    } else {
+      v0 = i;
+      while (in[i] != '\0' && in[i] != ' ')
+        i++;
+      v1 = i;
+    }
+    srv__term t = {.field = cmn_strndup(in + k0, k1 - k0), .value = cmn_strndup(in + v0, v1 - v0)};
+    f->t = cmn_realloc(f->t, (f->n + 1) * sizeof(*f->t));
+    f->t[f->n++] = t;
+    bool known = strcmp(t.field, "name") == 0 || strcmp(t.field, "id") == 0 ||
+                 strcmp(t.field, "hypervisor") == 0 ||
+                 (strncmp(t.field, "labels.", 7) == 0 && t.field[7] != '\0');
+    if (strcmp(t.field, "state") == 0) {
+      known = true;
+      if (srv__state_from(t.value, &f->t[f->n - 1].state) < 0) {
+        cmn_err_set(err, CMN_INVALID_ARGUMENT,
+                    "filter: state '%.64s' is not STOPPED, RUNNING, PAUSED, STANDBY or UNKNOWN",
+                    t.value);
+        srv__filter_free(f);
+        return cmn_err_field(err, "filter");
+      }
+    }
+    if (!known) {
+      srv__filter_bad(err, in, k0, "unknown field");
+      srv__filter_free(f);
+      return -1;
+    }
+    while (in[i] == ' ')
+      i++;
+    if (in[i] == '\0')
+      return 0;
+    if (strncmp(in + i, "AND ", 4) != 0) {
+      srv__filter_free(f);
+      return srv__filter_bad(err, in, i, "expected AND");
+    }
+    i += 4;
+  }
+}
+
+static bool srv__filter_match(const srv__filter *f, const agent_instance_view *v)
+{
+  for (size_t i = 0; i < f->n; i++) {
+    const srv__term *t = &f->t[i];
+    const char *have;
+    if (strcmp(t->field, "state") == 0) {
+      if (v->state != t->state)
+        return false;
+      continue;
+    }
+    if (strcmp(t->field, "name") == 0)
+      have = v->name;
+    else if (strcmp(t->field, "id") == 0)
+      have = v->id;
+    else if (strcmp(t->field, "hypervisor") == 0)
+      have = v->hypervisor;
+    else
+      have = agent_labels_get(v->labels, v->n_labels, t->field + 7);
+    if (have == NULL || strcmp(have, t->value) != 0)
+      return false;
+  }
+  return true;
+}
+
+/* FNV-1a of the filter text: a page token is only good for the filter that
+ * made it. */
+static uint64_t srv__hash(const char *s)
+{
+  uint64_t h = 1469598103934665603ull;
+  for (; *s; s++) {
+    h ^= (unsigned char)*s;
+    h *= 1099511628211ull;
+  }
+  return h;
+}
+
+/* A page token: "1" then the hex of "<filter hash 16 hex>:<last name>". Opaque
+ * to clients; pages follow names, which are unique and sorted. */
+static char *srv__token_make(const char *filter, const char *last)
+{
+  cleanup_free char *plain = cmn_asprintf("%016llx:%s", (unsigned long long)srv__hash(filter),
+                                          last);
+  size_t n = strlen(plain);
+  char *tok = cmn_calloc(2 * n + 2, 1);
+  tok[0] = '1';
+  for (size_t i = 0; i < n; i++)
+    snprintf(tok + 1 + 2 * i, 3, "%02x", (unsigned char)plain[i]);
+  return tok;
+}
+
+static int srv__hexval(char c)
+{
+  if (c >= '0' && c <= '9')
+    return c - '0';
+  if (c >= 'a' && c <= 'f')
+    return c - 'a' + 10;
+  return -1;
+}
+
+/* The last name of the previous page, or NULL with err set. */
+static char *srv__token_read(const char *tok, const char *filter, cmn_error *err)
+{
+  size_t n = strlen(tok);
+  cleanup_free char *plain = NULL;
+  const char *why = "it is not a next_page_token of ListInstances";
+  if (tok[0] == '1' && n % 2 == 1 && n <= 2 * (17 + 256) + 1) {
+    plain = cmn_calloc(n / 2 + 1, 1);
+    size_t k = 0;
+    for (size_t i = 1; i + 1 < n; i += 2) {
+      int hi = srv__hexval(tok[i]), lo = srv__hexval(tok[i + 1]);
+      if (hi < 0 || lo < 0 || (hi == 0 && lo == 0))
+        goto bad;
+      plain[k++] = (char)(hi * 16 + lo);
+    }
+    char want[18];
+    snprintf(want, sizeof(want), "%016llx:", (unsigned long long)srv__hash(filter));
+    if (k > 17 && memcmp(plain, want, 17) == 0)
+      return cmn_strdup(plain + 17);
+    if (k > 17 && plain[16] == ':')
+      why = "it was made for another filter (repeat the filter of the first page)";
+  }
+bad:
+  cmn_err_set(err, CMN_INVALID_ARGUMENT, "page_token: %s", why);
+  cmn_err_field(err, "page_token");
+  return NULL;
+}
+
 int srv_unary_list(srv_server *s, const uint8_t *req, size_t len, uint8_t **resp, size_t *rl,
                    cmn_error *err)
 {
@@ -220,27 +528,55 @@ int srv_unary_list(srv_server *s, const uint8_t *req, size_t len, uint8_t **resp
       srv__unpack(&ember__v1__list_instances_request__descriptor, req, len, err);
   if (r == NULL)
     return -1;
-  if ((int)r->state < AGENT_STATE_UNSPECIFIED || (int)r->state > AGENT_STATE_UNKNOWN)
-    return cmn_err_set(err, CMN_INVALID_ARGUMENT, "unknown instance state %d", (int)r->state);
+  if (r->page_size < 0) {
+    cmn_err_set(err, CMN_INVALID_ARGUMENT, "page_size must not be negative (got %d)",
+                (int)r->page_size);
+    return cmn_err_field(err, "page_size");
+  }
+  size_t page = r->page_size == 0 ? SRV_PAGE_DEFAULT
+                : r->page_size > SRV_PAGE_MAX ? SRV_PAGE_MAX : (size_t)r->page_size;
+  srv__filter f;
+  if (srv__filter_parse(r->filter, &f, err) < 0)
+    return -1;
+  cleanup_free char *after = NULL;
+  if (r->page_token[0] != '\0' &&
+      (after = srv__token_read(r->page_token, r->filter, err)) == NULL) {
+    srv__filter_free(&f);
+    return -1;
+  }
   agent_instance_view *vs = NULL;
   size_t n = 0;
-  if (agent_manager_list(s->mgr, (agent_state)r->state, &vs, &n, err) < 0)
+  if (agent_manager_list(s->mgr, AGENT_STATE_UNSPECIFIED, &vs, &n, err) < 0) {
+    srv__filter_free(&f);
     return -1;
-  srv__inst *ms = cmn_calloc(n + 1, sizeof(*ms));
-  Ember__V1__Instance **ptrs = cmn_calloc(n + 1, sizeof(*ptrs));
-  for (size_t i = 0; i < n; i++) {
-    srv__inst_init(&ms[i], &vs[i]);
-    ptrs[i] = &ms[i].inst;
   }
+  srv__inst *ms = cmn_calloc(page + 1, sizeof(*ms));
+  Ember__V1__Instance **ptrs = cmn_calloc(page + 1, sizeof(*ptrs));
+  size_t k = 0;
+  bool more = false;
+  for (size_t i = 0; i < n; i++) {
+    if ((after != NULL && strcmp(vs[i].name, after) <= 0) || !srv__filter_match(&f, &vs[i]))
+      continue;
+    if (k == page) {
+      more = true;
+      break;
+    }
+    srv__inst_init(&ms[k], &vs[i]);
+    ptrs[k] = &ms[k].inst;
+    k++;
+  }
+  cleanup_free char *next = more ? srv__token_make(r->filter, ms[k - 1].inst.name) : NULL;
   Ember__V1__ListInstancesResponse out = EMBER__V1__LIST_INSTANCES_RESPONSE__INIT;
-  out.n_instances = n;
+  out.n_instances = k;
   out.instances = ptrs;
+  out.next_page_token = srv__s(next);
   srv_pack(&out.base, resp, rl);
-  for (size_t i = 0; i < n; i++)
+  for (size_t i = 0; i < k; i++)
     srv__inst_fini(&ms[i]);
   free(ms);
   free(ptrs);
   agent_instance_views_free(vs, n);
+  srv__filter_free(&f);
   return 0;
 }
 
@@ -272,10 +608,32 @@ int srv_unary_start(srv_server *s, const uint8_t *req, size_t len, uint8_t **res
 {
   return srv__op(s, AGENT_OP_START, req, len, resp, rl, err);
 }
+/* The longest graceful_timeout a Stop may ask for. */
+#define SRV_STOP_TIMEOUT_MAX_MS (3600 * 1000)
+
 int srv_unary_stop(srv_server *s, const uint8_t *req, size_t len, uint8_t **resp, size_t *rl,
                    cmn_error *err)
 {
-  return srv__op(s, AGENT_OP_STOP, req, len, resp, rl, err);
+  cleanup_msg Ember__V1__StopInstanceRequest *r =
+      srv__unpack(&ember__v1__stop_instance_request__descriptor, req, len, err);
+  if (r == NULL || srv__check_id(r->id, err) < 0)
+    return -1;
+  int timeout_ms = -1; /* unset: the configured one */
+  if (r->graceful_timeout != NULL &&
+      srv__dur_ms(r->graceful_timeout, "graceful_timeout", SRV_STOP_TIMEOUT_MAX_MS, &timeout_ms,
+                  err) < 0)
+    return -1;
+  agent_instance_view v = {0};
+  int64_t t0 = srv_now_us();
+  if (agent_manager_stop(s->mgr, r->id, timeout_ms, &v, err) < 0) {
+    cmn_debug(r->id, "stop", "stop failed: %s (%s)", err->msg, cmn_code_name(err->code));
+    return -1;
+  }
+  cmn_debug(v.id, "stop", "stop done in %lld us (graceful timeout %d ms); state %s",
+            (long long)(srv_now_us() - t0), timeout_ms, agent_state_name(v.state));
+  srv__pack_view(&v, resp, rl);
+  agent_instance_view_free(&v);
+  return 0;
 }
 int srv_unary_pause(srv_server *s, const uint8_t *req, size_t len, uint8_t **resp, size_t *rl,
                     cmn_error *err)
@@ -306,8 +664,14 @@ int srv_unary_delete(srv_server *s, const uint8_t *req, size_t len, uint8_t **re
   if (r == NULL || srv__check_id(r->id, err) < 0)
     return -1;
   cleanup_free char *id = NULL;
-  if (agent_manager_delete(s->mgr, r->id, &id, err) < 0)
-    return -1;
+  if (agent_manager_delete(s->mgr, r->id, &id, err) < 0) {
+    if (!(r->allow_missing && err->code == CMN_NOT_FOUND))
+      return -1;
+    cmn_err_clear(err);
+    cmn_debug(NULL, "delete", "no instance %s; allow_missing: OK", r->id);
+    Ember__V1__DeleteInstanceResponse none = EMBER__V1__DELETE_INSTANCE_RESPONSE__INIT;
+    return srv_pack(&none.base, resp, rl);
+  }
   cmn_debug(id, "delete", "deleted instance %s", r->id);
   Ember__V1__DeleteInstanceResponse out = EMBER__V1__DELETE_INSTANCE_RESPONSE__INIT;
   out.id = srv__s(id);
@@ -385,8 +749,12 @@ static void srv__watch_event(void *ctx, const agent_event *ev)
   msg.old_state = (Ember__V1__InstanceState)ev->old_state;
   msg.new_state = (Ember__V1__InstanceState)ev->new_state;
   msg.operation = (Ember__V1__Operation)ev->op;
-  msg.duration_us = ev->duration_us;
-  msg.timestamp_us = ev->timestamp_us;
+  Google__Protobuf__Duration dur;
+  Google__Protobuf__Timestamp when;
+  srv__dur(&dur, ev->duration_us);
+  srv__ts(&when, ev->timestamp_us);
+  msg.duration = &dur;
+  msg.event_time = &when;
   grpc_byte_buffer *bb = srv_pack_bb(&msg.base);
   if (have)
     srv__inst_fini(&m);

@@ -86,6 +86,8 @@ struct srv_call {
   grpc_byte_buffer *send_buf; /* message of the send batch in flight */
   grpc_slice status_details;
   bool has_status_details;
+  grpc_metadata status_md;  /* grpc-status-details-bin of a failed unary call */
+  bool has_status_md;
   grpc_byte_buffer *recv_buf; /* bidi: target of RECV_MESSAGE */
 
   /* Streams: an outgoing queue with one send in flight. */
@@ -139,6 +141,9 @@ bool srv_call_batch_locked(srv_call *c, const grpc_op *ops, size_t n, srv_tag *t
 /* Unary and stream ends: sends initial metadata if not sent, the message (may
  * be NULL) and the status. Takes ownership of msg. Logs the RPC line. */
 void srv_call_finish(srv_call *c, grpc_byte_buffer *msg, int code, const char *detail);
+/* Unary failure: like srv_call_finish with err's code and message, plus the
+ * google.rpc error details of err (status_details.c) in the trailer. */
+void srv_call_finish_error(srv_call *c, const cmn_error *err);
 /* Streams: queue a message (ownership passes) and kick the sender. */
 void srv_stream_push_locked(srv_call *c, grpc_byte_buffer *msg);
 /* Streams: end with a status after the queued messages. */
@@ -200,6 +205,12 @@ typedef struct srv_op_probe {
 } srv_op_probe;
 void srv_metrics_unary_begin(srv_call *c, const uint8_t *req, size_t len, srv_op_probe *p);
 void srv_metrics_unary_end(srv_call *c, srv_op_probe *p, int code, int64_t duration_us);
+
+/* ---- status_details.c ---- */
+/* A serialized google.rpc.Status with err's details for code and msg. Returns
+ * false (nothing to send) when err has no detail a client can act on. */
+bool srv_status_details(const cmn_error *err, int code, const char *msg, uint8_t **out,
+                        size_t *len);
 
 /* ---- reflection.c ---- */
 srv_reflection *srv_reflection_create(cmn_error *err);

@@ -183,6 +183,10 @@ void srv_call_unref(srv_call *c)
   }
   if (c->has_status_details)
     grpc_slice_unref(c->status_details);
+  if (c->has_status_md) {
+    grpc_slice_unref(c->status_md.key);
+    grpc_slice_unref(c->status_md.value);
+  }
   if (c->priv_free != NULL)
     c->priv_free(c->priv);
   free(c->final_msg);
@@ -253,7 +257,8 @@ static void srv__kick_locked(srv_call *c)
     c->status_details = grpc_slice_from_copied_string(c->final_msg ? c->final_msg : "");
     c->has_status_details = true;
     ops[n].op = GRPC_OP_SEND_STATUS_FROM_SERVER;
-    ops[n].data.send_status_from_server.trailing_metadata_count = 0;
+    ops[n].data.send_status_from_server.trailing_metadata_count = c->has_status_md ? 1 : 0;
+    ops[n].data.send_status_from_server.trailing_metadata = c->has_status_md ? &c->status_md : NULL;
     ops[n].data.send_status_from_server.status = (grpc_status_code)c->final_code;
     ops[n].data.send_status_from_server.status_details =
         c->final_code != 0 ? &c->status_details : NULL;
@@ -326,6 +331,25 @@ void srv_call_finish(srv_call *c, grpc_byte_buffer *msg, int code, const char *d
               srv__call_path(c), cmn_code_name(code), (long long)(srv_now_us() - c->start_us));
   }
   pthread_mutex_unlock(&c->mu);
+}
+
+void srv_call_finish_error(srv_call *c, const cmn_error *err)
+{
+  int code = err->code != CMN_OK ? err->code : CMN_INTERNAL;
+  const char *msg = err->msg[0] ? err->msg : cmn_code_name(code);
+  uint8_t *bin = NULL;
+  size_t len = 0;
+  if (srv_status_details(err, code, msg, &bin, &len)) {
+    pthread_mutex_lock(&c->mu);
+    if (!c->has_status_md) {
+      c->status_md.key = grpc_slice_from_static_string("grpc-status-details-bin");
+      c->status_md.value = grpc_slice_from_copied_buffer((const char *)bin, len);
+      c->has_status_md = true;
+    }
+    pthread_mutex_unlock(&c->mu);
+    free(bin);
+  }
+  srv_call_finish(c, NULL, code, msg);
 }
 
 static void srv__on_send(srv_call *c, bool ok)
@@ -428,8 +452,7 @@ static void srv__run_unary(srv_call *c)
                         srv_now_us() - t0);
   /* The one place where an error becomes a gRPC status: cmn codes are gRPC codes. */
   if (r < 0) {
-    int code = err.code != CMN_OK ? err.code : CMN_INTERNAL;
-    srv_call_finish(c, NULL, code, err.msg[0] ? err.msg : cmn_code_name(code));
+    srv_call_finish_error(c, &err);
   } else {
     srv_call_finish(c, srv__bb_from(resp, resp_len), 0, NULL);
   }

@@ -5,7 +5,8 @@ add_library(ember_server STATIC
   ${CMAKE_CURRENT_LIST_DIR}/instance.c
   ${CMAKE_CURRENT_LIST_DIR}/health.c
   ${CMAKE_CURRENT_LIST_DIR}/reflection.c
-  ${CMAKE_CURRENT_LIST_DIR}/rpc_metrics.c)
+  ${CMAKE_CURRENT_LIST_DIR}/rpc_metrics.c
+  ${CMAKE_CURRENT_LIST_DIR}/status_details.c)
 target_link_libraries(ember_server PUBLIC ember_agent ember_proto ${GRPC_LIB} ${GPR_LIB}
                       Threads::Threads)
 

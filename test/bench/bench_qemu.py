@@ -90,7 +90,7 @@ class Samples:
         self.standby = []
         self.restore = []
         self.echo = []
-        self.internal_standby = []   # emberd's own last_standby_us
+        self.internal_standby = []   # emberd's own last_standby_duration
         self.internal_restore = []
         self.state_bytes = []
         self.ram_dirtied = []
@@ -148,7 +148,7 @@ class EmberSide:
             raise BenchFailure("emberd returned from standby with QEMU pid %d alive" % old)
         self.s.kinds.append("diff" if inst.last_snapshot_kind == self.pb.SNAPSHOT_KIND_DIFF
                             else "full")
-        self.s.internal_standby.append(inst.last_standby_us / 1e6)
+        self.s.internal_standby.append(inst.last_standby_duration.ToMicroseconds() / 1e6)
         return t
 
     def restore(self):
@@ -158,7 +158,7 @@ class EmberSide:
         if inst.state != self.pb.INSTANCE_STATE_RUNNING:
             raise BenchFailure("emberd restore ended in state %d" % inst.state)
         self.pid = inst.vmm_pid
-        self.s.internal_restore.append(inst.last_restore_us / 1e6)
+        self.s.internal_restore.append(inst.last_restore_duration.ToMicroseconds() / 1e6)
         return t, t0
 
     def close(self):
@@ -433,8 +433,8 @@ def report(results, args):
     for name, (es, rs) in results.items():
         rows.append([name, bc.ms(p(es.internal_standby, 50)), bc.ms(p(es.internal_restore, 50)),
                      bc.ms(p(es.standby, 50)), bc.ms(p(es.restore, 50))])
-    bc.print_table("emberd: its own recorded durations (Instance.last_standby_us / "
-                   "last_restore_us) vs the client's view, p50 ms",
+    bc.print_table("emberd: its own recorded durations (Instance.last_standby_duration / "
+                   "last_restore_duration) vs the client's view, p50 ms",
                    ["scenario", "internal standby", "internal restore", "client standby",
                     "client restore"], rows)
 

@@ -134,7 +134,7 @@ def main():
         for cycle in (1, 2):
             inst = d.standby(inst.id)
             check(inst.state == pb.INSTANCE_STATE_STANDBY,
-                  "cycle %d: standby -> Standby (%d us)" % (cycle, inst.last_standby_us))
+                  "cycle %d: standby -> Standby (%d us)" % (cycle, inst.last_standby_duration.ToMicroseconds()))
             kinds.append(inst.last_snapshot_kind)
             size = os.path.getsize(console)
             last = bc.tiny_lines(console)[-1][0]
@@ -142,7 +142,7 @@ def main():
             check(os.path.getsize(console) == size, "cycle %d: silent in Standby" % cycle)
             inst = d.restore(inst.id)
             check(inst.state == pb.INSTANCE_STATE_RUNNING,
-                  "cycle %d: restore -> Running (%d us)" % (cycle, inst.last_restore_us))
+                  "cycle %d: restore -> Running (%d us)" % (cycle, inst.last_restore_duration.ToMicroseconds()))
             # Whole console, not from `size`: a line cut by the pause ends after it.
             deadline = time.monotonic() + 20
             while True:

@@ -144,10 +144,40 @@ def main():
                 add("%s-id-%s" % (op, label), op, req(id=ident))
     add("GetInstance-id-nul", "GetInstance", raw_string_field(1, b"t-running\x00x"))
     add("GetInstance-id-invalid-utf8", "GetInstance", raw_string_field(1, b"\xc0\xaf"))
-    # Lists and enums.
-    for st in (0, 1, 2, 3, 4, 5, 6, 99, -1):
-        add("ListInstances-state-%d" % st, "ListInstances",
+    # Lists: filters, pages, and the removed `state` field (1) as an unknown field.
+    for st in (2, 99, -1):
+        add("ListInstances-old-state-%d" % st, "ListInstances",
             varint(1 << 3) + varint(st & 0xFFFFFFFFFFFFFFFF))
+    for label, kw in [("all", {}), ("state", dict(filter="state=RUNNING")),
+                      ("state-bad", dict(filter="state=SLEEPING")),
+                      ("labels", dict(filter='labels.team=infra AND name="t-running"')),
+                      ("filter-junk", dict(filter="a=b AND AND =")),
+                      ("filter-quote", dict(filter='name="unterminated')),
+                      ("filter-long", dict(filter="name=" + "a" * 2000)),
+                      ("page-1", dict(page_size=1)), ("page-neg", dict(page_size=-5)),
+                      ("page-huge", dict(page_size=2**31 - 1)),
+                      ("token-junk", dict(page_token="1zz")),
+                      ("token-hex", dict(page_token="1" + "00" * 40)),
+                      ("token-other-filter", dict(page_token="1" + ("%016x:t-paused" % 7)
+                                                  .encode().hex()))]:
+        add("ListInstances-" + label, "ListInstances", pb.ListInstancesRequest(**kw))
+    # Labels, request ids, graceful timeouts, allow_missing.
+    for label, kw in [("labels", dict(labels={"team": "infra", "example.com/role": "db"})),
+                      ("labels-bad-key", dict(labels={"-x": "y", "a b": ""})),
+                      ("labels-many", dict(labels={"k%d" % i: "v" for i in range(70)})),
+                      ("request-id", dict(request_id="5e3c-retry-1")),
+                      ("request-id-bad", dict(request_id="a b\x00")),
+                      ("request-id-long", dict(request_id="r" * 300))]:
+        add("create-" + label, "CreateInstance",
+            pb.CreateInstanceRequest(name="new-1", spec=spec(), **kw))
+    for label, secs, nanos in [("0", 0, 0), ("1s", 1, 0), ("neg", -1, 0), ("huge", 2**40, 0),
+                               ("bad-nanos", 0, -5)]:
+        req = pb.StopInstanceRequest(id="t-running")
+        req.graceful_timeout.seconds = secs
+        req.graceful_timeout.nanos = nanos
+        add("StopInstance-grace-" + label, "StopInstance", req)
+    add("DeleteInstance-allow-missing", "DeleteInstance",
+        pb.DeleteInstanceRequest(id="nope", allow_missing=True))
     add("ListHypervisors", "ListHypervisors", pb.ListHypervisorsRequest())
     # Wire-level junk.
     add("junk-truncated-create", "CreateInstance",

@@ -16,3 +16,8 @@ set(E2E_ENV
 add_test(NAME e2e_qemu_standby COMMAND /usr/bin/python3 ${E2E_DIR}/test_qemu_standby.py)
 set_tests_properties(e2e_qemu_standby PROPERTIES LABELS "integration;qemu;e2e;sanitize" TIMEOUT 900
   SKIP_RETURN_CODE 77 ENVIRONMENT "${E2E_ENV}")
+
+# StopInstance graceful_timeout (0 = kill at once) with a guest that ignores ACPI.
+add_test(NAME e2e_api_stop_timeout COMMAND /usr/bin/python3 ${E2E_DIR}/test_api_stop.py)
+set_tests_properties(e2e_api_stop_timeout PROPERTIES LABELS "integration;qemu;e2e" TIMEOUT 600
+  SKIP_RETURN_CODE 77 RESOURCE_LOCK ember_qemu_guests ENVIRONMENT "${E2E_ENV}")

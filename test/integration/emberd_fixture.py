@@ -360,16 +360,34 @@ class Emberd:
         kw.setdefault("initrd", i)
         return self.make_spec(**kw)
 
-    def create(self, name, spec, start=False, timeout=120):
-        return self.unary("CreateInstance", pb.CreateInstanceRequest(name=name, spec=spec, start=start),
-                          pb.Instance, timeout)
+    def create(self, name, spec, start=False, timeout=120, labels=None, request_id=""):
+        req = pb.CreateInstanceRequest(name=name, spec=spec, start=start,
+                                       labels=labels or {}, request_id=request_id)
+        return self.unary("CreateInstance", req, pb.Instance, timeout)
 
     def get(self, id_or_name, timeout=10):
         return self.unary("GetInstance", pb.GetInstanceRequest(id=id_or_name), pb.Instance, timeout)
 
-    def list(self, state=0, timeout=10):
-        return list(self.unary("ListInstances", pb.ListInstancesRequest(state=state),
-                               pb.ListInstancesResponse, timeout).instances)
+    def list_page(self, filter="", page_size=0, page_token="", timeout=10):
+        """One ListInstances call: the ListInstancesResponse."""
+        return self.unary("ListInstances",
+                          pb.ListInstancesRequest(filter=filter, page_size=page_size,
+                                                  page_token=page_token),
+                          pb.ListInstancesResponse, timeout)
+
+    def list(self, state=0, filter="", timeout=10):
+        """Every instance that matches (state: an InstanceState number, added
+        to filter as state=NAME), following next_page_token."""
+        if state:
+            term = "state=" + pb.InstanceState.Name(state)
+            filter = term + (" AND " + filter if filter else "")
+        out, token = [], ""
+        while True:
+            r = self.list_page(filter=filter, page_token=token, timeout=timeout)
+            out.extend(r.instances)
+            token = r.next_page_token
+            if not token:
+                return out
 
     def _op(self, method, req_cls, id_or_name, timeout):
         return self.unary(method, req_cls(id=id_or_name), pb.Instance, timeout)
@@ -377,8 +395,12 @@ class Emberd:
     def start_instance(self, i, timeout=120):
         return self._op("StartInstance", pb.StartInstanceRequest, i, timeout)
 
-    def stop_instance(self, i, timeout=120):
-        return self._op("StopInstance", pb.StopInstanceRequest, i, timeout)
+    def stop_instance(self, i, timeout=120, graceful_timeout_s=None):
+        """graceful_timeout_s None: emberd's default; 0: force at once."""
+        req = pb.StopInstanceRequest(id=i)
+        if graceful_timeout_s is not None:
+            req.graceful_timeout.FromNanoseconds(int(graceful_timeout_s * 1e9))
+        return self.unary("StopInstance", req, pb.Instance, timeout)
 
     def pause(self, i, timeout=60):
         return self._op("PauseInstance", pb.PauseInstanceRequest, i, timeout)
@@ -392,8 +414,8 @@ class Emberd:
     def restore(self, i, timeout=300):
         return self._op("RestoreInstance", pb.RestoreInstanceRequest, i, timeout)
 
-    def delete(self, i, timeout=120):
-        return self.unary("DeleteInstance", pb.DeleteInstanceRequest(id=i),
+    def delete(self, i, timeout=120, allow_missing=False):
+        return self.unary("DeleteInstance", pb.DeleteInstanceRequest(id=i, allow_missing=allow_missing),
                           pb.DeleteInstanceResponse, timeout).id
 
     def list_hypervisors(self, timeout=10):

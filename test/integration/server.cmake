@@ -32,3 +32,13 @@ set_tests_properties(integration_api_lifecycle PROPERTIES
   TIMEOUT 600
   SKIP_RETURN_CODE 77
   ENVIRONMENT "EMBERD_BIN=$<TARGET_FILE:emberd>;EMBER_PYTHON_DIR=${CMAKE_BINARY_DIR}/python;EMBER_TEST_GUEST_DIR=${EMBER_API_GUEST_DIR}")
+
+# The API conventions (docs/api.md): pagination, filter, labels, request_id,
+# allow_missing, Timestamp/Duration, google.rpc error details. No VMM.
+add_test(NAME integration_api_conventions
+         COMMAND /usr/bin/python3 ${CMAKE_CURRENT_SOURCE_DIR}/integration/test_api_conventions.py)
+set_tests_properties(integration_api_conventions PROPERTIES
+  LABELS "integration;sanitize"
+  TIMEOUT 300
+  SKIP_RETURN_CODE 77
+  ENVIRONMENT "EMBERD_BIN=$<TARGET_FILE:emberd>;EMBER_PYTHON_DIR=${CMAKE_BINARY_DIR}/python")

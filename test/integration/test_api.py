@@ -160,7 +160,7 @@ def create_get_list_delete_round_trip():
     assert a.name == "rt-a" and a.state == pb.INSTANCE_STATE_STOPPED
     assert a.spec.hypervisor == "qemu" and a.spec.vcpus == 2 and a.spec.memory_mib == 256
     assert a.spec.kernel_path == spec.kernel_path and a.spec.cmdline == "console=ttyS0 quiet"
-    assert not a.has_snapshot and a.vmm_pid == 0 and a.created_at_us > 0
+    assert not a.has_snapshot and a.vmm_pid == 0 and a.create_time.ToMicroseconds() > 0
     assert d.get("rt-a") == d.get(a.id)
     assert d.get("rt-a").id == a.id
     names = [i.name for i in d.list()]
@@ -195,7 +195,7 @@ def persistence_across_restart():
         before = fx.tree_digest(d.data_dir)
         assert d.restart() == 0
         got = d.get("keep-me")
-        assert got.id == a.id and got.spec == a.spec and got.created_at_us == a.created_at_us
+        assert got.id == a.id and got.spec == a.spec and got.create_time == a.create_time
         assert [i.id for i in d.list()] == [a.id]
         # after SIGKILL too (a crash)
         d.kill()
@@ -203,10 +203,10 @@ def persistence_across_restart():
         d.start()
         got = d.get(a.id)
         assert got.name == "keep-me" and got.state == pb.INSTANCE_STATE_STOPPED
-        if got.updated_at_us != a.updated_at_us or fx.tree_digest(d.data_dir) != before:
+        if got.update_time != a.update_time or fx.tree_digest(d.data_dir) != before:
             # Not this layer's doing: the manager rewrites records at start-up.
             print("  NOTE: a restart rewrote the record of an unchanged Stopped instance "
-                  "(updated_at_us %d -> %d)" % (a.updated_at_us, got.updated_at_us))
+                  "(update_time %s -> %s)" % (a.update_time.ToJsonString(), got.update_time.ToJsonString()))
 
 
 # ---------------------------------------------------------------- bad input
@@ -260,8 +260,27 @@ def bad_input_changes_nothing():
         ("standby stopped", d.standby, ("bad-base",), SC.FAILED_PRECONDITION),
         ("restore stopped", d.restore, ("bad-base",), SC.FAILED_PRECONDITION),
         ("stop stopped is ok", d.stop_instance, ("bad-base",), SC.OK),
-        ("unknown state list", d.list, (99,), SC.INVALID_ARGUMENT),
-        ("negative state list", d.list, (-1,), SC.INVALID_ARGUMENT),
+        ("unknown state in filter", d.list_page, ("state=SLEEPING",), SC.INVALID_ARGUMENT),
+        ("unknown filter field", d.list_page, ("colour=red",), SC.INVALID_ARGUMENT),
+        ("filter without =", d.list_page, ("state RUNNING",), SC.INVALID_ARGUMENT),
+        ("filter OR", d.list_page, ("state=RUNNING OR state=STOPPED",), SC.INVALID_ARGUMENT),
+        ("filter dangling AND", d.list_page, ("state=RUNNING AND ",), SC.INVALID_ARGUMENT),
+        ("filter unterminated quote", d.list_page, ('name="abc',), SC.INVALID_ARGUMENT),
+        ("huge filter", d.list_page, ("name=" + "a" * 5000,), SC.INVALID_ARGUMENT),
+        ("negative page_size", d.list_page, ("", -1), SC.INVALID_ARGUMENT),
+        ("garbage page_token", d.list_page, ("", 0, "not-a-token"), SC.INVALID_ARGUMENT),
+        ("hex page_token not ours", d.list_page, ("", 0, "1" + "41" * 20), SC.INVALID_ARGUMENT),
+        ("bad label key", d.create, ("x", S()), SC.INVALID_ARGUMENT, {"labels": {"-bad": "v"}}),
+        ("bad label value", d.create, ("x", S()), SC.INVALID_ARGUMENT, {"labels": {"k": "a b"}}),
+        ("label key too long", d.create, ("x", S()), SC.INVALID_ARGUMENT, {"labels": {"k" * 64: ""}}),
+        ("too many labels", d.create, ("x", S()), SC.INVALID_ARGUMENT,
+         {"labels": {"k%d" % i: "v" for i in range(65)}}),
+        ("bad request_id", d.create, ("x", S()), SC.INVALID_ARGUMENT, {"request_id": "a b"}),
+        ("long request_id", d.create, ("x", S()), SC.INVALID_ARGUMENT, {"request_id": "a" * 129}),
+        ("negative graceful_timeout", d.stop_instance, ("bad-base",), SC.INVALID_ARGUMENT,
+         {"graceful_timeout_s": -1}),
+        ("huge graceful_timeout", d.stop_instance, ("bad-base",), SC.INVALID_ARGUMENT,
+         {"graceful_timeout_s": 7200}),
         ("undecodable", d.raw_unary, ("/ember.v1.InstanceService/CreateInstance", b"\xff\xff\xff"),
          SC.INVALID_ARGUMENT),
         ("undecodable get", d.raw_unary, ("/ember.v1.InstanceService/GetInstance", b"\x0a\x05ab"),
@@ -269,8 +288,10 @@ def bad_input_changes_nothing():
         ("oversize", d.create, ("x", S(cmdline="a" * (5 << 20))), SC.RESOURCE_EXHAUSTED),
         ("watch unknown id", lambda: next(d.watch("nope", timeout=10)), (), SC.NOT_FOUND),
     ]
-    for name, fn, args, code in cases:
-        got, detail = Emberd.call_error(fn, *args)
+    for case in cases:
+        name, fn, args, code = case[:4]
+        kw = case[4] if len(case) > 4 else {}
+        got, detail = Emberd.call_error(fn, *args, **kw)
         assert got == code, "%s: expected %s, got %s (%s)" % (name, code, got, detail)
         if code == SC.FAILED_PRECONDITION:
             assert "Stopped" in detail, "%s: message should name the state: %s" % (name, detail)

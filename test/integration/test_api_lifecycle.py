@@ -95,7 +95,7 @@ def main():
         check(errors == 0, "no Get/List failed during the standby (%d rounds)" % gets)
         if lat:
             print("      Get+List during standby: %d rounds, max %.1f ms; standby took %.0f ms"
-                  % (gets, max(lat) * 1e3, res.last_standby_us / 1e3))
+                  % (gets, max(lat) * 1e3, res.last_standby_duration.ToMicroseconds() / 1e3))
 
         # 3. A restore cancelled by its client still completes.
         fut = d.channel.unary_unary(

@@ -100,7 +100,7 @@ class CtlTest(unittest.TestCase):
         self.assertEqual(inst["spec"]["disks"],
                          [{"path": self.spec.initrd_path, "readOnly": True}])
         self.assertIs(inst["hasSnapshot"], False)
-        self.assertGreater(int(inst["createdAtUs"]), 0)
+        self.assertRegex(inst["createTime"], r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$")
 
         # get by name and by id give the same instance; the server agrees.
         self.assertEqual(self.ctl_json("get", "ctl-a")["id"], inst["id"])
@@ -161,6 +161,54 @@ class CtlTest(unittest.TestCase):
         self.assertIn("vcpu", err)
 
     # ---- exit codes -----------------------------------------------------------
+
+    def test_conventions(self):
+        """--label, --request-id, list --filter (all pages), stop
+        --graceful-timeout, delete --allow-missing."""
+        a = self.create("cv-a", "--label", "team=infra", "--label", "tier=web",
+                        "--request-id", "cv-req-1")
+        self.assertEqual(a["labels"], {"team": "infra", "tier": "web"})
+        self.assertEqual(a["requestId"], "cv-req-1")
+        again = self.create("cv-a", "--label", "team=infra", "--label", "tier=web",
+                            "--request-id", "cv-req-1")
+        self.assertEqual(again["id"], a["id"])
+        rc, _, err = self.ctl("create", "cv-a", "--kernel", self.spec.kernel_path,
+                              "--memory-mib", "64", "--request-id", "cv-req-1")
+        self.assertEqual(rc, INVALID_ARGUMENT, err)
+        self.assertIn("request_id", err)
+        rc, _, err = self.ctl("create", "cv-x", "--label", "novalue")
+        self.assertEqual(rc, USAGE, err)
+        self.create("cv-b", "--label", "team=apps")
+        got = self.ctl_json("list", "--filter", "labels.team=infra")["instances"]
+        self.assertEqual([i["name"] for i in got], ["cv-a"])
+        got = self.ctl_json("list", "--state", "stopped", "--filter", "labels.team=apps")
+        self.assertEqual([i["name"] for i in got["instances"]], ["cv-b"])
+        rc, _, err = self.ctl("list", "--filter", "colour=red")
+        self.assertEqual(rc, INVALID_ARGUMENT, err)
+        # pages are followed: one instance per call still lists them all, in order
+        every = [i.name for i in self.d.list()]
+        self.assertGreater(len(every), 1)
+        paged = self.ctl_json("list", "--page-size", "1")["instances"]
+        self.assertEqual([i["name"] for i in paged], every)
+        rc, out, _ = self.ctl("list", "--page-size", "1")
+        self.assertEqual(len(out.splitlines()) - 1, len(every), out)
+        rc, out, err = self.ctl("stop", "cv-a", "--graceful-timeout", "0")
+        self.assertEqual(rc, OK, err)
+        rc, _, err = self.ctl("stop", "cv-a", "--graceful-timeout", "soon")
+        self.assertEqual(rc, USAGE, err)
+        rc, _, err = self.ctl("get", "cv-a", "--graceful-timeout", "1s")
+        self.assertEqual(rc, USAGE, err)
+        rc, out, _ = self.ctl("get", "cv-a")
+        self.assertIn("Label:         team=infra", out)
+        self.assertIn("Request ID:    cv-req-1", out)
+        rc, out, err = self.ctl("delete", "cv-gone", "--allow-missing")
+        self.assertEqual(rc, OK, err)
+        self.assertIn("nothing deleted", out)
+        rc, _, _ = self.ctl("delete", "cv-gone")
+        self.assertEqual(rc, NOT_FOUND)
+        self.assertEqual(self.ctl_json("delete", "cv-gone", "--allow-missing"), {"id": ""})
+        for n in ("cv-a", "cv-b"):
+            self.assertEqual(self.ctl("delete", n, "--allow-missing")[0], OK)
 
     def test_exit_codes(self):
         rc, out, err = self.ctl("get", "no-such-instance")
@@ -267,7 +315,7 @@ class CtlTest(unittest.TestCase):
         self.assertEqual(events[0]["operation"], "OPERATION_CREATE")
         self.assertEqual(events[0]["newState"], "INSTANCE_STATE_STOPPED")
         self.assertEqual(events[0]["instance"]["id"], inst["id"])
-        self.assertGreater(int(events[0]["timestampUs"]), 0)
+        self.assertRegex(events[0]["eventTime"], r"^\d{4}-\d\d-\d\dT.*Z$")
 
         # Watching one instance (by name) sees its delete.
         f = self._watch("--json", "--count", "1", "ctl-w")

@@ -8,7 +8,7 @@ Linux test guest (test/guests/linux). Checks, as issue 3 asks:
   - snapshot-latest exists exactly in Standby; snapshot-base exists while the
     guest runs (QEMU keeps guest RAM in snapshot-base/memory from boot) and
     never in Standby; Stop removes both;
-  - Instance.last_snapshot_kind / last_standby_us / last_restore_us and the Watch
+  - Instance.last_snapshot_kind / last_standby_duration / last_restore_duration and the Watch
     events carry what happened;
   - emberd killed with SIGKILL while one guest runs and another is in Standby:
     after a restart the running guest kept running (same VMM, same memory) and is
@@ -102,7 +102,7 @@ def main():
 
         inst = d.standby(g.id)
         check(inst.state == pb.INSTANCE_STATE_STANDBY and inst.has_snapshot, "standby 1 -> Standby")
-        check(inst.last_standby_us > 0, "standby 1 duration recorded (%d us)" % inst.last_standby_us)
+        check(inst.last_standby_duration.ToMicroseconds() > 0, "standby 1 duration recorded (%d us)" % inst.last_standby_duration.ToMicroseconds())
         check(g.snap("snapshot-latest") and not g.snap("snapshot-base"),
               "in Standby: snapshot-latest only")
         check(vmm_pids(g.dir) == [], "in Standby: no VMM process")
@@ -110,7 +110,7 @@ def main():
 
         inst = d.restore(g.id)
         check(inst.state == pb.INSTANCE_STATE_RUNNING, "restore 1 -> Running")
-        check(inst.last_restore_us > 0, "restore 1 duration recorded (%d us)" % inst.last_restore_us)
+        check(inst.last_restore_duration.ToMicroseconds() > 0, "restore 1 duration recorded (%d us)" % inst.last_restore_duration.ToMicroseconds())
         check(g.snap("snapshot-base") and not g.snap("snapshot-latest"),
               "after restore: snapshot-base only")
         check(g.run("cat /tmp/a").strip().endswith(marker), "file A intact after restore 1")
@@ -165,7 +165,7 @@ def main():
               (pb.OPERATION_RESTORE, pb.INSTANCE_STATE_RUNNING) in ops,
               "Watch streamed standby and restore events")
         sb = [e for e in events if e.operation == pb.OPERATION_STANDBY]
-        check(all(e.duration_us > 0 for e in sb), "standby events carry durations")
+        check(all(e.duration.ToMicroseconds() > 0 for e in sb), "standby events carry durations")
         watch.cancel()
     print("%d passed, %d failed" % (RESULTS["passed"], RESULTS["failed"]))
     return 1 if RESULTS["failed"] else 0

@@ -54,7 +54,7 @@ def proto_comments(path):
     out = {}
     decl = re.compile(r"^(service|message|enum|oneof)\s+(\w+)\s*\{")
     rpc = re.compile(r"^rpc\s+(\w+)\s*\(")
-    field = re.compile(r"^(?:repeated\s+|optional\s+)?[\w.]+\s+(\w+)\s*=\s*\d+")
+    field = re.compile(r"^(?:repeated\s+|optional\s+)?(?:map\s*<[^>]*>|[\w.]+)\s+(\w+)\s*=\s*\d+")
     value = re.compile(r"^(\w+)\s*=\s*-?\d+")
 
     def full(name, enum_value=False):

@@ -1,3 +1,10 @@
+# test/lint: static checks of the sources. proto_buf_lint runs `buf lint` on the
+# public API (proto/buf.yaml); it needs node/npm (test/install-deps.sh) and
+# installs @bufbuild/buf under the build tree; SKIP (77) without them.
+add_test(NAME proto_buf_lint
+         COMMAND bash ${CMAKE_CURRENT_LIST_DIR}/buf_lint.sh ${CMAKE_BINARY_DIR}/proto-lint)
+set_tests_properties(proto_buf_lint PROPERTIES LABELS "lint" SKIP_RETURN_CODE 77 TIMEOUT 300)
+
 # Source checks that need no build: banned C functions (curl's model).
 add_test(NAME lint_banned_functions
          COMMAND /bin/sh ${CMAKE_SOURCE_DIR}/test/lint/banned_functions.sh ${CMAKE_SOURCE_DIR})

@@ -55,6 +55,20 @@ static void test_error_contract(void)
   CU_ASSERT_STRING_EQUAL(cmn_code_name(999), "UNKNOWN");
   cmn_err_clear(&err);
   CU_ASSERT_EQUAL(err.code, CMN_OK);
+  /* Detail fields: prefix keeps them, a new error clears them. */
+  cmn_err_set(&err, CMN_INVALID_ARGUMENT, "spec.vcpus must be 1 to 64");
+  CU_ASSERT_EQUAL(cmn_err_field(&err, "spec.vcpus"), -1);
+  cmn_err_prefix(&err, "create");
+  CU_ASSERT_STRING_EQUAL(err.field, "spec.vcpus");
+  cmn_err_set(&err, CMN_FAILED_PRECONDITION, "it is Stopped");
+  CU_ASSERT_STRING_EQUAL(err.field, "");
+  CU_ASSERT_EQUAL(cmn_err_precondition(&err, "STATE", "instances/i-1"), -1);
+  CU_ASSERT_STRING_EQUAL(err.precondition, "STATE");
+  CU_ASSERT_STRING_EQUAL(err.subject, "instances/i-1");
+  cmn_err_field(&err, big); /* truncated, never overflows */
+  CU_ASSERT_EQUAL(strlen(err.field), CMN_ERR_DETAIL_MAX - 1);
+  cmn_err_clear(&err);
+  CU_ASSERT_STRING_EQUAL(err.precondition, "");
 }
 
 static void test_files(void)
@@ -183,6 +197,10 @@ static void test_record_roundtrip(void)
   r.view.last_snapshot_kind = AGENT_SNAP_DIFF;
   r.view.last_standby_us = 123456;
   r.view.created_at_us = 1700000000000000LL;
+  agent_label labels[] = {{"team", "infra"}, {"example.com/role", ""}};
+  r.view.labels = labels;
+  r.view.n_labels = 2;
+  r.view.request_id = "req-1";
   r.proc = (cmn_proc){4242, 987654321};
   cleanup_free char *json = agent_record_to_json(&r);
   agent_record back;
@@ -200,6 +218,29 @@ static void test_record_roundtrip(void)
   CU_ASSERT_EQUAL(back.view.created_at_us, 1700000000000000LL);
   CU_ASSERT_EQUAL(back.proc.pid, 4242);
   CU_ASSERT_EQUAL(back.proc.start_time, 987654321);
+  CU_ASSERT_STRING_EQUAL(back.view.request_id, "req-1");
+  CU_ASSERT_EQUAL_FATAL(back.view.n_labels, 2);
+  /* stored sorted by key */
+  CU_ASSERT_STRING_EQUAL(back.view.labels[0].key, "example.com/role");
+  CU_ASSERT_STRING_EQUAL(back.view.labels[0].value, "");
+  CU_ASSERT_STRING_EQUAL(agent_labels_get(back.view.labels, 2, "team"), "infra");
+  CU_ASSERT_PTR_NULL(agent_labels_get(back.view.labels, 2, "nope"));
+  agent_record_free(&back);
+  /* A record with a hostile label (edited on disk) is refused, not loaded. */
+  CU_ASSERT_EQUAL(agent_record_from_json(
+                      "{\"version\":1,\"id\":\"i\",\"name\":\"n\",\"hypervisor\":\"q\","
+                      "\"state\":\"stopped\",\"last_snapshot_kind\":\"none\","
+                      "\"labels\":{\"../x\":\"y\"}}",
+                      &back, &err),
+                  -1);
+  /* Records written before labels existed load with none. */
+  CU_ASSERT_EQUAL_FATAL(agent_record_from_json(
+                            "{\"version\":1,\"id\":\"i\",\"name\":\"n\",\"hypervisor\":\"q\","
+                            "\"state\":\"stopped\",\"last_snapshot_kind\":\"none\"}",
+                            &back, &err),
+                        0);
+  CU_ASSERT_EQUAL(back.view.n_labels, 0);
+  CU_ASSERT_PTR_NULL(back.view.request_id);
   agent_record_free(&back);
   CU_ASSERT_EQUAL(agent_record_from_json("{", &back, &err), -1);
   CU_ASSERT_EQUAL(agent_record_from_json("{\"version\":1}", &back, &err), -1);
@@ -231,6 +272,50 @@ static void test_validate_name_vs_id(void)
   cmn_file_write_atomic(k, "k", 1, 0644, &err);
   vmm_spec s = {.vcpus = 1, .memory_mib = 64, .kernel = k, .nics = &nic, .n_nics = 1};
   CU_ASSERT_EQUAL(agent_validate_spec(&s, NULL, &err), 0);
+}
+
+static void test_labels_and_request_id(void)
+{
+  cmn_error err = {0};
+  agent_label ok[] = {{"team", "infra"},          {"a", ""},
+                      {"example.com/role", "db"}, {"A.b-c_d", "V.1-2_3"},
+                      {"k", "0123456789012345678901234567890123456789012345678901234567890ab"}};
+  CU_ASSERT_EQUAL(agent_labels_validate(ok, 5, &err), 0);
+  agent_label bad[][1] = {{{"", "v"}},          {{"-a", "v"}},        {{"a-", "v"}},
+                          {{"a b", "v"}},       {{"a", "-v"}},        {{"a", "v v"}},
+                          {{"Ex.com/a", "v"}},  {{"/a", "v"}},        {{"a/", "v"}},
+                          {{"a/b/c", "v"}},     {{"a\n", "v"}},       {{"a", "\xc3\xa9"}},
+                          {{"k234567890123456789012345678901234567890123456789012345678901234",
+                            ""}}};
+  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+    CU_ASSERT_EQUAL(agent_labels_validate(bad[i], 1, &err), -1);
+    CU_ASSERT_EQUAL(err.code, CMN_INVALID_ARGUMENT);
+    CU_ASSERT_STRING_EQUAL(err.field, "labels");
+  }
+  agent_label dup[] = {{"a", "1"}, {"a", "2"}};
+  CU_ASSERT_EQUAL(agent_labels_validate(dup, 2, &err), -1);
+  agent_label many[AGENT_LABELS_MAX + 1];
+  char keys[AGENT_LABELS_MAX + 1][8];
+  for (int i = 0; i <= AGENT_LABELS_MAX; i++) {
+    snprintf(keys[i], sizeof keys[i], "k%d", i);
+    many[i] = (agent_label){keys[i], "v"};
+  }
+  CU_ASSERT_EQUAL(agent_labels_validate(many, AGENT_LABELS_MAX, &err), 0);
+  CU_ASSERT_EQUAL(agent_labels_validate(many, AGENT_LABELS_MAX + 1, &err), -1);
+
+  CU_ASSERT_EQUAL(agent_request_id_validate("8c1e2c1a-7f1c-4b1e-9d1a-0a52b2c3d4e5", &err), 0);
+  CU_ASSERT_EQUAL(agent_request_id_validate("a:b.c_d-e", &err), 0);
+  const char *bad_ids[] = {"", "a b", "a/b", "a\x01", "\xc3\xa9"};
+  for (size_t i = 0; i < sizeof bad_ids / sizeof bad_ids[0]; i++) {
+    CU_ASSERT_EQUAL(agent_request_id_validate(bad_ids[i], &err), -1);
+    CU_ASSERT_STRING_EQUAL(err.field, "request_id");
+  }
+  char long_id[AGENT_REQUEST_ID_MAX + 2];
+  memset(long_id, 'a', sizeof long_id - 1);
+  long_id[sizeof long_id - 1] = '\0';
+  CU_ASSERT_EQUAL(agent_request_id_validate(long_id, &err), -1);
+  long_id[AGENT_REQUEST_ID_MAX] = '\0';
+  CU_ASSERT_EQUAL(agent_request_id_validate(long_id, &err), 0);
 }
 
 static void test_validate(void)
@@ -274,6 +359,7 @@ int main(void)
   CU_add_test(s, "record_roundtrip", test_record_roundtrip);
   CU_add_test(s, "validate", test_validate);
   CU_add_test(s, "validate_name_vs_id", test_validate_name_vs_id);
+  CU_add_test(s, "labels_and_request_id", test_labels_and_request_id);
   CU_basic_set_mode(CU_BRM_VERBOSE);
   CU_basic_run_tests();
   unsigned failed = CU_get_number_of_failures() + CU_get_number_of_tests_failed();

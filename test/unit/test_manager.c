@@ -468,6 +468,71 @@ static void test_live_ram_driver(void)
   fx_teardown(&f);
 }
 
+/* Stop's graceful timeout: 0 kills the VMM without asking it to exit; the
+ * default (-1) asks (the graceful driver's shutdown is called). */
+static void test_stop_graceful_timeout(void)
+{
+  fixture f;
+  fx_setup(&f);
+  cleanup_free char *id = fx_create(&f, "grace", "testlive", true);
+  cmn_error err = {0};
+  agent_instance_view v = {0};
+  CU_ASSERT_EQUAL(agent_manager_stop(f.m, id, 0, &v, &err), 0);
+  CU_ASSERT_EQUAL(v.state, AGENT_STATE_STOPPED);
+  CU_ASSERT_EQUAL(v.vmm_pid, 0);
+  agent_instance_view_free(&v);
+  CU_ASSERT_EQUAL(f.live->n_shutdown, 0);
+  CU_ASSERT_EQUAL(fx_op(&f, id, AGENT_OP_START), 0);
+  CU_ASSERT_EQUAL(agent_manager_stop(f.m, id, -1, NULL, &err), 0);
+  CU_ASSERT_EQUAL(f.live->n_shutdown, 1);
+  CU_ASSERT_EQUAL(fx_op(&f, id, AGENT_OP_START), 0);
+  CU_ASSERT_EQUAL(agent_manager_stop(f.m, id, 500, NULL, &err), 0);
+  CU_ASSERT_EQUAL(f.live->n_shutdown, 2);
+  /* The per-call timeout does not stick: a later plain stop (delete) is graceful. */
+  CU_ASSERT_EQUAL(fx_op(&f, id, AGENT_OP_START), 0);
+  CU_ASSERT_EQUAL(agent_manager_delete(f.m, id, NULL, &err), 0);
+  CU_ASSERT_EQUAL(f.live->n_shutdown, 3);
+  fx_teardown(&f);
+}
+
+/* request_id: a retry returns the first instance, also after a restart (the
+ * id is in the record); the same id with another request is refused. */
+static void test_create_request_id(void)
+{
+  fixture f;
+  fx_setup(&f);
+  vmm_spec spec = fx_spec(&f);
+  agent_label labels[] = {{"team", "infra"}, {"a", "b"}};
+  agent_create_req req = {.name = "rq", .hypervisor = "testvm", .spec = &spec,
+                          .labels = labels, .n_labels = 2, .request_id = "req-1"};
+  cmn_error err = {0};
+  agent_instance_view a = {0}, b = {0};
+  CU_ASSERT_EQUAL_FATAL(agent_manager_create_req(f.m, &req, &a, &err), 0);
+  CU_ASSERT_STRING_EQUAL(a.request_id, "req-1");
+  CU_ASSERT_EQUAL(a.n_labels, 2);
+  agent_label swapped[] = {{"a", "b"}, {"team", "infra"}}; /* order does not matter */
+  req.labels = swapped;
+  CU_ASSERT_EQUAL(agent_manager_create_req(f.m, &req, &b, &err), 0);
+  CU_ASSERT_STRING_EQUAL(b.id, a.id);
+  agent_instance_view_free(&b);
+  agent_manager_free(f.m);
+  fx_open_manager(&f);
+  CU_ASSERT_EQUAL(agent_manager_create_req(f.m, &req, &b, &err), 0);
+  CU_ASSERT_STRING_EQUAL(b.id, a.id);
+  agent_instance_view_free(&b);
+  spec.vcpus = 2;
+  CU_ASSERT_EQUAL(agent_manager_create_req(f.m, &req, &b, &err), -1);
+  CU_ASSERT_EQUAL(err.code, CMN_INVALID_ARGUMENT);
+  CU_ASSERT_STRING_EQUAL(err.field, "request_id");
+  agent_instance_view *all = NULL;
+  size_t n = 0;
+  CU_ASSERT_EQUAL(agent_manager_list(f.m, AGENT_STATE_UNSPECIFIED, &all, &n, &err), 0);
+  CU_ASSERT_EQUAL(n, 1);
+  agent_instance_views_free(all, n);
+  agent_instance_view_free(&a);
+  fx_teardown(&f);
+}
+
 /* Without base reuse every standby is full, a restore keeps no base, and the
  * consumed snapshot is removed off the restore's critical path (the monitor). */
 static void test_no_base_reuse(void)
@@ -840,6 +905,8 @@ int main(void)
   CU_add_test(s, "capabilities", test_capabilities);
   CU_add_test(s, "standby_restore_base_reuse", test_standby_restore_base_reuse);
   CU_add_test(s, "live_ram_driver", test_live_ram_driver);
+  CU_add_test(s, "stop_graceful_timeout", test_stop_graceful_timeout);
+  CU_add_test(s, "create_request_id", test_create_request_id);
   CU_add_test(s, "no_base_reuse", test_no_base_reuse);
   CU_add_test(s, "standby_failure_discards_base", test_standby_failure_discards_base);
   CU_add_test(s, "restore_failure_keeps_latest", test_restore_failure_keeps_latest);

@@ -15,3 +15,5 @@ ember_unit_test(test_common)
 ember_unit_test(test_registry)
 ember_unit_test(test_datadir)
 ember_unit_test(test_hostfiles)
+# The server's error details (agent/server/status_details.c), decoded back.
+ember_unit_test(test_status_details ember_server)
