@@ -411,11 +411,10 @@ static void srv__watch_close(srv_call *c)
 void srv_watch_start(srv_call *c)
 {
   srv_server *s = c->srv;
-  size_t len = 0;
-  cleanup_free uint8_t *req = srv_bb_flatten(c->payload, &len);
   cmn_error err = {0};
+  /* c->req was flattened and its strings checked by srv__on_request. */
   cleanup_msg Ember__V1__WatchInstancesRequest *r =
-      req ? srv__unpack(&ember__v1__watch_instances_request__descriptor, req, len, &err) : NULL;
+      srv__unpack(&ember__v1__watch_instances_request__descriptor, c->req, c->req_len, &err);
   if (r == NULL) {
     srv_call_finish(c, NULL, CMN_INVALID_ARGUMENT,
                     err.msg[0] ? err.msg : "cannot read the request message");

@@ -54,6 +54,9 @@ typedef struct srv_method {
   bool slow;          /* a lifecycle operation: run on its own detached thread */
   srv_unary_fn unary; /* SRV_UNARY */
   srv_stream_fn stream;
+  /* The request message (each received message for SRV_BIDI): its strings are
+   * checked on the wire by srv_request_check before anything decodes it. */
+  const ProtobufCMessageDescriptor *request;
 } srv_method;
 
 /* A queued outgoing message of a stream. */
@@ -74,6 +77,8 @@ struct srv_call {
   grpc_metadata_array req_md;
   grpc_call_details details; /* catch-all only */
   grpc_byte_buffer *payload; /* request payload (unary, server stream) */
+  uint8_t *req;              /* the payload flattened and checked (srv__on_request) */
+  size_t req_len;
   atomic_int refs;
   int64_t start_us;
 
@@ -145,6 +150,10 @@ void srv_stream_push_locked(srv_call *c, grpc_byte_buffer *msg);
 void srv_stream_end_locked(srv_call *c, int code, const char *detail);
 /* Registers/unregisters a stream so shutdown can end it. */
 void srv_stream_register(srv_call *c, int kind);
+/* The one check every request message passes before it is decoded: its
+ * strings must be NUL-free strict UTF-8 (wire_check.h). Returns < 0 with
+ * INVALID_ARGUMENT naming the field. */
+int srv_request_check(const srv_method *m, const uint8_t *req, size_t len, cmn_error *err);
 /* Packs a protobuf-c message into a byte buffer / a malloc'ed buffer. */
 grpc_byte_buffer *srv_pack_bb(const ProtobufCMessage *m);
 int srv_pack(const ProtobufCMessage *m, uint8_t **out, size_t *len);

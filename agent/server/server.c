@@ -11,10 +11,15 @@
  * client has gone the response is just dropped by the core. */
 #define _GNU_SOURCE
 #include "agent/server/internal.h"
+#include "agent/server/wire_check.h"
 #include "common/cleanup.h"
 #include "common/files.h"
 #include "common/log.h"
 #include "common/mem.h"
+#include "ember/v1/instance.pb-c.h"
+#include "grpc/health/v1/health.pb-c.h"
+#include "grpc/reflection/v1/reflection.pb-c.h"
+#include "grpc/reflection/v1alpha/reflection.pb-c.h"
 
 #include <errno.h>
 #include <grpc/byte_buffer_reader.h>
@@ -35,26 +40,41 @@
 #define SRV_STREAM_QUEUE_MAX 4096
 
 const srv_method srv_methods[] = {
-    {"/ember.v1.InstanceService/CreateInstance", SRV_UNARY, true, srv_unary_create, NULL},
-    {"/ember.v1.InstanceService/GetInstance", SRV_UNARY, false, srv_unary_get, NULL},
-    {"/ember.v1.InstanceService/ListInstances", SRV_UNARY, false, srv_unary_list, NULL},
-    {"/ember.v1.InstanceService/StartInstance", SRV_UNARY, true, srv_unary_start, NULL},
-    {"/ember.v1.InstanceService/StopInstance", SRV_UNARY, true, srv_unary_stop, NULL},
-    {"/ember.v1.InstanceService/PauseInstance", SRV_UNARY, true, srv_unary_pause, NULL},
-    {"/ember.v1.InstanceService/ResumeInstance", SRV_UNARY, true, srv_unary_resume, NULL},
-    {"/ember.v1.InstanceService/StandbyInstance", SRV_UNARY, true, srv_unary_standby, NULL},
-    {"/ember.v1.InstanceService/RestoreInstance", SRV_UNARY, true, srv_unary_restore, NULL},
-    {"/ember.v1.InstanceService/DeleteInstance", SRV_UNARY, true, srv_unary_delete, NULL},
-    {"/ember.v1.InstanceService/ListHypervisors", SRV_UNARY, false, srv_unary_list_hypervisors,
-     NULL},
-    {"/ember.v1.InstanceService/WatchInstances", SRV_SERVER_STREAM, false, NULL,
-     srv_watch_start},
-    {"/grpc.health.v1.Health/Check", SRV_UNARY, false, srv_unary_health_check, NULL},
-    {"/grpc.health.v1.Health/Watch", SRV_SERVER_STREAM, false, NULL, srv_health_watch_start},
+#define SRV_M(name, kind, slow, unary, stream, req)                                            \
+  {"/ember.v1.InstanceService/" name, kind, slow, unary, stream, &req}
+    SRV_M("CreateInstance", SRV_UNARY, true, srv_unary_create, NULL,
+          ember__v1__create_instance_request__descriptor),
+    SRV_M("GetInstance", SRV_UNARY, false, srv_unary_get, NULL,
+          ember__v1__get_instance_request__descriptor),
+    SRV_M("ListInstances", SRV_UNARY, false, srv_unary_list, NULL,
+          ember__v1__list_instances_request__descriptor),
+    SRV_M("StartInstance", SRV_UNARY, true, srv_unary_start, NULL,
+          ember__v1__start_instance_request__descriptor),
+    SRV_M("StopInstance", SRV_UNARY, true, srv_unary_stop, NULL,
+          ember__v1__stop_instance_request__descriptor),
+    SRV_M("PauseInstance", SRV_UNARY, true, srv_unary_pause, NULL,
+          ember__v1__pause_instance_request__descriptor),
+    SRV_M("ResumeInstance", SRV_UNARY, true, srv_unary_resume, NULL,
+          ember__v1__resume_instance_request__descriptor),
+    SRV_M("StandbyInstance", SRV_UNARY, true, srv_unary_standby, NULL,
+          ember__v1__standby_instance_request__descriptor),
+    SRV_M("RestoreInstance", SRV_UNARY, true, srv_unary_restore, NULL,
+          ember__v1__restore_instance_request__descriptor),
+    SRV_M("DeleteInstance", SRV_UNARY, true, srv_unary_delete, NULL,
+          ember__v1__delete_instance_request__descriptor),
+    SRV_M("ListHypervisors", SRV_UNARY, false, srv_unary_list_hypervisors, NULL,
+          ember__v1__list_hypervisors_request__descriptor),
+    SRV_M("WatchInstances", SRV_SERVER_STREAM, false, NULL, srv_watch_start,
+          ember__v1__watch_instances_request__descriptor),
+#undef SRV_M
+    {"/grpc.health.v1.Health/Check", SRV_UNARY, false, srv_unary_health_check, NULL,
+     &grpc__health__v1__health_check_request__descriptor},
+    {"/grpc.health.v1.Health/Watch", SRV_SERVER_STREAM, false, NULL, srv_health_watch_start,
+     &grpc__health__v1__health_check_request__descriptor},
     {"/grpc.reflection.v1.ServerReflection/ServerReflectionInfo", SRV_BIDI, false, NULL,
-     srv_reflection_start},
+     srv_reflection_start, &grpc__reflection__v1__server_reflection_request__descriptor},
     {"/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo", SRV_BIDI, false, NULL,
-     srv_reflection_start},
+     srv_reflection_start, &grpc__reflection__v1alpha__server_reflection_request__descriptor},
 };
 const size_t srv_n_methods = sizeof(srv_methods) / sizeof(srv_methods[0]);
 
@@ -116,6 +136,13 @@ uint8_t *srv_bb_flatten(grpc_byte_buffer *bb, size_t *len)
   return out;
 }
 
+int srv_request_check(const srv_method *m, const uint8_t *req, size_t len, cmn_error *err)
+{
+  if (m == NULL || m->request == NULL)
+    return 0;
+  return srv_wire_check(m->request, req, len, err);
+}
+
 /* ---- calls ---- */
 
 /* gRPC hands our tags between threads through the completion queue, which
@@ -171,6 +198,7 @@ void srv_call_unref(srv_call *c)
   grpc_call_details_destroy(&c->details);
   if (c->payload != NULL)
     grpc_byte_buffer_destroy(c->payload);
+  free(c->req);
   if (c->recv_buf != NULL)
     grpc_byte_buffer_destroy(c->recv_buf);
   if (c->send_buf != NULL)
@@ -411,8 +439,8 @@ typedef struct srv__slow_arg {
 
 static void srv__run_unary(srv_call *c)
 {
-  size_t len = 0;
-  cleanup_free uint8_t *req = srv_bb_flatten(c->payload, &len);
+  const uint8_t *req = c->req; /* checked by srv__on_request */
+  size_t len = c->req_len;
   cleanup_free uint8_t *resp = NULL;
   size_t resp_len = 0;
   cmn_error err = {0};
@@ -420,10 +448,7 @@ static void srv__run_unary(srv_call *c)
   srv_op_probe probe;
   srv_metrics_unary_begin(c, req, len, &probe);
   int64_t t0 = srv_now_us();
-  if (req == NULL)
-    r = cmn_err_set(&err, CMN_INVALID_ARGUMENT, "cannot read the request message");
-  else
-    r = c->method->unary(c->srv, req, len, &resp, &resp_len, &err);
+  r = c->method->unary(c->srv, req, len, &resp, &resp_len, &err);
   srv_metrics_unary_end(c, &probe, r < 0 ? (err.code != CMN_OK ? err.code : CMN_INTERNAL) : 0,
                         srv_now_us() - t0);
   /* The one place where an error becomes a gRPC status: cmn codes are gRPC codes. */
@@ -473,7 +498,18 @@ static void srv__on_request(srv_call *c, bool ok)
   srv_call_batch_locked(c, &close_op, 1, &c->t_close);
   pthread_mutex_unlock(&c->mu);
 
-  if (c->method == NULL) {
+  cmn_error err = {0};
+  if (c->method != NULL && c->method->kind != SRV_BIDI) {
+    c->req = srv_bb_flatten(c->payload, &c->req_len);
+    if (c->req == NULL)
+      cmn_err_set(&err, CMN_INVALID_ARGUMENT, "cannot read the request message");
+    else
+      srv_request_check(c->method, c->req, c->req_len, &err);
+  }
+  if (err.code != CMN_OK) {
+    cmn_debug(NULL, "rpc", "method=%s refused before decoding: %s", c->method->path, err.msg);
+    srv_call_finish(c, NULL, err.code, err.msg);
+  } else if (c->method == NULL) {
     char *path = grpc_slice_to_c_string(c->details.method);
     char *msg = cmn_asprintf("unknown method %s", path);
     gpr_free(path);

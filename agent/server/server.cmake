@@ -1,12 +1,17 @@
 # agent/server: the gRPC layer (ember_server) and the emberd executable.
 # Included from agent/CMakeLists.txt.
+# The wire check of request strings needs only protobuf-c: its own library so
+# its unit test links it alone.
+add_library(ember_wire_check STATIC ${CMAKE_CURRENT_LIST_DIR}/wire_check.c)
+target_link_libraries(ember_wire_check PUBLIC ember_common ${PROTOBUF_C_LIB})
+
 add_library(ember_server STATIC
   ${CMAKE_CURRENT_LIST_DIR}/server.c
   ${CMAKE_CURRENT_LIST_DIR}/instance.c
   ${CMAKE_CURRENT_LIST_DIR}/health.c
   ${CMAKE_CURRENT_LIST_DIR}/reflection.c
   ${CMAKE_CURRENT_LIST_DIR}/rpc_metrics.c)
-target_link_libraries(ember_server PUBLIC ember_agent ember_proto ${GRPC_LIB} ${GPR_LIB}
+target_link_libraries(ember_server PUBLIC ember_agent ember_wire_check ember_proto ${GRPC_LIB} ${GPR_LIB}
                       Threads::Threads)
 
 # Config parsing is its own library so the unit test links it without the server.
