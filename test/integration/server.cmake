@@ -32,3 +32,13 @@ set_tests_properties(integration_api_lifecycle PROPERTIES
   TIMEOUT 600
   SKIP_RETURN_CODE 77
   ENVIRONMENT "EMBERD_BIN=$<TARGET_FILE:emberd>;EMBER_PYTHON_DIR=${CMAKE_BINARY_DIR}/python;EMBER_TEST_GUEST_DIR=${EMBER_API_GUEST_DIR}")
+
+# Every string field of every request (derived from the descriptors) with a
+# NUL byte or invalid UTF-8: INVALID_ARGUMENT naming the field, nothing changed.
+add_test(NAME integration_hostile_strings
+         COMMAND /usr/bin/python3 ${CMAKE_CURRENT_SOURCE_DIR}/integration/test_hostile_strings.py)
+set_tests_properties(integration_hostile_strings PROPERTIES
+  LABELS "integration;sanitize"
+  TIMEOUT 300
+  SKIP_RETURN_CODE 77
+  ENVIRONMENT "EMBERD_BIN=$<TARGET_FILE:emberd>;EMBER_PYTHON_DIR=${CMAKE_BINARY_DIR}/python")
