@@ -91,6 +91,14 @@ static int fuzz__watch(srv_fuzz *f, const uint8_t *req, size_t len, cmn_error *e
   return rc < 0 ? -1 : 0;
 }
 
+int srv_fuzz_request_check(srv_fuzz *f, size_t i, const uint8_t *req, size_t len,
+                           cmn_error *err)
+{
+  if (i >= f->n)
+    return cmn_err_set(err, CMN_INVALID_ARGUMENT, "no method %zu", i);
+  return srv_request_check(f->methods[i], req, len, err);
+}
+
 int srv_fuzz_dispatch(srv_fuzz *f, size_t i, const uint8_t *req, size_t len, uint8_t **resp,
                       size_t *resp_len, cmn_error *err)
 {
