@@ -63,6 +63,7 @@ typedef struct srv_method {
 typedef struct srv_msg {
   struct srv_msg *next;
   grpc_byte_buffer *buf;
+  size_t len; /* bytes of buf, as counted in q_bytes */
 } srv_msg;
 
 /* Kinds of streams the server can end at shutdown. */
@@ -93,8 +94,10 @@ struct srv_call {
   bool has_status_details;
   grpc_byte_buffer *recv_buf; /* bidi: target of RECV_MESSAGE */
 
-  /* Streams: an outgoing queue with one send in flight. */
+  /* Streams: an outgoing queue with one send in flight; q_count and q_bytes
+   * count the queued messages (not the one in flight) for the O(1) bound. */
   srv_msg *q_head, *q_tail;
+  size_t q_count, q_bytes;
   bool sending;
   bool finishing;          /* send the final status once the queue drains */
   int final_code;
@@ -128,6 +131,16 @@ struct srv_server {
   int slow_threads;    /* lifecycle threads running */
   srv_call *streams;   /* watch and health-watch streams */
   bool serving;        /* health status */
+  atomic_size_t queue_freed; /* stream queue bytes freed since the last malloc_trim */
+
+  /* WatchInstances fan-out (instance.c): one manager subscription for the
+   * server; each event is serialized once and its byte buffer shared by every
+   * watcher's queue. Lock order: the manager's subscriber lock, watch_mu,
+   * then a call's mu. */
+  pthread_mutex_t watch_mu;
+  srv_call **watchers;    /* each holds a reference */
+  size_t n_watchers, cap_watchers;
+  int watch_sub;          /* manager subscription handle; 0: none */
   srv_tag t_shutdown;
 };
 
@@ -144,7 +157,11 @@ bool srv_call_batch_locked(srv_call *c, const grpc_op *ops, size_t n, srv_tag *t
 /* Unary and stream ends: sends initial metadata if not sent, the message (may
  * be NULL) and the status. Takes ownership of msg. Logs the RPC line. */
 void srv_call_finish(srv_call *c, grpc_byte_buffer *msg, int code, const char *detail);
-/* Streams: queue a message (ownership passes) and kick the sender. */
+/* Streams: queue a message (ownership passes) and kick the sender. When the
+ * queue of a stream (not a unary call) would exceed the server's bound, the
+ * call is ended at once with RESOURCE_EXHAUSTED (grpc_call_cancel_with_status,
+ * which reaches the client even while a send is blocked by flow control) and
+ * the queue is freed. */
 void srv_stream_push_locked(srv_call *c, grpc_byte_buffer *msg);
 /* Streams: end with a status after the queued messages. */
 void srv_stream_end_locked(srv_call *c, int code, const char *detail);
@@ -163,6 +180,11 @@ int64_t srv_now_us(void);
 
 /* ---- instance.c ---- */
 void srv_watch_start(srv_call *c);
+/* The WatchInstances fan-out: init subscribes once at server creation; fini
+ * unsubscribes and drops the references of watchers still listed (at free,
+ * after every call was cancelled); watch_mu is destroyed by the server. */
+void srv_watch_hub_init(srv_server *s);
+void srv_watch_hub_fini(srv_server *s);
 int srv_unary_create(srv_server *s, const uint8_t *req, size_t len, uint8_t **resp, size_t *rl,
                      cmn_error *err);
 int srv_unary_get(srv_server *s, const uint8_t *req, size_t len, uint8_t **resp, size_t *rl,

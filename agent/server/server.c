@@ -35,9 +35,12 @@
 #include <time.h>
 #include <unistd.h>
 
-/* Outgoing messages a stream may queue before the server gives up on a client
- * that does not read. */
-#define SRV_STREAM_QUEUE_MAX 4096
+#include <malloc.h>
+
+/* Once this much stream queue data has been freed, the heap's free pages are
+ * given back to the system (malloc_trim): the queues are many small blocks,
+ * and without it RSS stays at its peak after stuck streams are gone. */
+#define SRV_TRIM_AFTER_BYTES (4 * 1024 * 1024)
 
 const srv_method srv_methods[] = {
 #define SRV_M(name, kind, slow, unary, stream, req)                                            \
@@ -203,7 +206,7 @@ void srv_call_unref(srv_call *c)
     grpc_byte_buffer_destroy(c->recv_buf);
   if (c->send_buf != NULL)
     grpc_byte_buffer_destroy(c->send_buf);
-  for (srv_msg *m = c->q_head, *n; m != NULL; m = n) {
+  for (srv_msg *m = c->q_head, *n; m != NULL; m = n) { /* left by a cancelled stream */
     n = m->next;
     if (m->buf != NULL)
       grpc_byte_buffer_destroy(m->buf);
@@ -269,6 +272,8 @@ static void srv__kick_locked(srv_call *c)
     c->q_head = m->next;
     if (c->q_head == NULL)
       c->q_tail = NULL;
+    c->q_count--;
+    c->q_bytes -= m->len;
     if (m->buf != NULL) {
       c->send_buf = m->buf;
       ops[n].op = GRPC_OP_SEND_MESSAGE;
@@ -305,6 +310,61 @@ static void srv__kick_locked(srv_call *c)
   }
 }
 
+/* Frees the queued messages of c; returns the bytes freed. */
+static size_t srv__queue_free_locked(srv_call *c)
+{
+  size_t bytes = c->q_bytes;
+  for (srv_msg *m = c->q_head, *n; m != NULL; m = n) {
+    n = m->next;
+    if (m->buf != NULL)
+      grpc_byte_buffer_destroy(m->buf);
+    free(m);
+  }
+  c->q_head = c->q_tail = NULL;
+  c->q_count = 0;
+  c->q_bytes = 0;
+  return bytes;
+}
+
+/* The client of stream c does not take its messages: end the call now with
+ * RESOURCE_EXHAUSTED and free what waits for it. A status queued behind the
+ * messages could not pass a send blocked by flow control; cancelling with a
+ * status sends it as trailers (not flow controlled) and completes the blocked
+ * send, and RECV_CLOSE then releases the stream's subscription. */
+static void srv__stream_overflow_locked(srv_call *c, size_t dropped)
+{
+  char *msg;
+  if (c->stream_kind == SRV_STREAM_WATCH)
+    msg = cmn_asprintf("watch fell behind: %zu events not delivered; list and watch again",
+                       dropped);
+  else
+    msg = cmn_asprintf("the client does not read its responses: %zu messages not delivered",
+                       dropped);
+  size_t freed = srv__queue_free_locked(c);
+  c->finishing = true;
+  c->status_sent = true; /* nothing more is started on this call */
+  c->final_code = CMN_RESOURCE_EXHAUSTED;
+  free(c->final_msg);
+  c->final_msg = msg;
+  srv_metrics_rpc_done_locked(c, CMN_RESOURCE_EXHAUSTED);
+  cmn_info(NULL, "rpc", "method=%s status=RESOURCE_EXHAUSTED detail=%s (%zu queued bytes freed)",
+           srv__call_path(c), msg, freed);
+  grpc_call_cancel_with_status(c->call, GRPC_STATUS_RESOURCE_EXHAUSTED, msg, NULL);
+  /* The trim itself waits for srv__on_close, which follows the cancel and
+   * runs without locks (this may run inside the manager's event fan-out). */
+  atomic_fetch_add(&c->srv->queue_freed, freed);
+}
+
+/* Gives freed heap pages back once enough queue data was freed. No lock held. */
+static void srv__maybe_trim(srv_server *s)
+{
+  if (atomic_load(&s->queue_freed) < SRV_TRIM_AFTER_BYTES)
+    return;
+  size_t freed = atomic_exchange(&s->queue_freed, 0);
+  if (freed >= SRV_TRIM_AFTER_BYTES)
+    malloc_trim(0);
+}
+
 void srv_stream_push_locked(srv_call *c, grpc_byte_buffer *msg)
 {
   if (c->closed || c->status_sent || c->finishing) {
@@ -312,18 +372,26 @@ void srv_stream_push_locked(srv_call *c, grpc_byte_buffer *msg)
       grpc_byte_buffer_destroy(msg);
     return;
   }
-  size_t qlen = 0;
-  for (srv_msg *m = c->q_head; m != NULL && qlen <= SRV_STREAM_QUEUE_MAX; m = m->next)
-    qlen++;
-  if (qlen >= SRV_STREAM_QUEUE_MAX) {
+  size_t len = msg != NULL ? grpc_byte_buffer_length(msg) : 0;
+  const srv_options *o = &c->srv->opts;
+  size_t max_msgs = o->stream_queue_messages ? o->stream_queue_messages
+                                             : SRV_STREAM_QUEUE_MESSAGES;
+  size_t max_bytes = o->stream_queue_bytes ? o->stream_queue_bytes : SRV_STREAM_QUEUE_BYTES;
+  /* A unary call queues its one response; a stream's first message always
+   * fits, however large. */
+  bool stream = c->method != NULL && c->method->kind != SRV_UNARY;
+  if (stream && c->q_count > 0 &&
+      (c->q_count >= max_msgs || c->q_bytes + len > max_bytes)) {
     if (msg != NULL)
       grpc_byte_buffer_destroy(msg);
-    srv_stream_end_locked(c, CMN_RESOURCE_EXHAUSTED,
-                          "the client reads too slowly: more than 4096 messages queued");
+    srv__stream_overflow_locked(c, c->q_count + 1);
     return;
   }
   srv_msg *m = cmn_calloc(1, sizeof(*m));
   m->buf = msg;
+  m->len = len;
+  c->q_count++;
+  c->q_bytes += len;
   if (c->q_tail != NULL)
     c->q_tail->next = m;
   else
@@ -414,8 +482,12 @@ static void srv__stream_unregister(srv_call *c)
 
 static void srv__on_close(srv_call *c, bool ok)
 {
+  srv_server *s = c->srv;
   pthread_mutex_lock(&c->mu);
   c->closed = true;
+  /* Nothing queued will be delivered any more: free it now, not when the
+   * last reference goes. */
+  atomic_fetch_add(&c->srv->queue_freed, srv__queue_free_locked(c));
   void (*hook)(srv_call *) = c->on_close;
   c->on_close = NULL;
   bool early = !c->status_sent;
@@ -429,6 +501,7 @@ static void srv__on_close(srv_call *c, bool ok)
     hook(c);
   srv__stream_unregister(c);
   srv_call_unref(c);
+  srv__maybe_trim(s);
 }
 
 /* ---- dispatch ---- */
@@ -684,6 +757,7 @@ srv_server *srv_server_create(const srv_options *opts, agent_manager *mgr, cmn_e
   s->refl = srv_reflection_create(err);
   if (s->refl == NULL)
     goto fail_refl;
+  srv_watch_hub_init(s);
 
   grpc_arg args[2];
   args[0].type = GRPC_ARG_INTEGER;
@@ -764,6 +838,8 @@ fail_server:
   grpc_completion_queue_destroy(s->cq);
   free(s->registered);
   srv_reflection_free(s->refl);
+  srv_watch_hub_fini(s);
+  pthread_mutex_destroy(&s->watch_mu);
 fail_refl:
   pthread_mutex_destroy(&s->mu);
   pthread_cond_destroy(&s->cv);
@@ -840,6 +916,8 @@ void srv_server_free(srv_server *s)
    * of finished calls may still wait on a client that stopped reading:
    * cancelling releases them now instead of at the transport's own timeout. */
   grpc_server_cancel_all_calls(s->server);
+  /* No more events; watchers still listed are released. */
+  srv_watch_hub_fini(s);
   /* Lifecycle operations run to their end; their calls hold references. */
   pthread_mutex_lock(&s->mu);
   if (s->slow_threads > 0)
@@ -873,6 +951,7 @@ void srv_server_free(srv_server *s)
   srv_reflection_free(s->refl);
   free(s->registered);
   free(s->workers);
+  pthread_mutex_destroy(&s->watch_mu);
   pthread_mutex_destroy(&s->mu);
   pthread_cond_destroy(&s->cv);
   free(s);
