@@ -43,7 +43,7 @@ STUCK = int(os.environ.get("EMBER_WATCH_STUCK", "300"))
 CYCLES = int(os.environ.get("EMBER_WATCH_CYCLES", "700"))
 STREAMS_PER_CHANNEL = 50
 HWM_BOUND_MIB = 96
-RSS_BACK_MIB = 24
+RSS_BACK_MIB = 12
 DRAIN_BUDGET_S = 60
 # A channel that takes (almost) nothing it is not asked for.
 STUCK_OPTIONS = [("grpc.http2.bdp_probe", 0), ("grpc.http2.lookahead_bytes", 1024),
