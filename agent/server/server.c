@@ -28,14 +28,13 @@
 #include <grpc/support/alloc.h>
 #include <grpc/support/log.h>
 #include <grpc/support/time.h>
+#include <malloc.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
-
-#include <malloc.h>
 
 /* Once this much stream queue data has been freed, the heap's free pages are
  * given back to the system (malloc_trim): the queues are many small blocks,
@@ -167,6 +166,7 @@ void __tsan_release(void *addr);
 static void srv__on_request(srv_call *c, bool ok);
 static void srv__on_close(srv_call *c, bool ok);
 static void srv__on_send(srv_call *c, bool ok);
+static size_t srv__queue_free_locked(srv_call *c);
 
 static srv_call *srv__call_new(srv_server *s, int idx)
 {
@@ -206,12 +206,7 @@ void srv_call_unref(srv_call *c)
     grpc_byte_buffer_destroy(c->recv_buf);
   if (c->send_buf != NULL)
     grpc_byte_buffer_destroy(c->send_buf);
-  for (srv_msg *m = c->q_head, *n; m != NULL; m = n) { /* left by a cancelled stream */
-    n = m->next;
-    if (m->buf != NULL)
-      grpc_byte_buffer_destroy(m->buf);
-    free(m);
-  }
+  srv__queue_free_locked(c); /* normally emptied by srv__on_close already */
   if (c->has_status_details)
     grpc_slice_unref(c->status_details);
   if (c->priv_free != NULL)
@@ -487,7 +482,7 @@ static void srv__on_close(srv_call *c, bool ok)
   c->closed = true;
   /* Nothing queued will be delivered any more: free it now, not when the
    * last reference goes. */
-  atomic_fetch_add(&c->srv->queue_freed, srv__queue_free_locked(c));
+  atomic_fetch_add(&s->queue_freed, srv__queue_free_locked(c));
   void (*hook)(srv_call *) = c->on_close;
   c->on_close = NULL;
   bool early = !c->status_sent;
