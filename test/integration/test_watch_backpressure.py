@@ -16,7 +16,10 @@ Asserts (memory only; times are printed, never asserted):
 - the reading watcher received every event (2 per cycle), in order;
 - once the stuck streams are closed, VmRSS is back within RSS_BACK_MIB of the
   baseline;
-- emberd still serves.
+- emberd still serves;
+- the same bound holds for the other streams: a reflection client that sends
+  REFL_REQUESTS requests and never reads the answers ends with
+  RESOURCE_EXHAUSTED "the client does not read its responses: ...".
 
 Run: EMBERD_BIN=<build>/agent/emberd EMBER_PYTHON_DIR=<build>/python \
      /usr/bin/python3 test/integration/test_watch_backpressure.py
@@ -33,7 +36,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 try:
     import grpc
-    from emberd_fixture import Emberd, pb, health_pb2
+    from emberd_fixture import Emberd, pb, health_pb2, reflection_v1_pb2
 except Exception as e:  # noqa
     print("SKIP: python3-grpcio / python3-protobuf or the generated messages are missing: %s" % e)
     sys.exit(77)
@@ -45,6 +48,7 @@ STREAMS_PER_CHANNEL = 50
 HWM_BOUND_MIB = 96
 RSS_BACK_MIB = 12
 DRAIN_BUDGET_S = 60
+REFL_REQUESTS = 2000
 # A channel that takes (almost) nothing it is not asked for.
 STUCK_OPTIONS = [("grpc.http2.bdp_probe", 0), ("grpc.http2.lookahead_bytes", 1024),
                  ("grpc.max_receive_message_length", 1 << 20)]
@@ -69,6 +73,36 @@ def show(label, pid, base=None):
     print("%-34s VmRSS %5d MiB  VmHWM %5d MiB%s" % (label, m["VmRSS"], m["VmHWM"], extra),
           flush=True)
     return m
+
+
+def reflection_not_read(d, pid, base, failures):
+    """A bidi reflection stream whose answers are never read."""
+    ch = grpc.insecure_channel(d.listen, options=STUCK_OPTIONS)
+    fn = ch.stream_stream("/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+                          request_serializer=lambda m: m.SerializeToString(),
+                          response_deserializer=reflection_v1_pb2.ServerReflectionResponse.FromString)
+    sent = threading.Event()
+
+    def reqs():
+        for _ in range(REFL_REQUESTS):
+            yield reflection_v1_pb2.ServerReflectionRequest(list_services="")
+        sent.set()
+    it = fn(reqs(), timeout=DRAIN_BUDGET_S)
+    sent.wait(DRAIN_BUDGET_S)  # every request is out before any answer is read
+    n = 0
+    try:
+        for _ in it:
+            n += 1
+        code, detail = SC.OK, ""
+    except grpc.RpcError as e:
+        code, detail = e.code(), e.details()
+    ch.close()
+    show("reflection reader that never read", pid, base)
+    print("reflection: %d requests sent, %d answers read, then %s: %s"
+          % (REFL_REQUESTS, n, code, detail))
+    if code != SC.RESOURCE_EXHAUSTED or not re.match(
+            r"^the client does not read its responses: \d+ messages not delivered$", detail or ""):
+        failures.append("reflection client that never reads: %s %r" % (code, detail))
 
 
 def main():
@@ -208,6 +242,7 @@ def main():
             failures.append("emberd no longer serves: %s" % e)
         if not ok:
             failures.append("emberd is not SERVING")
+        reflection_not_read(d, pid, base, failures)
     for f in failures:
         print("FAIL " + f)
     print("FAILED (%d)" % len(failures) if failures else "OK")
