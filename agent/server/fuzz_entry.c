@@ -91,6 +91,14 @@ static int fuzz__watch(srv_fuzz *f, const uint8_t *req, size_t len, cmn_error *e
   return rc < 0 ? -1 : 0;
 }
 
+int srv_fuzz_request_check(srv_fuzz *f, size_t i, const uint8_t *req, size_t len,
+                           cmn_error *err)
+{
+  if (i >= f->n)
+    return cmn_err_set(err, CMN_INVALID_ARGUMENT, "no method %zu", i);
+  return srv_request_check(f->methods[i], req, len, err);
+}
+
 int srv_fuzz_dispatch(srv_fuzz *f, size_t i, const uint8_t *req, size_t len, uint8_t **resp,
                       size_t *resp_len, cmn_error *err)
 {
@@ -99,6 +107,9 @@ int srv_fuzz_dispatch(srv_fuzz *f, size_t i, const uint8_t *req, size_t len, uin
   if (i >= f->n)
     return cmn_err_set(err, CMN_INVALID_ARGUMENT, "no method %zu", i);
   const srv_method *m = f->methods[i];
+  /* The check emberd runs on every request before a handler sees it. */
+  if (srv_request_check(m, req, len, err) < 0)
+    return -1;
   if (m->kind == SRV_UNARY)
     return m->unary(&f->srv, req, len, resp, resp_len, err);
   if (fuzz__watch(f, req, len, err) < 0)

@@ -56,10 +56,9 @@ int srv_unary_health_check(srv_server *s, const uint8_t *req, size_t len, uint8_
 
 void srv_health_watch_start(srv_call *c)
 {
-  size_t len = 0;
-  cleanup_free uint8_t *req = srv_bb_flatten(c->payload, &len);
+  /* c->req was flattened and its strings checked by srv__on_request. */
   Grpc__Health__V1__HealthCheckRequest *r =
-      req ? grpc__health__v1__health_check_request__unpack(NULL, len, req) : NULL;
+      grpc__health__v1__health_check_request__unpack(NULL, c->req_len, c->req);
   if (r == NULL) {
     srv_call_finish(c, NULL, CMN_INVALID_ARGUMENT, "cannot decode HealthCheckRequest");
     return;

@@ -718,9 +718,8 @@ int srv_unary_list_hypervisors(srv_server *s, const uint8_t *req, size_t len, ui
 /* ---- WatchInstances ---- */
 
 typedef struct srv__watch {
-  agent_manager *mgr;
   char *filter_id; /* NULL: all instances */
-  int handle;      /* > 0 subscribed; -1 closed */
+  bool listed;     /* in srv->watchers (guarded by srv->watch_mu) */
 } srv__watch;
 
 static void srv__watch_free(void *p)
@@ -732,13 +731,16 @@ static void srv__watch_free(void *p)
   free(w);
 }
 
-static void srv__watch_event(void *ctx, const agent_event *ev)
+/* The manager's callback (its subscriber lock held): serialize the event
+ * once, then queue a reference to the same bytes on every matching watcher. */
+static void srv__watch_fanout(void *ctx, const agent_event *ev)
 {
-  srv_call *c = ctx;
-  srv__watch *w = c->priv;
-  if (w->filter_id != NULL && (ev->instance == NULL || ev->instance->id == NULL ||
-                               strcmp(ev->instance->id, w->filter_id) != 0))
+  srv_server *s = ctx;
+  pthread_mutex_lock(&s->watch_mu);
+  if (s->n_watchers == 0) {
+    pthread_mutex_unlock(&s->watch_mu);
     return;
+  }
   Ember__V1__InstanceEvent msg = EMBER__V1__INSTANCE_EVENT__INIT;
   srv__inst m;
   bool have = ev->instance != NULL;
@@ -758,39 +760,84 @@ static void srv__watch_event(void *ctx, const agent_event *ev)
   grpc_byte_buffer *bb = srv_pack_bb(&msg.base);
   if (have)
     srv__inst_fini(&m);
-  pthread_mutex_lock(&c->mu);
-  srv_stream_push_locked(c, bb);
-  pthread_mutex_unlock(&c->mu);
+  const char *id = have ? ev->instance->id : NULL;
+  for (size_t i = 0; i < s->n_watchers; i++) {
+    srv_call *c = s->watchers[i];
+    srv__watch *w = c->priv;
+    if (w->filter_id != NULL && (id == NULL || strcmp(id, w->filter_id) != 0))
+      continue;
+    pthread_mutex_lock(&c->mu);
+    srv_stream_push_locked(c, grpc_byte_buffer_copy(bb)); /* shares the slice */
+    pthread_mutex_unlock(&c->mu);
+  }
+  pthread_mutex_unlock(&s->watch_mu);
+  grpc_byte_buffer_destroy(bb);
 }
 
+void srv_watch_hub_init(srv_server *s)
+{
+  pthread_mutex_init(&s->watch_mu, NULL);
+  if (s->mgr != NULL)
+    s->watch_sub = agent_manager_subscribe(s->mgr, srv__watch_fanout, s);
+}
+
+void srv_watch_hub_fini(srv_server *s)
+{
+  if (s->watch_sub > 0)
+    agent_manager_unsubscribe(s->mgr, s->watch_sub);
+  s->watch_sub = 0;
+  pthread_mutex_lock(&s->watch_mu);
+  srv_call **left = s->watchers;
+  size_t n = s->n_watchers;
+  for (size_t i = 0; i < n; i++)
+    ((srv__watch *)left[i]->priv)->listed = false;
+  s->watchers = NULL;
+  s->n_watchers = s->cap_watchers = 0;
+  pthread_mutex_unlock(&s->watch_mu);
+  for (size_t i = 0; i < n; i++)
+    srv_call_unref(left[i]);
+  free(left);
+}
+
+/* on_close hook: leave the fan-out (no lock held by the caller). */
 static void srv__watch_close(srv_call *c)
 {
+  srv_server *s = c->srv;
   srv__watch *w = c->priv;
-  pthread_mutex_lock(&c->mu);
-  int h = w->handle;
-  w->handle = -1;
-  pthread_mutex_unlock(&c->mu);
-  if (h > 0) {
-    agent_manager_unsubscribe(w->mgr, h);
-    srv_call_unref(c); /* the subscription's reference */
+  bool was = false;
+  pthread_mutex_lock(&s->watch_mu);
+  if (w->listed) {
+    w->listed = false;
+    for (size_t i = 0; i < s->n_watchers; i++) {
+      if (s->watchers[i] == c) {
+        s->watchers[i] = s->watchers[--s->n_watchers];
+        was = true;
+        break;
+      }
+    }
   }
+  pthread_mutex_unlock(&s->watch_mu);
+  if (was)
+    srv_call_unref(c); /* the fan-out's reference */
 }
 
 void srv_watch_start(srv_call *c)
 {
   srv_server *s = c->srv;
-  size_t len = 0;
-  cleanup_free uint8_t *req = srv_bb_flatten(c->payload, &len);
   cmn_error err = {0};
+  /* c->req was flattened and its strings checked by srv__on_request. */
   cleanup_msg Ember__V1__WatchInstancesRequest *r =
-      req ? srv__unpack(&ember__v1__watch_instances_request__descriptor, req, len, &err) : NULL;
+      srv__unpack(&ember__v1__watch_instances_request__descriptor, c->req, c->req_len, &err);
   if (r == NULL) {
     srv_call_finish(c, NULL, CMN_INVALID_ARGUMENT,
                     err.msg[0] ? err.msg : "cannot read the request message");
     return;
   }
+  if (s->watch_sub <= 0) {
+    srv_call_finish(c, NULL, CMN_INTERNAL, "cannot subscribe to instance events");
+    return;
+  }
   srv__watch *w = cmn_calloc(1, sizeof(*w));
-  w->mgr = s->mgr;
   if (r->id[0] != '\0') {
     agent_instance_view v = {0};
     if (srv__check_id(r->id, &err) < 0 || agent_manager_get(s->mgr, r->id, &v, &err) < 0) {
@@ -812,20 +859,21 @@ void srv_watch_start(srv_call *c)
     return;
   srv_stream_register(c, SRV_STREAM_WATCH);
 
-  srv_call_ref(c); /* held by the subscription */
-  int h = agent_manager_subscribe(s->mgr, srv__watch_event, c);
+  /* Join the fan-out unless the client left meanwhile (srv__watch_close takes
+   * watch_mu too, so it either sees listed or ran before closed was set). */
+  pthread_mutex_lock(&s->watch_mu);
   pthread_mutex_lock(&c->mu);
-  bool gone = w->handle == -1 || c->closed || h <= 0;
-  if (!gone)
-    w->handle = h;
-  /* Headers go out only now: a client that has them knows it is subscribed. */
-  srv_stream_push_locked(c, NULL);
-  pthread_mutex_unlock(&c->mu);
-  if (gone) {
-    if (h > 0)
-      agent_manager_unsubscribe(s->mgr, h);
-    srv_call_unref(c);
-    if (h <= 0)
-      srv_call_finish(c, NULL, CMN_INTERNAL, "cannot subscribe to instance events");
+  if (!c->closed) {
+    if (s->n_watchers == s->cap_watchers) {
+      s->cap_watchers = s->cap_watchers ? 2 * s->cap_watchers : 16;
+      s->watchers = cmn_realloc(s->watchers, s->cap_watchers * sizeof(*s->watchers));
+    }
+    srv_call_ref(c);
+    s->watchers[s->n_watchers++] = c;
+    w->listed = true;
+    /* Headers go out only now: a client that has them knows it is subscribed. */
+    srv_stream_push_locked(c, NULL);
   }
+  pthread_mutex_unlock(&c->mu);
+  pthread_mutex_unlock(&s->watch_mu);
 }

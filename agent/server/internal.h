@@ -54,12 +54,16 @@ typedef struct srv_method {
   bool slow;          /* a lifecycle operation: run on its own detached thread */
   srv_unary_fn unary; /* SRV_UNARY */
   srv_stream_fn stream;
+  /* The request message (each received message for SRV_BIDI): its strings are
+   * checked on the wire by srv_request_check before anything decodes it. */
+  const ProtobufCMessageDescriptor *request;
 } srv_method;
 
 /* A queued outgoing message of a stream. */
 typedef struct srv_msg {
   struct srv_msg *next;
   grpc_byte_buffer *buf;
+  size_t len; /* bytes of buf, as counted in q_bytes */
 } srv_msg;
 
 /* Kinds of streams the server can end at shutdown. */
@@ -74,6 +78,8 @@ struct srv_call {
   grpc_metadata_array req_md;
   grpc_call_details details; /* catch-all only */
   grpc_byte_buffer *payload; /* request payload (unary, server stream) */
+  uint8_t *req;              /* the payload flattened and checked (srv__on_request) */
+  size_t req_len;
   atomic_int refs;
   int64_t start_us;
 
@@ -90,8 +96,10 @@ struct srv_call {
   bool has_status_md;
   grpc_byte_buffer *recv_buf; /* bidi: target of RECV_MESSAGE */
 
-  /* Streams: an outgoing queue with one send in flight. */
+  /* Streams: an outgoing queue with one send in flight; q_count and q_bytes
+   * count the queued messages (not the one in flight) for the O(1) bound. */
   srv_msg *q_head, *q_tail;
+  size_t q_count, q_bytes;
   bool sending;
   bool finishing;          /* send the final status once the queue drains */
   int final_code;
@@ -125,6 +133,16 @@ struct srv_server {
   int slow_threads;    /* lifecycle threads running */
   srv_call *streams;   /* watch and health-watch streams */
   bool serving;        /* health status */
+  atomic_size_t queue_freed; /* stream queue bytes freed since the last malloc_trim */
+
+  /* WatchInstances fan-out (instance.c): one manager subscription for the
+   * server; each event is serialized once and its byte buffer shared by every
+   * watcher's queue. Lock order: the manager's subscriber lock, watch_mu,
+   * then a call's mu. */
+  pthread_mutex_t watch_mu;
+  srv_call **watchers;    /* each holds a reference */
+  size_t n_watchers, cap_watchers;
+  int watch_sub;          /* manager subscription handle; 0: none */
   srv_tag t_shutdown;
 };
 
@@ -144,12 +162,20 @@ void srv_call_finish(srv_call *c, grpc_byte_buffer *msg, int code, const char *d
 /* Unary failure: like srv_call_finish with err's code and message, plus the
  * google.rpc error details of err (status_details.c) in the trailer. */
 void srv_call_finish_error(srv_call *c, const cmn_error *err);
-/* Streams: queue a message (ownership passes) and kick the sender. */
+/* Streams: queue a message (ownership passes) and kick the sender. When the
+ * queue of a stream (not a unary call) would exceed the server's bound, the
+ * call is ended at once with RESOURCE_EXHAUSTED (grpc_call_cancel_with_status,
+ * which reaches the client even while a send is blocked by flow control) and
+ * the queue is freed. */
 void srv_stream_push_locked(srv_call *c, grpc_byte_buffer *msg);
 /* Streams: end with a status after the queued messages. */
 void srv_stream_end_locked(srv_call *c, int code, const char *detail);
 /* Registers/unregisters a stream so shutdown can end it. */
 void srv_stream_register(srv_call *c, int kind);
+/* The one check every request message passes before it is decoded: its
+ * strings must be NUL-free strict UTF-8 (wire_check.h). Returns < 0 with
+ * INVALID_ARGUMENT naming the field. */
+int srv_request_check(const srv_method *m, const uint8_t *req, size_t len, cmn_error *err);
 /* Packs a protobuf-c message into a byte buffer / a malloc'ed buffer. */
 grpc_byte_buffer *srv_pack_bb(const ProtobufCMessage *m);
 int srv_pack(const ProtobufCMessage *m, uint8_t **out, size_t *len);
@@ -159,6 +185,11 @@ int64_t srv_now_us(void);
 
 /* ---- instance.c ---- */
 void srv_watch_start(srv_call *c);
+/* The WatchInstances fan-out: init subscribes once at server creation; fini
+ * unsubscribes and drops the references of watchers still listed (at free,
+ * after every call was cancelled); watch_mu is destroyed by the server. */
+void srv_watch_hub_init(srv_server *s);
+void srv_watch_hub_fini(srv_server *s);
 int srv_unary_create(srv_server *s, const uint8_t *req, size_t len, uint8_t **resp, size_t *rl,
                      cmn_error *err);
 int srv_unary_get(srv_server *s, const uint8_t *req, size_t len, uint8_t **resp, size_t *rl,

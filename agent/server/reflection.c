@@ -334,11 +334,14 @@ static void srv__refl_on_recv(srv_call *c, bool ok)
   size_t len = 0;
   cleanup_free uint8_t *data = srv_bb_flatten(bb, &len);
   grpc_byte_buffer_destroy(bb);
+  cmn_error err = {0};
+  bool bad = data == NULL || srv_request_check(c->method, data, len, &err) < 0;
   Grpc__Reflection__V1__ServerReflectionRequest *req =
-      data ? grpc__reflection__v1__server_reflection_request__unpack(NULL, len, data) : NULL;
+      bad ? NULL : grpc__reflection__v1__server_reflection_request__unpack(NULL, len, data);
   pthread_mutex_lock(&c->mu);
   if (req == NULL) {
-    srv_stream_end_locked(c, CMN_INVALID_ARGUMENT, "cannot decode ServerReflectionRequest");
+    srv_stream_end_locked(c, CMN_INVALID_ARGUMENT,
+                          err.msg[0] ? err.msg : "cannot decode ServerReflectionRequest");
   } else {
     grpc_byte_buffer *ans = srv__answer(c->srv->refl, req);
     srv_stream_push_locked(c, ans);

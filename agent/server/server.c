@@ -11,10 +11,15 @@
  * client has gone the response is just dropped by the core. */
 #define _GNU_SOURCE
 #include "agent/server/internal.h"
+#include "agent/server/wire_check.h"
 #include "common/cleanup.h"
 #include "common/files.h"
 #include "common/log.h"
 #include "common/mem.h"
+#include "ember/v1/instance.pb-c.h"
+#include "grpc/health/v1/health.pb-c.h"
+#include "grpc/reflection/v1/reflection.pb-c.h"
+#include "grpc/reflection/v1alpha/reflection.pb-c.h"
 
 #include <errno.h>
 #include <grpc/byte_buffer_reader.h>
@@ -23,6 +28,7 @@
 #include <grpc/support/alloc.h>
 #include <grpc/support/log.h>
 #include <grpc/support/time.h>
+#include <malloc.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -30,31 +36,47 @@
 #include <time.h>
 #include <unistd.h>
 
-/* Outgoing messages a stream may queue before the server gives up on a client
- * that does not read. */
-#define SRV_STREAM_QUEUE_MAX 4096
+/* Once this much stream queue data has been freed, the heap's free pages are
+ * given back to the system (malloc_trim): the queues are many small blocks,
+ * and without it RSS stays at its peak after stuck streams are gone. */
+#define SRV_TRIM_AFTER_BYTES (4 * 1024 * 1024)
 
 const srv_method srv_methods[] = {
-    {"/ember.v1.InstanceService/CreateInstance", SRV_UNARY, true, srv_unary_create, NULL},
-    {"/ember.v1.InstanceService/GetInstance", SRV_UNARY, false, srv_unary_get, NULL},
-    {"/ember.v1.InstanceService/ListInstances", SRV_UNARY, false, srv_unary_list, NULL},
-    {"/ember.v1.InstanceService/StartInstance", SRV_UNARY, true, srv_unary_start, NULL},
-    {"/ember.v1.InstanceService/StopInstance", SRV_UNARY, true, srv_unary_stop, NULL},
-    {"/ember.v1.InstanceService/PauseInstance", SRV_UNARY, true, srv_unary_pause, NULL},
-    {"/ember.v1.InstanceService/ResumeInstance", SRV_UNARY, true, srv_unary_resume, NULL},
-    {"/ember.v1.InstanceService/StandbyInstance", SRV_UNARY, true, srv_unary_standby, NULL},
-    {"/ember.v1.InstanceService/RestoreInstance", SRV_UNARY, true, srv_unary_restore, NULL},
-    {"/ember.v1.InstanceService/DeleteInstance", SRV_UNARY, true, srv_unary_delete, NULL},
-    {"/ember.v1.InstanceService/ListHypervisors", SRV_UNARY, false, srv_unary_list_hypervisors,
-     NULL},
-    {"/ember.v1.InstanceService/WatchInstances", SRV_SERVER_STREAM, false, NULL,
-     srv_watch_start},
-    {"/grpc.health.v1.Health/Check", SRV_UNARY, false, srv_unary_health_check, NULL},
-    {"/grpc.health.v1.Health/Watch", SRV_SERVER_STREAM, false, NULL, srv_health_watch_start},
+#define SRV_M(name, kind, slow, unary, stream, req)                                            \
+  {"/ember.v1.InstanceService/" name, kind, slow, unary, stream, &req}
+    SRV_M("CreateInstance", SRV_UNARY, true, srv_unary_create, NULL,
+          ember__v1__create_instance_request__descriptor),
+    SRV_M("GetInstance", SRV_UNARY, false, srv_unary_get, NULL,
+          ember__v1__get_instance_request__descriptor),
+    SRV_M("ListInstances", SRV_UNARY, false, srv_unary_list, NULL,
+          ember__v1__list_instances_request__descriptor),
+    SRV_M("StartInstance", SRV_UNARY, true, srv_unary_start, NULL,
+          ember__v1__start_instance_request__descriptor),
+    SRV_M("StopInstance", SRV_UNARY, true, srv_unary_stop, NULL,
+          ember__v1__stop_instance_request__descriptor),
+    SRV_M("PauseInstance", SRV_UNARY, true, srv_unary_pause, NULL,
+          ember__v1__pause_instance_request__descriptor),
+    SRV_M("ResumeInstance", SRV_UNARY, true, srv_unary_resume, NULL,
+          ember__v1__resume_instance_request__descriptor),
+    SRV_M("StandbyInstance", SRV_UNARY, true, srv_unary_standby, NULL,
+          ember__v1__standby_instance_request__descriptor),
+    SRV_M("RestoreInstance", SRV_UNARY, true, srv_unary_restore, NULL,
+          ember__v1__restore_instance_request__descriptor),
+    SRV_M("DeleteInstance", SRV_UNARY, true, srv_unary_delete, NULL,
+          ember__v1__delete_instance_request__descriptor),
+    SRV_M("ListHypervisors", SRV_UNARY, false, srv_unary_list_hypervisors, NULL,
+          ember__v1__list_hypervisors_request__descriptor),
+    SRV_M("WatchInstances", SRV_SERVER_STREAM, false, NULL, srv_watch_start,
+          ember__v1__watch_instances_request__descriptor),
+#undef SRV_M
+    {"/grpc.health.v1.Health/Check", SRV_UNARY, false, srv_unary_health_check, NULL,
+     &grpc__health__v1__health_check_request__descriptor},
+    {"/grpc.health.v1.Health/Watch", SRV_SERVER_STREAM, false, NULL, srv_health_watch_start,
+     &grpc__health__v1__health_check_request__descriptor},
     {"/grpc.reflection.v1.ServerReflection/ServerReflectionInfo", SRV_BIDI, false, NULL,
-     srv_reflection_start},
+     srv_reflection_start, &grpc__reflection__v1__server_reflection_request__descriptor},
     {"/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo", SRV_BIDI, false, NULL,
-     srv_reflection_start},
+     srv_reflection_start, &grpc__reflection__v1alpha__server_reflection_request__descriptor},
 };
 const size_t srv_n_methods = sizeof(srv_methods) / sizeof(srv_methods[0]);
 
@@ -116,6 +138,13 @@ uint8_t *srv_bb_flatten(grpc_byte_buffer *bb, size_t *len)
   return out;
 }
 
+int srv_request_check(const srv_method *m, const uint8_t *req, size_t len, cmn_error *err)
+{
+  if (m == NULL || m->request == NULL)
+    return 0;
+  return srv_wire_check(m->request, req, len, err);
+}
+
 /* ---- calls ---- */
 
 /* gRPC hands our tags between threads through the completion queue, which
@@ -137,6 +166,7 @@ void __tsan_release(void *addr);
 static void srv__on_request(srv_call *c, bool ok);
 static void srv__on_close(srv_call *c, bool ok);
 static void srv__on_send(srv_call *c, bool ok);
+static size_t srv__queue_free_locked(srv_call *c);
 
 static srv_call *srv__call_new(srv_server *s, int idx)
 {
@@ -171,16 +201,12 @@ void srv_call_unref(srv_call *c)
   grpc_call_details_destroy(&c->details);
   if (c->payload != NULL)
     grpc_byte_buffer_destroy(c->payload);
+  free(c->req);
   if (c->recv_buf != NULL)
     grpc_byte_buffer_destroy(c->recv_buf);
   if (c->send_buf != NULL)
     grpc_byte_buffer_destroy(c->send_buf);
-  for (srv_msg *m = c->q_head, *n; m != NULL; m = n) {
-    n = m->next;
-    if (m->buf != NULL)
-      grpc_byte_buffer_destroy(m->buf);
-    free(m);
-  }
+  srv__queue_free_locked(c); /* normally emptied by srv__on_close already */
   if (c->has_status_details)
     grpc_slice_unref(c->status_details);
   if (c->has_status_md) {
@@ -245,6 +271,8 @@ static void srv__kick_locked(srv_call *c)
     c->q_head = m->next;
     if (c->q_head == NULL)
       c->q_tail = NULL;
+    c->q_count--;
+    c->q_bytes -= m->len;
     if (m->buf != NULL) {
       c->send_buf = m->buf;
       ops[n].op = GRPC_OP_SEND_MESSAGE;
@@ -282,6 +310,61 @@ static void srv__kick_locked(srv_call *c)
   }
 }
 
+/* Frees the queued messages of c; returns the bytes freed. */
+static size_t srv__queue_free_locked(srv_call *c)
+{
+  size_t bytes = c->q_bytes;
+  for (srv_msg *m = c->q_head, *n; m != NULL; m = n) {
+    n = m->next;
+    if (m->buf != NULL)
+      grpc_byte_buffer_destroy(m->buf);
+    free(m);
+  }
+  c->q_head = c->q_tail = NULL;
+  c->q_count = 0;
+  c->q_bytes = 0;
+  return bytes;
+}
+
+/* The client of stream c does not take its messages: end the call now with
+ * RESOURCE_EXHAUSTED and free what waits for it. A status queued behind the
+ * messages could not pass a send blocked by flow control; cancelling with a
+ * status sends it as trailers (not flow controlled) and completes the blocked
+ * send, and RECV_CLOSE then releases the stream's subscription. */
+static void srv__stream_overflow_locked(srv_call *c, size_t dropped)
+{
+  char *msg;
+  if (c->stream_kind == SRV_STREAM_WATCH)
+    msg = cmn_asprintf("watch fell behind: %zu events not delivered; list and watch again",
+                       dropped);
+  else
+    msg = cmn_asprintf("the client does not read its responses: %zu messages not delivered",
+                       dropped);
+  size_t freed = srv__queue_free_locked(c);
+  c->finishing = true;
+  c->status_sent = true; /* nothing more is started on this call */
+  c->final_code = CMN_RESOURCE_EXHAUSTED;
+  free(c->final_msg);
+  c->final_msg = msg;
+  srv_metrics_rpc_done_locked(c, CMN_RESOURCE_EXHAUSTED);
+  cmn_info(NULL, "rpc", "method=%s status=RESOURCE_EXHAUSTED detail=%s (%zu queued bytes freed)",
+           srv__call_path(c), msg, freed);
+  grpc_call_cancel_with_status(c->call, GRPC_STATUS_RESOURCE_EXHAUSTED, msg, NULL);
+  /* The trim itself waits for srv__on_close, which follows the cancel and
+   * runs without locks (this may run inside the manager's event fan-out). */
+  atomic_fetch_add(&c->srv->queue_freed, freed);
+}
+
+/* Gives freed heap pages back once enough queue data was freed. No lock held. */
+static void srv__maybe_trim(srv_server *s)
+{
+  if (atomic_load(&s->queue_freed) < SRV_TRIM_AFTER_BYTES)
+    return;
+  size_t freed = atomic_exchange(&s->queue_freed, 0);
+  if (freed >= SRV_TRIM_AFTER_BYTES)
+    malloc_trim(0);
+}
+
 void srv_stream_push_locked(srv_call *c, grpc_byte_buffer *msg)
 {
   if (c->closed || c->status_sent || c->finishing) {
@@ -289,18 +372,26 @@ void srv_stream_push_locked(srv_call *c, grpc_byte_buffer *msg)
       grpc_byte_buffer_destroy(msg);
     return;
   }
-  size_t qlen = 0;
-  for (srv_msg *m = c->q_head; m != NULL && qlen <= SRV_STREAM_QUEUE_MAX; m = m->next)
-    qlen++;
-  if (qlen >= SRV_STREAM_QUEUE_MAX) {
+  size_t len = msg != NULL ? grpc_byte_buffer_length(msg) : 0;
+  const srv_options *o = &c->srv->opts;
+  size_t max_msgs = o->stream_queue_messages ? o->stream_queue_messages
+                                             : SRV_STREAM_QUEUE_MESSAGES;
+  size_t max_bytes = o->stream_queue_bytes ? o->stream_queue_bytes : SRV_STREAM_QUEUE_BYTES;
+  /* A unary call queues its one response; a stream's first message always
+   * fits, however large. */
+  bool stream = c->method != NULL && c->method->kind != SRV_UNARY;
+  if (stream && c->q_count > 0 &&
+      (c->q_count >= max_msgs || c->q_bytes + len > max_bytes)) {
     if (msg != NULL)
       grpc_byte_buffer_destroy(msg);
-    srv_stream_end_locked(c, CMN_RESOURCE_EXHAUSTED,
-                          "the client reads too slowly: more than 4096 messages queued");
+    srv__stream_overflow_locked(c, c->q_count + 1);
     return;
   }
   srv_msg *m = cmn_calloc(1, sizeof(*m));
   m->buf = msg;
+  m->len = len;
+  c->q_count++;
+  c->q_bytes += len;
   if (c->q_tail != NULL)
     c->q_tail->next = m;
   else
@@ -410,8 +501,12 @@ static void srv__stream_unregister(srv_call *c)
 
 static void srv__on_close(srv_call *c, bool ok)
 {
+  srv_server *s = c->srv;
   pthread_mutex_lock(&c->mu);
   c->closed = true;
+  /* Nothing queued will be delivered any more: free it now, not when the
+   * last reference goes. */
+  atomic_fetch_add(&s->queue_freed, srv__queue_free_locked(c));
   void (*hook)(srv_call *) = c->on_close;
   c->on_close = NULL;
   bool early = !c->status_sent;
@@ -425,6 +520,7 @@ static void srv__on_close(srv_call *c, bool ok)
     hook(c);
   srv__stream_unregister(c);
   srv_call_unref(c);
+  srv__maybe_trim(s);
 }
 
 /* ---- dispatch ---- */
@@ -435,8 +531,8 @@ typedef struct srv__slow_arg {
 
 static void srv__run_unary(srv_call *c)
 {
-  size_t len = 0;
-  cleanup_free uint8_t *req = srv_bb_flatten(c->payload, &len);
+  const uint8_t *req = c->req; /* checked by srv__on_request */
+  size_t len = c->req_len;
   cleanup_free uint8_t *resp = NULL;
   size_t resp_len = 0;
   cmn_error err = {0};
@@ -444,10 +540,7 @@ static void srv__run_unary(srv_call *c)
   srv_op_probe probe;
   srv_metrics_unary_begin(c, req, len, &probe);
   int64_t t0 = srv_now_us();
-  if (req == NULL)
-    r = cmn_err_set(&err, CMN_INVALID_ARGUMENT, "cannot read the request message");
-  else
-    r = c->method->unary(c->srv, req, len, &resp, &resp_len, &err);
+  r = c->method->unary(c->srv, req, len, &resp, &resp_len, &err);
   srv_metrics_unary_end(c, &probe, r < 0 ? (err.code != CMN_OK ? err.code : CMN_INTERNAL) : 0,
                         srv_now_us() - t0);
   /* The one place where an error becomes a gRPC status: cmn codes are gRPC codes. */
@@ -496,7 +589,18 @@ static void srv__on_request(srv_call *c, bool ok)
   srv_call_batch_locked(c, &close_op, 1, &c->t_close);
   pthread_mutex_unlock(&c->mu);
 
-  if (c->method == NULL) {
+  cmn_error err = {0};
+  if (c->method != NULL && c->method->kind != SRV_BIDI) {
+    c->req = srv_bb_flatten(c->payload, &c->req_len);
+    if (c->req == NULL)
+      cmn_err_set(&err, CMN_INVALID_ARGUMENT, "cannot read the request message");
+    else
+      srv_request_check(c->method, c->req, c->req_len, &err);
+  }
+  if (err.code != CMN_OK) {
+    cmn_debug(NULL, "rpc", "method=%s refused before decoding: %s", c->method->path, err.msg);
+    srv_call_finish(c, NULL, err.code, err.msg);
+  } else if (c->method == NULL) {
     char *path = grpc_slice_to_c_string(c->details.method);
     char *msg = cmn_asprintf("unknown method %s", path);
     gpr_free(path);
@@ -671,6 +775,7 @@ srv_server *srv_server_create(const srv_options *opts, agent_manager *mgr, cmn_e
   s->refl = srv_reflection_create(err);
   if (s->refl == NULL)
     goto fail_refl;
+  srv_watch_hub_init(s);
 
   grpc_arg args[2];
   args[0].type = GRPC_ARG_INTEGER;
@@ -751,6 +856,8 @@ fail_server:
   grpc_completion_queue_destroy(s->cq);
   free(s->registered);
   srv_reflection_free(s->refl);
+  srv_watch_hub_fini(s);
+  pthread_mutex_destroy(&s->watch_mu);
 fail_refl:
   pthread_mutex_destroy(&s->mu);
   pthread_cond_destroy(&s->cv);
@@ -827,6 +934,8 @@ void srv_server_free(srv_server *s)
    * of finished calls may still wait on a client that stopped reading:
    * cancelling releases them now instead of at the transport's own timeout. */
   grpc_server_cancel_all_calls(s->server);
+  /* No more events; watchers still listed are released. */
+  srv_watch_hub_fini(s);
   /* Lifecycle operations run to their end; their calls hold references. */
   pthread_mutex_lock(&s->mu);
   if (s->slow_threads > 0)
@@ -860,6 +969,7 @@ void srv_server_free(srv_server *s)
   srv_reflection_free(s->refl);
   free(s->registered);
   free(s->workers);
+  pthread_mutex_destroy(&s->watch_mu);
   pthread_mutex_destroy(&s->mu);
   pthread_cond_destroy(&s->cv);
   free(s);

@@ -1,5 +1,10 @@
 # agent/server: the gRPC layer (ember_server) and the emberd executable.
 # Included from agent/CMakeLists.txt.
+# The wire check of request strings needs only protobuf-c: its own library so
+# its unit test links it alone.
+add_library(ember_wire_check STATIC ${CMAKE_CURRENT_LIST_DIR}/wire_check.c)
+target_link_libraries(ember_wire_check PUBLIC ember_common ${PROTOBUF_C_LIB})
+
 add_library(ember_server STATIC
   ${CMAKE_CURRENT_LIST_DIR}/server.c
   ${CMAKE_CURRENT_LIST_DIR}/instance.c
@@ -7,7 +12,7 @@ add_library(ember_server STATIC
   ${CMAKE_CURRENT_LIST_DIR}/reflection.c
   ${CMAKE_CURRENT_LIST_DIR}/rpc_metrics.c
   ${CMAKE_CURRENT_LIST_DIR}/status_details.c)
-target_link_libraries(ember_server PUBLIC ember_agent ember_proto ${GRPC_LIB} ${GPR_LIB}
+target_link_libraries(ember_server PUBLIC ember_agent ember_wire_check ember_proto ${GRPC_LIB} ${GPR_LIB}
                       Threads::Threads)
 
 # Config parsing is its own library so the unit test links it without the server.

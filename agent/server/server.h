@@ -28,7 +28,18 @@ typedef struct srv_options {
   const char *tls_client_ca; /* requires and verifies client certificates (mTLS) */
   bool insecure_tcp;         /* allow plaintext TCP */
   struct agent_metrics *metrics; /* agent/metrics_agent.h; NULL: no RPC metrics */
+  /* Bound of each stream's outgoing queue (WatchInstances, Health/Watch,
+   * reflection): messages and bytes not yet taken by the transport. A client
+   * that lets more pile up (it does not read) is ended at once with
+   * RESOURCE_EXHAUSTED and its queue freed; a WatchInstances client is told
+   * "watch fell behind: N events not delivered; list and watch again".
+   * 0 selects the default (SRV_STREAM_QUEUE_MESSAGES / _BYTES). */
+  size_t stream_queue_messages;
+  size_t stream_queue_bytes;
 } srv_options;
+
+#define SRV_STREAM_QUEUE_MESSAGES 256
+#define SRV_STREAM_QUEUE_BYTES (256 * 1024)
 
 typedef struct srv_server srv_server;
 

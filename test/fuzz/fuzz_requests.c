@@ -12,6 +12,11 @@
  * (Stopped, Running, Paused, Standby, and a Stopped qemu one).
  *
  * Invariants (abort on violation; ASan/UBSan/LSan catch the rest):
+ * - a request whose raw bytes hold a string field with a NUL byte or invalid
+ *   UTF-8 (srv_fuzz_request_check, emberd's own check) is refused by the
+ *   handler path with INVALID_ARGUMENT and that check's message (naming the
+ *   field), before any decoding; such an input is dispatched as it is (never
+ *   re-encoded or skipped, which would launder the string);
  * - a rejected request returns a client-side status (INVALID_ARGUMENT,
  *   NOT_FOUND, ALREADY_EXISTS, FAILED_PRECONDITION, UNIMPLEMENTED,
  *   RESOURCE_EXHAUSTED) with a message, and changes nothing: the data dir
@@ -490,10 +495,17 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
   size_t len = size - 1;
   uint8_t *repacked = NULL;
 
+  /* Strings the server's wire check refuses: the handler path must refuse
+   * the raw bytes the same way (and nothing may change, below). */
+  cmn_error wire_err = {0};
+  bool wire_bad = srv_fuzz_request_check(z->f, mi, req, len, &wire_err) < 0;
+
   /* Where a request could start a VMM, only testvm may get one. */
   agent_op op = fz_op_of(m);
   agent_state before_state = AGENT_STATE_UNSPECIFIED;
-  if (op != AGENT_OP_NONE) {
+  if (wire_bad) {
+    /* Dispatched as received: decoding it here would cut it at the NUL. */
+  } else if (op != AGENT_OP_NONE) {
     Ember__V1__GetInstanceRequest *r = ember__v1__get_instance_request__unpack(NULL, len, req);
     if (r != NULL) {
       agent_instance_view v = {0};
@@ -536,6 +548,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
   cmn_error err = {0};
   int rc = srv_fuzz_dispatch(z->f, mi, req, len, &resp, &rl, &err);
 
+  if (wire_bad && (rc >= 0 || err.code != CMN_INVALID_ARGUMENT ||
+                   strcmp(err.msg, wire_err.msg) != 0))
+    fz_die("%s: a string the wire check refuses (%s) reached the handler: answered %s (%s)", m,
+           wire_err.msg, rc < 0 ? cmn_code_name(err.code) : "OK", rc < 0 ? err.msg : "");
   if (rc < 0) {
     z->rejected++;
     if (!fz_code_ok(err.code))

@@ -54,6 +54,44 @@ def raw_string_field(num, data):
     return varint((num << 3) | 2) + varint(len(data)) + data
 
 
+# A placeholder string and what replaces its bytes (same length): the
+# fixture's name followed by a NUL, or broken UTF-8.
+PLACEHOLDER = "t-running-x"
+HOSTILE = [("nul", b"t-running\x00x"), ("overlong", b"t-run\xc0\x80ng-x"),
+           ("surrogate", b"t-ru\xed\xa0\x80ng-x"), ("ff", b"t-running\xffx")]
+
+
+def string_paths(desc, prefix=(), depth=0):
+    """Tuples of field descriptors from desc down to each string field."""
+    from google.protobuf.descriptor import FieldDescriptor as FD
+    if depth > 8:
+        return
+    for f in desc.fields:
+        if f.type == FD.TYPE_STRING:
+            yield prefix + (f,)
+        elif f.type == FD.TYPE_MESSAGE:
+            yield from string_paths(f.message_type, prefix + (f,), depth + 1)
+
+
+def set_path(msg, path, value):
+    """msg.<path> = value, using the first element of repeated fields."""
+    from google.protobuf.descriptor import FieldDescriptor as FD
+    f = path[0]
+    rep = f.label == FD.LABEL_REPEATED
+    if len(path) == 1:
+        if rep:
+            getattr(msg, f.name).append(value)
+        else:
+            setattr(msg, f.name, value)
+        return
+    if rep:
+        r = getattr(msg, f.name)
+        sub = r[0] if len(r) else r.add()
+    else:
+        sub = getattr(msg, f.name)
+    set_path(sub, path[1:], value)
+
+
 def main():
     pb = load_pb()
     out = os.path.abspath(sys.argv[1] if len(sys.argv) > 1 else os.path.join(HERE, "corpus"))
@@ -187,6 +225,27 @@ def main():
         raw_string_field(1, b"t-running"))
     add("junk-huge-length", "CreateInstance", varint((1 << 3) | 2) + varint(2**62))
     add("junk-empty", "GetInstance", b"")
+
+    # Every string field of every request (walked from the descriptors, so a
+    # new field gets seeds too) holding a NUL byte, then invalid UTF-8, in an
+    # otherwise meaningful request: emberd must refuse each with
+    # INVALID_ARGUMENT naming the field, before decoding.
+    svc = pb.DESCRIPTOR.services_by_name["InstanceService"]
+    assert [m.name for m in svc.methods] == METHODS, "METHODS is out of step with the .proto"
+    for method in svc.methods:
+        for path in string_paths(method.input_type):
+            if method.name == "CreateInstance":
+                msg = pb.CreateInstanceRequest(
+                    name="new-1", spec=spec(disks=["/etc/passwd"], nics=[("tap0", "")]))
+            else:
+                msg = getattr(pb, method.input_type.name)()
+                if "id" in method.input_type.fields_by_name:
+                    msg.id = "t-running"
+            set_path(msg, path, PLACEHOLDER)
+            wire = msg.SerializeToString()
+            for label, bad in HOSTILE:
+                add("%s-%s-%s" % (method.name, ".".join(f.name for f in path), label),
+                    method.name, wire.replace(PLACEHOLDER.encode(), bad))
 
     if os.path.isdir(out):
         shutil.rmtree(out)

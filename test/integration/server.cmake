@@ -42,3 +42,26 @@ set_tests_properties(integration_api_conventions PROPERTIES
   TIMEOUT 300
   SKIP_RETURN_CODE 77
   ENVIRONMENT "EMBERD_BIN=$<TARGET_FILE:emberd>;EMBER_PYTHON_DIR=${CMAKE_BINARY_DIR}/python")
+
+# Every string field of every request (derived from the descriptors) with a
+# NUL byte or invalid UTF-8: INVALID_ARGUMENT naming the field, nothing changed.
+add_test(NAME integration_hostile_strings
+         COMMAND /usr/bin/python3 ${CMAKE_CURRENT_SOURCE_DIR}/integration/test_hostile_strings.py)
+set_tests_properties(integration_hostile_strings PROPERTIES
+  LABELS "integration;sanitize"
+  TIMEOUT 300
+  SKIP_RETURN_CODE 77
+  ENVIRONMENT "EMBERD_BIN=$<TARGET_FILE:emberd>;EMBER_PYTHON_DIR=${CMAKE_BINARY_DIR}/python")
+
+# WatchInstances clients that never read (300 of them, tiny HTTP/2 windows)
+# while instances are created and deleted: emberd's memory stays bounded, each
+# stuck stream ends with RESOURCE_EXHAUSTED "watch fell behind: ...", a reading
+# watcher gets every event, RSS returns near the baseline. Memory figures are
+# asserted, so not under the sanitizers (their allocators change RSS).
+add_test(NAME integration_watch_backpressure
+         COMMAND /usr/bin/python3 -u ${CMAKE_CURRENT_SOURCE_DIR}/integration/test_watch_backpressure.py)
+set_tests_properties(integration_watch_backpressure PROPERTIES
+  LABELS "integration"
+  TIMEOUT 600
+  SKIP_RETURN_CODE 77
+  ENVIRONMENT "EMBERD_BIN=$<TARGET_FILE:emberd>;EMBER_PYTHON_DIR=${CMAKE_BINARY_DIR}/python")
