@@ -984,9 +984,11 @@ static void mgr_check_exit(agent_manager *m, mgr_instance *inst)
   bool live_state = !inst->deleted && (inst->rec.view.state == AGENT_STATE_RUNNING ||
                                        inst->rec.view.state == AGENT_STATE_PAUSED);
   pthread_mutex_unlock(&m->mu);
-  if (live_state && inst->vm.proc.pid > 0 && !cmn_proc_alive(&inst->vm.proc)) {
-    int status = 0;
-    cmn_proc_wait(&inst->vm.proc, 0, &status);
+  int status = 0;
+  /* A VMM that has ended is reaped before the instance forgets it; one that is
+   * still exiting (not yet waitable) is looked at again on the next tick. */
+  if (live_state && inst->vm.proc.pid > 0 && !cmn_proc_alive(&inst->vm.proc) &&
+      cmn_proc_wait(&inst->vm.proc, MANAGER_MONITOR_MS, &status) == 0) {
     agent_record r = {0};
     mgr_snapshot_record(m, inst, &r);
     cleanup_free char *msg =

@@ -1,0 +1,17 @@
+# Reliability 2 (issue 9): every child of emberd is reaped (a long mixed run
+# with failures, then a count of emberd's defunct children), the status code
+# table of docs/errors.md against the real API, and calls on other instances
+# never waiting behind one instance's slow operation. The Firecracker contract
+# fake is the cheap VMM; QEMU parts use the Linux test guest (noted and left
+# out when it is absent).
+set(REL2_DIR ${CMAKE_CURRENT_LIST_DIR})
+set(REL2_FAKE ${CMAKE_CURRENT_LIST_DIR}/../fakes/firecracker_fake.py)
+set(REL2_ENV
+  "EMBERD_BIN=$<TARGET_FILE:emberd>"
+  "EMBER_PYTHON_DIR=${CMAKE_BINARY_DIR}/python"
+  "EMBER_TEST_GUEST_DIR=${CMAKE_BINARY_DIR}/guests/linux")
+add_test(NAME reliability_reaping
+         COMMAND /usr/bin/python3 ${REL2_DIR}/test_reaping.py ${REL2_FAKE})
+set_tests_properties(reliability_reaping PROPERTIES
+  LABELS "integration;qemu;reliability" TIMEOUT 900 SKIP_RETURN_CODE 77
+  RESOURCE_LOCK ember_qemu_guests ENVIRONMENT "${REL2_ENV}")
