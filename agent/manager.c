@@ -1,7 +1,9 @@
 /* manager.c: the instance manager (see manager.h and DESIGN.md §3).
  *
  * Locking: m->mu guards the instance table, every instance's committed record
- * and the subscriber list; it is held only for short copies and commits. Each
+ * and the names of creates in progress; it is held only for short copies and
+ * commits, never across I/O or a VMM call (so that no call waits behind
+ * another instance's slow operation or a slow disk). Each
  * instance has an op_lock held for a whole lifecycle operation, which alone
  * touches inst->vm (the VMM process and driver connection). Lock order:
  * op_lock before mu. Events are delivered under m->subs_mu after mu is
@@ -62,6 +64,10 @@ struct agent_manager {
   mgr_instance **insts;
   size_t n_insts;
   size_t cap_insts;
+  /* Names of creates writing their folder (outside mu): reserved so that two
+   * creates of one name cannot both succeed, and counted for admission. */
+  char **creating;
+  size_t n_creating;
 
   pthread_mutex_t subs_mu;
   mgr_sub *subs;
@@ -593,6 +599,51 @@ static char *mgr_new_id(void)
                       b[6], b[7]);
 }
 
+/* Reserves name for a create in progress: ALREADY_EXISTS when an instance or
+ * another create has it, RESOURCE_EXHAUSTED when the host is full. */
+static int mgr_reserve_name(agent_manager *m, const char *name, cmn_error *err)
+{
+  int rc = -1;
+  pthread_mutex_lock(&m->mu);
+  for (size_t i = 0; i < m->n_insts; i++) {
+    if (strcmp(m->insts[i]->rec.view.name, name) == 0) {
+      cmn_err_set(err, CMN_ALREADY_EXISTS, "an instance named %s already exists (%s)", name,
+                  m->insts[i]->rec.view.id);
+      goto out;
+    }
+  }
+  for (size_t i = 0; i < m->n_creating; i++) {
+    if (strcmp(m->creating[i], name) == 0) {
+      cmn_err_set(err, CMN_ALREADY_EXISTS, "an instance named %s is being created", name);
+      goto out;
+    }
+  }
+  if (m->n_insts + m->n_creating >= (size_t)m->max_instances) {
+    cmn_err_set(err, CMN_RESOURCE_EXHAUSTED, "this host already has %zu instances (limit %d)",
+                m->n_insts + m->n_creating, m->max_instances);
+    goto out;
+  }
+  m->creating = cmn_realloc(m->creating, (m->n_creating + 1) * sizeof *m->creating);
+  m->creating[m->n_creating++] = cmn_strdup(name);
+  rc = 0;
+out:
+  pthread_mutex_unlock(&m->mu);
+  return rc;
+}
+
+static void mgr_release_name_locked(agent_manager *m, const char *name)
+{
+  for (size_t i = 0; i < m->n_creating; i++) {
+    if (strcmp(m->creating[i], name) == 0) {
+      free(m->creating[i]);
+      memmove(&m->creating[i], &m->creating[i + 1],
+              (m->n_creating - i - 1) * sizeof *m->creating);
+      m->n_creating--;
+      return;
+    }
+  }
+}
+
 int agent_manager_create_instance(agent_manager *m, const char *name, const char *hypervisor,
                                   const vmm_spec *spec, bool start, agent_instance_view *out,
                                   cmn_error *err)
@@ -620,37 +671,30 @@ int agent_manager_create_instance(agent_manager *m, const char *name, const char
   rec.view.console_log_path = cmn_asprintf("%s/console.log", dir);
   rec.view.created_at_us = rec.view.updated_at_us = cmn_wall_us();
 
-  /* Name check, admission and the folder happen under mu so two creates of
-   * one name cannot both succeed. */
-  pthread_mutex_lock(&m->mu);
+  /* Name check and admission under mu, with the name reserved; the folder and
+   * its durable record are written outside mu (fsyncs can take seconds on a
+   * busy disk, and mu must never wait for I/O: every Get and List takes it). */
+  if (mgr_reserve_name(m, name, err) < 0) {
+    agent_record_free(&rec);
+    return -1;
+  }
   int rc = -1;
   mgr_instance *inst = NULL;
-  for (size_t i = 0; i < m->n_insts; i++) {
-    if (strcmp(m->insts[i]->rec.view.name, name) == 0) {
-      cmn_err_set(err, CMN_ALREADY_EXISTS, "an instance named %s already exists (%s)", name,
-                  m->insts[i]->rec.view.id);
-      goto unlock;
-    }
-  }
-  if (m->n_insts >= (size_t)m->max_instances) {
-    cmn_err_set(err, CMN_RESOURCE_EXHAUSTED, "this host already has %zu instances (limit %d)",
-                m->n_insts, m->max_instances);
-    goto unlock;
-  }
   if (mkdir(dir, 0750) < 0) {
     cmn_err_errno(err, CMN_INTERNAL, errno, "create %s", dir);
-    goto unlock;
-  }
-  if (agent_record_save(dir, &rec, err) < 0 || cmn_fsync_parent(dir, err) < 0) {
+  } else if (agent_record_save(dir, &rec, err) < 0 || cmn_fsync_parent(dir, err) < 0) {
     cmn_error e2 = {0};
     cmn_rm_rf(dir, &e2);
-    goto unlock;
+  } else {
+    inst = mgr_instance_new(&rec, dir, entry);
+    rc = 0;
   }
-  inst = mgr_instance_new(&rec, dir, entry);
-  mgr_insert_locked(m, inst);
-  inst->refs++; /* ours, until the end of this function */
-  rc = 0;
-unlock:
+  pthread_mutex_lock(&m->mu);
+  mgr_release_name_locked(m, name);
+  if (inst != NULL) {
+    mgr_insert_locked(m, inst);
+    inst->refs++; /* ours, until the end of this function */
+  }
   pthread_mutex_unlock(&m->mu);
   agent_record_free(&rec);
   if (rc < 0)
@@ -1102,6 +1146,7 @@ void agent_manager_free(agent_manager *m)
     mgr_instance_free(m->insts[i]);
   }
   free(m->insts);
+  free(m->creating);
   free(m->subs);
   pthread_mutex_destroy(&m->mu);
   pthread_mutex_destroy(&m->subs_mu);

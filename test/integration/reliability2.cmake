@@ -15,3 +15,13 @@ add_test(NAME reliability_reaping
 set_tests_properties(reliability_reaping PROPERTIES
   LABELS "integration;qemu;reliability" TIMEOUT 900 SKIP_RETURN_CODE 77
   RESOURCE_LOCK ember_qemu_guests ENVIRONMENT "${REL2_ENV}")
+
+# Calls on other instances complete before one instance's slow operation ends:
+# a frozen data file system (root: loop-mounted ext4 + fsfreeze) under a Create
+# and a Delete, and a SIGSTOPped QEMU under a Delete and a Stop. Ordering
+# assertions only. Parts that cannot run here are named; 77 when none can.
+add_test(NAME reliability_isolation
+         COMMAND /usr/bin/python3 ${REL2_DIR}/test_isolation.py ${REL2_FAKE})
+set_tests_properties(reliability_isolation PROPERTIES
+  LABELS "integration;qemu;reliability" TIMEOUT 600 SKIP_RETURN_CODE 77
+  RESOURCE_LOCK ember_qemu_guests ENVIRONMENT "${REL2_ENV}")

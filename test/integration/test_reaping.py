@@ -30,6 +30,7 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
+sys.path.insert(0, os.path.join(HERE, "..", "guests"))
 
 import grpc  # noqa: E402
 
@@ -163,7 +164,7 @@ def main():
 
         if guest is not None:
             kernel, initrd = guest
-            from test_crash_points import linux_cmdline
+            from guest_shell import linux_cmdline
             qspec = d.make_spec(hypervisor="qemu", vcpus=1, memory_mib=128, kernel=kernel,
                                 initrd=initrd, cmdline=linux_cmdline())
             for r in range(max(1, rounds // 3)):
