@@ -35,6 +35,8 @@
 #define MANAGER_DEFAULT_MAX 256
 #define MANAGER_DEFAULT_STOP_MS 10000
 #define MANAGER_MONITOR_MS 200
+/* status_message of a state whose record could not be saved (docs/errors.md). */
+#define MANAGER_UNSAVED "the record of this state is not saved yet"
 
 typedef struct mgr_instance {
   pthread_mutex_t op_lock;
@@ -44,6 +46,7 @@ typedef struct mgr_instance {
   const vmm_entry *entry;/* driver; immutable */
   int refs;              /* guarded by m->mu */
   bool deleted;          /* guarded by m->mu */
+  bool record_dirty;     /* the committed record is not on disk; guarded by op_lock */
 } mgr_instance;
 
 typedef struct mgr_sub {
@@ -257,24 +260,46 @@ void agent_manager_unsubscribe(agent_manager *m, int handle)
 
 /* ---- commits --------------------------------------------------------------- */
 
+static void mgr_set_status(agent_record *r, const char *msg)
+{
+  char *copy = cmn_strdup(msg);
+  free(r->view.status_message);
+  r->view.status_message = copy;
+}
+
 /* Persists a new committed record for inst (caller holds op_lock), then makes
- * it visible and emits an event when the state changed or op is set. */
+ * it visible and emits an event when the state changed or op is set.
+ *
+ * The change has happened (a VMM started or ended, a snapshot was written), so
+ * it is committed and reported even when the record cannot be saved: the
+ * operation succeeds, status_message says the record is not saved yet, and
+ * the monitor saves it again on every tick until the disk takes it
+ * (mgr_repair_record). A restart before that derives the state from the VMM
+ * and the snapshot folders (recovery). Always returns 0; err is untouched. */
 static int mgr_commit(agent_manager *m, mgr_instance *inst, agent_record *next, agent_op op,
                       int64_t duration_us, cmn_error *err)
 {
+  (void)err;
   next->view.updated_at_us = cmn_wall_us();
   next->proc = inst->vm.proc;
   next->view.vmm_pid = inst->vm.proc.pid;
   next->view.has_snapshot = next->view.state == AGENT_STATE_STANDBY;
-  /* The change has happened (a VMM ended, a snapshot was written): the API
-   * reports it even when the record cannot be persisted, and a restarted
-   * agent derives the same state from the folders and the VMM (recovery). */
-  int rc = 0;
-  if (agent_record_save(inst->dir, next, err) < 0) {
-    cmn_err_prefix(err, "persist instance record");
-    cmn_error_log(next->view.id, agent_op_name(op), "%s", err->msg);
-    rc = -1;
+  cmn_error serr = {0};
+  if (cmn_fault("agent.commit.save", &serr) < 0 ||
+      agent_record_save(inst->dir, next, &serr) < 0) {
+    cmn_err_prefix(&serr, "persist instance record");
+    cmn_error_log(next->view.id, agent_op_name(op), "%s", serr.msg);
+    const char *prev = next->view.status_message;
+    cleanup_free char *msg =
+        prev != NULL && prev[0] != '\0' && strncmp(prev, MANAGER_UNSAVED, strlen(MANAGER_UNSAVED)) != 0
+            ? cmn_asprintf("%s; " MANAGER_UNSAVED " (%s); emberd retries", prev, serr.msg)
+            : cmn_asprintf(MANAGER_UNSAVED " (%s); emberd retries", serr.msg);
+    mgr_set_status(next, msg);
+    inst->record_dirty = true;
+  } else {
+    inst->record_dirty = false;
   }
+  int rc = 0;
   pthread_mutex_lock(&m->mu);
   agent_state old = inst->rec.view.state;
   agent_record_free(&inst->rec);
@@ -295,13 +320,6 @@ static void mgr_snapshot_record(agent_manager *m, mgr_instance *inst, agent_reco
   pthread_mutex_lock(&m->mu);
   agent_record_copy(out, &inst->rec);
   pthread_mutex_unlock(&m->mu);
-}
-
-static void mgr_set_status(agent_record *r, const char *msg)
-{
-  char *copy = cmn_strdup(msg);
-  free(r->view.status_message);
-  r->view.status_message = copy;
 }
 
 static snap_target mgr_target(agent_manager *m, mgr_instance *inst)
@@ -1019,10 +1037,32 @@ static int mgr_load_all(agent_manager *m, cmn_error *err)
 
 /* ---- VMM monitor --------------------------------------------------------------- */
 
+/* Saves a committed record that mgr_commit could not save (caller holds
+ * op_lock); clears the warning once it is on disk. */
+static void mgr_repair_record(agent_manager *m, mgr_instance *inst)
+{
+  pthread_mutex_lock(&m->mu);
+  bool gone = inst->deleted;
+  pthread_mutex_unlock(&m->mu);
+  if (!inst->record_dirty || gone)
+    return;
+  agent_record r = {0};
+  mgr_snapshot_record(m, inst, &r);
+  const char *msg = r.view.status_message;
+  if (msg != NULL && strncmp(msg, MANAGER_UNSAVED, strlen(MANAGER_UNSAVED)) == 0)
+    mgr_set_status(&r, NULL);
+  cmn_error err = {0};
+  mgr_commit(m, inst, &r, AGENT_OP_NONE, 0, &err);
+  if (!inst->record_dirty)
+    cmn_info(r.view.id, "record", "record saved");
+  agent_record_free(&r);
+}
+
 static void mgr_check_exit(agent_manager *m, mgr_instance *inst)
 {
   if (pthread_mutex_trylock(&inst->op_lock) != 0)
     return; /* an operation owns it and will see the exit itself */
+  mgr_repair_record(m, inst);
   snap_collect_garbage(inst->dir);
   pthread_mutex_lock(&m->mu);
   bool live_state = !inst->deleted && (inst->rec.view.state == AGENT_STATE_RUNNING ||

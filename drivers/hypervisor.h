@@ -141,5 +141,10 @@ typedef struct vmm_driver {
 /* Helpers shared by all drivers. */
 void vmm_spec_free(vmm_spec *spec);            /* frees the members, not spec */
 void vmm_spec_copy(vmm_spec *dst, const vmm_spec *src);
+/* Checks that the host files a VMM is about to open exist and can be opened:
+ * the kernel and initrd (when with_kernel) and every disk (read-write unless
+ * read_only). FAILED_PRECONDITION naming the first one that cannot: the
+ * request was valid when made, the host changed (docs/errors.md). */
+int vmm_spec_check_host_files(const vmm_spec *spec, bool with_kernel, cmn_error *err);
 
 #endif
