@@ -25,3 +25,14 @@ add_test(NAME reliability_isolation
 set_tests_properties(reliability_isolation PROPERTIES
   LABELS "integration;qemu;reliability" TIMEOUT 600 SKIP_RETURN_CODE 77
   RESOURCE_LOCK ember_qemu_guests ENVIRONMENT "${REL2_ENV}")
+
+# docs/errors.md is parsed and every row marked `tested` is driven through the
+# real API (Firecracker contract fake, QEMU refusing a bogus kernel, fault
+# points, removed files, chattr +i for an unwritable record); rows it cannot
+# reach are printed as skipped. Cheap: a few seconds, no guest.
+add_test(NAME reliability_errors
+         COMMAND /usr/bin/python3 ${REL2_DIR}/test_errors.py
+                 ${CMAKE_SOURCE_DIR}/docs/errors.md ${REL2_FAKE})
+set_tests_properties(reliability_errors PROPERTIES
+  LABELS "integration;reliability;sanitize" TIMEOUT 300 SKIP_RETURN_CODE 77
+  ENVIRONMENT "${REL2_ENV}")
