@@ -29,10 +29,11 @@ set_tests_properties(reliability_isolation PROPERTIES
 # docs/errors.md is parsed and every row marked `tested` is driven through the
 # real API (Firecracker contract fake, QEMU refusing a bogus kernel, fault
 # points, removed files, chattr +i for an unwritable record); rows it cannot
-# reach are printed as skipped. Cheap: a few seconds, no guest.
+# reach are printed as skipped. Cheap: a few seconds; the QEMU variants of the
+# missing-snapshot rows use the Linux test guest when it is built.
 add_test(NAME reliability_errors
          COMMAND /usr/bin/python3 ${REL2_DIR}/test_errors.py
                  ${CMAKE_SOURCE_DIR}/docs/errors.md ${REL2_FAKE})
 set_tests_properties(reliability_errors PROPERTIES
   LABELS "integration;reliability;sanitize" TIMEOUT 300 SKIP_RETURN_CODE 77
-  ENVIRONMENT "${REL2_ENV}")
+  RESOURCE_LOCK ember_qemu_guests ENVIRONMENT "${REL2_ENV}")
