@@ -149,18 +149,15 @@ static void mgr_instance_free(mgr_instance *inst)
   free(inst);
 }
 
-static void mgr_unref_locked(agent_manager *m, mgr_instance *inst)
-{
-  (void)m;
-  if (--inst->refs == 0 && inst->deleted)
-    mgr_instance_free(inst);
-}
-
+/* Drops a reference; a deleted instance is freed by the last one, after mu is
+ * released (freeing calls the driver's release). */
 static void mgr_unref(agent_manager *m, mgr_instance *inst)
 {
   pthread_mutex_lock(&m->mu);
-  mgr_unref_locked(m, inst);
+  bool last = --inst->refs == 0 && inst->deleted;
   pthread_mutex_unlock(&m->mu);
+  if (last)
+    mgr_instance_free(inst);
 }
 
 static mgr_instance *mgr_find_locked(agent_manager *m, const char *id_or_name)
@@ -210,7 +207,7 @@ static void mgr_remove_locked(agent_manager *m, mgr_instance *inst)
       memmove(&m->insts[i], &m->insts[i + 1], (m->n_insts - i - 1) * sizeof *m->insts);
       m->n_insts--;
       inst->deleted = true;
-      mgr_unref_locked(m, inst);
+      inst->refs--; /* the table's; the caller still holds one (mgr_unref frees) */
       return;
     }
   }
