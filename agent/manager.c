@@ -286,11 +286,14 @@ static int mgr_commit(agent_manager *m, mgr_instance *inst, agent_record *next, 
       agent_record_save(inst->dir, next, &serr) < 0) {
     cmn_err_prefix(&serr, "persist instance record");
     cmn_error_log(next->view.id, agent_op_name(op), "%s", serr.msg);
+    /* Another warning (e.g. a stop whose snapshots could not be removed)
+     * stays in front of this one. */
     const char *prev = next->view.status_message;
+    bool keep = prev != NULL && prev[0] != '\0' &&
+                strncmp(prev, MANAGER_UNSAVED, strlen(MANAGER_UNSAVED)) != 0;
     cleanup_free char *msg =
-        prev != NULL && prev[0] != '\0' && strncmp(prev, MANAGER_UNSAVED, strlen(MANAGER_UNSAVED)) != 0
-            ? cmn_asprintf("%s; " MANAGER_UNSAVED " (%s); emberd retries", prev, serr.msg)
-            : cmn_asprintf(MANAGER_UNSAVED " (%s); emberd retries", serr.msg);
+        keep ? cmn_asprintf("%s; " MANAGER_UNSAVED " (%s); emberd retries", prev, serr.msg)
+             : cmn_asprintf(MANAGER_UNSAVED " (%s); emberd retries", serr.msg);
     mgr_set_status(next, msg);
     inst->record_dirty = true;
   } else {
