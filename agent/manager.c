@@ -277,7 +277,11 @@ static int mgr_commit(agent_manager *m, mgr_instance *inst, agent_record *next, 
                       int64_t duration_us, cmn_error *err)
 {
   (void)err;
-  next->view.updated_at_us = cmn_wall_us();
+  /* updated_at is the time of the last state change: a commit that changes
+   * neither state nor operation (a record repair) keeps it. inst->rec is
+   * stable here: only op_lock holders write it. */
+  if (op != AGENT_OP_NONE || next->view.state != inst->rec.view.state)
+    next->view.updated_at_us = cmn_wall_us();
   next->proc = inst->vm.proc;
   next->view.vmm_pid = inst->vm.proc.pid;
   next->view.has_snapshot = next->view.state == AGENT_STATE_STANDBY;

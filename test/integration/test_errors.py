@@ -310,8 +310,11 @@ def s_standby_record_unsaved(c):
         print("    (status_message: %s)" % r.status_message)
     finally:
         chattr("-i", rec)
-    # The monitor saves the record once the disk takes it, and the warning goes.
+    # The monitor saves the record once the disk takes it, and the warning goes;
+    # the repair is no state change (updated_at stays).
     wait(lambda: c.d.get(i.id).status_message == "", "the record to be repaired")
+    if c.d.get(i.id).updated_at_us != r.updated_at_us:
+        return "the repair moved updated_at"
     with open(rec) as f:
         on_disk = json.load(f)
     if on_disk.get("state") != "standby" or on_disk.get("status_message"):
