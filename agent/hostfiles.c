@@ -232,7 +232,7 @@ static int hostfiles_add(const agent_host_fence *f, agent_host_files *h, const c
     return -1;
   h->fds[h->n_fds++] = (cmn_fd_pass){.fd = fd, .child_fd = child_fd};
   free(*dst);
-  *dst = cmn_asprintf("/proc/self/fd/%d", child_fd);
+  *dst = cmn_asprintf(VMM_HOST_FD_PREFIX "%d", child_fd);
   return 0;
 }
 

@@ -1,7 +1,9 @@
 /* manager.c: the instance manager (see manager.h and docs/architecture.md §3).
  *
  * Locking: m->mu guards the instance table, every instance's committed record
- * and the subscriber list; it is held only for short copies and commits. Each
+ * and the names of creates in progress; it is held only for short copies and
+ * commits, never across I/O or a VMM call (so that no call waits behind
+ * another instance's slow operation or a slow disk). Each
  * instance has an op_lock held for a whole lifecycle operation, which alone
  * touches inst->vm (the VMM process and driver connection). Lock order:
  * op_lock before mu. Events are delivered under m->subs_mu after mu is
@@ -33,6 +35,8 @@
 #define MANAGER_DEFAULT_MAX 256
 #define MANAGER_DEFAULT_STOP_MS 10000
 #define MANAGER_MONITOR_MS 200
+/* status_message of a state whose record could not be saved (docs/errors.md). */
+#define MANAGER_UNSAVED "the record of this state is not saved yet"
 
 typedef struct mgr_instance {
   pthread_mutex_t op_lock;
@@ -44,6 +48,7 @@ typedef struct mgr_instance {
   bool deleted;          /* guarded by m->mu */
   int stop_ms;           /* graceful timeout of the Stop in progress, -1: the
                             configured one; guarded by op_lock */
+  bool record_dirty;     /* the committed record is not on disk; guarded by op_lock */
 } mgr_instance;
 
 typedef struct mgr_sub {
@@ -65,6 +70,11 @@ struct agent_manager {
   mgr_instance **insts;
   size_t n_insts;
   size_t cap_insts;
+  /* Names of creates writing their folder (outside mu): reserved so that two
+   * creates of one name cannot both succeed, and counted for admission. */
+  char **creating;
+  size_t n_creating;
+  pthread_cond_t created_cv; /* a create released its name (with mu) */
 
   pthread_mutex_t subs_mu;
   mgr_sub *subs;
@@ -144,18 +154,15 @@ static void mgr_instance_free(mgr_instance *inst)
   free(inst);
 }
 
-static void mgr_unref_locked(agent_manager *m, mgr_instance *inst)
-{
-  (void)m;
-  if (--inst->refs == 0 && inst->deleted)
-    mgr_instance_free(inst);
-}
-
+/* Drops a reference; a deleted instance is freed by the last one, after mu is
+ * released (freeing calls the driver's release). */
 static void mgr_unref(agent_manager *m, mgr_instance *inst)
 {
   pthread_mutex_lock(&m->mu);
-  mgr_unref_locked(m, inst);
+  bool last = --inst->refs == 0 && inst->deleted;
   pthread_mutex_unlock(&m->mu);
+  if (last)
+    mgr_instance_free(inst);
 }
 
 /* A string of the id form matches ids only, any other string names only:
@@ -203,7 +210,7 @@ static void mgr_remove_locked(agent_manager *m, mgr_instance *inst)
       memmove(&m->insts[i], &m->insts[i + 1], (m->n_insts - i - 1) * sizeof *m->insts);
       m->n_insts--;
       inst->deleted = true;
-      mgr_unref_locked(m, inst);
+      inst->refs--; /* the table's; the caller still holds one (mgr_unref frees) */
       return;
     }
   }
@@ -253,24 +260,53 @@ void agent_manager_unsubscribe(agent_manager *m, int handle)
 
 /* ---- commits --------------------------------------------------------------- */
 
+static void mgr_set_status(agent_record *r, const char *msg)
+{
+  char *copy = cmn_strdup(msg);
+  free(r->view.status_message);
+  r->view.status_message = copy;
+}
+
 /* Persists a new committed record for inst (caller holds op_lock), then makes
- * it visible and emits an event when the state changed or op is set. */
+ * it visible and emits an event when the state changed or op is set.
+ *
+ * The change has happened (a VMM started or ended, a snapshot was written), so
+ * it is committed and reported even when the record cannot be saved: the
+ * operation succeeds, status_message says the record is not saved yet, and
+ * the monitor saves it again on every tick until the disk takes it
+ * (mgr_repair_record). A restart before that derives the state from the VMM
+ * and the snapshot folders (recovery). Always returns 0; err is untouched. */
 static int mgr_commit(agent_manager *m, mgr_instance *inst, agent_record *next, agent_op op,
                       int64_t duration_us, cmn_error *err)
 {
-  next->view.updated_at_us = cmn_wall_us();
+  (void)err;
+  /* updated_at is the time of the last state change: a commit that changes
+   * neither state nor operation (a record repair) keeps it. inst->rec is
+   * stable here: only op_lock holders write it. */
+  if (op != AGENT_OP_NONE || next->view.state != inst->rec.view.state)
+    next->view.updated_at_us = cmn_wall_us();
   next->proc = inst->vm.proc;
   next->view.vmm_pid = inst->vm.proc.pid;
   next->view.has_snapshot = next->view.state == AGENT_STATE_STANDBY;
-  /* The change has happened (a VMM ended, a snapshot was written): the API
-   * reports it even when the record cannot be persisted, and a restarted
-   * agent derives the same state from the folders and the VMM (recovery). */
-  int rc = 0;
-  if (agent_record_save(inst->dir, next, err) < 0) {
-    cmn_err_prefix(err, "persist instance record");
-    cmn_error_log(next->view.id, agent_op_name(op), "%s", err->msg);
-    rc = -1;
+  cmn_error serr = {0};
+  if (cmn_fault("agent.commit.save", &serr) < 0 ||
+      agent_record_save(inst->dir, next, &serr) < 0) {
+    cmn_err_prefix(&serr, "persist instance record");
+    cmn_error_log(next->view.id, agent_op_name(op), "%s", serr.msg);
+    /* Another warning (e.g. a stop whose snapshots could not be removed)
+     * stays in front of this one. */
+    const char *prev = next->view.status_message;
+    bool keep = prev != NULL && prev[0] != '\0' &&
+                strncmp(prev, MANAGER_UNSAVED, strlen(MANAGER_UNSAVED)) != 0;
+    cleanup_free char *msg =
+        keep ? cmn_asprintf("%s; " MANAGER_UNSAVED " (%s); emberd retries", prev, serr.msg)
+             : cmn_asprintf(MANAGER_UNSAVED " (%s); emberd retries", serr.msg);
+    mgr_set_status(next, msg);
+    inst->record_dirty = true;
+  } else {
+    inst->record_dirty = false;
   }
+  int rc = 0;
   pthread_mutex_lock(&m->mu);
   agent_state old = inst->rec.view.state;
   agent_record_free(&inst->rec);
@@ -291,13 +327,6 @@ static void mgr_snapshot_record(agent_manager *m, mgr_instance *inst, agent_reco
   pthread_mutex_lock(&m->mu);
   agent_record_copy(out, &inst->rec);
   pthread_mutex_unlock(&m->mu);
-}
-
-static void mgr_set_status(agent_record *r, const char *msg)
-{
-  char *copy = cmn_strdup(msg);
-  free(r->view.status_message);
-  r->view.status_message = copy;
 }
 
 static snap_target mgr_target(agent_manager *m, mgr_instance *inst)
@@ -659,6 +688,77 @@ static char *mgr_new_id(void)
                       b[6], b[7]);
 }
 
+static mgr_instance *mgr_find_request_locked(agent_manager *m, const agent_create_req *req,
+                                             cmn_error *err, bool *differs);
+
+/* Reserves req's name for a create in progress: ALREADY_EXISTS when an
+ * instance or another create has it, RESOURCE_EXHAUSTED when the host is
+ * full. A create with a request_id whose name another create is writing waits
+ * for it, then answers as a retry would: returns 1 with *same (referenced)
+ * when that create made the instance this request asks for. */
+static int mgr_reserve_name(agent_manager *m, const agent_create_req *req, mgr_instance **same,
+                            cmn_error *err)
+{
+  const char *name = req->name;
+  int rc = -1;
+  *same = NULL;
+  pthread_mutex_lock(&m->mu);
+again:;
+  bool differs = false;
+  mgr_instance *prev = mgr_find_request_locked(m, req, err, &differs);
+  if (prev != NULL) {
+    prev->refs++;
+    *same = prev;
+    rc = 1;
+    goto out;
+  }
+  if (differs)
+    goto out;
+  for (size_t i = 0; i < m->n_insts; i++) {
+    if (strcmp(m->insts[i]->rec.view.name, name) == 0) {
+      cmn_err_set(err, CMN_ALREADY_EXISTS, "an instance named %s already exists (%s)", name,
+                  m->insts[i]->rec.view.id);
+      goto out;
+    }
+  }
+  for (size_t i = 0; i < m->n_creating; i++) {
+    if (strcmp(m->creating[i], name) == 0) {
+      if (req->request_id != NULL && req->request_id[0] != '\0') {
+        /* Perhaps the first try of this very request: wait for its outcome. */
+        pthread_cond_wait(&m->created_cv, &m->mu);
+        goto again;
+      }
+      cmn_err_set(err, CMN_ALREADY_EXISTS, "an instance named %s is being created", name);
+      goto out;
+    }
+  }
+  if (m->n_insts + m->n_creating >= (size_t)m->max_instances) {
+    cmn_err_set(err, CMN_RESOURCE_EXHAUSTED, "this host already has %zu instances (limit %d)",
+                m->n_insts + m->n_creating, m->max_instances);
+    goto out;
+  }
+  m->creating = cmn_realloc(m->creating, (m->n_creating + 1) * sizeof *m->creating);
+  m->creating[m->n_creating++] = cmn_strdup(name);
+  rc = 0;
+out:
+  pthread_mutex_unlock(&m->mu);
+  return rc;
+}
+
+static void mgr_release_name_locked(agent_manager *m, const char *name)
+{
+  for (size_t i = 0; i < m->n_creating; i++) {
+    if (strcmp(m->creating[i], name) == 0) {
+      free(m->creating[i]);
+      memmove(&m->creating[i], &m->creating[i + 1],
+              (m->n_creating - i - 1) * sizeof *m->creating);
+      m->n_creating--;
+      pthread_cond_broadcast(&m->created_cv);
+      return;
+    }
+  }
+}
+
 int agent_manager_create_instance(agent_manager *m, const char *name, const char *hypervisor,
                                   const vmm_spec *spec, bool start, agent_instance_view *out,
                                   cmn_error *err)
@@ -755,46 +855,36 @@ int agent_manager_create_req(agent_manager *m, const agent_create_req *req,
   if (req->request_id != NULL && req->request_id[0] != '\0')
     rec.view.request_id = cmn_strdup(req->request_id);
 
-  /* Name check, admission and the folder happen under mu so two creates of
-   * one name cannot both succeed. */
-  pthread_mutex_lock(&m->mu);
+  /* Name check and admission under mu, with the name reserved; the folder and
+   * its durable record are written outside mu (fsyncs can take seconds on a
+   * busy disk, and mu must never wait for I/O: every Get and List takes it). */
+  mgr_instance *same = NULL;
+  int reserved = mgr_reserve_name(m, req, &same, err);
+  if (reserved != 0) {
+    agent_record_free(&rec);
+    if (same != NULL) {
+      mgr_view_out(m, same, out);
+      mgr_unref(m, same);
+    }
+    return reserved < 0 ? -1 : 0;
+  }
   int rc = -1;
   mgr_instance *inst = NULL;
-  /* Two concurrent first tries of one request_id: the second returns the first's. */
-  mgr_instance *same = mgr_find_request_locked(m, req, err, &differs);
-  if (same != NULL || differs) {
-    if (same != NULL && out != NULL)
-      agent_view_copy(out, &same->rec.view);
-    pthread_mutex_unlock(&m->mu);
-    agent_record_free(&rec);
-    return same != NULL ? 0 : -1;
-  }
-  for (size_t i = 0; i < m->n_insts; i++) {
-    if (strcmp(m->insts[i]->rec.view.name, name) == 0) {
-      cmn_err_set(err, CMN_ALREADY_EXISTS, "an instance named %s already exists (%s)", name,
-                  m->insts[i]->rec.view.id);
-      goto unlock;
-    }
-  }
-  if (m->n_insts >= (size_t)m->max_instances) {
-    cmn_err_set(err, CMN_RESOURCE_EXHAUSTED, "this host already has %zu instances (limit %d)",
-                m->n_insts, m->max_instances);
-    goto unlock;
-  }
   if (mkdir(dir, 0750) < 0) {
     cmn_err_errno(err, CMN_INTERNAL, errno, "create %s", dir);
-    goto unlock;
-  }
-  if (agent_record_save(dir, &rec, err) < 0 || cmn_fsync_parent(dir, err) < 0) {
+  } else if (agent_record_save(dir, &rec, err) < 0 || cmn_fsync_parent(dir, err) < 0) {
     cmn_error e2 = {0};
     cmn_rm_rf(dir, &e2);
-    goto unlock;
+  } else {
+    inst = mgr_instance_new(&rec, dir, entry);
+    rc = 0;
   }
-  inst = mgr_instance_new(&rec, dir, entry);
-  mgr_insert_locked(m, inst);
-  inst->refs++; /* ours, until the end of this function */
-  rc = 0;
-unlock:
+  pthread_mutex_lock(&m->mu);
+  mgr_release_name_locked(m, name);
+  if (inst != NULL) {
+    mgr_insert_locked(m, inst);
+    inst->refs++; /* ours, until the end of this function */
+  }
   pthread_mutex_unlock(&m->mu);
   agent_record_free(&rec);
   if (rc < 0)
@@ -1119,18 +1209,42 @@ static int mgr_load_all(agent_manager *m, cmn_error *err)
 
 /* ---- VMM monitor --------------------------------------------------------------- */
 
+/* Saves a committed record that mgr_commit could not save (caller holds
+ * op_lock); clears the warning once it is on disk. */
+static void mgr_repair_record(agent_manager *m, mgr_instance *inst)
+{
+  pthread_mutex_lock(&m->mu);
+  bool gone = inst->deleted;
+  pthread_mutex_unlock(&m->mu);
+  if (!inst->record_dirty || gone)
+    return;
+  agent_record r = {0};
+  mgr_snapshot_record(m, inst, &r);
+  const char *msg = r.view.status_message;
+  if (msg != NULL && strncmp(msg, MANAGER_UNSAVED, strlen(MANAGER_UNSAVED)) == 0)
+    mgr_set_status(&r, NULL);
+  cmn_error err = {0};
+  mgr_commit(m, inst, &r, AGENT_OP_NONE, 0, &err);
+  if (!inst->record_dirty)
+    cmn_info(r.view.id, "record", "record saved");
+  agent_record_free(&r);
+}
+
 static void mgr_check_exit(agent_manager *m, mgr_instance *inst)
 {
   if (pthread_mutex_trylock(&inst->op_lock) != 0)
     return; /* an operation owns it and will see the exit itself */
+  mgr_repair_record(m, inst);
   snap_collect_garbage(inst->dir);
   pthread_mutex_lock(&m->mu);
   bool live_state = !inst->deleted && (inst->rec.view.state == AGENT_STATE_RUNNING ||
                                        inst->rec.view.state == AGENT_STATE_PAUSED);
   pthread_mutex_unlock(&m->mu);
-  if (live_state && inst->vm.proc.pid > 0 && !cmn_proc_alive(&inst->vm.proc)) {
-    int status = 0;
-    cmn_proc_wait(&inst->vm.proc, 0, &status);
+  int status = 0;
+  /* A VMM that has ended is reaped before the instance forgets it; one that is
+   * still exiting (not yet waitable) is looked at again on the next tick. */
+  if (live_state && inst->vm.proc.pid > 0 && !cmn_proc_alive(&inst->vm.proc) &&
+      cmn_proc_wait(&inst->vm.proc, MANAGER_MONITOR_MS, &status) == 0) {
     agent_record r = {0};
     mgr_snapshot_record(m, inst, &r);
     cleanup_free char *msg =
@@ -1208,6 +1322,7 @@ agent_manager *agent_manager_create(const agent_manager_config *cfg, const vmm_r
   pthread_mutex_init(&m->subs_mu, NULL);
   pthread_mutex_init(&m->stop_mu, NULL);
   pthread_cond_init(&m->stop_cv, NULL);
+  pthread_cond_init(&m->created_cv, NULL);
   if (cmn_mkdir_p(m->data_dir, 0750, err) < 0 || cmn_mkdir_p(m->instances_dir, 0750, err) < 0 ||
       (m->fence = agent_host_fence_new(m->data_dir, cfg->host_policy, err)) == NULL ||
       mgr_load_all(m, err) < 0) {
@@ -1245,11 +1360,13 @@ void agent_manager_free(agent_manager *m)
     mgr_instance_free(m->insts[i]);
   }
   free(m->insts);
+  free(m->creating);
   free(m->subs);
   pthread_mutex_destroy(&m->mu);
   pthread_mutex_destroy(&m->subs_mu);
   pthread_mutex_destroy(&m->stop_mu);
   pthread_cond_destroy(&m->stop_cv);
+  pthread_cond_destroy(&m->created_cv);
   free(m->instances_dir);
   free(m->data_dir);
   free(m->vmm_cgroup);

@@ -255,7 +255,7 @@ int snap_restore(const snap_target *t, cmn_error *err)
     return cmn_err_set(err, CMN_UNIMPLEMENTED, "driver %s cannot restore", drv->type);
   cleanup_free char *latest = snap_latest_path(t->inst_dir);
   if (!snap_is_complete(latest))
-    return cmn_err_set(err, CMN_INTERNAL,
+    return cmn_err_set(err, CMN_DATA_LOSS,
                        "no complete snapshot in %s: the standby artifact is missing", latest);
   memset(&vm->proc, 0, sizeof vm->proc);
   int64_t t0 = cmn_now_us();

@@ -109,7 +109,7 @@ const char *cmn_code_name(int code)
       "OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED",
       "NOT_FOUND", "ALREADY_EXISTS", "PERMISSION_DENIED", "RESOURCE_EXHAUSTED",
       "FAILED_PRECONDITION", "ABORTED", "OUT_OF_RANGE", "UNIMPLEMENTED",
-      "INTERNAL", "UNAVAILABLE",
+      "INTERNAL", "UNAVAILABLE", "DATA_LOSS",
   };
   if (code < 0 || (size_t)code >= sizeof names / sizeof names[0])
     return "UNKNOWN";

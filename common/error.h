@@ -25,6 +25,7 @@ enum cmn_code {
   CMN_UNIMPLEMENTED = 12,
   CMN_INTERNAL = 13,
   CMN_UNAVAILABLE = 14,
+  CMN_DATA_LOSS = 15,
 };
 
 #define CMN_ERR_MSG_MAX 1024

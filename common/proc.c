@@ -245,7 +245,15 @@ int cmn_proc_wait(const cmn_proc *p, int timeout_ms, int *status)
 {
   if (p == NULL || p->pid <= 0)
     return 0;
-  for (int round = 0; round < 2; round++) {
+  /* A pid whose start time differs is another process now: ours has ended
+   * (and was reaped). A zombie child keeps its /proc entry, so this never
+   * hides an unreaped child of ours. */
+  uint64_t start = cmn_proc_start_time(p->pid);
+  if (p->start_time != 0 && start != 0 && start != p->start_time)
+    return 0;
+  int64_t deadline = cmn_now_us() + (int64_t)timeout_ms * 1000;
+  cleanup_close int fd = -1;
+  for (;;) {
     int st = 0;
     pid_t r = waitpid(p->pid, &st, WNOHANG);
     if (r == p->pid) {
@@ -253,14 +261,32 @@ int cmn_proc_wait(const cmn_proc *p, int timeout_ms, int *status)
         *status = st;
       return 0;
     }
-    /* Not our child (adopted after an agent restart), or already reaped. */
-    if (r < 0 && !cmn_proc_alive(p))
-      return 0;
-    if (round == 0 && !cmn_proc_wait_exit(p, timeout_ms))
+    if (r < 0 && errno == EINTR)
+      continue;
+    int64_t left = (deadline - cmn_now_us()) / 1000;
+    if (r < 0) {
+      /* Not our child (adopted after an agent restart): someone else reaps
+       * it; wait only for it to end. */
+      return cmn_proc_wait_exit(p, left > 0 ? (int)left : 0) ? 0 : -1;
+    }
+    /* Our child and not yet waitable. /proc may already call it a zombie
+     * (its main thread ended while others still run), but only waitpid ends
+     * it: never give up on a child before it is reaped. Its pid cannot be
+     * reused until then, so waiting on the pid is exact. */
+    if (left <= 0)
       return -1;
+    if (fd < 0)
+      fd = (int)syscall(SYS_pidfd_open, p->pid, 0);
+    int slice = left < 100 ? (int)left : 100;
+    if (fd >= 0) {
+      /* Readable once the whole thread group has exited (waitable). */
+      struct pollfd pfd = {.fd = fd, .events = POLLIN};
+      if (poll(&pfd, 1, slice) < 0 && errno != EINTR)
+        cmn_sleep_ms(1);
+    } else {
+      cmn_sleep_ms(slice < 2 ? slice : 2);
+    }
   }
-  /* Ended, but not yet visible to waitpid (or not ours): done either way. */
-  return 0;
 }
 
 void cmn_proc_kill_reap(const cmn_proc *p)

@@ -46,7 +46,10 @@ bool cmn_proc_alive(const cmn_proc *p);
 /* Sends sig if the same process is alive. Returns 0 also when it is gone. */
 int cmn_proc_signal(const cmn_proc *p, int sig);
 /* Waits up to timeout_ms for the process to end, reaping it when it is our
- * child. Returns 0 when it has ended, -1 on timeout. status may be NULL. */
+ * child. Returns 0 when it has ended, -1 on timeout. A child of ours has
+ * ended only once it is reaped (never on /proc's word: its main thread can be
+ * a zombie while other threads still exit), so 0 for a child always means
+ * reaped and status (may be NULL) is its wait status. */
 int cmn_proc_wait(const cmn_proc *p, int timeout_ms, int *status);
 /* Waits up to timeout_ms for the process to end WITHOUT reaping it (a pidfd
  * poll, so the exit is seen at once). Returns true when it has ended. */

@@ -74,6 +74,10 @@ typedef struct vmm_spec {
 /* One VM as the driver sees it. The agent fills id, dir, paths and spec, and
  * keeps proc across calls (persisting it); the driver fills proc when it spawns
  * a VMM and may keep a connection or other state in priv (freed by release()). */
+/* Host files the agent opened and checked reach the VMM as inherited
+ * descriptors; the spec a driver sees names them as VMM_HOST_FD_PREFIX "N". */
+#define VMM_HOST_FD_PREFIX "/proc/self/fd/"
+
 typedef struct vmm_vm {
   const char *id;           /* instance id, for logs */
   const char *dir;          /* absolute instance folder; driver files go here */
@@ -150,5 +154,10 @@ typedef struct vmm_driver {
 /* Helpers shared by all drivers. */
 void vmm_spec_free(vmm_spec *spec);            /* frees the members, not spec */
 void vmm_spec_copy(vmm_spec *dst, const vmm_spec *src);
+/* Checks that the host files a VMM is about to open exist and can be opened:
+ * the kernel and initrd (when with_kernel) and every disk (read-write unless
+ * read_only). FAILED_PRECONDITION naming the first one that cannot: the
+ * request was valid when made, the host changed (docs/errors.md). */
+int vmm_spec_check_host_files(const vmm_spec *spec, bool with_kernel, cmn_error *err);
 
 #endif

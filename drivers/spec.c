@@ -1,9 +1,44 @@
-/* spec.c: copying and freeing vmm_spec (see hypervisor.h). */
+/* spec.c: copying and freeing vmm_spec, and checking the host files it names
+ * (see hypervisor.h). */
 #include "drivers/hypervisor.h"
 #include "common/mem.h"
 
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+static int spec_check_file(const char *what, const char *path, int mode, cmn_error *err)
+{
+  if (path == NULL || path[0] == '\0')
+    return 0;
+  /* A descriptor the agent opened, checked and hands to the VMM at this
+   * number (vmm_vm.host_fds): it names a file of the child, not of ours. */
+  if (strncmp(path, VMM_HOST_FD_PREFIX, strlen(VMM_HOST_FD_PREFIX)) == 0)
+    return 0;
+  struct stat st;
+  if (stat(path, &st) < 0 || access(path, mode) < 0)
+    return cmn_err_errno(err, CMN_FAILED_PRECONDITION, errno, "%s %s", what, path);
+  if (!S_ISREG(st.st_mode) && !S_ISBLK(st.st_mode))
+    return cmn_err_set(err, CMN_FAILED_PRECONDITION, "%s %s is not a file or block device",
+                       what, path);
+  return 0;
+}
+
+int vmm_spec_check_host_files(const vmm_spec *spec, bool with_kernel, cmn_error *err)
+{
+  if (spec == NULL)
+    return 0;
+  if (with_kernel && (spec_check_file("kernel", spec->kernel, R_OK, err) < 0 ||
+                      spec_check_file("initrd", spec->initrd, R_OK, err) < 0))
+    return -1;
+  for (size_t i = 0; i < spec->n_disks; i++)
+    if (spec_check_file("disk", spec->disks[i].path,
+                        spec->disks[i].read_only ? R_OK : R_OK | W_OK, err) < 0)
+      return -1;
+  return 0;
+}
 
 void vmm_spec_free(vmm_spec *spec)
 {

@@ -305,6 +305,8 @@ static int ch_start(void *state, vmm_vm *vm, const char *mem_dir, cmn_error *err
   (void)mem_dir; /* no VMM_CAP_LIVE_RAM_FILE */
   if (vm->spec == NULL || !ch_set(vm->spec->kernel))
     return cmn_err_set(err, CMN_INVALID_ARGUMENT, "cloud-hypervisor needs a kernel image");
+  if (vmm_spec_check_host_files(vm->spec, true, err) < 0)
+    return -1;
   if (ch_spawn(h, vm, err) < 0)
     return -1;
   if (ch_put(vm, "vm.create", ch_vm_config(h, vm->spec, vm->dir), CMN_HTTP_DEFAULT_TIMEOUT_MS,
@@ -377,12 +379,14 @@ static int ch_restore(void *state, vmm_vm *vm, const char *snap_dir, cmn_error *
   for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
     cleanup_free char *f = cmn_asprintf("%s/%s", snap_dir, files[i]);
     if (!cmn_is_regular_file(f))
-      return cmn_err_set(err, CMN_FAILED_PRECONDITION, "snapshot %s lacks %s", snap_dir,
+      return cmn_err_set(err, CMN_DATA_LOSS, "snapshot %s lacks %s", snap_dir,
                          files[i]);
   }
   if (snap_dir[0] != '/')
     return cmn_err_set(err, CMN_INVALID_ARGUMENT, "snapshot folder %s is not absolute",
                        snap_dir);
+  if (vmm_spec_check_host_files(vm->spec, false, err) < 0)
+    return -1;
   if (ch_spawn(h, vm, err) < 0)
     return -1;
   if (cmn_fault("ch.restore.before_restore", err) < 0)

@@ -331,6 +331,8 @@ static int fc_start(void *state, vmm_vm *vm, const char *mem_dir, cmn_error *err
   (void)mem_dir; /* no VMM_CAP_LIVE_RAM_FILE */
   if (vm->spec == NULL || vm->spec->kernel == NULL || vm->spec->kernel[0] == '\0')
     return cmn_err_set(err, CMN_INVALID_ARGUMENT, "firecracker needs a kernel image");
+  if (vmm_spec_check_host_files(vm->spec, true, err) < 0)
+    return -1;
   if (fc_spawn(h, vm, err) < 0)
     return -1;
   if (fc_configure_boot(h, vm, err) < 0)
@@ -431,8 +433,10 @@ static int fc_restore(void *state, vmm_vm *vm, const char *snap_dir, cmn_error *
   cleanup_free char *state_path = cmn_asprintf("%s/state", snap_dir);
   cleanup_free char *mem_path = cmn_asprintf("%s/memory", snap_dir);
   if (!cmn_is_regular_file(state_path) || !cmn_is_regular_file(mem_path))
-    return cmn_err_set(err, CMN_FAILED_PRECONDITION, "snapshot %s lacks state or memory",
+    return cmn_err_set(err, CMN_DATA_LOSS, "snapshot %s lacks state or memory",
                        snap_dir);
+  if (vmm_spec_check_host_files(vm->spec, false, err) < 0)
+    return -1;
   if (fc_spawn(h, vm, err) < 0)
     return -1;
   if (cmn_fault("fc.restore.before_load", err) < 0)

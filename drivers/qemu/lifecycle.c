@@ -165,7 +165,12 @@ int qemu_spawn(const qemu_host *h, vmm_vm *vm, const qemu_launch *l, const char 
   cleanup_free char *qmp_path = cmn_asprintf("%s/%s", vm->dir, QEMU_QMP_SOCK);
   if (qemu_qmp_connect(qmp_path, &vm->proc, h->connect_timeout_ms, &p->qmp, err) < 0) {
     cmn_err_prefix(err, "QEMU did not start");
-    return qemu_err_add_log(vm, log_off, err);
+    qemu_err_add_log(vm, log_off, err);
+    /* QEMU exited by itself: it refused this VM (the reason is in its log);
+     * retrying the same call cannot help (docs/errors.md). */
+    if (err != NULL && !cmn_proc_alive(&vm->proc))
+      err->code = CMN_INTERNAL;
+    return -1;
   }
   return 0;
 }
@@ -224,6 +229,8 @@ int qemu_start(void *state, vmm_vm *vm, const char *mem_dir, cmn_error *err)
   if (vm->proc.pid > 0 && cmn_proc_alive(&vm->proc))
     return cmn_err_set(err, CMN_FAILED_PRECONDITION, "a QEMU (pid %d) already runs this VM",
                        (int)vm->proc.pid);
+  if (vmm_spec_check_host_files(vm->spec, true, err) < 0)
+    return -1;
   qemu_vm_meta meta = {0};
   cleanup_free char *ram_path = NULL;
   if (h->base_reuse && mem_dir != NULL && mem_dir[0] != '\0') {

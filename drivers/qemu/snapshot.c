@@ -200,10 +200,10 @@ static int snap_check_ram_file(const char *path, uint64_t mib, qemu_vm_meta *m, 
 {
   struct stat st;
   if (stat(path, &st) < 0)
-    return cmn_err_errno(err, errno == ENOENT ? CMN_FAILED_PRECONDITION : CMN_INTERNAL, errno,
+    return cmn_err_errno(err, errno == ENOENT ? CMN_DATA_LOSS : CMN_INTERNAL, errno,
                          "snapshot RAM file %s", path);
   if (!S_ISREG(st.st_mode) || (uint64_t)st.st_size != mib << 20)
-    return cmn_err_set(err, CMN_FAILED_PRECONDITION,
+    return cmn_err_set(err, CMN_DATA_LOSS,
                        "snapshot RAM file %s has %lld bytes, expected %llu", path,
                        (long long)st.st_size, (unsigned long long)(mib << 20));
   m->ram_shared = true;
@@ -221,14 +221,21 @@ int qemu_restore(void *state, vmm_vm *vm, const char *snap_dir_in, cmn_error *er
                        (int)vm->proc.pid);
   if (vm->spec == NULL)
     return cmn_err_set(err, CMN_INVALID_ARGUMENT, "restore needs the VM's spec");
+  if (vmm_spec_check_host_files(vm->spec, true, err) < 0)
+    return -1;
   cleanup_free char *snap_dir =
       snap_dir_in[0] == '/' ? cmn_strdup(snap_dir_in) : realpath(snap_dir_in, NULL);
   if (snap_dir == NULL)
-    return cmn_err_errno(err, CMN_NOT_FOUND, errno, "snapshot folder %s", snap_dir_in);
+    return cmn_err_errno(err, CMN_DATA_LOSS, errno, "snapshot folder %s", snap_dir_in);
 
+  /* A snapshot file that is missing or unreadable is one failure for the
+   * client, whatever the file: DATA_LOSS (docs/errors.md). */
   qemu_snap_meta sm;
-  if (qemu_snap_meta_read(snap_dir, &sm, err) < 0)
+  if (qemu_snap_meta_read(snap_dir, &sm, err) < 0) {
+    if (err != NULL && err->code != CMN_INTERNAL)
+      err->code = CMN_DATA_LOSS;
     return cmn_err_prefix(err, "restore: not a complete QEMU snapshot");
+  }
   if (sm.consumed)
     return cmn_err_set(err, CMN_FAILED_PRECONDITION,
                        "restore: a guest has already run on %s/%s since this snapshot; it "
@@ -242,7 +249,8 @@ int qemu_restore(void *state, vmm_vm *vm, const char *snap_dir_in, cmn_error *er
   cleanup_free char *mem_path = cmn_asprintf("%s/%s", snap_dir, QEMU_SNAP_MEMORY);
   cleanup_close int state_fd = cmn_open(state_path, O_RDONLY, 0);
   if (state_fd < 0)
-    return cmn_err_errno(err, CMN_FAILED_PRECONDITION, errno, "restore: %s", state_path);
+    return cmn_err_errno(err, errno == ENOENT ? CMN_DATA_LOSS : CMN_INTERNAL, errno,
+                         "restore: %s", state_path);
 
   qemu_vm_meta vm_meta = {0};
   const char *ram_path = NULL;

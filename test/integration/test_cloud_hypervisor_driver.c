@@ -324,12 +324,12 @@ static void test_corrupt_snapshot(void)
   kill_vmm();
   cleanup_free char *after = snap_digest(fx.corrupt, &len1);
   CU_ASSERT(len0 == len1 && memcmp(before, after, len0) == 0);
-  /* A missing file is refused before any VMM is spawned. */
+  /* A missing file is refused before any VMM is spawned: DATA_LOSS. */
   cleanup_free char *st = cmn_asprintf("%s/state.json", fx.corrupt);
   unlink(st);
   cmn_err_clear(&err);
   CU_ASSERT(DRV.restore(fx.state, &fx.vm, fx.corrupt, &err) < 0 &&
-            err.code == CMN_FAILED_PRECONDITION && fx.vm.proc.pid == 0);
+            err.code == CMN_DATA_LOSS && fx.vm.proc.pid == 0);
   CU_ASSERT(cmn_rm_rf(fx.corrupt, &err) == 0);
 }
 

@@ -13,6 +13,7 @@
 
 #include <CUnit/Basic.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -160,6 +161,51 @@ static void test_proc(void)
   CU_ASSERT_PTR_NOT_NULL(path);
   free(path);
   CU_ASSERT_PTR_NULL(cmn_which("definitely-not-a-program-xyz"));
+}
+
+static void *proc_late_thread(void *arg)
+{
+  (void)arg;
+  cmn_sleep_ms(300);
+  exit(7);
+}
+
+/* A multithreaded child whose main thread has ended while another thread
+ * still runs: /proc shows its leader as a zombie, but it is not waitable yet.
+ * cmn_proc_wait must still reap it (a VMM left defunct under emberd, issue 9). */
+static void test_proc_wait_reaps_threaded(void)
+{
+  pid_t pid = fork();
+  CU_ASSERT_FATAL(pid >= 0);
+  if (pid == 0) {
+    pthread_t th;
+    if (pthread_create(&th, NULL, proc_late_thread, NULL) != 0)
+      _exit(1);
+    pthread_exit(NULL);
+  }
+  cmn_proc p = {pid, cmn_proc_start_time(pid)};
+  cmn_sleep_ms(100); /* the main thread has ended; the other sleeps on */
+  CU_ASSERT_FALSE(cmn_proc_alive(&p)); /* what /proc says: a zombie leader */
+  int status = -1;
+  CU_ASSERT_EQUAL(cmn_proc_wait(&p, 5000, &status), 0);
+  CU_ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 7);
+  /* Reaped: nothing is left to wait for. */
+  int st = 0;
+  pid_t r = waitpid(pid, &st, WNOHANG);
+  CU_ASSERT_EQUAL(r, -1);
+  if (r != -1)
+    waitpid(pid, &st, 0);
+  /* A timeout is -1 and leaves the child to a later wait. */
+  pid = fork();
+  CU_ASSERT_FATAL(pid >= 0);
+  if (pid == 0) {
+    cmn_sleep_ms(300);
+    _exit(0);
+  }
+  p = (cmn_proc){pid, cmn_proc_start_time(pid)};
+  CU_ASSERT_EQUAL(cmn_proc_wait(&p, 10, NULL), -1);
+  CU_ASSERT_EQUAL(cmn_proc_wait(&p, 5000, NULL), 0);
+  CU_ASSERT_EQUAL(waitpid(pid, &st, WNOHANG), -1);
 }
 
 static void test_fault(void)
@@ -355,6 +401,7 @@ int main(void)
   CU_add_test(s, "files", test_files);
   CU_add_test(s, "path_join", test_path_join);
   CU_add_test(s, "proc", test_proc);
+  CU_add_test(s, "proc_wait_reaps_threaded", test_proc_wait_reaps_threaded);
   CU_add_test(s, "fault", test_fault);
   CU_add_test(s, "record_roundtrip", test_record_roundtrip);
   CU_add_test(s, "validate", test_validate);
