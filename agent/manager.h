@@ -19,6 +19,7 @@
 #define EMBER_AGENT_MANAGER_H
 
 #include "common/error.h"
+#include "agent/admission.h"
 #include "drivers/hypervisor.h"
 #include "drivers/registry.h"
 
@@ -96,6 +97,9 @@ typedef struct agent_manager_config {
   int stop_timeout_ms;       /* graceful VMM shutdown wait; 0 = default (10000) */
   bool monitor;              /* watch VMM processes and notice exits (default on in emberd) */
   const char *vmm_cgroup;    /* cgroup every VMM is moved into (cgroup.h); NULL: none */
+  const agent_admission_config *admission; /* ratios and reserves; NULL: defaults */
+  agent_host_probe_fn host_probe; /* host figures for admission; NULL: agent_host_probe */
+  void *host_probe_ctx;
 } agent_manager_config;
 
 typedef struct agent_manager agent_manager;

@@ -70,7 +70,11 @@ int snap_discard_all(const char *inst_dir, cmn_error *err)
   cleanup_free char *base = snap_base_path(inst_dir);
   if (cmn_rm_rf(latest, err) < 0 || cmn_rm_rf(base, err) < 0)
     return -1;
+  /* An empty root goes too (a start refused for lack of space leaves no
+   * trace); one still holding retired folders stays for the collector. */
   cleanup_free char *root = cmn_asprintf("%s/" SNAP_DIR, inst_dir);
+  if (rmdir(root) == 0)
+    return cmn_fsync_path(inst_dir, err);
   if (cmn_is_dir(root))
     return cmn_fsync_path(root, err);
   return 0;
@@ -88,11 +92,18 @@ int snap_prepare_boot(const snap_target *t, char **mem_dir, cmn_error *err)
     return -1;
   if (!snap_live_ram(t))
     return 0;
-  if (snap_ensure_root(t->inst_dir, err) < 0)
+  /* The driver reserves the RAM file (every block, before the guest runs);
+   * this check only refuses early, with the figures, before any folder is
+   * made. */
+  uint64_t ram = t->vm->spec != NULL ? t->vm->spec->memory_mib << 20 : 0;
+  if (cmn_fs_need(t->inst_dir, ram, "the guest's RAM file", err) < 0)
     return -1;
   cleanup_free char *base = snap_base_path(t->inst_dir);
-  if (cmn_mkdir_p(base, 0750, err) < 0)
+  if (snap_ensure_root(t->inst_dir, err) < 0 || cmn_mkdir_p(base, 0750, err) < 0) {
+    cmn_error e2 = {0};
+    snap_discard_all(t->inst_dir, &e2);
     return -1;
+  }
   *mem_dir = steal_ptr(base);
   return 0;
 }

@@ -12,3 +12,4 @@ endfunction()
 
 ember_unit_test(test_manager)
 ember_unit_test(test_common)
+ember_unit_test(test_admission)
