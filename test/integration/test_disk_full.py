@@ -7,7 +7,7 @@ data dir).
 The data dir is a small filesystem mounted for the test, once tmpfs and once ext4 on
 a loop image (both unmounted and removed whatever happens). On each:
   1. a 128 MiB guest runs; the host fills the filesystem to the last block; the guest
-     then dirties ~80 MiB of RAM it never touched (writes into its own tmpfs): it
+     then dirties 48 MiB of RAM it never touched (writes into its own tmpfs): it
      must stay Running and answer (unfixed: its RAM file was sparse, the first write
      to a new page got SIGBUS and QEMU died);
   2. filled before a standby: RESOURCE_EXHAUSTED naming the space, the guest keeps
@@ -18,7 +18,12 @@ a loop image (both unmounted and removed whatever happens). On each:
      nothing under the data dir changed; after freeing space the restore works and
      the guest's file and process are intact;
   4. a start with no room: RESOURCE_EXHAUSTED, the instance stays Stopped, nothing
-     under the data dir changed.
+     under the data dir changed;
+  5. a DIFF snapshot whose RAM file is sparse (as an older emberd left it;
+     made so with fallocate --dig-holes, content kept), filled before the restore:
+     the reservation of the existing file refuses it with RESOURCE_EXHAUSTED and
+     the figures, nothing changes; after freeing space the restore works and the
+     file the guest runs on is fully allocated.
 
 Needs root (mount), EMBER_TEST_GUEST_DIR, EMBERD_BIN, EMBER_PYTHON_DIR; skips (77)
 with a message otherwise.
@@ -115,8 +120,14 @@ def unfill(data_dir):
     print("   freed %s: %.1f MiB free" % (data_dir, free_mib(data_dir)), flush=True)
 
 
-def digest(d):
-    return [e for e in tree_digest(d.data_dir) if not e[0].startswith(FILLER)]
+def digest(d, inst_id=None):
+    """The data dir's tree (without the filler); with inst_id, that instance's
+    folder and the names of the others (a running guest's console log grows)."""
+    if inst_id is None:
+        return [e for e in tree_digest(d.data_dir) if not e[0].startswith(FILLER)]
+    inst = os.path.join(d.data_dir, "instances")
+    return (sorted(os.listdir(d.data_dir)), sorted(os.listdir(inst)),
+            tree_digest(os.path.join(inst, inst_id)))
 
 
 def alive(d, g):
@@ -131,10 +142,11 @@ def run_fs(kind, kernel, initrd, work):
     if err is not None:
         return err
     try:
-        # A small filesystem: the admission's reserve for state files is cut to
-        # 16 MiB so that what is tested is the full filesystem, not the reserve.
+        # A small filesystem: no admission reserve for state files, so that
+        # what is tested is the full filesystem and the RAM-file reservation
+        # (case 5), not the reserve.
         cfg = {"drivers": {"qemu": {"accel": os.environ.get("EMBER_QEMU_ACCEL", "tcg")}},
-               "disk_reserve_mib": 16}
+               "disk_reserve_mib": 0}
         with Emberd(config=cfg, log_level="info", root=root) as d:
             try:
                 cases(kind, d, kernel, initrd)
@@ -160,8 +172,8 @@ def cases(kind, d, kernel, initrd):
 
     def dirty():
         try:
-            res["out"] = g.run("mount -o remount,size=100M /tmp; dd if=/dev/zero "
-                               "of=/tmp/dirty bs=1M count=80 2>&1 | tail -1; sync; "
+            res["out"] = g.run("mount -o remount,size=64M /tmp; dd if=/dev/zero "
+                               "of=/tmp/dirty bs=1M count=48 2>&1 | tail -1; sync; "
                                "echo dirtied", timeout=180)
         except Exception as e:  # noqa: BLE001 - the guest dies here on unfixed code
             res["out"] = "guest shell: %s" % e
@@ -173,7 +185,7 @@ def cases(kind, d, kernel, initrd):
     out = res["out"]
     inst = d.get(g.id)
     check(inst.state == pb.INSTANCE_STATE_RUNNING and "dirtied" in out,
-          "%s 1: filesystem full, the guest dirtied 80 MiB of new RAM and is still %s (%s)%s"
+          "%s 1: filesystem full, the guest dirtied 48 MiB of new RAM and is still %s (%s)%s"
           % (kind, pb.InstanceState.Name(inst.state), out.strip().replace("\n", " | "),
              "" if inst.status_message == "" else " status: " + inst.status_message))
     if inst.state != pb.INSTANCE_STATE_RUNNING:
@@ -227,17 +239,50 @@ def cases(kind, d, kernel, initrd):
     # ---- 4. a start with no room -----------------------------------------------
     g2 = d.create("nofit-%s" % kind, spec, start=False)
     fill(d.data_dir)
-    before = digest(d)
+    before = digest(d, g2.id)
     code, res = Emberd.call_error(d.start_instance, g2.id, timeout=180)
     check(code == grpc.StatusCode.RESOURCE_EXHAUSTED,
           "%s 4: start with no room: %s: %s" % (kind, code.name, res))
     time.sleep(0.5)
     inst = d.get(g2.id)
-    check(inst.state == pb.INSTANCE_STATE_STOPPED and digest(d) == before,
+    check(inst.state == pb.INSTANCE_STATE_STOPPED and digest(d, g2.id) == before,
           "%s 4: it stays %s and nothing under the data dir changed"
           % (kind, pb.InstanceState.Name(inst.state)))
     unfill(d.data_dir)
     check(alive(d, g), "%s: the first guest is still Running at the end" % kind)
+
+    # ---- 5. a DIFF restore of a RAM file left sparse (older emberd) -------------
+    # Admission lets it through (a DIFF restore writes no new RAM file); the
+    # driver's reservation of the existing file is what refuses it.
+    code, res = Emberd.call_error(d.standby, g.id)
+    if check(code == grpc.StatusCode.OK and res.last_snapshot_kind == pb.SNAPSHOT_KIND_DIFF,
+             "%s 5: DIFF standby (%s)" % (kind, code.name)):
+        mem = os.path.join(g.dir, "snapshots", "snapshot-latest", "memory")
+        r = sh("fallocate", "--dig-holes", mem)
+        sparse = os.stat(mem).st_blocks * 512 < os.stat(mem).st_size
+        check(r.returncode == 0 and sparse, "%s 5: made %s sparse, content kept (%s)"
+              % (kind, mem, r.stdout.strip() or "%d of %d bytes allocated"
+                 % (os.stat(mem).st_blocks * 512, os.stat(mem).st_size)))
+        fill(d.data_dir)
+        before = digest(d)
+        code, res = Emberd.call_error(d.restore, g.id)
+        check(code == grpc.StatusCode.RESOURCE_EXHAUSTED and "reserving" in str(res)
+              and "free" in str(res),
+              "%s 5: restore of the sparse RAM file on a full filesystem: %s: %s"
+              % (kind, code.name, res))
+        inst = d.get(g.id)
+        check(inst.state == pb.INSTANCE_STATE_STANDBY and digest(d) == before,
+              "%s 5: it stays %s and no file's content changed"
+              % (kind, pb.InstanceState.Name(inst.state)))
+        unfill(d.data_dir)
+        code, res = Emberd.call_error(d.restore, g.id)
+        ok, out = g.intact()
+        check(code == grpc.StatusCode.OK and ok and "after-full-standby" in out,
+              "%s 5: after freeing space the restore works, memory intact (%s, %s)"
+              % (kind, code.name, out))
+        check(os.stat(os.path.join(g.dir, "snapshots", "snapshot-base", "memory")).st_blocks
+              * 512 >= GUEST_MIB << 20, "%s 5: the RAM file the guest runs on is reserved"
+              % kind)
     for i in (g2.id, g.id):
         Emberd.call_error(d.delete, i)
 

@@ -134,11 +134,14 @@ static void test_disk(void)
   CU_ASSERT_EQUAL(agent_admit(&c, &h, &used, &r, &err), 0);
 }
 
-/* The reservation helper on a real file: blocks allocated, content kept. */
-static void test_file_reserve(void)
+/* The reservation helper on a real file in a folder of root (/tmp; /dev/shm
+ * for tmpfs and its already-allocated fast path): blocks allocated, content
+ * kept, a partly allocated file completed. */
+static void file_reserve_in(const char *root)
 {
-  char tmpl[] = "/tmp/ember-adm-XXXXXX";
-  CU_ASSERT_PTR_NOT_NULL_FATAL(mkdtemp(tmpl));
+  cleanup_free char *tmpl = cmn_asprintf("%s/ember-adm-XXXXXX", root);
+  if (mkdtemp(tmpl) == NULL)
+    return; /* no such filesystem here */
   cleanup_free char *p = cmn_asprintf("%s/ram", tmpl);
   int fd = cmn_open(p, O_RDWR | O_CREAT | O_EXCL, 0600);
   CU_ASSERT_FATAL(fd >= 0);
@@ -168,9 +171,24 @@ static void test_file_reserve(void)
   /* A full filesystem is RESOURCE_EXHAUSTED whatever code the caller passed. */
   cmn_err_errno(&err, CMN_INTERNAL, ENOSPC, "write x");
   CU_ASSERT_EQUAL(err.code, CMN_RESOURCE_EXHAUSTED);
+  /* Reserved already: again is a no-op that succeeds. */
+  CU_ASSERT_EQUAL(cmn_file_reserve(fd, p, 8 << 20, &err), 0);
+  /* A hole punched into a reserved file is filled again. */
+  CU_ASSERT_EQUAL(fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 1 << 20, 1 << 20), 0);
+  fstat(fd, &st);
+  CU_ASSERT((uint64_t)st.st_blocks * 512 < (8u << 20));
+  CU_ASSERT_EQUAL(cmn_file_reserve(fd, p, 8 << 20, &err), 0);
+  fstat(fd, &st);
+  CU_ASSERT((uint64_t)st.st_blocks * 512 >= (8u << 20));
   close(fd);
   cmn_error e2 = {0};
   cmn_rm_rf(tmpl, &e2);
+}
+
+static void test_file_reserve(void)
+{
+  file_reserve_in("/tmp");
+  file_reserve_in("/dev/shm");
 }
 
 static void test_probe(void)
