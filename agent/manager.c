@@ -442,6 +442,7 @@ static int mgr_do_start(agent_manager *m, mgr_instance *inst, agent_record *r, c
     snap_end_vmm(&t);
     cmn_error e2 = {0};
     snap_discard_all(inst->dir, &e2);
+    snap_explain_space(inst->dir, err);
     return cmn_err_prefix(err, "start");
   }
   mgr_vmm_place(m, inst);

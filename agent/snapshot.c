@@ -80,6 +80,20 @@ int snap_discard_all(const char *inst_dir, cmn_error *err)
   return 0;
 }
 
+void snap_explain_space(const char *inst_dir, cmn_error *err)
+{
+  if (err == NULL || err->code != CMN_RESOURCE_EXHAUSTED || strstr(err->msg, " free") != NULL)
+    return;
+  cmn_fs_space sp;
+  cmn_error e2 = {0};
+  if (cmn_fs_space_of(inst_dir, &sp, &e2) < 0)
+    return;
+  size_t n = strlen(err->msg);
+  snprintf(err->msg + n, sizeof err->msg - n, " (%s has %llu MiB free of %llu MiB)", sp.desc,
+           (unsigned long long)(sp.free_bytes >> 20), (unsigned long long)(sp.total_bytes >> 20));
+  cmn_fs_space_free(&sp);
+}
+
 static bool snap_live_ram(const snap_target *t)
 {
   return (t->caps & VMM_CAP_BASE_REUSE) && (t->caps & VMM_CAP_LIVE_RAM_FILE);
@@ -221,6 +235,7 @@ int snap_standby(const snap_target *t, bool was_running, vmm_snap_kind *kind, cm
 
 fail:
   snap_standby_undo(t, latest, was_running);
+  snap_explain_space(t->inst_dir, err);
   return -1;
 }
 
@@ -281,6 +296,7 @@ int snap_restore(const snap_target *t, cmn_error *err)
     if (drv->cleanup != NULL)
       drv->cleanup(t->drv_state, vm);
     memset(&vm->proc, 0, sizeof vm->proc);
+    snap_explain_space(t->inst_dir, err);
     return -1;
   }
   /* The guest runs (and may already write to a LIVE_RAM_FILE snapshot): past

@@ -235,6 +235,14 @@ static int snap_check_ram_file(const char *path, uint64_t mib, qemu_vm_meta *m, 
   return 0;
 }
 
+static void snap_unlink_created(char **path)
+{
+  if (*path != NULL) {
+    unlink(*path);
+    free(*path);
+  }
+}
+
 int qemu_restore(void *state, vmm_vm *vm, const char *snap_dir_in, cmn_error *err)
 {
   const qemu_host *h = state;
@@ -269,6 +277,9 @@ int qemu_restore(void *state, vmm_vm *vm, const char *snap_dir_in, cmn_error *er
 
   qemu_vm_meta vm_meta = {0};
   const char *ram_path = NULL;
+  /* A RAM file made here for a full stream goes again on any failure, so a
+   * refused restore leaves the snapshot folder as it found it. */
+  __attribute__((cleanup(snap_unlink_created))) char *created_ram = NULL;
   if (sm.ram_shared) {
     /* Reserved at boot already, unless made by an older emberd or copied in
      * sparse: then the blocks are reserved now, before QEMU maps it. */
@@ -280,6 +291,7 @@ int qemu_restore(void *state, vmm_vm *vm, const char *snap_dir_in, cmn_error *er
     if (qemu_ram_file_create(mem_path, sm.memory_mib, &vm_meta, err) < 0)
       return cmn_err_prefix(err, "restore");
     ram_path = mem_path;
+    created_ram = cmn_strdup(mem_path);
   }
   if (qemu_vm_meta_write(vm, &vm_meta, err) < 0)
     return -1;
@@ -328,6 +340,8 @@ int qemu_restore(void *state, vmm_vm *vm, const char *snap_dir_in, cmn_error *er
     if (qemu_snap_meta_write(snap_dir, &sm, &merr) < 0)
       cmn_warn(vm->id, "restore", "cannot mark %s consumed: %s", snap_dir, merr.msg);
   }
+  free(created_ram); /* the guest runs on it: it stays */
+  created_ram = NULL;
   cmn_fault_exit_only("qemu.restore.after_cont");
   cmn_info(vm->id, "restore", "restored from %s (%s) in %lld ms", snap_dir,
            sm.ram_shared ? "shared RAM" : "full stream",
