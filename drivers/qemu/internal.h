@@ -57,6 +57,7 @@ typedef struct qemu_vm_meta {
   bool ram_shared;  /* memory-backend-file share=on */
   dev_t ram_dev;    /* identity of the RAM file, to check a DIFF target */
   ino_t ram_ino;
+  bool ram_reserved; /* every block of the RAM file is allocated (fallocate) */
 } qemu_vm_meta;
 
 /* What a snapshot folder holds, recorded in <snap_dir>/qemu.json. */
@@ -64,6 +65,8 @@ typedef struct qemu_snap_meta {
   bool ram_shared;   /* state holds device state only; RAM is <snap_dir>/memory */
   uint64_t memory_mib;
   bool consumed;     /* a guest has run on <snap_dir>/memory since */
+  bool ram_reserved; /* <snap_dir>/memory was reserved in full by this driver
+                      * (never punched since: QEMU here never discards RAM) */
 } qemu_snap_meta;
 
 /* What one spawn is for. */

@@ -223,6 +223,7 @@ int qemu_ram_file_create(const char *path, uint64_t mib, qemu_vm_meta *m,
   m->ram_shared = true;
   m->ram_dev = st.st_dev;
   m->ram_ino = st.st_ino;
+  m->ram_reserved = true;
   return 0;
 fail:
   unlink(path);

@@ -19,8 +19,9 @@ a loop image (both unmounted and removed whatever happens). On each:
      the guest's file and process are intact;
   4. a start with no room: RESOURCE_EXHAUSTED, the instance stays Stopped, nothing
      under the data dir changed;
-  5. a DIFF snapshot whose RAM file is sparse (as an older emberd left it;
-     made so with fallocate --dig-holes, content kept), filled before the restore:
+  5. a DIFF snapshot whose RAM file is sparse (as an older emberd left it: made
+     so with fallocate --dig-holes, content kept, and qemu.json without its
+     "ram_reserved" mark), filled before the restore:
      the reservation of the existing file refuses it with RESOURCE_EXHAUSTED and
      the figures, nothing changes; after freeing space the restore works and the
      file the guest runs on is fully allocated.
@@ -29,6 +30,7 @@ Needs root (mount), EMBER_TEST_GUEST_DIR, EMBERD_BIN, EMBER_PYTHON_DIR; skips (7
 with a message otherwise.
 """
 import errno
+import json
 import os
 import shutil
 import subprocess
@@ -265,6 +267,14 @@ def cases(kind, d, kernel, initrd):
     if check(code == grpc.StatusCode.OK and res.last_snapshot_kind == pb.SNAPSHOT_KIND_DIFF,
              "%s 5: DIFF standby (%s)" % (kind, code.name)):
         mem = os.path.join(g.dir, "snapshots", "snapshot-latest", "memory")
+        meta = os.path.join(g.dir, "snapshots", "snapshot-latest", "qemu.json")
+        with open(meta) as f:
+            m = json.load(f)
+        check(m.get("ram_reserved") is True, "%s 5: qemu.json records the reserved RAM file "
+              "(%s)" % (kind, m))
+        m.pop("ram_reserved", None)  # as an older emberd wrote it
+        with open(meta, "w") as f:
+            json.dump(m, f)
         r = sh("fallocate", "--dig-holes", mem)
         sparse = os.stat(mem).st_blocks * 512 < os.stat(mem).st_size
         check(r.returncode == 0 and sparse, "%s 5: made %s sparse, content kept (%s)"
