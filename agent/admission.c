@@ -41,7 +41,7 @@ int agent_host_probe(const char *data_dir, agent_host_figures *out, cmn_error *e
   long n = sysconf(_SC_NPROCESSORS_ONLN);
   out->cpus = n > 0 ? (unsigned)n : 1;
   cmn_fs_space sp;
-  if (cmn_fs_space_of(data_dir, &sp, err) < 0)
+  if (cmn_fs_space_of(data_dir, false, &sp, err) < 0)
     return -1;
   out->disk_free_mib = sp.free_bytes >> 20;
   out->disk_total_mib = sp.total_bytes >> 20;

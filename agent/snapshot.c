@@ -86,7 +86,7 @@ void snap_explain_space(const char *inst_dir, cmn_error *err)
     return;
   cmn_fs_space sp;
   cmn_error e2 = {0};
-  if (cmn_fs_space_of(inst_dir, &sp, &e2) < 0)
+  if (cmn_fs_space_of(inst_dir, true, &sp, &e2) < 0)
     return;
   size_t n = strlen(err->msg);
   snprintf(err->msg + n, sizeof err->msg - n, " (%s has %llu MiB free of %llu MiB)", sp.desc,

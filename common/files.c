@@ -268,7 +268,8 @@ static char *files_fs_desc(dev_t dev)
   return found != NULL ? found : cmn_asprintf("device %u:%u", major(dev), minor(dev));
 }
 
-static int files_space_fd(int fd, const char *path, cmn_fs_space *out, cmn_error *err)
+static int files_space_fd(int fd, const char *path, bool describe, cmn_fs_space *out,
+                          cmn_error *err)
 {
   struct statvfs vs;
   struct stat st;
@@ -277,18 +278,18 @@ static int files_space_fd(int fd, const char *path, cmn_fs_space *out, cmn_error
   uint64_t frs = vs.f_frsize ? vs.f_frsize : vs.f_bsize;
   out->total_bytes = (uint64_t)vs.f_blocks * frs;
   out->free_bytes = (uint64_t)(geteuid() == 0 ? vs.f_bfree : vs.f_bavail) * frs;
-  out->desc = files_fs_desc(st.st_dev);
+  out->desc = describe ? files_fs_desc(st.st_dev) : NULL;
   return 0;
 }
 
-int cmn_fs_space_of(const char *path, cmn_fs_space *out, cmn_error *err)
+int cmn_fs_space_of(const char *path, bool describe, cmn_fs_space *out, cmn_error *err)
 {
   memset(out, 0, sizeof *out);
   cleanup_close int fd = cmn_open(path, O_RDONLY | O_PATH, 0);
   if (fd < 0)
     return cmn_err_errno(err, CMN_INTERNAL, errno, "open %s", path);
   /* fstatvfs on an O_PATH descriptor works since Linux 2.6.39. */
-  return files_space_fd(fd, path, out, err);
+  return files_space_fd(fd, path, describe, out, err);
 }
 
 void cmn_fs_space_free(cmn_fs_space *s)
@@ -302,7 +303,7 @@ void cmn_fs_space_free(cmn_fs_space *s)
 int cmn_fs_need(const char *path, uint64_t need_bytes, const char *what, cmn_error *err)
 {
   cmn_fs_space sp;
-  if (cmn_fs_space_of(path, &sp, err) < 0)
+  if (cmn_fs_space_of(path, true, &sp, err) < 0)
     return -1;
   int rc = 0;
   if (sp.free_bytes < need_bytes)
@@ -338,7 +339,7 @@ int cmn_file_reserve(int fd, const char *path, uint64_t len, cmn_error *err)
   int e = errno;
   cmn_fs_space sp = {0};
   cmn_error e2 = {0};
-  if (files_space_fd(fd, path, &sp, &e2) < 0)
+  if (files_space_fd(fd, path, true, &sp, &e2) < 0)
     sp.desc = cmn_strdup("its filesystem");
   struct stat st;
   uint64_t have = fstat(fd, &st) == 0 ? (uint64_t)st.st_blocks * 512 : 0;

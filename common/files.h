@@ -42,14 +42,15 @@ bool cmn_is_regular_file(const char *path);
  * ".." component, so the result stays inside root. Returns NULL on refusal. */
 char *cmn_path_join(const char *root, const char *rel, cmn_error *err);
 /* Space on the filesystem holding path: free_bytes is what this process may
- * still write (root may use the blocks reserved for root); desc is
- * "<fstype> at <mount point>" for messages (free with free()). */
+ * still write (root may use the blocks reserved for root); with describe,
+ * desc is "<fstype> at <mount point>" for messages (a read of mountinfo),
+ * else NULL. Release with cmn_fs_space_free. */
 typedef struct cmn_fs_space {
   uint64_t total_bytes;
   uint64_t free_bytes;
   char *desc;
 } cmn_fs_space;
-int cmn_fs_space_of(const char *path, cmn_fs_space *out, cmn_error *err);
+int cmn_fs_space_of(const char *path, bool describe, cmn_fs_space *out, cmn_error *err);
 void cmn_fs_space_free(cmn_fs_space *s);
 /* RESOURCE_EXHAUSTED with the figures ("<what> needs N MiB on <fs>, which has
  * M MiB free") unless the filesystem of path has need_bytes free. */
