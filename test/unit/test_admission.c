@@ -3,10 +3,13 @@
  * (cmn_fs_need, cmn_file_reserve in common/files.c). */
 #define _GNU_SOURCE
 #include "agent/admission.h"
+#include "agent/manager.h"
 #include "common/cleanup.h"
 #include "common/files.h"
 #include "common/log.h"
 #include "common/mem.h"
+#include "drivers/registry.h"
+#include "test/unit/testvm_driver.h"
 
 #include <CUnit/Basic.h>
 #include <fcntl.h>
@@ -202,6 +205,97 @@ static void test_probe(void)
   CU_ASSERT_EQUAL(agent_host_probe("/nonexistent/x", &h, &err), -1);
 }
 
+/* The manager's wiring: admission at create, start and restore with fed host
+ * figures (1 CPU, 1024 MiB, 10 GiB disk), the testvm drivers as VMMs. */
+static int fed_probe(void *ctx, const char *data_dir, agent_host_figures *out, cmn_error *err)
+{
+  (void)data_dir;
+  (void)err;
+  *out = *(const agent_host_figures *)ctx;
+  return 0;
+}
+
+static int mgr_create(agent_manager *m, const char *name, const char *type, uint64_t mib,
+                      unsigned vcpus, char *kernel, bool start, char **id,
+                      cmn_error *err)
+{
+  vmm_spec spec = {.vcpus = vcpus, .memory_mib = mib, .kernel = kernel, .cmdline = "x"};
+  agent_instance_view v = {0};
+  int rc = agent_manager_create_instance(m, name, type, &spec, start, &v, err);
+  if (rc == 0 && id != NULL)
+    *id = cmn_strdup(v.id);
+  agent_instance_view_free(&v);
+  return rc;
+}
+
+static void test_manager_admission(void)
+{
+  static const vmm_driver *const drivers[] = {&testvm_driver, &testvm_live_driver};
+  char root[] = "/tmp/ember-adm-mgr-XXXXXX";
+  CU_ASSERT_PTR_NOT_NULL_FATAL(mkdtemp(root));
+  cleanup_free char *data = cmn_asprintf("%s/data", root);
+  cleanup_free char *kernel = cmn_asprintf("%s/vmlinux", root);
+  cmn_error err = {0};
+  CU_ASSERT_EQUAL_FATAL(cmn_file_write_atomic(kernel, "k", 1, 0644, &err), 0);
+  vmm_registry *reg = vmm_registry_create(NULL, drivers, 2);
+  agent_host_figures host = {
+      .mem_total_mib = 1024, .cpus = 1, .disk_free_mib = 10240, .disk_total_mib = 20480};
+  agent_admission_config adm = {
+      .mem_overcommit = 1.0, .mem_reserved_mib = 0, .vcpu_overcommit = 2.0,
+      .disk_reserve_mib = 0};
+  agent_manager_config cfg = {.data_dir = data, .stop_timeout_ms = 2000, .admission = &adm,
+                              .host_probe = fed_probe, .host_probe_ctx = &host};
+  agent_manager *m = agent_manager_create(&cfg, reg, &err);
+  CU_ASSERT_PTR_NOT_NULL_FATAL(m);
+
+  /* Create: alone against the host. */
+  CU_ASSERT_EQUAL(mgr_create(m, "big", "testvm", 2048, 1, kernel, false, NULL, &err), -1);
+  CU_ASSERT_EQUAL(err.code, CMN_RESOURCE_EXHAUSTED);
+  CU_ASSERT_PTR_NOT_NULL(strstr(err.msg, "needs 2048 MiB of RAM; this host admits 1024 MiB"));
+  CU_ASSERT_EQUAL(mgr_create(m, "wide", "testvm", 64, 3, kernel, false, NULL, &err), -1);
+  CU_ASSERT_PTR_NOT_NULL(strstr(err.msg, "needs 3 vCPUs; this host admits 2"));
+  agent_instance_view *v = NULL;
+  size_t n = 9;
+  CU_ASSERT_EQUAL(agent_manager_list(m, AGENT_STATE_UNSPECIFIED, &v, &n, &err), 0);
+  CU_ASSERT_EQUAL(n, 0); /* refused creates leave nothing */
+  agent_instance_views_free(v, n);
+
+  /* Start and restore: next to what runs. */
+  cleanup_free char *a = NULL, *b = NULL;
+  CU_ASSERT_EQUAL_FATAL(mgr_create(m, "a", "testvm", 600, 1, kernel, true, &a, &err), 0);
+  CU_ASSERT_EQUAL_FATAL(mgr_create(m, "b", "testvm", 600, 1, kernel, false, &b, &err), 0);
+  CU_ASSERT_EQUAL(agent_manager_op(m, b, AGENT_OP_START, NULL, &err), -1);
+  CU_ASSERT_EQUAL(err.code, CMN_RESOURCE_EXHAUSTED);
+  CU_ASSERT_PTR_NOT_NULL(strstr(err.msg, "this host admits 424 MiB"));
+  CU_ASSERT_EQUAL(agent_manager_op(m, a, AGENT_OP_STANDBY, NULL, &err), 0);
+  CU_ASSERT_EQUAL(agent_manager_op(m, b, AGENT_OP_START, NULL, &err), 0);
+  CU_ASSERT_EQUAL(agent_manager_op(m, a, AGENT_OP_RESTORE, NULL, &err), -1);
+  CU_ASSERT_PTR_NOT_NULL(strstr(err.msg, "cannot restore a"));
+  agent_instance_view va = {0};
+  CU_ASSERT_EQUAL(agent_manager_get(m, a, &va, &err), 0);
+  CU_ASSERT_EQUAL(va.state, AGENT_STATE_STANDBY);
+  agent_instance_view_free(&va);
+  CU_ASSERT_EQUAL(agent_manager_op(m, b, AGENT_OP_STOP, NULL, &err), 0);
+  CU_ASSERT_EQUAL(agent_manager_op(m, a, AGENT_OP_RESTORE, NULL, &err), 0);
+
+  /* Disk: a LIVE_RAM_FILE guest needs its RAM file in the data dir. */
+  host.disk_free_mib = 100;
+  cleanup_free char *c = NULL;
+  CU_ASSERT_EQUAL_FATAL(mgr_create(m, "c", "testlive", 128, 1, kernel, false, &c, &err), 0);
+  CU_ASSERT_EQUAL(agent_manager_op(m, a, AGENT_OP_STOP, NULL, &err), 0);
+  CU_ASSERT_EQUAL(agent_manager_op(m, c, AGENT_OP_START, NULL, &err), -1);
+  CU_ASSERT_PTR_NOT_NULL(strstr(err.msg, "needs 128 MiB in the data dir"));
+  cleanup_free char *cdir = cmn_asprintf("%s/instances/%s/snapshots", data, c);
+  CU_ASSERT_FALSE(cmn_path_exists(cdir)); /* nothing made */
+  host.disk_free_mib = 10240;
+  CU_ASSERT_EQUAL(agent_manager_op(m, c, AGENT_OP_START, NULL, &err), 0);
+  CU_ASSERT_EQUAL(agent_manager_op(m, c, AGENT_OP_STOP, NULL, &err), 0);
+
+  agent_manager_free(m);
+  vmm_registry_free(reg);
+  cmn_rm_rf(root, &err);
+}
+
 int main(void)
 {
   cmn_log_setup(CMN_LOG_ERROR, 2);
@@ -214,6 +308,7 @@ int main(void)
   CU_add_test(s, "disk", test_disk);
   CU_add_test(s, "file_reserve", test_file_reserve);
   CU_add_test(s, "probe", test_probe);
+  CU_add_test(s, "manager_admission", test_manager_admission);
   CU_basic_set_mode(CU_BRM_VERBOSE);
   CU_basic_run_tests();
   unsigned failed = CU_get_number_of_failures() + CU_get_number_of_tests_failed();
