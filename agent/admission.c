@@ -93,7 +93,10 @@ int agent_admit(const agent_admission_config *cfg, const agent_host_figures *hos
    * At create the guest's RAM file must fit the filesystem at all. */
   uint64_t disk_need = req->disk_mib + cfg->disk_reserve_mib;
   uint64_t disk_have = alone ? host->disk_total_mib : host->disk_free_mib;
-  if (disk_need > disk_have)
+  /* A filesystem that reports no size at all (ramfs) cannot be judged here;
+   * the RAM-file reservation then decides (and refuses one that cannot
+   * reserve). */
+  if (host->disk_total_mib > 0 && disk_need > disk_have)
     return cmn_err_set(err, CMN_RESOURCE_EXHAUSTED,
                        "cannot %s %s: it needs %llu MiB in the data dir (%llu MiB guest RAM "
                        "file + %llu MiB reserve for state files); its filesystem has %llu MiB "

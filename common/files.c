@@ -306,7 +306,7 @@ int cmn_fs_need(const char *path, uint64_t need_bytes, const char *what, cmn_err
   if (cmn_fs_space_of(path, true, &sp, err) < 0)
     return -1;
   int rc = 0;
-  if (sp.free_bytes < need_bytes)
+  if (sp.total_bytes > 0 && sp.free_bytes < need_bytes) /* 0: no size known (ramfs) */
     rc = cmn_err_set(err, CMN_RESOURCE_EXHAUSTED,
                      "%s needs %llu MiB on %s, which has %llu MiB free", what,
                      FILES_MIB(need_bytes), sp.desc, (unsigned long long)(sp.free_bytes >> 20));

@@ -53,7 +53,8 @@ typedef struct cmn_fs_space {
 int cmn_fs_space_of(const char *path, bool describe, cmn_fs_space *out, cmn_error *err);
 void cmn_fs_space_free(cmn_fs_space *s);
 /* RESOURCE_EXHAUSTED with the figures ("<what> needs N MiB on <fs>, which has
- * M MiB free") unless the filesystem of path has need_bytes free. */
+ * M MiB free") unless the filesystem of path has need_bytes free (or reports
+ * no size at all, as ramfs does). */
 int cmn_fs_need(const char *path, uint64_t need_bytes, const char *what, cmn_error *err);
 /* Reserves (allocates) the blocks of [0, len) of the open regular file fd
  * (fallocate mode 0: the size grows to len if smaller, content is kept), so

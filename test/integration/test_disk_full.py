@@ -4,6 +4,8 @@ data (issue 9, "Reliability 2"), with a real emberd, the real gRPC client, real 
 (TCG) and the Linux test guest, base reuse on (guest RAM is a shared file in the
 data dir).
 
+0. On ramfs (no fallocate: RAM cannot be reserved) a start is refused with
+   FAILED_PRECONDITION naming the filesystem, and nothing changes.
 The data dir is a small filesystem mounted for the test, once tmpfs and once ext4 on
 a loop image (both unmounted and removed whatever happens). On each:
   1. a 128 MiB guest runs; the host fills the filesystem to the last block; the guest
@@ -304,6 +306,36 @@ def cases(kind, d, kernel, initrd):
         Emberd.call_error(d.delete, i)
 
 
+def run_ramfs(kernel, initrd, work):
+    """0. A filesystem that cannot reserve (ramfs: no fallocate): a base-reuse
+    start is refused with FAILED_PRECONDITION naming it, nothing is left."""
+    root = os.path.join(work, "ramfs")
+    data = os.path.join(root, "data")
+    os.makedirs(data, exist_ok=True)
+    r = sh("mount", "-t", "ramfs", "-o", "mode=0755", "ramfs", data)
+    if r.returncode != 0:
+        print("cannot mount ramfs (%s): case 0 skipped" % r.stdout.strip())
+        return
+    try:
+        cfg = {"drivers": {"qemu": {"accel": os.environ.get("EMBER_QEMU_ACCEL", "tcg")}}}
+        with Emberd(config=cfg, log_level="info", root=root) as d:
+            spec = d.make_spec(hypervisor="qemu", vcpus=1, memory_mib=GUEST_MIB,
+                               kernel=kernel, initrd=initrd, cmdline=linux_cmdline())
+            g = d.create("ramfs", spec)
+            before = digest(d, g.id)
+            code, res = Emberd.call_error(d.start_instance, g.id, timeout=120)
+            check(code == grpc.StatusCode.FAILED_PRECONDITION and "ramfs" in str(res)
+                  and "fallocate" in str(res),
+                  "ramfs 0: start where RAM cannot be reserved: %s: %s" % (code.name, res))
+            check(d.get(g.id).state == pb.INSTANCE_STATE_STOPPED and
+                  digest(d, g.id) == before,
+                  "ramfs 0: it stays Stopped and nothing under the data dir changed")
+            d.delete(g.id)
+            d.kill_strays()
+    finally:
+        umount_fs(data)
+
+
 def main():
     if os.geteuid() != 0:
         skip("needs root to mount a small tmpfs and an ext4 loop image")
@@ -314,13 +346,14 @@ def main():
     work = tempfile.mkdtemp(prefix="ember-diskfull-")
     skipped = []
     try:
+        run_ramfs(kernel, initrd, work)
         for kind in ("tmpfs", "ext4"):
             err = run_fs(kind, kernel, initrd, work)
             if err is not None:
                 print("cannot mount %s (%s)" % (kind, err))
                 skipped.append(kind)
     finally:
-        for kind in ("tmpfs", "ext4"):
+        for kind in ("ramfs", "tmpfs", "ext4"):
             umount_fs(os.path.join(work, kind, "data"))
         shutil.rmtree(work, ignore_errors=True)
     if len(skipped) == 2:

@@ -131,6 +131,11 @@ static void test_disk(void)
   CU_ASSERT_PTR_NOT_NULL(strstr(err.msg, "has 300 MiB free"));
   c.disk_reserve_mib = 0;
   CU_ASSERT_EQUAL(agent_admit(&c, &h, &used, &r, &err), 0);
+  /* A filesystem without a size (ramfs): not judged here. */
+  agent_host_figures nosize = host_small;
+  nosize.disk_free_mib = nosize.disk_total_mib = 0;
+  r = req(AGENT_ADMIT_START, 128, 1, 128);
+  CU_ASSERT_EQUAL(agent_admit(&c, &nosize, &used, &r, &err), 0);
   /* A diff restore writes no new RAM file: only the reserve counts. */
   agent_admission_defaults(&c);
   r = req(AGENT_ADMIT_RESTORE, 128, 1, 0);
