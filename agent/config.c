@@ -28,7 +28,8 @@ void agent_config_usage(FILE *out, const char *prog)
           "                           max_instances, tls_cert, tls_key, tls_client_ca,\n"
           "                           insecure_tcp, metrics_listen, metrics_file,\n"
           "                           vmm_cgroup, host_file_roots (array of paths),\n"
-          "                           allow_block_devices,\n"
+          "                           allow_block_devices, mem_overcommit,\n"
+          "                           mem_reserved_mib, vcpu_overcommit, disk_reserve_mib,\n"
           "                           drivers (one object per hypervisor type,\n"
           "                           e.g. {\"drivers\":{\"qemu\":{\"accel\":\"tcg\"}}})\n"
           "  --listen ADDR            unix:/path/to.sock or host:port\n"
@@ -72,12 +73,24 @@ void agent_config_usage(FILE *out, const char *prog)
           "  --allow-block-devices    disks may be block devices (under a --host-file-root;\n"
           "                           opened exclusively, so a mounted one is refused;\n"
           "                           default: regular files only)\n"
+          "Admission (docs/capacity.md): create, start and restore are refused with\n"
+          "RESOURCE_EXHAUSTED when the guest does not fit this host:\n"
+          "  --mem-overcommit R       guest RAM admitted per MiB of host RAM left after\n"
+          "                           --mem-reserved-mib, 0.1-100 (default %.1f: no\n"
+          "                           overcommit); Running and Paused guests count\n"
+          "  --mem-reserved-mib N     host RAM kept for the host (kernel, emberd, VMM\n"
+          "                           overhead), 0-1048576 (default %d)\n"
+          "  --vcpu-overcommit R      vCPUs admitted per online CPU, 0.1-64 (default %.1f)\n"
+          "  --disk-reserve-mib N     free space kept in the data dir for state files on\n"
+          "                           top of each guest's RAM file, 0-1048576 (default %d)\n"
           "  --help                   this text\n"
           "  --version                the version\n"
           "\n"
           "Signals: SIGTERM/SIGINT shut down gracefully (health NOT_SERVING, no new calls,\n"
           "calls in flight finish); VMMs keep running and are re-adopted on the next start.\n",
-          prog, AGENT_DEFAULT_WORKERS, AGENT_DEFAULT_GRACE_SECONDS);
+          prog, AGENT_DEFAULT_WORKERS, AGENT_DEFAULT_GRACE_SECONDS,
+          AGENT_ADMIT_DEFAULT_MEM_OVERCOMMIT, AGENT_ADMIT_DEFAULT_MEM_RESERVED_MIB,
+          AGENT_ADMIT_DEFAULT_VCPU_OVERCOMMIT, AGENT_ADMIT_DEFAULT_DISK_RESERVE_MIB);
 }
 
 void agent_config_free(agent_config *cfg)
@@ -146,6 +159,34 @@ static int config__size(const char *what, const char *s, int64_t *out, cmn_error
                        what, s ? s : "");
   *out = v;
   return 0;
+}
+
+static int config__ratio(const char *what, const char *s, double lo, double hi, double *out,
+                         cmn_error *err)
+{
+  errno = 0;
+  char *end = NULL;
+  double v = s != NULL ? strtod(s, &end) : 0;
+  if (s == NULL || *s == '\0' || errno != 0 || *end != '\0' || !(v >= lo && v <= hi))
+    return cmn_err_set(err, CMN_INVALID_ARGUMENT, "%s: '%s' is not a number in %g..%g", what,
+                       s ? s : "", lo, hi);
+  *out = v;
+  return 0;
+}
+
+static int config__mib(const char *what, const char *s, uint64_t *out, cmn_error *err)
+{
+  int v = 0;
+  if (config__int(what, s, 0, 1L << 20, &v, err) < 0)
+    return -1;
+  *out = (uint64_t)v;
+  return 0;
+}
+
+/* Keys whose JSON value may be a fractional number. */
+static bool config__is_ratio(const char *key)
+{
+  return strcmp(key, "mem_overcommit") == 0 || strcmp(key, "vcpu_overcommit") == 0;
 }
 
 static void config__set(char **dst, const char *v)
@@ -249,6 +290,14 @@ static int config__apply(agent_config *cfg, const char *key, const char *v, cmn_
     cfg->allow_block_devices = strcmp(v, "true") == 0;
     return 0;
   }
+  if (strcmp(key, "mem_overcommit") == 0)
+    return config__ratio(key, v, 0.1, 100, &cfg->admission.mem_overcommit, err);
+  if (strcmp(key, "vcpu_overcommit") == 0)
+    return config__ratio(key, v, 0.1, 64, &cfg->admission.vcpu_overcommit, err);
+  if (strcmp(key, "mem_reserved_mib") == 0)
+    return config__mib(key, v, &cfg->admission.mem_reserved_mib, err);
+  if (strcmp(key, "disk_reserve_mib") == 0)
+    return config__mib(key, v, &cfg->admission.disk_reserve_mib, err);
   return cmn_err_set(err, CMN_INVALID_ARGUMENT, "unknown setting '%s'", key);
 }
 
@@ -314,13 +363,17 @@ static int config__load_file(agent_config *cfg, const char *path, cmn_error *err
       v = cJSON_IsTrue(it) ? "true" : "false";
     } else if (cJSON_IsNumber(it)) {
       double d = it->valuedouble;
-      if (d != (double)(long long)d) {
+      if (config__is_ratio(key)) {
+        snprintf(buf, sizeof(buf), "%.17g", d);
+        v = buf;
+      } else if (d != (double)(long long)d) {
         ret = cmn_err_set(err, CMN_INVALID_ARGUMENT, "config file %s: %s must be an integer",
                           path, key);
         break;
+      } else {
+        snprintf(buf, sizeof(buf), "%lld", (long long)d);
+        v = buf;
       }
-      snprintf(buf, sizeof(buf), "%lld", (long long)d);
-      v = buf;
     } else {
       ret = cmn_err_set(err, CMN_INVALID_ARGUMENT, "config file %s: %s has the wrong type", path,
                         key);
@@ -356,6 +409,10 @@ static const struct {
     {"--vmm-cgroup", "vmm_cgroup", true},
     {"--host-file-root", "host_file_roots", true},
     {"--allow-block-devices", "allow_block_devices", false},
+    {"--mem-overcommit", "mem_overcommit", true},
+    {"--mem-reserved-mib", "mem_reserved_mib", true},
+    {"--vcpu-overcommit", "vcpu_overcommit", true},
+    {"--disk-reserve-mib", "disk_reserve_mib", true},
     {"--help", NULL, false},
     {"-h", NULL, false},
     {"--version", NULL, false},
@@ -443,6 +500,12 @@ int agent_config_load(agent_config *cfg, int argc, char *const *argv, const char
   cfg->log_level = CMN_LOG_INFO;
   cfg->max_message_bytes = AGENT_DEFAULT_MAX_MESSAGE_BYTES;
   cfg->grace_seconds = AGENT_DEFAULT_GRACE_SECONDS;
+  cfg->admission = (agent_admission_config){
+      .mem_overcommit = AGENT_ADMIT_DEFAULT_MEM_OVERCOMMIT,
+      .mem_reserved_mib = AGENT_ADMIT_DEFAULT_MEM_RESERVED_MIB,
+      .vcpu_overcommit = AGENT_ADMIT_DEFAULT_VCPU_OVERCOMMIT,
+      .disk_reserve_mib = AGENT_ADMIT_DEFAULT_DISK_RESERVE_MIB,
+  };
   if (config__flags_pass(cfg, argc, argv, 0, err) < 0)
     goto fail;
   if (cfg->help || cfg->version)

@@ -4,6 +4,7 @@
 #ifndef EMBER_AGENT_CONFIG_H
 #define EMBER_AGENT_CONFIG_H
 
+#include "agent/admission.h"
 #include "common/error.h"
 
 #include <cjson/cJSON.h>
@@ -31,6 +32,7 @@ typedef struct agent_config {
   bool insecure_tcp;
   char *metrics_listen;      /* HOST:PORT serving GET /metrics; NULL: off */
   char *metrics_file;        /* textfile-collector output; NULL: off */
+  agent_admission_config admission; /* --mem-overcommit etc. (docs/capacity.md) */
   cJSON *drivers;            /* the "drivers" object of the file; may be NULL */
   char **host_file_roots;    /* allowed roots for kernel/initrd/disk paths (absolute);
                                 none: any path outside the deny-list (docs/host-paths.md) */

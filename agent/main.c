@@ -196,6 +196,7 @@ int main(int argc, char **argv)
       .data_dir = cfg.data_dir,
       .max_instances = cfg.max_instances,
       .vmm_cgroup = cfg.vmm_cgroup,
+      .admission = &cfg.admission,
       .stop_timeout_ms = 0,
       .monitor = true,
       .host_policy = &hp,

@@ -65,6 +65,10 @@ struct agent_manager {
   char *vmm_cgroup;
   agent_host_fence *fence; /* host file paths (hostfiles.h); immutable */
   const vmm_registry *reg;
+  agent_admission_config admission;
+  agent_host_probe_fn host_probe;
+  void *host_probe_ctx;
+  agent_usage admitting; /* admitted starts/restores not yet committed; under mu */
 
   pthread_mutex_t mu;
   mgr_instance **insts;
@@ -341,6 +345,74 @@ static snap_target mgr_target(agent_manager *m, mgr_instance *inst)
   };
 }
 
+/* ---- admission (admission.h) ------------------------------------------------ */
+
+static int mgr_host_probe_real(void *ctx, const char *data_dir, agent_host_figures *out,
+                               cmn_error *err)
+{
+  (void)ctx;
+  return agent_host_probe(data_dir, out, err);
+}
+
+/* New space in the data dir the operation writes: the guest's RAM file, for
+ * drivers that keep RAM in one (reserved in full before the guest runs). A
+ * restore of a diff snapshot maps the RAM file already there. */
+static uint64_t mgr_disk_need_mib(const vmm_entry *entry, const vmm_spec *spec,
+                                  agent_admit_point point, agent_snap_kind last)
+{
+  unsigned live = VMM_CAP_BASE_REUSE | VMM_CAP_LIVE_RAM_FILE;
+  if (entry == NULL || (entry->caps & live) != live)
+    return 0;
+  if (point == AGENT_ADMIT_RESTORE && last == AGENT_SNAP_DIFF)
+    return 0;
+  return spec->memory_mib;
+}
+
+/* Admits spec at point (inst: the instance itself, never counted; NULL at
+ * create). On success for START and RESTORE the request is held in
+ * m->admitting until mgr_admit_done, so two concurrent starts cannot both
+ * take the last room. */
+static int mgr_admit(agent_manager *m, mgr_instance *inst, const char *name,
+                     const vmm_entry *entry, const vmm_spec *spec, agent_admit_point point,
+                     agent_snap_kind last, cmn_error *err)
+{
+  agent_host_figures host;
+  if (m->host_probe(m->host_probe_ctx, m->data_dir, &host, err) < 0)
+    return cmn_err_prefix(err, "admission: host figures");
+  agent_admit_request req = {
+      .point = point,
+      .name = name,
+      .memory_mib = spec->memory_mib,
+      .vcpus = spec->vcpus,
+      .disk_mib = mgr_disk_need_mib(entry, spec, point, last),
+  };
+  pthread_mutex_lock(&m->mu);
+  agent_usage used = m->admitting;
+  for (size_t i = 0; i < m->n_insts; i++) {
+    const mgr_instance *o = m->insts[i];
+    if (o == inst || (o->rec.view.state != AGENT_STATE_RUNNING &&
+                      o->rec.view.state != AGENT_STATE_PAUSED))
+      continue;
+    used.mem_mib += o->rec.view.spec.memory_mib;
+    used.vcpus += o->rec.view.spec.vcpus;
+  }
+  int rc = agent_admit(&m->admission, &host, &used, &req, err);
+  if (rc == 0 && point != AGENT_ADMIT_CREATE) {
+    m->admitting.mem_mib += req.memory_mib;
+    m->admitting.vcpus += req.vcpus;
+  }
+  pthread_mutex_unlock(&m->mu);
+  return rc;
+}
+
+static void mgr_admit_done(agent_manager *m, const vmm_spec *spec)
+{
+  pthread_mutex_lock(&m->mu);
+  m->admitting.mem_mib -= spec->memory_mib;
+  m->admitting.vcpus -= spec->vcpus;
+  pthread_mutex_unlock(&m->mu);
+}
+
 /* ---- operations ------------------------------------------------------------ */
 
 /* Moves a new VMM out of emberd's cgroup when configured, so that stopping
@@ -434,6 +506,7 @@ static int mgr_do_start(agent_manager *m, mgr_instance *inst, agent_record *r, c
     snap_end_vmm(&t);
     cmn_error e2 = {0};
     snap_discard_all(inst->dir, &e2);
+    snap_explain_space(inst->dir, err);
     return cmn_err_prefix(err, "start");
   }
   mgr_vmm_place(m, inst);
@@ -583,10 +656,13 @@ static int mgr_run_op(agent_manager *m, mgr_instance *inst, agent_op op, cmn_err
     goto out;
   switch (op) {
   case AGENT_OP_START:
-    if (st != AGENT_STATE_STOPPED)
+    if (st != AGENT_STATE_STOPPED) {
       mgr_wrong_state(inst, op, st, err);
-    else
+    } else if (mgr_admit(m, inst, r.view.name, inst->entry, &r.view.spec, AGENT_ADMIT_START,
+                         r.view.last_snapshot_kind, err) == 0) {
       rc = mgr_do_start(m, inst, &r, err);
+      mgr_admit_done(m, &r.view.spec);
+    }
     break;
   case AGENT_OP_PAUSE:
   case AGENT_OP_RESUME:
@@ -608,10 +684,13 @@ static int mgr_run_op(agent_manager *m, mgr_instance *inst, agent_op op, cmn_err
   case AGENT_OP_RESTORE:
     if (mgr_need_cap(inst, VMM_CAP_SNAPSHOT, "restore", err) < 0)
       break;
-    if (st != AGENT_STATE_STANDBY)
+    if (st != AGENT_STATE_STANDBY) {
       mgr_wrong_state(inst, op, st, err);
-    else
+    } else if (mgr_admit(m, inst, r.view.name, inst->entry, &r.view.spec,
+                         AGENT_ADMIT_RESTORE, r.view.last_snapshot_kind, err) == 0) {
       rc = mgr_do_restore(m, inst, &r, err);
+      mgr_admit_done(m, &r.view.spec);
+    }
     break;
   default:
     cmn_err_set(err, CMN_INVALID_ARGUMENT, "operation %d is not a lifecycle operation", op);
@@ -840,6 +919,8 @@ int agent_manager_create_req(agent_manager *m, const agent_create_req *req,
     return cmn_err_set(err, CMN_FAILED_PRECONDITION,
                        "spec.hypervisor: %s is not available on this host: %s", hypervisor,
                        entry->detail ? entry->detail : "unknown reason");
+  if (mgr_admit(m, NULL, name, entry, spec, AGENT_ADMIT_CREATE, AGENT_SNAP_FULL, err) < 0)
+    return -1;
 
   cleanup_free char *id = mgr_new_id();
   cleanup_free char *dir = cmn_asprintf("%s/%s", m->instances_dir, id);
@@ -1318,6 +1399,12 @@ agent_manager *agent_manager_create(const agent_manager_config *cfg, const vmm_r
   m->stop_timeout_ms = cfg->stop_timeout_ms > 0 ? cfg->stop_timeout_ms : MANAGER_DEFAULT_STOP_MS;
   m->reg = reg;
   m->vmm_cgroup = cmn_strdup(cfg->vmm_cgroup);
+  if (cfg->admission != NULL)
+    m->admission = *cfg->admission;
+  else
+    agent_admission_defaults(&m->admission);
+  m->host_probe = cfg->host_probe != NULL ? cfg->host_probe : mgr_host_probe_real;
+  m->host_probe_ctx = cfg->host_probe_ctx;
   pthread_mutex_init(&m->mu, NULL);
   pthread_mutex_init(&m->subs_mu, NULL);
   pthread_mutex_init(&m->stop_mu, NULL);

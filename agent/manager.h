@@ -20,6 +20,7 @@
 
 #include "agent/hostfiles.h"
 #include "common/error.h"
+#include "agent/admission.h"
 #include "drivers/hypervisor.h"
 #include "drivers/registry.h"
 
@@ -109,6 +110,9 @@ typedef struct agent_manager_config {
   /* Fence for kernel/initrd/disk paths (hostfiles.h); NULL: the defaults
    * (deny-list only, no block devices). The data dir is always fenced. */
   const agent_host_policy *host_policy;
+  const agent_admission_config *admission; /* ratios and reserves; NULL: defaults */
+  agent_host_probe_fn host_probe; /* host figures for admission; NULL: agent_host_probe */
+  void *host_probe_ctx;
 } agent_manager_config;
 
 typedef struct agent_manager agent_manager;

@@ -70,10 +70,28 @@ int snap_discard_all(const char *inst_dir, cmn_error *err)
   cleanup_free char *base = snap_base_path(inst_dir);
   if (cmn_rm_rf(latest, err) < 0 || cmn_rm_rf(base, err) < 0)
     return -1;
+  /* An empty root goes too (a start refused for lack of space leaves no
+   * trace); one still holding retired folders stays for the collector. */
   cleanup_free char *root = cmn_asprintf("%s/" SNAP_DIR, inst_dir);
+  if (rmdir(root) == 0)
+    return cmn_fsync_path(inst_dir, err);
   if (cmn_is_dir(root))
     return cmn_fsync_path(root, err);
   return 0;
+}
+
+void snap_explain_space(const char *inst_dir, cmn_error *err)
+{
+  if (err == NULL || err->code != CMN_RESOURCE_EXHAUSTED || strstr(err->msg, " free") != NULL)
+    return;
+  cmn_fs_space sp;
+  cmn_error e2 = {0};
+  if (cmn_fs_space_of(inst_dir, true, &sp, &e2) < 0)
+    return;
+  size_t n = strlen(err->msg);
+  snprintf(err->msg + n, sizeof err->msg - n, " (%s has %llu MiB free of %llu MiB)", sp.desc,
+           (unsigned long long)(sp.free_bytes >> 20), (unsigned long long)(sp.total_bytes >> 20));
+  cmn_fs_space_free(&sp);
 }
 
 static bool snap_live_ram(const snap_target *t)
@@ -88,11 +106,18 @@ int snap_prepare_boot(const snap_target *t, char **mem_dir, cmn_error *err)
     return -1;
   if (!snap_live_ram(t))
     return 0;
-  if (snap_ensure_root(t->inst_dir, err) < 0)
+  /* The driver reserves the RAM file (every block, before the guest runs);
+   * this check only refuses early, with the figures, before any folder is
+   * made. */
+  uint64_t ram = t->vm->spec != NULL ? t->vm->spec->memory_mib << 20 : 0;
+  if (cmn_fs_need(t->inst_dir, ram, "the guest's RAM file", err) < 0)
     return -1;
   cleanup_free char *base = snap_base_path(t->inst_dir);
-  if (cmn_mkdir_p(base, 0750, err) < 0)
+  if (snap_ensure_root(t->inst_dir, err) < 0 || cmn_mkdir_p(base, 0750, err) < 0) {
+    cmn_error e2 = {0};
+    snap_discard_all(t->inst_dir, &e2);
     return -1;
+  }
   *mem_dir = steal_ptr(base);
   return 0;
 }
@@ -210,6 +235,7 @@ int snap_standby(const snap_target *t, bool was_running, vmm_snap_kind *kind, cm
 
 fail:
   snap_standby_undo(t, latest, was_running);
+  snap_explain_space(t->inst_dir, err);
   return -1;
 }
 
@@ -270,6 +296,7 @@ int snap_restore(const snap_target *t, cmn_error *err)
     if (drv->cleanup != NULL)
       drv->cleanup(t->drv_state, vm);
     memset(&vm->proc, 0, sizeof vm->proc);
+    snap_explain_space(t->inst_dir, err);
     return -1;
   }
   /* The guest runs (and may already write to a LIVE_RAM_FILE snapshot): past

@@ -39,6 +39,10 @@ int snap_mark_complete(const char *snap_dir, vmm_snap_kind kind, cmn_error *err)
  * looks complete while it is being rewritten. */
 int snap_unmark(const char *snap_dir, cmn_error *err);
 
+/* When err is RESOURCE_EXHAUSTED without figures (an ENOSPC from a small
+ * write), appends the free and total space of the filesystem of inst_dir. */
+void snap_explain_space(const char *inst_dir, cmn_error *err);
+
 /* Before a cold boot: removes both folders; with LIVE_RAM_FILE creates an empty
  * snapshot-base and returns it in *mem_dir (else *mem_dir = NULL). */
 int snap_prepare_boot(const snap_target *t, char **mem_dir, cmn_error *err);

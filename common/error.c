@@ -2,6 +2,7 @@
 /* error.c: the error contract (see error.h). */
 #include "error.h"
 
+#include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -53,6 +54,10 @@ int cmn_err_errno(cmn_error *err, int code, int errnum, const char *fmt, ...)
 {
   if (err == NULL)
     return -1;
+  /* A full filesystem or quota is never an internal fault: the caller can act
+   * on it (free space, move the data dir), so it gets its own code. */
+  if (errnum == ENOSPC || errnum == EDQUOT)
+    code = CMN_RESOURCE_EXHAUSTED;
   va_list ap;
   va_start(ap, fmt);
   err_vset(err, code, fmt, ap);

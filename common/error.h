@@ -51,7 +51,8 @@ typedef struct cmn_error {
 /* Sets code and message; returns -1 so callers can `return cmn_err_set(...)`. */
 int cmn_err_set(cmn_error *err, int code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
-/* Like cmn_err_set, with ": cmn_strerror(errnum)" appended. */
+/* Like cmn_err_set, with ": cmn_strerror(errnum)" appended. ENOSPC and EDQUOT
+ * always give CMN_RESOURCE_EXHAUSTED, whatever code the caller passed. */
 int cmn_err_errno(cmn_error *err, int code, int errnum, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 /* The description of an errno value, thread-safe (strerror is banned: it may

@@ -11,7 +11,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/magic.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
+#include <sys/statvfs.h>
+#include <sys/sysmacros.h>
 #include <unistd.h>
 
 int cmn_open(const char *path, int flags, mode_t mode)
@@ -239,4 +243,123 @@ char *cmn_path_join(const char *root, const char *rel, cmn_error *err)
       s++;
   }
   return cmn_asprintf("%s/%s", root, rel);
+}
+
+/* "<fstype> at <mount point>" of the mount holding st_dev, from mountinfo. */
+static char *files_fs_desc(dev_t dev)
+{
+  cleanup_fclose FILE *f = fopen("/proc/self/mountinfo", "re");
+  char line[4096];
+  char *found = NULL;
+  while (f != NULL && fgets(line, sizeof line, f) != NULL) {
+    unsigned maj = 0, min = 0;
+    char mnt[1024];
+    if (sscanf(line, "%*d %*d %u:%u %*s %1023s", &maj, &min, mnt) != 3)
+      continue;
+    if (maj != major(dev) || min != minor(dev))
+      continue;
+    const char *sep = strstr(line, " - ");
+    char type[64] = "?";
+    if (sep != NULL && sscanf(sep + 3, "%63s", type) != 1)
+      snprintf(type, sizeof type, "?");
+    free(found); /* the last match is the topmost mount */
+    found = cmn_asprintf("%s at %s", type, mnt);
+  }
+  return found != NULL ? found : cmn_asprintf("device %u:%u", major(dev), minor(dev));
+}
+
+static int files_space_fd(int fd, const char *path, bool describe, cmn_fs_space *out,
+                          cmn_error *err)
+{
+  struct statvfs vs;
+  struct stat st;
+  if (fstatvfs(fd, &vs) < 0 || fstat(fd, &st) < 0)
+    return cmn_err_errno(err, CMN_INTERNAL, errno, "statvfs %s", path);
+  uint64_t frs = vs.f_frsize ? vs.f_frsize : vs.f_bsize;
+  out->total_bytes = (uint64_t)vs.f_blocks * frs;
+  out->free_bytes = (uint64_t)(geteuid() == 0 ? vs.f_bfree : vs.f_bavail) * frs;
+  out->desc = describe ? files_fs_desc(st.st_dev) : NULL;
+  return 0;
+}
+
+int cmn_fs_space_of(const char *path, bool describe, cmn_fs_space *out, cmn_error *err)
+{
+  memset(out, 0, sizeof *out);
+  cleanup_close int fd = cmn_open(path, O_RDONLY | O_PATH, 0);
+  if (fd < 0)
+    return cmn_err_errno(err, CMN_INTERNAL, errno, "open %s", path);
+  /* fstatvfs on an O_PATH descriptor works since Linux 2.6.39. */
+  return files_space_fd(fd, path, describe, out, err);
+}
+
+void cmn_fs_space_free(cmn_fs_space *s)
+{
+  free(s->desc);
+  s->desc = NULL;
+}
+
+#define FILES_MIB(b) ((unsigned long long)(((b) + (1 << 20) - 1) >> 20))
+
+int cmn_fs_need(const char *path, uint64_t need_bytes, const char *what, cmn_error *err)
+{
+  cmn_fs_space sp;
+  if (cmn_fs_space_of(path, true, &sp, err) < 0)
+    return -1;
+  int rc = 0;
+  if (sp.total_bytes > 0 && sp.free_bytes < need_bytes) /* 0: no size known (ramfs) */
+    rc = cmn_err_set(err, CMN_RESOURCE_EXHAUSTED,
+                     "%s needs %llu MiB on %s, which has %llu MiB free", what,
+                     FILES_MIB(need_bytes), sp.desc, (unsigned long long)(sp.free_bytes >> 20));
+  cmn_fs_space_free(&sp);
+  return rc;
+}
+
+int cmn_file_reserve(int fd, const char *path, uint64_t len, cmn_error *err)
+{
+  if (len == 0)
+    return 0;
+  if (len > (uint64_t)INT64_MAX)
+    return cmn_err_set(err, CMN_INVALID_ARGUMENT, "reserve %s: size too large", path);
+  /* tmpfs walks every page even when all are there already (~1 ms per 1 MiB
+   * on a busy host): a restore of a reserved RAM file would pay that each
+   * time. tmpfs counts data pages only in st_blocks, so a file whose blocks
+   * cover len is known to be fully allocated. (ext4 and xfs answer a
+   * fallocate of allocated extents in microseconds.) */
+  struct statfs sf;
+  struct stat st0;
+  if (fstatfs(fd, &sf) == 0 && sf.f_type == TMPFS_MAGIC && fstat(fd, &st0) == 0 &&
+      (uint64_t)st0.st_size >= len && (uint64_t)st0.st_blocks * 512 >= len)
+    return 0;
+  int r;
+  do
+    r = fallocate(fd, 0, 0, (off_t)len);
+  while (r < 0 && errno == EINTR);
+  if (r == 0)
+    return 0;
+  int e = errno;
+  cmn_fs_space sp = {0};
+  cmn_error e2 = {0};
+  if (files_space_fd(fd, path, true, &sp, &e2) < 0)
+    sp.desc = cmn_strdup("its filesystem");
+  struct stat st;
+  uint64_t have = fstat(fd, &st) == 0 ? (uint64_t)st.st_blocks * 512 : 0;
+  uint64_t more = len > have ? len - have : 0;
+  if (e == ENOSPC || e == EDQUOT)
+    r = cmn_err_set(err, CMN_RESOURCE_EXHAUSTED,
+                    "reserving %llu MiB for %s needs %llu MiB more on %s, which has %llu MiB "
+                    "free%s",
+                    FILES_MIB(len), path, FILES_MIB(more), sp.desc,
+                    (unsigned long long)(sp.free_bytes >> 20),
+                    e == EDQUOT ? " (quota exceeded)" : "");
+  else if (e == EOPNOTSUPP || e == ENOSYS)
+    r = cmn_err_set(err, CMN_FAILED_PRECONDITION,
+                    "cannot reserve space for %s: %s does not support fallocate, and a file "
+                    "that is not reserved can lose data when the filesystem fills up; use "
+                    "ext4, xfs or tmpfs for the data dir",
+                    path, sp.desc);
+  else
+    r = cmn_err_errno(err, CMN_INTERNAL, e, "reserve %llu MiB for %s on %s", FILES_MIB(len),
+                      path, sp.desc);
+  cmn_fs_space_free(&sp);
+  return r;
 }

@@ -8,6 +8,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <sys/types.h>
 
 /* Writes data to path through a temp file in the same folder: write, fsync,
@@ -40,6 +41,30 @@ bool cmn_is_regular_file(const char *path);
 /* Joins root and a relative part; refuses parts that are absolute or contain a
  * ".." component, so the result stays inside root. Returns NULL on refusal. */
 char *cmn_path_join(const char *root, const char *rel, cmn_error *err);
+/* Space on the filesystem holding path: free_bytes is what this process may
+ * still write (root may use the blocks reserved for root); with describe,
+ * desc is "<fstype> at <mount point>" for messages (a read of mountinfo),
+ * else NULL. Release with cmn_fs_space_free. */
+typedef struct cmn_fs_space {
+  uint64_t total_bytes;
+  uint64_t free_bytes;
+  char *desc;
+} cmn_fs_space;
+int cmn_fs_space_of(const char *path, bool describe, cmn_fs_space *out, cmn_error *err);
+void cmn_fs_space_free(cmn_fs_space *s);
+/* RESOURCE_EXHAUSTED with the figures ("<what> needs N MiB on <fs>, which has
+ * M MiB free") unless the filesystem of path has need_bytes free (or reports
+ * no size at all, as ramfs does). */
+int cmn_fs_need(const char *path, uint64_t need_bytes, const char *what, cmn_error *err);
+/* Reserves (allocates) the blocks of [0, len) of the open regular file fd
+ * (fallocate mode 0: the size grows to len if smaller, content is kept), so
+ * that no later write into that range, including through a shared mapping,
+ * can fail for lack of space. On a full filesystem: RESOURCE_EXHAUSTED with
+ * needed and free figures; on a filesystem that cannot reserve (no fallocate,
+ * e.g. some network or copy-on-write filesystems): FAILED_PRECONDITION. A
+ * failure may leave part of the range allocated (the caller removes the file
+ * when it created it). path is for messages only. */
+int cmn_file_reserve(int fd, const char *path, uint64_t len, cmn_error *err);
 /* Opens with O_CLOEXEC always. */
 int cmn_open(const char *path, int flags, mode_t mode);
 

@@ -57,6 +57,7 @@ typedef struct qemu_vm_meta {
   bool ram_shared;  /* memory-backend-file share=on */
   dev_t ram_dev;    /* identity of the RAM file, to check a DIFF target */
   ino_t ram_ino;
+  bool ram_reserved; /* every block of the RAM file is allocated (fallocate) */
 } qemu_vm_meta;
 
 /* What a snapshot folder holds, recorded in <snap_dir>/qemu.json. */
@@ -64,6 +65,8 @@ typedef struct qemu_snap_meta {
   bool ram_shared;   /* state holds device state only; RAM is <snap_dir>/memory */
   uint64_t memory_mib;
   bool consumed;     /* a guest has run on <snap_dir>/memory since */
+  bool ram_reserved; /* <snap_dir>/memory was reserved in full by this driver
+                      * (never punched since: QEMU here never discards RAM) */
 } qemu_snap_meta;
 
 /* What one spawn is for. */
@@ -100,8 +103,15 @@ int qemu_vm_cmd(const qemu_host *h, vmm_vm *vm, const char *cmd, cJSON *args, cJ
 int qemu_err_add_log(vmm_vm *vm, off_t log_off, cmn_error *err);
 off_t qemu_log_size(const vmm_vm *vm);
 /* Creates a fresh RAM file of mib MiB at path (a stale one, from an earlier
- * boot or failed restore, is removed first) and records its identity in *m. */
+ * boot or failed restore, is removed first), every block reserved
+ * (cmn_file_reserve), and records its identity in *m. Every RAM file QEMU maps
+ * shared comes from here or from qemu_ram_file_reserve: a guest never runs on
+ * a sparse file. On failure (RESOURCE_EXHAUSTED with the figures when the
+ * filesystem is full) no file is left at path. */
 int qemu_ram_file_create(const char *path, uint64_t mib, qemu_vm_meta *m, cmn_error *err);
+/* Reserves every block of an existing RAM file (a snapshot's, about to be
+ * mapped again); its content is unchanged, on failure too. */
+int qemu_ram_file_reserve(const char *path, uint64_t mib, cmn_error *err);
 int qemu_query_state(const qemu_host *h, vmm_vm *vm, vmm_run_state *out, char **raw,
                      cmn_error *err);
 

@@ -212,14 +212,39 @@ int qemu_ram_file_create(const char *path, uint64_t mib, qemu_vm_meta *m,
   cleanup_close int fd = cmn_open(path, O_RDWR | O_CREAT | O_EXCL, 0600);
   if (fd < 0)
     return cmn_err_errno(err, CMN_INTERNAL, errno, "create %s", path);
-  if (ftruncate(fd, (off_t)(mib << 20)) < 0)
-    return cmn_err_errno(err, CMN_RESOURCE_EXHAUSTED, errno, "size %s", path);
+  /* Every block is allocated before QEMU maps the file: a guest write to a
+   * page of a sparse shared file on a full filesystem is a SIGBUS that kills
+   * QEMU and the guest with it. On failure the file goes (nothing is left). */
   struct stat st;
-  if (fstat(fd, &st) < 0)
-    return cmn_err_errno(err, CMN_INTERNAL, errno, "stat %s", path);
+  if (ftruncate(fd, (off_t)(mib << 20)) < 0) {
+    cmn_err_errno(err, CMN_RESOURCE_EXHAUSTED, errno, "size %s", path);
+    goto fail;
+  }
+  if (cmn_file_reserve(fd, path, mib << 20, err) < 0) {
+    cmn_err_prefix(err, "guest RAM file");
+    goto fail;
+  }
+  if (fstat(fd, &st) < 0) {
+    cmn_err_errno(err, CMN_INTERNAL, errno, "stat %s", path);
+    goto fail;
+  }
   m->ram_shared = true;
   m->ram_dev = st.st_dev;
   m->ram_ino = st.st_ino;
+  m->ram_reserved = true;
+  return 0;
+fail:
+  unlink(path);
+  return -1;
+}
+
+int qemu_ram_file_reserve(const char *path, uint64_t mib, cmn_error *err)
+{
+  cleanup_close int fd = cmn_open(path, O_RDWR, 0);
+  if (fd < 0)
+    return cmn_err_errno(err, CMN_INTERNAL, errno, "open %s", path);
+  if (cmn_file_reserve(fd, path, mib << 20, err) < 0)
+    return cmn_err_prefix(err, "guest RAM file");
   return 0;
 }
 

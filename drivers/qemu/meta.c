@@ -1,7 +1,8 @@
 /* meta.c: the driver's two small JSON files (see internal.h).
  *
  * <snap_dir>/qemu.json says which kind of stream <snap_dir>/state is:
- *   {"format":1, "ram":"shared"|"stream", "memory_mib":N, "consumed":bool}
+ *   {"format":1, "ram":"shared"|"stream", "memory_mib":N, "consumed":bool,
+ *    "ram_reserved":bool}
  *   "shared": the stream holds device state only (x-ignore-shared) and guest
  *             RAM is the file <snap_dir>/memory;
  *   "stream": the stream holds all of guest RAM.
@@ -86,6 +87,7 @@ int qemu_vm_meta_write(const vmm_vm *vm, const qemu_vm_meta *m, cmn_error *err)
   cJSON_AddStringToObject(o, "ram", m->ram_shared ? "shared" : "anonymous");
   meta_add_u64(o, "ram_dev", (uint64_t)m->ram_dev);
   meta_add_u64(o, "ram_ino", (uint64_t)m->ram_ino);
+  cJSON_AddBoolToObject(o, "ram_reserved", m->ram_reserved);
   /* Only read to re-adopt a live QEMU after an agent restart, when the page
    * cache is intact; a host crash ends the VMM too. So no fsync. */
   return meta_write(path, o, false, err);
@@ -101,6 +103,7 @@ int qemu_vm_meta_read(const vmm_vm *vm, qemu_vm_meta *m, cmn_error *err)
   m->ram_shared = ram != NULL && strcmp(ram, "shared") == 0;
   m->ram_dev = (dev_t)meta_u64(o, "ram_dev");
   m->ram_ino = (ino_t)meta_u64(o, "ram_ino");
+  m->ram_reserved = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(o, "ram_reserved"));
   cJSON_Delete(o);
   return 0;
 }
@@ -113,6 +116,8 @@ int qemu_snap_meta_write(const char *snap_dir, const qemu_snap_meta *m, cmn_erro
   cJSON_AddStringToObject(o, "ram", m->ram_shared ? "shared" : "stream");
   cJSON_AddNumberToObject(o, "memory_mib", (double)m->memory_mib);
   cJSON_AddBoolToObject(o, "consumed", m->consumed);
+  if (m->ram_shared)
+    cJSON_AddBoolToObject(o, "ram_reserved", m->ram_reserved);
   return meta_write(path, o, m->consumed, err);
 }
 
@@ -132,6 +137,7 @@ int qemu_snap_meta_read(const char *snap_dir, qemu_snap_meta *m, cmn_error *err)
   m->ram_shared = strcmp(ram, "shared") == 0;
   m->memory_mib = (uint64_t)mib->valuedouble;
   m->consumed = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(o, "consumed"));
+  m->ram_reserved = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(o, "ram_reserved"));
   cJSON_Delete(o);
   return 0;
 }

@@ -80,8 +80,11 @@ static int snap_migrate_wait(const qemu_host *h, vmm_vm *vm, const char *what, c
     }
     if (strcmp(s, "failed") == 0 || strcmp(s, "cancelled") == 0) {
       const cJSON *desc = cJSON_GetObjectItemCaseSensitive(ret, "error-desc");
-      cmn_err_set(err, CMN_INTERNAL, "%s %s: %s", what, s,
-                  cJSON_IsString(desc) ? desc->valuestring : "QEMU gave no reason");
+      const char *why = cJSON_IsString(desc) ? desc->valuestring : "QEMU gave no reason";
+      /* QEMU reports a write that hit a full filesystem with strerror(ENOSPC). */
+      cmn_err_set(err, strstr(why, "No space left") != NULL ? CMN_RESOURCE_EXHAUSTED
+                                                           : CMN_INTERNAL,
+                  "%s %s: %s", what, s, why);
       cJSON_Delete(ret);
       return -1;
     }
@@ -117,6 +120,14 @@ static off_t snap_file_size(const char *path)
 {
   struct stat st;
   return stat(path, &st) == 0 ? st.st_size : -1;
+}
+
+/* Most a migration stream can take: device state only (shared RAM), or all
+ * of RAM plus a page header per page and the device state (full stream). */
+static uint64_t snap_stream_bound(bool shared, uint64_t mib)
+{
+  uint64_t dev = 8ull << 20;
+  return shared ? dev : (mib << 20) + (mib << 20) / 256 + dev;
 }
 
 int qemu_snapshot(void *state, vmm_vm *vm, const char *snap_dir, vmm_snap_kind kind,
@@ -161,6 +172,15 @@ int qemu_snapshot(void *state, vmm_vm *vm, const char *snap_dir, vmm_snap_kind k
 
   if (cmn_fault("qemu.snapshot.before_migrate", err) < 0)
     return -1;
+  /* The stream's space is reserved before it is written: on a full
+   * filesystem the standby fails here, at once, with the figures, and never
+   * half way through a stream. The file is cut to what QEMU wrote after. */
+  cleanup_close int state_fd = cmn_open(state_path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+  if (state_fd < 0)
+    return cmn_err_errno(err, CMN_INTERNAL, errno, "create %s", state_path);
+  if (cmn_file_reserve(state_fd, state_path, snap_stream_bound(shared, vm->spec->memory_mib),
+                       err) < 0)
+    return cmn_err_prefix(err, "snapshot: %s stream", shared ? "device state" : "full");
   if (snap_set_ignore_shared(h, vm, shared, err) < 0)
     return cmn_err_prefix(err, "snapshot");
   cJSON *params = cJSON_CreateObject();
@@ -168,23 +188,27 @@ int qemu_snapshot(void *state, vmm_vm *vm, const char *snap_dir, vmm_snap_kind k
   if (qemu_vm_cmd(h, vm, "migrate-set-parameters", params, NULL, err) < 0)
     return cmn_err_prefix(err, "snapshot");
 
-  {
-    cleanup_close int fd = cmn_open(state_path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
-    if (fd < 0)
-      return cmn_err_errno(err, CMN_INTERNAL, errno, "create %s", state_path);
-    if (snap_pass_fd(h, vm, fd, SNAP_FD_OUT, err) < 0)
-      return cmn_err_prefix(err, "snapshot");
-  }
+  if (snap_pass_fd(h, vm, state_fd, SNAP_FD_OUT, err) < 0)
+    return cmn_err_prefix(err, "snapshot");
   cJSON *margs = cJSON_CreateObject();
   cJSON_AddStringToObject(margs, "uri", "fd:" SNAP_FD_OUT);
   if (qemu_vm_cmd(h, vm, "migrate", margs, NULL, err) < 0)
     return cmn_err_prefix(err, "snapshot");
   if (snap_migrate_wait(h, vm, "snapshot migration", err) < 0)
     return -1;
+  /* QEMU wrote through the same open file description (SCM_RIGHTS shares it),
+   * so its offset is the stream's length; the reserved tail goes. */
+  off_t stream_len = lseek(state_fd, 0, SEEK_CUR);
+  if (stream_len <= 0)
+    return cmn_err_errno(err, CMN_INTERNAL, errno, "snapshot: length of the stream in %s",
+                         state_path);
+  if (ftruncate(state_fd, stream_len) < 0)
+    return cmn_err_errno(err, CMN_INTERNAL, errno, "snapshot: cut %s", state_path);
   if (cmn_fault("qemu.snapshot.after_migrate", err) < 0)
     return -1;
 
-  qemu_snap_meta sm = {.ram_shared = shared, .memory_mib = vm->spec->memory_mib};
+  qemu_snap_meta sm = {.ram_shared = shared, .memory_mib = vm->spec->memory_mib,
+                       .ram_reserved = shared && vm_meta.ram_reserved};
   if (qemu_snap_meta_write(snap_dir, &sm, err) < 0)
     return -1;
   if (cmn_fault("qemu.snapshot.after_meta", err) < 0)
@@ -210,6 +234,14 @@ static int snap_check_ram_file(const char *path, uint64_t mib, qemu_vm_meta *m, 
   m->ram_dev = st.st_dev;
   m->ram_ino = st.st_ino;
   return 0;
+}
+
+static void snap_unlink_created(char **path)
+{
+  if (*path != NULL) {
+    unlink(*path);
+    free(*path);
+  }
 }
 
 int qemu_restore(void *state, vmm_vm *vm, const char *snap_dir_in, cmn_error *err)
@@ -254,14 +286,24 @@ int qemu_restore(void *state, vmm_vm *vm, const char *snap_dir_in, cmn_error *er
 
   qemu_vm_meta vm_meta = {0};
   const char *ram_path = NULL;
+  /* A RAM file made here for a full stream goes again on any failure, so a
+   * refused restore leaves the snapshot folder as it found it. */
+  __attribute__((cleanup(snap_unlink_created))) char *created_ram = NULL;
   if (sm.ram_shared) {
-    if (snap_check_ram_file(mem_path, sm.memory_mib, &vm_meta, err) < 0)
+    /* Reserved when it was made (qemu.json says so), unless made by an
+     * older emberd: then the blocks are reserved now, before QEMU maps it.
+     * (Reserving again is not free: ~25 ms for 256 MiB of a fragmented ext4
+     * file, a page walk on tmpfs.) */
+    if (snap_check_ram_file(mem_path, sm.memory_mib, &vm_meta, err) < 0 ||
+        (!sm.ram_reserved && qemu_ram_file_reserve(mem_path, sm.memory_mib, err) < 0))
       return cmn_err_prefix(err, "restore");
+    vm_meta.ram_reserved = true;
     ram_path = mem_path;
   } else if (h->base_reuse) {
     if (qemu_ram_file_create(mem_path, sm.memory_mib, &vm_meta, err) < 0)
       return cmn_err_prefix(err, "restore");
     ram_path = mem_path;
+    created_ram = cmn_strdup(mem_path);
   }
   if (qemu_vm_meta_write(vm, &vm_meta, err) < 0)
     return -1;
@@ -310,6 +352,8 @@ int qemu_restore(void *state, vmm_vm *vm, const char *snap_dir_in, cmn_error *er
     if (qemu_snap_meta_write(snap_dir, &sm, &merr) < 0)
       cmn_warn(vm->id, "restore", "cannot mark %s consumed: %s", snap_dir, merr.msg);
   }
+  free(created_ram); /* the guest runs on it: it stays */
+  created_ram = NULL;
   cmn_fault_exit_only("qemu.restore.after_cont");
   cmn_info(vm->id, "restore", "restored from %s (%s) in %lld ms", snap_dir,
            sm.ram_shared ? "shared RAM" : "full stream",

@@ -26,3 +26,12 @@ if(TARGET emberd)
   set_tests_properties(integration_access PROPERTIES LABELS "integration" TIMEOUT 300
                        SKIP_RETURN_CODE 77 ENVIRONMENT "${HARDEN_ENV}")
 endif()
+
+# Admission (issue 9): RAM, vCPUs and disk at create, start and restore through
+# the gRPC API, with the Firecracker contract fake (no real guest RAM).
+if(TARGET emberd)
+  add_test(NAME integration_admission
+           COMMAND /usr/bin/python3 ${HARDEN_DIR}/test_admission_api.py ${HARDEN_FAKE})
+  set_tests_properties(integration_admission PROPERTIES LABELS "integration;sanitize"
+                       TIMEOUT 300 SKIP_RETURN_CODE 77 ENVIRONMENT "${HARDEN_ENV}")
+endif()

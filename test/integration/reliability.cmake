@@ -40,3 +40,13 @@ set_tests_properties(reliability_upgrade PROPERTIES
   LABELS "integration;qemu;reliability" TIMEOUT 1200 SKIP_RETURN_CODE 77
   RESOURCE_LOCK ember_qemu_guests
   ENVIRONMENT "${RELIABILITY_ENV};EMBER_SOURCE_DIR=${CMAKE_SOURCE_DIR};EMBER_PREV_BUILD_DIR=${CMAKE_BINARY_DIR}/previous-release")
+
+# A full data-dir filesystem (issue 9): small tmpfs and ext4 loop mounts as the
+# data dir; a running guest survives the filesystem filling up, and a standby,
+# restore or start on a full filesystem fails with RESOURCE_EXHAUSTED, changes
+# nothing and works once space is freed. Needs root (mount); SKIP otherwise.
+add_test(NAME reliability_disk_full
+         COMMAND /usr/bin/python3 ${RELIABILITY_DIR}/test_disk_full.py)
+set_tests_properties(reliability_disk_full PROPERTIES
+  LABELS "integration;qemu;reliability" TIMEOUT 900 SKIP_RETURN_CODE 77
+  RESOURCE_LOCK ember_qemu_guests ENVIRONMENT "${RELIABILITY_ENV}")

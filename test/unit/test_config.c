@@ -224,6 +224,42 @@ static void test_host_files(void)
   }
 }
 
+/* Admission settings (docs/capacity.md): defaults, flags, JSON fractions. */
+static void test_admission(void)
+{
+  agent_config c;
+  cmn_error err = {0};
+  const char *none[] = {NULL};
+  CU_ASSERT_EQUAL_FATAL(load(&c, &err, none, 1000), 0);
+  CU_ASSERT_DOUBLE_EQUAL(c.admission.mem_overcommit, 1.0, 1e-9);
+  CU_ASSERT_EQUAL(c.admission.mem_reserved_mib, 512);
+  CU_ASSERT_DOUBLE_EQUAL(c.admission.vcpu_overcommit, 4.0, 1e-9);
+  CU_ASSERT_EQUAL(c.admission.disk_reserve_mib, 256);
+  agent_config_free(&c);
+
+  cleanup_free char *p = write_file(
+      "adm.json", "{\"mem_overcommit\":1.5,\"vcpu_overcommit\":2,\"mem_reserved_mib\":1024,"
+                  "\"disk_reserve_mib\":0}");
+  const char *a[] = {"--config", p, "--vcpu-overcommit", "0.5", NULL};
+  CU_ASSERT_EQUAL_FATAL(load(&c, &err, a, 1000), 0);
+  CU_ASSERT_DOUBLE_EQUAL(c.admission.mem_overcommit, 1.5, 1e-9);
+  CU_ASSERT_DOUBLE_EQUAL(c.admission.vcpu_overcommit, 0.5, 1e-9); /* the flag wins */
+  CU_ASSERT_EQUAL(c.admission.mem_reserved_mib, 1024);
+  CU_ASSERT_EQUAL(c.admission.disk_reserve_mib, 0);
+  agent_config_free(&c);
+
+  expect_bad((const char *[]){"--mem-overcommit", "0", NULL}, "mem_overcommit");
+  expect_bad((const char *[]){"--mem-overcommit", "101", NULL}, "mem_overcommit");
+  expect_bad((const char *[]){"--mem-overcommit", "nan", NULL}, "mem_overcommit");
+  expect_bad((const char *[]){"--vcpu-overcommit", "1x", NULL}, "vcpu_overcommit");
+  expect_bad((const char *[]){"--mem-reserved-mib", "-1", NULL}, "mem_reserved_mib");
+  expect_bad((const char *[]){"--disk-reserve-mib", "2.5", NULL}, "disk_reserve_mib");
+  cleanup_free char *bp = write_file("badadm.json", "{\"mem_reserved_mib\":1.5}");
+  expect_bad((const char *[]){"--config", bp, NULL}, "integer");
+  cleanup_free char *bp2 = write_file("badadm2.json", "{\"vcpu_overcommit\":\"lots\"}");
+  expect_bad((const char *[]){"--config", bp2, NULL}, "vcpu_overcommit");
+}
+
 static void test_sizes(void)
 {
   int64_t v;
@@ -252,6 +288,7 @@ int main(void)
   CU_add_test(s, "file", test_file);
   CU_add_test(s, "sizes", test_sizes);
   CU_add_test(s, "host_files", test_host_files);
+  CU_add_test(s, "admission", test_admission);
   CU_basic_set_mode(CU_BRM_VERBOSE);
   CU_basic_run_tests();
   unsigned failed = CU_get_number_of_failures() + CU_get_number_of_tests_failed();

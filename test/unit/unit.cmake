@@ -18,3 +18,4 @@ ember_unit_test(test_hostfiles)
 # The server's error details (agent/server/status_details.c), decoded back.
 ember_unit_test(test_status_details ember_server)
 ember_unit_test(test_wire_check ember_wire_check ember_proto)
+ember_unit_test(test_admission)
