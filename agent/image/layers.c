@@ -667,10 +667,12 @@ int img_tree_apply(img_tree *t, const img_layer *layer, cmn_error *err)
       return cmn_err_set(err, CMN_INVALID_ARGUMENT, "layer %s: after %llu entries: %s", lname,
                          (unsigned long long)t->entries_seen,
                          archive_error_string(a) ? archive_error_string(a) : "read error");
-    if (++t->entries_seen > t->lim.max_entries)
+    if (++t->entries_seen > t->lim.max_entries) {
+      const char *n = archive_entry_pathname(e);
       return cmn_err_set(err, CMN_RESOURCE_EXHAUSTED,
-                         "layer %s: more than %llu entries in the layers", lname,
-                         (unsigned long long)t->lim.max_entries);
+                         "layer %s: entry '%.300s': more than %llu entries in the layers", lname,
+                         n ? n : "", (unsigned long long)t->lim.max_entries);
+    }
     if (apply_entry(t, a, e, err) < 0) {
       const char *n = archive_entry_pathname(e);
       return cmn_err_prefix(err, "layer %s: entry '%.300s'", lname, n ? n : "");
