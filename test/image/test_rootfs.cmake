@@ -14,3 +14,14 @@ function(ember_image_test name)
 endfunction()
 ember_image_test(test_layers)
 ember_image_test(test_imgconfig)
+# The same layers test as an unprivileged user (a non-root emberd).
+add_test(NAME image_test_layers_nonroot
+         COMMAND sh ${IMG_TEST_DIR}/test_rootfs_nonroot.sh $<TARGET_FILE:test_layers>)
+set_tests_properties(image_test_layers_nonroot PROPERTIES LABELS "image;unit" TIMEOUT 300
+                     SKIP_RETURN_CODE 77)
+# A real image made with umoci from busybox-static -> ext4, checked with debugfs.
+add_test(NAME image_test_rootfs_umoci
+         COMMAND /usr/bin/python3 ${IMG_TEST_DIR}/test_rootfs_umoci.py
+                 $<TARGET_FILE:test_rootfs_tool>)
+set_tests_properties(image_test_rootfs_umoci PROPERTIES LABELS "image;integration" TIMEOUT 300
+                     SKIP_RETURN_CODE 77)

@@ -7,12 +7,16 @@
  *       apply_us=, mkfs_us=, fixup_us=, total_us=
  *   test_rootfs_tool stage DIR LAYER[@MEDIA_TYPE]...   (content only, for erofs)
  *   test_rootfs_tool clone SRC DEST                     prints method=, us=
+ *   test_rootfs_tool config CONFIG_JSON [ARG...]        prints argv=, env= (one a
+ *       line each), workdir=, user=; ARGs (if any) override the image's Cmd
  * Environment: ROOTFS_MAX_BYTES, ROOTFS_HEADROOM_MIB. Exit 1 with the error
  * (code and message) on stderr. */
 #define _GNU_SOURCE
+#include "agent/image/imgconfig.h"
 #include "agent/image/layers.h"
 #include "agent/image/rootfs.h"
 
+#include "common/files.h"
 #include "common/mem.h"
 #include "common/proc.h"
 
@@ -95,7 +99,31 @@ int main(int argc, char **argv)
     printf("method=%s\nus=%lld\n", img_clone_method_name(m), (long long)(cmn_now_us() - t0));
     return 0;
   }
+  if (argc >= 3 && strcmp(argv[1], "config") == 0) {
+    char *json = NULL;
+    size_t len = 0;
+    if (cmn_file_read(argv[2], IMG_CONFIG_MAX_BYTES, &json, &len, &err) < 0)
+      return fail(&err);
+    img_overrides ov = {0};
+    if (argc > 3) {
+      ov.has_args = true;
+      ov.args = (const char *const *)(argv + 3);
+      ov.n_args = (size_t)(argc - 3);
+    }
+    img_run_config c;
+    int rc = img_config_resolve(json, len, &ov, &c, &err);
+    free(json);
+    if (rc < 0)
+      return fail(&err);
+    for (size_t i = 0; i < c.argc; i++)
+      printf("argv=%s\n", c.argv[i]);
+    for (size_t i = 0; i < c.envc; i++)
+      printf("env=%s\n", c.env[i]);
+    printf("workdir=%s\nuser=%s\n", c.workdir, c.user);
+    img_run_config_free(&c);
+    return 0;
+  }
   fprintf(stderr, "usage: %s build CACHE DIGEST LAYER[@TYPE]... | stage DIR LAYER... | "
-                  "clone SRC DEST\n", argv[0]);
+                  "clone SRC DEST | config JSON [ARG...]\n", argv[0]);
   return 2;
 }
