@@ -208,7 +208,8 @@ static int fix_image(const char *path, const img_tree *t, cmn_error *err)
   if (rc)
     return cmn_err_set(err, CMN_INTERNAL, "ext4 image: open %s: %s", path, error_message(rc));
   rc = ext2fs_read_bitmaps(fs);
-  int r = rc ? e2err(err, rc, "read bitmaps of", "") : fix_node(fs, img_tree_root(t), EXT2_ROOT_INO, err);
+  int r = rc ? e2err(err, rc, "read bitmaps of", "")
+             : fix_node(fs, img_tree_root(t), EXT2_ROOT_INO, err);
   rc = ext2fs_close_free(&fs);
   if (r == 0 && rc)
     return cmn_err_set(err, CMN_INTERNAL, "ext4 image: write %s: %s", path, error_message(rc));
@@ -501,7 +502,8 @@ static int copy_range(int in, int out, off_t off, off_t len, cmn_error *err)
       use_cfr = false;
     }
     char chunk[1 << 16];
-    ssize_t r = pread(in, chunk, (size_t)(len < (off_t)sizeof(chunk) ? len : (off_t)sizeof(chunk)), off);
+    size_t want = len < (off_t)sizeof(chunk) ? (size_t)len : sizeof(chunk);
+    ssize_t r = pread(in, chunk, want, off);
     if (r < 0 && errno == EINTR)
       continue;
     if (r <= 0)

@@ -32,7 +32,8 @@ static const char *ENV_BAD[] = {"=nokey"};
 
 #define IMG_FULL                                                                          \
   "{\"architecture\":\"amd64\",\"os\":\"linux\",\"config\":{\"Entrypoint\":[\"/entry\","  \
-  "\"--flag\"],\"Cmd\":[\"serve\",\"--port=80\"],\"Env\":[\"A=1\",\"B=2\",\"PATH=/usr/bin:/bin\"]," \
+  "\"--flag\"],\"Cmd\":[\"serve\",\"--port=80\"],"                                   \
+  "\"Env\":[\"A=1\",\"B=2\",\"PATH=/usr/bin:/bin\"],"                                    \
   "\"WorkingDir\":\"/app\",\"User\":\"nobody:nogroup\"},\"rootfs\":{\"type\":\"layers\","  \
   "\"diff_ids\":[]}}"
 #define DEF_PATH "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
