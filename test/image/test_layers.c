@@ -585,6 +585,70 @@ static void test_hostile(void)
   free(dir);
 }
 
+/* A file over a symbolic link (same layer or a later one) replaces the link;
+ * the file the link pointed at, outside the root, is never written. */
+static void test_links_replaced(void)
+{
+  char *dir = tmpdir_new();
+  char *canary = cmn_asprintf("%s/canary", dir);
+  cmn_error err = {0};
+  CU_ASSERT_EQUAL_FATAL(cmn_file_write_atomic(canary, "canary\n", 7, 0644, &err), 0);
+  char *p1 = cmn_asprintf("%s/l1.tar", dir), *p2 = cmn_asprintf("%s/l2.tar", dir);
+  const tent e1[] = {
+      {T_SYMLINK, "x", 0, NULL, canary},
+      {T_SYMLINK, "y", 0, NULL, canary},
+      {T_FILE, "y", 0644, "same layer\n"},
+      {T_HARDLINK, "z", 0, NULL, "x"}, /* a hard link to the link itself */
+  };
+  const tent e2[] = {{T_FILE, "x", 0600, "later layer\n"}};
+  write_layer(p1, C_NONE, e1, 4);
+  write_layer(p2, C_NONE, e2, 1);
+  img_layer l[] = {{p1, media[C_NONE], "sha256:l1"}, {p2, media[C_NONE], "sha256:l2"}};
+  char *img = build(dir, l, 2, NULL, &err);
+  if (img == NULL)
+    fprintf(stderr, "%s\n", err.msg);
+  CU_ASSERT_PTR_NOT_NULL_FATAL(img);
+  char *text = NULL;
+  size_t len = 0;
+  CU_ASSERT_EQUAL(cmn_file_read(canary, 100, &text, &len, &err), 0);
+  CU_ASSERT_STRING_EQUAL(text, "canary\n");
+  free(text);
+  CU_ASSERT_EQUAL(ls_entry(img, "/", "x").mode, 0100600);
+  CU_ASSERT_EQUAL(ls_entry(img, "/", "y").mode, 0100644);
+  CU_ASSERT_EQUAL(ls_entry(img, "/", "z").mode & 0170000, 0120000);
+  char *out = sh("debugfs -R 'cat /x' %s 2>/dev/null", img);
+  CU_ASSERT_STRING_EQUAL(out, "later layer\n");
+  free(out);
+  out = sh("debugfs -R 'cat /y' %s 2>/dev/null", img);
+  CU_ASSERT_STRING_EQUAL(out, "same layer\n");
+  free(out);
+  CU_ASSERT_TRUE(fsck_clean(img));
+  free(img);
+
+  /* mkfs failing, or a layer missing: an error, and nothing in the cache. */
+  char *cache = cmn_asprintf("%s/cache2", dir);
+  img_rootfs_opts bad = {.mkfs_ext4 = "/bin/false", .headroom_bytes = 8 << 20};
+  char *path = NULL;
+  cmn_err_clear(&err);
+  CU_ASSERT_EQUAL(img_rootfs_build(&bad, cache, DIGEST, l, 2, &path, NULL, NULL, &err), -1);
+  CU_ASSERT_EQUAL(err.code, CMN_INTERNAL);
+  CU_ASSERT_PTR_NOT_NULL(strstr(err.msg, "/bin/false failed"));
+  CU_ASSERT_EQUAL(count_entries(cache), 0);
+  img_layer missing = {"/nonexistent/layer", media[C_NONE], "sha256:gone"};
+  cmn_err_clear(&err);
+  CU_ASSERT_EQUAL(img_rootfs_build(NULL, cache, DIGEST, &missing, 1, &path, NULL, NULL, &err),
+                  -1);
+  CU_ASSERT_EQUAL(err.code, CMN_NOT_FOUND);
+  CU_ASSERT_PTR_NOT_NULL(strstr(err.msg, "sha256:gone"));
+  CU_ASSERT_EQUAL(count_entries(cache), 0);
+  free(cache);
+  free(p1);
+  free(p2);
+  free(canary);
+  rm_rf(dir);
+  free(dir);
+}
+
 /* Built once per digest: a second call reuses it; concurrent builders of one
  * digest agree on one build; a per-instance clone is the same bytes, sparse. */
 static void test_cache_and_clone(void)
@@ -688,6 +752,7 @@ int main(void)
   CU_add_test(s, "tree: modes, owners, links, devices, xattrs, long names", test_tree);
   CU_add_test(s, "whiteouts, opaque folders, replacements across layers", test_whiteouts);
   CU_add_test(s, "hostile layers refused, nothing kept", test_hostile);
+  CU_add_test(s, "links replaced, never written through; failed mkfs", test_links_replaced);
   CU_add_test(s, "built once per digest, concurrent builders, clone", test_cache_and_clone);
   CU_basic_set_mode(CU_BRM_VERBOSE);
   CU_basic_run_tests();
