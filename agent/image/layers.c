@@ -27,6 +27,7 @@
 
 #define NAME_MAX_BYTES 255
 #define PATH_MAX_BYTES 4000
+#define DEPTH_MAX 256 /* the manifest and the ext4 pass recurse per level */
 #define XATTR_VALUE_MAX 65536
 
 struct img_tree {
@@ -228,7 +229,8 @@ uint64_t img_tree_content_bytes(const img_tree *t) { return sum_bytes(t->root); 
 /* ---- names --------------------------------------------------------------- */
 
 /* Normalises a layer entry name into a relative path without "." or empty
- * components ("" is the root). Refuses absolute names, "..", overlong names. */
+ * components ("" is the root). Refuses absolute names, "..", overlong names
+ * and paths deeper than DEPTH_MAX. */
 static int norm_path(const char *in, char **out, cmn_error *err)
 {
   if (in[0] == '/')
@@ -238,6 +240,7 @@ static int norm_path(const char *in, char **out, cmn_error *err)
     return cmn_err_set(err, CMN_INVALID_ARGUMENT, "path longer than %d bytes", PATH_MAX_BYTES);
   char *o = cmn_malloc(len + 1);
   size_t ol = 0;
+  int depth = 0;
   const char *p = in;
   while (*p) {
     const char *e = strchr(p, '/');
@@ -252,6 +255,11 @@ static int norm_path(const char *in, char **out, cmn_error *err)
                          NAME_MAX_BYTES);
     }
     if (cl > 0 && !(cl == 1 && p[0] == '.')) {
+      if (++depth > DEPTH_MAX) {
+        free(o);
+        return cmn_err_set(err, CMN_INVALID_ARGUMENT, "more than %d levels of folders",
+                           DEPTH_MAX);
+      }
       if (ol > 0)
         o[ol++] = '/';
       memcpy(o + ol, p, cl);

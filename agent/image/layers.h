@@ -18,7 +18,8 @@
  * Refused (INVALID_ARGUMENT naming the layer and the entry): absolute names,
  * `..` components, entries whose folder is a symbolic link or not a folder,
  * hard links that are absolute, use `..`, name a folder or a missing entry,
- * names longer than 255 bytes, unsupported entry types. Exceeding the limits
+ * names longer than 255 bytes, paths deeper than 256 folders, unsupported
+ * entry types. Exceeding the limits
  * is RESOURCE_EXHAUSTED. */
 #ifndef EMBER_AGENT_IMAGE_LAYERS_H
 #define EMBER_AGENT_IMAGE_LAYERS_H

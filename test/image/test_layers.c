@@ -520,6 +520,22 @@ static void test_hostile(void)
     free(p2);
   }
 
+  /* 300 levels of folders: refused (the manifest and the ext4 pass recurse). */
+  char *deep = cmn_malloc(300 * 2 + 2);
+  for (int i = 0; i < 300; i++)
+    memcpy(deep + 2 * i, "d/", 2);
+  memcpy(deep + 600, "f", 2);
+  char *pd = cmn_asprintf("%s/deep.tar", dir);
+  const tent ed[] = {{T_FILE, deep, 0644, "x"}};
+  write_layer(pd, C_NONE, ed, 1);
+  img_layer ld = {pd, media[C_NONE], "sha256:deep"};
+  cmn_error derr = {0};
+  CU_ASSERT_PTR_NULL(build(dir, &ld, 1, NULL, &derr));
+  CU_ASSERT_EQUAL(derr.code, CMN_INVALID_ARGUMENT);
+  CU_ASSERT_PTR_NOT_NULL(strstr(derr.msg, "levels"));
+  free(pd);
+  free(deep);
+
   /* A header declaring ~8 GiB, then nothing: refused before any read. */
   char *raw = cmn_asprintf("%s/raw.tar", dir);
   write_raw_header(raw, "huge", 077777777777ULL);
