@@ -450,7 +450,7 @@ static int load_records(img_store *s, cmn_error *err)
     img_record r = {0};
     bool ok = cmn_file_read(p, RECORD_MAX, &text, &tl, &rerr) == 0 &&
               record_parse(text, &r, &rerr) == 0;
-    if (ok && strcmp(img_digest_hex(r.id), e->d_name) != 0) {
+    if (ok && strncmp(img_digest_hex(r.id), e->d_name, IMG_DIGEST_HEX_LEN) != 0) {
       cmn_err_set(&rerr, CMN_INVALID_ARGUMENT, "id does not match the file name");
       ok = false;
     }
