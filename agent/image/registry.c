@@ -258,6 +258,8 @@ static int curl_fail(pull_ctx *c, CURLcode rc, resp *r, const char *what, cmn_er
   const char *detail = c->errbuf[0] ? c->errbuf : curl_easy_strerror(rc);
   if (r->werr_set) {
     *err = r->werr;
+    if (err->code == CMN_INVALID_ARGUMENT) /* the registry's bytes, not the request */
+      err->code = CMN_UNAVAILABLE;
     return cmn_err_prefix(err, "registry %s", c->ref.registry);
   }
   if (r->oversized)

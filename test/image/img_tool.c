@@ -10,7 +10,7 @@
  * OPTIONS: --budget N --ca FILE --insecure HOST[:PORT] --user U --password P
  *   --credentials FILE --connect-timeout S --stall-timeout S --pull-timeout S
  *   --manifest-max N --in-use ID (the in-use callback says ID is used)
- *   --cancel-after BYTES (cancel a pull once that many bytes arrived) */
+ *   --cancel-after-ms MS (the cancel callback says yes MS after the pull began) */
 #define _GNU_SOURCE
 #include "agent/image/digest.h"
 #include "agent/image/import.h"
@@ -36,7 +36,7 @@ typedef struct tool {
   img_registry_opts ro;
   const char *insecure[8];
   const char *user, *password, *in_use_id;
-  long long cancel_after;
+  long long cancel_after_ms;
   pthread_mutex_t mu;
   cJSON *downloaded, *cached;
 } tool;
@@ -49,8 +49,15 @@ typedef struct job {
   cmn_error err;
   int rc;
   double seconds;
-  long long bytes;
+  double t0;
 } job;
+
+static double now_s(void)
+{
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + ts.tv_nsec / 1e9;
+}
 
 static bool in_use(void *opaque, const char *id, char *who, size_t n)
 {
@@ -65,7 +72,6 @@ static bool in_use(void *opaque, const char *id, char *who, size_t n)
 static void on_progress(void *opaque, const img_pull_progress *p)
 {
   job *j = opaque;
-  j->bytes = p->done;
   if (p->digest == NULL || (strcmp(p->phase, "committed") != 0 && strcmp(p->phase, "cached") != 0))
     return;
   pthread_mutex_lock(&j->t->mu);
@@ -77,7 +83,7 @@ static void on_progress(void *opaque, const img_pull_progress *p)
 static bool on_cancel(void *opaque)
 {
   job *j = opaque;
-  return j->t->cancel_after > 0 && j->bytes >= j->t->cancel_after;
+  return j->t->cancel_after_ms > 0 && (now_s() - j->t0) * 1000 >= (double)j->t->cancel_after_ms;
 }
 
 static cJSON *desc_json(const img_desc *d)
@@ -125,21 +131,14 @@ static int emit(cJSON *o, const cmn_error *err, int rc)
   return rc == 0 ? 0 : 1;
 }
 
-static double now_s(void)
-{
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + ts.tv_nsec / 1e9;
-}
-
 static void *pull_thread(void *arg)
 {
   job *j = arg;
   img_pull_opts po = {.username = j->t->user, .password = j->t->password,
                       .progress = on_progress, .cancelled = on_cancel, .opaque = j};
-  double t0 = now_s();
+  j->t0 = now_s();
   j->rc = img_pull(j->s, &j->t->ro, j->ref, &po, &j->rec, &j->err);
-  j->seconds = now_s() - t0;
+  j->seconds = now_s() - j->t0;
   return NULL;
 }
 
@@ -181,8 +180,8 @@ int main(int argc, char **argv)
       t.ro.manifest_max = strtoll(v, NULL, 10);
     else if (strcmp(o, "--in-use") == 0)
       t.in_use_id = v;
-    else if (strcmp(o, "--cancel-after") == 0)
-      t.cancel_after = strtoll(v, NULL, 10);
+    else if (strcmp(o, "--cancel-after-ms") == 0)
+      t.cancel_after_ms = strtoll(v, NULL, 10);
     else
       return usage(), 2;
   }
