@@ -71,8 +71,10 @@ static la_ssize_t imp_read(struct archive *a, void *ud, const void **buf)
   return (la_ssize_t)len;
 }
 
-/* Normalizes an entry path: drops "./" and leading "/"-free dots; refuses
- * absolute paths and ".." components. Returns NULL (err set) on refusal. */
+/* Normalizes an entry path lexically: drops "." and empty components,
+ * resolves ".." against the components before it; refuses absolute paths and
+ * any ".." that would climb above the archive's root. Returns NULL (err set)
+ * on refusal. */
 static char *norm_path(const char *p, cmn_error *err)
 {
   if (p == NULL)
@@ -86,11 +88,17 @@ static char *norm_path(const char *p, cmn_error *err)
   for (const char *c = p; *c != '\0';) {
     size_t n = strcspn(c, "/");
     if (n == 2 && c[0] == '.' && c[1] == '.') {
-      free(out);
-      cmn_err_set(err, CMN_INVALID_ARGUMENT, "archive entry '%.200s' leaves the archive (..)", p);
-      return NULL;
-    }
-    if (!(n == 0 || (n == 1 && c[0] == '.'))) {
+      if (o == 0) {
+        free(out);
+        cmn_err_set(err, CMN_INVALID_ARGUMENT, "archive entry '%.200s' leaves the archive (..)",
+                    p);
+        return NULL;
+      }
+      while (o > 0 && out[o - 1] != '/')
+        o--;
+      if (o > 0)
+        o--; /* the slash */
+    } else if (!(n == 0 || (n == 1 && c[0] == '.'))) {
       if (o > 0)
         out[o++] = '/';
       memcpy(out + o, c, n);

@@ -965,12 +965,28 @@ int img_store_delete(img_store *s, const char *key, int64_t *freed, cmn_error *e
     *freed = 0;
   if (key == NULL || key[0] == '\0')
     return cmn_err_set(err, CMN_INVALID_ARGUMENT, "image: empty id or name");
+  cleanup_free char *canon = NULL;
+  img_ref ref;
+  cmn_error perr = {0};
+  if (img_ref_parse(key, &ref, &perr) == 0) {
+    canon = img_ref_string(&ref);
+    img_ref_free(&ref);
+  }
+  bool by_id = img_digest_valid(key) || is_hex64(key, strlen(key));
   pthread_mutex_lock(&s->mu);
   int ret = 0;
   img_record *r = find_locked(s, key);
   char who[128] = "";
   if (r == NULL) {
     ret = cmn_err_set(err, CMN_NOT_FOUND, "image '%.200s' not found", key);
+  } else if (!by_id && r->n_names > 1) {
+    /* One of several names: untag only (the image stays under its others). */
+    for (size_t j = 0; j < r->n_names; j++)
+      if (strcmp(r->names[j], key) == 0 || (canon != NULL && strcmp(r->names[j], canon) == 0)) {
+        record_drop_name(r, r->names[j]);
+        break;
+      }
+    ret = write_record_locked(s, r, err);
   } else if (s->in_use != NULL && s->in_use(s->in_use_opaque, r->id, who, sizeof(who))) {
     char subject[100];
     snprintf(subject, sizeof(subject), "images/%s", r->id);

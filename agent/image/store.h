@@ -141,7 +141,9 @@ int img_store_get(img_store *s, const char *key, img_record *out, cmn_error *err
 int img_store_list(img_store *s, img_record **out, size_t *n, cmn_error *err);
 /* Deletes a record (by the same keys as get): FAILED_PRECONDITION (precondition
  * "IN_USE", subject "images/<id>") when the in-use callback says an instance uses
- * it; then removes its unreferenced blobs. *freed (may be NULL) gets the bytes. */
+ * it; then removes its unreferenced blobs. *freed (may be NULL) gets the bytes.
+ * By a name when the image has other names too: only that name is removed
+ * (untag; nothing freed, no in-use check). By id: the image and all its names. */
 int img_store_delete(img_store *s, const char *key, int64_t *freed, cmn_error *err);
 /* Removes every blob no record references and no lease holds. */
 int img_store_gc(img_store *s, int64_t *freed, size_t *removed, cmn_error *err);
