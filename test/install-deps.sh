@@ -9,10 +9,11 @@ export DEBIAN_FRONTEND=noninteractive
 
 BUILD="build-essential cmake pkg-config libgrpc-dev protobuf-c-compiler libprotobuf-c-dev
   protobuf-compiler libprotobuf-dev grpc-proto libcurl4-openssl-dev libcjson-dev libcunit1-dev
-  libmicrohttpd-dev"
+  libmicrohttpd-dev libarchive-dev libssl-dev"
 RUN="qemu-system-x86 qemu-utils"
 TEST="python3 python3-grpcio python3-protobuf python3-prometheus-client busybox-static cpio xz-utils zstd file
-  binutils openssl valgrind clang libclang-rt-14-dev procps iproute2"
+  binutils openssl valgrind clang libclang-rt-14-dev procps iproute2
+  docker-registry skopeo umoci apache2-utils"
 DEPLOY="podman buildah runc debootstrap uidmap fuse-overlayfs slirp4netns containernetworking-plugins
   systemd"
 

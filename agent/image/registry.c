@@ -482,10 +482,9 @@ static int registry_get(pull_ctx *c, const char *path, const char *accept, resp 
     if (st == 404)
       return cmn_err_set(err, CMN_NOT_FOUND, "registry %s: %s not found (HTTP 404): %.200s",
                          c->ref.registry, what, r->errbody);
-    if (st != 200)
-      return cmn_err_set(err, st == 429 || st >= 500 ? CMN_UNAVAILABLE : CMN_UNAVAILABLE,
-                         "registry %s: %s: HTTP %ld: %.200s", c->ref.registry, what, st,
-                         r->errbody);
+    if (st != 200) /* 429, 5xx and anything unexpected: the registry is not serving */
+      return cmn_err_set(err, CMN_UNAVAILABLE, "registry %s: %s: HTTP %ld: %.200s",
+                         c->ref.registry, what, st, r->errbody);
     return 0;
   }
   return cmn_err_set(err, CMN_PERMISSION_DENIED, "registry %s: authentication loop for %s",
