@@ -728,7 +728,8 @@ int img_pull(img_store *s, const img_registry_opts *ro, const char *reference,
     return cmn_err_field(err, "reference");
   c.loopback = host_is_loopback(c.ref.host);
   for (size_t i = 0; i < c.ro->n_insecure; i++)
-    if (strcmp(c.ro->insecure[i], c.ref.registry) == 0 || strcmp(c.ro->insecure[i], c.ref.host) == 0)
+    if (strcmp(c.ro->insecure[i], c.ref.registry) == 0 ||
+        strcmp(c.ro->insecure[i], c.ref.host) == 0)
       c.insecure = true;
   c.http = c.insecure;
   c.connect_s = c.ro->connect_timeout_s > 0 ? c.ro->connect_timeout_s : 15;

@@ -175,10 +175,12 @@ static void test_digest(void)
   img_sha256_free(h);
   CU_ASSERT_STRING_EQUAL(out, ABC_SHA);
   CU_ASSERT_TRUE(img_digest_valid(ABC_SHA));
-  CU_ASSERT_FALSE(img_digest_valid("sha256:BA7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"));
+  CU_ASSERT_FALSE(img_digest_valid("sha256:BA7816bf8f01cfea414140de5dae2223"
+                                   "b00361a396177a9cb410ff61f20015ad"));
   CU_ASSERT_FALSE(img_digest_valid("sha256:ba78"));
   CU_ASSERT_FALSE(img_digest_valid(ABC_SHA "0"));
-  CU_ASSERT_FALSE(img_digest_valid("sha512:ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"));
+  CU_ASSERT_FALSE(img_digest_valid("sha512:ba7816bf8f01cfea414140de5dae2223"
+                                   "b00361a396177a9cb410ff61f20015ad"));
   CU_ASSERT_FALSE(img_digest_valid(NULL));
   cmn_error err = {0};
   CU_ASSERT_EQUAL(img_digest_check("sha512:00", "x", &err), -1);
@@ -410,8 +412,9 @@ static void test_store_crash_leftovers(void)
   free(p);
   img_sha256_buf("missing", 7, dg);
   p = cmn_asprintf("%s/images/records/%s.json", dir, dg + 7);
-  char *rec = cmn_asprintf("{\"id\":\"%s\",\"kind\":\"kernel\",\"names\":[],\"layers\":[{\"digest\":"
-                           "\"%s\",\"size\":7}],\"size\":7,\"created\":1}", dg, dg);
+  char *rec = cmn_asprintf("{\"id\":\"%s\",\"kind\":\"kernel\",\"names\":[],"
+                           "\"layers\":[{\"digest\":\"%s\",\"size\":7}],\"size\":7,"
+                           "\"created\":1}", dg, dg);
   write_file(p, rec);
   free(rec);
   free(p);
