@@ -33,8 +33,15 @@ struct hold {
   int count;
 };
 
+struct pin {
+  img_dstr id;
+  char *who;
+};
+
 struct img_store {
   char *root, *blobs_dir, *records_dir, *tmp_dir;
+  struct pin *pins; /* images in use, as the manager declared them */
+  size_t n_pins;
   int64_t budget;
   img_in_use_fn in_use;
   void *in_use_opaque;
@@ -536,6 +543,9 @@ void img_store_close(img_store *s)
   if (s == NULL)
     return;
   img_records_free(s->recs, s->n_recs);
+  for (size_t i = 0; i < s->n_pins; i++)
+    free(s->pins[i].who);
+  free(s->pins);
   free(s->holds);
   free(s->inflight);
   pthread_mutex_destroy(&s->mu);
@@ -959,6 +969,55 @@ int img_store_list(img_store *s, img_record **out, size_t *n, cmn_error *err)
   return 0;
 }
 
+static const struct pin *pin_find_locked(const img_store *s, const char *id)
+{
+  for (size_t i = 0; i < s->n_pins; i++)
+    if (strcmp(s->pins[i].id, id) == 0)
+      return &s->pins[i];
+  return NULL;
+}
+
+int img_store_pin(img_store *s, const char *key, const char *who, char *id_out,
+                  cmn_error *err)
+{
+  if (key == NULL || key[0] == '\0' || who == NULL || who[0] == '\0')
+    return cmn_err_set(err, CMN_INVALID_ARGUMENT, "image pin: empty image or user");
+  pthread_mutex_lock(&s->mu);
+  img_record *r = find_locked(s, key);
+  if (r != NULL) {
+    s->pins = cmn_realloc(s->pins, (s->n_pins + 1) * sizeof(struct pin));
+    snprintf(s->pins[s->n_pins].id, sizeof(img_dstr), "%s", r->id);
+    s->pins[s->n_pins++].who = cmn_strdup(who);
+    if (id_out != NULL)
+      snprintf(id_out, IMG_DIGEST_LEN + 1, "%s", r->id);
+  }
+  pthread_mutex_unlock(&s->mu);
+  if (r == NULL)
+    return cmn_err_set(err, CMN_NOT_FOUND, "image '%.200s' not found", key);
+  return 0;
+}
+
+void img_store_unpin(img_store *s, const char *id, const char *who)
+{
+  pthread_mutex_lock(&s->mu);
+  for (size_t i = 0; i < s->n_pins; i++)
+    if (strcmp(s->pins[i].id, id) == 0 && strcmp(s->pins[i].who, who) == 0) {
+      free(s->pins[i].who);
+      s->pins[i] = s->pins[--s->n_pins];
+      break;
+    }
+  pthread_mutex_unlock(&s->mu);
+}
+
+static int in_use_error(const char *id, const char *who, cmn_error *err)
+{
+  char subject[100];
+  snprintf(subject, sizeof(subject), "images/%s", id);
+  cmn_err_set(err, CMN_FAILED_PRECONDITION, "image %s is in use%s%s; delete %s first", id,
+              who[0] ? " by " : "", who, who[0] ? who : "its instances");
+  return cmn_err_precondition(err, "IN_USE", subject);
+}
+
 int img_store_delete(img_store *s, const char *key, int64_t *freed, cmn_error *err)
 {
   if (freed)
@@ -973,10 +1032,24 @@ int img_store_delete(img_store *s, const char *key, int64_t *freed, cmn_error *e
     img_ref_free(&ref);
   }
   bool by_id = img_digest_valid(key) || is_hex64(key, strlen(key));
+  img_dstr id = "";
+  /* The manager's callback runs without the store's lock (it may take the
+   * manager's, which is held around calls into the store). */
+  if (s->in_use != NULL) {
+    pthread_mutex_lock(&s->mu);
+    img_record *r = find_locked(s, key);
+    bool untag = r != NULL && !by_id && r->n_names > 1;
+    if (r != NULL)
+      snprintf(id, sizeof(id), "%s", r->id);
+    pthread_mutex_unlock(&s->mu);
+    char who[128] = "";
+    if (id[0] != '\0' && !untag && s->in_use(s->in_use_opaque, id, who, sizeof(who)))
+      return in_use_error(id, who, err);
+  }
   pthread_mutex_lock(&s->mu);
   int ret = 0;
   img_record *r = find_locked(s, key);
-  char who[128] = "";
+  const struct pin *pin = r != NULL ? pin_find_locked(s, r->id) : NULL;
   if (r == NULL) {
     ret = cmn_err_set(err, CMN_NOT_FOUND, "image '%.200s' not found", key);
   } else if (!by_id && r->n_names > 1) {
@@ -987,12 +1060,8 @@ int img_store_delete(img_store *s, const char *key, int64_t *freed, cmn_error *e
         break;
       }
     ret = write_record_locked(s, r, err);
-  } else if (s->in_use != NULL && s->in_use(s->in_use_opaque, r->id, who, sizeof(who))) {
-    char subject[100];
-    snprintf(subject, sizeof(subject), "images/%s", r->id);
-    ret = cmn_err_set(err, CMN_FAILED_PRECONDITION, "image %s is in use%s%s; delete %s first",
-                      r->id, who[0] ? " by " : "", who, who[0] ? who : "its instances");
-    cmn_err_precondition(err, "IN_USE", subject);
+  } else if (pin != NULL) {
+    ret = in_use_error(r->id, pin->who, err);
   } else {
     cleanup_free char *path = record_path(s, r->id);
     if (unlink(path) != 0 && errno != ENOENT) {

@@ -43,8 +43,10 @@ typedef struct img_lease img_lease;
 typedef struct img_blob_writer img_blob_writer;
 
 /* Asked before a delete: return true when an instance uses the image id
- * ("sha256:<hex>"), and write who (e.g. "instances/web-1") into who. Called with
- * the store's lock held: it must not call back into the store. */
+ * ("sha256:<hex>"), and write who (e.g. "instances/web-1") into who. Called
+ * without the store's lock (it may take the manager's lock); it must not call
+ * back into the store. For an answer that cannot race with an instance being
+ * created, pin instead (img_store_pin): pins are checked under the lock. */
 typedef bool (*img_in_use_fn)(void *opaque, const char *image_id, char *who, size_t who_len);
 
 typedef struct img_store_opts {
@@ -140,11 +142,19 @@ int img_store_commit_record(img_lease *l, const img_record *r, img_record *out, 
 int img_store_get(img_store *s, const char *key, img_record *out, cmn_error *err);
 int img_store_list(img_store *s, img_record **out, size_t *n, cmn_error *err);
 /* Deletes a record (by the same keys as get): FAILED_PRECONDITION (precondition
- * "IN_USE", subject "images/<id>") when the in-use callback says an instance uses
- * it; then removes its unreferenced blobs. *freed (may be NULL) gets the bytes.
+ * "IN_USE", subject "images/<id>") when it is pinned or the in-use callback says
+ * an instance uses it; then removes its unreferenced blobs. *freed (may be NULL) gets the bytes.
  * By a name when the image has other names too: only that name is removed
  * (untag; nothing freed, no in-use check). By id: the image and all its names. */
 int img_store_delete(img_store *s, const char *key, int64_t *freed, cmn_error *err);
+/* Marks an image (same keys as get) as used by who (e.g. "instances/web-1"):
+ * delete refuses it with FAILED_PRECONDITION naming who until unpinned. In
+ * memory only: the manager pins its instances' images again at start. One pin
+ * per call (pins of the same who stack). id_out (may be NULL, 72 bytes) gets
+ * the image id. NOT_FOUND when there is no such image. */
+int img_store_pin(img_store *s, const char *key, const char *who, char *id_out,
+                  cmn_error *err);
+void img_store_unpin(img_store *s, const char *id, const char *who);
 /* Removes every blob no record references and no lease holds. */
 int img_store_gc(img_store *s, int64_t *freed, size_t *removed, cmn_error *err);
 

@@ -321,6 +321,16 @@ static void test_store_records_gc(void)
   CU_ASSERT_STRING_EQUAL(err.precondition, "IN_USE");
   CU_ASSERT_PTR_NOT_NULL(strstr(err.msg, "instances/vm-1"));
   used[0] = '\0';
+  /* pinned: refused, naming the pin's owner, until unpinned */
+  char pid[IMG_DIGEST_LEN + 1];
+  CU_ASSERT_EQUAL(img_store_pin(s, "h.test/a:1", "instances/vm-2", pid, &err), 0);
+  CU_ASSERT_STRING_EQUAL(pid, ra.id);
+  CU_ASSERT_EQUAL(img_store_pin(s, "h.test/nope:1", "instances/vm-2", NULL, &err), -1);
+  CU_ASSERT_EQUAL(err.code, CMN_NOT_FOUND);
+  CU_ASSERT_EQUAL(img_store_delete(s, ra.id, NULL, &err), -1);
+  CU_ASSERT_EQUAL(err.code, CMN_FAILED_PRECONDITION);
+  CU_ASSERT_PTR_NOT_NULL(strstr(err.msg, "instances/vm-2"));
+  img_store_unpin(s, ra.id, "instances/vm-2");
   int64_t freed = 0;
   CU_ASSERT_EQUAL(img_store_delete(s, "h.test/a:1", &freed, &err), 0);
   CU_ASSERT_EQUAL(freed, 0); /* still held by hl */
