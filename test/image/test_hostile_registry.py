@@ -162,6 +162,14 @@ class Handler(http.server.BaseHTTPRequestHandler):
                         pass
                     self.close_connection = True
                     return
+                if repo == "stallblob":  # headers and a little, then nothing
+                    self.send_response(200)
+                    self.send_header("Content-Length", str(len(layer)))
+                    self.end_headers()
+                    self.wfile.write(layer[:10000])
+                    self.wfile.flush()
+                    time.sleep(3600)
+                    return
                 if repo == "redirloop":
                     return self.send(307, b"", headers={"Location": self.path})
                 if repo == "slow":
@@ -243,6 +251,7 @@ def main():
             ("redirloop", ["UNAVAILABLE"], "redirects"),
             ("missing@sha256:" + "0" * 64, ["UNAVAILABLE"], "digest mismatch"),
             ("hang", ["DEADLINE_EXCEEDED"], "stalled"),
+            ("stallblob", ["DEADLINE_EXCEEDED"], "stalled"),
         ]
         for repo, codes, words in cases:
             ref = f"{reg}/{repo}" if "@" in repo else f"{reg}/{repo}:v1"
