@@ -357,8 +357,8 @@ static char *name_of(const char *given, const char *fallback)
 static int finish_oci(imp *im, img_record *rec, char **refname, cmn_error *err)
 {
   cleanup_free char *pick = NULL;
-  if (img_index_pick(im->index_json, im->index_len, CMN_INVALID_ARGUMENT, &pick, refname, err) <
-      0)
+  if (img_index_pick(im->index_json, im->index_len, CMN_INVALID_ARGUMENT, im->o->name, &pick,
+                     refname, err) < 0)
     return cmn_err_prefix(err, "index.json");
   cleanup_free char *body = NULL;
   size_t len = 0;
@@ -366,7 +366,7 @@ static int finish_oci(imp *im, img_record *rec, char **refname, cmn_error *err)
     return cmn_err_prefix(err, "OCI layout");
   if (img_manifest_is_index(body, len, NULL)) { /* nested index: one more level */
     cleanup_free char *outer = steal_ptr(pick);
-    if (img_index_pick(body, len, CMN_INVALID_ARGUMENT, &pick, NULL, err) < 0)
+    if (img_index_pick(body, len, CMN_INVALID_ARGUMENT, NULL, &pick, NULL, err) < 0)
       return cmn_err_prefix(err, "index %s", outer);
     free(body);
     body = NULL;
@@ -577,11 +577,11 @@ int img_import(img_store *s, const img_import_opts *o, img_record *out, cmn_erro
   }
   img_record_free(&rec);
   img_lease_free(im.l);
-  if (ret < 0) {
-    cmn_error gerr = {0};
-    if (img_store_gc(s, NULL, NULL, &gerr) < 0)
-      cmn_warn(NULL, "image-import", "gc after a failed import: %s", gerr.msg);
-  }
+  /* Whatever the archive held beyond the image (other platforms, stray files)
+   * and, on failure, everything it brought, goes now. */
+  cmn_error gerr = {0};
+  if (img_store_gc(s, NULL, NULL, &gerr) < 0)
+    cmn_warn(NULL, "image-import", "gc after an import: %s", gerr.msg);
   for (size_t i = 0; i < im.n_ents; i++) {
     free(im.ents[i].path);
     free(im.ents[i].link);

@@ -35,8 +35,24 @@ bool img_manifest_is_index(const char *body, size_t len, const char *ctype)
   return r;
 }
 
-int img_index_pick(const char *body, size_t len, int bad_code, char **digest, char **ref_name,
-                   cmn_error *err)
+#define REF_NAME_KEY "org.opencontainers.image.ref.name"
+
+/* Whether an index entry's ref name annotation names want: equal to it, or to
+ * its tag (the part after the last ':' that follows the last '/'). */
+static bool ref_matches(const cJSON *m, const char *want)
+{
+  const char *rn = json_str(cJSON_GetObjectItemCaseSensitive(m, "annotations"), REF_NAME_KEY);
+  if (rn == NULL || want == NULL)
+    return false;
+  if (strcmp(rn, want) == 0)
+    return true;
+  const char *slash = strrchr(want, '/');
+  const char *colon = strrchr(slash ? slash : want, ':');
+  return colon != NULL && strcmp(rn, colon + 1) == 0;
+}
+
+int img_index_pick(const char *body, size_t len, int bad_code, const char *want_ref,
+                   char **digest, char **ref_name, cmn_error *err)
 {
   *digest = NULL;
   if (ref_name)
@@ -47,10 +63,16 @@ int img_index_pick(const char *body, size_t len, int bad_code, char **digest, ch
     cJSON_Delete(o);
     return cmn_err_set(err, bad_code, "index without a manifests array");
   }
+  bool filter = false;
+  for (const cJSON *m = ms->child; m != NULL && !filter; m = m->next)
+    filter = ref_matches(m, want_ref);
   char seen[512] = "";
   size_t off = 0;
-  const cJSON *pick = NULL;
+  const cJSON *pick = NULL, *bare = NULL;
+  int n_bare = 0;
   for (const cJSON *m = ms->child; m != NULL && pick == NULL; m = m->next) {
+    if (filter && !ref_matches(m, want_ref))
+      continue;
     const cJSON *p = cJSON_GetObjectItemCaseSensitive(m, "platform");
     const char *os = json_str(p, "os");
     const char *arch = json_str(p, "architecture");
@@ -58,18 +80,29 @@ int img_index_pick(const char *body, size_t len, int bad_code, char **digest, ch
       pick = m;
       break;
     }
-    if (off < sizeof(seen) - 64) {
-      int k = snprintf(seen + off, sizeof(seen) - off, "%s%.24s/%.24s", off ? ", " : "",
-                       os ? os : "?", arch ? arch : "?");
+    if (p == NULL) { /* no platform (OCI layouts): fine if it is the only one */
+      bare = m;
+      n_bare++;
+    }
+    if (off < sizeof(seen) - 80) {
+      const char *rn = json_str(cJSON_GetObjectItemCaseSensitive(m, "annotations"),
+                                REF_NAME_KEY);
+      int k = p ? snprintf(seen + off, sizeof(seen) - off, "%s%.24s/%.24s", off ? ", " : "",
+                           os ? os : "?", arch ? arch : "?")
+                : snprintf(seen + off, sizeof(seen) - off, "%s%.40s (no platform)",
+                           off ? ", " : "", rn ? rn : "unnamed");
       if (k > 0)
         off += (size_t)k;
     }
   }
-  if (pick == NULL && cJSON_GetArraySize(ms) == 1 &&
-      cJSON_GetObjectItemCaseSensitive(ms->child, "platform") == NULL)
-    pick = ms->child;
+  if (pick == NULL && n_bare == 1)
+    pick = bare;
   if (pick == NULL) {
     cJSON_Delete(o);
+    if (n_bare > 1)
+      return cmn_err_set(err, CMN_INVALID_ARGUMENT,
+                         "the index holds several images without a platform (%s); name the "
+                         "one to take by its ref name", seen);
     return cmn_err_set(err, CMN_NOT_FOUND, "no linux/amd64 manifest in the index; it has: %s",
                        off ? seen : "(nothing)");
   }
@@ -82,7 +115,7 @@ int img_index_pick(const char *body, size_t len, int bad_code, char **digest, ch
   *digest = cmn_strdup(dg);
   if (ref_name) {
     const char *rn = json_str(cJSON_GetObjectItemCaseSensitive(pick, "annotations"),
-                              "org.opencontainers.image.ref.name");
+                              REF_NAME_KEY);
     *ref_name = rn ? cmn_strdup(rn) : NULL;
   }
   cJSON_Delete(o);

@@ -23,11 +23,13 @@
  * ctype, else by having "manifests"). */
 bool img_manifest_is_index(const char *body, size_t len, const char *ctype);
 /* Picks linux/amd64 (variant ignored) from an index: *digest gets its digest;
- * NOT_FOUND listing the platforms there when absent. *ref_name (may be NULL)
- * gets the entry's org.opencontainers.image.ref.name annotation, or NULL. When
- * the index has exactly one entry without a platform, that entry is taken. */
-int img_index_pick(const char *body, size_t len, int bad_code, char **digest, char **ref_name,
-                   cmn_error *err);
+ * NOT_FOUND listing the platforms there when absent. An entry without a
+ * platform (OCI layouts) is taken when it is the only candidate. want_ref (may
+ * be NULL): when some entries' org.opencontainers.image.ref.name annotation
+ * equals it or its tag, only those are candidates. *ref_name (may be NULL)
+ * gets the chosen entry's annotation, or NULL. */
+int img_index_pick(const char *body, size_t len, int bad_code, const char *want_ref,
+                   char **digest, char **ref_name, cmn_error *err);
 /* Parses an image manifest into rec (kind OCI; manifest = digest, len, media
  * type; config; layers with supported tar media types, sizes <= blob_max). */
 int img_manifest_parse(const char *body, size_t len, const char *digest, const char *ctype,

@@ -658,7 +658,7 @@ static int do_pull(pull_ctx *c, const char *reference, img_record *out, cmn_erro
     return -1;
   if (img_manifest_is_index(body, len, ctype)) {
     cleanup_free char *pick = NULL;
-    if (img_index_pick(body, len, CMN_UNAVAILABLE, &pick, NULL, err) < 0)
+    if (img_index_pick(body, len, CMN_UNAVAILABLE, NULL, &pick, NULL, err) < 0)
       return cmn_err_prefix(err, "image %s", reference);
     free(body);
     free(ctype);

@@ -351,8 +351,13 @@ static int gc_locked(img_store *s, int64_t *freed, size_t *removed, cmn_error *e
       continue;
     img_dstr dg;
     if (!is_hex64(e->d_name, strlen(e->d_name))) {
+      struct stat st;
       cmn_warn(NULL, "image-gc", "removing stray file %s/%s", s->blobs_dir, e->d_name);
-      unlinkat(dirfd(d), e->d_name, 0);
+      if (fstatat(dirfd(d), e->d_name, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
+          unlinkat(dirfd(d), e->d_name, 0) == 0) {
+        s->used -= st.st_size;
+        s->n_blobs--;
+      }
       continue;
     }
     memcpy(dg, "sha256:", 7);

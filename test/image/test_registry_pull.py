@@ -246,6 +246,25 @@ def main():
         rc, oi = tool("import", data, "oci", otar, "h.test/app2:imported")
         check(rc == 0 and oi["image"]["id"] == digests["app2"],
               f"import OCI layout tar: same id as the pull: {oi.get('message', '')}")
+        # a layout with several tagged images (no platforms): the name picks one
+        mlay = os.path.join(work, "two-layout")
+        for t in ["app1", "app2"]:
+            sh("skopeo", "--insecure-policy", "copy", "-q", f"oci:{lay}:{t}", f"oci:{mlay}:{t}")
+        mtar = os.path.join(work, "two.oci.tar")
+        sh("tar", "-C", mlay, "-cf", mtar, ".")
+        rc, oi = tool("import", data, "oci", mtar)
+        check(rc == 1 and oi["code"] == "INVALID_ARGUMENT" and "app1" in oi["message"],
+              f"import of a two-image layout without a name: {oi.get('message')}")
+        rc, oi = tool("import", data, "oci", mtar, "h.test/picked:app1")
+        check(rc == 0 and oi["image"]["id"] == digests["app1"],
+              f"import picks the image named by the tag: {oi.get('message', '')}")
+        rc, ol = tool("list", data)
+        referenced = set()
+        for im in ol["images"]:
+            for d in [im.get("manifest"), im.get("config")] + im["layers"]:
+                if d:
+                    referenced.add(d["digest"][7:])
+        check(blobs(data) == referenced, "no unreferenced blob left after the imports")
         rc, oi = tool("import", data, "kernel", shutil.which("busybox"), "busybox-as-file")
         check(rc == 0 and oi["image"]["kind"] == "kernel", "import a plain file")
 
