@@ -7,7 +7,9 @@ lying), oversized manifest, a descriptor with a huge size, a blob larger than
 its descriptor, a registry that never answers, bad auth challenges, an index
 without linux/amd64, a redirect loop, a slow blob cancelled by the client.
 Each pull must fail with a clear error, leave the store exactly as it was
-(tree digest unchanged, tmp/ empty), and the next good pull must work. Also:
+(tree digest unchanged, tmp/ empty), and the next good pull must work. A pull
+killed (SIGKILL) mid-download leaves a partial file that the next open of the
+store removes. Also:
 the bearer-token flow with Basic credentials, and the plain-HTTP fallback for
 a loopback registry without TLS.
 
@@ -267,6 +269,23 @@ def main():
         rc, out = run(common + ["--cancel-after-ms", "1000", "pull", data, f"{reg}/slow:v1"])
         check(rc == 1 and out.get("code") == "CANCELLED", f"slow: cancelled: {out.get('message')}")
         check(tree_digest(os.path.join(data, "images")) == before, "slow: store unchanged")
+        # a real crash mid-download: SIGKILL while the slow blob streams; the next
+        # open of the store removes the partial file
+        proc = subprocess.Popen([IMG_TOOL] + common + ["pull", data, f"{reg}/slow:v2"],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        tmp = os.path.join(data, "images", "tmp")
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not any(
+                os.path.getsize(os.path.join(tmp, f)) > 0 for f in os.listdir(tmp)):
+            time.sleep(0.05)
+        partial = [f for f in os.listdir(tmp) if os.path.getsize(os.path.join(tmp, f)) > 0]
+        proc.kill()
+        proc.wait()
+        check(partial != [], f"crash: a partial download was in tmp/ ({partial})")
+        rc, out = run(["list", data])
+        check(rc == 0 and os.listdir(tmp) == [], "crash: the next open emptied tmp/")
+        check(tree_digest(os.path.join(data, "images")) == before,
+              "crash: store as before the crashed pull")
         # the bearer flow with credentials (per request, then from a credentials file)
         rc, out = run(common + ["--user", USER, "--password", PASSWORD, "pull", data,
                                 f"{reg}/bearer:v1"])
