@@ -301,6 +301,10 @@ def main():
         # figures: the ~50 MB image, cold then with every layer cached
         data4 = os.path.join(work, "store4")
         big = f"{r}/test/big:v1"
+        rc, ob = tool("--insecure", r, "--budget", str(10 << 20), "pull", data4, big)
+        check(rc == 1 and ob["code"] == "RESOURCE_EXHAUSTED" and "budget 10485760" in
+              ob["message"] and blobs(data4) == set(),
+              f"over the budget: refused before downloading: {ob.get('message')}")
         rc, cold = tool("--insecure", r, "pull", data4, big)
         check(rc == 0, f"pull big cold: {cold.get('message', '')}")
         rc, warm = tool("--insecure", r, "pull", data4, big)
