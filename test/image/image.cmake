@@ -9,12 +9,11 @@ target_link_libraries(test_image_units PRIVATE ember_image ${CUNIT_LIB})
 add_test(NAME unit_image COMMAND test_image_units)
 set_tests_properties(unit_image PROPERTIES LABELS "unit;image;sanitize" TIMEOUT 300)
 
-find_program(PYTHON3 python3)
 add_test(NAME image_hostile_registry
-         COMMAND ${PYTHON3} ${IMAGE_TEST_DIR}/test_hostile_registry.py $<TARGET_FILE:img_tool>)
+         COMMAND /usr/bin/python3 ${IMAGE_TEST_DIR}/test_hostile_registry.py $<TARGET_FILE:img_tool>)
 set_tests_properties(image_hostile_registry PROPERTIES LABELS "integration;image;sanitize"
                      TIMEOUT 300 SKIP_RETURN_CODE 77)
 add_test(NAME image_registry
-         COMMAND ${PYTHON3} ${IMAGE_TEST_DIR}/test_registry_pull.py $<TARGET_FILE:img_tool>)
+         COMMAND /usr/bin/python3 ${IMAGE_TEST_DIR}/test_registry_pull.py $<TARGET_FILE:img_tool>)
 set_tests_properties(image_registry PROPERTIES LABELS "integration;image"
                      TIMEOUT 600 SKIP_RETURN_CODE 77)
