@@ -30,6 +30,9 @@ void agent_config_usage(FILE *out, const char *prog)
           "                           vmm_cgroup, host_file_roots (array of paths),\n"
           "                           allow_block_devices, mem_overcommit,\n"
           "                           mem_reserved_mib, vcpu_overcommit, disk_reserve_mib,\n"
+          "                           image_store_budget, registry_ca_file,\n"
+          "                           registry_credentials_file,\n"
+          "                           insecure_registries (array of host[:port]),\n"
           "                           drivers (one object per hypervisor type,\n"
           "                           e.g. {\"drivers\":{\"qemu\":{\"accel\":\"tcg\"}}})\n"
           "  --listen ADDR            unix:/path/to.sock or host:port\n"
@@ -83,6 +86,19 @@ void agent_config_usage(FILE *out, const char *prog)
           "  --vcpu-overcommit R      vCPUs admitted per online CPU, 0.1-64 (default %.1f)\n"
           "  --disk-reserve-mib N     free space kept in the data dir for state files on\n"
           "                           top of each guest's RAM file, 0-1048576 (default %d)\n"
+          "  --image-store-budget SIZE\n"
+          "                           most bytes of image blobs kept under <data-dir>/images\n"
+          "                           (K/M/G suffixes; default 0: unlimited); a pull that\n"
+          "                           cannot fit after a GC gets RESOURCE_EXHAUSTED\n"
+          "  --registry-ca-file FILE  PEM CA bundle trusted for registries besides the\n"
+          "                           system's (TLS verification is always on)\n"
+          "  --registry-credentials-file FILE\n"
+          "                           JSON {\"host[:port]\": {\"username\": ..., \"password\":\n"
+          "                           ...}}: credentials per registry (Basic and Bearer\n"
+          "                           token auth); read at each pull, keep it mode 0600\n"
+          "  --insecure-registry HOST[:PORT]\n"
+          "                           reach this registry over plain HTTP (repeat for\n"
+          "                           several); loopback registries without TLS work anyway\n"
           "  --help                   this text\n"
           "  --version                the version\n"
           "\n"
@@ -104,6 +120,11 @@ void agent_config_free(agent_config *cfg)
   free(cfg->tls_client_ca);
   free(cfg->metrics_listen);
   free(cfg->metrics_file);
+  free(cfg->registry_ca_file);
+  free(cfg->registry_credentials_file);
+  for (size_t i = 0; i < cfg->n_insecure_registries; i++)
+    free(cfg->insecure_registries[i]);
+  free(cfg->insecure_registries);
   cJSON_Delete(cfg->drivers);
   for (size_t i = 0; i < cfg->n_host_file_roots; i++)
     free(cfg->host_file_roots[i]);
@@ -222,6 +243,22 @@ static int config__add_root(agent_config *cfg, const char *v, cmn_error *err)
   return 0;
 }
 
+/* Appends one insecure registry "host[:port]" (insecure_registries). */
+static int config__add_insecure(agent_config *cfg, const char *v, cmn_error *err)
+{
+  size_t n = v != NULL ? strlen(v) : 0;
+  if (n == 0 || n > 255 ||
+      strspn(v, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-:[]") != n)
+    return cmn_err_set(err, CMN_INVALID_ARGUMENT,
+                       "insecure_registries: '%.100s' is not host[:port]", v ? v : "");
+  if (cfg->n_insecure_registries >= 64)
+    return cmn_err_set(err, CMN_INVALID_ARGUMENT, "insecure_registries: at most 64");
+  cfg->insecure_registries = cmn_realloc(cfg->insecure_registries,
+                                         (cfg->n_insecure_registries + 1) * sizeof(char *));
+  cfg->insecure_registries[cfg->n_insecure_registries++] = cmn_strdup(v);
+  return 0;
+}
+
 /* One setting by its file key (flags map onto the same keys). */
 static int config__apply(agent_config *cfg, const char *key, const char *v, cmn_error *err)
 {
@@ -298,6 +335,19 @@ static int config__apply(agent_config *cfg, const char *key, const char *v, cmn_
     return config__mib(key, v, &cfg->admission.mem_reserved_mib, err);
   if (strcmp(key, "disk_reserve_mib") == 0)
     return config__mib(key, v, &cfg->admission.disk_reserve_mib, err);
+  if (strcmp(key, "image_store_budget") == 0) {
+    if (agent_config_parse_size(v, &cfg->image_store_budget) < 0)
+      return cmn_err_set(err, CMN_INVALID_ARGUMENT,
+                         "image_store_budget: '%s' is not a size (digits, optional K/M/G; 0 = "
+                         "unlimited)", v ? v : "");
+    return 0;
+  }
+  if (strcmp(key, "registry_ca_file") == 0)
+    return config__path("registry_ca_file", v, &cfg->registry_ca_file, err);
+  if (strcmp(key, "registry_credentials_file") == 0)
+    return config__path("registry_credentials_file", v, &cfg->registry_credentials_file, err);
+  if (strcmp(key, "insecure_registries") == 0)
+    return config__add_insecure(cfg, v, err);
   return cmn_err_set(err, CMN_INVALID_ARGUMENT, "unknown setting '%s'", key);
 }
 
@@ -357,6 +407,17 @@ static int config__load_file(agent_config *cfg, const char *path, cmn_error *err
       }
       continue;
     }
+    if (strcmp(key, "insecure_registries") == 0) {
+      if (!cJSON_IsArray(it)) {
+        ret = cmn_err_set(err, CMN_INVALID_ARGUMENT, "config file %s: insecure_registries must "
+                          "be an array of host[:port]", path);
+        break;
+      }
+      for (cJSON *r = it->child; r != NULL && ret == 0; r = r->next)
+        if (config__add_insecure(cfg, cJSON_IsString(r) ? r->valuestring : NULL, err) < 0)
+          ret = cmn_err_prefix(err, "config file %s", path);
+      continue;
+    }
     if (cJSON_IsString(it)) {
       v = it->valuestring;
     } else if (cJSON_IsBool(it)) {
@@ -413,6 +474,10 @@ static const struct {
     {"--mem-reserved-mib", "mem_reserved_mib", true},
     {"--vcpu-overcommit", "vcpu_overcommit", true},
     {"--disk-reserve-mib", "disk_reserve_mib", true},
+    {"--image-store-budget", "image_store_budget", true},
+    {"--registry-ca-file", "registry_ca_file", true},
+    {"--registry-credentials-file", "registry_credentials_file", true},
+    {"--insecure-registry", "insecure_registries", true},
     {"--help", NULL, false},
     {"-h", NULL, false},
     {"--version", NULL, false},
@@ -471,6 +536,12 @@ static int config__flags_pass(agent_config *cfg, int argc, char *const *argv, in
         free(cfg->host_file_roots[r]);
       cfg->n_host_file_roots = 0;
       cfg->roots_from_flags = true;
+    }
+    if (strcmp(config__flags[k].key, "insecure_registries") == 0 && !cfg->insecure_from_flags) {
+      for (size_t r = 0; r < cfg->n_insecure_registries; r++)
+        free(cfg->insecure_registries[r]);
+      cfg->n_insecure_registries = 0;
+      cfg->insecure_from_flags = true;
     }
     if (config__apply(cfg, config__flags[k].key, v ? v : "true", err) < 0)
       return cmn_err_prefix(err, "%s", flag);

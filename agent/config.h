@@ -39,6 +39,13 @@ typedef struct agent_config {
   size_t n_host_file_roots;
   bool roots_from_flags;     /* private: the first --host-file-root replaces the file's list */
   bool allow_block_devices;  /* disks may be block devices under host_file_roots */
+  /* Image store and registries (docs/images.md). */
+  int64_t image_store_budget;       /* bytes of blobs allowed; 0 = unlimited */
+  char *registry_ca_file;           /* extra PEM CA bundle for registries; NULL: system */
+  char *registry_credentials_file;  /* JSON {"host[:port]": {"username","password"}} */
+  char **insecure_registries;       /* "host[:port]" reached over plain HTTP */
+  size_t n_insecure_registries;
+  bool insecure_from_flags;         /* private: the first flag replaces the file's list */
   bool help;                 /* --help was given: print usage, exit 0 */
   bool version;              /* --version */
 } agent_config;

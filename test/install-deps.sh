@@ -9,11 +9,11 @@ export DEBIAN_FRONTEND=noninteractive
 
 BUILD="build-essential cmake pkg-config libgrpc-dev protobuf-c-compiler libprotobuf-c-dev
   protobuf-compiler libprotobuf-dev grpc-proto libcurl4-openssl-dev libcjson-dev libcunit1-dev
-  libmicrohttpd-dev libarchive-dev libext2fs-dev"
+  libmicrohttpd-dev libarchive-dev libext2fs-dev libssl-dev"
 RUN="qemu-system-x86 qemu-utils e2fsprogs"
 TEST="python3 python3-grpcio python3-protobuf python3-prometheus-client busybox-static cpio xz-utils zstd file
   binutils openssl valgrind clang libclang-rt-14-dev procps iproute2 erofs-utils umoci
-  util-linux"
+  util-linux docker-registry skopeo apache2-utils"
 DEPLOY="podman buildah runc debootstrap uidmap fuse-overlayfs slirp4netns containernetworking-plugins
   systemd"
 

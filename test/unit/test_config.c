@@ -260,6 +260,38 @@ static void test_admission(void)
   expect_bad((const char *[]){"--config", bp2, NULL}, "vcpu_overcommit");
 }
 
+/* Image store and registry keys (docs/images.md). */
+static void test_image_keys(void)
+{
+  cleanup_free char *p = write_file(
+      "img.json", "{\"image_store_budget\":\"20G\",\"registry_ca_file\":\"/etc/ca.pem\","
+                  "\"registry_credentials_file\":\"/etc/creds.json\","
+                  "\"insecure_registries\":[\"127.0.0.1:5000\",\"reg.lan\"]}");
+  agent_config c;
+  cmn_error err = {0};
+  const char *a[] = {"--data-dir", "/d", "--config", p, NULL};
+  CU_ASSERT_EQUAL_FATAL(load(&c, &err, a, 1000), 0);
+  CU_ASSERT_EQUAL(c.image_store_budget, 20LL << 30);
+  CU_ASSERT_STRING_EQUAL(c.registry_ca_file, "/etc/ca.pem");
+  CU_ASSERT_STRING_EQUAL(c.registry_credentials_file, "/etc/creds.json");
+  CU_ASSERT_EQUAL(c.n_insecure_registries, 2);
+  agent_config_free(&c);
+  const char *b[] = {"--data-dir", "/d", "--config", p, "--insecure-registry", "[::1]:5000",
+                     "--image-store-budget=0", NULL};
+  CU_ASSERT_EQUAL_FATAL(load(&c, &err, b, 1000), 0);
+  CU_ASSERT_EQUAL(c.n_insecure_registries, 1);
+  CU_ASSERT_STRING_EQUAL(c.insecure_registries[0], "[::1]:5000");
+  CU_ASSERT_EQUAL(c.image_store_budget, 0);
+  agent_config_free(&c);
+  expect_bad((const char *[]){"--data-dir", "/d", "--image-store-budget", "lots", NULL},
+             "image_store_budget: 'lots' is not a size");
+  expect_bad((const char *[]){"--data-dir", "/d", "--insecure-registry", "http://x", NULL},
+             "insecure_registries: 'http://x' is not host[:port]");
+  cleanup_free char *bp = write_file("bad.json", "{\"insecure_registries\":\"x\"}");
+  expect_bad((const char *[]){"--data-dir", "/d", "--config", bp, NULL},
+             "insecure_registries must be an array");
+}
+
 static void test_sizes(void)
 {
   int64_t v;
@@ -286,6 +318,7 @@ int main(void)
   CU_add_test(s, "flags", test_flags);
   CU_add_test(s, "bad_flags", test_bad_flags);
   CU_add_test(s, "file", test_file);
+  CU_add_test(s, "image store and registry keys", test_image_keys);
   CU_add_test(s, "sizes", test_sizes);
   CU_add_test(s, "host_files", test_host_files);
   CU_add_test(s, "admission", test_admission);
