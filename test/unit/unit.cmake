@@ -17,3 +17,8 @@ ember_unit_test(test_datadir)
 ember_unit_test(test_hostfiles)
 # The server's error details (agent/server/status_details.c), decoded back.
 ember_unit_test(test_status_details ember_server)
+# The boot config: host writer (ember_image) and the guest's reader and user
+# resolution (guest/init, compiled for the host).
+ember_unit_test(test_bootcfg ember_image)
+target_sources(test_bootcfg PRIVATE ${CMAKE_SOURCE_DIR}/guest/init/config.c
+               ${CMAKE_SOURCE_DIR}/guest/init/user.c)
