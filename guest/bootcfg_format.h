@@ -14,7 +14,8 @@
  *    28  u32 reserved        0
  *   payload: records, each
  *     u16 tag, u16 zero, u32 length, then `length` bytes (no NUL, no padding)
- *   then zero padding up to a multiple of 4096 bytes (the file is a disk).
+ *   then zero padding up to a multiple of 64 KiB (the file is a disk; the
+ *   kernel's partition probes read its first sectors).
  *
  * Tags with bit 0x8000 set are optional: a reader that does not know one skips
  * it (room for later settings, e.g. network addresses); an unknown tag without
@@ -29,7 +30,7 @@
 #define EMBER_BOOTCFG_MAGIC_LEN 8
 #define EMBER_BOOTCFG_VERSION 1u
 #define EMBER_BOOTCFG_HEADER_SIZE 32u
-#define EMBER_BOOTCFG_ALIGN 4096u
+#define EMBER_BOOTCFG_ALIGN 65536u /* whole disk: partition probes read the first 64 KiB */
 #define EMBER_BOOTCFG_RECORD_HEADER 8u
 
 /* Bounds a reader enforces (a writer refuses to go past them). */

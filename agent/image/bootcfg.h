@@ -25,8 +25,8 @@ typedef struct img_bootcfg {
   const char *root;        /* guest device path of the rootfs, e.g. "/dev/vda" */
 } img_bootcfg;
 
-/* Encodes c into a malloc'ed buffer padded with zeros to a multiple of 4096
- * bytes (*len). Refuses (INVALID_ARGUMENT) what the guest would reject: no
+/* Encodes c into a malloc'ed buffer padded with zeros to a multiple of 64 KiB
+ * (*len bytes). Refuses (INVALID_ARGUMENT) what the guest would reject: no
  * argv, a NUL-free string over the format's bounds, a relative workdir, an
  * env entry that is not KEY=VALUE. Returns 0 or -1 with err. */
 int img_bootcfg_encode(const img_bootcfg *c, unsigned char **out, size_t *len, cmn_error *err);
