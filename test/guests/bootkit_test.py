@@ -63,9 +63,10 @@ class Kit:
                     "app:x:1000:1000:App:/home/app:/bin/sh\n")
         with open(os.path.join(tree, "etc/group"), "w") as f:
             f.write("root:x:0:\napp:x:1000:\nstaff:x:50:app\n")
+        self.tree = tree
         self.rootfs = os.path.join(self.work, "rootfs.img")
         subprocess.run([MKFS, "-q", "-F", "-d", tree, self.rootfs, "32M"], check=True,
-                       stdin=subprocess.DEVNULL)
+                       stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
 
     def config(self, argv, env=(), workdir=None, user=None, hostname=None):
         self.n += 1
@@ -82,13 +83,13 @@ class Kit:
         subprocess.run(cmd + ["--"] + list(argv), check=True)
         return path
 
-    def boot(self, cfg, name, during=None):
+    def boot(self, cfg, name, during=None, rootfs=None):
         """Boots with a fresh copy of the rootfs; returns (console text, seconds, rc).
         during(vmdir, console) runs while the guest is up (e.g. QMP commands)."""
         vm = os.path.join(self.work, name)
         os.makedirs(vm)
         disk = os.path.join(vm, "rootfs.img")
-        shutil.copy(self.rootfs, disk)
+        shutil.copy(rootfs or self.rootfs, disk)
         con = os.path.join(vm, "console.log")
         qmp = os.path.join(vm, "qmp.sock")
         args = [QEMU, "-nodefaults", "-no-user-config", "-nographic", "-no-reboot",
@@ -293,11 +294,27 @@ def case_corrupt(k):
     corrupt(k, "truncated", lambda d: set32(d, 16, len(d)), "truncated")
 
 
+def case_erofs(k):
+    """An erofs rootfs: read-only image under an overlay with a tmpfs upper layer."""
+    mkfs = shutil.which("mkfs.erofs")
+    if mkfs is None:
+        print("  skipped: mkfs.erofs not installed (Debian erofs-utils)")
+        return
+    img = os.path.join(k.work, "rootfs.erofs")
+    subprocess.run([mkfs, "--quiet", img, k.tree], check=True, stdout=subprocess.DEVNULL)
+    cfg = k.config(["/bin/sh", "-c", "grep -o '^overlay / overlay rw' /proc/mounts; "
+                    "echo hi > /written && cat /written"])
+    text, _, rc = k.boot(cfg, "erofs", rootfs=img)
+    check("overlay root", "overlay / overlay rw" in text, text)
+    check("writable", "\nhi\n" in text, text)
+    check("exit line code=0", exit_line(text) == "code=0", text)
+
+
 CASES = {
     "basic": case_basic, "numeric_user": case_numeric_user, "signal_exit": case_signal_exit,
     "orphans": case_orphans, "forward_inside": case_forward_inside,
     "powerdown": case_powerdown, "exec_missing": case_exec_missing,
-    "unknown_user": case_unknown_user, "corrupt": case_corrupt,
+    "unknown_user": case_unknown_user, "corrupt": case_corrupt, "erofs": case_erofs,
 }
 
 
