@@ -6,8 +6,8 @@
  *   EMBER-EXIT code=N      the workload exited with N
  *   EMBER-EXIT signal=N    the workload was killed by signal N
  *   EMBER-EXIT init-error  init could not start it (reason on the line before)
- * then everything left is killed, the disks synced and the VM powered off, so
- * the VMM exits. Init never waits for anything that may not come. */
+ * printed once everything left is killed and the disks are synced; then the VM
+ * powers off, so the VMM exits. Init never waits for anything that may not come. */
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -25,20 +25,19 @@
 #define INIT_NEWROOT "/newroot"
 #define INIT_MAX_DISKS 26
 
-static void init_exit_line(const char *line)
+/* Kills what the workload left behind, reaps it, syncs and remounts the root
+ * read-only, then prints the exit line (so a host that acts on the line finds
+ * the disks consistent) and powers off. */
+static __attribute__((noreturn)) void init_finish(const char *line)
 {
-  ssize_t w = write(STDOUT_FILENO, line, strlen(line));
-  (void)w;
-}
-
-static __attribute__((noreturn)) void init_poweroff(void)
-{
-  kill(-1, SIGKILL); /* what the workload left behind */
+  kill(-1, SIGKILL); /* every process but PID 1 */
   while (waitpid(-1, NULL, 0) > 0 || errno == EINTR)
     ;
   sync();
   mount(NULL, "/", NULL, MS_REMOUNT | MS_RDONLY, NULL);
   sync();
+  ssize_t w = write(STDOUT_FILENO, line, strlen(line));
+  (void)w;
   reboot(RB_POWER_OFF);
   reboot(RB_AUTOBOOT); /* VMMs run with no-reboot: exits too */
   for (;;)
@@ -47,8 +46,7 @@ static __attribute__((noreturn)) void init_poweroff(void)
 
 static __attribute__((noreturn)) void init_fail(void)
 {
-  init_exit_line("EMBER-EXIT init-error\n");
-  init_poweroff();
+  init_finish("EMBER-EXIT init-error\n");
 }
 
 /* Finds the disk holding the boot config (by its magic) and reads it. */
@@ -123,7 +121,6 @@ int main(void)
     init_fail();
   char line[64];
   snprintf(line, sizeof(line), "EMBER-EXIT %s=%d\n", ex.signaled ? "signal" : "code", ex.code);
-  init_exit_line(line);
   init_config_free(&cfg);
-  init_poweroff();
+  init_finish(line);
 }

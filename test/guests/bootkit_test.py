@@ -195,7 +195,10 @@ def case_numeric_user(k):
     cfg = k.config(["sh", "-c", "id; echo HOME=$HOME PATH=$PATH; "
                     "for m in /proc /sys /dev /dev/pts /dev/shm /dev/mqueue; do "
                     "grep -q \" $m \" /proc/mounts && echo mounted:$m; done; "
-                    "[ -L /dev/fd ] && [ -L /dev/ptmx ] && echo links-ok; exit 0"],
+                    "[ -L /dev/fd ] && [ -L /dev/ptmx ] && echo links-ok; "
+                    "for m in virtio_blk virtio_net virtio_console ext4 vsock "
+                    "vmw_vsock_virtio_transport erofs overlay evdev button; do "
+                    "grep -q \"^$m \" /proc/modules && echo loaded:$m; done; exit 0"],
                    env=["PATH=/bin"], user="1234:50")
     text, _, rc = k.boot(cfg, "numeric")
     check("uid 1234 gid 50", "uid=1234 gid=50" in text, text)
@@ -203,6 +206,10 @@ def case_numeric_user(k):
     for m in ("/proc", "/sys", "/dev", "/dev/pts", "/dev/shm", "/dev/mqueue"):
         check("mount " + m, "mounted:%s\n" % m in text, text)
     check("/dev/fd and /dev/ptmx links", "links-ok" in text, text)
+    for m in ("virtio_blk", "virtio_net", "virtio_console", "ext4", "vsock",
+              "vmw_vsock_virtio_transport", "erofs", "overlay", "evdev", "button"):
+        check("module " + m, "loaded:%s\n" % m in text, text)
+    check("no module load failure", "ember-init: module" not in text, text)
     check("exit line code=0", exit_line(text) == "code=0", text)
 
 
