@@ -56,3 +56,18 @@ add_test(NAME bootkit_boots
           ${EMBER_BOOTKIT_DIR} $<TARGET_FILE:mkbootcfg>)
 set_tests_properties(bootkit_boots PROPERTIES
   SKIP_RETURN_CODE 77 TIMEOUT 900 LABELS "guests;bootkit" RESOURCE_LOCK ember_qemu_guests)
+
+# With -DEMBER_FUZZ=ON (clang): fuzz_bootcfg, libFuzzer target of the guest's
+# boot config reader with a writer round trip (test/fuzz/fuzz_bootcfg.c), and
+# a 30 s smoke run from an empty corpus (label fuzz).
+if(EMBER_FUZZ)
+  add_executable(fuzz_bootcfg ${CMAKE_SOURCE_DIR}/test/fuzz/fuzz_bootcfg.c
+                 ${EMBER_GUEST_SRC}/init/config.c)
+  target_compile_options(fuzz_bootcfg PRIVATE -fsanitize=fuzzer,address,undefined)
+  target_link_options(fuzz_bootcfg PRIVATE -fsanitize=fuzzer,address,undefined)
+  target_link_libraries(fuzz_bootcfg PRIVATE ember_image)
+  add_test(NAME fuzz_bootcfg_smoke
+    COMMAND sh -c "mkdir -p \"$1\" && exec \"$0\" -max_total_time=30 -max_len=8192 \"$1\""
+            $<TARGET_FILE:fuzz_bootcfg> ${CMAKE_BINARY_DIR}/fuzz-bootcfg-corpus)
+  set_tests_properties(fuzz_bootcfg_smoke PROPERTIES LABELS "fuzz" TIMEOUT 120)
+endif()
