@@ -54,8 +54,17 @@ mkdir -p "$PKGDIR"
 dpkg-deb -x "$KDEB" "$PKGDIR"
 VMLINUZ="$PKGDIR/boot/vmlinuz-$KVER"
 [ -f "$VMLINUZ" ] || die "no boot/vmlinuz-$KVER in $KDEB"
-decompressed=$(dk_vmlinux "$VMLINUZ" "$OUT/vmlinux")
-log "vmlinux: $decompressed payload, $(wc -c <"$OUT/vmlinux") bytes"
+# The vmlinux only depends on the package and the extraction code: kept when
+# only the init changed.
+KSTAMP="kernel=$KPKG lib=$(cksum <"$SRC/debian-kernel.sh" | cut -d' ' -f1)"
+if [ -f "$OUT/vmlinux" ] && [ "$(cat "$OUT/vmlinux.stamp" 2>/dev/null)" = "$KSTAMP" ]; then
+	log "vmlinux up to date"
+else
+	rm -f "$OUT/vmlinux.stamp"
+	decompressed=$(dk_vmlinux "$VMLINUZ" "$OUT/vmlinux")
+	echo "$KSTAMP" >"$OUT/vmlinux.stamp"
+	log "vmlinux: $decompressed payload, $(wc -c <"$OUT/vmlinux") bytes"
+fi
 
 ROOT="$OUT/initramfs"
 rm -rf "$ROOT"
