@@ -37,6 +37,9 @@ int init_switch_root(const char *newroot);
  * /sys/fs/cgroup, /dev/pts, /dev/shm, /dev/mqueue, /dev/fd and std links. */
 int init_mount_container(void);
 
+/* net.c: brings the loopback interface up. 0 or -1 (logged). */
+int init_net_loopback(void);
+
 /* user.c: an OCI User resolved through the rootfs's /etc/passwd and /etc/group. */
 typedef struct init_user {
   uid_t uid;

@@ -1,7 +1,7 @@
 /* main.c: ember's guest init, PID 1 of a VM started from an OCI image.
  * Steps: early mounts + console, kernel modules (kit's modules.dep), the boot
  * config from its virtio disk, the image's root filesystem, switch_root, the
- * container mounts, hostname, user, then the workload (run.c). At the end one
+ * container mounts, hostname, loopback, user, then the workload (run.c). At the end one
  * line on the console says how it ended:
  *   EMBER-EXIT code=N      the workload exited with N
  *   EMBER-EXIT signal=N    the workload was killed by signal N
@@ -109,6 +109,7 @@ int main(void)
     init_log("warning: some container mounts failed (see above)");
   if (sethostname(cfg.hostname, strlen(cfg.hostname)) < 0)
     init_log("sethostname %s: %m", cfg.hostname);
+  init_net_loopback();
 
   init_user user;
   char why[256];

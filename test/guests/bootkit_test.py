@@ -196,6 +196,7 @@ def case_numeric_user(k):
                     "for m in /proc /sys /dev /dev/pts /dev/shm /dev/mqueue; do "
                     "grep -q \" $m \" /proc/mounts && echo mounted:$m; done; "
                     "[ -L /dev/fd ] && [ -L /dev/ptmx ] && echo links-ok; "
+                    "echo lo-flags=$(cat /sys/class/net/lo/flags); "
                     "for m in virtio_blk virtio_net virtio_console ext4 vsock "
                     "vmw_vsock_virtio_transport erofs overlay evdev button; do "
                     "grep -q \"^$m \" /proc/modules && echo loaded:$m; done; exit 0"],
@@ -206,6 +207,7 @@ def case_numeric_user(k):
     for m in ("/proc", "/sys", "/dev", "/dev/pts", "/dev/shm", "/dev/mqueue"):
         check("mount " + m, "mounted:%s\n" % m in text, text)
     check("/dev/fd and /dev/ptmx links", "links-ok" in text, text)
+    check("loopback up", "lo-flags=0x9\n" in text, text)
     for m in ("virtio_blk", "virtio_net", "virtio_console", "ext4", "vsock",
               "vmw_vsock_virtio_transport", "erofs", "overlay", "evdev", "button"):
         check("module " + m, "loaded:%s\n" % m in text, text)
