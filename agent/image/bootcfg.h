@@ -10,8 +10,9 @@
 
 #include "common/error.h"
 
-/* TODO(lead): unify with img_run_config (agent/image/imgconfig.h, helper
- * "rootfs") once it exists: img_bootcfg_from_run_config() filling this from it.
+/* TODO(lead): once agent/image/imgconfig.h (helper "rootfs") is merged, add
+ * img_bootcfg_from_run_config(): img_run_config's argv/argc/env/envc/workdir/
+ * user map one to one onto the fields below (user "" = root is accepted).
  * All strings are borrowed; NULL/0 means "default" (workdir "/", user root,
  * hostname "ember", root device: the first virtio disk that is not this one). */
 typedef struct img_bootcfg {
