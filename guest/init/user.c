@@ -53,6 +53,23 @@ static size_t user_fields(char *line, char **f, size_t max)
   return n;
 }
 
+/* Reads one line into buf; a line longer than the buffer is skipped whole
+ * (its tail must not parse as an entry of its own). false at end of file. */
+static bool user_getline(FILE *f, char *buf, size_t size)
+{
+  while (fgets(buf, (int)size, f) != NULL) {
+    size_t n = strlen(buf);
+    if (n > 0 && buf[n - 1] == '\n')
+      return true;
+    if (feof(f))
+      return true; /* last line without a newline */
+    int c;
+    while ((c = fgetc(f)) != EOF && c != '\n')
+      ;
+  }
+  return false;
+}
+
 /* Finds the passwd entry of a name (or of a uid when name is NULL). */
 static bool user_passwd(const char *path, const char *name, unsigned long uid, init_user *u,
                         char *uname, size_t ulen)
@@ -62,7 +79,7 @@ static bool user_passwd(const char *path, const char *name, unsigned long uid, i
     return false;
   char line[USER_LINE_MAX];
   bool found = false;
-  while (!found && fgets(line, sizeof(line), f) != NULL) {
+  while (!found && user_getline(f, line, sizeof(line))) {
     char *fl[7];
     unsigned long id, gid;
     if (user_fields(line, fl, 7) < 7 || !user_number(fl[2], &id) || !user_number(fl[3], &gid))
@@ -88,7 +105,7 @@ static bool user_group(const char *path, const char *group, gid_t *gid, const ch
     return false;
   char line[USER_LINE_MAX];
   bool found = false;
-  while (fgets(line, sizeof(line), f) != NULL) {
+  while (user_getline(f, line, sizeof(line))) {
     char *fl[4];
     unsigned long id;
     if (user_fields(line, fl, 4) < 4 || !user_number(fl[2], &id))

@@ -346,6 +346,17 @@ static void test_user_resolve(void)
   CU_ASSERT_EQUAL(init_user_resolve("99999999999", pw, gr, &u, why, sizeof(why)), -1);
   CU_ASSERT_EQUAL(init_user_resolve("0", "/nonexistent", "/nonexistent", &u, why, sizeof(why)),
                   0);
+  /* an over-long line's tail is not an entry of its own */
+  cleanup_free char *longline = cmn_calloc(1, 4096);
+  memset(longline, 'x', 4095); /* fills the reader's buffer exactly */
+  cleanup_free char *text = cmn_asprintf("root:x:0:0:root:/root:/bin/sh\n"
+                                         "%sevil:x:0:0::/:/bin/sh\n"
+                                         "ok:x:7:7::/home/ok:/bin/sh", longline);
+  cleanup_free char *pw2 = write_tmp(text);
+  CU_ASSERT_EQUAL(init_user_resolve("evil", pw2, gr, &u, why, sizeof(why)), -1);
+  CU_ASSERT_EQUAL(init_user_resolve("ok", pw2, gr, &u, why, sizeof(why)), 0);
+  CU_ASSERT_EQUAL(u.uid, 7);
+  unlink(pw2);
   unlink(pw);
   unlink(gr);
 }
