@@ -83,7 +83,7 @@ class Kit:
         subprocess.run(cmd + ["--"] + list(argv), check=True)
         return path
 
-    def boot(self, cfg, name, during=None, rootfs=None):
+    def boot(self, cfg, name, during=None, rootfs=None, q35=False):
         """Boots with a fresh copy of the rootfs; returns (console text, seconds, rc).
         during(vmdir, console) runs while the guest is up (e.g. QMP commands)."""
         vm = os.path.join(self.work, name)
@@ -92,8 +92,11 @@ class Kit:
         shutil.copy(rootfs or self.rootfs, disk)
         con = os.path.join(vm, "console.log")
         qmp = os.path.join(vm, "qmp.sock")
+        # The QEMU driver's options: microvm (virtio-mmio) by default, q35 (virtio-pci).
+        machine = "q35" if q35 else "microvm,isa-serial=off,x-option-roms=off"
+        bus = "pci" if q35 else "device"
         args = [QEMU, "-nodefaults", "-no-user-config", "-nographic", "-no-reboot",
-                "-machine", "microvm,isa-serial=off,x-option-roms=off,memory-backend=ram",
+                "-machine", machine + ",memory-backend=ram",
                 "-accel", "tcg", "-m", "128M",
                 "-object", "memory-backend-ram,id=ram,size=128M",
                 "-kernel", os.path.join(self.kitdir, "vmlinux"),
@@ -104,9 +107,9 @@ class Kit:
                 "-chardev", "socket,id=qmp,path=%s,server=on,wait=off" % qmp,
                 "-mon", "chardev=qmp,mode=control",
                 "-drive", "file=%s,if=none,id=disk0,format=raw,readonly=off" % disk,
-                "-device", "virtio-blk-device,drive=disk0",
+                "-device", "virtio-blk-%s,drive=disk0" % bus,
                 "-drive", "file=%s,if=none,id=disk1,format=raw,readonly=on" % cfg,
-                "-device", "virtio-blk-device,drive=disk1"]
+                "-device", "virtio-blk-%s,drive=disk1" % bus]
         t0 = time.monotonic()
         p = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         try:
@@ -319,11 +322,20 @@ def case_erofs(k):
     check("exit line code=0", exit_line(text) == "code=0", text)
 
 
+def case_q35(k):
+    """-M q35: the disks on virtio-pci."""
+    cfg = k.config(["/bin/sh", "-c", "ls /sys/bus/pci/drivers/; exit 5"])
+    text, _, rc = k.boot(cfg, "q35", q35=True)
+    check("virtio-pci driver bound", "virtio-pci" in text, text)
+    check("exit line code=5", exit_line(text) == "code=5", text)
+
+
 CASES = {
     "basic": case_basic, "numeric_user": case_numeric_user, "signal_exit": case_signal_exit,
     "orphans": case_orphans, "forward_inside": case_forward_inside,
     "powerdown": case_powerdown, "exec_missing": case_exec_missing,
     "unknown_user": case_unknown_user, "corrupt": case_corrupt, "erofs": case_erofs,
+    "q35": case_q35,
 }
 
 
