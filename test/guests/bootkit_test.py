@@ -134,13 +134,15 @@ class Kit:
 
 
 def qmp(path, *commands):
+    """Runs QMP commands: names, or (name, arguments) pairs."""
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     s.settimeout(30)
     s.connect(path)
     f = s.makefile("rwb")
     f.readline()  # greeting
     for c in ("qmp_capabilities",) + commands:
-        f.write(json.dumps({"execute": c}).encode() + b"\n")
+        msg = {"execute": c} if isinstance(c, str) else {"execute": c[0], "arguments": c[1]}
+        f.write(json.dumps(msg).encode() + b"\n")
         f.flush()
         while True:
             line = json.loads(f.readline())
@@ -330,12 +332,29 @@ def case_q35(k):
     check("exit line code=5", exit_line(text) == "code=5", text)
 
 
+def case_ctrl_alt_del(k):
+    """Ctrl-Alt-Del (what Firecracker's SendCtrlAltDel does; here on q35's i8042 with
+    QMP send-key) -> the kernel signals PID 1 with SIGINT -> forwarded."""
+    cfg = k.config(["/bin/sh", "-c", "trap 'echo got-INT; exit 43' INT; echo ready; "
+                    "i=0; while [ $i -lt 600 ]; do sleep 0.1; i=$((i+1)); done; "
+                    "echo no-cad"])
+    keys = {"keys": [{"type": "qcode", "data": q} for q in ("ctrl", "alt", "delete")]}
+
+    def during(vm, con):
+        guest_shell.wait_for_console(con, "ready", timeout=BOOT_TIMEOUT)
+        qmp(os.path.join(vm, "qmp.sock"), ("send-key", keys))
+
+    text, _, rc = k.boot(cfg, "cad", during, q35=True)
+    check("Ctrl-Alt-Del -> SIGINT", "got-INT" in text, text)
+    check("exit line code=43", exit_line(text) == "code=43", text)
+
+
 CASES = {
     "basic": case_basic, "numeric_user": case_numeric_user, "signal_exit": case_signal_exit,
     "orphans": case_orphans, "forward_inside": case_forward_inside,
     "powerdown": case_powerdown, "exec_missing": case_exec_missing,
     "unknown_user": case_unknown_user, "corrupt": case_corrupt, "erofs": case_erofs,
-    "q35": case_q35,
+    "q35": case_q35, "ctrl_alt_del": case_ctrl_alt_del,
 }
 
 
