@@ -14,10 +14,13 @@ RUN="qemu-system-x86 qemu-utils e2fsprogs"
 TEST="python3 python3-grpcio python3-protobuf python3-prometheus-client busybox-static cpio xz-utils zstd file
   binutils openssl valgrind clang libclang-rt-14-dev procps iproute2 erofs-utils umoci
   util-linux docker-registry skopeo apache2-utils"
+# The boot kit (guest/): musl-gcc for the static init; e2fsprogs/erofs-utils build
+# the test rootfs images (mkfs.ext4 -d, mkfs.erofs) of test/guests/bootkit_test.py.
+GUEST="musl-tools e2fsprogs erofs-utils"
 DEPLOY="podman buildah runc debootstrap uidmap fuse-overlayfs slirp4netns containernetworking-plugins
   systemd"
 
-pkgs="$BUILD $RUN $TEST"
+pkgs="$BUILD $RUN $TEST $GUEST"
 # Node.js (for the offline manifest and Containerfile linters, and `buf lint` of
 # proto/ from the npm package @bufbuild/buf: test/lint/buf_lint.sh) only where none is
 # installed: a machine may carry its own build, which Debian's would replace.

@@ -7,6 +7,7 @@ find_library(CRYPTO_LIB crypto REQUIRED)
 find_library(EXT2FS_LIB ext2fs REQUIRED)
 find_library(COM_ERR_LIB com_err REQUIRED)
 add_library(ember_image STATIC
+  ${CMAKE_CURRENT_LIST_DIR}/bootcfg.c
   ${CMAKE_CURRENT_LIST_DIR}/digest.c
   ${CMAKE_CURRENT_LIST_DIR}/imgconfig.c
   ${CMAKE_CURRENT_LIST_DIR}/import.c

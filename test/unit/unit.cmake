@@ -19,3 +19,8 @@ ember_unit_test(test_hostfiles)
 ember_unit_test(test_status_details ember_server)
 ember_unit_test(test_wire_check ember_wire_check ember_proto)
 ember_unit_test(test_admission)
+# The boot config: host writer (ember_image) and the guest's reader and user
+# resolution (guest/init, compiled for the host).
+ember_unit_test(test_bootcfg ember_image)
+target_sources(test_bootcfg PRIVATE ${CMAKE_SOURCE_DIR}/guest/init/config.c
+               ${CMAKE_SOURCE_DIR}/guest/init/user.c)

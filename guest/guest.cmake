@@ -1,0 +1,73 @@
+# guest: code that runs inside the VMs emberd starts from images (issue 11).
+#  - ember_init (in ALL): guest/init, the static PID 1 of the boot kit, built
+#    with musl-gcc (Debian musl-tools) when present, else the host compiler
+#    with -static (glibc); ${CMAKE_BINARY_DIR}/bootkit/init.
+#  - bootkit (NOT in ALL: downloads Debian's kernel package with apt-get
+#    download): ${CMAKE_BINARY_DIR}/bootkit/{vmlinux,initramfs.cpio.gz}, the
+#    default kernel + initramfs for an instance that names an image and no
+#    kernel (docs/boot-kit.md).
+#  - tests: bootkit_boots (real QEMU TCG boots of the kit, test/guests/bootkit_test.py).
+set(EMBER_GUEST_SRC ${CMAKE_CURRENT_LIST_DIR})
+set(EMBER_BOOTKIT_DIR ${CMAKE_BINARY_DIR}/bootkit)
+set(EMBER_INIT_BIN ${EMBER_BOOTKIT_DIR}/init)
+
+file(GLOB EMBER_INIT_SOURCES CONFIGURE_DEPENDS ${EMBER_GUEST_SRC}/init/*.c)
+file(GLOB EMBER_INIT_HEADERS CONFIGURE_DEPENDS ${EMBER_GUEST_SRC}/init/*.h
+     ${EMBER_GUEST_SRC}/*.h)
+find_program(EMBER_MUSL_GCC musl-gcc)
+if(EMBER_MUSL_GCC)
+  set(EMBER_INIT_CC ${EMBER_MUSL_GCC})
+else()
+  message(STATUS "musl-gcc not found (Debian musl-tools): guest init linked statically with glibc")
+  set(EMBER_INIT_CC ${CMAKE_C_COMPILER})
+endif()
+set(EMBER_INIT_FLAGS -std=c11 -D_GNU_SOURCE -Os -static -s -Wall -Wextra -Wshadow -Wformat=2
+    -Wformat-security -Wstrict-prototypes -Wmissing-prototypes -Wno-unused-parameter -Wvla
+    -Wpointer-arith -fno-common)
+if(EMBER_WERROR)
+  list(APPEND EMBER_INIT_FLAGS -Werror)
+endif()
+add_custom_command(
+  OUTPUT ${EMBER_INIT_BIN}
+  COMMAND ${CMAKE_COMMAND} -E make_directory ${EMBER_BOOTKIT_DIR}
+  COMMAND ${EMBER_INIT_CC} ${EMBER_INIT_FLAGS} -I${CMAKE_SOURCE_DIR} ${EMBER_INIT_SOURCES}
+          -o ${EMBER_INIT_BIN}
+  DEPENDS ${EMBER_INIT_SOURCES} ${EMBER_INIT_HEADERS}
+  COMMENT "Building the guest init (static)")
+add_custom_target(ember_init ALL DEPENDS ${EMBER_INIT_BIN})
+
+# Always runs build.sh, which is a no-op when up to date.
+add_custom_target(bootkit
+  COMMAND sh ${EMBER_GUEST_SRC}/kit/build.sh ${EMBER_BOOTKIT_DIR} ${EMBER_INIT_BIN}
+  DEPENDS ember_init
+  COMMENT "Building the boot kit (Debian kernel via apt-get download + guest init)"
+  USES_TERMINAL)
+
+# Test driver: writes a boot config with the host writer (agent/image/bootcfg.c).
+add_executable(mkbootcfg ${CMAKE_SOURCE_DIR}/test/guests/mkbootcfg.c)
+target_link_libraries(mkbootcfg PRIVATE ember_image)
+
+find_program(EMBER_GUEST_PYTHON3 python3 PATHS /usr/bin NO_DEFAULT_PATH)
+if(NOT EMBER_GUEST_PYTHON3)
+  set(EMBER_GUEST_PYTHON3 /usr/bin/python3)
+endif()
+add_test(NAME bootkit_boots
+  COMMAND ${EMBER_GUEST_PYTHON3} ${CMAKE_SOURCE_DIR}/test/guests/bootkit_test.py
+          ${EMBER_BOOTKIT_DIR} $<TARGET_FILE:mkbootcfg>)
+set_tests_properties(bootkit_boots PROPERTIES
+  SKIP_RETURN_CODE 77 TIMEOUT 900 LABELS "guests;bootkit" RESOURCE_LOCK ember_qemu_guests)
+
+# With -DEMBER_FUZZ=ON (clang): fuzz_bootcfg, libFuzzer target of the guest's
+# boot config reader with a writer round trip (test/fuzz/fuzz_bootcfg.c), and
+# a 30 s smoke run from an empty corpus (label fuzz).
+if(EMBER_FUZZ)
+  add_executable(fuzz_bootcfg ${CMAKE_SOURCE_DIR}/test/fuzz/fuzz_bootcfg.c
+                 ${EMBER_GUEST_SRC}/init/config.c)
+  target_compile_options(fuzz_bootcfg PRIVATE -fsanitize=fuzzer,address,undefined)
+  target_link_options(fuzz_bootcfg PRIVATE -fsanitize=fuzzer,address,undefined)
+  target_link_libraries(fuzz_bootcfg PRIVATE ember_image)
+  add_test(NAME fuzz_bootcfg_smoke
+    COMMAND sh -c "mkdir -p \"$1\" && exec \"$0\" -max_total_time=30 -max_len=8192 \"$1\""
+            $<TARGET_FILE:fuzz_bootcfg> ${CMAKE_BINARY_DIR}/fuzz-bootcfg-corpus)
+  set_tests_properties(fuzz_bootcfg_smoke PROPERTIES LABELS "fuzz" TIMEOUT 120)
+endif()

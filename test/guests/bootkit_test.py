@@ -1,0 +1,396 @@
+#!/usr/bin/python3
+"""ember boot kit tests (ctest bootkit_boots): real QEMU TCG boots of the kit.
+
+    bootkit_test.py KITDIR MKBOOTCFG [CASE...]
+
+KITDIR holds vmlinux + initramfs.cpio.gz (target `bootkit`); MKBOOTCFG is the test
+driver of the host writer (agent/image/bootcfg.c). Each case builds (once) an ext4
+rootfs from busybox-static with `mkfs.ext4 -d` (no mount, no root), writes a boot
+config with MKBOOTCFG (or corrupts one), boots QEMU -M microvm with the machine options
+emberd's QEMU driver uses (128 MiB), the rootfs as the first virtio disk and the config
+as a second read-only one, and checks the console and that QEMU exits by itself
+(init powers off). Prints the boot time (kernel start -> entrypoint's first line, from
+the guest's /proc/uptime). Exit 77 (ctest SKIP) when QEMU, mkfs.ext4, busybox or the
+kit is missing.
+"""
+import json
+import os
+import re
+import shutil
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import guest_shell  # noqa: E402
+
+QEMU = shutil.which("qemu-system-x86_64")
+MKFS = shutil.which("mkfs.ext4") or "/usr/sbin/mkfs.ext4"
+BUSYBOX = "/bin/busybox"
+BOOT_TIMEOUT = 180
+
+
+def skip(msg):
+    print("SKIP: " + msg)
+    sys.exit(77)
+
+
+class Kit:
+    def __init__(self, kitdir, mkbootcfg, work):
+        self.kitdir = kitdir
+        self.mkbootcfg = mkbootcfg
+        self.work = work
+        self.rootfs = None
+        self.n = 0
+
+    def build_rootfs(self):
+        """busybox-static + /etc/passwd,group + a few folders, as ext4 without mounting."""
+        tree = os.path.join(self.work, "tree")
+        for d in ("bin", "etc", "home/app", "tmp", "data"):
+            os.makedirs(os.path.join(tree, d), exist_ok=True)
+        os.chmod(os.path.join(tree, "tmp"), 0o1777)
+        shutil.copy(BUSYBOX, os.path.join(tree, "bin/busybox"))
+        applets = subprocess.run([BUSYBOX, "--list"], capture_output=True, text=True,
+                                 check=True).stdout.split()
+        for a in applets:
+            if a != "busybox":
+                os.symlink("busybox", os.path.join(tree, "bin", a))
+        with open(os.path.join(tree, "etc/passwd"), "w") as f:
+            f.write("root:x:0:0:root:/root:/bin/sh\n"
+                    "app:x:1000:1000:App:/home/app:/bin/sh\n")
+        with open(os.path.join(tree, "etc/group"), "w") as f:
+            f.write("root:x:0:\napp:x:1000:\nstaff:x:50:app\n")
+        self.tree = tree
+        self.rootfs = os.path.join(self.work, "rootfs.img")
+        subprocess.run([MKFS, "-q", "-F", "-d", tree, self.rootfs, "32M"], check=True,
+                       stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+
+    def config(self, argv, env=(), workdir=None, user=None, hostname=None):
+        self.n += 1
+        path = os.path.join(self.work, "cfg%d.img" % self.n)
+        cmd = [self.mkbootcfg, path]
+        for e in env:
+            cmd += ["-e", e]
+        if workdir:
+            cmd += ["-w", workdir]
+        if user:
+            cmd += ["-u", user]
+        if hostname:
+            cmd += ["-H", hostname]
+        subprocess.run(cmd + ["--"] + list(argv), check=True)
+        return path
+
+    def boot(self, cfg, name, during=None, rootfs=None, q35=False):
+        """Boots with a fresh copy of the rootfs; returns (console text, seconds, rc).
+        during(vmdir, console) runs while the guest is up (e.g. QMP commands)."""
+        vm = os.path.join(self.work, name)
+        os.makedirs(vm)
+        disk = os.path.join(vm, "rootfs.img")
+        shutil.copy(rootfs or self.rootfs, disk)
+        con = os.path.join(vm, "console.log")
+        qmp = os.path.join(vm, "qmp.sock")
+        # The QEMU driver's options: microvm (virtio-mmio) by default, q35 (virtio-pci).
+        machine = "q35" if q35 else "microvm,isa-serial=off,x-option-roms=off"
+        bus = "pci" if q35 else "device"
+        args = [QEMU, "-nodefaults", "-no-user-config", "-nographic", "-no-reboot",
+                "-machine", machine + ",memory-backend=ram",
+                "-accel", "tcg", "-m", "128M",
+                "-object", "memory-backend-ram,id=ram,size=128M",
+                "-kernel", os.path.join(self.kitdir, "vmlinux"),
+                "-initrd", os.path.join(self.kitdir, "initramfs.cpio.gz"),
+                "-append", guest_shell.linux_cmdline(),
+                "-chardev", "file,id=con,path=%s" % con,
+                "-device", "isa-serial,chardev=con,index=0",
+                "-chardev", "socket,id=qmp,path=%s,server=on,wait=off" % qmp,
+                "-mon", "chardev=qmp,mode=control",
+                "-drive", "file=%s,if=none,id=disk0,format=raw,readonly=off" % disk,
+                "-device", "virtio-blk-%s,drive=disk0" % bus,
+                "-drive", "file=%s,if=none,id=disk1,format=raw,readonly=on" % cfg,
+                "-device", "virtio-blk-%s,drive=disk1" % bus]
+        t0 = time.monotonic()
+        p = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        try:
+            if during is not None:
+                during(vm, con)
+            rc = p.wait(timeout=BOOT_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+            rc = None
+        secs = time.monotonic() - t0
+        err = p.stderr.read().decode(errors="replace")
+        p.stderr.close()
+        try:
+            with open(con, "rb") as f:
+                text = f.read().decode("utf-8", "replace").replace("\r", "")
+        except FileNotFoundError:
+            text = ""
+        if err.strip():
+            text += "\n[qemu stderr] " + err
+        return text, secs, rc
+
+
+def qmp(path, *commands):
+    """Runs QMP commands: names, or (name, arguments) pairs."""
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(30)
+    s.connect(path)
+    f = s.makefile("rwb")
+    f.readline()  # greeting
+    for c in ("qmp_capabilities",) + commands:
+        msg = {"execute": c} if isinstance(c, str) else {"execute": c[0], "arguments": c[1]}
+        f.write(json.dumps(msg).encode() + b"\n")
+        f.flush()
+        while True:
+            line = json.loads(f.readline())
+            if "return" in line or "error" in line:
+                break
+    s.close()
+
+
+FAILS = []
+
+
+def check(name, cond, text):
+    if cond:
+        print("  ok: " + name)
+    else:
+        print("  FAIL: " + name)
+        FAILS.append(name)
+        print("---- console ----\n" + text + "\n-----------------")
+
+
+def exit_line(text):
+    m = re.findall(r"^EMBER-EXIT (.*)$", text, re.M)
+    return m[-1] if m else None
+
+
+# --- cases ----------------------------------------------------------------------------
+def case_basic(k):
+    """argv, env, workdir (created), user by name (+ supplementary group), hostname,
+    PATH/HOME defaults, exit code; boot time from /proc/uptime."""
+    cfg = k.config(["/bin/sh", "-c", 'cat /proc/uptime; echo "args:$0:$1:$2"; id; pwd; '
+                    'hostname; echo "FOO=$FOO HOME=$HOME PATH=$PATH"; '
+                    'grep -c " / ext4 rw" /proc/mounts; exit 3', "a b", "c"],
+                   env=["FOO=bar baz"], workdir="/home/app/work", user="app",
+                   hostname="kit-test")
+    text, secs, rc = k.boot(cfg, "basic")
+    up = re.search(r"^(\d+\.\d+) \d+\.\d+$", text, re.M)
+    if up:
+        print("  boot: kernel start -> entrypoint %.2f s (guest uptime); QEMU start -> "
+              "poweroff %.2f s (host)" % (float(up.group(1)), secs))
+    check("entrypoint ran first (uptime line)", up is not None, text)
+    check("argv", "args:a b:c:" in text, text)
+    check("user app + staff", re.search(r"uid=1000\(app\) gid=1000\(app\) groups=.*50\(staff\)",
+                                        text) is not None, text)
+    check("workdir created", "\n/home/app/work\n" in text, text)
+    check("hostname", "\nkit-test\n" in text, text)
+    check("env + defaults", "FOO=bar baz HOME=/home/app PATH=/usr/local/sbin:/usr/local/bin:"
+          "/usr/sbin:/usr/bin:/sbin:/bin" in text, text)
+    check("rootfs ext4 read-write", re.search(r"^1$", text, re.M) is not None, text)
+    check("exit line code=3", exit_line(text) == "code=3", text)
+    check("QEMU exited by itself", rc is not None, text)
+
+
+def case_numeric_user(k):
+    """uid:gid not in /etc/passwd, container mounts present, environment PATH kept."""
+    cfg = k.config(["sh", "-c", "id; echo HOME=$HOME PATH=$PATH; "
+                    "for m in /proc /sys /dev /dev/pts /dev/shm /dev/mqueue; do "
+                    "grep -q \" $m \" /proc/mounts && echo mounted:$m; done; "
+                    "[ -L /dev/fd ] && [ -L /dev/ptmx ] && echo links-ok; "
+                    "echo lo-flags=$(cat /sys/class/net/lo/flags); "
+                    "for m in virtio_blk virtio_net virtio_console ext4 vsock "
+                    "vmw_vsock_virtio_transport erofs overlay evdev button; do "
+                    "grep -q \"^$m \" /proc/modules && echo loaded:$m; done; exit 0"],
+                   env=["PATH=/bin"], user="1234:50")
+    text, _, rc = k.boot(cfg, "numeric")
+    check("uid 1234 gid 50", "uid=1234 gid=50" in text, text)
+    check("HOME=/ for an unknown uid, PATH from the config", "HOME=/ PATH=/bin" in text, text)
+    for m in ("/proc", "/sys", "/dev", "/dev/pts", "/dev/shm", "/dev/mqueue"):
+        check("mount " + m, "mounted:%s\n" % m in text, text)
+    check("/dev/fd and /dev/ptmx links", "links-ok" in text, text)
+    check("loopback up", "lo-flags=0x9\n" in text, text)
+    for m in ("virtio_blk", "virtio_net", "virtio_console", "ext4", "vsock",
+              "vmw_vsock_virtio_transport", "erofs", "overlay", "evdev", "button"):
+        check("module " + m, "loaded:%s\n" % m in text, text)
+    check("no module load failure", "ember-init: module" not in text, text)
+    check("exit line code=0", exit_line(text) == "code=0", text)
+
+
+def case_signal_exit(k):
+    cfg = k.config(["/bin/sh", "-c", "echo dying; kill -KILL $$"])
+    text, _, rc = k.boot(cfg, "killed")
+    check("exit line signal=9", exit_line(text) == "signal=9", text)
+
+
+def case_orphans(k):
+    """Orphans reparented to PID 1 exit; init reaps them: no zombie in /proc."""
+    cfg = k.config(["/bin/sh", "-c",
+                    "for i in 1 2 3; do sh -c 'sleep 0.3 & exit 0'; done; "
+                    "sh -c 'exit 0' & "
+                    "sleep 2; wait; "
+                    "echo zombies=$(cat /proc/[0-9]*/stat 2>/dev/null | grep -c ') Z ')"])
+    text, _, rc = k.boot(cfg, "orphans")
+    check("no zombies", "zombies=0" in text, text)
+    check("exit line code=0", exit_line(text) == "code=0", text)
+
+
+def case_forward_inside(k):
+    """A signal sent to PID 1 (kill -TERM 1 from the guest) reaches the workload."""
+    cfg = k.config(["/bin/sh", "-c", "trap 'echo got-TERM; exit 42' TERM; "
+                    "kill -TERM 1; i=0; while [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done; "
+                    "echo not-forwarded"])
+    text, _, rc = k.boot(cfg, "forward")
+    check("SIGTERM forwarded", "got-TERM" in text, text)
+    check("exit line code=42", exit_line(text) == "code=42", text)
+
+
+def case_powerdown(k):
+    """QMP system_powerdown (emberd's graceful stop) -> ACPI power button -> SIGTERM."""
+    cfg = k.config(["/bin/sh", "-c", "trap 'echo got-TERM; exit 42' TERM; echo ready; "
+                    "i=0; while [ $i -lt 600 ]; do sleep 0.1; i=$((i+1)); done; "
+                    "echo no-powerdown"])
+
+    def during(vm, con):
+        guest_shell.wait_for_console(con, "ready", timeout=BOOT_TIMEOUT)
+        qmp(os.path.join(vm, "qmp.sock"), "system_powerdown")
+
+    text, _, rc = k.boot(cfg, "powerdown", during)
+    check("power button -> SIGTERM", "got-TERM" in text, text)
+    check("exit line code=42", exit_line(text) == "code=42", text)
+    check("QEMU exited by itself", rc is not None, text)
+
+
+def case_exec_missing(k):
+    cfg = k.config(["/no/such/program"])
+    text, _, rc = k.boot(cfg, "nocmd")
+    check("exec error named", "exec /no/such/program" in text, text)
+    check("exit line code=127", exit_line(text) == "code=127", text)
+
+
+def case_unknown_user(k):
+    cfg = k.config(["/bin/true"], user="nobody")
+    text, _, rc = k.boot(cfg, "nouser")
+    check("user error named", "user 'nobody' not found" in text, text)
+    check("exit line init-error", exit_line(text) == "init-error", text)
+    check("QEMU exited by itself", rc is not None, text)
+
+
+def corrupt(k, name, mutate, want):
+    src = k.config(["/bin/sh", "-c", "echo SHOULD-NOT-RUN"])
+    with open(src, "rb") as f:
+        data = bytearray(f.read())
+    data = mutate(data)
+    path = os.path.join(k.work, "bad-%s.img" % name)
+    with open(path, "wb") as f:
+        f.write(data)
+    text, _, rc = k.boot(path, "bad-" + name)
+    check("%s: reason '%s'" % (name, want), want in text, text)
+    check("%s: workload not run" % name, "SHOULD-NOT-RUN" not in text, text)
+    check("%s: exit line init-error" % name, exit_line(text) == "init-error", text)
+    check("%s: QEMU exited by itself (no hang)" % name, rc is not None, text)
+
+
+def set32(data, off, v):
+    data[off:off + 4] = struct.pack("<I", v)
+    return data
+
+
+def case_corrupt(k):
+    corrupt(k, "magic", lambda d: d.__setitem__(slice(0, 8), b"NOTEMBER") or d,
+            "no boot config found")
+    corrupt(k, "checksum", lambda d: d.__setitem__(40, d[40] ^ 0xFF) or d, "checksum mismatch")
+    corrupt(k, "oversized", lambda d: set32(d, 16, 0x7FFFFFFF), "exceeds")
+    # truncated: the header claims more payload than the disk holds
+    corrupt(k, "truncated", lambda d: set32(d, 16, len(d)), "truncated")
+
+
+def case_erofs(k):
+    """An erofs rootfs: read-only image under an overlay with a tmpfs upper layer."""
+    mkfs = shutil.which("mkfs.erofs")
+    if mkfs is None:
+        print("  skipped: mkfs.erofs not installed (Debian erofs-utils)")
+        return
+    img = os.path.join(k.work, "rootfs.erofs")
+    subprocess.run([mkfs, "--quiet", img, k.tree], check=True, stdout=subprocess.DEVNULL)
+    cfg = k.config(["/bin/sh", "-c", "grep -o '^overlay / overlay rw' /proc/mounts; "
+                    "echo hi > /written && cat /written"])
+    text, _, rc = k.boot(cfg, "erofs", rootfs=img)
+    check("overlay root", "overlay / overlay rw" in text, text)
+    check("writable", "\nhi\n" in text, text)
+    check("exit line code=0", exit_line(text) == "code=0", text)
+
+
+def case_q35(k):
+    """-M q35: the disks on virtio-pci."""
+    cfg = k.config(["/bin/sh", "-c", "ls /sys/bus/pci/drivers/; exit 5"])
+    text, _, rc = k.boot(cfg, "q35", q35=True)
+    check("virtio-pci driver bound", "virtio-pci" in text, text)
+    check("exit line code=5", exit_line(text) == "code=5", text)
+
+
+def case_ctrl_alt_del(k):
+    """Ctrl-Alt-Del (what Firecracker's SendCtrlAltDel does; here on q35's i8042 with
+    QMP send-key) -> the kernel signals PID 1 with SIGINT -> forwarded."""
+    cfg = k.config(["/bin/sh", "-c", "trap 'echo got-INT; exit 43' INT; echo ready; "
+                    "i=0; while [ $i -lt 600 ]; do sleep 0.1; i=$((i+1)); done; "
+                    "echo no-cad"])
+    keys = {"keys": [{"type": "qcode", "data": q} for q in ("ctrl", "alt", "delete")]}
+
+    def during(vm, con):
+        guest_shell.wait_for_console(con, "ready", timeout=BOOT_TIMEOUT)
+        qmp(os.path.join(vm, "qmp.sock"), ("send-key", keys))
+
+    text, _, rc = k.boot(cfg, "cad", during, q35=True)
+    check("Ctrl-Alt-Del -> SIGINT", "got-INT" in text, text)
+    check("exit line code=43", exit_line(text) == "code=43", text)
+
+
+CASES = {
+    "basic": case_basic, "numeric_user": case_numeric_user, "signal_exit": case_signal_exit,
+    "orphans": case_orphans, "forward_inside": case_forward_inside,
+    "powerdown": case_powerdown, "exec_missing": case_exec_missing,
+    "unknown_user": case_unknown_user, "corrupt": case_corrupt, "erofs": case_erofs,
+    "q35": case_q35, "ctrl_alt_del": case_ctrl_alt_del,
+}
+
+
+def main():
+    if len(sys.argv) < 3:
+        print(__doc__)
+        return 2
+    kitdir, mkbootcfg = sys.argv[1], sys.argv[2]
+    names = sys.argv[3:] or list(CASES)
+    if QEMU is None:
+        skip("qemu-system-x86_64 not installed (Debian qemu-system-x86)")
+    if not os.path.exists(MKFS):
+        skip("mkfs.ext4 not installed (Debian e2fsprogs)")
+    if not os.path.exists(BUSYBOX):
+        skip("%s missing (Debian busybox-static)" % BUSYBOX)
+    for f in ("vmlinux", "initramfs.cpio.gz"):
+        if not os.path.exists(os.path.join(kitdir, f)):
+            skip("%s/%s missing (build target bootkit)" % (kitdir, f))
+    work = tempfile.mkdtemp(prefix="bootkit_test.")
+    k = Kit(kitdir, mkbootcfg, work)
+    try:
+        k.build_rootfs()
+        for n in names:
+            print("case %s" % n)
+            CASES[n](k)
+    finally:
+        if FAILS:
+            print("work dir kept: " + work)
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+    if FAILS:
+        print("FAILED: " + ", ".join(FAILS))
+        return 1
+    print("PASS")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
