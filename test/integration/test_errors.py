@@ -534,12 +534,27 @@ STRING_RPCS = (("CreateInstance", 1), ("GetInstance", 1), ("ListInstances", 4),
                ("DeleteInstance", 1), ("WatchInstances", 1))
 
 
+def _varint(n):
+    out = bytearray()
+    while True:
+        b, n = n & 0x7F, n >> 7
+        out.append(b | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
 def _raw_string_codes(c, value):
     """Sends each RPC a hand-encoded request whose string field is `value`
     (bytes; the python protobuf refuses to encode invalid UTF-8 itself)."""
     codes = {}
     for rpc, field in STRING_RPCS:
-        payload = bytes([(field << 3) | 2, len(value)]) + value
+        # Otherwise valid requests, so only the bad bytes can be refused:
+        # CreateInstance gets a good spec, ListInstances a `name=` filter term.
+        v = b"name=" + value if rpc == "ListInstances" else value
+        payload = bytes([(field << 3) | 2, len(v)]) + v
+        if rpc == "CreateInstance":
+            spec = c.spec().SerializeToString()
+            payload += bytes([(2 << 3) | 2]) + _varint(len(spec)) + spec
         path = "/ember.v1.InstanceService/" + rpc
         if rpc == "WatchInstances":
             fn = c.d.channel.unary_stream(path, request_serializer=None, response_deserializer=None)
