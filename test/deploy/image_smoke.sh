@@ -32,7 +32,7 @@ WORK=${1:-/tmp/ember-image-smoke}
 HOST_CTL=${2:-${EMBERCTL_BIN:-}}
 # The base is tagged with the name the Containerfile's FROM uses, in this
 # throwaway storage only, so the Containerfile stays the one operators build.
-BASE=docker.io/library/debian:bookworm-slim
+BASE=debian:bookworm-slim
 IMAGE=localhost/ember:smoke
 CTR=ember-smoke-$$
 T0=$(date +%s)
