@@ -238,12 +238,14 @@ static void test_record_roundtrip(void)
   r.view.id = (char[]){"i-1"};
   r.view.name = (char[]){"web \"quoted\""};
   r.view.hypervisor = (char[]){"qemu"};
-  r.view.spec = (vmm_spec){2, 512, (char[]){"/k"}, NULL, (char[]){"console=ttyS0"}, disks, 2, nics, 1, 42};
+  r.view.spec =
+      (vmm_spec){2, 512, (char[]){"/k"}, NULL, (char[]){"console=ttyS0"}, disks, 2, nics, 1, 42};
   r.view.state = AGENT_STATE_STANDBY;
   r.view.last_snapshot_kind = AGENT_SNAP_DIFF;
   r.view.last_standby_us = 123456;
   r.view.created_at_us = 1700000000000000LL;
-  agent_label labels[] = {{(char[]){"team"}, (char[]){"infra"}}, {(char[]){"example.com/role"}, (char[]){""}}};
+  agent_label labels[] = {{(char[]){"team"}, (char[]){"infra"}},
+                          {(char[]){"example.com/role"}, (char[]){""}}};
   r.view.labels = labels;
   r.view.n_labels = 2;
   r.view.request_id = (char[]){"req-1"};
@@ -327,15 +329,21 @@ static void test_labels_and_request_id(void)
                       {(char[]){"a"}, (char[]){""}},
                       {(char[]){"example.com/role"}, (char[]){"db"}},
                       {(char[]){"A.b-c_d"}, (char[]){"V.1-2_3"}},
-                      {(char[]){"k"},
-                       (char[]){"0123456789012345678901234567890123456789012345678901234567890ab"}}};
+                      {(char[]){"k"}, (char[]){"01234567890123456789012345678901234567890"
+                                               "12345678901234567890ab"}}};
   CU_ASSERT_EQUAL(agent_labels_validate(ok, 5, &err), 0);
-  agent_label bad[][1] = {{{(char[]){""}, (char[]){"v"}}},         {{(char[]){"-a"}, (char[]){"v"}}},
-                          {{(char[]){"a-"}, (char[]){"v"}}},       {{(char[]){"a b"}, (char[]){"v"}}},
-                          {{(char[]){"a"}, (char[]){"-v"}}},       {{(char[]){"a"}, (char[]){"v v"}}},
-                          {{(char[]){"Ex.com/a"}, (char[]){"v"}}}, {{(char[]){"/a"}, (char[]){"v"}}},
-                          {{(char[]){"a/"}, (char[]){"v"}}},       {{(char[]){"a/b/c"}, (char[]){"v"}}},
-                          {{(char[]){"a\n"}, (char[]){"v"}}},      {{(char[]){"a"}, (char[]){"\xc3\xa9"}}},
+  agent_label bad[][1] = {{{(char[]){""}, (char[]){"v"}}},
+                          {{(char[]){"-a"}, (char[]){"v"}}},
+                          {{(char[]){"a-"}, (char[]){"v"}}},
+                          {{(char[]){"a b"}, (char[]){"v"}}},
+                          {{(char[]){"a"}, (char[]){"-v"}}},
+                          {{(char[]){"a"}, (char[]){"v v"}}},
+                          {{(char[]){"Ex.com/a"}, (char[]){"v"}}},
+                          {{(char[]){"/a"}, (char[]){"v"}}},
+                          {{(char[]){"a/"}, (char[]){"v"}}},
+                          {{(char[]){"a/b/c"}, (char[]){"v"}}},
+                          {{(char[]){"a\n"}, (char[]){"v"}}},
+                          {{(char[]){"a"}, (char[]){"\xc3\xa9"}}},
                           {{(char[]){"k234567890123456789012345678901234567890123456789012345678901234"},
                             (char[]){""}}}};
   for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {

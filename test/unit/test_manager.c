@@ -511,7 +511,8 @@ static void test_create_request_id(void)
   CU_ASSERT_EQUAL_FATAL(agent_manager_create_req(f.m, &req, &a, &err), 0);
   CU_ASSERT_STRING_EQUAL(a.request_id, "req-1");
   CU_ASSERT_EQUAL(a.n_labels, 2);
-  agent_label swapped[] = {{(char[]){"a"}, (char[]){"b"}}, {(char[]){"team"}, (char[]){"infra"}}}; /* order does not matter */
+  /* order does not matter */
+  agent_label swapped[] = {{(char[]){"a"}, (char[]){"b"}}, {(char[]){"team"}, (char[]){"infra"}}};
   req.labels = swapped;
   CU_ASSERT_EQUAL(agent_manager_create_req(f.m, &req, &b, &err), 0);
   CU_ASSERT_STRING_EQUAL(b.id, a.id);
