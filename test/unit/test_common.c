@@ -293,6 +293,20 @@ static void test_record_roundtrip(void)
   CU_ASSERT_EQUAL(agent_record_from_json("{", &back, &err), -1);
   CU_ASSERT_EQUAL(agent_record_from_json("{\"version\":1}", &back, &err), -1);
   CU_ASSERT_EQUAL(agent_record_from_json("[]", &back, &err), -1);
+  /* Numbers outside int64_t (a record edited on disk) read as 0, never through
+   * an undefined double-to-integer conversion. */
+  CU_ASSERT_EQUAL_FATAL(agent_record_from_json(
+                            "{\"version\":1,\"id\":\"i\",\"name\":\"n\",\"hypervisor\":\"q\","
+                            "\"state\":\"stopped\",\"last_snapshot_kind\":\"none\","
+                            "\"spec\":{\"vcpus\":1e300,\"memory_mib\":-1e300},"
+                            "\"created_at_us\":1e19,\"vmm\":{\"pid\":-1e300}}",
+                            &back, &err),
+                        0);
+  CU_ASSERT_EQUAL(back.view.spec.vcpus, 0);
+  CU_ASSERT_EQUAL(back.view.spec.memory_mib, 0);
+  CU_ASSERT_EQUAL(back.view.created_at_us, 0);
+  CU_ASSERT_EQUAL(back.proc.pid, 0);
+  agent_record_free(&back);
 }
 
 /* Names and ids are disjoint by construction: no name has the id form. */
