@@ -10,6 +10,7 @@
 
 #include <errno.h>
 #include <limits.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -427,7 +428,8 @@ static int config__load_file(agent_config *cfg, const char *path, cmn_error *err
       if (config__is_ratio(key)) {
         snprintf(buf, sizeof(buf), "%.17g", d);
         v = buf;
-      } else if (d != (double)(long long)d) {
+      } else if (!(d >= (double)LLONG_MIN && d < (double)LLONG_MAX) ||
+                 fabs(modf(d, &(double){0})) > 0) { /* out of range or a fraction */
         ret = cmn_err_set(err, CMN_INVALID_ARGUMENT, "config file %s: %s must be an integer",
                           path, key);
         break;

@@ -6,6 +6,7 @@
 #include "common/mem.h"
 
 #include <cjson/cJSON.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -25,7 +26,7 @@ static int datadir_read(const char *path, int *format, char **writer, cmn_error 
   const cJSON *f = cJSON_GetObjectItemCaseSensitive(o, "format");
   const cJSON *w = cJSON_GetObjectItemCaseSensitive(o, "written_by");
   if (!cJSON_IsNumber(f) || f->valuedouble < 1 || f->valuedouble > 1e6 ||
-      f->valuedouble != (double)(int)f->valuedouble) {
+      fabs(modf(f->valuedouble, &(double){0})) > 0) {
     cJSON_Delete(o);
     return cmn_err_set(err, CMN_FAILED_PRECONDITION,
                        "%s is not a data dir format file this emberd understands; "

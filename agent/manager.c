@@ -96,14 +96,14 @@ const char *agent_state_name(agent_state s)
 {
   static const char *const names[] = {"Unspecified", "Stopped", "Running",
                                       "Paused",      "Standby", "Unknown"};
-  return (s >= 0 && s <= AGENT_STATE_UNKNOWN) ? names[s] : "Invalid";
+  return (size_t)s < sizeof names / sizeof names[0] ? names[s] : "Invalid";
 }
 
 const char *agent_op_name(agent_op op)
 {
   static const char *const names[] = {"none",  "create",  "start",   "stop",   "pause",
                                       "resume", "standby", "restore", "delete", "observed"};
-  return (op >= 0 && op <= AGENT_OP_OBSERVED) ? names[op] : "invalid";
+  return (size_t)op < sizeof names / sizeof names[0] ? names[op] : "invalid";
 }
 
 const vmm_registry *agent_manager_registry(const agent_manager *m) { return m->reg; }

@@ -290,7 +290,8 @@ void agent_mreg_format_value(char *buf, size_t size, double v)
     /* The shortest of %.15g..%.17g that reads back as the same double. */
     for (int prec = 15; prec <= 17; prec++) {
       snprintf(buf, size, "%.*g", prec, v);
-      if (strtod(buf, NULL) == v)
+      double back = strtod(buf, NULL);
+      if (!(back < v) && !(back > v)) /* the same double (v is finite here) */
         break;
     }
   }

@@ -6,6 +6,7 @@
 
 #include <cjson/cJSON.h>
 #include <ctype.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -253,9 +254,9 @@ char *agent_record_to_json(const agent_record *r)
     record_add_str(n, "mac", v->spec.nics[i].mac);
     cJSON_AddItemToArray(nics, n);
   }
-  int st = (v->state >= 0 && v->state <= AGENT_STATE_UNKNOWN) ? (int)v->state : 0;
+  int st = (size_t)v->state <= AGENT_STATE_UNKNOWN ? (int)v->state : 0;
   cJSON_AddStringToObject(o, "state", record_state_names[st]);
-  int kind = (v->last_snapshot_kind >= 0 && v->last_snapshot_kind <= AGENT_SNAP_DIFF)
+  int kind = (size_t)v->last_snapshot_kind <= AGENT_SNAP_DIFF
                  ? (int)v->last_snapshot_kind : 0;
   cJSON_AddStringToObject(o, "last_snapshot_kind", record_kind_names[kind]);
   cJSON_AddNumberToObject(o, "last_standby_us", (double)v->last_standby_us);
@@ -284,10 +285,15 @@ static const char *record_get_str(const cJSON *o, const char *key)
   return cJSON_IsString(it) ? it->valuestring : NULL;
 }
 
-static double record_get_num(const cJSON *o, const char *key)
+/* The number at key as an integer (fraction dropped); 0 when absent, not a
+ * number or outside int64_t (converting such a double is undefined). */
+static int64_t record_get_int(const cJSON *o, const char *key)
 {
   const cJSON *it = cJSON_GetObjectItemCaseSensitive(o, key);
-  return cJSON_IsNumber(it) ? it->valuedouble : 0;
+  double d = cJSON_IsNumber(it) ? it->valuedouble : 0;
+  if (!(d >= (double)INT64_MIN && d < (double)INT64_MAX))
+    return 0;
+  return (int64_t)d;
 }
 
 static int record_lookup(const char *const *names, int n, const char *s)
@@ -310,7 +316,7 @@ int agent_record_from_json(const char *json, agent_record *r, cmn_error *err)
   int rc = -1;
   /* Older versions are read (an upgraded emberd keeps every instance); a newer
    * one is refused rather than misread. */
-  int version = (int)record_get_num(o, "version");
+  int version = (int)record_get_int(o, "version");
   if (version < 1 || version > RECORD_VERSION) {
     cmn_err_set(err, CMN_FAILED_PRECONDITION,
                 "record version %d: this emberd reads versions 1 to %d", version,
@@ -325,12 +331,12 @@ int agent_record_from_json(const char *json, agent_record *r, cmn_error *err)
     goto out;
   }
   const cJSON *spec = cJSON_GetObjectItemCaseSensitive(o, "spec");
-  v->spec.vcpus = (uint32_t)record_get_num(spec, "vcpus");
-  v->spec.memory_mib = (uint64_t)record_get_num(spec, "memory_mib");
+  v->spec.vcpus = (uint32_t)record_get_int(spec, "vcpus");
+  v->spec.memory_mib = (uint64_t)record_get_int(spec, "memory_mib");
   v->spec.kernel = cmn_strdup(record_get_str(spec, "kernel"));
   v->spec.initrd = cmn_strdup(record_get_str(spec, "initrd"));
   v->spec.cmdline = cmn_strdup(record_get_str(spec, "cmdline"));
-  v->spec.vsock_cid = (uint32_t)record_get_num(spec, "vsock_cid");
+  v->spec.vsock_cid = (uint32_t)record_get_int(spec, "vsock_cid");
   const cJSON *disks = cJSON_GetObjectItemCaseSensitive(spec, "disks");
   int nd = cJSON_IsArray(disks) ? cJSON_GetArraySize(disks) : 0;
   v->spec.disks = cmn_calloc((size_t)nd, sizeof *v->spec.disks);
@@ -367,10 +373,10 @@ int agent_record_from_json(const char *json, agent_record *r, cmn_error *err)
   }
   v->state = (agent_state)st;
   v->last_snapshot_kind = (agent_snap_kind)kind;
-  v->last_standby_us = (int64_t)record_get_num(o, "last_standby_us");
-  v->last_restore_us = (int64_t)record_get_num(o, "last_restore_us");
-  v->created_at_us = (int64_t)record_get_num(o, "created_at_us");
-  v->updated_at_us = (int64_t)record_get_num(o, "updated_at_us");
+  v->last_standby_us = record_get_int(o, "last_standby_us");
+  v->last_restore_us = record_get_int(o, "last_restore_us");
+  v->created_at_us = record_get_int(o, "created_at_us");
+  v->updated_at_us = record_get_int(o, "updated_at_us");
   v->console_log_path = cmn_strdup(record_get_str(o, "console_log_path"));
   v->status_message = cmn_strdup(record_get_str(o, "status_message"));
   v->request_id = cmn_strdup(record_get_str(o, "request_id"));
@@ -397,8 +403,8 @@ int agent_record_from_json(const char *json, agent_record *r, cmn_error *err)
     }
   }
   const cJSON *vmm = cJSON_GetObjectItemCaseSensitive(o, "vmm");
-  r->proc.pid = (pid_t)record_get_num(vmm, "pid");
-  r->proc.start_time = (uint64_t)record_get_num(vmm, "start_time");
+  r->proc.pid = (pid_t)record_get_int(vmm, "pid");
+  r->proc.start_time = (uint64_t)record_get_int(vmm, "start_time");
   v->vmm_pid = r->proc.pid;
   rc = 0;
 out:

@@ -23,7 +23,13 @@
 #include <time.h>
 #include <unistd.h>
 
-extern char **environ;
+/* posix_spawn and the exec family declare argv `char *const[]` only for
+ * compatibility with old C code; POSIX guarantees they do not modify it (exec
+ * rationale). This is the one place its const is dropped. */
+static char *const *cmn__exec_argv(const char *const argv[])
+{
+  return (char *const *)argv;
+}
 
 int64_t cmn_now_us(void)
 {
@@ -46,7 +52,7 @@ void cmn_sleep_ms(int ms)
   }
 }
 
-char *cmn_proc_capture(char *const argv[], size_t max, int timeout_ms, cmn_error *err)
+char *cmn_proc_capture(const char *const argv[], size_t max, int timeout_ms, cmn_error *err)
 {
   cleanup_free char *prog = cmn_which(argv[0]);
   if (prog == NULL) {
@@ -64,7 +70,7 @@ char *cmn_proc_capture(char *const argv[], size_t max, int timeout_ms, cmn_error
   posix_spawn_file_actions_adddup2(&fa, pfd[1], 1);
   posix_spawn_file_actions_addopen(&fa, 2, "/dev/null", O_WRONLY, 0);
   pid_t pid = 0;
-  int rc = posix_spawn(&pid, prog, &fa, NULL, argv, environ);
+  int rc = posix_spawn(&pid, prog, &fa, NULL, cmn__exec_argv(argv), environ);
   posix_spawn_file_actions_destroy(&fa);
   close(pfd[1]);
   cleanup_close int rfd = pfd[0];
@@ -332,7 +338,7 @@ static int proc_pass_prepare(const cmn_spawn_opts *opts, int *tmp, cmn_error *er
   return 0;
 }
 
-int cmn_proc_spawn(char *const argv[], const cmn_spawn_opts *opts, cmn_proc *out,
+int cmn_proc_spawn(const char *const argv[], const cmn_spawn_opts *opts, cmn_proc *out,
                    cmn_error *err)
 {
   cleanup_free char *prog = cmn_which(argv[0]);
@@ -372,7 +378,7 @@ int cmn_proc_spawn(char *const argv[], const cmn_spawn_opts *opts, cmn_proc *out
     posix_spawn_file_actions_addchdir_np(&fa, opts->cwd);
 
   pid_t pid = 0;
-  int rc = posix_spawn(&pid, prog, &fa, &attr, argv, environ);
+  int rc = posix_spawn(&pid, prog, &fa, &attr, cmn__exec_argv(argv), environ);
   posix_spawn_file_actions_destroy(&fa);
   posix_spawnattr_destroy(&attr);
   proc_pass_close(tmp, n_pass);

@@ -36,8 +36,9 @@ typedef struct cmn_spawn_opts {
 } cmn_spawn_opts;
 
 /* Spawns argv[0] (looked up in PATH) with argv. The child is in a new session
- * (setsid) and gets SIGKILL-able independence from the agent. */
-int cmn_proc_spawn(char *const argv[], const cmn_spawn_opts *opts, cmn_proc *out,
+ * (setsid) and gets SIGKILL-able independence from the agent. argv is only
+ * read. */
+int cmn_proc_spawn(const char *const argv[], const cmn_spawn_opts *opts, cmn_proc *out,
                    cmn_error *err);
 /* Reads the start time of pid; 0 if the process does not exist. */
 uint64_t cmn_proc_start_time(pid_t pid);
@@ -60,7 +61,7 @@ void cmn_proc_kill_reap(const cmn_proc *p);
  * /dev/null and returns what it printed on stdout (at most max bytes, caller
  * frees). Fails (UNAVAILABLE) when it cannot run, exits non-zero, or has not
  * finished within timeout_ms (it is then killed). For `<vmm> --version`. */
-char *cmn_proc_capture(char *const argv[], size_t max, int timeout_ms, cmn_error *err);
+char *cmn_proc_capture(const char *const argv[], size_t max, int timeout_ms, cmn_error *err);
 /* Marks every descriptor >= 3 close-on-exec. Called first thing in main() so
  * descriptors a careless parent left open never reach a VMM. */
 void cmn_proc_cloexec_inherited(void);

@@ -49,7 +49,7 @@ char *vmm_log_tail(const vmm_vm *vm)
   return t;
 }
 
-int vmm_rest_spawn(vmm_vm *vm, const char *name, char *const vmm_argv[], const char *sock,
+int vmm_rest_spawn(vmm_vm *vm, const char *name, const char *const vmm_argv[], const char *sock,
                    const char *ping_path, int timeout_ms, cmn_error *err)
 {
   if (vm->proc.pid > 0 && cmn_proc_alive(&vm->proc))
@@ -65,12 +65,12 @@ int vmm_rest_spawn(vmm_vm *vm, const char *name, char *const vmm_argv[], const c
   while (vmm_argv[n] != NULL)
     n++;
   cleanup_free char *tag = cmn_asprintf("ember-%s", name);
-  cleanup_free char **argv = cmn_calloc(n + 6, sizeof *argv);
+  cleanup_free const char **argv = cmn_calloc(n + 6, sizeof *argv);
   argv[0] = "/bin/sh";
   argv[1] = "-c";
   argv[2] = "c=$1; shift; exec \"$@\" >>\"$c\"";
   argv[3] = tag;
-  argv[4] = (char *)(vm->console_path != NULL ? vm->console_path : "/dev/null");
+  argv[4] = vm->console_path != NULL ? vm->console_path : "/dev/null";
   memcpy(&argv[5], vmm_argv, n * sizeof *argv);
   cmn_spawn_opts opts = {.log_path = vm->vmm_log_path,
                          .cwd = vm->dir,

@@ -29,7 +29,7 @@ char *vmm_log_tail(const vmm_vm *vm);
  * refused. Then waits up to
  * timeout_ms until `GET ping_path` on sock answers 200. name ("firecracker")
  * is for messages. */
-int vmm_rest_spawn(vmm_vm *vm, const char *name, char *const vmm_argv[], const char *sock,
+int vmm_rest_spawn(vmm_vm *vm, const char *name, const char *const vmm_argv[], const char *sock,
                    const char *ping_path, int timeout_ms, cmn_error *err);
 
 #endif

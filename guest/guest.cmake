@@ -21,9 +21,12 @@ else()
   message(STATUS "musl-gcc not found (Debian musl-tools): guest init linked statically with glibc")
   set(EMBER_INIT_CC ${CMAKE_C_COMPILER})
 endif()
-set(EMBER_INIT_FLAGS -std=c11 -D_GNU_SOURCE -Os -static -s -Wall -Wextra -Wshadow -Wformat=2
-    -Wformat-security -Wstrict-prototypes -Wmissing-prototypes -Wno-unused-parameter -Wvla
-    -Wpointer-arith -fno-common)
+# Same warning set as the host code (EMBER_WARNING_FLAGS, top CMakeLists.txt);
+# musl-gcc is gcc, so it takes the gcc-only flags too.
+set(EMBER_INIT_FLAGS -std=c11 -D_GNU_SOURCE -Os -static -s ${EMBER_WARNING_FLAGS} -fno-common)
+if(EMBER_MUSL_GCC OR CMAKE_C_COMPILER_ID STREQUAL "GNU")
+  list(APPEND EMBER_INIT_FLAGS ${EMBER_WARNING_FLAGS_GCC})
+endif()
 if(EMBER_WERROR)
   list(APPEND EMBER_INIT_FLAGS -Werror)
 endif()

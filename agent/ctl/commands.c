@@ -64,7 +64,7 @@ static ProtobufCMessage *ctl__id_request(const ProtobufCMessageDescriptor *desc,
   ProtobufCMessage *m = cmn_malloc(desc->sizeof_message);
   protobuf_c_message_init(desc, m);
   const ProtobufCFieldDescriptor *f = protobuf_c_message_descriptor_get_field_by_name(desc, "id");
-  *(char **)((char *)m + f->offset) = cmn_strdup(id);
+  *(char **)(void *)((char *)m + f->offset) = cmn_strdup(id); /* offsetof: aligned */
   return m;
 }
 

@@ -14,14 +14,21 @@
 #include <string.h>
 #include <unistd.h>
 
-/* Parses a NULL-terminated list of words (argv is copied: getopt permutes). */
-static int parse(ctl_opts *o, cmn_error *err, char **words)
+/* Parses a NULL-terminated list of words. argv and its strings are copied
+ * into static storage (getopt permutes argv; ctl_args_parse takes char **):
+ * the options point into it until the next call. */
+static int parse(ctl_opts *o, cmn_error *err, const char *const *words)
 {
   static char *argv[64];
+  static char pool[4096];
+  size_t used = 0;
   int argc = 0;
-  argv[argc++] = "emberctl";
-  for (; *words != NULL; words++)
-    argv[argc++] = *words;
+  for (const char *w = "emberctl"; w != NULL && argc < 63; w = *words++) {
+    size_t len = strlen(w) + 1;
+    CU_ASSERT_FATAL(used + len <= sizeof(pool));
+    argv[argc++] = memcpy(pool + used, w, len);
+    used += len;
+  }
   argv[argc] = NULL;
   memset(err, 0, sizeof(*err));
   return ctl_args_parse(argc, argv, o, err);
@@ -31,7 +38,7 @@ static void test_args_basic(void)
 {
   ctl_opts o;
   cmn_error err;
-  char *w1[] = {"--json", "get", "web-1", "--timeout", "5s", "--socket", "/tmp/x.sock", NULL};
+  const char *w1[] = {"--json", "get", "web-1", "--timeout", "5s", "--socket", "/tmp/x.sock", NULL};
   CU_ASSERT_EQUAL(parse(&o, &err, w1), 0);
   CU_ASSERT_STRING_EQUAL(o.command, "get");
   CU_ASSERT_EQUAL(o.n_args, 1);
@@ -41,7 +48,7 @@ static void test_args_basic(void)
   CU_ASSERT_STRING_EQUAL(o.target, "unix:/tmp/x.sock");
   ctl_opts_free(&o);
 
-  char *w2[] = {"create", "vm", "--vcpus", "2", "--memory-mib", "512", "--disk", "a.img:ro",
+  const char *w2[] = {"create", "vm", "--vcpus", "2", "--memory-mib", "512", "--disk", "a.img:ro",
                 "--disk", "/b.img", "--tap", "tap0,aa:bb:cc:dd:ee:ff", "--start",
                 "--vsock-cid", "42", "--address", "127.0.0.1:7000", NULL};
   CU_ASSERT_EQUAL(parse(&o, &err, w2), 0);
@@ -59,7 +66,7 @@ static void test_args_errors(void)
 {
   ctl_opts o;
   cmn_error err;
-  char *bad[][6] = {
+  const char *bad[][6] = {
     {"get", NULL},                           /* missing ID */
     {"get", "a", "b", NULL},                 /* too many */
     {"frobnicate", NULL},                    /* unknown command */
@@ -76,11 +83,11 @@ static void test_args_errors(void)
     CU_ASSERT(err.msg[0] != '\0');
     ctl_opts_free(&o);
   }
-  char *both[] = {"list", "--socket", "/x", "--address", "y:1", NULL};
+  const char *both[] = {"list", "--socket", "/x", "--address", "y:1", NULL};
   CU_ASSERT_EQUAL(parse(&o, &err, both), -1);
   ctl_opts_free(&o);
   /* --help anywhere is not an error, even with a command's arguments missing. */
-  char *help[] = {"get", "--help", NULL};
+  const char *help[] = {"get", "--help", NULL};
   CU_ASSERT_EQUAL(parse(&o, &err, help), 0);
   CU_ASSERT(o.help);
   ctl_opts_free(&o);
@@ -157,18 +164,18 @@ static void test_json_names(void)
 static void test_json_roundtrip(void)
 {
   Ember__V1__Disk d = EMBER__V1__DISK__INIT;
-  d.path = "/d.img";
+  d.path = (char[]){"/d.img"};
   d.read_only = 1;
   Ember__V1__Disk *disks[] = {&d};
   Ember__V1__InstanceSpec s = EMBER__V1__INSTANCE_SPEC__INIT;
-  s.hypervisor = "qemu";
+  s.hypervisor = (char[]){"qemu"};
   s.vcpus = 2;
   s.memory_mib = 5000000000ULL;
   s.n_disks = 1;
   s.disks = disks;
   Ember__V1__Instance in = EMBER__V1__INSTANCE__INIT;
-  in.id = "i-1";
-  in.name = "web \"1\"";
+  in.id = (char[]){"i-1"};
+  in.name = (char[]){"web \"1\""};
   in.spec = &s;
   in.state = EMBER__V1__INSTANCE_STATE__INSTANCE_STATE_STANDBY;
   Google__Protobuf__Duration standby = GOOGLE__PROTOBUF__DURATION__INIT;
@@ -180,8 +187,8 @@ static void test_json_roundtrip(void)
   created.nanos = 123456000;
   in.create_time = &created;
   Ember__V1__Instance__LabelsEntry lab = EMBER__V1__INSTANCE__LABELS_ENTRY__INIT;
-  lab.key = "team";
-  lab.value = "infra";
+  lab.key = (char[]){"team"};
+  lab.value = (char[]){"infra"};
   Ember__V1__Instance__LabelsEntry *labels[] = {&lab};
   in.labels = labels;
   in.n_labels = 1;
@@ -280,7 +287,7 @@ static void test_spec_build(void)
 
   ctl_opts o;
   cmn_error err;
-  char *w[] = {"create", "--spec", file, "--vcpus", "4", "--tap", "tap7", NULL};
+  const char *w[] = {"create", "--spec", file, "--vcpus", "4", "--tap", "tap7", NULL};
   CU_ASSERT_EQUAL_FATAL(parse(&o, &err, w), 0);
   Ember__V1__CreateInstanceRequest *req = NULL;
   CU_ASSERT_EQUAL_FATAL(ctl_spec_build(&o, NULL, &req, &err), 0);
@@ -302,20 +309,20 @@ static void test_spec_build(void)
   free(dp);
 
   /* The positional name overrides; a missing name is an error. */
-  char *w2[] = {"create", "cli-name", "--spec", file, NULL};
+  const char *w2[] = {"create", "cli-name", "--spec", file, NULL};
   CU_ASSERT_EQUAL(parse(&o, &err, w2), 0);
   CU_ASSERT_EQUAL(ctl_spec_build(&o, "cli-name", &req, &err), 0);
   CU_ASSERT_STRING_EQUAL(req->name, "cli-name");
   protobuf_c_message_free_unpacked(&req->base, NULL);
   ctl_opts_free(&o);
 
-  char *w3[] = {"create", "--kernel", "/k", NULL};
+  const char *w3[] = {"create", "--kernel", "/k", NULL};
   CU_ASSERT_EQUAL(parse(&o, &err, w3), 0);
   CU_ASSERT_EQUAL(ctl_spec_build(&o, NULL, &req, &err), -1);
   CU_ASSERT_EQUAL(err.code, CMN_INVALID_ARGUMENT);
   ctl_opts_free(&o);
 
-  char *w4[] = {"create", "x", "--spec", "/nonexistent/spec.json", NULL};
+  const char *w4[] = {"create", "x", "--spec", "/nonexistent/spec.json", NULL};
   CU_ASSERT_EQUAL(parse(&o, &err, w4), 0);
   CU_ASSERT_EQUAL(ctl_spec_build(&o, "x", &req, &err), -1);
   CU_ASSERT_EQUAL(err.code, CMN_NOT_FOUND);

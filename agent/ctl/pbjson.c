@@ -15,7 +15,10 @@
 #include <string.h>
 #include <time.h>
 
-#define CTL_MEMBER(type, msg, off) (*(type *)((char *)(msg) + (off)))
+/* The member at byte offset off of a message (protobuf-c descriptor offsets
+ * come from offsetof, so the member is aligned for its type; via void * as
+ * the char * arithmetic itself says nothing about alignment). */
+#define CTL_MEMBER(type, msg, off) (*(type *)(void *)((char *)(msg) + (off)))
 
 char *ctl_pb_json_name(const char *field_name)
 {
@@ -253,7 +256,7 @@ static cJSON *ctl__value_to_json(const ProtobufCFieldDescriptor *f, const void *
   case PROTOBUF_C_TYPE_FIXED64:
     return ctl__u64(*(const uint64_t *)p);
   case PROTOBUF_C_TYPE_FLOAT:
-    return cJSON_CreateNumber(*(const float *)p);
+    return cJSON_CreateNumber((double)*(const float *)p);
   case PROTOBUF_C_TYPE_DOUBLE:
     return cJSON_CreateNumber(*(const double *)p);
   case PROTOBUF_C_TYPE_BOOL:
@@ -343,7 +346,7 @@ static int ctl__json_int(const cJSON *j, bool is_signed, double min, double max,
 {
   if (cJSON_IsNumber(j)) {
     double v = j->valuedouble;
-    if (v != floor(v) || v < min || v > max)
+    if (fabs(modf(v, &(double){0})) > 0 || v < min || v > max)
       return -1;
     if (is_signed)
       *si = (int64_t)v;

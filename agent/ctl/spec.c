@@ -79,38 +79,39 @@ int ctl_spec_parse_tap(const char *arg, Ember__V1__NetworkInterface **out, cmn_e
   return 0;
 }
 
-/* Reads the spec file into a request (an InstanceSpec is wrapped). */
-static int ctl__from_file(const char *file, Ember__V1__CreateInstanceRequest **out,
-                          cmn_error *err)
+/* Reads the spec file into a request (an InstanceSpec is wrapped); NULL on
+ * failure. */
+static Ember__V1__CreateInstanceRequest *ctl__from_file(const char *file, cmn_error *err)
 {
+  Ember__V1__CreateInstanceRequest *out = NULL;
   cleanup_free char *text = NULL;
   size_t len = 0;
   if (cmn_file_read(file, CTL_SPEC_MAX_BYTES, &text, &len, err) < 0)
-    return cmn_err_prefix(err, "--spec");
+    return cmn_err_prefix(err, "--spec"), NULL;
   cJSON *root = cJSON_ParseWithLength(text, len);
   if (root == NULL)
     return cmn_err_set(err, CMN_INVALID_ARGUMENT, "--spec %s: not valid JSON (near '%.20s')",
-                       file, cJSON_GetErrorPtr() != NULL ? cJSON_GetErrorPtr() : "");
+                       file, cJSON_GetErrorPtr() != NULL ? cJSON_GetErrorPtr() : ""), NULL;
   int r;
   ProtobufCMessage *m = NULL;
   if (cJSON_IsObject(root) && (cJSON_GetObjectItemCaseSensitive(root, "spec") != NULL ||
                                cJSON_GetObjectItemCaseSensitive(root, "name") != NULL)) {
     r = ctl_pb_from_json(root, &ember__v1__create_instance_request__descriptor, &m, err);
     if (r == 0)
-      *out = (Ember__V1__CreateInstanceRequest *)m;
+      out = (Ember__V1__CreateInstanceRequest *)m;
   } else {
     r = ctl_pb_from_json(root, &ember__v1__instance_spec__descriptor, &m, err);
     if (r == 0) {
       Ember__V1__CreateInstanceRequest *req = cmn_malloc(sizeof(*req));
       ember__v1__create_instance_request__init(req);
       req->spec = (Ember__V1__InstanceSpec *)m;
-      *out = req;
+      out = req;
     }
   }
   cJSON_Delete(root);
   if (r < 0)
-    return cmn_err_prefix(err, "--spec %s", file);
-  return 0;
+    return cmn_err_prefix(err, "--spec %s", file), NULL;
+  return out;
 }
 
 static void ctl__free_disks(Ember__V1__InstanceSpec *s)
@@ -191,7 +192,8 @@ int ctl_spec_build(const ctl_opts *o, const char *name, Ember__V1__CreateInstanc
   Ember__V1__CreateInstanceRequest *req = NULL;
   *out = NULL;
   if (o->spec_file != NULL) {
-    if (ctl__from_file(o->spec_file, &req, err) < 0)
+    req = ctl__from_file(o->spec_file, err);
+    if (req == NULL)
       return -1;
     if (req->spec != NULL) {
       cleanup_free char *copy = cmn_strdup(o->spec_file);

@@ -5,6 +5,7 @@
 #include "common/mem.h"
 
 #include <cjson/cJSON.h>
+#include <math.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -135,7 +136,7 @@ static int parse_desc(const cJSON *o, img_desc *d, int64_t max, const char *what
     return -1;
   }
   if (sz->valuedouble < 0 || sz->valuedouble > (double)max ||
-      sz->valuedouble != (double)(int64_t)sz->valuedouble)
+      fabs(modf(sz->valuedouble, &(double){0})) > 0)
     return cmn_err_set(err, CMN_RESOURCE_EXHAUSTED,
                        "%s %s has size %.0f: over the limit of %lld bytes", what, dg,
                        sz->valuedouble, (long long)max);

@@ -293,10 +293,10 @@ static int run_mkfs(const char *mkfs, const char *tmpdir, const char *staging, c
    * sparse); lazy_itable_init=0: inode tables marked zeroed, so the guest's
    * ext4lazyinit thread does not write them on first mount. The staging
    * files are 0600/0700 and owned by us; their metadata is rewritten after. */
-  char *const argv[] = {(char *)mkfs, "-F", "-q", "-t", "ext4", "-b", "4096", "-I", "256",
-                        "-N", inodes, "-m", "0", "-L", "rootfs", "-E",
-                        "root_owner=0:0,lazy_itable_init=0,lazy_journal_init=1",
-                        "-d", (char *)staging, (char *)image, NULL};
+  const char *const argv[] = {mkfs, "-F", "-q", "-t", "ext4", "-b", "4096", "-I", "256",
+                              "-N", inodes, "-m", "0", "-L", "rootfs", "-E",
+                              "root_owner=0:0,lazy_itable_init=0,lazy_journal_init=1",
+                              "-d", staging, image, NULL};
   cmn_spawn_opts so = {.log_path = log};
   cmn_proc p;
   if (cmn_proc_spawn(argv, &so, &p, err) < 0)

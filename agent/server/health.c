@@ -50,7 +50,8 @@ int srv_unary_health_check(srv_server *s, const uint8_t *req, size_t len, uint8_
   if (!known)
     return -1;
   Grpc__Health__V1__HealthCheckResponse out = GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__INIT;
-  out.status = (Grpc__Health__V1__HealthCheckResponse__ServingStatus)srv__current(s);
+  int status = srv__current(s);
+  out.status = (Grpc__Health__V1__HealthCheckResponse__ServingStatus)status;
   return srv_pack(&out.base, resp, rl);
 }
 

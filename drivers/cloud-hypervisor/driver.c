@@ -233,7 +233,7 @@ static int ch_spawn(const ch_host *h, vmm_vm *vm, cmn_error *err)
 {
   ch_vm *p = ch_priv(vm);
   cleanup_free char *sockarg = cmn_asprintf("path=%s", p->sock);
-  char *const argv[] = {(char *)h->binary, "--api-socket", sockarg, NULL};
+  const char *const argv[] = {h->binary, "--api-socket", sockarg, NULL};
   return vmm_rest_spawn(vm, "cloud-hypervisor", argv, p->sock, "/api/v1/vmm.ping",
                         CH_START_TIMEOUT_MS, err);
 }

@@ -14,7 +14,7 @@
 
 char *ch_version_run(const char *binary, cmn_error *err)
 {
-  char *const argv[] = {(char *)binary, "--version", NULL};
+  const char *const argv[] = {binary, "--version", NULL};
   char *out = cmn_proc_capture(argv, 4096, 5000, err);
   if (out == NULL)
     cmn_err_prefix(err, "%s --version", binary);

@@ -76,7 +76,7 @@ static bool fc_at_least(const fc_host *h, int major, int minor)
 /* Runs `<binary> --version` and returns its stdout (at most 4 KiB). */
 static char *fc_run_version(const char *binary, cmn_error *err)
 {
-  char *const argv[] = {(char *)binary, "--version", NULL};
+  const char *const argv[] = {binary, "--version", NULL};
   char *out = cmn_proc_capture(argv, 4096, 5000, err);
   if (out == NULL)
     cmn_err_prefix(err, "%s --version", binary);
@@ -259,7 +259,7 @@ static int fc_spawn(const fc_host *h, vmm_vm *vm, cmn_error *err)
   cleanup_close int log_fd = cmn_open(fc_log, O_WRONLY | O_CREAT | O_EXCL, 0640);
   if (log_fd < 0)
     return cmn_err_errno(err, CMN_INTERNAL, errno, "creating %s", fc_log);
-  char *const argv[] = {(char *)h->binary, "--api-sock", p->sock, "--log-path", fc_log, NULL};
+  const char *const argv[] = {h->binary, "--api-sock", p->sock, "--log-path", fc_log, NULL};
   return vmm_rest_spawn(vm, "firecracker", argv, p->sock, "/", FC_START_TIMEOUT_MS, err);
 }
 

@@ -51,7 +51,7 @@ static void qemu_host_free(qemu_host *h)
 /* Runs `<binary> --version` and returns the version number ("7.2.22"). */
 static char *qemu_probe_version(const char *binary, cmn_error *err)
 {
-  char *argv[] = {(char *)binary, (char *)"--version", NULL};
+  const char *const argv[] = {binary, "--version", NULL};
   cleanup_free char *buf = cmn_proc_capture(argv, 1024, 10000, err);
   if (buf == NULL) {
     err->code = CMN_FAILED_PRECONDITION;

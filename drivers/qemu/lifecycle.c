@@ -152,7 +152,7 @@ int qemu_spawn(const qemu_host *h, vmm_vm *vm, const qemu_launch *l, const char 
                          .cwd = vm->dir,
                          .pass_fds = vm->host_fds,
                          .n_pass_fds = (int)vm->n_host_fds};
-  int rc = cmn_proc_spawn(argv, &opts, &vm->proc, err);
+  int rc = cmn_proc_spawn((const char *const *)argv, &opts, &vm->proc, err);
   qemu_args_free(argv);
   if (rc < 0)
     return cmn_err_prefix(err, "spawn QEMU");

@@ -22,6 +22,7 @@
 #include "common/files.h"
 #include "common/mem.h"
 
+#include <math.h>
 #include <stdbool.h>
 #include <string.h>
 
@@ -51,7 +52,8 @@ static cJSON *meta_read(const char *path, cmn_error *err)
     return cmn_err_set(err, CMN_FAILED_PRECONDITION, "%s is not valid JSON", path), NULL;
   }
   const cJSON *f = cJSON_GetObjectItemCaseSensitive(obj, "format");
-  if (!cJSON_IsNumber(f) || f->valuedouble != META_FORMAT) {
+  if (!cJSON_IsNumber(f) || f->valueint != META_FORMAT ||
+      fabs(modf(f->valuedouble, &(double){0})) > 0) {
     cJSON_Delete(obj);
     return cmn_err_set(err, CMN_FAILED_PRECONDITION, "%s has an unknown format", path), NULL;
   }

@@ -24,8 +24,6 @@
 #include "guest/bootcfg_format.h"
 #include "guest/init/init.h"
 
-extern char **environ;
-
 #define RUN_MAX_INPUT 8
 #define RUN_EV_KEY 1
 #define RUN_KEY_POWER 116
@@ -53,6 +51,7 @@ static bool env_has(char *const *env, size_t n, const char *key)
 /* The config's environment plus defaults for PATH, HOME and HOSTNAME. */
 static char **run_env(const init_config *c, const init_user *u, char *store[3])
 {
+  static char default_path[] = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
   char **env = calloc(c->envc + 4, sizeof(*env));
   if (env == NULL)
     return NULL;
@@ -60,7 +59,7 @@ static char **run_env(const init_config *c, const init_user *u, char *store[3])
   for (size_t i = 0; i < c->envc; i++)
     env[n++] = c->env[i];
   if (!env_has(c->env, c->envc, "PATH"))
-    env[n++] = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+    env[n++] = default_path;
   static const char *const keys[2] = {"HOME", "HOSTNAME"};
   const char *vals[2] = {u->home, c->hostname};
   for (int i = 0; i < 2; i++) {

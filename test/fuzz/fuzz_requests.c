@@ -54,8 +54,6 @@
 int LLVMFuzzerInitialize(int *argc, char ***argv);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
-#define FZ_MAX_BASE 8
-
 typedef struct fz_base {
   const char *name;
   const char *type;

@@ -419,7 +419,7 @@ int main(int argc, char **argv)
   fx.spec.vcpus = 1;
   fx.spec.memory_mib = fx.real ? 64 : 8;
   fx.spec.kernel = fx.kernel;
-  fx.spec.cmdline = "console=ttyS0";
+  fx.spec.cmdline = (char[]){"console=ttyS0"};
   fx.vm.id = "ch-test";
   fx.vm.dir = fx.dir;
   fx.vm.console_path = fx.console;

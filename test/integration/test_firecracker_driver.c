@@ -361,7 +361,8 @@ int main(int argc, char **argv)
   fx.spec.vcpus = 1;
   fx.spec.memory_mib = fx.real ? 64 : 8;
   fx.spec.kernel = fx.kernel;
-  fx.spec.cmdline = fx.real ? "console=ttyS0" : "console=ttyS0 reboot=k panic=1";
+  fx.spec.cmdline =
+      fx.real ? (char[]){"console=ttyS0"} : (char[]){"console=ttyS0 reboot=k panic=1"};
   fx.vm.id = "fc-test";
   fx.vm.dir = fx.dir;
   fx.vm.console_path = fx.console;

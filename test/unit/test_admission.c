@@ -224,7 +224,7 @@ static int mgr_create(agent_manager *m, const char *name, const char *type, uint
                       unsigned vcpus, char *kernel, bool start, char **id,
                       cmn_error *err)
 {
-  vmm_spec spec = {.vcpus = vcpus, .memory_mib = mib, .kernel = kernel, .cmdline = "x"};
+  vmm_spec spec = {.vcpus = vcpus, .memory_mib = mib, .kernel = kernel, .cmdline = (char[]){"x"}};
   agent_instance_view v = {0};
   int rc = agent_manager_create_instance(m, name, type, &spec, start, &v, err);
   if (rc == 0 && id != NULL)

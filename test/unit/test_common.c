@@ -132,7 +132,7 @@ static void test_proc(void)
   int leak = cmn_open(log, O_WRONLY | O_CREAT, 0600);
   cleanup_free char *script = cmn_asprintf(
       "echo sid=$(cut -d' ' -f6 /proc/self/stat) pid=$$; ls /proc/self/fd | wc -l; sleep 30");
-  char *argv[] = {"/bin/sh", "-c", script, NULL};
+  const char *const argv[] = {"/bin/sh", "-c", script, NULL};
   cmn_spawn_opts o = {.log_path = log};
   CU_ASSERT_EQUAL_FATAL(cmn_proc_spawn(argv, &o, &p, &err), 0);
   close(leak);
@@ -154,7 +154,7 @@ static void test_proc(void)
   if (strstr(out, "\n4\n") == NULL)
     fprintf(stderr, "child output: %s\n", out);
   CU_ASSERT_PTR_NOT_NULL(strstr(out, "\n4\n"));
-  char *missing[] = {"/nonexistent/prog", NULL};
+  const char *const missing[] = {"/nonexistent/prog", NULL};
   CU_ASSERT_EQUAL(cmn_proc_spawn(missing, NULL, &p, &err), -1);
   CU_ASSERT_EQUAL(err.code, CMN_FAILED_PRECONDITION);
   char *path = cmn_which("sh");
@@ -233,20 +233,22 @@ static void test_fault(void)
 static void test_record_roundtrip(void)
 {
   agent_record r = {0};
-  vmm_disk disks[] = {{"/d1.img", true}, {"/d2.img", false}};
-  vmm_nic nics[] = {{"tap0", "aa:bb:cc:dd:ee:ff"}};
-  r.view.id = "i-1";
-  r.view.name = "web \"quoted\"";
-  r.view.hypervisor = "qemu";
-  r.view.spec = (vmm_spec){2, 512, "/k", NULL, "console=ttyS0", disks, 2, nics, 1, 42};
+  vmm_disk disks[] = {{(char[]){"/d1.img"}, true}, {(char[]){"/d2.img"}, false}};
+  vmm_nic nics[] = {{(char[]){"tap0"}, (char[]){"aa:bb:cc:dd:ee:ff"}}};
+  r.view.id = (char[]){"i-1"};
+  r.view.name = (char[]){"web \"quoted\""};
+  r.view.hypervisor = (char[]){"qemu"};
+  r.view.spec =
+      (vmm_spec){2, 512, (char[]){"/k"}, NULL, (char[]){"console=ttyS0"}, disks, 2, nics, 1, 42};
   r.view.state = AGENT_STATE_STANDBY;
   r.view.last_snapshot_kind = AGENT_SNAP_DIFF;
   r.view.last_standby_us = 123456;
   r.view.created_at_us = 1700000000000000LL;
-  agent_label labels[] = {{"team", "infra"}, {"example.com/role", ""}};
+  agent_label labels[] = {{(char[]){"team"}, (char[]){"infra"}},
+                          {(char[]){"example.com/role"}, (char[]){""}}};
   r.view.labels = labels;
   r.view.n_labels = 2;
-  r.view.request_id = "req-1";
+  r.view.request_id = (char[]){"req-1"};
   r.proc = (cmn_proc){4242, 987654321};
   cleanup_free char *json = agent_record_to_json(&r);
   agent_record back;
@@ -291,6 +293,20 @@ static void test_record_roundtrip(void)
   CU_ASSERT_EQUAL(agent_record_from_json("{", &back, &err), -1);
   CU_ASSERT_EQUAL(agent_record_from_json("{\"version\":1}", &back, &err), -1);
   CU_ASSERT_EQUAL(agent_record_from_json("[]", &back, &err), -1);
+  /* Numbers outside int64_t (a record edited on disk) read as 0, never through
+   * an undefined double-to-integer conversion. */
+  CU_ASSERT_EQUAL_FATAL(agent_record_from_json(
+                            "{\"version\":1,\"id\":\"i\",\"name\":\"n\",\"hypervisor\":\"q\","
+                            "\"state\":\"stopped\",\"last_snapshot_kind\":\"none\","
+                            "\"spec\":{\"vcpus\":1e300,\"memory_mib\":-1e300},"
+                            "\"created_at_us\":1e19,\"vmm\":{\"pid\":-1e300}}",
+                            &back, &err),
+                        0);
+  CU_ASSERT_EQUAL(back.view.spec.vcpus, 0);
+  CU_ASSERT_EQUAL(back.view.spec.memory_mib, 0);
+  CU_ASSERT_EQUAL(back.view.created_at_us, 0);
+  CU_ASSERT_EQUAL(back.proc.pid, 0);
+  agent_record_free(&back);
 }
 
 /* Names and ids are disjoint by construction: no name has the id form. */
@@ -313,7 +329,7 @@ static void test_validate_name_vs_id(void)
     CU_ASSERT_EQUAL(agent_validate_id_or_name("id", id_form[i], &err), i == 0 ? 0 : -1);
   }
   /* TAP device names keep the plain charset rule. */
-  vmm_nic nic = {"i-tap0", NULL};
+  vmm_nic nic = {(char[]){"i-tap0"}, NULL};
   cleanup_free char *k = cmn_asprintf("%s/k2", tmp_root);
   cmn_file_write_atomic(k, "k", 1, 0644, &err);
   vmm_spec s = {.vcpus = 1, .memory_mib = 64, .kernel = k, .nics = &nic, .n_nics = 1};
@@ -323,28 +339,40 @@ static void test_validate_name_vs_id(void)
 static void test_labels_and_request_id(void)
 {
   cmn_error err = {0};
-  agent_label ok[] = {{"team", "infra"},          {"a", ""},
-                      {"example.com/role", "db"}, {"A.b-c_d", "V.1-2_3"},
-                      {"k", "0123456789012345678901234567890123456789012345678901234567890ab"}};
+  agent_label ok[] = {{(char[]){"team"}, (char[]){"infra"}},
+                      {(char[]){"a"}, (char[]){""}},
+                      {(char[]){"example.com/role"}, (char[]){"db"}},
+                      {(char[]){"A.b-c_d"}, (char[]){"V.1-2_3"}},
+                      {(char[]){"k"}, (char[]){"01234567890123456789012345678901234567890"
+                                               "12345678901234567890ab"}}};
   CU_ASSERT_EQUAL(agent_labels_validate(ok, 5, &err), 0);
-  agent_label bad[][1] = {{{"", "v"}},          {{"-a", "v"}},        {{"a-", "v"}},
-                          {{"a b", "v"}},       {{"a", "-v"}},        {{"a", "v v"}},
-                          {{"Ex.com/a", "v"}},  {{"/a", "v"}},        {{"a/", "v"}},
-                          {{"a/b/c", "v"}},     {{"a\n", "v"}},       {{"a", "\xc3\xa9"}},
-                          {{"k234567890123456789012345678901234567890123456789012345678901234",
-                            ""}}};
+  agent_label bad[][1] = {{{(char[]){""}, (char[]){"v"}}},
+                          {{(char[]){"-a"}, (char[]){"v"}}},
+                          {{(char[]){"a-"}, (char[]){"v"}}},
+                          {{(char[]){"a b"}, (char[]){"v"}}},
+                          {{(char[]){"a"}, (char[]){"-v"}}},
+                          {{(char[]){"a"}, (char[]){"v v"}}},
+                          {{(char[]){"Ex.com/a"}, (char[]){"v"}}},
+                          {{(char[]){"/a"}, (char[]){"v"}}},
+                          {{(char[]){"a/"}, (char[]){"v"}}},
+                          {{(char[]){"a/b/c"}, (char[]){"v"}}},
+                          {{(char[]){"a\n"}, (char[]){"v"}}},
+                          {{(char[]){"a"}, (char[]){"\xc3\xa9"}}},
+                          {{(char[]){"k234567890123456789012345678901234567890123456789012345678901234"},
+                            (char[]){""}}}};
   for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
     CU_ASSERT_EQUAL(agent_labels_validate(bad[i], 1, &err), -1);
     CU_ASSERT_EQUAL(err.code, CMN_INVALID_ARGUMENT);
     CU_ASSERT_STRING_EQUAL(err.field, "labels");
   }
-  agent_label dup[] = {{"a", "1"}, {"a", "2"}};
+  agent_label dup[] = {{(char[]){"a"}, (char[]){"1"}}, {(char[]){"a"}, (char[]){"2"}}};
   CU_ASSERT_EQUAL(agent_labels_validate(dup, 2, &err), -1);
   agent_label many[AGENT_LABELS_MAX + 1];
   char keys[AGENT_LABELS_MAX + 1][8];
+  char v[] = "v";
   for (int i = 0; i <= AGENT_LABELS_MAX; i++) {
     snprintf(keys[i], sizeof keys[i], "k%d", i);
-    many[i] = (agent_label){keys[i], "v"};
+    many[i] = (agent_label){keys[i], v};
   }
   CU_ASSERT_EQUAL(agent_labels_validate(many, AGENT_LABELS_MAX, &err), 0);
   CU_ASSERT_EQUAL(agent_labels_validate(many, AGENT_LABELS_MAX + 1, &err), -1);
@@ -375,18 +403,18 @@ static void test_validate(void)
   }
   cleanup_free char *k = cmn_asprintf("%s/k", tmp_root);
   cmn_file_write_atomic(k, "k", 1, 0644, &err);
-  vmm_nic nic = {"tap0", "zz:bb:cc:dd:ee:ff"};
-  vmm_spec s = {.vcpus = 1, .memory_mib = 64, .kernel = k, .cmdline = "a b"};
+  vmm_nic nic = {(char[]){"tap0"}, (char[]){"zz:bb:cc:dd:ee:ff"}};
+  vmm_spec s = {.vcpus = 1, .memory_mib = 64, .kernel = k, .cmdline = (char[]){"a b"}};
   CU_ASSERT_EQUAL(agent_validate_spec(&s, NULL, &err), 0);
-  s.cmdline = "a\nb";
+  s.cmdline = (char[]){"a\nb"};
   CU_ASSERT_EQUAL(agent_validate_spec(&s, NULL, &err), -1);
   s.cmdline = NULL;
   s.nics = &nic;
   s.n_nics = 1;
   CU_ASSERT_EQUAL(agent_validate_spec(&s, NULL, &err), -1);
-  nic.mac = "aa:bb:cc:dd:ee:ff";
+  nic.mac = (char[]){"aa:bb:cc:dd:ee:ff"};
   CU_ASSERT_EQUAL(agent_validate_spec(&s, NULL, &err), 0);
-  nic.tap = "tap-name-way-too-long";
+  nic.tap = (char[]){"tap-name-way-too-long"};
   CU_ASSERT_EQUAL(agent_validate_spec(&s, NULL, &err), -1);
 }
 

@@ -334,7 +334,7 @@ static void test_spawn_pass_fds(void)
   cleanup_free char *script = cmn_asprintf(
       "for n in 64 65 66; do readlink /proc/self/fd/$n || echo none; done > %s; "
       "echo $(cat /proc/self/fd/66) >> %s", out, out);
-  char *argv[] = {(char *)"/bin/sh", (char *)"-c", script, NULL};
+  const char *const argv[] = {"/bin/sh", "-c", script, NULL};
   cmn_spawn_opts o = {.pass_fds = h.fds, .n_pass_fds = (int)h.n_fds};
   cmn_proc p = {0};
   CU_ASSERT_EQUAL_FATAL(cmn_proc_spawn(argv, &o, &p, &err), 0);

@@ -81,7 +81,8 @@ static void fx_teardown(fixture *f)
 
 static vmm_spec fx_spec(fixture *f)
 {
-  return (vmm_spec){.vcpus = 1, .memory_mib = 64, .kernel = f->kernel, .cmdline = "console=ttyS0"};
+  static char cmdline[] = "console=ttyS0"; /* outlives the returned spec */
+  return (vmm_spec){.vcpus = 1, .memory_mib = 64, .kernel = f->kernel, .cmdline = cmdline};
 }
 
 static char *fx_create(fixture *f, const char *name, const char *type, bool start)
@@ -160,7 +161,7 @@ static cmn_proc fx_spawn_vmm(fixture *f, const char *id)
 {
   cmn_error err = {0};
   cleanup_free char *tag = cmn_asprintf("%s/instances/%s/testvm", f->data, id);
-  char *argv[] = {"/bin/sh", "-c", "while :; do sleep 1; done", (char *)"testvm", tag, NULL};
+  const char *const argv[] = {"/bin/sh", "-c", "while :; do sleep 1; done", "testvm", tag, NULL};
   cmn_proc p = {0};
   CU_ASSERT_EQUAL(cmn_proc_spawn(argv, NULL, &p, &err), 0);
   cleanup_free char *cmdline_path = cmn_asprintf("/proc/%d/cmdline", (int)p.pid);
@@ -315,9 +316,9 @@ static void test_bad_input_changes_nothing(void)
   bad[1].vcpus = 1000;
   bad[2].memory_mib = 1;
   bad[3].memory_mib = 1ull << 40;
-  bad[4].kernel = "/nonexistent/vmlinux";
-  bad[5].kernel = "/tmp";
-  bad[6].kernel = "relative/vmlinux";
+  bad[4].kernel = (char[]){"/nonexistent/vmlinux"};
+  bad[5].kernel = (char[]){"/tmp"};
+  bad[6].kernel = (char[]){"relative/vmlinux"};
   cleanup_free char *comma = cmn_asprintf("%s,share=on", f.kernel);
   bad[7].kernel = comma;
   for (int i = 0; i < 8; i++) {
@@ -502,7 +503,7 @@ static void test_create_request_id(void)
   fixture f;
   fx_setup(&f);
   vmm_spec spec = fx_spec(&f);
-  agent_label labels[] = {{"team", "infra"}, {"a", "b"}};
+  agent_label labels[] = {{(char[]){"team"}, (char[]){"infra"}}, {(char[]){"a"}, (char[]){"b"}}};
   agent_create_req req = {.name = "rq", .hypervisor = "testvm", .spec = &spec,
                           .labels = labels, .n_labels = 2, .request_id = "req-1"};
   cmn_error err = {0};
@@ -510,7 +511,8 @@ static void test_create_request_id(void)
   CU_ASSERT_EQUAL_FATAL(agent_manager_create_req(f.m, &req, &a, &err), 0);
   CU_ASSERT_STRING_EQUAL(a.request_id, "req-1");
   CU_ASSERT_EQUAL(a.n_labels, 2);
-  agent_label swapped[] = {{"a", "b"}, {"team", "infra"}}; /* order does not matter */
+  /* order does not matter */
+  agent_label swapped[] = {{(char[]){"a"}, (char[]){"b"}}, {(char[]){"team"}, (char[]){"infra"}}};
   req.labels = swapped;
   CU_ASSERT_EQUAL(agent_manager_create_req(f.m, &req, &b, &err), 0);
   CU_ASSERT_STRING_EQUAL(b.id, a.id);

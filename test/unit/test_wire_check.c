@@ -101,20 +101,20 @@ static uint8_t *create_req(size_t *len, const char *placeholder, const char *wit
   Ember__V1__NetworkInterface nic = EMBER__V1__NETWORK_INTERFACE__INIT;
   Ember__V1__Disk *disks[] = {&d0, &d1};
   Ember__V1__NetworkInterface *nics[] = {&nic};
-  r.name = "NAME____";
+  r.name = (char[]){"NAME____"};
   r.start = 1;
-  spec.hypervisor = "HYPER___";
+  spec.hypervisor = (char[]){"HYPER___"};
   spec.vcpus = 300; /* a multi-byte varint */
   spec.memory_mib = 128;
-  spec.kernel_path = "KERNEL__";
-  spec.cmdline = "CMDLINE_";
-  d0.path = "DISK0___";
-  d1.path = "DISK1___";
+  spec.kernel_path = (char[]){"KERNEL__"};
+  spec.cmdline = (char[]){"CMDLINE_"};
+  d0.path = (char[]){"DISK0___"};
+  d1.path = (char[]){"DISK1___"};
   d1.read_only = 1;
   spec.disks = disks;
   spec.n_disks = 2;
-  nic.tap_device = "TAP_____";
-  nic.mac_address = "MAC_____";
+  nic.tap_device = (char[]){"TAP_____"};
+  nic.mac_address = (char[]){"MAC_____"};
   spec.network_interfaces = nics;
   spec.n_network_interfaces = 1;
   r.spec = &spec;
@@ -159,7 +159,7 @@ static void test_fields_named(void)
   }
   /* The case. */
   Ember__V1__DeleteInstanceRequest d = EMBER__V1__DELETE_INSTANCE_REQUEST__INIT;
-  d.id = "keepme_other";
+  d.id = (char[]){"keepme_other"};
   uint8_t *b = pack_patched(&d.base, &n, "keepme_other", "keepme\0other", 12);
   CU_ASSERT_EQUAL(check(&ember__v1__delete_instance_request__descriptor, b, n, &e), -1);
   CU_ASSERT_STRING_EQUAL(e.msg, "id holds a NUL byte at offset 6");
@@ -175,19 +175,20 @@ static void test_deep_nesting(void)
   Google__Protobuf__DescriptorProto m1 = GOOGLE__PROTOBUF__DESCRIPTOR_PROTO__INIT;
   Google__Protobuf__FieldDescriptorProto fl[3];
   Google__Protobuf__FieldDescriptorProto *flp[3];
+  char target[] = "TARGET__", field[] = "field___";
   for (int i = 0; i < 3; i++) {
     google__protobuf__field_descriptor_proto__init(&fl[i]);
-    fl[i].name = i == 2 ? "TARGET__" : "field___";
+    fl[i].name = i == 2 ? target : field;
     fl[i].has_number = 1;
     fl[i].number = i + 1;
     flp[i] = &fl[i];
   }
-  m0.name = "m0";
-  m1.name = "m1";
+  m0.name = (char[]){"m0"};
+  m1.name = (char[]){"m1"};
   m1.field = flp;
   m1.n_field = 3;
   Google__Protobuf__DescriptorProto *mp[] = {&m0, &m1};
-  f.name = "x.proto";
+  f.name = (char[]){"x.proto"};
   f.message_type = mp;
   f.n_message_type = 2;
   size_t n;

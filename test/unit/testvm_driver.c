@@ -36,7 +36,7 @@ static char *tv_describe(void *state) { return cmn_strdup("testvm 1.0"); }
 static int tv_spawn(vmm_vm *vm, cmn_error *err)
 {
   cleanup_free char *tag = cmn_asprintf("%s/testvm", vm->dir);
-  char *argv[] = {"/bin/sh", "-c", "while :; do sleep 1; done", (char *)"testvm", tag, NULL};
+  const char *const argv[] = {"/bin/sh", "-c", "while :; do sleep 1; done", "testvm", tag, NULL};
   cmn_spawn_opts o = {.log_path = vm->vmm_log_path};
   return cmn_proc_spawn(argv, &o, &vm->proc, err);
 }
