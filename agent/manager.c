@@ -8,7 +8,6 @@
  * touches inst->vm (the VMM process and driver connection). Lock order:
  * op_lock before mu. Events are delivered under m->subs_mu after mu is
  * released. */
-#define _GNU_SOURCE
 #include "agent/manager.h"
 #include "agent/record.h"
 #include "agent/snapshot.h"

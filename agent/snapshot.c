@@ -1,5 +1,4 @@
 /* snapshot.c: the snapshot manager (see snapshot.h and docs/architecture.md §4). */
-#define _GNU_SOURCE
 #include "agent/snapshot.h"
 #include "common/cleanup.h"
 #include "common/fault.h"

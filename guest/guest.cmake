@@ -21,7 +21,8 @@ else()
   message(STATUS "musl-gcc not found (Debian musl-tools): guest init linked statically with glibc")
   set(EMBER_INIT_CC ${CMAKE_C_COMPILER})
 endif()
-set(EMBER_INIT_FLAGS -std=c11 -D_GNU_SOURCE -Os -static -s -Wall -Wextra -Wshadow -Wformat=2
+list(TRANSFORM EMBER_FEATURE_MACROS PREPEND -D OUTPUT_VARIABLE EMBER_INIT_DEFINES)
+set(EMBER_INIT_FLAGS -std=c11 ${EMBER_INIT_DEFINES} -Os -static -s -Wall -Wextra -Wshadow -Wformat=2
     -Wformat-security -Wstrict-prototypes -Wmissing-prototypes -Wno-unused-parameter -Wvla
     -Wpointer-arith -fno-common)
 if(EMBER_WERROR)

@@ -3,7 +3,6 @@
  * table names; WatchInstances cannot run without a gRPC call object, so its
  * request checks are repeated here (decode, id length, lookup) and must be
  * kept in step with srv_watch_start in instance.c. */
-#define _GNU_SOURCE
 #include "agent/server/fuzz_entry.h"
 #include "agent/server/internal.h"
 #include "common/mem.h"

@@ -3,7 +3,6 @@
  * convert the result back. Errors are returned as cmn_error; server.c turns
  * them into a gRPC status. WatchInstances is a server stream fed by a manager
  * subscription whose callback only queues serialized events. */
-#define _GNU_SOURCE
 #include "agent/server/internal.h"
 #include "common/cleanup.h"
 #include "common/log.h"

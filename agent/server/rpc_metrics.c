@@ -4,7 +4,6 @@
  * hypervisor type is resolved before the handler runs (so a successful delete,
  * after which the instance is gone, still has it); a type that a client names
  * in CreateInstance becomes a label only when it is a registered one. */
-#define _GNU_SOURCE
 #include "agent/metrics_agent.h"
 #include "agent/server/internal.h"
 #include "common/mem.h"

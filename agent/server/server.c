@@ -9,7 +9,6 @@
  * Lifecycle methods (`slow`) run on their own detached threads: worker threads
  * stay free for Get/List, and an operation always runs to its end; when its
  * client has gone the response is just dropped by the core. */
-#define _GNU_SOURCE
 #include "agent/server/internal.h"
 #include "agent/server/wire_check.h"
 #include "common/cleanup.h"
