@@ -12,6 +12,7 @@
 #include "agent/record.h"
 #include "agent/snapshot.h"
 #include "agent/validate.h"
+#include "agent/vmm_call.h"
 #include "common/cgroup.h"
 #include "common/cleanup.h"
 #include "common/fault.h"
@@ -148,8 +149,7 @@ static void mgr_instance_free(mgr_instance *inst)
 {
   if (inst == NULL)
     return;
-  if (inst->entry != NULL && inst->entry->available && inst->entry->driver->release != NULL)
-    inst->entry->driver->release(inst->entry->state, &inst->vm);
+  vmm_call_release(inst->entry, &inst->vm);
   agent_record_free(&inst->rec);
   free((char *)inst->vm.vmm_log_path);
   free(inst->dir);
@@ -335,8 +335,7 @@ static void mgr_snapshot_record(agent_manager *m, mgr_instance *inst, agent_reco
 static snap_target mgr_target(agent_manager *m, mgr_instance *inst)
 {
   return (snap_target){
-      .drv = inst->entry->driver,
-      .drv_state = inst->entry->state,
+      .entry = inst->entry,
       .caps = inst->entry->caps,
       .vm = &inst->vm,
       .inst_dir = inst->dir,
@@ -429,24 +428,12 @@ static void mgr_vmm_place(agent_manager *m, mgr_instance *inst)
 
 static int mgr_need_driver(mgr_instance *inst, cmn_error *err)
 {
-  if (inst->entry != NULL && inst->entry->available)
-    return 0;
-  if (inst->entry == NULL)
-    cmn_err_set(err, CMN_FAILED_PRECONDITION, "hypervisor %s is not compiled into this emberd",
-                inst->rec.view.hypervisor);
-  else
-    cmn_err_set(err, CMN_FAILED_PRECONDITION, "hypervisor %s is not available: %s",
-                inst->entry->driver->type, inst->entry->detail);
-  cleanup_free char *subject = cmn_asprintf("hypervisors/%s", inst->rec.view.hypervisor);
-  return cmn_err_precondition(err, "HYPERVISOR", subject);
+  return vmm_call_need_available(inst->entry, inst->rec.view.hypervisor, err);
 }
 
 static int mgr_need_cap(mgr_instance *inst, unsigned cap, const char *what, cmn_error *err)
 {
-  if (inst->entry != NULL && (inst->entry->caps & cap) == cap)
-    return 0;
-  return cmn_err_set(err, CMN_UNIMPLEMENTED, "hypervisor %s does not support %s",
-                     inst->rec.view.hypervisor, what);
+  return vmm_call_need_caps(inst->entry, inst->rec.view.hypervisor, cap, what, err);
 }
 
 static int mgr_wrong_state(mgr_instance *inst, agent_op op, agent_state st, cmn_error *err)
@@ -486,7 +473,6 @@ static void mgr_host_files_end(mgr_instance *inst, agent_host_files *hf)
 
 static int mgr_do_start(agent_manager *m, mgr_instance *inst, agent_record *r, cmn_error *err)
 {
-  const vmm_driver *drv = inst->entry->driver;
   snap_target t = mgr_target(m, inst);
   cleanup_free char *mem_dir = NULL;
   int64_t t0 = cmn_now_us();
@@ -498,7 +484,7 @@ static int mgr_do_start(agent_manager *m, mgr_instance *inst, agent_record *r, c
     return -1;
   }
   memset(&inst->vm.proc, 0, sizeof inst->vm.proc);
-  int drc = drv->start(inst->entry->state, &inst->vm, mem_dir, err);
+  int drc = vmm_call_start(inst->entry, &inst->vm, mem_dir, err);
   mgr_host_files_end(inst, &hf);
   if (drc < 0 || cmn_fault("agent.start.after_driver", err) < 0 || snap_after_boot(&t, err) < 0 ||
       cmn_fault("agent.start.before_commit", err) < 0) {
@@ -516,23 +502,22 @@ static int mgr_do_start(agent_manager *m, mgr_instance *inst, agent_record *r, c
 
 static int mgr_do_stop(agent_manager *m, mgr_instance *inst, agent_record *r, cmn_error *err)
 {
-  const vmm_driver *drv = inst->entry ? inst->entry->driver : NULL;
   int64_t t0 = cmn_now_us();
   if (cmn_fault("agent.stop.before_vmm", err) < 0)
     return -1;
   /* The graceful timeout of this Stop: 0 kills the VMM at once. */
   int wait_ms = inst->stop_ms >= 0 ? inst->stop_ms : m->stop_timeout_ms;
-  if (drv != NULL) {
+  if (inst->entry != NULL) {
     snap_target t = mgr_target(m, inst);
     t.shutdown_timeout_ms = wait_ms;
     if (wait_ms == 0) {
       t.caps &= ~(unsigned)VMM_CAP_GRACEFUL_SHUTDOWN;
       if (inst->vm.proc.pid > 0)
         cmn_info(inst->vm.id, "stop", "graceful timeout 0: killing the VMM without a power-off");
-    } else if (inst->vm.proc.pid > 0 && inst->entry->available && drv->powerdown != NULL &&
+    } else if (inst->vm.proc.pid > 0 && vmm_call_can(inst->entry, VMM_CALL_POWERDOWN) &&
                r->view.state == AGENT_STATE_RUNNING) {
       cmn_error e2 = {0};
-      if (drv->powerdown(inst->entry->state, &inst->vm, wait_ms, &e2) < 0)
+      if (vmm_call_powerdown(inst->entry, &inst->vm, wait_ms, &e2) < 0)
         cmn_info(inst->vm.id, "stop", "guest power-off did not finish in %d ms: %s", wait_ms,
                  e2.msg);
     }
@@ -601,10 +586,9 @@ static int mgr_do_restore(agent_manager *m, mgr_instance *inst, agent_record *r,
 static int mgr_do_pause_resume(agent_manager *m, mgr_instance *inst, agent_record *r,
                                bool pause, cmn_error *err)
 {
-  const vmm_driver *drv = inst->entry->driver;
   int64_t t0 = cmn_now_us();
-  int rc = pause ? drv->pause(inst->entry->state, &inst->vm, err)
-                 : drv->resume(inst->entry->state, &inst->vm, err);
+  int rc = pause ? vmm_call_pause(inst->entry, &inst->vm, err)
+                 : vmm_call_resume(inst->entry, &inst->vm, err);
   if (rc < 0)
     return cmn_err_prefix(err, pause ? "pause" : "resume");
   r->view.state = pause ? AGENT_STATE_PAUSED : AGENT_STATE_RUNNING;
@@ -1138,7 +1122,6 @@ static void mgr_recover_one(agent_manager *m, mgr_instance *inst)
   const char *id = r.view.id;
   agent_state before = r.view.state;
   bool avail = inst->entry != NULL && inst->entry->available;
-  const vmm_driver *drv = avail ? inst->entry->driver : NULL;
   snap_target t = avail ? mgr_target(m, inst) : (snap_target){0};
   cleanup_free char *latest = snap_latest_path(inst->dir);
   cleanup_free char *base = snap_base_path(inst->dir);
@@ -1158,9 +1141,7 @@ static void mgr_recover_one(agent_manager *m, mgr_instance *inst)
   }
   if (alive) {
     vmm_run_state rs = VMM_STATE_OTHER;
-    int (*adopt)(void *, vmm_vm *, vmm_run_state *, cmn_error *) =
-        drv->adopt ? drv->adopt : drv->query;
-    if (adopt == NULL || adopt(inst->entry->state, &inst->vm, &rs, &err) < 0) {
+    if (vmm_call_adopt(inst->entry, &inst->vm, &rs, &err) < 0) {
       r.view.state = AGENT_STATE_UNKNOWN;
       cleanup_free char *msg = cmn_asprintf("cannot reach VMM pid %d: %s",
                                             (int)inst->vm.proc.pid, err.msg);
@@ -1200,7 +1181,7 @@ static void mgr_recover_one(agent_manager *m, mgr_instance *inst)
           mgr_set_status(&r, "standby snapshot incomplete after an interrupted operation");
       } else if (rs == VMM_STATE_PAUSED && before == AGENT_STATE_RUNNING) {
         /* A standby interrupted after its pause: resume. */
-        if (drv->resume(inst->entry->state, &inst->vm, &err) < 0) {
+        if (vmm_call_resume(inst->entry, &inst->vm, &err) < 0) {
           r.view.state = AGENT_STATE_PAUSED;
           cmn_warn(id, "recover", "resume after interrupted standby: %s", err.msg);
         } else {
@@ -1211,8 +1192,8 @@ static void mgr_recover_one(agent_manager *m, mgr_instance *inst)
       }
     }
   } else {
-    if (avail && drv->cleanup != NULL)
-      drv->cleanup(inst->entry->state, &inst->vm);
+    if (avail)
+      vmm_call_cleanup(inst->entry, &inst->vm);
     if (latest_ok) {
       if (cmn_is_dir(base))
         cmn_rm_rf(base, &err);

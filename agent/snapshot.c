@@ -1,5 +1,6 @@
 /* snapshot.c: the snapshot manager (see snapshot.h and docs/architecture.md §4). */
 #include "agent/snapshot.h"
+#include "agent/vmm_call.h"
 #include "common/cleanup.h"
 #include "common/fault.h"
 #include "common/files.h"
@@ -134,9 +135,9 @@ void snap_end_vmm(const snap_target *t)
   vmm_vm *vm = t->vm;
   if (vm->proc.pid > 0) {
     bool gone = false;
-    if ((t->caps & VMM_CAP_GRACEFUL_SHUTDOWN) && t->drv->shutdown != NULL) {
+    if ((t->caps & VMM_CAP_GRACEFUL_SHUTDOWN) && vmm_call_can(t->entry, VMM_CALL_SHUTDOWN)) {
       cmn_error err = {0};
-      if (t->drv->shutdown(t->drv_state, vm, t->shutdown_timeout_ms, &err) == 0)
+      if (vmm_call_shutdown(t->entry, vm, t->shutdown_timeout_ms, &err) == 0)
         gone = cmn_proc_wait(&vm->proc, t->shutdown_timeout_ms, NULL) == 0;
       else
         cmn_warn(vm->id, NULL, "graceful VMM exit failed, killing it: %s", err.msg);
@@ -144,10 +145,8 @@ void snap_end_vmm(const snap_target *t)
     if (!gone)
       cmn_proc_kill_reap(&vm->proc);
   }
-  if (t->drv->release != NULL)
-    t->drv->release(t->drv_state, vm);
-  if (t->drv->cleanup != NULL)
-    t->drv->cleanup(t->drv_state, vm);
+  vmm_call_release(t->entry, vm);
+  vmm_call_cleanup(t->entry, vm);
   memset(&vm->proc, 0, sizeof vm->proc);
 }
 
@@ -158,17 +157,16 @@ static void snap_standby_undo(const snap_target *t, const char *latest, bool was
   cmn_error e2 = {0};
   if (cmn_rm_rf(latest, &e2) < 0)
     cmn_error_log(t->vm->id, "standby", "discard failed target: %s", e2.msg);
-  if (was_running && t->drv->resume != NULL &&
-      t->drv->resume(t->drv_state, t->vm, &e2) < 0)
+  if (was_running && vmm_call_resume(t->entry, t->vm, &e2) < 0)
     cmn_error_log(t->vm->id, "standby", "resume after failed standby: %s", e2.msg);
 }
 
 int snap_standby(const snap_target *t, bool was_running, vmm_snap_kind *kind, cmn_error *err)
 {
-  const vmm_driver *drv = t->drv;
   vmm_vm *vm = t->vm;
-  if (drv->snapshot == NULL)
-    return cmn_err_set(err, CMN_UNIMPLEMENTED, "driver %s cannot snapshot", drv->type);
+  if (vmm_call_need_caps(t->entry, NULL, VMM_CAP_SNAPSHOT | (was_running ? VMM_CAP_PAUSE : 0),
+                         "standby", err) < 0)
+    return -1;
   if (snap_ensure_root(t->inst_dir, err) < 0)
     return -1;
   cleanup_free char *latest = snap_latest_path(t->inst_dir);
@@ -177,9 +175,7 @@ int snap_standby(const snap_target *t, bool was_running, vmm_snap_kind *kind, cm
   /* 1. Pause. */
   int64_t t0 = cmn_now_us();
   if (was_running) {
-    if (drv->pause == NULL)
-      return cmn_err_set(err, CMN_UNIMPLEMENTED, "driver %s cannot pause", drv->type);
-    if (drv->pause(t->drv_state, vm, err) < 0)
+    if (vmm_call_pause(t->entry, vm, err) < 0)
       return cmn_err_prefix(err, "pause before standby");
   }
   int64_t t_pause = cmn_now_us();
@@ -209,7 +205,7 @@ int snap_standby(const snap_target *t, bool was_running, vmm_snap_kind *kind, cm
     goto fail;
 
   /* 3. The driver writes into latest. */
-  if (drv->snapshot(t->drv_state, vm, latest, *kind, err) < 0) {
+  if (vmm_call_snapshot(t->entry, vm, latest, *kind, err) < 0) {
     cmn_err_prefix(err, "%s snapshot", *kind == VMM_SNAP_DIFF ? "diff" : "full");
     goto fail;
   }
@@ -274,10 +270,9 @@ int snap_finish_restore(const snap_target *t, cmn_error *err)
 
 int snap_restore(const snap_target *t, cmn_error *err)
 {
-  const vmm_driver *drv = t->drv;
   vmm_vm *vm = t->vm;
-  if (drv->restore == NULL)
-    return cmn_err_set(err, CMN_UNIMPLEMENTED, "driver %s cannot restore", drv->type);
+  if (vmm_call_need_caps(t->entry, NULL, VMM_CAP_SNAPSHOT, "restore", err) < 0)
+    return -1;
   cleanup_free char *latest = snap_latest_path(t->inst_dir);
   if (!snap_is_complete(latest))
     return cmn_err_set(err, CMN_DATA_LOSS,
@@ -285,15 +280,13 @@ int snap_restore(const snap_target *t, cmn_error *err)
   memset(&vm->proc, 0, sizeof vm->proc);
   int64_t t0 = cmn_now_us();
   if (cmn_fault("snap.restore.before_driver", err) < 0 ||
-      drv->restore(t->drv_state, vm, latest, err) < 0) {
+      vmm_call_restore(t->entry, vm, latest, err) < 0) {
     /* Kill and reap the new VMM, remove its files; latest stays untouched so
      * the instance is still Standby and the restore can be retried. */
     if (vm->proc.pid > 0)
       cmn_proc_kill_reap(&vm->proc);
-    if (drv->release != NULL)
-      drv->release(t->drv_state, vm);
-    if (drv->cleanup != NULL)
-      drv->cleanup(t->drv_state, vm);
+    vmm_call_release(t->entry, vm);
+    vmm_call_cleanup(t->entry, vm);
     memset(&vm->proc, 0, sizeof vm->proc);
     snap_explain_space(t->inst_dir, err);
     return -1;

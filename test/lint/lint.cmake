@@ -16,3 +16,9 @@ add_test(NAME lint_tests_registered
          COMMAND /bin/sh ${CMAKE_SOURCE_DIR}/test/lint/tests_registered.sh
                  ${CMAKE_SOURCE_DIR} ${CMAKE_BINARY_DIR})
 set_tests_properties(lint_tests_registered PROPERTIES LABELS "lint" TIMEOUT 120)
+
+# Driver operations are called only through agent/vmm_call.c (one boundary for
+# availability, capability and missing-op checks).
+add_test(NAME lint_driver_calls
+         COMMAND /bin/sh ${CMAKE_SOURCE_DIR}/test/lint/driver_calls.sh ${CMAKE_SOURCE_DIR})
+set_tests_properties(lint_driver_calls PROPERTIES LABELS "lint" TIMEOUT 120)

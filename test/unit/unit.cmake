@@ -13,6 +13,8 @@ endfunction()
 ember_unit_test(test_manager)
 ember_unit_test(test_common)
 ember_unit_test(test_registry)
+# The agent's one boundary for driver calls (agent/vmm_call.c).
+ember_unit_test(test_vmm_call)
 ember_unit_test(test_datadir)
 ember_unit_test(test_hostfiles)
 # The server's error details (agent/server/status_details.c), decoded back.
