@@ -223,13 +223,10 @@ int mgr_run_op(agent_manager *m, mgr_instance *inst, agent_op op, cmn_error *err
    * (snap_restore logged it): retire it now, so latest exists only in Standby. */
   if ((st == AGENT_STATE_RUNNING || st == AGENT_STATE_PAUSED) && inst->entry != NULL &&
       inst->entry->available) {
-    cleanup_free char *latest = snap_latest_path(inst->dir);
-    if (snap_is_complete(latest)) {
-      snap_target t = mgr_target(m, inst);
-      cmn_error e2 = {0};
-      if (snap_finish_restore(&t, &e2) < 0)
-        cmn_warn(inst->rec.view.id, agent_op_name(op), "retire snapshot-latest: %s", e2.msg);
-    }
+    snap_target t = mgr_target(m, inst);
+    cmn_error e2 = {0};
+    if (snap_retire_stale_latest(&t, &e2) < 0)
+      cmn_warn(inst->rec.view.id, agent_op_name(op), "retire snapshot-latest: %s", e2.msg);
   }
 
   /* Target state already holds: OK, nothing changes. */

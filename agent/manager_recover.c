@@ -69,9 +69,7 @@ static void mgr_recover_one(agent_manager *m, mgr_instance *inst)
   agent_state before = r.view.state;
   bool avail = inst->entry != NULL && inst->entry->available;
   snap_target t = avail ? mgr_target(m, inst) : (snap_target){0};
-  cleanup_free char *latest = snap_latest_path(inst->dir);
-  cleanup_free char *base = snap_base_path(inst->dir);
-  bool latest_ok = snap_is_complete(latest);
+  bool latest_ok = snap_latest_complete(inst->dir);
   cmn_error err = {0};
 
   cmn_proc p = r.proc;
@@ -103,14 +101,11 @@ static void mgr_recover_one(agent_manager *m, mgr_instance *inst)
       /* A standby that finished writing (or a restore that never resumed):
        * the snapshot is the guest; the VMM goes. */
       snap_end_vmm(&t);
-      if (cmn_is_dir(base) && !snap_is_complete(base))
-        cmn_rm_rf(base, &err);
+      snap_discard_incomplete(inst->dir, &err); /* latest is complete: only a base goes */
       r.view.state = AGENT_STATE_STANDBY;
     } else {
       /* Any half-written standby target is discarded; the VM lives on. */
-      cmn_rm_rf(latest, &err);
-      if (cmn_is_dir(base) && !snap_is_complete(base))
-        cmn_rm_rf(base, &err);
+      snap_discard_incomplete(inst->dir, &err);
       if (before == AGENT_STATE_STANDBY && rs != VMM_STATE_OTHER) {
         /* A restore interrupted after its guest resumed and latest was retired
          * (into snapshot-base, or removed without base reuse): only the record
@@ -141,8 +136,7 @@ static void mgr_recover_one(agent_manager *m, mgr_instance *inst)
     if (avail)
       vmm_call_cleanup(inst->entry, &inst->vm);
     if (latest_ok) {
-      if (cmn_is_dir(base))
-        cmn_rm_rf(base, &err);
+      snap_discard_base(inst->dir, &err);
       r.view.state = AGENT_STATE_STANDBY;
     } else {
       snap_discard_all(inst->dir, &err);

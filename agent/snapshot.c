@@ -14,20 +14,46 @@
 #include <string.h>
 #include <unistd.h>
 
-char *snap_latest_path(const char *inst_dir)
+static char *snap_latest_path(const char *inst_dir)
 {
   return cmn_asprintf("%s/" SNAP_DIR "/" SNAP_LATEST, inst_dir);
 }
 
-char *snap_base_path(const char *inst_dir)
+static char *snap_base_path(const char *inst_dir)
 {
   return cmn_asprintf("%s/" SNAP_DIR "/" SNAP_BASE, inst_dir);
 }
 
-bool snap_is_complete(const char *snap_dir)
+static bool snap_is_complete(const char *snap_dir)
 {
   cleanup_free char *m = cmn_asprintf("%s/" SNAP_MARKER, snap_dir);
   return cmn_is_regular_file(m);
+}
+
+bool snap_latest_complete(const char *inst_dir)
+{
+  cleanup_free char *latest = snap_latest_path(inst_dir);
+  return snap_is_complete(latest);
+}
+
+int snap_discard_incomplete(const char *inst_dir, cmn_error *err)
+{
+  cleanup_free char *latest = snap_latest_path(inst_dir);
+  cleanup_free char *base = snap_base_path(inst_dir);
+  int rc = 0;
+  if (!snap_is_complete(latest) && cmn_rm_rf(latest, err) < 0)
+    rc = -1;
+  if (cmn_is_dir(base) && !snap_is_complete(base) && cmn_rm_rf(base, err) < 0)
+    rc = -1;
+  return rc;
+}
+
+int snap_discard_base(const char *inst_dir, cmn_error *err)
+{
+  cleanup_free char *base = snap_base_path(inst_dir);
+  if (cmn_is_dir(base))
+    return cmn_rm_rf(base, err);
+  return 0;
 }
 
 int snap_mark_complete(const char *snap_dir, vmm_snap_kind kind, cmn_error *err)
@@ -266,6 +292,13 @@ int snap_finish_restore(const snap_target *t, cmn_error *err)
   if (cmn_fault("snap.restore.before_rename", err) < 0)
     return -1;
   return cmn_rename_durable(latest, base, err);
+}
+
+int snap_retire_stale_latest(const snap_target *t, cmn_error *err)
+{
+  if (!snap_latest_complete(t->inst_dir))
+    return 0;
+  return snap_finish_restore(t, err);
 }
 
 int snap_restore(const snap_target *t, cmn_error *err)
