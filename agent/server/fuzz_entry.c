@@ -60,12 +60,10 @@ bool srv_fuzz_method_mutates(size_t i)
   const char *name = srv_fuzz_method_name(i);
   if (name == NULL)
     return false;
-  static const char *const readonly[] = {"GetInstance", "ListInstances", "ListHypervisors",
-                                         "WatchInstances"};
-  for (size_t k = 0; k < sizeof(readonly) / sizeof(readonly[0]); k++)
-    if (strcmp(name, readonly[k]) == 0)
-      return false;
-  return true;
+  const srv_method *m[32];
+  size_t n;
+  fuzz__collect(m, &n);
+  return m[i]->mutates; /* agent/rpc_table.h */
 }
 
 /* WatchInstances' request checks, as srv_watch_start performs them. */
@@ -110,7 +108,10 @@ int srv_fuzz_dispatch(srv_fuzz *f, size_t i, const uint8_t *req, size_t len, uin
   if (srv_request_check(m, req, len, err) < 0)
     return -1;
   if (m->kind == SRV_UNARY)
-    return m->unary(&f->srv, req, len, resp, resp_len, err);
+  {
+    srv_op_probe probe = {0}; /* no metrics here */
+    return m->unary(&f->srv, &probe, req, len, resp, resp_len, err);
+  }
   if (fuzz__watch(f, req, len, err) < 0)
     return -1;
   *resp = cmn_calloc(1, 1);
