@@ -11,7 +11,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define FUZZ_PREFIX "/ember.v1.InstanceService/"
 /* Same limit as SRV_ID_MAX in instance.c. */
 #define FUZZ_ID_MAX 256
 
@@ -21,12 +20,17 @@ struct srv_fuzz {
   size_t n;
 };
 
+/* The InstanceService rows of the method table in .proto order (the index a
+ * corpus seed's first byte selects; test/fuzz/make_corpus.py takes the same
+ * order from the descriptor). */
 static void fuzz__collect(const srv_method **out, size_t *n)
 {
+  const ProtobufCServiceDescriptor *svc = &ember__v1__instance_service__descriptor;
   *n = 0;
-  for (size_t i = 0; i < srv_n_methods && *n < 32; i++)
-    if (strncmp(srv_methods[i].path, FUZZ_PREFIX, strlen(FUZZ_PREFIX)) == 0)
-      out[(*n)++] = &srv_methods[i];
+  for (unsigned k = 0; k < svc->n_methods && *n < 32; k++)
+    for (size_t i = 0; i < srv_n_methods; i++)
+      if (srv_methods[i].service == svc && strcmp(srv_methods[i].method, svc->methods[k].name) == 0)
+        out[(*n)++] = &srv_methods[i];
 }
 
 srv_fuzz *srv_fuzz_create(agent_manager *mgr)
@@ -52,7 +56,7 @@ const char *srv_fuzz_method_name(size_t i)
   const srv_method *m[32];
   size_t n;
   fuzz__collect(m, &n);
-  return i < n ? m[i]->path + strlen(FUZZ_PREFIX) : NULL;
+  return i < n ? m[i]->method : NULL;
 }
 
 bool srv_fuzz_method_mutates(size_t i)
