@@ -156,6 +156,14 @@ grep -q 'emberctl --timeout 3s health' "$WORK/inspect.txt" || fail "image has no
 
 # ---- run: non-root, no network, /dev/kvm if the host has it, socket dir shared ----
 SOCK="$WORK/sock"
+# The host's image folder, mounted where the image's default --host-file-root
+# points (deploy/Containerfile), as an operator would: any regular file serves
+# as a kernel for an instance that is never started.
+IMAGES="$WORK/images"
+mkdir -p "$IMAGES"
+head -c 65536 /dev/urandom > "$IMAGES/smoke-kernel"
+chmod 0755 "$IMAGES"
+chmod 0644 "$IMAGES/smoke-kernel"
 rm -f "$SOCK/emberd.sock"
 chown 10001:10001 "$SOCK"
 dev=()
@@ -167,7 +175,8 @@ t=$(date +%s)
 # --health-interval disable: no systemd here to schedule the HEALTHCHECK
 # (podman would log errors); `podman healthcheck run` below runs it once.
 "${P[@]}" run -d --pull=never --name "$CTR" --network none "${dev[@]}" --health-interval disable \
-  -v "ember-smoke-data-$$:/var/lib/ember" -v "$SOCK:/run/ember" "$IMAGE" >/dev/null \
+  -v "ember-smoke-data-$$:/var/lib/ember" -v "$SOCK:/run/ember" \
+  -v "$IMAGES:/var/lib/ember-images:ro" "$IMAGE" >/dev/null \
   2>>"$WORK/podman.log" || { tail -5 "$WORK/podman.log"; fail "podman run failed"; }
 ready=""
 for _ in $(seq 1 100); do
@@ -191,9 +200,16 @@ ex sh -c 'test "$(cat /proc/1/comm)" = emberd' || fail "PID 1 is not emberd"
 ex emberctl --json hypervisors > "$WORK/hypervisors.json"
 grep -q '"type":[[:space:]]*"qemu"' "$WORK/hypervisors.json" || fail "no qemu hypervisor"
 ex emberctl hypervisors | sed 's/^/    /'
-ex qemu-system-x86_64 --version | head -1 | sed 's/^/    /'
-# Any regular file serves as a kernel for an instance that is never started.
-ex emberctl create smoke-vm --kernel /usr/bin/emberctl --memory-mib 64 >/dev/null
+# sed, not head: head would close the pipe early and podman exec would die of
+# SIGPIPE (pipefail).
+ex qemu-system-x86_64 --version | sed -n '1s/^/    /p'
+# The fence is on: a file outside the image folder is refused, nothing created.
+if out=$(ex emberctl create fenced --kernel /usr/bin/emberctl --memory-mib 64 2>&1); then
+  fail "the image's emberd accepted a kernel outside /var/lib/ember-images"
+fi
+echo "$out" | grep -q 'ember-images' || fail "refusal does not name the allowed root: $out"
+say "host path fence: /usr/bin/emberctl refused ($(echo "$out" | tail -1 | cut -c1-100))"
+ex emberctl create smoke-vm --kernel /var/lib/ember-images/smoke-kernel --memory-mib 64 >/dev/null
 if [ -n "$HOST_CTL" ] && [ -x "$HOST_CTL" ]; then
   "$HOST_CTL" --socket "$SOCK/emberd.sock" list | sed 's/^/    host> /'
   "$HOST_CTL" --socket "$SOCK/emberd.sock" get smoke-vm >/dev/null \
@@ -237,13 +253,14 @@ if [ -n "$TINY" ] && [ -f "$TINY" ] && [ -c /dev/kvm ]; then
     "${P[@]}" run -d --pull=never --name "$name" --network none --pid host --user 0 \
       --device /dev/kvm -e EMBER_QEMU_ACCEL=kvm --health-interval disable \
       -v /sys/fs/cgroup:/sys/fs/cgroup -v "$name:/var/lib/ember" \
-      -v "$TINY:/guest/tiny.elf:ro" "$IMAGE" --log-level info "$@" >/dev/null \
+      -v "$TINY:/var/lib/ember-images/tiny.elf:ro" "$IMAGE" --log-level info \
+      --host-file-root /var/lib/ember-images "$@" >/dev/null \
       2>>"$WORK/podman.log" || { tail -5 "$WORK/podman.log"; fail "podman run ($name) failed"; }
     for _ in $(seq 1 100); do
       "${P[@]}" exec "$name" emberctl --timeout 2s health >/dev/null 2>&1 && break
       sleep 0.2
     done
-    "${P[@]}" exec "$name" emberctl create tiny --kernel /guest/tiny.elf --memory-mib 32 \
+    "${P[@]}" exec "$name" emberctl create tiny --kernel /var/lib/ember-images/tiny.elf --memory-mib 32 \
       --start >/dev/null || { "${P[@]}" logs "$name" 2>&1 | tail -10; fail "no guest in $name"; }
     local vmm
     vmm=$("${P[@]}" exec "$name" emberctl --json get tiny |

@@ -89,7 +89,11 @@ class Ctx:
 
     def __init__(self, fake):
         self.fake = fake
-        self.d = Emberd(env={"EMBER_FIRECRACKER_BIN": fake}, log_level="info")
+        # The scenarios leave their instances (many Running fakes of 1 vCPU):
+        # the vCPU overcommit is raised so that admission (docs/capacity.md)
+        # does not refuse the later rows' starts on a 2-CPU host.
+        self.d = Emberd(env={"EMBER_FIRECRACKER_BIN": fake}, log_level="info",
+                        args=["--vcpu-overcommit", "64"])
         self.n = 0
         files = os.path.join(self.d.root, "files")
         os.makedirs(files, exist_ok=True)
@@ -157,15 +161,68 @@ def s_create_host_full(c):
         return code_of(d.create, "two", c.spec(d))[0]
 
 
-def s_create_start_unavailable(c):
-    hv = {h.type: h for h in c.d.list_hypervisors()}
-    ch = hv.get("cloud-hypervisor")
-    if ch is None or ch.available:
-        raise Skip("needs a hypervisor that is compiled in but unavailable (cloud-hypervisor)")
-    name = c.name("chu")
-    code = code_of(c.d.create, name, c.spec(hv="cloud-hypervisor"), True)[0]
-    if c.d.get(name).state != pb.INSTANCE_STATE_STOPPED:
-        return "instance not left Stopped"
+def s_create_unavailable(c):
+    """Firecracker whose binary is absent: compiled in, not available here.
+    Refused at create (with or without start), and nothing is created."""
+    absent = os.path.join(c.files, "no-such-firecracker")
+    with Emberd(env={"EMBER_FIRECRACKER_BIN": absent}, log_level="info") as d:
+        fc = {h.type: h for h in d.list_hypervisors()}.get("firecracker")
+        if fc is None or fc.available:
+            return "firecracker with an absent binary is listed as available"
+        codes = set()
+        for start in (False, True):
+            name = "unavail-%d" % start
+            codes.add(code_of(d.create, name, c.spec(d), start)[0])
+            if code_of(d.get, name)[0] != "NOT_FOUND":
+                return "a refused create left an instance (start=%s)" % start
+        return codes.pop() if len(codes) == 1 else "differs with start: %s" % sorted(codes)
+
+
+def s_create_admission(c):
+    """A guest larger than the whole host (the largest RAM a spec may ask)."""
+    s = c.spec()
+    s.memory_mib = 262144
+    with open("/proc/meminfo") as f:
+        total_mib = int(f.readline().split()[1]) // 1024
+    if total_mib >= s.memory_mib:
+        raise Skip("this host has %d MiB of RAM: 256 GiB fits" % total_mib)
+    name = c.name("big")
+    code, msg = code_of(c.d.create, name, s)
+    print("    (%s)" % msg)
+    if code_of(c.d.get, name)[0] != "NOT_FOUND":
+        return "a refused create left an instance"
+    return code
+
+
+def s_create_host_path(c):
+    """A kernel inside emberd's data dir (docs/host-paths.md rule 1)."""
+    i = c.fc()
+    rec = os.path.join(c.inst_dir(i), "instance.json")
+    name = c.name("hp")
+    code = code_of(c.d.create, name, c.spec(kernel=rec))[0]
+    if code_of(c.d.get, name)[0] != "NOT_FOUND":
+        return "a refused create left an instance"
+    return code
+
+
+def s_create_bad_labels(c):
+    return code_of(c.d.create, c.name("lab"), c.spec(), labels={"-bad": "x"})[0]
+
+
+def s_create_bad_request_id(c):
+    return code_of(c.d.create, c.name("rid"), c.spec(), request_id="bad id!")[0]
+
+
+def s_create_request_id_reuse(c):
+    rid = "reuse-%d" % os.getpid()
+    first = c.d.create(c.name("rq"), c.spec(), request_id=rid)
+    again = c.d.create(first.name, c.spec(), request_id=rid)
+    if again.id != first.id:
+        return "the same request created a second instance"
+    name = c.name("rq")
+    code = code_of(c.d.create, name, c.spec(), request_id=rid)[0]
+    if code_of(c.d.get, name)[0] != "NOT_FOUND":
+        return "a reused request_id created an instance"
     return code
 
 
@@ -194,8 +251,26 @@ def s_get_unknown(c):
     return code_of(c.d.get, "no-such-instance")[0]
 
 
-def s_list_bad_state(c):
-    return code_of(c.d.list, 99)[0]
+def s_list_bad_filter(c):
+    codes = {code_of(c.d.list_page, filter=f)[0]
+             for f in ("state=BOGUS", "colour=red", "state", 'name="open', "x" * 2000)}
+    return codes.pop() if len(codes) == 1 else "differs between filters: %s" % sorted(codes)
+
+
+def s_list_bad_page_token(c):
+    for _ in range(2):
+        c.fc()
+    page = c.d.list_page(page_size=1)
+    if not page.next_page_token:
+        return "no next_page_token with page_size 1"
+    codes = {code_of(c.d.list_page, page_token="not-a-token")[0],
+             # a token is only good with the filter that produced it
+             code_of(c.d.list_page, page_token=page.next_page_token, filter="state=STOPPED")[0]}
+    return codes.pop() if len(codes) == 1 else "differs: %s" % sorted(codes)
+
+
+def s_list_bad_page_size(c):
+    return code_of(c.d.list_page, page_size=-1)[0]
 
 
 def s_start_unknown(c):
@@ -226,12 +301,41 @@ def s_start_kernel_removed(c):
 
 
 def s_start_unavailable(c):
-    hv = {h.type: h for h in c.d.list_hypervisors()}
-    ch = hv.get("cloud-hypervisor")
-    if ch is None or ch.available:
-        raise Skip("needs a hypervisor that is compiled in but unavailable (cloud-hypervisor)")
-    i = c.d.create(c.name("chs"), c.spec(hv="cloud-hypervisor"))
-    return code_of(c.d.start_instance, i.id)[0]
+    """Created while the Firecracker fake is there; emberd restarted with its
+    binary gone (the driver became unavailable)."""
+    fake = os.path.join(c.files, "fc-fake-gone")
+    shutil.copyfile(c.fake, fake)
+    os.chmod(fake, 0o755)
+    d = Emberd(env={"EMBER_FIRECRACKER_BIN": fake}, log_level="info")
+    try:
+        i = d.create("was-available", c.spec(d))
+        d.stop()
+        os.unlink(fake)
+        d.start()
+        fc = {h.type: h for h in d.list_hypervisors()}.get("firecracker")
+        if fc is None or fc.available:
+            return "firecracker still available with its binary gone"
+        code = code_of(d.start_instance, i.id)[0]
+        if d.get(i.id).state != pb.INSTANCE_STATE_STOPPED:
+            return "instance not left Stopped"
+        return code
+    finally:
+        d.close()
+
+
+def s_start_host_path(c):
+    """The kernel is a symlink that passed at create and was retargeted into
+    emberd's data dir before Start (docs/host-paths.md)."""
+    other = c.fc()
+    link = os.path.join(c.files, c.name("klink"))
+    os.symlink(c.kernel, link)
+    i = c.d.create(c.name("hps"), c.spec(kernel=link))
+    os.unlink(link)
+    os.symlink(os.path.join(c.inst_dir(other), "instance.json"), link)
+    code = code_of(c.d.start_instance, i.id)[0]
+    if c.d.get(i.id).state != pb.INSTANCE_STATE_STOPPED:
+        return "instance not left Stopped"
+    return code
 
 
 def s_start_vmm_refused(c):
@@ -253,6 +357,14 @@ def s_stop_unknown(c):
 
 def s_stop_stopped(c):
     return code_of(c.d.stop_instance, c.fc().id)[0]
+
+
+def s_stop_bad_timeout(c):
+    i = c.fc("running")
+    codes = {code_of(c.d.stop_instance, i.id, graceful_timeout_s=t)[0] for t in (-1, 3601)}
+    if c.d.get(i.id).state != pb.INSTANCE_STATE_RUNNING:
+        return "instance not left Running"
+    return codes.pop() if len(codes) == 1 else "differs: %s" % sorted(codes)
 
 
 def s_pause_unknown(c):
@@ -311,10 +423,10 @@ def s_standby_record_unsaved(c):
     finally:
         chattr("-i", rec)
     # The monitor saves the record once the disk takes it, and the warning goes;
-    # the repair is no state change (updated_at stays).
+    # the repair is no state change (update_time stays).
     wait(lambda: c.d.get(i.id).status_message == "", "the record to be repaired")
-    if c.d.get(i.id).updated_at_us != r.updated_at_us:
-        return "the repair moved updated_at"
+    if c.d.get(i.id).update_time != r.update_time:
+        return "the repair moved update_time"
     with open(rec) as f:
         on_disk = json.load(f)
     if on_disk.get("state") != "standby" or on_disk.get("status_message"):
@@ -395,6 +507,13 @@ def s_delete_unknown(c):
     return code_of(c.d.delete, "no-such-instance")[0]
 
 
+def s_delete_allow_missing(c):
+    code, r = code_of(c.d.delete, "no-such-instance", allow_missing=True)
+    if code == "OK" and r != "":
+        return "OK but id %r (expected empty)" % r
+    return code
+
+
 def s_hypervisors_ok(c):
     return code_of(c.d.list_hypervisors)[0]
 
@@ -405,6 +524,67 @@ def s_watch_bad_id(c):
 
 def s_watch_unknown(c):
     return code_of(c.d.watch, "no-such-instance", timeout=10)[0]
+
+
+# Every RPC with a string field, and the field: the raw request carries it as
+# field 1 (id; name for CreateInstance) or 4 (ListInstances.filter).
+STRING_RPCS = (("CreateInstance", 1), ("GetInstance", 1), ("ListInstances", 4),
+               ("StartInstance", 1), ("StopInstance", 1), ("PauseInstance", 1),
+               ("ResumeInstance", 1), ("StandbyInstance", 1), ("RestoreInstance", 1),
+               ("DeleteInstance", 1), ("WatchInstances", 1))
+
+
+def _varint(n):
+    out = bytearray()
+    while True:
+        b, n = n & 0x7F, n >> 7
+        out.append(b | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def _raw_string_codes(c, value):
+    """Sends each RPC a hand-encoded request whose string field is `value`
+    (bytes; the python protobuf refuses to encode invalid UTF-8 itself)."""
+    codes = {}
+    for rpc, field in STRING_RPCS:
+        # Otherwise valid requests, so only the bad bytes can be refused:
+        # CreateInstance gets a good spec, ListInstances a `name=` filter term.
+        v = b"name=" + value if rpc == "ListInstances" else value
+        payload = bytes([(field << 3) | 2, len(v)]) + v
+        if rpc == "CreateInstance":
+            spec = c.spec().SerializeToString()
+            payload += bytes([(2 << 3) | 2]) + _varint(len(spec)) + spec
+        path = "/ember.v1.InstanceService/" + rpc
+        if rpc == "WatchInstances":
+            fn = c.d.channel.unary_stream(path, request_serializer=None, response_deserializer=None)
+        else:
+            fn = c.d.channel.unary_unary(path, request_serializer=None, response_deserializer=None)
+        codes[rpc] = code_of(fn, payload, timeout=10)[0]
+    return codes
+
+
+def _same_code(codes):
+    distinct = set(codes.values())
+    if len(distinct) == 1:
+        return distinct.pop()
+    return "differs between RPCs: %s" % sorted(codes.items())
+
+
+def s_any_nul(c):
+    before = len(c.d.list())
+    code = _same_code(_raw_string_codes(c, b"inst\x00ance"))
+    if len(c.d.list()) != before:
+        return "a refused request created an instance"
+    return code
+
+
+def s_any_bad_utf8(c):
+    before = len(c.d.list())
+    code = _same_code(_raw_string_codes(c, b"inst\xff\xfeance"))
+    if len(c.d.list()) != before:
+        return "a refused request created an instance"
+    return code
 
 
 def s_any_down(c):
@@ -488,21 +668,30 @@ SCENARIOS = {
     "create.kernel-missing": s_create_kernel_missing,
     "create.name-taken": s_create_name_taken,
     "create.host-full": s_create_host_full,
-    "create.start-unavailable": s_create_start_unavailable,
+    "create.unavailable": s_create_unavailable,
+    "create.admission": s_create_admission,
+    "create.host-path": s_create_host_path,
+    "create.bad-labels": s_create_bad_labels,
+    "create.bad-request-id": s_create_bad_request_id,
+    "create.request-id-reuse": s_create_request_id_reuse,
     "create.disk-unwritable": s_create_disk_unwritable,
     "get.no-id": s_get_no_id,
     "get.bad-id": s_get_bad_id,
     "get.unknown": s_get_unknown,
-    "list.bad-state": s_list_bad_state,
+    "list.bad-filter": s_list_bad_filter,
+    "list.bad-page-token": s_list_bad_page_token,
+    "list.bad-page-size": s_list_bad_page_size,
     "start.unknown": s_start_unknown,
     "start.running": s_start_running,
     "start.wrong-state": s_start_wrong_state,
     "start.kernel-removed": s_start_kernel_removed,
     "start.unavailable": s_start_unavailable,
+    "start.host-path": s_start_host_path,
     "start.vmm-refused": s_start_vmm_refused,
     "start.internal": s_start_internal,
     "stop.unknown": s_stop_unknown,
     "stop.stopped": s_stop_stopped,
+    "stop.bad-timeout": s_stop_bad_timeout,
     "stop.internal": s_stop_internal,
     "pause.unknown": s_pause_unknown,
     "pause.wrong-state": s_pause_wrong_state,
@@ -519,10 +708,13 @@ SCENARIOS = {
     "restore.state-missing": s_restore_state_missing,
     "restore.internal": s_restore_internal,
     "delete.unknown": s_delete_unknown,
+    "delete.allow-missing": s_delete_allow_missing,
     "delete.internal": s_delete_internal,
     "hypervisors.ok": s_hypervisors_ok,
     "watch.bad-id": s_watch_bad_id,
     "watch.unknown": s_watch_unknown,
+    "any.nul": s_any_nul,
+    "any.bad-utf8": s_any_bad_utf8,
     "any.down": s_any_down,
 }
 

@@ -81,7 +81,10 @@ def part_slow_disk(fake):
         return "part A cannot loop-mount an ext4 image here"
     frozen = False
     try:
-        with Emberd(root=root, env={"EMBER_FIRECRACKER_BIN": fake}, log_level="info") as d:
+        # The 64 MiB image is deliberately small (a freeze blocks quickly): no
+        # disk reserve, so admission (docs/capacity.md) admits the 16 MiB guests.
+        with Emberd(root=root, env={"EMBER_FIRECRACKER_BIN": fake}, log_level="info",
+                    args=["--disk-reserve-mib", "0"]) as d:
             spec = fc_spec(d)
             victim = d.create("victim", spec)
             others = [d.create("other-%d" % i, spec).id for i in range(3)]
