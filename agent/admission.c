@@ -1,5 +1,4 @@
 /* admission.c: does a guest fit this host? (see admission.h, docs/capacity.md) */
-#define _GNU_SOURCE
 #include "agent/admission.h"
 #include "common/cleanup.h"
 #include "common/files.h"

@@ -1,7 +1,6 @@
 /* config.c: emberd's flags and JSON config file (see config.h). The file is
  * read once at start-up; unknown keys and wrong types are errors so that a
  * typo never silently falls back to a default. */
-#define _GNU_SOURCE
 #include "agent/config.h"
 #include "common/cleanup.h"
 #include "common/files.h"

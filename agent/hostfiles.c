@@ -5,7 +5,6 @@
  * never blocks on a FIFO), checked by what that descriptor is, then reopened
  * through /proc/self/fd/<O_PATH fd> with the real access mode: the reopen
  * reaches the very inode that was checked, never a name. */
-#define _GNU_SOURCE
 #include "agent/hostfiles.h"
 #include "common/cleanup.h"
 #include "common/mem.h"

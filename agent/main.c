@@ -8,7 +8,6 @@
  * operations run to their end, then the manager is freed. VMMs keep running;
  * the next emberd re-adopts them. Exit status 0 after a signal, 1 when
  * start-up fails, 2 for a usage error. */
-#define _GNU_SOURCE
 #include "agent/config.h"
 #include "agent/datadir.h"
 #include "agent/manager.h"

@@ -1,4 +1,8 @@
-/* manager.c: the instance manager (see manager.h and docs/architecture.md §3).
+/* manager.c: the instance manager (see manager.h and docs/architecture.md §3):
+ * the instance table, lookup, events, commits, admission, create/get/list/
+ * delete, and manager create/free. The operations are in manager_ops.c,
+ * start-up recovery in manager_recover.c, the VMM monitor in
+ * manager_monitor.c; their shared types in manager_internal.h.
  *
  * Locking: m->mu guards the instance table, every instance's committed record
  * and the names of creates in progress; it is held only for short copies and
@@ -8,11 +12,11 @@
  * touches inst->vm (the VMM process and driver connection). Lock order:
  * op_lock before mu. Events are delivered under m->subs_mu after mu is
  * released. */
-#define _GNU_SOURCE
-#include "agent/manager.h"
+#include "agent/manager_internal.h"
 #include "agent/record.h"
 #include "agent/snapshot.h"
 #include "agent/validate.h"
+#include "agent/vmm_call.h"
 #include "common/cgroup.h"
 #include "common/cleanup.h"
 #include "common/fault.h"
@@ -31,66 +35,6 @@
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
-
-#define MANAGER_DEFAULT_MAX 256
-#define MANAGER_DEFAULT_STOP_MS 10000
-#define MANAGER_MONITOR_MS 200
-/* status_message of a state whose record could not be saved (docs/errors.md). */
-#define MANAGER_UNSAVED "the record of this state is not saved yet"
-
-typedef struct mgr_instance {
-  pthread_mutex_t op_lock;
-  agent_record rec;      /* committed record; guarded by m->mu */
-  char *dir;             /* immutable after creation */
-  vmm_vm vm;             /* guarded by op_lock */
-  const vmm_entry *entry;/* driver; immutable */
-  int refs;              /* guarded by m->mu */
-  bool deleted;          /* guarded by m->mu */
-  int stop_ms;           /* graceful timeout of the Stop in progress, -1: the
-                            configured one; guarded by op_lock */
-  bool record_dirty;     /* the committed record is not on disk; guarded by op_lock */
-} mgr_instance;
-
-typedef struct mgr_sub {
-  int handle;
-  agent_event_fn fn;
-  void *ctx;
-} mgr_sub;
-
-struct agent_manager {
-  char *data_dir;
-  char *instances_dir;
-  int max_instances;
-  int stop_timeout_ms;
-  char *vmm_cgroup;
-  agent_host_fence *fence; /* host file paths (hostfiles.h); immutable */
-  const vmm_registry *reg;
-  agent_admission_config admission;
-  agent_host_probe_fn host_probe;
-  void *host_probe_ctx;
-  agent_usage admitting; /* admitted starts/restores not yet committed; under mu */
-
-  pthread_mutex_t mu;
-  mgr_instance **insts;
-  size_t n_insts;
-  size_t cap_insts;
-  /* Names of creates writing their folder (outside mu): reserved so that two
-   * creates of one name cannot both succeed, and counted for admission. */
-  char **creating;
-  size_t n_creating;
-  pthread_cond_t created_cv; /* a create released its name (with mu) */
-
-  pthread_mutex_t subs_mu;
-  mgr_sub *subs;
-  size_t n_subs;
-  int next_sub;
-
-  pthread_t monitor;
-  bool monitor_running;
-  pthread_mutex_t stop_mu;
-  pthread_cond_t stop_cv;
-  bool stopping;
-};
 
 const char *agent_state_name(agent_state s)
 {
@@ -130,7 +74,7 @@ static void mgr_vm_bind(mgr_instance *inst)
   inst->vm.priv = priv;
 }
 
-static mgr_instance *mgr_instance_new(const agent_record *rec, const char *dir,
+mgr_instance *mgr_instance_new(const agent_record *rec, const char *dir,
                                       const vmm_entry *entry)
 {
   mgr_instance *inst = cmn_calloc(1, sizeof *inst);
@@ -149,8 +93,7 @@ static void mgr_instance_free(mgr_instance *inst)
 {
   if (inst == NULL)
     return;
-  if (inst->entry != NULL && inst->entry->available && inst->entry->driver->release != NULL)
-    inst->entry->driver->release(inst->entry->state, &inst->vm);
+  vmm_call_release(inst->entry, &inst->vm);
   agent_record_free(&inst->rec);
   free((char *)inst->vm.vmm_log_path);
   free(inst->dir);
@@ -160,7 +103,7 @@ static void mgr_instance_free(mgr_instance *inst)
 
 /* Drops a reference; a deleted instance is freed by the last one, after mu is
  * released (freeing calls the driver's release). */
-static void mgr_unref(agent_manager *m, mgr_instance *inst)
+void mgr_unref(agent_manager *m, mgr_instance *inst)
 {
   pthread_mutex_lock(&m->mu);
   bool last = --inst->refs == 0 && inst->deleted;
@@ -183,7 +126,7 @@ static mgr_instance *mgr_find_locked(agent_manager *m, const char *id_or_name)
 }
 
 /* Finds and references an instance; NOT_FOUND or INVALID_ARGUMENT otherwise. */
-static mgr_instance *mgr_lookup(agent_manager *m, const char *id_or_name, cmn_error *err)
+mgr_instance *mgr_lookup(agent_manager *m, const char *id_or_name, cmn_error *err)
 {
   if (agent_validate_id_or_name("id", id_or_name, err) < 0)
     return NULL;
@@ -197,7 +140,7 @@ static mgr_instance *mgr_lookup(agent_manager *m, const char *id_or_name, cmn_er
   return inst;
 }
 
-static void mgr_insert_locked(agent_manager *m, mgr_instance *inst)
+void mgr_insert_locked(agent_manager *m, mgr_instance *inst)
 {
   if (m->n_insts == m->cap_insts) {
     m->cap_insts = m->cap_insts ? m->cap_insts * 2 : 16;
@@ -264,7 +207,7 @@ void agent_manager_unsubscribe(agent_manager *m, int handle)
 
 /* ---- commits --------------------------------------------------------------- */
 
-static void mgr_set_status(agent_record *r, const char *msg)
+void mgr_set_status(agent_record *r, const char *msg)
 {
   char *copy = cmn_strdup(msg);
   free(r->view.status_message);
@@ -280,7 +223,7 @@ static void mgr_set_status(agent_record *r, const char *msg)
  * the monitor saves it again on every tick until the disk takes it
  * (mgr_repair_record). A restart before that derives the state from the VMM
  * and the snapshot folders (recovery). Always returns 0; err is untouched. */
-static int mgr_commit(agent_manager *m, mgr_instance *inst, agent_record *next, agent_op op,
+int mgr_commit(agent_manager *m, mgr_instance *inst, agent_record *next, agent_op op,
                       int64_t duration_us, cmn_error *err)
 {
   (void)err;
@@ -326,18 +269,17 @@ static int mgr_commit(agent_manager *m, mgr_instance *inst, agent_record *next, 
 }
 
 /* Copies the committed record (caller holds op_lock, so it cannot change). */
-static void mgr_snapshot_record(agent_manager *m, mgr_instance *inst, agent_record *out)
+void mgr_snapshot_record(agent_manager *m, mgr_instance *inst, agent_record *out)
 {
   pthread_mutex_lock(&m->mu);
   agent_record_copy(out, &inst->rec);
   pthread_mutex_unlock(&m->mu);
 }
 
-static snap_target mgr_target(agent_manager *m, mgr_instance *inst)
+snap_target mgr_target(agent_manager *m, mgr_instance *inst)
 {
   return (snap_target){
-      .drv = inst->entry->driver,
-      .drv_state = inst->entry->state,
+      .entry = inst->entry,
       .caps = inst->entry->caps,
       .vm = &inst->vm,
       .inst_dir = inst->dir,
@@ -372,7 +314,7 @@ static uint64_t mgr_disk_need_mib(const vmm_entry *entry, const vmm_spec *spec,
  * create). On success for START and RESTORE the request is held in
  * m->admitting until mgr_admit_done, so two concurrent starts cannot both
  * take the last room. */
-static int mgr_admit(agent_manager *m, mgr_instance *inst, const char *name,
+int mgr_admit(agent_manager *m, mgr_instance *inst, const char *name,
                      const vmm_entry *entry, const vmm_spec *spec, agent_admit_point point,
                      agent_snap_kind last, cmn_error *err)
 {
@@ -405,355 +347,12 @@ static int mgr_admit(agent_manager *m, mgr_instance *inst, const char *name,
   return rc;
 }
 
-static void mgr_admit_done(agent_manager *m, const vmm_spec *spec)
+void mgr_admit_done(agent_manager *m, const vmm_spec *spec)
 {
   pthread_mutex_lock(&m->mu);
   m->admitting.mem_mib -= spec->memory_mib;
   m->admitting.vcpus -= spec->vcpus;
   pthread_mutex_unlock(&m->mu);
-}
-
-/* ---- operations ------------------------------------------------------------ */
-
-/* Moves a new VMM out of emberd's cgroup when configured, so that stopping
- * emberd's container does not kill the guest. A failure is logged: the guest
- * runs either way, it is only less protected. */
-static void mgr_vmm_place(agent_manager *m, mgr_instance *inst)
-{
-  if (m->vmm_cgroup == NULL || inst->vm.proc.pid <= 0)
-    return;
-  cmn_error err = {0};
-  if (cmn_cgroup_place("/sys/fs/cgroup", m->vmm_cgroup, inst->vm.proc.pid, &err) < 0)
-    cmn_warn(inst->vm.id, "cgroup", "VMM pid %d stays in emberd's cgroup: %s",
-             (int)inst->vm.proc.pid, err.msg);
-}
-
-static int mgr_need_driver(mgr_instance *inst, cmn_error *err)
-{
-  if (inst->entry != NULL && inst->entry->available)
-    return 0;
-  if (inst->entry == NULL)
-    cmn_err_set(err, CMN_FAILED_PRECONDITION, "hypervisor %s is not compiled into this emberd",
-                inst->rec.view.hypervisor);
-  else
-    cmn_err_set(err, CMN_FAILED_PRECONDITION, "hypervisor %s is not available: %s",
-                inst->entry->driver->type, inst->entry->detail);
-  cleanup_free char *subject = cmn_asprintf("hypervisors/%s", inst->rec.view.hypervisor);
-  return cmn_err_precondition(err, "HYPERVISOR", subject);
-}
-
-static int mgr_need_cap(mgr_instance *inst, unsigned cap, const char *what, cmn_error *err)
-{
-  if (inst->entry != NULL && (inst->entry->caps & cap) == cap)
-    return 0;
-  return cmn_err_set(err, CMN_UNIMPLEMENTED, "hypervisor %s does not support %s",
-                     inst->rec.view.hypervisor, what);
-}
-
-static int mgr_wrong_state(mgr_instance *inst, agent_op op, agent_state st, cmn_error *err)
-{
-  const char *why = inst->rec.view.status_message;
-  if (why != NULL && why[0] == '\0')
-    why = NULL;
-  cmn_err_set(err, CMN_FAILED_PRECONDITION, "cannot %s instance %s: it is %s%s%s%s",
-              agent_op_name(op), inst->rec.view.name, agent_state_name(st),
-              why ? " (" : "", why ? why : "", why ? ")" : "");
-  cleanup_free char *subject = cmn_asprintf("instances/%s", inst->rec.view.id);
-  return cmn_err_precondition(err, "STATE", subject);
-}
-
-/* Opens and checks the spec's host files right before a VMM is spawned
- * (hostfiles.h) and lends them to the driver through inst->vm; the record's
- * spec (the user's paths) is untouched. mgr_host_files_end undoes it. */
-static int mgr_host_files_begin(agent_manager *m, mgr_instance *inst, agent_host_files *hf,
-                                cmn_error *err)
-{
-  if (agent_host_files_open(m->fence, &inst->rec.view.spec, CMN_FAILED_PRECONDITION, hf,
-                            err) < 0)
-    return -1;
-  inst->vm.spec = &hf->spec;
-  inst->vm.host_fds = hf->fds;
-  inst->vm.n_host_fds = hf->n_fds;
-  return 0;
-}
-
-static void mgr_host_files_end(mgr_instance *inst, agent_host_files *hf)
-{
-  inst->vm.spec = &inst->rec.view.spec;
-  inst->vm.host_fds = NULL;
-  inst->vm.n_host_fds = 0;
-  agent_host_files_close(hf);
-}
-
-static int mgr_do_start(agent_manager *m, mgr_instance *inst, agent_record *r, cmn_error *err)
-{
-  const vmm_driver *drv = inst->entry->driver;
-  snap_target t = mgr_target(m, inst);
-  cleanup_free char *mem_dir = NULL;
-  int64_t t0 = cmn_now_us();
-  agent_host_files hf = {0};
-  if (mgr_host_files_begin(m, inst, &hf, err) < 0)
-    return cmn_err_prefix(err, "start");
-  if (snap_prepare_boot(&t, &mem_dir, err) < 0) {
-    mgr_host_files_end(inst, &hf);
-    return -1;
-  }
-  memset(&inst->vm.proc, 0, sizeof inst->vm.proc);
-  int drc = drv->start(inst->entry->state, &inst->vm, mem_dir, err);
-  mgr_host_files_end(inst, &hf);
-  if (drc < 0 || cmn_fault("agent.start.after_driver", err) < 0 || snap_after_boot(&t, err) < 0 ||
-      cmn_fault("agent.start.before_commit", err) < 0) {
-    snap_end_vmm(&t);
-    cmn_error e2 = {0};
-    snap_discard_all(inst->dir, &e2);
-    snap_explain_space(inst->dir, err);
-    return cmn_err_prefix(err, "start");
-  }
-  mgr_vmm_place(m, inst);
-  r->view.state = AGENT_STATE_RUNNING;
-  mgr_set_status(r, NULL);
-  return mgr_commit(m, inst, r, AGENT_OP_START, cmn_now_us() - t0, err);
-}
-
-static int mgr_do_stop(agent_manager *m, mgr_instance *inst, agent_record *r, cmn_error *err)
-{
-  const vmm_driver *drv = inst->entry ? inst->entry->driver : NULL;
-  int64_t t0 = cmn_now_us();
-  if (cmn_fault("agent.stop.before_vmm", err) < 0)
-    return -1;
-  /* The graceful timeout of this Stop: 0 kills the VMM at once. */
-  int wait_ms = inst->stop_ms >= 0 ? inst->stop_ms : m->stop_timeout_ms;
-  if (drv != NULL) {
-    snap_target t = mgr_target(m, inst);
-    t.shutdown_timeout_ms = wait_ms;
-    if (wait_ms == 0) {
-      t.caps &= ~(unsigned)VMM_CAP_GRACEFUL_SHUTDOWN;
-      if (inst->vm.proc.pid > 0)
-        cmn_info(inst->vm.id, "stop", "graceful timeout 0: killing the VMM without a power-off");
-    } else if (inst->vm.proc.pid > 0 && inst->entry->available && drv->powerdown != NULL &&
-               r->view.state == AGENT_STATE_RUNNING) {
-      cmn_error e2 = {0};
-      if (drv->powerdown(inst->entry->state, &inst->vm, wait_ms, &e2) < 0)
-        cmn_info(inst->vm.id, "stop", "guest power-off did not finish in %d ms: %s", wait_ms,
-                 e2.msg);
-    }
-    if (inst->entry->available)
-      snap_end_vmm(&t);
-    else if (inst->vm.proc.pid > 0)
-      cmn_proc_kill_reap(&inst->vm.proc);
-  } else if (inst->vm.proc.pid > 0) {
-    cmn_proc_kill_reap(&inst->vm.proc);
-  }
-  memset(&inst->vm.proc, 0, sizeof inst->vm.proc);
-  /* The VMM is gone: from here the instance is Stopped whatever else fails. */
-  cmn_fault_exit_only("agent.stop.after_vmm");
-  r->view.state = AGENT_STATE_STOPPED;
-  if (snap_discard_all(inst->dir, err) < 0) {
-    cmn_error e2 = {0};
-    mgr_set_status(r, err->msg);
-    mgr_commit(m, inst, r, AGENT_OP_STOP, cmn_now_us() - t0, &e2);
-    return -1;
-  }
-  mgr_set_status(r, NULL);
-  return mgr_commit(m, inst, r, AGENT_OP_STOP, cmn_now_us() - t0, err);
-}
-
-static int mgr_do_standby(agent_manager *m, mgr_instance *inst, agent_record *r,
-                          cmn_error *err)
-{
-  snap_target t = mgr_target(m, inst);
-  vmm_snap_kind kind = VMM_SNAP_FULL;
-  int64_t t0 = cmn_now_us();
-  if (snap_standby(&t, r->view.state == AGENT_STATE_RUNNING, &kind, err) < 0)
-    return cmn_err_prefix(err, "standby");
-  cmn_fault_exit_only("agent.standby.before_commit");
-  int64_t dt = cmn_now_us() - t0;
-  r->view.state = AGENT_STATE_STANDBY;
-  r->view.last_snapshot_kind = kind == VMM_SNAP_DIFF ? AGENT_SNAP_DIFF : AGENT_SNAP_FULL;
-  r->view.last_standby_us = dt;
-  mgr_set_status(r, NULL);
-  cmn_info(inst->vm.id, "standby", "standby (%s) took %lld us",
-           kind == VMM_SNAP_DIFF ? "diff" : "full", (long long)dt);
-  return mgr_commit(m, inst, r, AGENT_OP_STANDBY, dt, err);
-}
-
-static int mgr_do_restore(agent_manager *m, mgr_instance *inst, agent_record *r,
-                          cmn_error *err)
-{
-  snap_target t = mgr_target(m, inst);
-  int64_t t0 = cmn_now_us();
-  agent_host_files hf = {0};
-  if (mgr_host_files_begin(m, inst, &hf, err) < 0)
-    return cmn_err_prefix(err, "restore");
-  int src = snap_restore(&t, err);
-  mgr_host_files_end(inst, &hf);
-  if (src < 0)
-    return cmn_err_prefix(err, "restore");
-  mgr_vmm_place(m, inst);
-  cmn_fault_exit_only("agent.restore.before_commit");
-  int64_t dt = cmn_now_us() - t0;
-  r->view.state = AGENT_STATE_RUNNING;
-  r->view.last_restore_us = dt;
-  mgr_set_status(r, NULL);
-  cmn_info(inst->vm.id, "restore", "restore took %lld us", (long long)dt);
-  return mgr_commit(m, inst, r, AGENT_OP_RESTORE, dt, err);
-}
-
-static int mgr_do_pause_resume(agent_manager *m, mgr_instance *inst, agent_record *r,
-                               bool pause, cmn_error *err)
-{
-  const vmm_driver *drv = inst->entry->driver;
-  int64_t t0 = cmn_now_us();
-  int rc = pause ? drv->pause(inst->entry->state, &inst->vm, err)
-                 : drv->resume(inst->entry->state, &inst->vm, err);
-  if (rc < 0)
-    return cmn_err_prefix(err, pause ? "pause" : "resume");
-  r->view.state = pause ? AGENT_STATE_PAUSED : AGENT_STATE_RUNNING;
-  return mgr_commit(m, inst, r, pause ? AGENT_OP_PAUSE : AGENT_OP_RESUME, cmn_now_us() - t0,
-                    err);
-}
-
-/* Runs one operation with the instance's op_lock held. */
-static int mgr_run_op(agent_manager *m, mgr_instance *inst, agent_op op, cmn_error *err)
-{
-  agent_record r = {0};
-  mgr_snapshot_record(m, inst, &r);
-  agent_state st = r.view.state;
-  int rc = -1;
-
-  /* A restore whose guest runs but whose snapshot-latest could not be retired
-   * (snap_restore logged it): retire it now, so latest exists only in Standby. */
-  if ((st == AGENT_STATE_RUNNING || st == AGENT_STATE_PAUSED) && inst->entry != NULL &&
-      inst->entry->available) {
-    cleanup_free char *latest = snap_latest_path(inst->dir);
-    if (snap_is_complete(latest)) {
-      snap_target t = mgr_target(m, inst);
-      cmn_error e2 = {0};
-      if (snap_finish_restore(&t, &e2) < 0)
-        cmn_warn(inst->rec.view.id, agent_op_name(op), "retire snapshot-latest: %s", e2.msg);
-    }
-  }
-
-  /* Target state already holds: OK, nothing changes. */
-  if ((op == AGENT_OP_START && st == AGENT_STATE_RUNNING) ||
-      (op == AGENT_OP_STOP && st == AGENT_STATE_STOPPED) ||
-      (op == AGENT_OP_PAUSE && st == AGENT_STATE_PAUSED) ||
-      (op == AGENT_OP_RESUME && st == AGENT_STATE_RUNNING) ||
-      (op == AGENT_OP_STANDBY && st == AGENT_STATE_STANDBY) ||
-      (op == AGENT_OP_RESTORE && st == AGENT_STATE_RUNNING)) {
-    rc = 0;
-    goto out;
-  }
-  if (op == AGENT_OP_STOP) {
-    rc = mgr_do_stop(m, inst, &r, err);
-    goto out;
-  }
-  if (st == AGENT_STATE_UNKNOWN) {
-    mgr_wrong_state(inst, op, st, err);
-    goto out;
-  }
-  if (mgr_need_driver(inst, err) < 0)
-    goto out;
-  switch (op) {
-  case AGENT_OP_START:
-    if (st != AGENT_STATE_STOPPED) {
-      mgr_wrong_state(inst, op, st, err);
-    } else if (mgr_admit(m, inst, r.view.name, inst->entry, &r.view.spec, AGENT_ADMIT_START,
-                         r.view.last_snapshot_kind, err) == 0) {
-      rc = mgr_do_start(m, inst, &r, err);
-      mgr_admit_done(m, &r.view.spec);
-    }
-    break;
-  case AGENT_OP_PAUSE:
-  case AGENT_OP_RESUME:
-    if (mgr_need_cap(inst, VMM_CAP_PAUSE, "pause and resume", err) < 0)
-      break;
-    if (st != (op == AGENT_OP_PAUSE ? AGENT_STATE_RUNNING : AGENT_STATE_PAUSED))
-      mgr_wrong_state(inst, op, st, err);
-    else
-      rc = mgr_do_pause_resume(m, inst, &r, op == AGENT_OP_PAUSE, err);
-    break;
-  case AGENT_OP_STANDBY:
-    if (mgr_need_cap(inst, VMM_CAP_SNAPSHOT | VMM_CAP_PAUSE, "standby", err) < 0)
-      break;
-    if (st != AGENT_STATE_RUNNING && st != AGENT_STATE_PAUSED)
-      mgr_wrong_state(inst, op, st, err);
-    else
-      rc = mgr_do_standby(m, inst, &r, err);
-    break;
-  case AGENT_OP_RESTORE:
-    if (mgr_need_cap(inst, VMM_CAP_SNAPSHOT, "restore", err) < 0)
-      break;
-    if (st != AGENT_STATE_STANDBY) {
-      mgr_wrong_state(inst, op, st, err);
-    } else if (mgr_admit(m, inst, r.view.name, inst->entry, &r.view.spec,
-                         AGENT_ADMIT_RESTORE, r.view.last_snapshot_kind, err) == 0) {
-      rc = mgr_do_restore(m, inst, &r, err);
-      mgr_admit_done(m, &r.view.spec);
-    }
-    break;
-  default:
-    cmn_err_set(err, CMN_INVALID_ARGUMENT, "operation %d is not a lifecycle operation", op);
-    break;
-  }
-out:
-  agent_record_free(&r);
-  if (rc < 0)
-    cmn_warn(inst->rec.view.id, agent_op_name(op), "%s failed: %s (%s)", agent_op_name(op),
-             err->msg, cmn_code_name(err->code));
-  return rc;
-}
-
-static void mgr_view_out(agent_manager *m, mgr_instance *inst, agent_instance_view *out)
-{
-  if (out == NULL)
-    return;
-  pthread_mutex_lock(&m->mu);
-  agent_view_copy(out, &inst->rec.view);
-  pthread_mutex_unlock(&m->mu);
-}
-
-static int mgr_op_call(agent_manager *m, const char *id_or_name, agent_op op, int stop_ms,
-                       agent_instance_view *out, cmn_error *err);
-
-int agent_manager_op(agent_manager *m, const char *id_or_name, agent_op op,
-                     agent_instance_view *out, cmn_error *err)
-{
-  return mgr_op_call(m, id_or_name, op, -1, out, err);
-}
-
-int agent_manager_stop(agent_manager *m, const char *id_or_name, int timeout_ms,
-                       agent_instance_view *out, cmn_error *err)
-{
-  return mgr_op_call(m, id_or_name, AGENT_OP_STOP, timeout_ms < 0 ? -1 : timeout_ms, out, err);
-}
-
-static int mgr_op_call(agent_manager *m, const char *id_or_name, agent_op op, int stop_ms,
-                       agent_instance_view *out, cmn_error *err)
-{
-  if (op < AGENT_OP_START || op > AGENT_OP_RESTORE)
-    return cmn_err_set(err, CMN_INVALID_ARGUMENT, "operation %d is not a lifecycle operation",
-                       op);
-  mgr_instance *inst = mgr_lookup(m, id_or_name, err);
-  if (inst == NULL)
-    return -1;
-  pthread_mutex_lock(&inst->op_lock);
-  int rc;
-  pthread_mutex_lock(&m->mu);
-  bool gone = inst->deleted;
-  pthread_mutex_unlock(&m->mu);
-  if (gone) {
-    rc = cmn_err_set(err, CMN_NOT_FOUND, "instance %s not found", id_or_name);
-  } else {
-    inst->stop_ms = stop_ms;
-    rc = mgr_run_op(m, inst, op, err);
-    inst->stop_ms = -1;
-  }
-  pthread_mutex_unlock(&inst->op_lock);
-  if (rc == 0)
-    mgr_view_out(m, inst, out);
-  mgr_unref(m, inst);
-  return rc;
 }
 
 /* ---- create, get, list, delete --------------------------------------------- */
@@ -1094,293 +693,6 @@ out:
   pthread_mutex_unlock(&inst->op_lock);
   mgr_unref(m, inst);
   return rc;
-}
-
-/* ---- re-adoption and recovery (docs/architecture.md §3–4) ------------------------------ */
-
-/* Finds a live process whose command line names the instance folder: a VMM
- * spawned just before a crash, before its pid reached the record. */
-static cmn_proc mgr_scan_vmm(const char *inst_dir)
-{
-  cmn_proc found = {0};
-  cleanup_free char *needle = cmn_asprintf("%s/", inst_dir);
-  cleanup_closedir DIR *d = opendir("/proc");
-  if (d == NULL)
-    return found;
-  struct dirent *de;
-  pid_t self = getpid();
-  while ((de = readdir(d)) != NULL) {
-    char *end = NULL;
-    long pid = strtol(de->d_name, &end, 10);
-    if (end == de->d_name || *end != '\0' || pid <= 0 || pid == self)
-      continue;
-    char path[64];
-    snprintf(path, sizeof path, "/proc/%ld/cmdline", pid);
-    cleanup_free char *buf = NULL;
-    size_t len = 0;
-    if (cmn_file_read(path, 1 << 16, &buf, &len, NULL) < 0)
-      continue;
-    for (size_t i = 0; i + 1 < len; i++)
-      if (buf[i] == '\0')
-        buf[i] = ' ';
-    if (strstr(buf, needle) != NULL) {
-      cmn_proc p = {(pid_t)pid, cmn_proc_start_time((pid_t)pid)};
-      if (cmn_proc_alive(&p))
-        return p;
-    }
-  }
-  return found;
-}
-
-static void mgr_recover_one(agent_manager *m, mgr_instance *inst)
-{
-  agent_record r = {0};
-  mgr_snapshot_record(m, inst, &r);
-  const char *id = r.view.id;
-  agent_state before = r.view.state;
-  bool avail = inst->entry != NULL && inst->entry->available;
-  const vmm_driver *drv = avail ? inst->entry->driver : NULL;
-  snap_target t = avail ? mgr_target(m, inst) : (snap_target){0};
-  cleanup_free char *latest = snap_latest_path(inst->dir);
-  cleanup_free char *base = snap_base_path(inst->dir);
-  bool latest_ok = snap_is_complete(latest);
-  cmn_error err = {0};
-
-  cmn_proc p = r.proc;
-  if (!cmn_proc_alive(&p))
-    p = mgr_scan_vmm(inst->dir);
-  inst->vm.proc = cmn_proc_alive(&p) ? p : (cmn_proc){0};
-  bool alive = inst->vm.proc.pid > 0;
-
-  if (alive && !avail) {
-    r.view.state = AGENT_STATE_UNKNOWN;
-    mgr_set_status(&r, "a VMM is alive but its hypervisor driver is not available");
-    goto commit;
-  }
-  if (alive) {
-    vmm_run_state rs = VMM_STATE_OTHER;
-    int (*adopt)(void *, vmm_vm *, vmm_run_state *, cmn_error *) =
-        drv->adopt ? drv->adopt : drv->query;
-    if (adopt == NULL || adopt(inst->entry->state, &inst->vm, &rs, &err) < 0) {
-      r.view.state = AGENT_STATE_UNKNOWN;
-      cleanup_free char *msg = cmn_asprintf("cannot reach VMM pid %d: %s",
-                                            (int)inst->vm.proc.pid, err.msg);
-      mgr_set_status(&r, msg);
-      goto commit;
-    }
-    if (latest_ok && rs == VMM_STATE_RUNNING) {
-      /* A restore whose guest runs, interrupted before latest was retired. */
-      if (snap_finish_restore(&t, &err) < 0)
-        cmn_warn(id, "recover", "retire snapshot-latest: %s", err.msg);
-      r.view.state = AGENT_STATE_RUNNING;
-    } else if (latest_ok) {
-      /* A standby that finished writing (or a restore that never resumed):
-       * the snapshot is the guest; the VMM goes. */
-      snap_end_vmm(&t);
-      if (cmn_is_dir(base) && !snap_is_complete(base))
-        cmn_rm_rf(base, &err);
-      r.view.state = AGENT_STATE_STANDBY;
-    } else {
-      /* Any half-written standby target is discarded; the VM lives on. */
-      cmn_rm_rf(latest, &err);
-      if (cmn_is_dir(base) && !snap_is_complete(base))
-        cmn_rm_rf(base, &err);
-      if (before == AGENT_STATE_STANDBY && rs != VMM_STATE_OTHER) {
-        /* A restore interrupted after its guest resumed and latest was retired
-         * (into snapshot-base, or removed without base reuse): only the record
-         * is old. A committed Standby never has a live VMM. */
-        r.view.state = rs == VMM_STATE_RUNNING ? AGENT_STATE_RUNNING : AGENT_STATE_PAUSED;
-      } else if (before == AGENT_STATE_STOPPED || before == AGENT_STATE_STANDBY ||
-                 rs == VMM_STATE_OTHER) {
-        /* A start or restore cut short: no committed guest runs in it. */
-        snap_end_vmm(&t);
-        if (before != AGENT_STATE_STANDBY)
-          snap_discard_all(inst->dir, &err);
-        r.view.state = AGENT_STATE_STOPPED;
-        if (before == AGENT_STATE_STANDBY)
-          mgr_set_status(&r, "standby snapshot incomplete after an interrupted operation");
-      } else if (rs == VMM_STATE_PAUSED && before == AGENT_STATE_RUNNING) {
-        /* A standby interrupted after its pause: resume. */
-        if (drv->resume(inst->entry->state, &inst->vm, &err) < 0) {
-          r.view.state = AGENT_STATE_PAUSED;
-          cmn_warn(id, "recover", "resume after interrupted standby: %s", err.msg);
-        } else {
-          r.view.state = AGENT_STATE_RUNNING;
-        }
-      } else {
-        r.view.state = rs == VMM_STATE_RUNNING ? AGENT_STATE_RUNNING : AGENT_STATE_PAUSED;
-      }
-    }
-  } else {
-    if (avail && drv->cleanup != NULL)
-      drv->cleanup(inst->entry->state, &inst->vm);
-    if (latest_ok) {
-      if (cmn_is_dir(base))
-        cmn_rm_rf(base, &err);
-      r.view.state = AGENT_STATE_STANDBY;
-    } else {
-      snap_discard_all(inst->dir, &err);
-      if (before == AGENT_STATE_RUNNING || before == AGENT_STATE_PAUSED)
-        mgr_set_status(&r, "the VMM exited while emberd was not running");
-      else if (before == AGENT_STATE_STANDBY)
-        mgr_set_status(&r, "standby snapshot missing or incomplete");
-      r.view.state = AGENT_STATE_STOPPED;
-    }
-  }
-commit:
-  if (r.view.state != before)
-    cmn_info(id, "recover", "%s -> %s", agent_state_name(before),
-             agent_state_name(r.view.state));
-  /* Rewrite the record only when recovery changed something: an unchanged
-   * instance keeps its updated_at (the time of its last state change). */
-  const char *old_msg = inst->rec.view.status_message;
-  const char *new_msg = r.view.status_message;
-  bool same_msg = (old_msg == NULL && new_msg == NULL) ||
-                  (old_msg != NULL && new_msg != NULL && strcmp(old_msg, new_msg) == 0);
-  bool same = r.view.state == before && same_msg && inst->vm.proc.pid == r.proc.pid &&
-              inst->vm.proc.start_time == r.proc.start_time;
-  if (!same && mgr_commit(m, inst, &r, r.view.state != before ? AGENT_OP_OBSERVED : AGENT_OP_NONE,
-                          0, &err) < 0)
-    cmn_error_log(id, "recover", "%s", err.msg);
-  agent_record_free(&r);
-}
-
-static int mgr_load_all(agent_manager *m, cmn_error *err)
-{
-  cleanup_closedir DIR *d = opendir(m->instances_dir);
-  if (d == NULL)
-    return cmn_err_errno(err, CMN_INTERNAL, errno, "open %s", m->instances_dir);
-  struct dirent *de;
-  while ((de = readdir(d)) != NULL) {
-    if (de->d_name[0] == '.') {
-      if (strncmp(de->d_name, ".deleting-", 10) == 0) {
-        cleanup_free char *p = cmn_asprintf("%s/%s", m->instances_dir, de->d_name);
-        cmn_error e2 = {0};
-        cmn_rm_rf(p, &e2);
-      }
-      continue;
-    }
-    cleanup_free char *dir = cmn_asprintf("%s/%s", m->instances_dir, de->d_name);
-    if (!cmn_is_dir(dir))
-      continue;
-    agent_record rec = {0};
-    cmn_error e2 = {0};
-    if (agent_record_load(dir, &rec, &e2) < 0) {
-      cmn_error_log(de->d_name, "load", "skipping instance folder: %s", e2.msg);
-      continue;
-    }
-    if (strcmp(rec.view.id, de->d_name) != 0 ||
-        agent_validate_id("id", rec.view.id, &e2) < 0) {
-      cmn_error_log(de->d_name, "load", "skipping instance folder: id mismatch");
-      agent_record_free(&rec);
-      continue;
-    }
-    mgr_instance *inst = mgr_instance_new(&rec, dir, vmm_registry_get(m->reg, rec.view.hypervisor));
-    agent_record_free(&rec);
-    pthread_mutex_lock(&m->mu);
-    mgr_insert_locked(m, inst);
-    pthread_mutex_unlock(&m->mu);
-  }
-  for (size_t i = 0; i < m->n_insts; i++) {
-    snap_collect_garbage(m->insts[i]->dir);
-    mgr_recover_one(m, m->insts[i]);
-  }
-  return 0;
-}
-
-/* ---- VMM monitor --------------------------------------------------------------- */
-
-/* Saves a committed record that mgr_commit could not save (caller holds
- * op_lock); clears the warning once it is on disk. */
-static void mgr_repair_record(agent_manager *m, mgr_instance *inst)
-{
-  pthread_mutex_lock(&m->mu);
-  bool gone = inst->deleted;
-  pthread_mutex_unlock(&m->mu);
-  if (!inst->record_dirty || gone)
-    return;
-  agent_record r = {0};
-  mgr_snapshot_record(m, inst, &r);
-  const char *msg = r.view.status_message;
-  if (msg != NULL && strncmp(msg, MANAGER_UNSAVED, strlen(MANAGER_UNSAVED)) == 0)
-    mgr_set_status(&r, NULL);
-  cmn_error err = {0};
-  mgr_commit(m, inst, &r, AGENT_OP_NONE, 0, &err);
-  if (!inst->record_dirty)
-    cmn_info(r.view.id, "record", "record saved");
-  agent_record_free(&r);
-}
-
-static void mgr_check_exit(agent_manager *m, mgr_instance *inst)
-{
-  if (pthread_mutex_trylock(&inst->op_lock) != 0)
-    return; /* an operation owns it and will see the exit itself */
-  mgr_repair_record(m, inst);
-  snap_collect_garbage(inst->dir);
-  pthread_mutex_lock(&m->mu);
-  bool live_state = !inst->deleted && (inst->rec.view.state == AGENT_STATE_RUNNING ||
-                                       inst->rec.view.state == AGENT_STATE_PAUSED);
-  pthread_mutex_unlock(&m->mu);
-  int status = 0;
-  /* A VMM that has ended is reaped before the instance forgets it; one that is
-   * still exiting (not yet waitable) is looked at again on the next tick. */
-  if (live_state && inst->vm.proc.pid > 0 && !cmn_proc_alive(&inst->vm.proc) &&
-      cmn_proc_wait(&inst->vm.proc, MANAGER_MONITOR_MS, &status) == 0) {
-    agent_record r = {0};
-    mgr_snapshot_record(m, inst, &r);
-    cleanup_free char *msg =
-        WIFSIGNALED(status) ? cmn_asprintf("the VMM (pid %d) was killed by signal %d",
-                                           (int)inst->vm.proc.pid, WTERMSIG(status))
-                            : cmn_asprintf("the VMM (pid %d) exited with status %d",
-                                           (int)inst->vm.proc.pid, WEXITSTATUS(status));
-    cmn_warn(r.view.id, "observed", "%s", msg);
-    memset(&inst->vm.proc, 0, sizeof inst->vm.proc);
-    if (inst->entry != NULL && inst->entry->available) {
-      snap_target t = mgr_target(m, inst);
-      snap_end_vmm(&t);
-    }
-    cmn_error err = {0};
-    snap_discard_all(inst->dir, &err);
-    r.view.state = AGENT_STATE_STOPPED;
-    mgr_set_status(&r, msg);
-    if (mgr_commit(m, inst, &r, AGENT_OP_OBSERVED, 0, &err) < 0)
-      cmn_error_log(r.view.id, "observed", "%s", err.msg);
-    agent_record_free(&r);
-  }
-  pthread_mutex_unlock(&inst->op_lock);
-}
-
-static void *mgr_monitor_main(void *arg)
-{
-  agent_manager *m = arg;
-  for (;;) {
-    pthread_mutex_lock(&m->stop_mu);
-    if (!m->stopping) {
-      struct timespec ts;
-      clock_gettime(CLOCK_REALTIME, &ts);
-      ts.tv_nsec += MANAGER_MONITOR_MS * 1000000L;
-      ts.tv_sec += ts.tv_nsec / 1000000000L;
-      ts.tv_nsec %= 1000000000L;
-      pthread_cond_timedwait(&m->stop_cv, &m->stop_mu, &ts);
-    }
-    bool stop = m->stopping;
-    pthread_mutex_unlock(&m->stop_mu);
-    if (stop)
-      return NULL;
-    pthread_mutex_lock(&m->mu);
-    size_t n = m->n_insts;
-    mgr_instance **list = cmn_calloc(n, sizeof *list);
-    for (size_t i = 0; i < n; i++) {
-      list[i] = m->insts[i];
-      list[i]->refs++;
-    }
-    pthread_mutex_unlock(&m->mu);
-    for (size_t i = 0; i < n; i++) {
-      mgr_check_exit(m, list[i]);
-      mgr_unref(m, list[i]);
-    }
-    free(list);
-  }
 }
 
 /* ---- create / free ---------------------------------------------------------- */

@@ -21,72 +21,13 @@
 #include "agent/hostfiles.h"
 #include "common/error.h"
 #include "agent/admission.h"
+#include "agent/types.h"
 #include "drivers/hypervisor.h"
 #include "drivers/registry.h"
 
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
-
-/* Same numbers as ember.v1.InstanceState. */
-typedef enum agent_state {
-  AGENT_STATE_UNSPECIFIED = 0,
-  AGENT_STATE_STOPPED = 1,
-  AGENT_STATE_RUNNING = 2,
-  AGENT_STATE_PAUSED = 3,
-  AGENT_STATE_STANDBY = 4,
-  AGENT_STATE_UNKNOWN = 5,
-} agent_state;
-
-/* Same numbers as ember.v1.Operation. */
-typedef enum agent_op {
-  AGENT_OP_NONE = 0,
-  AGENT_OP_CREATE = 1,
-  AGENT_OP_START = 2,
-  AGENT_OP_STOP = 3,
-  AGENT_OP_PAUSE = 4,
-  AGENT_OP_RESUME = 5,
-  AGENT_OP_STANDBY = 6,
-  AGENT_OP_RESTORE = 7,
-  AGENT_OP_DELETE = 8,
-  AGENT_OP_OBSERVED = 9,
-} agent_op;
-
-/* Same numbers as ember.v1.SnapshotKind. */
-typedef enum agent_snap_kind {
-  AGENT_SNAP_NONE = 0,
-  AGENT_SNAP_FULL = 1,
-  AGENT_SNAP_DIFF = 2,
-} agent_snap_kind;
-
-/* One caller-chosen label (ember.v1.Instance.labels). */
-typedef struct agent_label {
-  char *key;
-  char *value;
-} agent_label;
-
-/* A copy of one instance's committed record; owned by the caller. */
-typedef struct agent_instance_view {
-  char *id;
-  char *name;
-  char *hypervisor;
-  vmm_spec spec;
-  agent_state state;
-  bool has_snapshot;
-  agent_snap_kind last_snapshot_kind;
-  int64_t last_standby_us;
-  int64_t last_restore_us;
-  char *console_log_path;
-  int64_t created_at_us;
-  int64_t updated_at_us;
-  int32_t vmm_pid;
-  char *status_message; /* may be NULL */
-  agent_label *labels;  /* sorted by key, unique keys */
-  size_t n_labels;
-  char *request_id;     /* the CreateInstance request_id; may be NULL */
-} agent_instance_view;
-
-void agent_instance_view_free(agent_instance_view *v); /* members only */
 
 typedef struct agent_event {
   const agent_instance_view *instance; /* valid during the callback only */
@@ -135,15 +76,6 @@ int agent_manager_create_instance(agent_manager *m, const char *name, const char
  * created; the same request_id with anything different is INVALID_ARGUMENT
  * (field "request_id"). labels need not be sorted; they are validated
  * (agent_labels_validate) and stored sorted. */
-typedef struct agent_create_req {
-  const char *name;
-  const char *hypervisor;
-  const vmm_spec *spec;
-  bool start;
-  const agent_label *labels;
-  size_t n_labels;
-  const char *request_id; /* NULL or "": none */
-} agent_create_req;
 int agent_manager_create_req(agent_manager *m, const agent_create_req *req,
                              agent_instance_view *out, cmn_error *err);
 /* id_or_name accepts the id or the name. */
@@ -174,7 +106,5 @@ void agent_manager_unsubscribe(agent_manager *m, int handle);
 /* The registry this manager uses (for ListHypervisors). */
 const vmm_registry *agent_manager_registry(const agent_manager *m);
 
-const char *agent_state_name(agent_state s); /* "Running", ... */
-const char *agent_op_name(agent_op op);      /* "standby", ... */
 
 #endif

@@ -10,7 +10,6 @@
  *
  * A series keeps its own (non-cumulative) bucket counts; they are summed when
  * rendered, so an observation costs one bucket search and three additions. */
-#define _GNU_SOURCE
 #include "agent/metrics.h"
 #include "common/mem.h"
 

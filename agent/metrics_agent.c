@@ -2,7 +2,6 @@
  * fed: the manager's events for successful lifecycle operations, calls from
  * the gRPC layer for failures and RPC ends, and the instance list at scrape
  * time for the ember_instances gauge. */
-#define _GNU_SOURCE
 #include "agent/metrics_agent.h"
 #include "agent/metrics.h"
 #include "common/cleanup.h"

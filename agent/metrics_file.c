@@ -2,7 +2,6 @@
  * textfile collector (--metrics-file), atomically (temp file in the same
  * folder, fsync, rename), at start, every interval, and once more at stop, on
  * one thread that sleeps on a condition variable so that stop is immediate. */
-#define _GNU_SOURCE
 #include "agent/metrics_agent.h"
 #include "common/cleanup.h"
 #include "common/files.h"

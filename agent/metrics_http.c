@@ -4,7 +4,6 @@
  * holds no secrets but reveals instance counts, so bind it to loopback or a
  * private interface. Without libmicrohttpd at build time, starting fails with
  * UNIMPLEMENTED and --metrics-file still works. */
-#define _GNU_SOURCE
 #include "agent/metrics_agent.h"
 #include "common/cleanup.h"
 #include "common/log.h"

@@ -7,7 +7,7 @@
 #ifndef EMBER_AGENT_RECORD_H
 #define EMBER_AGENT_RECORD_H
 
-#include "agent/manager.h"
+#include "agent/types.h"
 #include "common/proc.h"
 
 #define AGENT_RECORD_FILE "instance.json"

@@ -1,6 +1,6 @@
 /* snapshot.c: the snapshot manager (see snapshot.h and docs/architecture.md §4). */
-#define _GNU_SOURCE
 #include "agent/snapshot.h"
+#include "agent/vmm_call.h"
 #include "common/cleanup.h"
 #include "common/fault.h"
 #include "common/files.h"
@@ -14,20 +14,46 @@
 #include <string.h>
 #include <unistd.h>
 
-char *snap_latest_path(const char *inst_dir)
+static char *snap_latest_path(const char *inst_dir)
 {
   return cmn_asprintf("%s/" SNAP_DIR "/" SNAP_LATEST, inst_dir);
 }
 
-char *snap_base_path(const char *inst_dir)
+static char *snap_base_path(const char *inst_dir)
 {
   return cmn_asprintf("%s/" SNAP_DIR "/" SNAP_BASE, inst_dir);
 }
 
-bool snap_is_complete(const char *snap_dir)
+static bool snap_is_complete(const char *snap_dir)
 {
   cleanup_free char *m = cmn_asprintf("%s/" SNAP_MARKER, snap_dir);
   return cmn_is_regular_file(m);
+}
+
+bool snap_latest_complete(const char *inst_dir)
+{
+  cleanup_free char *latest = snap_latest_path(inst_dir);
+  return snap_is_complete(latest);
+}
+
+int snap_discard_incomplete(const char *inst_dir, cmn_error *err)
+{
+  cleanup_free char *latest = snap_latest_path(inst_dir);
+  cleanup_free char *base = snap_base_path(inst_dir);
+  int rc = 0;
+  if (!snap_is_complete(latest) && cmn_rm_rf(latest, err) < 0)
+    rc = -1;
+  if (cmn_is_dir(base) && !snap_is_complete(base) && cmn_rm_rf(base, err) < 0)
+    rc = -1;
+  return rc;
+}
+
+int snap_discard_base(const char *inst_dir, cmn_error *err)
+{
+  cleanup_free char *base = snap_base_path(inst_dir);
+  if (cmn_is_dir(base))
+    return cmn_rm_rf(base, err);
+  return 0;
 }
 
 int snap_mark_complete(const char *snap_dir, vmm_snap_kind kind, cmn_error *err)
@@ -135,9 +161,9 @@ void snap_end_vmm(const snap_target *t)
   vmm_vm *vm = t->vm;
   if (vm->proc.pid > 0) {
     bool gone = false;
-    if ((t->caps & VMM_CAP_GRACEFUL_SHUTDOWN) && t->drv->shutdown != NULL) {
+    if ((t->caps & VMM_CAP_GRACEFUL_SHUTDOWN) && vmm_call_can(t->entry, VMM_CALL_SHUTDOWN)) {
       cmn_error err = {0};
-      if (t->drv->shutdown(t->drv_state, vm, t->shutdown_timeout_ms, &err) == 0)
+      if (vmm_call_shutdown(t->entry, vm, t->shutdown_timeout_ms, &err) == 0)
         gone = cmn_proc_wait(&vm->proc, t->shutdown_timeout_ms, NULL) == 0;
       else
         cmn_warn(vm->id, NULL, "graceful VMM exit failed, killing it: %s", err.msg);
@@ -145,10 +171,8 @@ void snap_end_vmm(const snap_target *t)
     if (!gone)
       cmn_proc_kill_reap(&vm->proc);
   }
-  if (t->drv->release != NULL)
-    t->drv->release(t->drv_state, vm);
-  if (t->drv->cleanup != NULL)
-    t->drv->cleanup(t->drv_state, vm);
+  vmm_call_release(t->entry, vm);
+  vmm_call_cleanup(t->entry, vm);
   memset(&vm->proc, 0, sizeof vm->proc);
 }
 
@@ -159,17 +183,16 @@ static void snap_standby_undo(const snap_target *t, const char *latest, bool was
   cmn_error e2 = {0};
   if (cmn_rm_rf(latest, &e2) < 0)
     cmn_error_log(t->vm->id, "standby", "discard failed target: %s", e2.msg);
-  if (was_running && t->drv->resume != NULL &&
-      t->drv->resume(t->drv_state, t->vm, &e2) < 0)
+  if (was_running && vmm_call_resume(t->entry, t->vm, &e2) < 0)
     cmn_error_log(t->vm->id, "standby", "resume after failed standby: %s", e2.msg);
 }
 
 int snap_standby(const snap_target *t, bool was_running, vmm_snap_kind *kind, cmn_error *err)
 {
-  const vmm_driver *drv = t->drv;
   vmm_vm *vm = t->vm;
-  if (drv->snapshot == NULL)
-    return cmn_err_set(err, CMN_UNIMPLEMENTED, "driver %s cannot snapshot", drv->type);
+  if (vmm_call_need_caps(t->entry, NULL, VMM_CAP_SNAPSHOT | (was_running ? VMM_CAP_PAUSE : 0),
+                         "standby", err) < 0)
+    return -1;
   if (snap_ensure_root(t->inst_dir, err) < 0)
     return -1;
   cleanup_free char *latest = snap_latest_path(t->inst_dir);
@@ -178,9 +201,7 @@ int snap_standby(const snap_target *t, bool was_running, vmm_snap_kind *kind, cm
   /* 1. Pause. */
   int64_t t0 = cmn_now_us();
   if (was_running) {
-    if (drv->pause == NULL)
-      return cmn_err_set(err, CMN_UNIMPLEMENTED, "driver %s cannot pause", drv->type);
-    if (drv->pause(t->drv_state, vm, err) < 0)
+    if (vmm_call_pause(t->entry, vm, err) < 0)
       return cmn_err_prefix(err, "pause before standby");
   }
   int64_t t_pause = cmn_now_us();
@@ -210,7 +231,7 @@ int snap_standby(const snap_target *t, bool was_running, vmm_snap_kind *kind, cm
     goto fail;
 
   /* 3. The driver writes into latest. */
-  if (drv->snapshot(t->drv_state, vm, latest, *kind, err) < 0) {
+  if (vmm_call_snapshot(t->entry, vm, latest, *kind, err) < 0) {
     cmn_err_prefix(err, "%s snapshot", *kind == VMM_SNAP_DIFF ? "diff" : "full");
     goto fail;
   }
@@ -273,12 +294,18 @@ int snap_finish_restore(const snap_target *t, cmn_error *err)
   return cmn_rename_durable(latest, base, err);
 }
 
+int snap_retire_stale_latest(const snap_target *t, cmn_error *err)
+{
+  if (!snap_latest_complete(t->inst_dir))
+    return 0;
+  return snap_finish_restore(t, err);
+}
+
 int snap_restore(const snap_target *t, cmn_error *err)
 {
-  const vmm_driver *drv = t->drv;
   vmm_vm *vm = t->vm;
-  if (drv->restore == NULL)
-    return cmn_err_set(err, CMN_UNIMPLEMENTED, "driver %s cannot restore", drv->type);
+  if (vmm_call_need_caps(t->entry, NULL, VMM_CAP_SNAPSHOT, "restore", err) < 0)
+    return -1;
   cleanup_free char *latest = snap_latest_path(t->inst_dir);
   if (!snap_is_complete(latest))
     return cmn_err_set(err, CMN_DATA_LOSS,
@@ -286,15 +313,13 @@ int snap_restore(const snap_target *t, cmn_error *err)
   memset(&vm->proc, 0, sizeof vm->proc);
   int64_t t0 = cmn_now_us();
   if (cmn_fault("snap.restore.before_driver", err) < 0 ||
-      drv->restore(t->drv_state, vm, latest, err) < 0) {
+      vmm_call_restore(t->entry, vm, latest, err) < 0) {
     /* Kill and reap the new VMM, remove its files; latest stays untouched so
      * the instance is still Standby and the restore can be retried. */
     if (vm->proc.pid > 0)
       cmn_proc_kill_reap(&vm->proc);
-    if (drv->release != NULL)
-      drv->release(t->drv_state, vm);
-    if (drv->cleanup != NULL)
-      drv->cleanup(t->drv_state, vm);
+    vmm_call_release(t->entry, vm);
+    vmm_call_cleanup(t->entry, vm);
     memset(&vm->proc, 0, sizeof vm->proc);
     snap_explain_space(t->inst_dir, err);
     return -1;

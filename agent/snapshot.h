@@ -12,6 +12,7 @@
 
 #include "common/error.h"
 #include "drivers/hypervisor.h"
+#include "drivers/registry.h"
 
 #include <stdbool.h>
 
@@ -22,17 +23,21 @@
 
 /* One VM and its driver, as the snapshot manager needs them. */
 typedef struct snap_target {
-  const vmm_driver *drv;
-  void *drv_state;
-  unsigned caps;           /* effective capabilities (vmm_entry.caps) */
+  const vmm_entry *entry;  /* driver calls go through agent/vmm_call.h */
+  unsigned caps;           /* effective capabilities (vmm_entry.caps), possibly
+                              narrowed by the caller (Stop without a graceful exit) */
   vmm_vm *vm;
   const char *inst_dir;
   int shutdown_timeout_ms; /* graceful VMM exit wait */
 } snap_target;
 
-char *snap_latest_path(const char *inst_dir);
-char *snap_base_path(const char *inst_dir);
-bool snap_is_complete(const char *snap_dir);
+/* Every decision about these folders (their paths, whether one is complete,
+ * when one is removed) is taken here; the instance manager only calls the
+ * functions below and never builds a snapshot path itself. */
+
+/* Whether snapshot-latest of inst_dir is complete: the instance's standby
+ * artifact exists. */
+bool snap_latest_complete(const char *inst_dir);
 /* fsyncs every file and folder in snap_dir, then writes and fsyncs the marker. */
 int snap_mark_complete(const char *snap_dir, vmm_snap_kind kind, cmn_error *err);
 /* Removes the marker first (durably), so a crash never leaves a folder that
@@ -66,6 +71,19 @@ int snap_finish_restore(const snap_target *t, cmn_error *err);
 /* Ends the VMM: graceful shutdown only where the driver has one, else SIGKILL
  * at once; always reaps; then release + cleanup of driver files. */
 void snap_end_vmm(const snap_target *t);
+/* Before an operation on a Running or Paused instance: a complete
+ * snapshot-latest there was left by a restore whose guest runs but whose
+ * latest could not be retired (snap_restore logged it); retire it now
+ * (snap_finish_restore), so latest exists only in Standby. 0 when there was
+ * none or it was retired; -1 with err when retiring failed (retried next time). */
+int snap_retire_stale_latest(const snap_target *t, cmn_error *err);
+/* Recovery with a live VMM: removes a half-written standby target, i.e. a
+ * snapshot-latest that is not complete and a snapshot-base that exists but is
+ * not complete. Complete folders stay. Tries both; -1 with err when one failed. */
+int snap_discard_incomplete(const char *inst_dir, cmn_error *err);
+/* Recovery with no VMM and a complete snapshot-latest (Standby): removes
+ * snapshot-base, complete or not (no guest runs that a diff could continue). */
+int snap_discard_base(const char *inst_dir, cmn_error *err);
 /* Removes snapshot-latest and snapshot-base (Stop). */
 int snap_discard_all(const char *inst_dir, cmn_error *err);
 /* Removes folders retired by snap_finish_restore (snapshots/.retired-*). Deleting

@@ -1,5 +1,4 @@
 /* cgroup.c: placing a process in a named cgroup (see cgroup.h). */
-#define _GNU_SOURCE
 #include "common/cgroup.h"
 #include "common/cleanup.h"
 #include "common/files.h"

@@ -1,4 +1,3 @@
-#define _GNU_SOURCE
 /* error.c: the error contract (see error.h). */
 #include "error.h"
 

@@ -1,6 +1,5 @@
 /* fault.c: fault-injection points (see fault.h). The environment is read at
  * every call so that nothing global is cached. */
-#define _GNU_SOURCE
 #include "fault.h"
 #include "log.h"
 

@@ -1,5 +1,4 @@
 /* files.c: durable file operations (see files.h). */
-#define _GNU_SOURCE
 #include "files.h"
 #include "cleanup.h"
 #include "mem.h"

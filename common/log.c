@@ -1,5 +1,4 @@
 /* log.c: JSON-lines logging (see log.h). */
-#define _GNU_SOURCE
 #include "log.h"
 #include "mem.h"
 

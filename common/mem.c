@@ -1,5 +1,4 @@
 /* mem.c: allocation wrappers (see mem.h). */
-#define _GNU_SOURCE
 #include "mem.h"
 
 #include <stdio.h>

@@ -2,7 +2,6 @@
  *
  * posix_spawn is used rather than fork: the agent is multithreaded (gRPC), and
  * posix_spawn runs no atfork handlers and touches no locks in the child. */
-#define _GNU_SOURCE
 #include "proc.h"
 #include "cleanup.h"
 #include "files.h"

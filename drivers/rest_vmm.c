@@ -1,5 +1,4 @@
 /* rest_vmm.c: spawning and reaching REST-controlled VMMs (see rest_vmm.h). */
-#define _GNU_SOURCE
 #include "drivers/rest_vmm.h"
 #include "common/cleanup.h"
 #include "common/files.h"

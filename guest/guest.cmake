@@ -23,7 +23,8 @@ else()
 endif()
 # Same warning set as the host code (EMBER_WARNING_FLAGS, top CMakeLists.txt);
 # musl-gcc is gcc, so it takes the gcc-only flags too.
-set(EMBER_INIT_FLAGS -std=c11 -D_GNU_SOURCE -Os -static -s ${EMBER_WARNING_FLAGS} -fno-common)
+list(TRANSFORM EMBER_FEATURE_MACROS PREPEND -D OUTPUT_VARIABLE EMBER_INIT_DEFINES)
+set(EMBER_INIT_FLAGS -std=c11 ${EMBER_INIT_DEFINES} -Os -static -s ${EMBER_WARNING_FLAGS} -fno-common)
 if(EMBER_MUSL_GCC OR CMAKE_C_COMPILER_ID STREQUAL "GNU")
   list(APPEND EMBER_INIT_FLAGS ${EMBER_WARNING_FLAGS_GCC})
 endif()

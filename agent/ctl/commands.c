@@ -10,6 +10,7 @@
 #include "agent/ctl/pbjson.h"
 #include "agent/ctl/rpc.h"
 #include "agent/ctl/spec.h"
+#include "agent/rpc_table.h"
 #include "common/cleanup.h"
 #include "common/mem.h"
 #include "ember/v1/instance.pb-c.h"
@@ -19,7 +20,59 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define CTL_SVC "/ember.v1.InstanceService/"
+/* ---- the methods: agent/rpc_table.h and the service descriptors ---- */
+
+/* emberctl's column of the RPC table: a command's service and method. */
+typedef struct ctl__rpc_row {
+  const char *command;
+  const ProtobufCServiceDescriptor *service;
+  const char *method;
+} ctl__rpc_row;
+
+static const ctl__rpc_row ctl__rpc_rows[] = {
+#define CTL_ROW(desc, svc, meth, handler, slow, op, mutates, ctl) {ctl, &desc, #meth},
+    EMBER_UNARY_RPCS(CTL_ROW)
+#undef CTL_ROW
+};
+
+/* The method of a command: its path ("/" service "/" method) and, from the
+ * service descriptor, its request and response messages. */
+typedef struct ctl__method {
+  char path[160];
+  const ProtobufCMessageDescriptor *req;
+  const ProtobufCMessageDescriptor *resp;
+} ctl__method;
+
+static int ctl__method_in(const ProtobufCServiceDescriptor *svc, const char *method,
+                          ctl__method *out, cmn_error *err)
+{
+  const ProtobufCMethodDescriptor *md =
+      protobuf_c_service_descriptor_get_method_by_name(svc, method);
+  if (md == NULL)
+    return cmn_err_set(err, CMN_INTERNAL, "%s has no method %s", svc->name, method);
+  snprintf(out->path, sizeof(out->path), "/%s/%s", svc->name, md->name);
+  out->req = md->input;
+  out->resp = md->output;
+  return 0;
+}
+
+static int ctl__method_of(const char *command, ctl__method *out, cmn_error *err)
+{
+  for (size_t i = 0; i < sizeof(ctl__rpc_rows) / sizeof(ctl__rpc_rows[0]); i++)
+    if (ctl__rpc_rows[i].command != NULL && strcmp(ctl__rpc_rows[i].command, command) == 0)
+      return ctl__method_in(ctl__rpc_rows[i].service, ctl__rpc_rows[i].method, out, err);
+  return cmn_err_set(err, CMN_INTERNAL, "no RPC for command %s", command);
+}
+
+/* One unary call of command's method; *resp is its response message. */
+static int ctl__unary(ctl_rpc *rpc, const char *command, const ProtobufCMessage *req,
+                      ProtobufCMessage **resp, cmn_error *err)
+{
+  ctl__method m;
+  if (ctl__method_of(command, &m, err) < 0)
+    return -1;
+  return ctl_rpc_unary(rpc, m.path, req, m.resp, resp, err);
+}
 
 /* Prints msg as one line of JSON (compact for streams, pretty otherwise). */
 static void ctl__print_json(FILE *out, const ProtobufCMessage *msg, bool compact)
@@ -39,24 +92,9 @@ static int ctl__fail(const cmn_error *err)
 
 /* ---- one-instance lifecycle calls ---- */
 
-/* The request messages of Get/Start/.../Restore all have one string field `id`
- * (field 1): one generic request is packed with the right descriptor. */
-typedef struct ctl__idcall {
-  const char *name;
-  const char *method;
-  const ProtobufCMessageDescriptor *req_desc;
-} ctl__idcall;
-
-static const ctl__idcall ctl__idcalls[] = {
-  {"get", CTL_SVC "GetInstance", &ember__v1__get_instance_request__descriptor},
-  {"start", CTL_SVC "StartInstance", &ember__v1__start_instance_request__descriptor},
-  {"stop", CTL_SVC "StopInstance", &ember__v1__stop_instance_request__descriptor},
-  {"pause", CTL_SVC "PauseInstance", &ember__v1__pause_instance_request__descriptor},
-  {"resume", CTL_SVC "ResumeInstance", &ember__v1__resume_instance_request__descriptor},
-  {"standby", CTL_SVC "StandbyInstance", &ember__v1__standby_instance_request__descriptor},
-  {"restore", CTL_SVC "RestoreInstance", &ember__v1__restore_instance_request__descriptor},
-  {"delete", CTL_SVC "DeleteInstance", &ember__v1__delete_instance_request__descriptor},
-};
+/* The request messages of Get/Start/.../Delete all have one string field `id`
+ * (field 1): one generic request is packed with the method's request
+ * descriptor (from the service descriptor, agent/rpc_table.h names it). */
 
 /* Builds an {id} request of desc. */
 static ProtobufCMessage *ctl__id_request(const ProtobufCMessageDescriptor *desc, const char *id)
@@ -70,19 +108,12 @@ static ProtobufCMessage *ctl__id_request(const ProtobufCMessageDescriptor *desc,
 
 static int ctl__run_id(ctl_rpc *rpc, const ctl_opts *o, FILE *out, cmn_error *err)
 {
-  const ctl__idcall *c = NULL;
-  for (size_t i = 0; i < sizeof(ctl__idcalls) / sizeof(ctl__idcalls[0]); i++)
-    if (strcmp(ctl__idcalls[i].name, o->command) == 0)
-      c = &ctl__idcalls[i];
-  if (c == NULL) {
-    cmn_err_set(err, CMN_INTERNAL, "no call for %s", o->command);
+  ctl__method c;
+  if (ctl__method_of(o->command, &c, err) < 0)
     return CMN_INTERNAL;
-  }
-  bool is_delete = strcmp(c->name, "delete") == 0;
-  const ProtobufCMessageDescriptor *resp_desc =
-      is_delete ? &ember__v1__delete_instance_response__descriptor : &ember__v1__instance__descriptor;
-  ProtobufCMessage *req = ctl__id_request(c->req_desc, o->args[0]);
-  if (strcmp(c->name, "stop") == 0 && o->grace_ms >= 0) {
+  bool is_delete = strcmp(o->command, "delete") == 0;
+  ProtobufCMessage *req = ctl__id_request(c.req, o->args[0]);
+  if (strcmp(o->command, "stop") == 0 && o->grace_ms >= 0) {
     Google__Protobuf__Duration *d = cmn_malloc(sizeof(*d));
     google__protobuf__duration__init(d);
     d->seconds = o->grace_ms / 1000;
@@ -92,7 +123,7 @@ static int ctl__run_id(ctl_rpc *rpc, const ctl_opts *o, FILE *out, cmn_error *er
   if (is_delete)
     ((Ember__V1__DeleteInstanceRequest *)req)->allow_missing = o->allow_missing;
   ProtobufCMessage *resp = NULL;
-  int r = ctl_rpc_unary(rpc, c->method, req, resp_desc, &resp, err);
+  int r = ctl_rpc_unary(rpc, c.path, req, c.resp, &resp, err);
   protobuf_c_message_free_unpacked(req, NULL);
   if (r < 0)
     return ctl__fail(err);
@@ -102,10 +133,10 @@ static int ctl__run_id(ctl_rpc *rpc, const ctl_opts *o, FILE *out, cmn_error *er
     fprintf(out, "no instance %s (nothing deleted)\n", o->args[0]);
   else if (is_delete)
     fprintf(out, "deleted %s\n", ((Ember__V1__DeleteInstanceResponse *)resp)->id);
-  else if (strcmp(c->name, "get") == 0)
+  else if (strcmp(o->command, "get") == 0)
     ctl_print_instance(out, (Ember__V1__Instance *)resp);
   else
-    ctl_print_transition(out, c->name, (Ember__V1__Instance *)resp);
+    ctl_print_transition(out, o->command, (Ember__V1__Instance *)resp);
   protobuf_c_message_free_unpacked(resp, NULL);
   return 0;
 }
@@ -143,8 +174,7 @@ static int ctl__run_create(ctl_rpc *rpc, const ctl_opts *o, FILE *out, cmn_error
     req->request_id = cmn_strdup(o->request_id);
   }
   ProtobufCMessage *resp = NULL;
-  int r = ctl_rpc_unary(rpc, CTL_SVC "CreateInstance", &req->base,
-                        &ember__v1__instance__descriptor, &resp, err);
+  int r = ctl__unary(rpc, "create", &req->base, &resp, err);
   protobuf_c_message_free_unpacked(&req->base, NULL);
   if (r < 0)
     return ctl__fail(err);
@@ -186,8 +216,7 @@ static int ctl__run_list(ctl_rpc *rpc, const ctl_opts *o, FILE *out, cmn_error *
   for (;;) {
     req.page_token = token != NULL ? token : (char *)"";
     ProtobufCMessage *resp = NULL;
-    if (ctl_rpc_unary(rpc, CTL_SVC "ListInstances", &req.base,
-                      &ember__v1__list_instances_response__descriptor, &resp, err) < 0) {
+    if (ctl__unary(rpc, "list", &req.base, &resp, err) < 0) {
       rc = ctl__fail(err);
       break;
     }
@@ -228,8 +257,7 @@ static int ctl__run_hypervisors(ctl_rpc *rpc, const ctl_opts *o, FILE *out, cmn_
 {
   Ember__V1__ListHypervisorsRequest req = EMBER__V1__LIST_HYPERVISORS_REQUEST__INIT;
   ProtobufCMessage *resp = NULL;
-  if (ctl_rpc_unary(rpc, CTL_SVC "ListHypervisors", &req.base,
-                    &ember__v1__list_hypervisors_response__descriptor, &resp, err) < 0)
+  if (ctl__unary(rpc, "hypervisors", &req.base, &resp, err) < 0)
     return ctl__fail(err);
   Ember__V1__ListHypervisorsResponse *l = (Ember__V1__ListHypervisorsResponse *)resp;
   if (o->json)
@@ -278,9 +306,10 @@ static int ctl__run_watch(ctl_rpc *rpc, const ctl_opts *o, FILE *out, cmn_error 
     req.id = o->args[0];
   ctl__watch w = {.out = out, .json = o->json, .left = o->count,
                  .what = o->n_args > 0 ? o->args[0] : "all instances"};
-  if (ctl_rpc_stream(rpc, CTL_SVC "WatchInstances", &req.base,
-                     &ember__v1__instance_event__descriptor, ctl__on_watch_ready, ctl__on_event,
-                     &w, err) < 0)
+  ctl__method m;
+  if (ctl__method_in(&ember__v1__instance_service__descriptor, "WatchInstances", &m, err) < 0 ||
+      ctl_rpc_stream(rpc, m.path, &req.base, m.resp, ctl__on_watch_ready, ctl__on_event, &w,
+                     err) < 0)
     return ctl__fail(err);
   return 0;
 }

@@ -372,7 +372,13 @@ static void test_output(void)
   CU_ASSERT_STRING_EQUAL(buf, "2 GiB");
   ctl_fmt_mib(buf, sizeof(buf), 300);
   CU_ASSERT_STRING_EQUAL(buf, "300 MiB");
-  CU_ASSERT_STRING_EQUAL(ctl_state_name(2), "running");
+  CU_ASSERT_STRING_EQUAL(ctl_state_name(2).s, "running");
+  CU_ASSERT_STRING_EQUAL(ctl_state_name(0).s, "-");
+  CU_ASSERT_STRING_EQUAL(ctl_state_name(99).s, "?");
+  CU_ASSERT_STRING_EQUAL(ctl_operation_name(6).s, "standby");
+  CU_ASSERT_STRING_EQUAL(ctl_operation_name(9).s, "observed");
+  CU_ASSERT_STRING_EQUAL(ctl_operation_name(0).s, "-");
+  CU_ASSERT_STRING_EQUAL(ctl_operation_name(-1).s, "?");
   CU_ASSERT_EQUAL(ctl_state_parse("Standby"), 4);
   CU_ASSERT_EQUAL(ctl_state_parse("INSTANCE_STATE_PAUSED"), 3);
   CU_ASSERT_EQUAL(ctl_state_parse("sleeping"), -1);

@@ -34,16 +34,19 @@ static const char *ctl__short(const ProtobufCEnumDescriptor *ed, int v, const ch
 
 #define CTL_NAME_MAX 32
 
-/* The public names below return static strings, so they use fixed tables;
- * ctl_state_parse reads the descriptor and accepts any value the proto has. */
-
-const char *ctl_state_name(int state)
+/* The short name of v in ed ("-" for 0, the UNSPECIFIED value). */
+static ctl_name ctl__name(const ProtobufCEnumDescriptor *ed, int v, const char *prefix)
 {
-  static const char *const names[] = {"-", "stopped", "running",
-                                      "paused",      "standby", "unknown"};
-  if (state >= 0 && (size_t)state < sizeof(names) / sizeof(names[0]))
-    return names[state];
-  return "?";
+  ctl_name n;
+  const char *s = v == 0 ? "-" : ctl__short(ed, v, prefix, n.s, sizeof(n.s));
+  if (s != n.s)
+    snprintf(n.s, sizeof(n.s), "%s", s);
+  return n;
+}
+
+ctl_name ctl_state_name(int state)
+{
+  return ctl__name(&ember__v1__instance_state__descriptor, state, "INSTANCE_STATE_");
 }
 
 int ctl_state_parse(const char *s)
@@ -59,13 +62,9 @@ int ctl_state_parse(const char *s)
   return -1;
 }
 
-const char *ctl_operation_name(int op)
+ctl_name ctl_operation_name(int op)
 {
-  static const char *const names[] = {"-",      "create", "start",   "stop",   "pause",
-                                      "resume", "standby", "restore", "delete", "observed"};
-  if (op >= 0 && (size_t)op < sizeof(names) / sizeof(names[0]))
-    return names[op];
-  return "?";
+  return ctl__name(&ember__v1__operation__descriptor, op, "OPERATION_");
 }
 
 const char *ctl_snapshot_kind_name(int kind)
@@ -183,10 +182,11 @@ void ctl_print_instances(FILE *f, Ember__V1__Instance *const *v, size_t n)
       snprintf(snap, sizeof(snap), "%s", ctl_snapshot_kind_name(in->last_snapshot_kind));
     if (in->vmm_pid > 0)
       snprintf(pid, sizeof(pid), "%" PRId32, in->vmm_pid);
+    ctl_name state = ctl_state_name(in->state);
     const char *row[] = {in->name,
                          in->id,
                          in->spec != NULL ? in->spec->hypervisor : "-",
-                         ctl_state_name(in->state),
+                         state.s,
                          vcpus,
                          mem,
                          snap,
@@ -212,7 +212,7 @@ void ctl_print_instance(FILE *f, const Ember__V1__Instance *in)
   char buf[64];
   fprintf(f, "Name:          %s\n", in->name);
   fprintf(f, "ID:            %s\n", in->id);
-  fprintf(f, "State:         %s\n", ctl_state_name(in->state));
+  fprintf(f, "State:         %s\n", ctl_state_name(in->state).s);
   if (in->status_message != NULL && in->status_message[0] != '\0')
     fprintf(f, "Status:        %s\n", in->status_message);
   if (in->spec != NULL) {
@@ -287,8 +287,8 @@ void ctl_print_event(FILE *f, const Ember__V1__InstanceEvent *ev)
   ctl_fmt_duration(dur, sizeof(dur), ctl__dur_us(ev->duration));
   const Ember__V1__Instance *in = ev->instance;
   fprintf(f, "%s  %-20s %-9s %s -> %s  %s\n", ts, in != NULL ? in->name : "?",
-          ctl_operation_name(ev->operation), ctl_state_name(ev->old_state),
-          ctl_state_name(ev->new_state), dur);
+          ctl_operation_name(ev->operation).s, ctl_state_name(ev->old_state).s,
+          ctl_state_name(ev->new_state).s, dur);
   fflush(f);
 }
 
@@ -299,12 +299,12 @@ void ctl_print_transition(FILE *f, const char *verb, const Ember__V1__Instance *
   int64_t restore_us = ctl__dur_us(in->last_restore_duration);
   if (strcmp(verb, "standby") == 0 && standby_us > 0) {
     ctl_fmt_duration(dur, sizeof(dur), standby_us);
-    fprintf(f, "%s: %s (%s snapshot in %s)\n", in->name, ctl_state_name(in->state),
+    fprintf(f, "%s: %s (%s snapshot in %s)\n", in->name, ctl_state_name(in->state).s,
             ctl_snapshot_kind_name(in->last_snapshot_kind), dur);
   } else if (strcmp(verb, "restore") == 0 && restore_us > 0) {
     ctl_fmt_duration(dur, sizeof(dur), restore_us);
-    fprintf(f, "%s: %s (restored in %s)\n", in->name, ctl_state_name(in->state), dur);
+    fprintf(f, "%s: %s (restored in %s)\n", in->name, ctl_state_name(in->state).s, dur);
   } else {
-    fprintf(f, "%s: %s\n", in->name, ctl_state_name(in->state));
+    fprintf(f, "%s: %s\n", in->name, ctl_state_name(in->state).s);
   }
 }

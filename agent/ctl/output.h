@@ -10,12 +10,20 @@
 #include <stdint.h>
 #include <stdio.h>
 
-/* "running" for INSTANCE_STATE_RUNNING; "?" for an unknown value. */
-const char *ctl_state_name(int state);
+/* A short name of an enum value, held by value: ctl_state_name(s).s is valid
+ * to the end of the full expression that calls it (C11 temporary lifetime). */
+typedef struct ctl_name {
+  char s[32];
+} ctl_name;
+
+/* "running" for INSTANCE_STATE_RUNNING (from the enum descriptor); "-" for
+ * UNSPECIFIED; "?" for an unknown value. */
+ctl_name ctl_state_name(int state);
 /* Parses "running" or "INSTANCE_STATE_RUNNING" (any case); -1 if unknown. */
 int ctl_state_parse(const char *s);
-/* "standby" for OPERATION_STANDBY, "-" for OPERATION_UNSPECIFIED. */
-const char *ctl_operation_name(int op);
+/* "standby" for OPERATION_STANDBY (from the enum descriptor), "-" for
+ * OPERATION_UNSPECIFIED, "?" for an unknown value. */
+ctl_name ctl_operation_name(int op);
 /* "full" / "diff" / "-". */
 const char *ctl_snapshot_kind_name(int kind);
 /* Writes "850us", "12.3ms", "1.50s", "2m05s" into buf; "-" for 0. */

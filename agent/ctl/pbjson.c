@@ -1,4 +1,3 @@
-#define _GNU_SOURCE
 /* pbjson.c: generic protobuf-c <-> cJSON conversion (see pbjson.h for the
  * mapping). Works from the message descriptors only, so it covers every
  * message emberctl prints or reads without per-message code. */

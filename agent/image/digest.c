@@ -1,6 +1,5 @@
 /* digest.c: SHA-256 over OpenSSL EVP, and digest-string validation
  * (see digest.h). */
-#define _GNU_SOURCE
 #include "agent/image/digest.h"
 #include "common/cleanup.h"
 #include "common/files.h"

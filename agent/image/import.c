@@ -3,7 +3,6 @@
  * straight into a store blob writer (nothing is spooled), small metadata files
  * (index.json, oci-layout, manifest.json) are kept in memory. When the archive
  * ends, the image is resolved from them and its record committed. */
-#define _GNU_SOURCE
 #include "agent/image/import.h"
 #include "agent/image/digest.h"
 #include "agent/image/manifest.h"

@@ -8,7 +8,6 @@
  * O_PATH|O_NOFOLLOW|O_DIRECTORY from the staging root, so a symbolic link in
  * the way fails the open instead of being followed, and the manifest (which
  * mirrors the staging tree) refuses it first with a clear message. */
-#define _GNU_SOURCE
 #include "agent/image/layers.h"
 
 #include "common/cleanup.h"

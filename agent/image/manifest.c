@@ -1,5 +1,4 @@
 /* manifest.c: image manifest and index parsing (see manifest.h). */
-#define _GNU_SOURCE
 #include "agent/image/manifest.h"
 #include "agent/image/digest.h"
 #include "common/mem.h"

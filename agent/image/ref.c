@@ -1,7 +1,6 @@
 /* ref.c: parsing of image references (grammar in ref.h). Everything is
  * checked byte by byte; nothing is accepted that a registry URL could not
  * carry verbatim (no escaping is ever needed downstream). */
-#define _GNU_SOURCE
 #include "agent/image/ref.h"
 #include "agent/image/digest.h"
 #include "common/mem.h"

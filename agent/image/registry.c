@@ -4,7 +4,6 @@
  * requests), one lease on the store (blobs held until the record commits),
  * one deadline. Bodies stream through a write callback into memory (manifests,
  * bounded) or into a store blob writer (verified while streaming). */
-#define _GNU_SOURCE
 #include "agent/image/registry.h"
 #include "agent/image/digest.h"
 #include "agent/image/manifest.h"

@@ -8,7 +8,6 @@
  * All of it happens in <cache_dir>/.build-<name>-XXXXXX under a per-digest
  * lock; the image is fsynced and renamed into place, the temp folder removed
  * on every path. */
-#define _GNU_SOURCE
 #include "agent/image/rootfs.h"
 #include "agent/image/layers.h"
 

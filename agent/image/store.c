@@ -3,7 +3,6 @@
  * Accounting: footprint = used (committed blobs) + reserved (what leases
  * reserved and have not written yet) + pending (bytes in tmp/ being written).
  * A write beyond a lease's reservation must fit the budget (after a GC). */
-#define _GNU_SOURCE
 #include "agent/image/store.h"
 #include "agent/image/digest.h"
 #include "agent/image/ref.h"

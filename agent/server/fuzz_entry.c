@@ -3,7 +3,6 @@
  * table names; WatchInstances cannot run without a gRPC call object, so its
  * request checks are repeated here (decode, id length, lookup) and must be
  * kept in step with srv_watch_start in instance.c. */
-#define _GNU_SOURCE
 #include "agent/server/fuzz_entry.h"
 #include "agent/server/internal.h"
 #include "common/mem.h"
@@ -12,7 +11,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define FUZZ_PREFIX "/ember.v1.InstanceService/"
 /* Same limit as SRV_ID_MAX in instance.c. */
 #define FUZZ_ID_MAX 256
 
@@ -22,12 +20,17 @@ struct srv_fuzz {
   size_t n;
 };
 
+/* The InstanceService rows of the method table in .proto order (the index a
+ * corpus seed's first byte selects; test/fuzz/make_corpus.py takes the same
+ * order from the descriptor). */
 static void fuzz__collect(const srv_method **out, size_t *n)
 {
+  const ProtobufCServiceDescriptor *svc = &ember__v1__instance_service__descriptor;
   *n = 0;
-  for (size_t i = 0; i < srv_n_methods && *n < 32; i++)
-    if (strncmp(srv_methods[i].path, FUZZ_PREFIX, strlen(FUZZ_PREFIX)) == 0)
-      out[(*n)++] = &srv_methods[i];
+  for (unsigned k = 0; k < svc->n_methods && *n < 32; k++)
+    for (size_t i = 0; i < srv_n_methods; i++)
+      if (srv_methods[i].service == svc && strcmp(srv_methods[i].method, svc->methods[k].name) == 0)
+        out[(*n)++] = &srv_methods[i];
 }
 
 srv_fuzz *srv_fuzz_create(agent_manager *mgr)
@@ -53,7 +56,7 @@ const char *srv_fuzz_method_name(size_t i)
   const srv_method *m[32];
   size_t n;
   fuzz__collect(m, &n);
-  return i < n ? m[i]->path + strlen(FUZZ_PREFIX) : NULL;
+  return i < n ? m[i]->method : NULL;
 }
 
 bool srv_fuzz_method_mutates(size_t i)
@@ -61,12 +64,10 @@ bool srv_fuzz_method_mutates(size_t i)
   const char *name = srv_fuzz_method_name(i);
   if (name == NULL)
     return false;
-  static const char *const readonly[] = {"GetInstance", "ListInstances", "ListHypervisors",
-                                         "WatchInstances"};
-  for (size_t k = 0; k < sizeof(readonly) / sizeof(readonly[0]); k++)
-    if (strcmp(name, readonly[k]) == 0)
-      return false;
-  return true;
+  const srv_method *m[32];
+  size_t n;
+  fuzz__collect(m, &n);
+  return m[i]->mutates; /* agent/rpc_table.h */
 }
 
 /* WatchInstances' request checks, as srv_watch_start performs them. */
@@ -111,7 +112,10 @@ int srv_fuzz_dispatch(srv_fuzz *f, size_t i, const uint8_t *req, size_t len, uin
   if (srv_request_check(m, req, len, err) < 0)
     return -1;
   if (m->kind == SRV_UNARY)
-    return m->unary(&f->srv, req, len, resp, resp_len, err);
+  {
+    srv_op_probe probe = {0}; /* no metrics here */
+    return m->unary(&f->srv, &probe, req, len, resp, resp_len, err);
+  }
   if (fuzz__watch(f, req, len, err) < 0)
     return -1;
   *resp = cmn_calloc(1, 1);

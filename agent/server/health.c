@@ -36,8 +36,8 @@ static int srv__current(srv_server *s)
                  : GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__NOT_SERVING;
 }
 
-int srv_unary_health_check(srv_server *s, const uint8_t *req, size_t len, uint8_t **resp,
-                           size_t *rl, cmn_error *err)
+int srv_unary_health_check(srv_server *s, srv_op_probe *probe, const uint8_t *req, size_t len,
+                           uint8_t **resp, size_t *rl, cmn_error *err)
 {
   Grpc__Health__V1__HealthCheckRequest *r =
       grpc__health__v1__health_check_request__unpack(NULL, len, req);

@@ -3,7 +3,6 @@
  * convert the result back. Errors are returned as cmn_error; server.c turns
  * them into a gRPC status. WatchInstances is a server stream fed by a manager
  * subscription whose callback only queues serialized events. */
-#define _GNU_SOURCE
 #include "agent/server/internal.h"
 #include "common/cleanup.h"
 #include "common/log.h"
@@ -241,13 +240,14 @@ static int srv__spec_from(const Ember__V1__InstanceSpec *in, vmm_spec *out, cmn_
 
 /* ---- unary handlers ---- */
 
-int srv_unary_create(srv_server *s, const uint8_t *req, size_t len, uint8_t **resp, size_t *rl,
-                     cmn_error *err)
+int srv_unary_create(srv_server *s, srv_op_probe *probe, const uint8_t *req, size_t len,
+                     uint8_t **resp, size_t *rl, cmn_error *err)
 {
   cleanup_msg Ember__V1__CreateInstanceRequest *r =
       srv__unpack(&ember__v1__create_instance_request__descriptor, req, len, err);
   if (r == NULL)
     return -1;
+  srv_probe_create(s, probe, r->name, r->spec != NULL ? r->spec->hypervisor : NULL);
   if (r->spec == NULL)
   {
     cmn_err_set(err, CMN_INVALID_ARGUMENT,
@@ -282,8 +282,8 @@ int srv_unary_create(srv_server *s, const uint8_t *req, size_t len, uint8_t **re
   return 0;
 }
 
-int srv_unary_get(srv_server *s, const uint8_t *req, size_t len, uint8_t **resp, size_t *rl,
-                  cmn_error *err)
+int srv_unary_get(srv_server *s, srv_op_probe *probe, const uint8_t *req, size_t len,
+                  uint8_t **resp, size_t *rl, cmn_error *err)
 {
   cleanup_msg Ember__V1__GetInstanceRequest *r =
       srv__unpack(&ember__v1__get_instance_request__descriptor, req, len, err);
@@ -521,8 +521,8 @@ bad:
   return NULL;
 }
 
-int srv_unary_list(srv_server *s, const uint8_t *req, size_t len, uint8_t **resp, size_t *rl,
-                   cmn_error *err)
+int srv_unary_list(srv_server *s, srv_op_probe *probe, const uint8_t *req, size_t len,
+                   uint8_t **resp, size_t *rl, cmn_error *err)
 {
   cleanup_msg Ember__V1__ListInstancesRequest *r =
       srv__unpack(&ember__v1__list_instances_request__descriptor, req, len, err);
@@ -582,11 +582,13 @@ int srv_unary_list(srv_server *s, const uint8_t *req, size_t len, uint8_t **resp
 
 /* Every lifecycle request message is { string id = 1; }, so one decoder serves
  * them all (GetInstanceRequest has the same shape). */
-static int srv__op(srv_server *s, agent_op op, const uint8_t *req, size_t len, uint8_t **resp,
-                   size_t *rl, cmn_error *err)
+static int srv__op(srv_server *s, srv_op_probe *probe, agent_op op, const uint8_t *req,
+                   size_t len, uint8_t **resp, size_t *rl, cmn_error *err)
 {
   cleanup_msg Ember__V1__GetInstanceRequest *r =
       srv__unpack(&ember__v1__get_instance_request__descriptor, req, len, err);
+  if (r != NULL)
+    srv_probe_instance(s, probe, r->id);
   if (r == NULL || srv__check_id(r->id, err) < 0)
     return -1;
   agent_instance_view v = {0};
@@ -603,19 +605,21 @@ static int srv__op(srv_server *s, agent_op op, const uint8_t *req, size_t len, u
   return 0;
 }
 
-int srv_unary_start(srv_server *s, const uint8_t *req, size_t len, uint8_t **resp, size_t *rl,
-                    cmn_error *err)
+int srv_unary_start(srv_server *s, srv_op_probe *probe, const uint8_t *req, size_t len,
+                    uint8_t **resp, size_t *rl, cmn_error *err)
 {
-  return srv__op(s, AGENT_OP_START, req, len, resp, rl, err);
+  return srv__op(s, probe, AGENT_OP_START, req, len, resp, rl, err);
 }
 /* The longest graceful_timeout a Stop may ask for. */
 #define SRV_STOP_TIMEOUT_MAX_MS (3600 * 1000)
 
-int srv_unary_stop(srv_server *s, const uint8_t *req, size_t len, uint8_t **resp, size_t *rl,
-                   cmn_error *err)
+int srv_unary_stop(srv_server *s, srv_op_probe *probe, const uint8_t *req, size_t len,
+                   uint8_t **resp, size_t *rl, cmn_error *err)
 {
   cleanup_msg Ember__V1__StopInstanceRequest *r =
       srv__unpack(&ember__v1__stop_instance_request__descriptor, req, len, err);
+  if (r != NULL)
+    srv_probe_instance(s, probe, r->id);
   if (r == NULL || srv__check_id(r->id, err) < 0)
     return -1;
   int timeout_ms = -1; /* unset: the configured one */
@@ -635,32 +639,34 @@ int srv_unary_stop(srv_server *s, const uint8_t *req, size_t len, uint8_t **resp
   agent_instance_view_free(&v);
   return 0;
 }
-int srv_unary_pause(srv_server *s, const uint8_t *req, size_t len, uint8_t **resp, size_t *rl,
-                    cmn_error *err)
+int srv_unary_pause(srv_server *s, srv_op_probe *probe, const uint8_t *req, size_t len,
+                    uint8_t **resp, size_t *rl, cmn_error *err)
 {
-  return srv__op(s, AGENT_OP_PAUSE, req, len, resp, rl, err);
+  return srv__op(s, probe, AGENT_OP_PAUSE, req, len, resp, rl, err);
 }
-int srv_unary_resume(srv_server *s, const uint8_t *req, size_t len, uint8_t **resp, size_t *rl,
-                     cmn_error *err)
+int srv_unary_resume(srv_server *s, srv_op_probe *probe, const uint8_t *req, size_t len,
+                     uint8_t **resp, size_t *rl, cmn_error *err)
 {
-  return srv__op(s, AGENT_OP_RESUME, req, len, resp, rl, err);
+  return srv__op(s, probe, AGENT_OP_RESUME, req, len, resp, rl, err);
 }
-int srv_unary_standby(srv_server *s, const uint8_t *req, size_t len, uint8_t **resp, size_t *rl,
-                      cmn_error *err)
+int srv_unary_standby(srv_server *s, srv_op_probe *probe, const uint8_t *req, size_t len,
+                      uint8_t **resp, size_t *rl, cmn_error *err)
 {
-  return srv__op(s, AGENT_OP_STANDBY, req, len, resp, rl, err);
+  return srv__op(s, probe, AGENT_OP_STANDBY, req, len, resp, rl, err);
 }
-int srv_unary_restore(srv_server *s, const uint8_t *req, size_t len, uint8_t **resp, size_t *rl,
-                      cmn_error *err)
+int srv_unary_restore(srv_server *s, srv_op_probe *probe, const uint8_t *req, size_t len,
+                      uint8_t **resp, size_t *rl, cmn_error *err)
 {
-  return srv__op(s, AGENT_OP_RESTORE, req, len, resp, rl, err);
+  return srv__op(s, probe, AGENT_OP_RESTORE, req, len, resp, rl, err);
 }
 
-int srv_unary_delete(srv_server *s, const uint8_t *req, size_t len, uint8_t **resp, size_t *rl,
-                     cmn_error *err)
+int srv_unary_delete(srv_server *s, srv_op_probe *probe, const uint8_t *req, size_t len,
+                     uint8_t **resp, size_t *rl, cmn_error *err)
 {
   cleanup_msg Ember__V1__DeleteInstanceRequest *r =
       srv__unpack(&ember__v1__delete_instance_request__descriptor, req, len, err);
+  if (r != NULL)
+    srv_probe_instance(s, probe, r->id);
   if (r == NULL || srv__check_id(r->id, err) < 0)
     return -1;
   cleanup_free char *id = NULL;
@@ -678,8 +684,8 @@ int srv_unary_delete(srv_server *s, const uint8_t *req, size_t len, uint8_t **re
   return srv_pack(&out.base, resp, rl);
 }
 
-int srv_unary_list_hypervisors(srv_server *s, const uint8_t *req, size_t len, uint8_t **resp,
-                               size_t *rl, cmn_error *err)
+int srv_unary_list_hypervisors(srv_server *s, srv_op_probe *probe, const uint8_t *req, size_t len,
+                               uint8_t **resp, size_t *rl, cmn_error *err)
 {
   cleanup_msg Ember__V1__ListHypervisorsRequest *r =
       srv__unpack(&ember__v1__list_hypervisors_request__descriptor, req, len, err);

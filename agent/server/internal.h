@@ -12,6 +12,7 @@
 #define EMBER_AGENT_SERVER_INTERNAL_H
 
 #include "agent/manager.h"
+#include "agent/rpc_table.h"
 #include "agent/server/server.h"
 #include "common/error.h"
 
@@ -34,11 +35,21 @@ typedef struct srv_tag {
   srv_call *call;
 } srv_tag;
 
+/* What a unary call reports to the metrics besides its status
+ * (rpc_metrics.c): the lifecycle operation of its table row, and the
+ * instance's hypervisor type, which the handler notes once it has decoded the
+ * request (srv_probe_instance, srv_probe_create): the request is decoded once. */
+typedef struct srv_op_probe {
+  agent_op op;
+  char *hypervisor;
+  char *name;
+} srv_op_probe;
+
 /* A handler of a unary method: decodes req, fills *resp with the packed
  * response. Returns < 0 with err filled for a non-OK status. Runs on a worker
- * thread, or on its own thread when the method is `slow`. */
-typedef int (*srv_unary_fn)(srv_server *s, const uint8_t *req, size_t len, uint8_t **resp,
-                            size_t *resp_len, cmn_error *err);
+ * thread, or on its own thread when the method is `slow`. probe is never NULL. */
+typedef int (*srv_unary_fn)(srv_server *s, srv_op_probe *probe, const uint8_t *req, size_t len,
+                            uint8_t **resp, size_t *resp_len, cmn_error *err);
 /* A streaming method takes the call over after RECV_CLOSE is posted. */
 typedef void (*srv_stream_fn)(srv_call *c);
 
@@ -48,16 +59,31 @@ typedef enum srv_kind {
   SRV_BIDI = 2,
 } srv_kind;
 
+/* A row of the method table (server.c). The unary rows of ember's services
+ * are generated from agent/rpc_table.h. */
 typedef struct srv_method {
   const char *path;
   srv_kind kind;
   bool slow;          /* a lifecycle operation: run on its own detached thread */
   srv_unary_fn unary; /* SRV_UNARY */
   srv_stream_fn stream;
-  /* The request message (each received message for SRV_BIDI): its strings are
-   * checked on the wire by srv_request_check before anything decodes it. */
+  /* Rows of a protobuf-c service: the descriptor and the method's name in it;
+   * the request message comes from there (srv_method_request). */
+  const ProtobufCServiceDescriptor *service;
+  const char *method;
+  /* Other rows: the request message (each received message for SRV_BIDI). */
   const ProtobufCMessageDescriptor *request;
+  agent_op op;        /* the lifecycle operation (metrics); AGENT_OP_NONE */
+  bool mutates;       /* false: read-only (the request fuzzer skips it) */
 } srv_method;
+
+/* The request message of m, whose strings srv_request_check checks on the
+ * wire before anything decodes it; NULL when the row names a method its
+ * service lacks (srv_methods_check refuses that at start-up). */
+const ProtobufCMessageDescriptor *srv_method_request(const srv_method *m);
+/* Checks every row of the table against its service descriptor (the method
+ * exists, the path is "/" service "/" method); INTERNAL naming the row. */
+int srv_methods_check(cmn_error *err);
 
 /* A queued outgoing message of a stream. */
 typedef struct srv_msg {
@@ -190,34 +216,18 @@ void srv_watch_start(srv_call *c);
  * after every call was cancelled); watch_mu is destroyed by the server. */
 void srv_watch_hub_init(srv_server *s);
 void srv_watch_hub_fini(srv_server *s);
-int srv_unary_create(srv_server *s, const uint8_t *req, size_t len, uint8_t **resp, size_t *rl,
-                     cmn_error *err);
-int srv_unary_get(srv_server *s, const uint8_t *req, size_t len, uint8_t **resp, size_t *rl,
-                  cmn_error *err);
-int srv_unary_list(srv_server *s, const uint8_t *req, size_t len, uint8_t **resp, size_t *rl,
-                   cmn_error *err);
-int srv_unary_start(srv_server *s, const uint8_t *req, size_t len, uint8_t **resp, size_t *rl,
-                    cmn_error *err);
-int srv_unary_stop(srv_server *s, const uint8_t *req, size_t len, uint8_t **resp, size_t *rl,
-                   cmn_error *err);
-int srv_unary_pause(srv_server *s, const uint8_t *req, size_t len, uint8_t **resp, size_t *rl,
-                    cmn_error *err);
-int srv_unary_resume(srv_server *s, const uint8_t *req, size_t len, uint8_t **resp, size_t *rl,
-                     cmn_error *err);
-int srv_unary_standby(srv_server *s, const uint8_t *req, size_t len, uint8_t **resp, size_t *rl,
-                      cmn_error *err);
-int srv_unary_restore(srv_server *s, const uint8_t *req, size_t len, uint8_t **resp,
-                      size_t *rl, cmn_error *err);
-int srv_unary_delete(srv_server *s, const uint8_t *req, size_t len, uint8_t **resp, size_t *rl,
-                     cmn_error *err);
-int srv_unary_list_hypervisors(srv_server *s, const uint8_t *req, size_t len, uint8_t **resp,
-                               size_t *rl, cmn_error *err);
+/* The handlers of agent/rpc_table.h, one prototype per row. */
+#define SRV_HANDLER_PROTO(desc, svc, meth, handler, slow, op, mutates, ctl)                    \
+  int handler(srv_server *s, srv_op_probe *probe, const uint8_t *req, size_t len,             \
+              uint8_t **resp, size_t *rl, cmn_error *err);
+EMBER_UNARY_RPCS(SRV_HANDLER_PROTO)
+#undef SRV_HANDLER_PROTO
 /* CreateInstance with start=true is slow; the method table cannot know, so
  * Create always runs on its own thread. */
 
 /* ---- health.c ---- */
-int srv_unary_health_check(srv_server *s, const uint8_t *req, size_t len, uint8_t **resp,
-                           size_t *rl, cmn_error *err);
+int srv_unary_health_check(srv_server *s, srv_op_probe *probe, const uint8_t *req, size_t len,
+                           uint8_t **resp, size_t *rl, cmn_error *err);
 void srv_health_watch_start(srv_call *c);
 /* Pushes the current status to every health watcher (s->mu held). */
 void srv_health_broadcast_locked(srv_server *s);
@@ -226,16 +236,18 @@ void srv_health_broadcast_locked(srv_server *s);
 /* Counts the end of the call once (c->mu held): the status sent, or
  * CANCELLED when the client went away first. */
 void srv_metrics_rpc_done_locked(srv_call *c, int code);
-/* Around a unary handler: begin notes the lifecycle operation and its
- * instance's hypervisor type; end reports a failure (or a delete's duration)
- * and releases the probe. */
-typedef struct srv_op_probe {
-  agent_op op;
-  char *hypervisor;
-  char *name;
-} srv_op_probe;
-void srv_metrics_unary_begin(srv_call *c, const uint8_t *req, size_t len, srv_op_probe *p);
+/* Around a unary handler: begin takes the lifecycle operation from the
+ * call's table row; end reports a failure (or a delete's duration) and
+ * releases the probe. */
+void srv_metrics_unary_begin(srv_call *c, const uint8_t *req, srv_op_probe *p);
 void srv_metrics_unary_end(srv_call *c, srv_op_probe *p, int code, int64_t duration_us);
+/* Called by a handler once it has decoded its request: the instance the call
+ * is about (its hypervisor type is looked up now, so a delete still has it
+ * after), or, for CreateInstance, the name and the requested type (a label
+ * only when it is a registered type). No-ops unless the call is a lifecycle
+ * operation and metrics are on. */
+void srv_probe_instance(srv_server *s, srv_op_probe *p, const char *id_or_name);
+void srv_probe_create(srv_server *s, srv_op_probe *p, const char *name, const char *hypervisor);
 
 /* ---- status_details.c ---- */
 /* A serialized google.rpc.Status with err's details for code and msg. Returns

@@ -1,31 +1,18 @@
 /* rpc_metrics.c: what the gRPC layer reports to the metrics (agent/
  * metrics_agent.h): the end of every call, and the outcome of lifecycle
- * calls whose failures the manager does not report as events. The instance's
- * hypervisor type is resolved before the handler runs (so a successful delete,
- * after which the instance is gone, still has it); a type that a client names
- * in CreateInstance becomes a label only when it is a registered one. */
-#define _GNU_SOURCE
+ * calls whose failures the manager does not report as events. The operation
+ * comes from the call's row of agent/rpc_table.h; the instance's hypervisor
+ * type is noted by the handler right after it decoded the request, before it
+ * calls the manager (so a successful delete, after which the instance is gone,
+ * still has it; the request is never decoded a second time for metrics); a
+ * type that a client names in CreateInstance becomes a label only when it is a
+ * registered one. */
 #include "agent/metrics_agent.h"
 #include "agent/server/internal.h"
 #include "common/mem.h"
-#include "ember/v1/instance.pb-c.h"
 
 #include <stdlib.h>
 #include <string.h>
-
-static const struct {
-  const char *path;
-  agent_op op;
-} srv__lifecycle[] = {
-    {"/ember.v1.InstanceService/CreateInstance", AGENT_OP_CREATE},
-    {"/ember.v1.InstanceService/StartInstance", AGENT_OP_START},
-    {"/ember.v1.InstanceService/StopInstance", AGENT_OP_STOP},
-    {"/ember.v1.InstanceService/PauseInstance", AGENT_OP_PAUSE},
-    {"/ember.v1.InstanceService/ResumeInstance", AGENT_OP_RESUME},
-    {"/ember.v1.InstanceService/StandbyInstance", AGENT_OP_STANDBY},
-    {"/ember.v1.InstanceService/RestoreInstance", AGENT_OP_RESTORE},
-    {"/ember.v1.InstanceService/DeleteInstance", AGENT_OP_DELETE},
-};
 
 void srv_metrics_rpc_done_locked(srv_call *c, int code)
 {
@@ -50,35 +37,30 @@ static char *srv__instance_hv(srv_server *s, const char *id_or_name)
   return hv;
 }
 
-void srv_metrics_unary_begin(srv_call *c, const uint8_t *req, size_t len, srv_op_probe *p)
+void srv_metrics_unary_begin(srv_call *c, const uint8_t *req, srv_op_probe *p)
 {
   memset(p, 0, sizeof(*p));
   srv_server *s = c->srv;
   if (s->opts.metrics == NULL || c->method == NULL || req == NULL)
     return;
-  for (size_t i = 0; i < sizeof(srv__lifecycle) / sizeof(srv__lifecycle[0]); i++)
-    if (strcmp(c->method->path, srv__lifecycle[i].path) == 0)
-      p->op = srv__lifecycle[i].op;
-  if (p->op == AGENT_OP_NONE)
+  p->op = c->method->op; /* agent/rpc_table.h */
+}
+
+void srv_probe_create(srv_server *s, srv_op_probe *p, const char *name, const char *hypervisor)
+{
+  if (s->opts.metrics == NULL || p->op != AGENT_OP_CREATE || p->name != NULL)
     return;
-  if (p->op == AGENT_OP_CREATE) {
-    Ember__V1__CreateInstanceRequest *r = ember__v1__create_instance_request__unpack(NULL, len, req);
-    if (r == NULL)
-      return;
-    p->name = cmn_strdup(r->name);
-    const char *hv = r->spec != NULL ? r->spec->hypervisor : NULL;
-    if (hv != NULL && vmm_registry_get(agent_manager_registry(s->mgr), hv) != NULL)
-      p->hypervisor = cmn_strdup(hv);
-    ember__v1__create_instance_request__free_unpacked(r, NULL);
+  p->name = cmn_strdup(name);
+  if (hypervisor != NULL && vmm_registry_get(agent_manager_registry(s->mgr), hypervisor) != NULL)
+    p->hypervisor = cmn_strdup(hypervisor);
+}
+
+void srv_probe_instance(srv_server *s, srv_op_probe *p, const char *id_or_name)
+{
+  if (s->opts.metrics == NULL || p->op == AGENT_OP_NONE || p->op == AGENT_OP_CREATE ||
+      p->hypervisor != NULL)
     return;
-  }
-  /* Every other lifecycle request is `string id = 1`, the wire form of
-   * GetInstanceRequest. */
-  Ember__V1__GetInstanceRequest *r = ember__v1__get_instance_request__unpack(NULL, len, req);
-  if (r == NULL)
-    return;
-  p->hypervisor = srv__instance_hv(s, r->id);
-  ember__v1__get_instance_request__free_unpacked(r, NULL);
+  p->hypervisor = srv__instance_hv(s, id_or_name);
 }
 
 void srv_metrics_unary_end(srv_call *c, srv_op_probe *p, int code, int64_t duration_us)

@@ -9,7 +9,6 @@
  * Lifecycle methods (`slow`) run on their own detached threads: worker threads
  * stay free for Get/List, and an operation always runs to its end; when its
  * client has gone the response is just dropped by the core. */
-#define _GNU_SOURCE
 #include "agent/server/internal.h"
 #include "agent/server/wire_check.h"
 #include "common/cleanup.h"
@@ -41,42 +40,27 @@
  * and without it RSS stays at its peak after stuck streams are gone. */
 #define SRV_TRIM_AFTER_BYTES (4 * 1024 * 1024)
 
+/* The unary rows of ember's services come from agent/rpc_table.h; the
+ * streaming rows and the standard gRPC services are listed here. */
 const srv_method srv_methods[] = {
-#define SRV_M(name, kind, slow, unary, stream, req)                                            \
-  {"/ember.v1.InstanceService/" name, kind, slow, unary, stream, &req}
-    SRV_M("CreateInstance", SRV_UNARY, true, srv_unary_create, NULL,
-          ember__v1__create_instance_request__descriptor),
-    SRV_M("GetInstance", SRV_UNARY, false, srv_unary_get, NULL,
-          ember__v1__get_instance_request__descriptor),
-    SRV_M("ListInstances", SRV_UNARY, false, srv_unary_list, NULL,
-          ember__v1__list_instances_request__descriptor),
-    SRV_M("StartInstance", SRV_UNARY, true, srv_unary_start, NULL,
-          ember__v1__start_instance_request__descriptor),
-    SRV_M("StopInstance", SRV_UNARY, true, srv_unary_stop, NULL,
-          ember__v1__stop_instance_request__descriptor),
-    SRV_M("PauseInstance", SRV_UNARY, true, srv_unary_pause, NULL,
-          ember__v1__pause_instance_request__descriptor),
-    SRV_M("ResumeInstance", SRV_UNARY, true, srv_unary_resume, NULL,
-          ember__v1__resume_instance_request__descriptor),
-    SRV_M("StandbyInstance", SRV_UNARY, true, srv_unary_standby, NULL,
-          ember__v1__standby_instance_request__descriptor),
-    SRV_M("RestoreInstance", SRV_UNARY, true, srv_unary_restore, NULL,
-          ember__v1__restore_instance_request__descriptor),
-    SRV_M("DeleteInstance", SRV_UNARY, true, srv_unary_delete, NULL,
-          ember__v1__delete_instance_request__descriptor),
-    SRV_M("ListHypervisors", SRV_UNARY, false, srv_unary_list_hypervisors, NULL,
-          ember__v1__list_hypervisors_request__descriptor),
-    SRV_M("WatchInstances", SRV_SERVER_STREAM, false, NULL, srv_watch_start,
-          ember__v1__watch_instances_request__descriptor),
-#undef SRV_M
-    {"/grpc.health.v1.Health/Check", SRV_UNARY, false, srv_unary_health_check, NULL,
-     &grpc__health__v1__health_check_request__descriptor},
-    {"/grpc.health.v1.Health/Watch", SRV_SERVER_STREAM, false, NULL, srv_health_watch_start,
-     &grpc__health__v1__health_check_request__descriptor},
-    {"/grpc.reflection.v1.ServerReflection/ServerReflectionInfo", SRV_BIDI, false, NULL,
-     srv_reflection_start, &grpc__reflection__v1__server_reflection_request__descriptor},
-    {"/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo", SRV_BIDI, false, NULL,
-     srv_reflection_start, &grpc__reflection__v1alpha__server_reflection_request__descriptor},
+#define SRV_ROW(desc, svc, meth, handler, slow_, op_, mutates_, ctl)                           \
+  {.path = "/" svc "/" #meth, .kind = SRV_UNARY, .slow = slow_, .unary = handler,              \
+   .service = &desc, .method = #meth, .op = op_, .mutates = mutates_},
+    EMBER_UNARY_RPCS(SRV_ROW)
+#undef SRV_ROW
+    {.path = "/ember.v1.InstanceService/WatchInstances", .kind = SRV_SERVER_STREAM,
+     .stream = srv_watch_start, .service = &ember__v1__instance_service__descriptor,
+     .method = "WatchInstances"},
+    {.path = "/grpc.health.v1.Health/Check", .kind = SRV_UNARY,
+     .unary = srv_unary_health_check, .request = &grpc__health__v1__health_check_request__descriptor},
+    {.path = "/grpc.health.v1.Health/Watch", .kind = SRV_SERVER_STREAM,
+     .stream = srv_health_watch_start, .request = &grpc__health__v1__health_check_request__descriptor},
+    {.path = "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo", .kind = SRV_BIDI,
+     .stream = srv_reflection_start,
+     .request = &grpc__reflection__v1__server_reflection_request__descriptor},
+    {.path = "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo", .kind = SRV_BIDI,
+     .stream = srv_reflection_start,
+     .request = &grpc__reflection__v1alpha__server_reflection_request__descriptor},
 };
 const size_t srv_n_methods = sizeof(srv_methods) / sizeof(srv_methods[0]);
 
@@ -138,11 +122,37 @@ uint8_t *srv_bb_flatten(grpc_byte_buffer *bb, size_t *len)
   return out;
 }
 
+const ProtobufCMessageDescriptor *srv_method_request(const srv_method *m)
+{
+  if (m->service == NULL)
+    return m->request;
+  const ProtobufCMethodDescriptor *md =
+      protobuf_c_service_descriptor_get_method_by_name(m->service, m->method);
+  return md != NULL ? md->input : NULL;
+}
+
+int srv_methods_check(cmn_error *err)
+{
+  for (size_t i = 0; i < srv_n_methods; i++) {
+    const srv_method *m = &srv_methods[i];
+    if (m->service == NULL)
+      continue;
+    if (srv_method_request(m) == NULL)
+      return cmn_err_set(err, CMN_INTERNAL, "method table: %s has no method %s", m->service->name,
+                         m->method);
+    cleanup_free char *path = cmn_asprintf("/%s/%s", m->service->name, m->method);
+    if (strcmp(path, m->path) != 0)
+      return cmn_err_set(err, CMN_INTERNAL, "method table: path %s is not %s", m->path, path);
+  }
+  return 0;
+}
+
 int srv_request_check(const srv_method *m, const uint8_t *req, size_t len, cmn_error *err)
 {
-  if (m == NULL || m->request == NULL)
+  const ProtobufCMessageDescriptor *d = m != NULL ? srv_method_request(m) : NULL;
+  if (d == NULL)
     return 0;
-  return srv_wire_check(m->request, req, len, err);
+  return srv_wire_check(d, req, len, err);
 }
 
 /* ---- calls ---- */
@@ -538,9 +548,9 @@ static void srv__run_unary(srv_call *c)
   cmn_error err = {0};
   int r;
   srv_op_probe probe;
-  srv_metrics_unary_begin(c, req, len, &probe);
+  srv_metrics_unary_begin(c, req, &probe);
   int64_t t0 = srv_now_us();
-  r = c->method->unary(c->srv, req, len, &resp, &resp_len, &err);
+  r = c->method->unary(c->srv, &probe, req, len, &resp, &resp_len, &err);
   srv_metrics_unary_end(c, &probe, r < 0 ? (err.code != CMN_OK ? err.code : CMN_INTERNAL) : 0,
                         srv_now_us() - t0);
   /* The one place where an error becomes a gRPC status: cmn codes are gRPC codes. */
@@ -764,6 +774,8 @@ srv_server *srv_server_create(const srv_options *opts, agent_manager *mgr, cmn_e
     return cmn_err_set(err, CMN_INVALID_ARGUMENT, "workers must be >= 1"), NULL;
   if (opts->max_message_bytes < 1024 || opts->max_message_bytes > INT32_MAX)
     return cmn_err_set(err, CMN_INVALID_ARGUMENT, "max message size out of range"), NULL;
+  if (srv_methods_check(err) < 0) /* a table row the proto does not have */
+    return NULL;
   srv_server *s = cmn_calloc(1, sizeof(*s));
   s->opts = *opts;
   s->mgr = mgr;

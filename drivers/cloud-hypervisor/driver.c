@@ -32,7 +32,6 @@
  * vm.restore needs a VMM with no VM and leaves the VM paused: restore is a
  * fresh process, vm.restore, vm.resume. vmm.shutdown ends the VMM without
  * resuming the guest. */
-#define _GNU_SOURCE
 #include "drivers/registry.h"
 #include "drivers/rest_vmm.h"
 #include "version.h"

@@ -1,5 +1,4 @@
 /* version.c: runs `cloud-hypervisor --version` once per binary and parses it. */
-#define _GNU_SOURCE
 #include "version.h"
 #include "common/mem.h"
 #include "common/proc.h"

@@ -27,7 +27,6 @@
  * Memory on restore: Firecracker maps the memory file privately, so the file
  * stays exactly the snapshot while the guest runs; the agent keeps the folder
  * as snapshot-base and the next standby writes a Diff into it. */
-#define _GNU_SOURCE
 #include "drivers/registry.h"
 #include "drivers/rest_vmm.h"
 #include "fc_merge.h"

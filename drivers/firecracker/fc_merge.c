@@ -1,6 +1,5 @@
 /* fc_merge.c: merges a sparse diff memory file onto a full image (see
  * fc_merge.h). */
-#define _GNU_SOURCE
 #include "fc_merge.h"
 #include "common/cleanup.h"
 #include "common/files.h"

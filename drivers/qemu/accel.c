@@ -1,5 +1,4 @@
 /* accel.c: host probe for the QEMU accelerator (see accel.h). */
-#define _GNU_SOURCE
 #include "drivers/qemu/accel.h"
 
 #include "common/cleanup.h"

@@ -9,7 +9,6 @@
  * Guest RAM is the memory backend object "ram": a shared file when
  * l->ram_path is set (base reuse), anonymous otherwise. -no-reboot makes a
  * guest reboot or panic end QEMU. */
-#define _GNU_SOURCE
 #include "drivers/qemu/internal.h"
 
 #include "common/cleanup.h"

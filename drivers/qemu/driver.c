@@ -15,7 +15,6 @@
  *   "connect_timeout_ms" QMP socket after spawn (default 10000)
  *   "command_timeout_ms" one QMP command (default 10000)
  *   "migrate_timeout_ms" one snapshot or restore stream (default 600000) */
-#define _GNU_SOURCE
 #include "drivers/qemu/internal.h"
 #include "drivers/registry.h"
 

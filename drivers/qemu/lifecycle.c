@@ -1,7 +1,6 @@
 /* lifecycle.c: spawning QEMU and the plain lifecycle operations: start, adopt,
  * query, pause (`stop`), resume (`cont`), shutdown (`system_powerdown`, then
  * `quit`), release and cleanup. Snapshot and restore are in snapshot.c. */
-#define _GNU_SOURCE
 #include "drivers/qemu/internal.h"
 
 #include "common/cleanup.h"

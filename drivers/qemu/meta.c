@@ -15,7 +15,6 @@
  * mark is written durably (fsyncs): as a snapshot writes qemu.json, the snapshot
  * manager fsyncs the whole folder before it marks it complete, and qemu-vm.json
  * only matters for a live VMM, which a host crash would have ended anyway. */
-#define _GNU_SOURCE
 #include "drivers/qemu/internal.h"
 
 #include "common/cleanup.h"

@@ -1,6 +1,5 @@
 /* qmp.c: QMP client (see qmp.h): framing, command/reply matching by id,
  * event queueing, fd passing with SCM_RIGHTS. */
-#define _GNU_SOURCE
 #include "drivers/qemu/qmp.h"
 
 #include "common/cleanup.h"

@@ -19,7 +19,6 @@
  * become the next base. `cont` is the last step: until then the guest has not
  * run and the snapshot is unmodified. After it, qemu.json is marked consumed
  * so the same folder is never restored twice. */
-#define _GNU_SOURCE
 #include "drivers/qemu/internal.h"
 
 #include "common/cleanup.h"

@@ -2,9 +2,6 @@
  * The input is hostile until proven otherwise: every length is checked
  * against what is left before it is used, sizes are bounded, and nothing is
  * kept on error. */
-#ifndef _GNU_SOURCE
-#define _GNU_SOURCE
-#endif
 #include "config.h"
 
 #include <errno.h>

@@ -2,7 +2,6 @@
  * folders (or files), once each, without libFuzzer: the seeds become
  * regression tests in the normal (gcc, sanitizer) builds. Exit 0 when every
  * input ran; an invariant violation aborts inside the target. */
-#define _GNU_SOURCE
 #include "common/files.h"
 #include "common/mem.h"
 

@@ -31,7 +31,6 @@
  * The same file builds into a plain corpus replayer (fuzz_replay.c supplies
  * main) for the gcc build. libFuzzer has no context argument, so the fixture is
  * the one file-level object here. */
-#define _GNU_SOURCE
 #include "agent/manager.h"
 #include "agent/server/fuzz_entry.h"
 #include "common/files.h"

@@ -30,10 +30,10 @@ def load_pb():
     sys.exit("generated python messages not found: set EMBER_PYTHON_DIR to <build>/python")
 
 
-METHODS = ["CreateInstance", "GetInstance", "ListInstances", "StartInstance", "StopInstance",
-           "PauseInstance", "ResumeInstance", "StandbyInstance", "RestoreInstance",
-           "DeleteInstance", "ListHypervisors", "WatchInstances"]
-M = {name: i for i, name in enumerate(METHODS)}
+# Method index -> name, in .proto order, filled from the descriptor in main()
+# (the fuzz target orders the methods the same way: fuzz__collect).
+METHODS = []
+M = {}
 FIXTURE = ["t-stopped", "t-running", "t-paused", "t-standby", "q-stopped"]
 OPS = ["StartInstance", "StopInstance", "PauseInstance", "ResumeInstance", "StandbyInstance",
        "RestoreInstance"]
@@ -94,6 +94,8 @@ def set_path(msg, path, value):
 
 def main():
     pb = load_pb()
+    METHODS.extend(m.name for m in pb.DESCRIPTOR.services_by_name["InstanceService"].methods)
+    M.update({name: i for i, name in enumerate(METHODS)})
     out = os.path.abspath(sys.argv[1] if len(sys.argv) > 1 else os.path.join(HERE, "corpus"))
     seeds = []
 

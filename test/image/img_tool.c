@@ -11,7 +11,6 @@
  *   --credentials FILE --connect-timeout S --stall-timeout S --pull-timeout S
  *   --manifest-max N --in-use ID (the in-use callback says ID is used)
  *   --cancel-after-ms MS (the cancel callback says yes MS after the pull began) */
-#define _GNU_SOURCE
 #include "agent/image/digest.h"
 #include "agent/image/import.h"
 #include "agent/image/registry.h"

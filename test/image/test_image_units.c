@@ -2,7 +2,6 @@
  * store (verified commit, records, delete/in-use, GC, budget, crash leftovers
  * cleaned on reopen, one fetch per digest under concurrency) and imports of
  * OCI layouts, docker-archives and plain files built here with libarchive. */
-#define _GNU_SOURCE
 #include "agent/image/digest.h"
 #include "agent/image/import.h"
 #include "agent/image/ref.h"

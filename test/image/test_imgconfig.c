@@ -2,7 +2,6 @@
  * argv/env/workdir/user (agent/image/imgconfig.c), with docker run's rules:
  * an entrypoint override drops the image's Cmd unless args are given, args
  * replace Cmd, env merges by key, PATH defaults, workdir defaults to "/". */
-#define _GNU_SOURCE
 #include "agent/image/imgconfig.h"
 
 #include <CUnit/Basic.h>

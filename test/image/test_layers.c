@@ -5,7 +5,6 @@
  * Hostile layers must fail with a clear error naming the entry, write
  * nothing outside the root and leave nothing in the cache folder.
  * Exits 77 (skip) when mkfs.ext4, debugfs or e2fsck is missing. */
-#define _GNU_SOURCE
 #include "agent/image/rootfs.h"
 
 #include "common/files.h"

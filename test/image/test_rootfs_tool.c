@@ -11,7 +11,6 @@
  *       line each), workdir=, user=; ARGs (if any) override the image's Cmd
  * Environment: ROOTFS_MAX_BYTES, ROOTFS_HEADROOM_MIB. Exit 1 with the error
  * (code and message) on stderr. */
-#define _GNU_SOURCE
 #include "agent/image/imgconfig.h"
 #include "agent/image/layers.h"
 #include "agent/image/rootfs.h"

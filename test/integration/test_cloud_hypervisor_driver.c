@@ -16,7 +16,6 @@
  * boot marker stays, the console keeps its history), again; a corrupt snapshot
  * fails to restore and is left byte for byte as it was; an injected fault
  * before resume leaves the snapshot usable; the power button ends the VMM. */
-#define _GNU_SOURCE
 #include "drivers/registry.h"
 #include "common/cleanup.h"
 #include "common/files.h"

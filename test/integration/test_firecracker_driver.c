@@ -15,7 +15,6 @@
  * to snapshot-base; twice: pause, promote the base to snapshot-latest, Diff
  * snapshot, kill, restore. After each restore the guest's counter continues
  * from where it was paused and its boot marker is unchanged. */
-#define _GNU_SOURCE
 #include "drivers/registry.h"
 #include "common/cleanup.h"
 #include "common/files.h"

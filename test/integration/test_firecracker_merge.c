@@ -4,7 +4,6 @@
  * guest size, dirty pages written with pwrite, everything else left as holes.
  * Includes a dirty page that is all zeros (must overwrite the base) and data at
  * the very end of the file. */
-#define _GNU_SOURCE
 #include "drivers/firecracker/fc_merge.h"
 #include "common/cleanup.h"
 #include "common/files.h"

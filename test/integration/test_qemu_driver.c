@@ -10,7 +10,6 @@
  * test/guests/linux/build.sh); without it, or without QEMU, prints SKIP and
  * exits 77 (ctest's SKIP_RETURN_CODE). Prints MEASURE lines (boot, standby and restore times, state file
  * sizes); nothing asserts on wall-clock time. */
-#define _GNU_SOURCE
 #include "drivers/registry.h"
 
 #include "common/cleanup.h"

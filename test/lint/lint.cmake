@@ -9,3 +9,16 @@ set_tests_properties(proto_buf_lint PROPERTIES LABELS "lint" SKIP_RETURN_CODE 77
 add_test(NAME lint_banned_functions
          COMMAND /bin/sh ${CMAKE_SOURCE_DIR}/test/lint/banned_functions.sh ${CMAKE_SOURCE_DIR})
 set_tests_properties(lint_banned_functions PROPERTIES LABELS "lint" TIMEOUT 120)
+
+# Every test source (test/**/test_*.c, test/**/test_*.py) is named by a cmake
+# fragment: a test file that nothing registers fails here.
+add_test(NAME lint_tests_registered
+         COMMAND /bin/sh ${CMAKE_SOURCE_DIR}/test/lint/tests_registered.sh
+                 ${CMAKE_SOURCE_DIR} ${CMAKE_BINARY_DIR})
+set_tests_properties(lint_tests_registered PROPERTIES LABELS "lint" TIMEOUT 120)
+
+# Driver operations are called only through agent/vmm_call.c (one boundary for
+# availability, capability and missing-op checks).
+add_test(NAME lint_driver_calls
+         COMMAND /bin/sh ${CMAKE_SOURCE_DIR}/test/lint/driver_calls.sh ${CMAKE_SOURCE_DIR})
+set_tests_properties(lint_driver_calls PROPERTIES LABELS "lint" TIMEOUT 120)

@@ -1,7 +1,6 @@
 /* test_admission.c: CUnit tests of agent/admission.c with fed host figures,
  * and of the space helpers it and the RAM-file reservation use
  * (cmn_fs_need, cmn_file_reserve in common/files.c). */
-#define _GNU_SOURCE
 #include "agent/admission.h"
 #include "agent/manager.h"
 #include "common/cleanup.h"

@@ -4,7 +4,6 @@
  * input (wrong magic, version, sizes, truncation, checksum, records running
  * past the end, NUL bytes, unknown tags, oversized values); plus the guest's
  * OCI User resolution (guest/init/user.c) on passwd/group files. */
-#define _GNU_SOURCE
 #include "agent/image/bootcfg.h"
 #include "common/cleanup.h"
 #include "common/files.h"

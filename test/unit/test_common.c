@@ -1,6 +1,5 @@
 /* test_common.c: CUnit tests of common/ (errors, files, processes, fault points)
  * and of the agent's record and validation modules. */
-#define _GNU_SOURCE
 #include "agent/record.h"
 #include "agent/validate.h"
 #include "common/cleanup.h"

@@ -1,7 +1,6 @@
 /* test_config.c: CUnit tests of emberd's configuration (agent/config.c):
  * defaults, the default data dir rules, flags over the config file, and the
  * clear rejection of every bad value. */
-#define _GNU_SOURCE
 #include "agent/config.h"
 #include "common/cleanup.h"
 #include "common/log.h"

@@ -1,7 +1,6 @@
 /* test_datadir.c: CUnit tests of the data dir format file (agent/datadir.c):
  * a fresh dir gets the current format, a first-release dir (instances, no
  * file) is upgraded, a newer or unreadable format is refused and left as it was. */
-#define _GNU_SOURCE
 #include "agent/datadir.h"
 #include "common/files.h"
 #include "common/mem.h"

@@ -1,7 +1,6 @@
 /* test_hostfiles.c: CUnit tests of the host file fence (agent/hostfiles.c) and
  * of handing the checked descriptors to a child (common/proc.c pass_fds), on
  * real files, links, FIFOs and device nodes in a temp dir. */
-#define _GNU_SOURCE
 #include "agent/hostfiles.h"
 #include "agent/validate.h"
 #include "common/cleanup.h"

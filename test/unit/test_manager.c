@@ -2,7 +2,6 @@
  * the test-only driver: the state machine of docs/architecture.md §3, the snapshot folder
  * transitions of §4 at every failure point, persistence, re-adoption and
  * recovery after an agent crash, the VMM monitor, events and concurrency. */
-#define _GNU_SOURCE
 #include "agent/manager.h"
 #include "agent/snapshot.h"
 #include "common/cleanup.h"

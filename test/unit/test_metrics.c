@@ -2,7 +2,6 @@
  * exposition (agent/metrics.c): the exact text of a small registry (HELP/TYPE
  * lines, label escaping, sorted series, cumulative histogram buckets with
  * +Inf, _sum and _count), value formatting, and concurrent updates. */
-#define _GNU_SOURCE
 #include "agent/metrics.h"
 
 #include <CUnit/Basic.h>

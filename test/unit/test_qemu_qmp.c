@@ -5,7 +5,6 @@
  * choice. The QMP peer is a thread on the other end of a socketpair that
  * speaks the protocol as QEMU does (real QEMU is covered by
  * test/integration/test_qemu_driver.c). */
-#define _GNU_SOURCE
 #include "drivers/qemu/internal.h"
 
 #include "common/cleanup.h"

@@ -5,7 +5,6 @@
  * fixed-width numbers), and broken wire data (truncated, bad varint, groups,
  * deep nesting). Wire bytes are made by packing a message with a placeholder
  * string and overwriting the placeholder's bytes in place. */
-#define _GNU_SOURCE
 #include "agent/server/wire_check.h"
 #include "common/error.h"
 #include "ember/v1/instance.pb-c.h"

@@ -1,5 +1,4 @@
 /* testvm_driver.c: the test-only driver (see testvm_driver.h). */
-#define _GNU_SOURCE
 #include "test/unit/testvm_driver.h"
 #include "common/cleanup.h"
 #include "common/files.h"

@@ -13,10 +13,14 @@ endfunction()
 ember_unit_test(test_manager)
 ember_unit_test(test_common)
 ember_unit_test(test_registry)
+# The agent's one boundary for driver calls (agent/vmm_call.c).
+ember_unit_test(test_vmm_call)
 ember_unit_test(test_datadir)
 ember_unit_test(test_hostfiles)
 # The server's error details (agent/server/status_details.c), decoded back.
 ember_unit_test(test_status_details ember_server)
+# The one RPC table (agent/rpc_table.h) against the proto descriptors.
+ember_unit_test(test_rpc_table ember_server)
 ember_unit_test(test_wire_check ember_wire_check ember_proto)
 ember_unit_test(test_admission)
 # The boot config: host writer (ember_image) and the guest's reader and user

@@ -1,0 +1,104 @@
+/* manager_internal.h: private to the instance manager's files (manager.c,
+ * manager_ops.c, manager_recover.c, manager_monitor.c); nothing else includes
+ * it. The instance table, the instance object and the helpers those files
+ * share. Locking rules: manager.c's opening comment. */
+#ifndef EMBER_AGENT_MANAGER_INTERNAL_H
+#define EMBER_AGENT_MANAGER_INTERNAL_H
+
+#include "agent/manager.h"
+#include "agent/record.h"
+#include "agent/snapshot.h"
+
+#include <pthread.h>
+
+#define MANAGER_DEFAULT_MAX 256
+#define MANAGER_DEFAULT_STOP_MS 10000
+#define MANAGER_MONITOR_MS 200
+/* status_message of a state whose record could not be saved (docs/errors.md). */
+#define MANAGER_UNSAVED "the record of this state is not saved yet"
+
+typedef struct mgr_instance {
+  pthread_mutex_t op_lock;
+  agent_record rec;      /* committed record; guarded by m->mu */
+  char *dir;             /* immutable after creation */
+  vmm_vm vm;             /* guarded by op_lock */
+  const vmm_entry *entry;/* driver; immutable */
+  int refs;              /* guarded by m->mu */
+  bool deleted;          /* guarded by m->mu */
+  int stop_ms;           /* graceful timeout of the Stop in progress, -1: the
+                            configured one; guarded by op_lock */
+  bool record_dirty;     /* the committed record is not on disk; guarded by op_lock */
+} mgr_instance;
+
+typedef struct mgr_sub {
+  int handle;
+  agent_event_fn fn;
+  void *ctx;
+} mgr_sub;
+
+struct agent_manager {
+  char *data_dir;
+  char *instances_dir;
+  int max_instances;
+  int stop_timeout_ms;
+  char *vmm_cgroup;
+  agent_host_fence *fence; /* host file paths (hostfiles.h); immutable */
+  const vmm_registry *reg;
+  agent_admission_config admission;
+  agent_host_probe_fn host_probe;
+  void *host_probe_ctx;
+  agent_usage admitting; /* admitted starts/restores not yet committed; under mu */
+
+  pthread_mutex_t mu;
+  mgr_instance **insts;
+  size_t n_insts;
+  size_t cap_insts;
+  /* Names of creates writing their folder (outside mu): reserved so that two
+   * creates of one name cannot both succeed, and counted for admission. */
+  char **creating;
+  size_t n_creating;
+  pthread_cond_t created_cv; /* a create released its name (with mu) */
+
+  pthread_mutex_t subs_mu;
+  mgr_sub *subs;
+  size_t n_subs;
+  int next_sub;
+
+  pthread_t monitor;
+  bool monitor_running;
+  pthread_mutex_t stop_mu;
+  pthread_cond_t stop_cv;
+  bool stopping;
+};
+
+/* manager.c: the instance table and commits. */
+mgr_instance *mgr_instance_new(const agent_record *rec, const char *dir,
+                               const vmm_entry *entry);
+/* Drops a reference taken by mgr_lookup (or the monitor). */
+void mgr_unref(agent_manager *m, mgr_instance *inst);
+/* Finds and references an instance; NOT_FOUND or INVALID_ARGUMENT otherwise. */
+mgr_instance *mgr_lookup(agent_manager *m, const char *id_or_name, cmn_error *err);
+void mgr_insert_locked(agent_manager *m, mgr_instance *inst);
+void mgr_set_status(agent_record *r, const char *msg);
+/* Persists and publishes next (caller holds op_lock); always 0. */
+int mgr_commit(agent_manager *m, mgr_instance *inst, agent_record *next, agent_op op,
+               int64_t duration_us, cmn_error *err);
+/* Copies the committed record (caller holds op_lock). */
+void mgr_snapshot_record(agent_manager *m, mgr_instance *inst, agent_record *out);
+snap_target mgr_target(agent_manager *m, mgr_instance *inst);
+void mgr_view_out(agent_manager *m, mgr_instance *inst, agent_instance_view *out);
+int mgr_admit(agent_manager *m, mgr_instance *inst, const char *name, const vmm_entry *entry,
+              const vmm_spec *spec, agent_admit_point point, agent_snap_kind last,
+              cmn_error *err);
+void mgr_admit_done(agent_manager *m, const vmm_spec *spec);
+
+/* manager_ops.c: runs one lifecycle operation with op_lock held. */
+int mgr_run_op(agent_manager *m, mgr_instance *inst, agent_op op, cmn_error *err);
+
+/* manager_recover.c: loads every record and recovers each instance. */
+int mgr_load_all(agent_manager *m, cmn_error *err);
+
+/* manager_monitor.c: the monitor thread's body (arg: the manager). */
+void *mgr_monitor_main(void *arg);
+
+#endif

@@ -1,0 +1,91 @@
+/* types.h: the vocabulary of the agent: the types shared by the instance
+ * manager (manager.h), the records (record.h) and the server (server/), with
+ * the numbers of the public API (ember.v1). It includes nothing of the agent:
+ * every agent header may include it, and no header includes a layer above
+ * itself (record.h does not include manager.h). agent_state_name and
+ * agent_op_name are defined in manager.c, agent_instance_view_free in record.c. */
+#ifndef EMBER_AGENT_TYPES_H
+#define EMBER_AGENT_TYPES_H
+
+#include "drivers/hypervisor.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* Same numbers as ember.v1.InstanceState. */
+typedef enum agent_state {
+  AGENT_STATE_UNSPECIFIED = 0,
+  AGENT_STATE_STOPPED = 1,
+  AGENT_STATE_RUNNING = 2,
+  AGENT_STATE_PAUSED = 3,
+  AGENT_STATE_STANDBY = 4,
+  AGENT_STATE_UNKNOWN = 5,
+} agent_state;
+
+/* Same numbers as ember.v1.Operation. */
+typedef enum agent_op {
+  AGENT_OP_NONE = 0,
+  AGENT_OP_CREATE = 1,
+  AGENT_OP_START = 2,
+  AGENT_OP_STOP = 3,
+  AGENT_OP_PAUSE = 4,
+  AGENT_OP_RESUME = 5,
+  AGENT_OP_STANDBY = 6,
+  AGENT_OP_RESTORE = 7,
+  AGENT_OP_DELETE = 8,
+  AGENT_OP_OBSERVED = 9,
+} agent_op;
+
+/* Same numbers as ember.v1.SnapshotKind. */
+typedef enum agent_snap_kind {
+  AGENT_SNAP_NONE = 0,
+  AGENT_SNAP_FULL = 1,
+  AGENT_SNAP_DIFF = 2,
+} agent_snap_kind;
+
+/* One caller-chosen label (ember.v1.Instance.labels). */
+typedef struct agent_label {
+  char *key;
+  char *value;
+} agent_label;
+
+/* A copy of one instance's committed record; owned by the caller. */
+typedef struct agent_instance_view {
+  char *id;
+  char *name;
+  char *hypervisor;
+  vmm_spec spec;
+  agent_state state;
+  bool has_snapshot;
+  agent_snap_kind last_snapshot_kind;
+  int64_t last_standby_us;
+  int64_t last_restore_us;
+  char *console_log_path;
+  int64_t created_at_us;
+  int64_t updated_at_us;
+  int32_t vmm_pid;
+  char *status_message; /* may be NULL */
+  agent_label *labels;  /* sorted by key, unique keys */
+  size_t n_labels;
+  char *request_id;     /* the CreateInstance request_id; may be NULL */
+} agent_instance_view;
+
+void agent_instance_view_free(agent_instance_view *v); /* members only */
+
+/* A CreateInstance request as the manager takes it (agent_manager_create_req
+ * in manager.h has the contract). */
+typedef struct agent_create_req {
+  const char *name;
+  const char *hypervisor;
+  const vmm_spec *spec;
+  bool start;
+  const agent_label *labels;
+  size_t n_labels;
+  const char *request_id; /* NULL or "": none */
+} agent_create_req;
+
+const char *agent_state_name(agent_state s); /* "Running", ... */
+const char *agent_op_name(agent_op op);      /* "standby", ... */
+
+#endif
