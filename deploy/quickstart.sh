@@ -13,8 +13,12 @@ build=$top/build
 ctl=$build/agent/emberctl
 emberd=$build/agent/emberd
 
-if [ "$(id -u)" = 0 ]; then data=/var/lib/ember; else data=${XDG_DATA_HOME:-$HOME/.local/share}/ember; fi
+# emberd's default data dir (EMBER_DATA_DIR picks another: the test of this
+# script uses a folder of its own).
+if [ -n "${EMBER_DATA_DIR:-}" ]; then data=$EMBER_DATA_DIR
+elif [ "$(id -u)" = 0 ]; then data=/var/lib/ember; else data=${XDG_DATA_HOME:-$HOME/.local/share}/ember; fi
 sock=$data/emberd.sock
+export EMBER_SOCKET="unix:$sock"
 
 if [ "${1:-}" = "--stop" ]; then
   "$ctl" delete demo >/dev/null 2>&1 || true
@@ -30,7 +34,7 @@ cmake --build "$build" -j "$(nproc)" --target emberd emberctl guest_linux
 mkdir -p "$data"
 if ! "$ctl" health >/dev/null 2>&1; then
   # Own session: emberd keeps running after this script (and its terminal) ends.
-  setsid "$emberd" >>"$data/emberd.log" 2>&1 < /dev/null &
+  setsid "$emberd" --data-dir "$data" >>"$data/emberd.log" 2>&1 < /dev/null &
   echo $! >"$data/emberd.pid"
   i=0
   until "$ctl" health >/dev/null 2>&1; do

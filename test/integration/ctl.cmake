@@ -34,3 +34,11 @@ if(TARGET emberctl AND TARGET emberd)
     LABELS "deploy;long" SKIP_RETURN_CODE 77 TIMEOUT 1200 RUN_SERIAL TRUE
     ENVIRONMENT "EMBER_TINY_ELF=${CMAKE_BINARY_DIR}/guests/tiny/tiny.elf")
 endif()
+
+# The README's first command, deploy/quickstart.sh, run as written (packages
+# already installed) on a data dir of its own: a Linux guest boots, the printed
+# commands work, --stop cleans up. It builds into <source>/build as the README
+# says, which is this build in CI.
+add_test(NAME deploy_quickstart COMMAND /bin/sh ${CTL_DEPLOY_DIR}/test_quickstart.sh)
+set_tests_properties(deploy_quickstart PROPERTIES
+  LABELS "deploy;qemu" SKIP_RETURN_CODE 77 TIMEOUT 900 RESOURCE_LOCK ember_qemu_guests)
