@@ -22,3 +22,9 @@ set_tests_properties(lint_tests_registered PROPERTIES LABELS "lint" TIMEOUT 120)
 add_test(NAME lint_driver_calls
          COMMAND /bin/sh ${CMAKE_SOURCE_DIR}/test/lint/driver_calls.sh ${CMAKE_SOURCE_DIR})
 set_tests_properties(lint_driver_calls PROPERTIES LABELS "lint" TIMEOUT 120)
+
+# No file includes a header of a layer above its own (the folder tree is the
+# architecture: common <- drivers <- agent core <- server, ctl).
+add_test(NAME lint_layers
+         COMMAND /bin/sh ${CMAKE_SOURCE_DIR}/test/lint/layers.sh ${CMAKE_SOURCE_DIR})
+set_tests_properties(lint_layers PROPERTIES LABELS "lint" TIMEOUT 120)
