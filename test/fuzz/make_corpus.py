@@ -84,6 +84,14 @@ def set_path(msg, path, value):
         else:
             setattr(msg, f.name, value)
         return
+    if rep and f.message_type.GetOptions().map_entry:
+        # A map<string, string> (labels): the hostile string as a key or a value.
+        m = getattr(msg, f.name)
+        if path[1].name == "key":
+            m[value] = "v"
+        else:
+            m["k"] = value
+        return
     if rep:
         r = getattr(msg, f.name)
         sub = r[0] if len(r) else r.add()
