@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """ember test helper: talk to the Linux test guest's control shell and console.
 
-Contract (notes/guest-contract.md, test/guests/linux/README.md): the guest runs an
+Contract (test/guests/linux/README.md): the guest runs an
 echo-less, prompt-less busybox ash on its second serial port, which QEMU exposes as a
 unix stream socket (chardev socket, server=on, wait=off); the console (ttyS0) is a
 file the guest writes `EMBER-GUEST-READY` and `ember-heartbeat <n>` lines to.

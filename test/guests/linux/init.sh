@@ -1,6 +1,6 @@
 #!/bin/sh
 # ember Linux test guest: /init (PID 1) of the busybox initramfs built by build.sh.
-# Contract (notes/guest-contract.md): mounts proc, sys, devtmpfs, tmpfs /tmp; loads the
+# Contract (test/guests/linux/README.md): mounts proc, sys, devtmpfs, tmpfs /tmp; loads the
 # virtio modules shipped in /lib/modules (best effort); prints EMBER-GUEST-READY on the
 # console (ttyS0) once userspace is up, then `ember-heartbeat <n>` every second; runs a
 # respawning, echo-less, prompt-less busybox shell on /dev/ttyS1 for host tests.
