@@ -64,6 +64,8 @@ struct agent_manager {
   int stop_timeout_ms;
   char *vmm_cgroup;
   agent_host_fence *fence; /* host file paths (hostfiles.h); immutable */
+  struct img_store *images; /* InstanceSpec.image (instance_image.h); may be NULL */
+  char *boot_kit_dir;
   const vmm_registry *reg;
   agent_admission_config admission;
   agent_host_probe_fn host_probe;
@@ -468,8 +470,8 @@ static int mgr_wrong_state(mgr_instance *inst, agent_op op, agent_state st, cmn_
 static int mgr_host_files_begin(agent_manager *m, mgr_instance *inst, agent_host_files *hf,
                                 cmn_error *err)
 {
-  if (agent_host_files_open(m->fence, &inst->rec.view.spec, CMN_FAILED_PRECONDITION, hf,
-                            err) < 0)
+  if (agent_image_host_files_open(m->fence, &inst->rec.view.spec, &inst->rec.view.image,
+                                  inst->dir, CMN_FAILED_PRECONDITION, hf, err) < 0)
     return -1;
   inst->vm.spec = &hf->spec;
   inst->vm.host_fds = hf->fds;
@@ -873,8 +875,26 @@ static mgr_instance *mgr_find_request_locked(agent_manager *m, const agent_creat
   return NULL;
 }
 
+static int mgr_create_req(agent_manager *m, const agent_create_req *req,
+                          agent_instance_view *out, cmn_error *err);
+
 int agent_manager_create_req(agent_manager *m, const agent_create_req *req,
                              agent_instance_view *out, cmn_error *err)
+{
+  /* An image instance: the boot kit fills what its spec leaves out. */
+  vmm_spec kit_spec;
+  if (agent_image_spec_fill(req->image, req->spec, m->boot_kit_dir, &kit_spec, err) < 0)
+    return -1;
+  agent_create_req req_kit = *req;
+  if (agent_image_spec_set(req->image))
+    req_kit.spec = &kit_spec;
+  int ret = mgr_create_req(m, &req_kit, out, err);
+  vmm_spec_free(&kit_spec);
+  return ret;
+}
+
+static int mgr_create_req(agent_manager *m, const agent_create_req *req,
+                          agent_instance_view *out, cmn_error *err)
 {
   const char *name = req->name, *hypervisor = req->hypervisor;
   const vmm_spec *spec = req->spec;
@@ -935,6 +955,7 @@ int agent_manager_create_req(agent_manager *m, const agent_create_req *req,
   agent_labels_copy_sorted(&rec.view.labels, &rec.view.n_labels, req->labels, req->n_labels);
   if (req->request_id != NULL && req->request_id[0] != '\0')
     rec.view.request_id = cmn_strdup(req->request_id);
+  agent_image_spec_copy(&rec.view.image, req->image);
 
   /* Name check and admission under mu, with the name reserved; the folder and
    * its durable record are written outside mu (fsyncs can take seconds on a
@@ -953,8 +974,13 @@ int agent_manager_create_req(agent_manager *m, const agent_create_req *req,
   mgr_instance *inst = NULL;
   if (mkdir(dir, 0750) < 0) {
     cmn_err_errno(err, CMN_INTERNAL, errno, "create %s", dir);
+  } else if (agent_image_prepare(m->images, m->data_dir, dir, id, name, &rec.view.image, err) <
+             0) {
+    cmn_error e2 = {0};
+    cmn_rm_rf(dir, &e2);
   } else if (agent_record_save(dir, &rec, err) < 0 || cmn_fsync_parent(dir, err) < 0) {
     cmn_error e2 = {0};
+    agent_image_unpin(m->images, id, &rec.view.image);
     cmn_rm_rf(dir, &e2);
   } else {
     inst = mgr_instance_new(&rec, dir, entry);
@@ -1072,6 +1098,7 @@ int agent_manager_delete(agent_manager *m, const char *id_or_name, char **id_out
   pthread_mutex_unlock(&m->mu);
   agent_state old = v.state;
   v.state = AGENT_STATE_UNSPECIFIED;
+  agent_image_unpin(m->images, v.id, &v.image);
   mgr_emit(m, &v, old, AGENT_OP_DELETE, cmn_now_us() - t0);
   agent_instance_view_free(&v);
   cmn_info(id_or_name, "delete", "deleted");
@@ -1276,6 +1303,8 @@ static int mgr_load_all(agent_manager *m, cmn_error *err)
       continue;
     }
     mgr_instance *inst = mgr_instance_new(&rec, dir, vmm_registry_get(m->reg, rec.view.hypervisor));
+    if (agent_image_pin(m->images, rec.view.id, &rec.view.image, &e2) < 0)
+      cmn_warn(rec.view.id, "load", "image %s: %s", rec.view.image.ref, e2.msg);
     agent_record_free(&rec);
     pthread_mutex_lock(&m->mu);
     mgr_insert_locked(m, inst);
@@ -1405,6 +1434,8 @@ agent_manager *agent_manager_create(const agent_manager_config *cfg, const vmm_r
     agent_admission_defaults(&m->admission);
   m->host_probe = cfg->host_probe != NULL ? cfg->host_probe : mgr_host_probe_real;
   m->host_probe_ctx = cfg->host_probe_ctx;
+  m->images = cfg->images;
+  m->boot_kit_dir = cfg->boot_kit_dir ? cmn_strdup(cfg->boot_kit_dir) : NULL;
   pthread_mutex_init(&m->mu, NULL);
   pthread_mutex_init(&m->subs_mu, NULL);
   pthread_mutex_init(&m->stop_mu, NULL);
@@ -1456,6 +1487,7 @@ void agent_manager_free(agent_manager *m)
   pthread_cond_destroy(&m->created_cv);
   free(m->instances_dir);
   free(m->data_dir);
+  free(m->boot_kit_dir);
   free(m->vmm_cgroup);
   agent_host_fence_free(m->fence);
   free(m);

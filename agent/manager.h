@@ -21,6 +21,7 @@
 #include "agent/hostfiles.h"
 #include "common/error.h"
 #include "agent/admission.h"
+#include "agent/instance_image.h"
 #include "drivers/hypervisor.h"
 #include "drivers/registry.h"
 
@@ -84,6 +85,7 @@ typedef struct agent_instance_view {
   agent_label *labels;  /* sorted by key, unique keys */
   size_t n_labels;
   char *request_id;     /* the CreateInstance request_id; may be NULL */
+  agent_image_spec image; /* InstanceSpec.image (instance_image.h); ref NULL: none */
 } agent_instance_view;
 
 void agent_instance_view_free(agent_instance_view *v); /* members only */
@@ -113,6 +115,8 @@ typedef struct agent_manager_config {
   const agent_admission_config *admission; /* ratios and reserves; NULL: defaults */
   agent_host_probe_fn host_probe; /* host figures for admission; NULL: agent_host_probe */
   void *host_probe_ctx;
+  struct img_store *images;  /* image store for InstanceSpec.image; NULL: none */
+  const char *boot_kit_dir;  /* boot kit for image instances without a kernel */
 } agent_manager_config;
 
 typedef struct agent_manager agent_manager;
@@ -143,6 +147,7 @@ typedef struct agent_create_req {
   const agent_label *labels;
   size_t n_labels;
   const char *request_id; /* NULL or "": none */
+  const agent_image_spec *image; /* NULL or no ref: not from an image */
 } agent_create_req;
 int agent_manager_create_req(agent_manager *m, const agent_create_req *req,
                              agent_instance_view *out, cmn_error *err);

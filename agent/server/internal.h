@@ -215,6 +215,16 @@ int srv_unary_list_hypervisors(srv_server *s, const uint8_t *req, size_t len, ui
 /* CreateInstance with start=true is slow; the method table cannot know, so
  * Create always runs on its own thread. */
 
+/* ---- image.c: ember.v1.ImageService ---- */
+void srv_image_pull_start(srv_call *c);   /* SRV_SERVER_STREAM, own thread */
+void srv_image_import_start(srv_call *c); /* client stream (SRV_BIDI machinery), own thread */
+int srv_unary_image_list(srv_server *s, const uint8_t *req, size_t len, uint8_t **resp,
+                         size_t *rl, cmn_error *err);
+int srv_unary_image_get(srv_server *s, const uint8_t *req, size_t len, uint8_t **resp,
+                        size_t *rl, cmn_error *err);
+int srv_unary_image_delete(srv_server *s, const uint8_t *req, size_t len, uint8_t **resp,
+                           size_t *rl, cmn_error *err);
+
 /* ---- health.c ---- */
 int srv_unary_health_check(srv_server *s, const uint8_t *req, size_t len, uint8_t **resp,
                            size_t *rl, cmn_error *err);

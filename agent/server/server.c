@@ -17,6 +17,7 @@
 #include "common/log.h"
 #include "common/mem.h"
 #include "ember/v1/instance.pb-c.h"
+#include "ember/v1/image.pb-c.h"
 #include "grpc/health/v1/health.pb-c.h"
 #include "grpc/reflection/v1/reflection.pb-c.h"
 #include "grpc/reflection/v1alpha/reflection.pb-c.h"
@@ -69,6 +70,19 @@ const srv_method srv_methods[] = {
     SRV_M("WatchInstances", SRV_SERVER_STREAM, false, NULL, srv_watch_start,
           ember__v1__watch_instances_request__descriptor),
 #undef SRV_M
+#define SRV_IMG(name, kind, slow, unary, stream, req)                                          \
+  {"/ember.v1.ImageService/" name, kind, slow, unary, stream, &req}
+    SRV_IMG("PullImage", SRV_SERVER_STREAM, false, NULL, srv_image_pull_start,
+            ember__v1__pull_image_request__descriptor),
+    SRV_IMG("ImportImage", SRV_BIDI, false, NULL, srv_image_import_start,
+            ember__v1__import_image_request__descriptor),
+    SRV_IMG("ListImages", SRV_UNARY, false, srv_unary_image_list, NULL,
+            ember__v1__list_images_request__descriptor),
+    SRV_IMG("GetImage", SRV_UNARY, false, srv_unary_image_get, NULL,
+            ember__v1__get_image_request__descriptor),
+    SRV_IMG("DeleteImage", SRV_UNARY, true, srv_unary_image_delete, NULL,
+            ember__v1__delete_image_request__descriptor),
+#undef SRV_IMG
     {"/grpc.health.v1.Health/Check", SRV_UNARY, false, srv_unary_health_check, NULL,
      &grpc__health__v1__health_check_request__descriptor},
     {"/grpc.health.v1.Health/Watch", SRV_SERVER_STREAM, false, NULL, srv_health_watch_start,
