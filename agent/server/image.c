@@ -323,6 +323,8 @@ static bool srv__str_eq(const char *a, const char *b)
 static void srv__pull_progress(void *opaque, const img_pull_progress *p)
 {
   srv__pull *pl = opaque;
+  if (p->phase != NULL && strcmp(p->phase, "done") == 0)
+    return; /* the last message, with the Image, is sent by srv__pull_main */
   int64_t now = srv_now_us();
   bool change = !srv__str_eq(pl->last_phase, p->phase) || !srv__str_eq(pl->last_digest, p->digest);
   bool end = p->blob_total > 0 && p->blob_done == p->blob_total;
@@ -334,6 +336,13 @@ static void srv__pull_progress(void *opaque, const img_pull_progress *p)
   pl->last_phase = p->phase ? cmn_strdup(p->phase) : NULL;
   pl->last_digest = p->digest ? cmn_strdup(p->digest) : NULL;
   srv__pull_push(pl->c, p, NULL);
+}
+
+/* The pull's cancel check (its opaque is the srv__pull, as for progress). */
+static bool srv__pull_gone(void *opaque)
+{
+  srv__pull *pl = opaque;
+  return srv__img_gone(pl->c);
 }
 
 static void *srv__pull_main(void *arg)
@@ -355,7 +364,7 @@ static void *srv__pull_main(void *arg)
         .username = r->username[0] ? r->username : NULL,
         .password = r->password[0] ? r->password : NULL,
         .progress = srv__pull_progress,
-        .cancelled = srv__img_gone,
+        .cancelled = srv__pull_gone,
         .opaque = &pl,
     };
     /* Headers go out now: the client sees the call accepted. */
