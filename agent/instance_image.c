@@ -153,6 +153,28 @@ void agent_image_spec_from_json(const cJSON *parent, agent_image_spec *s)
   s->workdir = ii_str_from_json(o, "workdir");
 }
 
+/* The host's TSC rate in kHz (the first "cpu MHz" of /proc/cpuinfo), or 0.
+ * A guest under TCG sees the host TSC; telling its kernel the rate avoids the
+ * calibration that hangs there (docs/boot-kit.md). */
+static long ii_host_tsc_khz(void)
+{
+  FILE *f = fopen("/proc/cpuinfo", "re");
+  if (f == NULL)
+    return 0;
+  char line[256];
+  long khz = 0;
+  while (fgets(line, sizeof line, f) != NULL) {
+    if (strncmp(line, "cpu MHz", 7) == 0) {
+      const char *colon = strchr(line, ':');
+      if (colon != NULL)
+        khz = (long)(strtod(colon + 1, NULL) * 1000.0);
+      break;
+    }
+  }
+  fclose(f);
+  return khz > 0 && khz < 100000000 ? khz : 0;
+}
+
 int agent_image_spec_fill(const agent_image_spec *img, const vmm_spec *spec,
                           const char *boot_kit_dir, vmm_spec *out, cmn_error *err)
 {
@@ -195,7 +217,9 @@ int agent_image_spec_fill(const agent_image_spec *img, const vmm_spec *spec,
   }
   if (!ii_set(spec->cmdline)) {
     free(out->cmdline);
-    out->cmdline = cmn_strdup(AGENT_IMAGE_CMDLINE);
+    long khz = ii_host_tsc_khz();
+    out->cmdline = khz > 0 ? cmn_asprintf(AGENT_IMAGE_CMDLINE " tsc_early_khz=%ld", khz)
+                           : cmn_strdup(AGENT_IMAGE_CMDLINE);
   }
   return 0;
 }

@@ -59,7 +59,8 @@ void agent_image_spec_from_json(const struct cJSON *parent, agent_image_spec *s)
 
 /* Create, before validation: refuses overrides without an image and, with an
  * image, fills a copy of spec (*out) with the boot kit's kernel/initramfs
- * (boot_kit_dir) and AGENT_IMAGE_CMDLINE where the spec names none. out is
+ * (boot_kit_dir) and AGENT_IMAGE_CMDLINE plus tsc_early_khz=<host TSC kHz>
+ * where the spec names none. out is
  * zeroed (and unused) when spec has no image. */
 int agent_image_spec_fill(const agent_image_spec *img, const vmm_spec *spec,
                           const char *boot_kit_dir, vmm_spec *out, cmn_error *err);

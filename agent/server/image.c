@@ -14,6 +14,7 @@
 #define _GNU_SOURCE
 #include "agent/image/import.h"
 #include "agent/image/registry.h"
+#include "agent/image/rootfs.h"
 #include "agent/image/store.h"
 #include "agent/server/internal.h"
 #include "common/cleanup.h"
@@ -23,6 +24,7 @@
 
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 #define SRV_IMG_PAGE_DEFAULT 100
 #define SRV_IMG_PAGE_MAX 1000
@@ -224,10 +226,30 @@ int srv_unary_image_delete(srv_server *s, const uint8_t *req, size_t len, uint8_
   if (r == NULL || srv__img_check_id(r->id, err) < 0)
     return -1;
   int64_t freed = 0;
+  img_record before = {0};
+  bool had = img_store_get(st, r->id, &before, err) == 0;
+  memset(err, 0, sizeof *err);
   if (img_store_delete(st, r->id, &freed, err) < 0) {
+    img_record_free(&before);
     if (!(r->allow_missing && err->code == CMN_NOT_FOUND))
       return -1;
     memset(err, 0, sizeof *err);
+  } else if (had) {
+    /* The image is gone (not just one of its names): its cached root disk
+     * (instance_image.c, <store>/rootfs/) goes too; instances have their
+     * own copies. */
+    img_record still = {0};
+    cmn_error e2 = {0};
+    if (img_store_get(st, before.id, &still, &e2) < 0) {
+      cleanup_free char *name = img_rootfs_cache_name(before.id, &e2);
+      cleanup_free char *path =
+          name ? cmn_asprintf("%s/rootfs/%s", img_store_root(st), name) : NULL;
+      if (path != NULL && unlink(path) == 0)
+        cmn_info(NULL, "image", "removed the cached root disk %s", path);
+    } else {
+      img_record_free(&still);
+    }
+    img_record_free(&before);
   }
   Ember__V1__DeleteImageResponse out = EMBER__V1__DELETE_IMAGE_RESPONSE__INIT;
   out.freed_bytes = freed;
