@@ -8,4 +8,4 @@ add_test(NAME integration_image_api
 set_tests_properties(integration_image_api PROPERTIES
   LABELS "integration;image;qemu" TIMEOUT 1500 SKIP_RETURN_CODE 77
   RESOURCE_LOCK ember_qemu_guests
-  ENVIRONMENT "EMBERD_BIN=$<TARGET_FILE:emberd>;EMBER_PYTHON_DIR=${CMAKE_BINARY_DIR}/python")
+  ENVIRONMENT "EMBERD_BIN=$<TARGET_FILE:emberd>;EMBERCTL_BIN=$<TARGET_FILE:emberctl>;EMBER_PYTHON_DIR=${CMAKE_BINARY_DIR}/python")

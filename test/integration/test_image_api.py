@@ -25,6 +25,7 @@ usage: test_image_api.py BOOTKIT_DIR     (exit 77 when a tool or the kit is miss
 import os
 import shutil
 import socket
+import subprocess
 import sys
 import tempfile
 import threading
@@ -293,6 +294,36 @@ def main():
             out3 = wait_console(inst3.console_log_path, "tick 0")
             check(out3 is not None and "hello from-image" in out3, "the imported image boots")
             d.delete(inst3.id)
+
+            # ---- emberctl -------------------------------------------------
+            ctl = os.environ.get("EMBERCTL_BIN") or os.path.join(
+                os.path.dirname(d.binary), "emberctl")
+
+            def run(*args):
+                p = subprocess.run([ctl, "--socket", d.socket_path] + list(args),
+                                   capture_output=True, text=True, timeout=600)
+                return p.returncode, p.stdout + p.stderr
+            rc, out = run("pull", ref)
+            check(rc == 0 and "pulled " + ref in out and "committed" in out,
+                  "emberctl pull (plain lines off a terminal): rc %d" % rc)
+            rc, out = run("images")
+            check(rc == 0 and ref in out and "imported:1" in out, "emberctl images lists both")
+            rc, out = run("import", archive, "--kind", "docker-archive", "--name", "ctl:1")
+            check(rc == 0 and "imported" in out, "emberctl import: rc %d %s" % (rc, out[-200:]))
+            rc, out = run("create", "ctl1", "--image", "ctl:1", "--env", "A=B", "--arg", "x",
+                          "--workdir", "/srv")
+            check(rc == 0, "emberctl create --image with overrides: rc %d %s" % (rc, out[-300:]))
+            got = d.get("ctl1")
+            check(got.spec.image == "ctl:1" and list(got.spec.image_overrides.env) == ["A=B"]
+                  and list(got.spec.image_overrides.args) == ["x"]
+                  and got.spec.image_overrides.workdir == "/srv",
+                  "the overrides reach the Instance")
+            rc, out = run("rmi", image.id)
+            check(rc == grpc.StatusCode.FAILED_PRECONDITION.value[0],
+                  "emberctl rmi of an image in use: exit %d (FAILED_PRECONDITION)" % rc)
+            d.delete("ctl1")
+            rc, out = run("rmi", image.id)
+            check(rc == 0 and "freed" in out, "emberctl rmi after the instance is gone")
     finally:
         hang.close()
         reg.stop()
