@@ -270,6 +270,10 @@ def main():
             check(r.freed_bytes > 0 and os.listdir(blobs) == [],
                   "DeleteImage after the instance is gone frees every blob (%d bytes)"
                   % r.freed_bytes)
+            cache = os.path.join(d.data_dir, "images", "rootfs")
+            check(not os.path.isdir(cache) or
+                  [f for f in os.listdir(cache) if f.endswith(".ext4")] == [],
+                  "and its cached root disk")
 
             # ---- ImportImage (client streaming) ------------------------------
             def chunks():
