@@ -30,7 +30,7 @@ void agent_config_usage(FILE *out, const char *prog)
           "                           vmm_cgroup, host_file_roots (array of paths),\n"
           "                           allow_block_devices, mem_overcommit,\n"
           "                           mem_reserved_mib, vcpu_overcommit, disk_reserve_mib,\n"
-          "                           image_store_budget, registry_ca_file,\n"
+          "                           image_store_budget, registry_ca_file, boot_kit_dir,\n"
           "                           registry_credentials_file,\n"
           "                           insecure_registries (array of host[:port]),\n"
           "                           drivers (one object per hypervisor type,\n"
@@ -99,6 +99,9 @@ void agent_config_usage(FILE *out, const char *prog)
           "  --insecure-registry HOST[:PORT]\n"
           "                           reach this registry over plain HTTP (repeat for\n"
           "                           several); loopback registries without TLS work anyway\n"
+          "  --boot-kit-dir DIR       the boot kit (vmlinux, initramfs.cpio.gz) booted for\n"
+          "                           InstanceSpec.image without a kernel_path (default\n"
+          "                           " EMBER_BOOT_KIT_DIR ")\n"
           "  --help                   this text\n"
           "  --version                the version\n"
           "\n"
@@ -121,6 +124,7 @@ void agent_config_free(agent_config *cfg)
   free(cfg->metrics_listen);
   free(cfg->metrics_file);
   free(cfg->registry_ca_file);
+  free(cfg->boot_kit_dir);
   free(cfg->registry_credentials_file);
   for (size_t i = 0; i < cfg->n_insecure_registries; i++)
     free(cfg->insecure_registries[i]);
@@ -342,6 +346,8 @@ static int config__apply(agent_config *cfg, const char *key, const char *v, cmn_
                          "unlimited)", v ? v : "");
     return 0;
   }
+  if (strcmp(key, "boot_kit_dir") == 0)
+    return config__path("boot_kit_dir", v, &cfg->boot_kit_dir, err);
   if (strcmp(key, "registry_ca_file") == 0)
     return config__path("registry_ca_file", v, &cfg->registry_ca_file, err);
   if (strcmp(key, "registry_credentials_file") == 0)
@@ -477,6 +483,7 @@ static const struct {
     {"--disk-reserve-mib", "disk_reserve_mib", true},
     {"--image-store-budget", "image_store_budget", true},
     {"--registry-ca-file", "registry_ca_file", true},
+    {"--boot-kit-dir", "boot_kit_dir", true},
     {"--registry-credentials-file", "registry_credentials_file", true},
     {"--insecure-registry", "insecure_registries", true},
     {"--help", NULL, false},

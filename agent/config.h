@@ -45,6 +45,7 @@ typedef struct agent_config {
   char *registry_credentials_file;  /* JSON {"host[:port]": {"username","password"}} */
   char **insecure_registries;       /* "host[:port]" reached over plain HTTP */
   size_t n_insecure_registries;
+  char *boot_kit_dir;               /* NULL: EMBER_BOOT_KIT_DIR (the installed kit) */
   bool insecure_from_flags;         /* private: the first flag replaces the file's list */
   bool help;                 /* --help was given: print usage, exit 0 */
   bool version;              /* --version */

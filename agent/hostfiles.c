@@ -235,12 +235,52 @@ static int hostfiles_add(const agent_host_fence *f, agent_host_files *h, const c
   return 0;
 }
 
+/* Opens one emberd-made disk: exactly dir/name, a regular file, no link
+ * followed (neither the name nor a swapped folder). */
+static int hostfiles_open_made(const char *dir, const agent_host_made *d, int code,
+                               cmn_error *err)
+{
+  cleanup_close int dfd = open(dir, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+  if (dfd < 0)
+    return cmn_err_errno(err, code, errno, "instance folder %s", dir);
+  int fd = openat(dfd, d->name, (d->read_only ? O_RDONLY : O_RDWR) | O_NOFOLLOW | O_CLOEXEC |
+                                    O_NOCTTY);
+  if (fd < 0)
+    return cmn_err_errno(err, code, errno, "%s/%s (made by emberd)", dir, d->name);
+  struct stat st;
+  if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
+    close(fd);
+    return cmn_err_set(err, code, "%s/%s (made by emberd) is not a regular file", dir, d->name);
+  }
+  return fd;
+}
+
 int agent_host_files_open(const agent_host_fence *f, const vmm_spec *spec, int code,
                           agent_host_files *out, cmn_error *err)
 {
+  return agent_host_files_open_made(f, spec, NULL, NULL, 0, code, out, err);
+}
+
+int agent_host_files_open_made(const agent_host_fence *f, const vmm_spec *spec,
+                               const char *made_dir, const agent_host_made *made, size_t n_made,
+                               int code, agent_host_files *out, cmn_error *err)
+{
   memset(out, 0, sizeof *out);
   vmm_spec_copy(&out->spec, spec);
-  out->fds = cmn_calloc(spec->n_disks + 2, sizeof *out->fds);
+  out->fds = cmn_calloc(spec->n_disks + n_made + 2, sizeof *out->fds);
+  if (n_made > 0) {
+    /* The made disks go first: rebuild the copy's disk list. */
+    vmm_disk *disks = cmn_calloc(spec->n_disks + n_made, sizeof *disks);
+    for (size_t i = 0; i < n_made; i++) {
+      disks[i].path = cmn_asprintf("%s/%s", made_dir, made[i].name);
+      disks[i].read_only = made[i].read_only;
+    }
+    for (size_t i = 0; i < out->spec.n_disks; i++)
+      disks[n_made + i] = out->spec.disks[i];
+    free(out->spec.disks);
+    out->spec.disks = disks;
+    out->spec.n_disks += n_made;
+  }
   if (hostfiles_add(f, out, "spec.kernel_path", spec->kernel, false, AGENT_HOSTFD_KERNEL,
                     &out->spec.kernel, code, err) < 0)
     goto fail;
@@ -248,11 +288,20 @@ int agent_host_files_open(const agent_host_fence *f, const vmm_spec *spec, int c
       hostfiles_add(f, out, "spec.initrd_path", spec->initrd, false, AGENT_HOSTFD_INITRD,
                     &out->spec.initrd, code, err) < 0)
     goto fail;
+  for (size_t i = 0; i < n_made; i++) {
+    int fd = hostfiles_open_made(made_dir, &made[i], code, err);
+    if (fd < 0)
+      goto fail;
+    out->fds[out->n_fds++] = (cmn_fd_pass){.fd = fd, .child_fd = AGENT_HOSTFD_DISK0 + (int)i};
+    free(out->spec.disks[i].path);
+    out->spec.disks[i].path = cmn_asprintf(VMM_HOST_FD_PREFIX "%d", AGENT_HOSTFD_DISK0 + (int)i);
+  }
   for (size_t i = 0; i < spec->n_disks; i++) {
     char field[48];
     snprintf(field, sizeof field, "spec.disks[%zu].path", i);
+    size_t k = n_made + i;
     if (hostfiles_add(f, out, field, spec->disks[i].path, !spec->disks[i].read_only,
-                      AGENT_HOSTFD_DISK0 + (int)i, &out->spec.disks[i].path, code, err) < 0)
+                      AGENT_HOSTFD_DISK0 + (int)k, &out->spec.disks[k].path, code, err) < 0)
       goto fail;
   }
   return 0;

@@ -68,6 +68,19 @@ typedef struct agent_host_files {
  * /var/lib/ember". On failure nothing stays open. */
 int agent_host_files_open(const agent_host_fence *f, const vmm_spec *spec, int code,
                           agent_host_files *out, cmn_error *err);
+/* A disk emberd made itself inside an instance folder (an image's root disk
+ * and boot config, instance_image.h): never named by a request. */
+typedef struct agent_host_made {
+  const char *name; /* a plain file name inside the folder */
+  bool read_only;
+} agent_host_made;
+/* agent_host_files_open with the n_made disks of made_dir in front of spec's
+ * disks (disk numbers 0..n_made-1): each is opened as made_dir/name without
+ * following a link and must be a regular file; the data-dir fence does not
+ * apply to them (they are emberd's), and spec's own paths are fenced as usual. */
+int agent_host_files_open_made(const agent_host_fence *f, const vmm_spec *spec,
+                               const char *made_dir, const agent_host_made *made, size_t n_made,
+                               int code, agent_host_files *out, cmn_error *err);
 /* Closes the descriptors and frees the copy; safe on a zeroed struct. */
 void agent_host_files_close(agent_host_files *h);
 /* Open, check, close: the early check of Create. */

@@ -18,6 +18,8 @@
 #include "common/log.h"
 #include "common/proc.h"
 #include "common/mem.h"
+#include "agent/image/registry.h"
+#include "agent/image/store.h"
 #include "drivers/registry.h"
 
 #include <curl/curl.h>
@@ -122,6 +124,7 @@ int main(int argc, char **argv)
   int rc = 1;
   vmm_registry *reg = NULL;
   agent_manager *mgr = NULL;
+  img_store *images = NULL;
   srv_server *srv = NULL;
   agent_metrics *metrics = NULL;
   agent_metrics_http *metrics_http = NULL;
@@ -191,6 +194,21 @@ int main(int argc, char **argv)
       .own_files = own_files,
       .n_own_files = sizeof own_files / sizeof own_files[0],
   };
+  /* The image store next to the manager: the manager pins the images of its
+   * instances while it loads them. */
+  img_store_opts io = {.data_dir = cfg.data_dir, .budget_bytes = cfg.image_store_budget};
+  if (img_store_open(&io, &images, &err) < 0) {
+    main__fail("image store", &err);
+    goto out;
+  }
+  img_registry_opts ro = {
+      .ca_file = cfg.registry_ca_file,
+      .credentials_file = cfg.registry_credentials_file,
+      .insecure = (const char *const *)cfg.insecure_registries,
+      .n_insecure = cfg.n_insecure_registries,
+  };
+  so.images = images;
+  so.registry = &ro;
   agent_manager_config mc = {
       .data_dir = cfg.data_dir,
       .max_instances = cfg.max_instances,
@@ -199,6 +217,8 @@ int main(int argc, char **argv)
       .stop_timeout_ms = 0,
       .monitor = true,
       .host_policy = &hp,
+      .images = images,
+      .boot_kit_dir = cfg.boot_kit_dir ? cfg.boot_kit_dir : EMBER_BOOT_KIT_DIR,
   };
   mgr = agent_manager_create(&mc, reg, &err);
   if (mgr == NULL) {
@@ -294,6 +314,7 @@ out:
     cmn_debug(NULL, "shutdown", "gRPC server stopped; releasing the instance manager");
     agent_manager_free(mgr);
   }
+  img_store_close(images);
   agent_metrics_free(metrics);
   if (reg != NULL)
     vmm_registry_free(reg);

@@ -472,8 +472,26 @@ static mgr_instance *mgr_find_request_locked(agent_manager *m, const agent_creat
   return NULL;
 }
 
+static int mgr_create_req(agent_manager *m, const agent_create_req *req,
+                          agent_instance_view *out, cmn_error *err);
+
 int agent_manager_create_req(agent_manager *m, const agent_create_req *req,
                              agent_instance_view *out, cmn_error *err)
+{
+  /* An image instance: the boot kit fills what its spec leaves out. */
+  vmm_spec kit_spec;
+  if (agent_image_spec_fill(req->image, req->spec, m->boot_kit_dir, &kit_spec, err) < 0)
+    return -1;
+  agent_create_req req_kit = *req;
+  if (agent_image_spec_set(req->image))
+    req_kit.spec = &kit_spec;
+  int ret = mgr_create_req(m, &req_kit, out, err);
+  vmm_spec_free(&kit_spec);
+  return ret;
+}
+
+static int mgr_create_req(agent_manager *m, const agent_create_req *req,
+                          agent_instance_view *out, cmn_error *err)
 {
   const char *name = req->name, *hypervisor = req->hypervisor;
   const vmm_spec *spec = req->spec;
@@ -534,6 +552,7 @@ int agent_manager_create_req(agent_manager *m, const agent_create_req *req,
   agent_labels_copy_sorted(&rec.view.labels, &rec.view.n_labels, req->labels, req->n_labels);
   if (req->request_id != NULL && req->request_id[0] != '\0')
     rec.view.request_id = cmn_strdup(req->request_id);
+  agent_image_spec_copy(&rec.view.image, req->image);
 
   /* Name check and admission under mu, with the name reserved; the folder and
    * its durable record are written outside mu (fsyncs can take seconds on a
@@ -552,8 +571,13 @@ int agent_manager_create_req(agent_manager *m, const agent_create_req *req,
   mgr_instance *inst = NULL;
   if (mkdir(dir, 0750) < 0) {
     cmn_err_errno(err, CMN_INTERNAL, errno, "create %s", dir);
+  } else if (agent_image_prepare(m->images, m->data_dir, dir, id, name, &rec.view.image, err) <
+             0) {
+    cmn_error e2 = {0};
+    cmn_rm_rf(dir, &e2);
   } else if (agent_record_save(dir, &rec, err) < 0 || cmn_fsync_parent(dir, err) < 0) {
     cmn_error e2 = {0};
+    agent_image_unpin(m->images, id, &rec.view.image);
     cmn_rm_rf(dir, &e2);
   } else {
     inst = mgr_instance_new(&rec, dir, entry);
@@ -671,6 +695,7 @@ int agent_manager_delete(agent_manager *m, const char *id_or_name, char **id_out
   pthread_mutex_unlock(&m->mu);
   agent_state old = v.state;
   v.state = AGENT_STATE_UNSPECIFIED;
+  agent_image_unpin(m->images, v.id, &v.image);
   mgr_emit(m, &v, old, AGENT_OP_DELETE, cmn_now_us() - t0);
   agent_instance_view_free(&v);
   cmn_info(id_or_name, "delete", "deleted");
@@ -717,6 +742,8 @@ agent_manager *agent_manager_create(const agent_manager_config *cfg, const vmm_r
     agent_admission_defaults(&m->admission);
   m->host_probe = cfg->host_probe != NULL ? cfg->host_probe : mgr_host_probe_real;
   m->host_probe_ctx = cfg->host_probe_ctx;
+  m->images = cfg->images;
+  m->boot_kit_dir = cfg->boot_kit_dir ? cmn_strdup(cfg->boot_kit_dir) : NULL;
   pthread_mutex_init(&m->mu, NULL);
   pthread_mutex_init(&m->subs_mu, NULL);
   pthread_mutex_init(&m->stop_mu, NULL);
@@ -768,6 +795,7 @@ void agent_manager_free(agent_manager *m)
   pthread_cond_destroy(&m->created_cv);
   free(m->instances_dir);
   free(m->data_dir);
+  free(m->boot_kit_dir);
   free(m->vmm_cgroup);
   agent_host_fence_free(m->fence);
   free(m);

@@ -54,6 +54,8 @@ typedef struct agent_manager_config {
   const agent_admission_config *admission; /* ratios and reserves; NULL: defaults */
   agent_host_probe_fn host_probe; /* host figures for admission; NULL: agent_host_probe */
   void *host_probe_ctx;
+  struct img_store *images;  /* image store for InstanceSpec.image; NULL: none */
+  const char *boot_kit_dir;  /* boot kit for image instances without a kernel */
 } agent_manager_config;
 
 typedef struct agent_manager agent_manager;

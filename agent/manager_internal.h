@@ -7,6 +7,7 @@
 
 #include "agent/manager.h"
 #include "agent/record.h"
+#include "agent/instance_image.h"
 #include "agent/snapshot.h"
 
 #include <pthread.h>
@@ -43,6 +44,8 @@ struct agent_manager {
   int stop_timeout_ms;
   char *vmm_cgroup;
   agent_host_fence *fence; /* host file paths (hostfiles.h); immutable */
+  struct img_store *images; /* InstanceSpec.image (instance_image.h); may be NULL */
+  char *boot_kit_dir;
   const vmm_registry *reg;
   agent_admission_config admission;
   agent_host_probe_fn host_probe;

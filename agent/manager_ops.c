@@ -69,8 +69,8 @@ static int mgr_wrong_state(mgr_instance *inst, agent_op op, agent_state st, cmn_
 static int mgr_host_files_begin(agent_manager *m, mgr_instance *inst, agent_host_files *hf,
                                 cmn_error *err)
 {
-  if (agent_host_files_open(m->fence, &inst->rec.view.spec, CMN_FAILED_PRECONDITION, hf,
-                            err) < 0)
+  if (agent_image_host_files_open(m->fence, &inst->rec.view.spec, &inst->rec.view.image,
+                                  inst->dir, CMN_FAILED_PRECONDITION, hf, err) < 0)
     return -1;
   inst->vm.spec = &hf->spec;
   inst->vm.host_fds = hf->fds;

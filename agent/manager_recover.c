@@ -196,6 +196,8 @@ int mgr_load_all(agent_manager *m, cmn_error *err)
       continue;
     }
     mgr_instance *inst = mgr_instance_new(&rec, dir, vmm_registry_get(m->reg, rec.view.hypervisor));
+    if (agent_image_pin(m->images, rec.view.id, &rec.view.image, &e2) < 0)
+      cmn_warn(rec.view.id, "load", "image %s: %s", rec.view.image.ref, e2.msg);
     agent_record_free(&rec);
     pthread_mutex_lock(&m->mu);
     mgr_insert_locked(m, inst);

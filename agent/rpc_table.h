@@ -24,6 +24,7 @@
 #define EMBER_AGENT_RPC_TABLE_H
 
 #define EMBER_INSTANCE_SVC ember__v1__instance_service__descriptor, "ember.v1.InstanceService"
+#define EMBER_IMAGE_SVC ember__v1__image_service__descriptor, "ember.v1.ImageService"
 
 /* EMBER_RPC_ROW expands a row whose first column is a two-column service
  * macro such as EMBER_INSTANCE_SVC. */
@@ -51,6 +52,12 @@
   EMBER_RPC_ROW(X, EMBER_INSTANCE_SVC, DeleteInstance, srv_unary_delete, true,                 \
                 AGENT_OP_DELETE, true, "delete")                                               \
   EMBER_RPC_ROW(X, EMBER_INSTANCE_SVC, ListHypervisors, srv_unary_list_hypervisors, false,     \
-                AGENT_OP_NONE, false, "hypervisors")
+                AGENT_OP_NONE, false, "hypervisors")                                           \
+  EMBER_RPC_ROW(X, EMBER_IMAGE_SVC, ListImages, srv_unary_image_list, false, AGENT_OP_NONE,    \
+                false, "images")                                                               \
+  EMBER_RPC_ROW(X, EMBER_IMAGE_SVC, GetImage, srv_unary_image_get, false, AGENT_OP_NONE,       \
+                false, "image")                                                                \
+  EMBER_RPC_ROW(X, EMBER_IMAGE_SVC, DeleteImage, srv_unary_image_delete, true, AGENT_OP_NONE,  \
+                true, "rmi")
 
 #endif

@@ -51,6 +51,20 @@ typedef struct agent_label {
 } agent_label;
 
 /* A copy of one instance's committed record; owned by the caller. */
+/* InstanceSpec.image and image_overrides, plus the resolved image id
+ * (instance_image.h works on it). */
+typedef struct agent_image_spec {
+  char *ref;         /* as given (id or name); NULL or "": not from an image */
+  char *id;          /* "sha256:<hex>", filled by agent_image_prepare */
+  char **entrypoint; /* override when n_entrypoint > 0 */
+  size_t n_entrypoint;
+  char **args;       /* override when n_args > 0 */
+  size_t n_args;
+  char **env;        /* "KEY=VALUE" merged by KEY */
+  size_t n_env;
+  char *workdir;     /* NULL or "": the image's */
+} agent_image_spec;
+
 typedef struct agent_instance_view {
   char *id;
   char *name;
@@ -69,6 +83,7 @@ typedef struct agent_instance_view {
   agent_label *labels;  /* sorted by key, unique keys */
   size_t n_labels;
   char *request_id;     /* the CreateInstance request_id; may be NULL */
+  agent_image_spec image; /* InstanceSpec.image (instance_image.h); ref NULL: none */
 } agent_instance_view;
 
 void agent_instance_view_free(agent_instance_view *v); /* members only */
@@ -83,6 +98,7 @@ typedef struct agent_create_req {
   const agent_label *labels;
   size_t n_labels;
   const char *request_id; /* NULL or "": none */
+  const agent_image_spec *image; /* NULL or no ref: not from an image */
 } agent_create_req;
 
 const char *agent_state_name(agent_state s); /* "Running", ... */

@@ -75,3 +75,8 @@ if(EMBER_FUZZ)
             $<TARGET_FILE:fuzz_bootcfg> ${CMAKE_BINARY_DIR}/fuzz-bootcfg-corpus)
   set_tests_properties(fuzz_bootcfg_smoke PROPERTIES LABELS "fuzz" TIMEOUT 120)
 endif()
+
+# Installed where emberd looks by default (boot_kit_dir, agent/config.h
+# EMBER_BOOT_KIT_DIR = <prefix>/lib/ember/bootkit); only when `bootkit` was built.
+install(FILES ${EMBER_BOOTKIT_DIR}/vmlinux ${EMBER_BOOTKIT_DIR}/initramfs.cpio.gz
+        DESTINATION lib/ember/bootkit OPTIONAL)

@@ -16,7 +16,7 @@ jobs=$(nproc 2>/dev/null || echo 2)
 cmake -S "$top" -B "$build" -DEMBER_WERROR=ON "$@"
 cmake --build "$build" -j "$jobs"
 if [ "${EMBER_SKIP_GUESTS:-0}" != 1 ]; then
-  cmake --build "$build" --target guest_linux guest_tiny
+  cmake --build "$build" --target guest_linux guest_tiny bootkit
 fi
 # shellcheck disable=SC2086
 ctest --test-dir "$build" --output-on-failure --timeout 1200 ${CTEST_ARGS:-}

@@ -42,6 +42,13 @@ enum {
   OPT_GRACE,
   OPT_ALLOW_MISSING,
   OPT_PAGE_SIZE,
+  OPT_IMAGE,
+  OPT_ENTRYPOINT,
+  OPT_ARG,
+  OPT_ENV,
+  OPT_WORKDIR,
+  OPT_NAME,
+  OPT_KIND,
 };
 
 static const struct option ctl__long_opts[] = {
@@ -71,6 +78,13 @@ static const struct option ctl__long_opts[] = {
   {"graceful-timeout", required_argument, NULL, OPT_GRACE},
   {"allow-missing", no_argument, NULL, OPT_ALLOW_MISSING},
   {"page-size", required_argument, NULL, OPT_PAGE_SIZE},
+  {"image", required_argument, NULL, OPT_IMAGE},
+  {"entrypoint", required_argument, NULL, OPT_ENTRYPOINT},
+  {"arg", required_argument, NULL, OPT_ARG},
+  {"env", required_argument, NULL, OPT_ENV},
+  {"workdir", required_argument, NULL, OPT_WORKDIR},
+  {"name", required_argument, NULL, OPT_NAME},
+  {"kind", required_argument, NULL, OPT_KIND},
   {NULL, 0, NULL, 0},
 };
 
@@ -88,7 +102,8 @@ static const struct {
   {CTL_OPT_VSOCK, "--vsock-cid"}, {CTL_OPT_LABEL, "--label"},
   {CTL_OPT_REQUEST_ID, "--request-id"}, {CTL_OPT_FILTER, "--filter"},
   {CTL_OPT_GRACE, "--graceful-timeout"}, {CTL_OPT_ALLOW_MISSING, "--allow-missing"},
-  {CTL_OPT_PAGE_SIZE, "--page-size"},
+  {CTL_OPT_PAGE_SIZE, "--page-size"}, {CTL_OPT_IMAGE, "--image"},
+  {CTL_OPT_IMPORT, "--name"},
 };
 
 /* A usage error: exit code CTL_EXIT_USAGE; evaluates to -1. */
@@ -165,6 +180,9 @@ void ctl_opts_free(ctl_opts *o)
   free(o->disks);
   free(o->taps);
   free(o->labels);
+  free(o->entrypoint);
+  free(o->image_args);
+  free(o->env);
   memset(o, 0, sizeof(*o));
 }
 
@@ -236,6 +254,24 @@ int ctl_args_parse(int argc, char **argv, ctl_opts *o, cmn_error *err)
       o->given |= CTL_OPT_LABEL;
       break;
     case OPT_REQUEST_ID: o->request_id = arg; o->given |= CTL_OPT_REQUEST_ID; break;
+    case OPT_IMAGE: o->image = arg; o->given |= CTL_OPT_IMAGE; break;
+    case OPT_ENTRYPOINT:
+      ctl__push(&o->entrypoint, &o->n_entrypoint, arg);
+      o->given |= CTL_OPT_IMAGE;
+      break;
+    case OPT_ARG:
+      ctl__push(&o->image_args, &o->n_image_args, arg);
+      o->given |= CTL_OPT_IMAGE;
+      break;
+    case OPT_ENV:
+      if (strchr(arg, '=') == NULL || arg[0] == '=')
+        return ctl__usage_err(err, "bad --env '%s': KEY=VALUE", arg);
+      ctl__push(&o->env, &o->n_env, arg);
+      o->given |= CTL_OPT_IMAGE;
+      break;
+    case OPT_WORKDIR: o->workdir = arg; o->given |= CTL_OPT_IMAGE; break;
+    case OPT_NAME: o->import_name = arg; o->given |= CTL_OPT_IMPORT; break;
+    case OPT_KIND: o->import_kind = arg; o->given |= CTL_OPT_IMPORT; break;
     case OPT_FILTER: o->filter = arg; o->given |= CTL_OPT_FILTER; break;
     case OPT_GRACE:
       if (ctl_parse_duration_ms(arg, &o->grace_ms) < 0)

@@ -13,6 +13,7 @@
 #include "agent/rpc_table.h"
 #include "common/cleanup.h"
 #include "common/mem.h"
+#include "ember/v1/image.pb-c.h"
 #include "ember/v1/instance.pb-c.h"
 #include "grpc/health/v1/health.pb-c.h"
 
@@ -347,7 +348,7 @@ static int ctl__run_health(ctl_rpc *rpc, const ctl_opts *o, FILE *out, cmn_error
 #define CTL_CREATE_OPTS                                                                      \
   (CTL_OPT_SPEC | CTL_OPT_VCPUS | CTL_OPT_MEMORY | CTL_OPT_KERNEL | CTL_OPT_INITRD |         \
    CTL_OPT_CMDLINE | CTL_OPT_DISK | CTL_OPT_TAP | CTL_OPT_VSOCK | CTL_OPT_HYPERVISOR |        \
-   CTL_OPT_START | CTL_OPT_LABEL | CTL_OPT_REQUEST_ID)
+   CTL_OPT_START | CTL_OPT_LABEL | CTL_OPT_REQUEST_ID | CTL_OPT_IMAGE)
 
 #define CTL_ID_HELP "ID is the instance's id or its name.\n"
 
@@ -379,6 +380,13 @@ const ctl_command ctl_commands[] = {
    "  --label KEY=VALUE    a label (repeat for more); filter with list --filter\n"
    "  --request-id ID      idempotency key: a retry with the same ID returns the\n"
    "                       instance the first try created (a UUID, for example)\n"
+   "  --image REF          boot an image of the store (emberctl pull/import first):\n"
+   "                       no --kernel needed (emberd's boot kit); overrides:\n"
+   "  --entrypoint ARG     the entrypoint's argv, one ARG per flag (replaces the image's\n"
+   "                       Entrypoint and Cmd)\n"
+   "  --arg ARG            an argument (replaces the image's Cmd); repeat for more\n"
+   "  --env KEY=VALUE      an environment entry (merged by KEY); repeat for more\n"
+   "  --workdir DIR        the working directory (absolute)\n"
    "  --spec FILE.json     read an InstanceSpec (or a whole CreateInstanceRequest with\n"
    "                       \"name\", \"spec\", \"start\") in the proto3 JSON mapping; flags\n"
    "                       override its fields. Relative paths in the file are taken\n"
@@ -418,6 +426,24 @@ const ctl_command ctl_commands[] = {
    "prints the serving status. Exits 0 when SERVING, 14 (UNAVAILABLE) otherwise: fit\n"
    "for container health checks and Kubernetes exec probes.\n",
    0, 0, 1, ctl__run_health},
+  {"pull", "REF", "pull an image from its registry into emberd's store",
+   "REF is host[:port]/repo[:tag][@sha256:...]. Shows a progress bar on a terminal\n"
+   "(one line per blob event otherwise); Ctrl-C stops the pull (nothing is kept).\n"
+   "With --json: one PullImageProgress object per line, the last with the Image.\n",
+   0, 1, 1, ctl_run_pull},
+  {"images", "", "list the images in emberd's store",
+   "With --json: {\"images\": [Image, ...]}.\n", 0, 0, 0, ctl_run_images},
+  {"rmi", "IMAGE", "delete an image (refused while an instance uses it)",
+   "IMAGE is an image id (sha256:...) or name. A name of an image with other names\n"
+   "only removes that name.\n"
+   "  --allow-missing  exit 0 when there is no such image\n",
+   CTL_OPT_ALLOW_MISSING, 1, 1, ctl_run_rmi},
+  {"import", "FILE", "upload an image file into emberd's store",
+   "  --kind KIND    oci (an OCI layout tar), docker-archive (docker save), kernel,\n"
+   "                 initrd or disk (one plain file)\n"
+   "  --name NAME    the name to record, e.g. my-app:1\n"
+   "With --json: the Image.\n",
+   CTL_OPT_IMPORT, 1, 1, ctl_run_import},
   {NULL, NULL, NULL, NULL, 0, 0, 0, NULL},
 };
 

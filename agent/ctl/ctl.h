@@ -20,6 +20,8 @@
 /* Default deadline of a unary call. Standby and restore of a large guest can
  * take a while, so this is generous; --timeout changes it. */
 #define CTL_DEFAULT_TIMEOUT_MS 60000
+/* pull, import and create (which may build an image's root disk): 30 min. */
+#define CTL_IMAGE_TIMEOUT_MS (30 * 60000)
 
 /* Options; each command accepts a subset (ctl_command.opts). */
 enum ctl_opt_bit {
@@ -42,6 +44,8 @@ enum ctl_opt_bit {
   CTL_OPT_GRACE = 1u << 16,
   CTL_OPT_ALLOW_MISSING = 1u << 17,
   CTL_OPT_PAGE_SIZE = 1u << 18,
+  CTL_OPT_IMAGE = 1u << 19,      /* create --image and its overrides */
+  CTL_OPT_IMPORT = 1u << 20,     /* import --name, --kind */
 };
 
 typedef struct ctl_opts {
@@ -82,6 +86,18 @@ typedef struct ctl_opts {
   bool allow_missing;
   /* watch */
   long count;            /* 0: until interrupted */
+  /* create --image */
+  const char *image;
+  const char **entrypoint; /* --entrypoint, repeatable: the argv of the entrypoint */
+  int n_entrypoint;
+  const char **image_args; /* --arg, repeatable */
+  int n_image_args;
+  const char **env;        /* --env KEY=VALUE, repeatable */
+  int n_env;
+  const char *workdir;
+  /* import */
+  const char *import_name;
+  const char *import_kind; /* oci, docker-archive, kernel, initrd, disk */
 } ctl_opts;
 
 struct ctl_rpc;
@@ -97,6 +113,12 @@ typedef struct ctl_command {
   /* Runs the command; returns the process exit code. */
   int (*run)(struct ctl_rpc *rpc, const ctl_opts *o, FILE *out, cmn_error *err);
 } ctl_command;
+
+/* images.c: the ImageService commands. */
+int ctl_run_pull(struct ctl_rpc *rpc, const ctl_opts *o, FILE *out, cmn_error *err);
+int ctl_run_images(struct ctl_rpc *rpc, const ctl_opts *o, FILE *out, cmn_error *err);
+int ctl_run_rmi(struct ctl_rpc *rpc, const ctl_opts *o, FILE *out, cmn_error *err);
+int ctl_run_import(struct ctl_rpc *rpc, const ctl_opts *o, FILE *out, cmn_error *err);
 
 /* The command table, terminated by an entry whose name is NULL. */
 extern const ctl_command ctl_commands[];

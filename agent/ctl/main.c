@@ -81,7 +81,11 @@ int main(int argc, char **argv)
   grpc_init();
   int64_t timeout = o.timeout_ms;
   if (timeout < 0)
-    timeout = strcmp(cmd->name, "watch") == 0 ? 0 : CTL_DEFAULT_TIMEOUT_MS;
+    timeout = strcmp(cmd->name, "watch") == 0                                      ? 0
+              : strcmp(cmd->name, "pull") == 0 || strcmp(cmd->name, "import") == 0 ||
+                      strcmp(cmd->name, "create") == 0
+                  ? CTL_IMAGE_TIMEOUT_MS
+                  : CTL_DEFAULT_TIMEOUT_MS;
   ctl_rpc rpc;
   if (ctl_rpc_open(&rpc, o.target, timeout, &err) < 0) {
     rc = err.code;

@@ -352,3 +352,93 @@ out:
   ctl__cq_destroy(cq);
   return ret;
 }
+
+int ctl_rpc_client_stream(ctl_rpc *rpc, const char *method, ctl_rpc_next_msg next, void *opaque,
+                          const ProtobufCMessageDescriptor *resp_desc, ProtobufCMessage **resp,
+                          cmn_error *err)
+{
+  *resp = NULL;
+  grpc_completion_queue *cq = grpc_completion_queue_create_for_pluck(NULL);
+  grpc_call *call = ctl__call(rpc, cq, method, rpc->timeout_ms);
+  grpc_byte_buffer *recv = NULL;
+  grpc_metadata_array initial;
+  grpc_metadata_array_init(&initial);
+  ctl__status st;
+  ctl__status_init(&st);
+  int ret = -1;
+  bool cancelled = false, local_fail = false;
+  grpc_op ops[4];
+  memset(ops, 0, sizeof(ops));
+  ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
+  if (grpc_call_start_batch(call, ops, 1, CTL_TAG(ctl__tag_start), NULL) != GRPC_CALL_OK) {
+    cmn_err_set(err, CMN_INTERNAL, "%s: grpc_call_start_batch failed", method);
+    goto out_nostatus;
+  }
+  (void)ctl__pluck(rpc, cq, call, CTL_TAG(ctl__tag_start), &cancelled);
+  /* One message in flight at a time: flow control paces the upload. A send
+   * that fails means the server ended the call: its status says why. */
+  while (!cancelled) {
+    ProtobufCMessage *m = NULL;
+    int r = next(opaque, &m, err);
+    if (r < 0) {
+      local_fail = true;
+      grpc_call_cancel(call, NULL);
+      break;
+    }
+    if (r == 0)
+      break;
+    grpc_byte_buffer *bb = ctl__pack(m);
+    protobuf_c_message_free_unpacked(m, NULL);
+    memset(ops, 0, sizeof(ops));
+    ops[0].op = GRPC_OP_SEND_MESSAGE;
+    ops[0].data.send_message.send_message = bb;
+    bool ok = grpc_call_start_batch(call, ops, 1, CTL_TAG(ctl__tag_msg), NULL) == GRPC_CALL_OK &&
+              ctl__pluck(rpc, cq, call, CTL_TAG(ctl__tag_msg), &cancelled);
+    grpc_byte_buffer_destroy(bb);
+    if (!ok)
+      break;
+  }
+  memset(ops, 0, sizeof(ops));
+  ops[0].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
+  ops[1].op = GRPC_OP_RECV_INITIAL_METADATA;
+  ops[1].data.recv_initial_metadata.recv_initial_metadata = &initial;
+  ops[2].op = GRPC_OP_RECV_MESSAGE;
+  ops[2].data.recv_message.recv_message = &recv;
+  ctl__status_fill_op(&st, &ops[3]);
+  if (grpc_call_start_batch(call, ops, 4, CTL_TAG(ctl__tag_status), NULL) != GRPC_CALL_OK) {
+    /* The close may have been refused after a cancel: receive the status alone. */
+    memset(ops, 0, sizeof(ops));
+    ctl__status_fill_op(&st, &ops[0]);
+    if (grpc_call_start_batch(call, ops, 1, CTL_TAG(ctl__tag_status), NULL) != GRPC_CALL_OK) {
+      if (!local_fail)
+        cmn_err_set(err, CMN_INTERNAL, "%s: grpc_call_start_batch failed", method);
+      goto out;
+    }
+  }
+  bool ignored = cancelled;
+  (void)ctl__pluck(rpc, cq, call, CTL_TAG(ctl__tag_status), &ignored);
+  if (local_fail)
+    goto out;
+  if (cancelled) {
+    cmn_err_set(err, CMN_CANCELLED, "interrupted");
+    goto out;
+  }
+  if (st.code != GRPC_STATUS_OK) {
+    ctl__status_err(&st, rpc->target, err);
+    goto out;
+  }
+  if (recv == NULL || (*resp = ctl__unpack(recv, resp_desc)) == NULL) {
+    cmn_err_set(err, CMN_INTERNAL, "%s: no %s in the response", method, resp_desc->name);
+    goto out;
+  }
+  ret = 0;
+out:
+out_nostatus:
+  if (recv != NULL)
+    grpc_byte_buffer_destroy(recv);
+  grpc_metadata_array_destroy(&initial);
+  ctl__status_destroy(&st);
+  grpc_call_unref(call);
+  ctl__cq_destroy(cq);
+  return ret;
+}

@@ -55,4 +55,14 @@ int ctl_rpc_stream(ctl_rpc *rpc, const char *method, const ProtobufCMessage *req
                    const ProtobufCMessageDescriptor *resp_desc, ctl_rpc_on_ready on_ready,
                    ctl_rpc_on_msg on_msg, void *opaque, cmn_error *err);
 
+/* Yields the next request message of a client stream: 1 with *msg (freed by
+ * the caller with protobuf_c_message_free_unpacked), 0 at the end, < 0 with
+ * err on a local failure (the call is cancelled). */
+typedef int (*ctl_rpc_next_msg)(void *opaque, ProtobufCMessage **msg, cmn_error *err);
+/* Client-streaming call (ImportImage): sends every message next() yields,
+ * half-closes, and receives the one response. A server that ends the call
+ * early stops the upload; its status is the result. */
+int ctl_rpc_client_stream(ctl_rpc *rpc, const char *method, ctl_rpc_next_msg next, void *opaque,
+                          const ProtobufCMessageDescriptor *resp_desc, ProtobufCMessage **resp,
+                          cmn_error *err);
 #endif

@@ -174,6 +174,36 @@ static int ctl__apply_flags(const ctl_opts *o, Ember__V1__InstanceSpec *s, cmn_e
     }
     s->vsock->guest_cid = o->vsock_cid;
   }
+  if (o->image != NULL)
+    ctl__set_str(&s->image, cmn_strdup(o->image));
+  if (o->n_entrypoint > 0 || o->n_image_args > 0 || o->n_env > 0 || o->workdir != NULL) {
+    if (s->image_overrides == NULL) {
+      s->image_overrides = cmn_malloc(sizeof(*s->image_overrides));
+      ember__v1__image_overrides__init(s->image_overrides);
+    }
+    Ember__V1__ImageOverrides *ov = s->image_overrides;
+    struct {
+      const char **from;
+      int n;
+      char ***to;
+      size_t *n_to;
+    } lists[] = {{o->entrypoint, o->n_entrypoint, &ov->entrypoint, &ov->n_entrypoint},
+                 {o->image_args, o->n_image_args, &ov->args, &ov->n_args},
+                 {o->env, o->n_env, &ov->env, &ov->n_env}};
+    for (size_t k = 0; k < sizeof lists / sizeof lists[0]; k++) {
+      if (lists[k].n == 0)
+        continue;
+      for (size_t i = 0; i < *lists[k].n_to; i++)
+        free((*lists[k].to)[i]);
+      free(*lists[k].to);
+      *lists[k].to = cmn_calloc((size_t)lists[k].n, sizeof(char *));
+      for (int i = 0; i < lists[k].n; i++)
+        (*lists[k].to)[i] = cmn_strdup(lists[k].from[i]);
+      *lists[k].n_to = (size_t)lists[k].n;
+    }
+    if (o->workdir != NULL)
+      ctl__set_str(&ov->workdir, cmn_strdup(o->workdir));
+  }
   if (o->n_taps > 0) {
     ctl__free_nics(s);
     s->network_interfaces = cmn_calloc((size_t)o->n_taps, sizeof(*s->network_interfaces));

@@ -10,11 +10,11 @@
 
 #include "common/error.h"
 
-/* TODO(lead): once agent/image/imgconfig.h (helper "rootfs") is merged, add
- * img_bootcfg_from_run_config(): img_run_config's argv/argc/env/envc/workdir/
- * user map one to one onto the fields below (user "" = root is accepted).
- * All strings are borrowed; NULL/0 means "default" (workdir "/", user root,
- * hostname "ember", root device: the first virtio disk that is not this one). */
+/* What the guest init runs. agent/instance_image.c fills it from an
+ * img_run_config (imgconfig.h): argv/argc/env/envc/workdir/user map one to
+ * one (user "" = root is accepted). All strings are borrowed; NULL/0 means
+ * "default" (workdir "/", user root, hostname "ember", root device: the first
+ * virtio disk that is not this one). */
 typedef struct img_bootcfg {
   const char *const *argv; /* argc >= 1 strings: the process to run */
   size_t argc;

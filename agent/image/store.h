@@ -26,17 +26,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#if __has_include("agent/image/rootfs.h")
-#include "agent/image/rootfs.h"
-#else
-/* TODO(lead): defined by the rootfs helper in agent/image/rootfs.h (ISSUE11.md
- * interface 1); this local copy only stands in until the branches merge. */
-typedef struct img_layer {
-  const char *path;       /* a verified blob file in the store */
-  const char *media_type; /* tells gzip/zstd/uncompressed tar */
-  const char *digest;     /* "sha256:<hex>" */
-} img_layer;
-#endif
+#include "agent/image/rootfs.h" /* img_layer */
 
 typedef struct img_store img_store;
 typedef struct img_lease img_lease;

@@ -7,6 +7,7 @@
 #include "common/cleanup.h"
 #include "common/log.h"
 #include "common/mem.h"
+#include "agent/instance_image.h"
 #include "agent/record.h"
 #include "ember/v1/instance.pb-c.h"
 
@@ -84,6 +85,7 @@ typedef struct srv__inst {
   Ember__V1__NetworkInterface *nics;
   Ember__V1__NetworkInterface **nic_ptrs;
   Ember__V1__Vsock vsock;
+  Ember__V1__ImageOverrides overrides;
   Google__Protobuf__Timestamp create_time, update_time;
   Google__Protobuf__Duration standby, restore;
   Ember__V1__Instance__LabelsEntry *labels;
@@ -125,6 +127,20 @@ static void srv__inst_init(srv__inst *m, const agent_instance_view *v)
     }
     m->spec.network_interfaces = m->nic_ptrs;
     m->spec.n_network_interfaces = sp->n_nics;
+  }
+  if (agent_image_spec_set(&v->image)) {
+    const agent_image_spec *im = &v->image;
+    m->spec.image = im->ref;
+    ember__v1__image_overrides__init(&m->overrides);
+    m->overrides.entrypoint = im->entrypoint;
+    m->overrides.n_entrypoint = im->n_entrypoint;
+    m->overrides.args = im->args;
+    m->overrides.n_args = im->n_args;
+    m->overrides.env = im->env;
+    m->overrides.n_env = im->n_env;
+    m->overrides.workdir = srv__s(im->workdir);
+    if (im->n_entrypoint || im->n_args || im->n_env || (im->workdir && im->workdir[0]))
+      m->spec.image_overrides = &m->overrides;
   }
   if (sp->vsock_cid != 0) {
     ember__v1__vsock__init(&m->vsock);
@@ -269,6 +285,19 @@ int srv_unary_create(srv_server *s, srv_op_probe *probe, const uint8_t *req, siz
                          .labels = labels,
                          .n_labels = r->n_labels,
                          .request_id = r->request_id};
+  /* Borrowed from the request: agent_image_spec_copy copies it into the record. */
+  const Ember__V1__ImageOverrides *ov = r->spec->image_overrides;
+  agent_image_spec img = {
+      .ref = r->spec->image,
+      .entrypoint = ov ? ov->entrypoint : NULL,
+      .n_entrypoint = ov ? ov->n_entrypoint : 0,
+      .args = ov ? ov->args : NULL,
+      .n_args = ov ? ov->n_args : 0,
+      .env = ov ? ov->env : NULL,
+      .n_env = ov ? ov->n_env : 0,
+      .workdir = ov ? ov->workdir : NULL,
+  };
+  cr.image = &img;
   agent_instance_view v = {0};
   int ret = agent_manager_create_req(s->mgr, &cr, &v, err);
   free(labels);

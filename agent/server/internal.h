@@ -225,6 +225,10 @@ EMBER_UNARY_RPCS(SRV_HANDLER_PROTO)
 /* CreateInstance with start=true is slow; the method table cannot know, so
  * Create always runs on its own thread. */
 
+/* ---- image.c: ember.v1.ImageService ---- */
+void srv_image_pull_start(srv_call *c);   /* SRV_SERVER_STREAM, own thread */
+void srv_image_import_start(srv_call *c); /* client stream (SRV_BIDI machinery), own thread */
+
 /* ---- health.c ---- */
 int srv_unary_health_check(srv_server *s, srv_op_probe *probe, const uint8_t *req, size_t len,
                            uint8_t **resp, size_t *rl, cmn_error *err);

@@ -16,6 +16,7 @@
 #include "common/log.h"
 #include "common/mem.h"
 #include "ember/v1/instance.pb-c.h"
+#include "ember/v1/image.pb-c.h"
 #include "grpc/health/v1/health.pb-c.h"
 #include "grpc/reflection/v1/reflection.pb-c.h"
 #include "grpc/reflection/v1alpha/reflection.pb-c.h"
@@ -51,6 +52,12 @@ const srv_method srv_methods[] = {
     {.path = "/ember.v1.InstanceService/WatchInstances", .kind = SRV_SERVER_STREAM,
      .stream = srv_watch_start, .service = &ember__v1__instance_service__descriptor,
      .method = "WatchInstances"},
+    {.path = "/ember.v1.ImageService/PullImage", .kind = SRV_SERVER_STREAM,
+     .stream = srv_image_pull_start, .service = &ember__v1__image_service__descriptor,
+     .method = "PullImage"},
+    {.path = "/ember.v1.ImageService/ImportImage", .kind = SRV_BIDI,
+     .stream = srv_image_import_start, .service = &ember__v1__image_service__descriptor,
+     .method = "ImportImage"},
     {.path = "/grpc.health.v1.Health/Check", .kind = SRV_UNARY,
      .unary = srv_unary_health_check, .request = &grpc__health__v1__health_check_request__descriptor},
     {.path = "/grpc.health.v1.Health/Watch", .kind = SRV_SERVER_STREAM,

@@ -9,15 +9,18 @@ add_library(ember_server STATIC
   ${CMAKE_CURRENT_LIST_DIR}/server.c
   ${CMAKE_CURRENT_LIST_DIR}/instance.c
   ${CMAKE_CURRENT_LIST_DIR}/health.c
+  ${CMAKE_CURRENT_LIST_DIR}/image.c
   ${CMAKE_CURRENT_LIST_DIR}/reflection.c
   ${CMAKE_CURRENT_LIST_DIR}/rpc_metrics.c
   ${CMAKE_CURRENT_LIST_DIR}/status_details.c)
-target_link_libraries(ember_server PUBLIC ember_agent ember_wire_check ember_proto ${GRPC_LIB} ${GPR_LIB}
+target_link_libraries(ember_server PUBLIC ember_agent ember_image ember_wire_check ember_proto ${GRPC_LIB} ${GPR_LIB}
                       Threads::Threads)
 
 # Config parsing is its own library so the unit test links it without the server.
 add_library(ember_agent_config STATIC ${CMAKE_CURRENT_SOURCE_DIR}/config.c)
 target_link_libraries(ember_agent_config PUBLIC ember_common ${CJSON_LIB})
+target_compile_definitions(ember_agent_config PUBLIC
+                           EMBER_BOOT_KIT_DIR="${CMAKE_INSTALL_PREFIX}/lib/ember/bootkit")
 
 add_executable(emberd ${CMAKE_CURRENT_SOURCE_DIR}/main.c)
 target_compile_definitions(emberd PRIVATE EMBER_VERSION="${PROJECT_VERSION}")

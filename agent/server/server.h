@@ -36,6 +36,11 @@ typedef struct srv_options {
    * 0 selects the default (SRV_STREAM_QUEUE_MESSAGES / _BYTES). */
   size_t stream_queue_messages;
   size_t stream_queue_bytes;
+  /* ember.v1.ImageService (image.c): the store and how to reach registries;
+   * both owned by the caller and outliving the server. images NULL: the
+   * image calls answer UNIMPLEMENTED. */
+  struct img_store *images;
+  const struct img_registry_opts *registry;
 } srv_options;
 
 #define SRV_STREAM_QUEUE_MESSAGES 256

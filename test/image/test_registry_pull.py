@@ -25,6 +25,9 @@ import tempfile
 import time
 import urllib.request
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from registry_util import Registry, free_port, push, sh  # noqa: E402,F401
+
 IMG_TOOL = os.path.abspath(sys.argv[1])
 FAILURES = []
 NEEDED = ["docker-registry", "skopeo", "umoci", "openssl", "htpasswd"]
@@ -36,61 +39,12 @@ def check(cond, what):
         FAILURES.append(what)
 
 
-def sh(*args, **kw):
-    return subprocess.run(list(args), check=True, capture_output=True, text=True, **kw).stdout
-
-
 def tool(*args, timeout=300):
     p = subprocess.run([IMG_TOOL] + list(args), capture_output=True, text=True, timeout=timeout)
     try:
         return p.returncode, json.loads(p.stdout)
     except ValueError:
         return p.returncode, {"ok": False, "code": "?", "message": p.stdout + p.stderr}
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
-class Registry:
-    def __init__(self, work, name, tls=None, htpasswd=None):
-        self.port = free_port()
-        self.addr = f"127.0.0.1:{self.port}"
-        root = os.path.join(work, name)
-        os.makedirs(root)
-        cfg = {"version": 0.1, "log": {"level": "error"},
-               "storage": {"filesystem": {"rootdirectory": os.path.join(root, "data")},
-                           "delete": {"enabled": True}},
-               "http": {"addr": self.addr}}
-        if tls:
-            cfg["http"]["tls"] = {"certificate": tls[0], "key": tls[1]}
-        if htpasswd:
-            cfg["auth"] = {"htpasswd": {"realm": "ember-test", "path": htpasswd}}
-        path = os.path.join(root, "config.yml")
-        with open(path, "w") as f:
-            json.dump(cfg, f)  # JSON is YAML
-        self.log = open(os.path.join(root, "log"), "w")
-        self.proc = subprocess.Popen(["docker-registry", "serve", path], stdout=self.log,
-                                     stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
-                return
-            except OSError:
-                if self.proc.poll() is not None:
-                    break
-                time.sleep(0.1)
-        raise RuntimeError("docker-registry did not start; see " + self.log.name)
-
-    def stop(self):
-        self.proc.terminate()
-        self.proc.wait(timeout=10)
-        self.log.close()
 
 
 def build_images(work):
@@ -119,17 +73,6 @@ def build_images(work):
         f.write(os.urandom(48 << 20))
     sh(*umoci, "insert", "--image", lay + ":big", p, "/big.bin")
     return lay
-
-
-def push(lay, tag, dest, creds=None):
-    digest_file = lay + "." + tag + ".digest"
-    args = ["skopeo", "--insecure-policy", "copy", "-q", "--dest-tls-verify=false",
-            "--digestfile", digest_file]
-    if creds:
-        args += ["--dest-creds", creds]
-    sh(*args, f"oci:{lay}:{tag}", f"docker://{dest}")
-    with open(digest_file) as f:
-        return f.read().strip()
 
 
 def put_index(reg, repo, tag, entries):

@@ -35,7 +35,7 @@ except Exception as e:  # noqa
     sys.exit(77)
 
 SC = grpc.StatusCode
-SERVICES = ["ember.v1.InstanceService", "grpc.health.v1.Health",
+SERVICES = ["ember.v1.ImageService", "ember.v1.InstanceService", "grpc.health.v1.Health",
             "grpc.reflection.v1.ServerReflection", "grpc.reflection.v1alpha.ServerReflection"]
 
 TESTS = []

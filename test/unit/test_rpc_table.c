@@ -7,6 +7,7 @@
  * names agree with the proto enums; emberctl's command names are unique. */
 #include "agent/rpc_table.h"
 #include "agent/server/internal.h"
+#include "ember/v1/image.pb-c.h"
 #include "ember/v1/instance.pb-c.h"
 
 #include <CUnit/Basic.h>

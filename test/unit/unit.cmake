@@ -17,6 +17,7 @@ ember_unit_test(test_registry)
 ember_unit_test(test_vmm_call)
 ember_unit_test(test_datadir)
 ember_unit_test(test_hostfiles)
+ember_unit_test(test_instance_image ${CJSON_LIB})
 # The server's error details (agent/server/status_details.c), decoded back.
 ember_unit_test(test_status_details ember_server)
 # The one RPC table (agent/rpc_table.h) against the proto descriptors.
