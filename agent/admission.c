@@ -63,8 +63,8 @@ int agent_admit(const agent_admission_config *cfg, const agent_host_figures *hos
   const char *what = adm_point_name(req->point);
 
   /* RAM: (MemTotal - reserved) x overcommit, less what running guests hold. */
-  uint64_t usable = host->mem_total_mib > cfg->mem_reserved_mib
-                        ? host->mem_total_mib - cfg->mem_reserved_mib : 0;
+  uint64_t usable =
+      host->mem_total_mib > cfg->mem_reserved_mib ? host->mem_total_mib - cfg->mem_reserved_mib : 0;
   uint64_t mem_cap = (uint64_t)((double)usable * cfg->mem_overcommit);
   uint64_t mem_left = mem_cap > u->mem_mib ? mem_cap - u->mem_mib : 0;
   if (req->memory_mib > mem_left)
@@ -100,9 +100,8 @@ int agent_admit(const agent_admission_config *cfg, const agent_host_figures *hos
                        "cannot %s %s: it needs %llu MiB in the data dir (%llu MiB guest RAM "
                        "file + %llu MiB reserve for state files); its filesystem has %llu MiB "
                        "%s",
-                       what, name, (unsigned long long)disk_need,
-                       (unsigned long long)req->disk_mib,
-                       (unsigned long long)cfg->disk_reserve_mib,
-                       (unsigned long long)disk_have, alone ? "in all" : "free");
+                       what, name, (unsigned long long)disk_need, (unsigned long long)req->disk_mib,
+                       (unsigned long long)cfg->disk_reserve_mib, (unsigned long long)disk_have,
+                       alone ? "in all" : "free");
   return 0;
 }

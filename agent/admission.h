@@ -32,9 +32,9 @@ typedef struct agent_admission_config {
 void agent_admission_defaults(agent_admission_config *c);
 
 typedef struct agent_host_figures {
-  uint64_t mem_total_mib;  /* MemTotal of /proc/meminfo */
-  unsigned cpus;           /* online CPUs (sysconf _SC_NPROCESSORS_ONLN) */
-  uint64_t disk_free_mib;  /* statvfs of the data dir: what emberd may still write */
+  uint64_t mem_total_mib; /* MemTotal of /proc/meminfo */
+  unsigned cpus;          /* online CPUs (sysconf _SC_NPROCESSORS_ONLN) */
+  uint64_t disk_free_mib; /* statvfs of the data dir: what emberd may still write */
   uint64_t disk_total_mib;
 } agent_host_figures;
 
@@ -59,10 +59,10 @@ typedef struct agent_usage {
 
 typedef struct agent_admit_request {
   agent_admit_point point;
-  const char *name;       /* for messages */
+  const char *name; /* for messages */
   uint64_t memory_mib;
   unsigned vcpus;
-  uint64_t disk_mib;      /* new space the operation writes (RAM file reservation) */
+  uint64_t disk_mib; /* new space the operation writes (RAM file reservation) */
 } agent_admit_request;
 
 /* 0 when the request fits; else RESOURCE_EXHAUSTED naming the resource and the

@@ -147,10 +147,23 @@ int agent_config_parse_size(const char *s, int64_t *out)
     return -1;
   int64_t mult = 1;
   switch (*end) {
-  case 'k': case 'K': mult = 1024; end++; break;
-  case 'm': case 'M': mult = 1024 * 1024; end++; break;
-  case 'g': case 'G': mult = 1024LL * 1024 * 1024; end++; break;
-  default: break;
+  case 'k':
+  case 'K':
+    mult = 1024;
+    end++;
+    break;
+  case 'm':
+  case 'M':
+    mult = 1024 * 1024;
+    end++;
+    break;
+  case 'g':
+  case 'G':
+    mult = 1024LL * 1024 * 1024;
+    end++;
+    break;
+  default:
+    break;
   }
   if (mult > 1 && (strcmp(end, "iB") == 0 || strcmp(end, "B") == 0))
     end += strlen(end);
@@ -162,15 +175,14 @@ int agent_config_parse_size(const char *s, int64_t *out)
   return 0;
 }
 
-static int config__int(const char *what, const char *s, long lo, long hi, int *out,
-                       cmn_error *err)
+static int config__int(const char *what, const char *s, long lo, long hi, int *out, cmn_error *err)
 {
   errno = 0;
   char *end = NULL;
   long v = s != NULL ? strtol(s, &end, 10) : 0;
   if (s == NULL || *s == '\0' || errno != 0 || *end != '\0' || v < lo || v > hi)
-    return cmn_err_set(err, CMN_INVALID_ARGUMENT, "%s: '%s' is not an integer in %ld..%ld",
-                       what, s ? s : "", lo, hi);
+    return cmn_err_set(err, CMN_INVALID_ARGUMENT, "%s: '%s' is not an integer in %ld..%ld", what,
+                       s ? s : "", lo, hi);
   *out = (int)v;
   return 0;
 }
@@ -180,8 +192,8 @@ static int config__size(const char *what, const char *s, int64_t *out, cmn_error
   int64_t v;
   if (agent_config_parse_size(s, &v) < 0 || v < 1024 || v > (1LL << 30))
     return cmn_err_set(err, CMN_INVALID_ARGUMENT,
-                       "%s: '%s' is not a size between 1024 and 1G (digits, optional K/M/G)",
-                       what, s ? s : "");
+                       "%s: '%s' is not a size between 1024 and 1G (digits, optional K/M/G)", what,
+                       s ? s : "");
   *out = v;
   return 0;
 }
@@ -233,16 +245,16 @@ static int config__path(const char *what, const char *v, char **dst, cmn_error *
 static int config__add_root(agent_config *cfg, const char *v, cmn_error *err)
 {
   if (v == NULL || v[0] != '/')
-    return cmn_err_set(err, CMN_INVALID_ARGUMENT,
-                       "host_file_roots: '%s' is not an absolute path", v ? v : "");
+    return cmn_err_set(err, CMN_INVALID_ARGUMENT, "host_file_roots: '%s' is not an absolute path",
+                       v ? v : "");
   for (const char *p = v; *p != '\0'; p++)
     if ((unsigned char)*p < 0x20 || *p == 0x7f)
       return cmn_err_set(err, CMN_INVALID_ARGUMENT,
                          "host_file_roots: a path holds a control character");
   if (cfg->n_host_file_roots >= 64)
     return cmn_err_set(err, CMN_INVALID_ARGUMENT, "host_file_roots: at most 64 roots");
-  cfg->host_file_roots = cmn_realloc(cfg->host_file_roots,
-                                     (cfg->n_host_file_roots + 1) * sizeof(char *));
+  cfg->host_file_roots =
+      cmn_realloc(cfg->host_file_roots, (cfg->n_host_file_roots + 1) * sizeof(char *));
   cfg->host_file_roots[cfg->n_host_file_roots++] = cmn_strdup(v);
   return 0;
 }
@@ -257,8 +269,8 @@ static int config__add_insecure(agent_config *cfg, const char *v, cmn_error *err
                        "insecure_registries: '%.100s' is not host[:port]", v ? v : "");
   if (cfg->n_insecure_registries >= 64)
     return cmn_err_set(err, CMN_INVALID_ARGUMENT, "insecure_registries: at most 64");
-  cfg->insecure_registries = cmn_realloc(cfg->insecure_registries,
-                                         (cfg->n_insecure_registries + 1) * sizeof(char *));
+  cfg->insecure_registries =
+      cmn_realloc(cfg->insecure_registries, (cfg->n_insecure_registries + 1) * sizeof(char *));
   cfg->insecure_registries[cfg->n_insecure_registries++] = cmn_strdup(v);
   return 0;
 }
@@ -306,8 +318,7 @@ static int config__apply(agent_config *cfg, const char *key, const char *v, cmn_
     const char *colon = v != NULL ? strrchr(v, ':') : NULL;
     if (colon == NULL || colon == v || colon[1] == '\0')
       return cmn_err_set(err, CMN_INVALID_ARGUMENT,
-                         "metrics_listen: '%s' is not HOST:PORT (e.g. 127.0.0.1:9464)",
-                         v ? v : "");
+                         "metrics_listen: '%s' is not HOST:PORT (e.g. 127.0.0.1:9464)", v ? v : "");
     config__set(&cfg->metrics_listen, v);
     return 0;
   }
@@ -317,7 +328,8 @@ static int config__apply(agent_config *cfg, const char *key, const char *v, cmn_
             strlen(v))
       return cmn_err_set(err, CMN_INVALID_ARGUMENT,
                          "vmm_cgroup: '%s' must be a relative cgroup path of letters, digits, "
-                         "'.', '_', '-' and '/' (e.g. ember-vmms)", v ? v : "");
+                         "'.', '_', '-' and '/' (e.g. ember-vmms)",
+                         v ? v : "");
     config__set(&cfg->vmm_cgroup, v);
     return 0;
   }
@@ -343,7 +355,8 @@ static int config__apply(agent_config *cfg, const char *key, const char *v, cmn_
     if (agent_config_parse_size(v, &cfg->image_store_budget) < 0)
       return cmn_err_set(err, CMN_INVALID_ARGUMENT,
                          "image_store_budget: '%s' is not a size (digits, optional K/M/G; 0 = "
-                         "unlimited)", v ? v : "");
+                         "unlimited)",
+                         v ? v : "");
     return 0;
   }
   if (strcmp(key, "boot_kit_dir") == 0)
@@ -382,14 +395,18 @@ static int config__load_file(agent_config *cfg, const char *path, cmn_error *err
     const char *v = NULL;
     if (strcmp(key, "drivers") == 0) {
       if (!cJSON_IsObject(it)) {
-        ret = cmn_err_set(err, CMN_INVALID_ARGUMENT, "config file %s: drivers must be an object "
-                          "of per-type objects", path);
+        ret = cmn_err_set(err, CMN_INVALID_ARGUMENT,
+                          "config file %s: drivers must be an object "
+                          "of per-type objects",
+                          path);
         break;
       }
       for (cJSON *d = it->child; d != NULL; d = d->next)
         if (!cJSON_IsObject(d)) {
-          ret = cmn_err_set(err, CMN_INVALID_ARGUMENT, "config file %s: drivers.%s must be an "
-                            "object", path, d->string);
+          ret = cmn_err_set(err, CMN_INVALID_ARGUMENT,
+                            "config file %s: drivers.%s must be an "
+                            "object",
+                            path, d->string);
           break;
         }
       if (ret == 0) {
@@ -400,14 +417,18 @@ static int config__load_file(agent_config *cfg, const char *path, cmn_error *err
     }
     if (strcmp(key, "host_file_roots") == 0) {
       if (!cJSON_IsArray(it)) {
-        ret = cmn_err_set(err, CMN_INVALID_ARGUMENT, "config file %s: host_file_roots must be "
-                          "an array of absolute paths", path);
+        ret = cmn_err_set(err, CMN_INVALID_ARGUMENT,
+                          "config file %s: host_file_roots must be "
+                          "an array of absolute paths",
+                          path);
         break;
       }
       for (cJSON *r = it->child; r != NULL && ret == 0; r = r->next) {
         if (!cJSON_IsString(r))
-          ret = cmn_err_set(err, CMN_INVALID_ARGUMENT, "config file %s: host_file_roots must "
-                            "hold strings", path);
+          ret = cmn_err_set(err, CMN_INVALID_ARGUMENT,
+                            "config file %s: host_file_roots must "
+                            "hold strings",
+                            path);
         else if (config__add_root(cfg, r->valuestring, err) < 0)
           ret = cmn_err_prefix(err, "config file %s", path);
       }
@@ -415,8 +436,10 @@ static int config__load_file(agent_config *cfg, const char *path, cmn_error *err
     }
     if (strcmp(key, "insecure_registries") == 0) {
       if (!cJSON_IsArray(it)) {
-        ret = cmn_err_set(err, CMN_INVALID_ARGUMENT, "config file %s: insecure_registries must "
-                          "be an array of host[:port]", path);
+        ret = cmn_err_set(err, CMN_INVALID_ARGUMENT,
+                          "config file %s: insecure_registries must "
+                          "be an array of host[:port]",
+                          path);
         break;
       }
       for (cJSON *r = it->child; r != NULL && ret == 0; r = r->next)
@@ -435,8 +458,8 @@ static int config__load_file(agent_config *cfg, const char *path, cmn_error *err
         v = buf;
       } else if (!(d >= (double)LLONG_MIN && d < (double)LLONG_MAX) ||
                  fabs(modf(d, &(double){0})) > 0) { /* out of range or a fraction */
-        ret = cmn_err_set(err, CMN_INVALID_ARGUMENT, "config file %s: %s must be an integer",
-                          path, key);
+        ret = cmn_err_set(err, CMN_INVALID_ARGUMENT, "config file %s: %s must be an integer", path,
+                          key);
         break;
       } else {
         snprintf(buf, sizeof(buf), "%lld", (long long)d);
@@ -566,8 +589,7 @@ static char *config__default_data_dir(const char *home, const char *xdg, unsigne
     return cmn_asprintf("%s/ember", xdg);
   if (home != NULL && home[0] == '/')
     return cmn_asprintf("%s/.local/share/ember", home);
-  cmn_err_set(err, CMN_INVALID_ARGUMENT,
-              "no default data dir: HOME is not set (pass --data-dir)");
+  cmn_err_set(err, CMN_INVALID_ARGUMENT, "no default data dir: HOME is not set (pass --data-dir)");
   return NULL;
 }
 
@@ -616,8 +638,8 @@ int agent_config_load(agent_config *cfg, int argc, char *const *argv, const char
     cfg->listen = cmn_asprintf("unix:%s/emberd.sock", cfg->data_dir);
   bool unix_addr = strncmp(cfg->listen, "unix:", 5) == 0;
   if (!unix_addr && strchr(cfg->listen, ':') == NULL) {
-    cmn_err_set(err, CMN_INVALID_ARGUMENT,
-                "listen: '%s' is neither unix:/path nor host:port", cfg->listen);
+    cmn_err_set(err, CMN_INVALID_ARGUMENT, "listen: '%s' is neither unix:/path nor host:port",
+                cfg->listen);
     goto fail;
   }
   if ((cfg->tls_cert != NULL) != (cfg->tls_key != NULL)) {

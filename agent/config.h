@@ -17,38 +17,38 @@
 #define AGENT_DEFAULT_GRACE_SECONDS 30
 
 typedef struct agent_config {
-  char *config_path;         /* --config; NULL when none */
-  char *listen;              /* "unix:/path" or "host:port" */
-  char *data_dir;            /* absolute */
+  char *config_path; /* --config; NULL when none */
+  char *listen;      /* "unix:/path" or "host:port" */
+  char *data_dir;    /* absolute */
   int workers;
-  int log_level;             /* enum cmn_log_level */
+  int log_level; /* enum cmn_log_level */
   int64_t max_message_bytes;
   int grace_seconds;
-  int max_instances;         /* 0 = the manager's default */
-  char *vmm_cgroup;          /* cgroup VMMs are moved into; NULL: stay in ours */
+  int max_instances; /* 0 = the manager's default */
+  char *vmm_cgroup;  /* cgroup VMMs are moved into; NULL: stay in ours */
   char *tls_cert;
   char *tls_key;
   char *tls_client_ca;
   bool insecure_tcp;
-  char *metrics_listen;      /* HOST:PORT serving GET /metrics; NULL: off */
-  char *metrics_file;        /* textfile-collector output; NULL: off */
+  char *metrics_listen;             /* HOST:PORT serving GET /metrics; NULL: off */
+  char *metrics_file;               /* textfile-collector output; NULL: off */
   agent_admission_config admission; /* --mem-overcommit etc. (docs/capacity.md) */
-  cJSON *drivers;            /* the "drivers" object of the file; may be NULL */
-  char **host_file_roots;    /* allowed roots for kernel/initrd/disk paths (absolute);
-                                none: any path outside the deny-list (docs/host-paths.md) */
+  cJSON *drivers;                   /* the "drivers" object of the file; may be NULL */
+  char **host_file_roots;           /* allowed roots for kernel/initrd/disk paths (absolute);
+                                       none: any path outside the deny-list (docs/host-paths.md) */
   size_t n_host_file_roots;
-  bool roots_from_flags;     /* private: the first --host-file-root replaces the file's list */
-  bool allow_block_devices;  /* disks may be block devices under host_file_roots */
+  bool roots_from_flags;    /* private: the first --host-file-root replaces the file's list */
+  bool allow_block_devices; /* disks may be block devices under host_file_roots */
   /* Image store and registries (docs/images.md). */
-  int64_t image_store_budget;       /* bytes of blobs allowed; 0 = unlimited */
-  char *registry_ca_file;           /* extra PEM CA bundle for registries; NULL: system */
-  char *registry_credentials_file;  /* JSON {"host[:port]": {"username","password"}} */
-  char **insecure_registries;       /* "host[:port]" reached over plain HTTP */
+  int64_t image_store_budget;      /* bytes of blobs allowed; 0 = unlimited */
+  char *registry_ca_file;          /* extra PEM CA bundle for registries; NULL: system */
+  char *registry_credentials_file; /* JSON {"host[:port]": {"username","password"}} */
+  char **insecure_registries;      /* "host[:port]" reached over plain HTTP */
   size_t n_insecure_registries;
-  char *boot_kit_dir;               /* NULL: EMBER_BOOT_KIT_DIR (the installed kit) */
-  bool insecure_from_flags;         /* private: the first flag replaces the file's list */
-  bool help;                 /* --help was given: print usage, exit 0 */
-  bool version;              /* --version */
+  char *boot_kit_dir;       /* NULL: EMBER_BOOT_KIT_DIR (the installed kit) */
+  bool insecure_from_flags; /* private: the first flag replaces the file's list */
+  bool help;                /* --help was given: print usage, exit 0 */
+  bool version;             /* --version */
 } agent_config;
 
 /* Fills cfg from defaults, the config file named by --config and the flags

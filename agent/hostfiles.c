@@ -19,11 +19,11 @@
 #include <unistd.h>
 
 struct agent_host_fence {
-  char *data_dir;        /* resolved */
-  char **roots;          /* resolved */
+  char *data_dir; /* resolved */
+  char **roots;   /* resolved */
   size_t n_roots;
   bool allow_block;
-  char **own;            /* as configured; stat()ed at each check (may appear later) */
+  char **own; /* as configured; stat()ed at each check (may appear later) */
   size_t n_own;
 };
 
@@ -108,18 +108,19 @@ static char *hostfiles_via(const char *path, const char *resolved)
 
 /* The fence proper: st and resolved describe what was opened. */
 static int hostfiles_fence(const agent_host_fence *f, const char *field, const char *path,
-                           const char *resolved, const struct stat *st, int code,
-                           cmn_error *err)
+                           const char *resolved, const struct stat *st, int code, cmn_error *err)
 {
   cleanup_free char *via = hostfiles_via(path, resolved);
   /* A file without a name (deleted, memfd, anonymous) cannot be judged by
    * where it lives; a path such as /proc/self/fd/N can reach one. */
   if (resolved[0] != '/' || st->st_nlink == 0)
-    return cmn_err_set(err, code, "%s %s%s a file without a name on the host (deleted or "
-                       "anonymous): refused", field, path, via);
+    return cmn_err_set(err, code,
+                       "%s %s%s a file without a name on the host (deleted or "
+                       "anonymous): refused",
+                       field, path, via);
   if (hostfiles_under(resolved, f->data_dir))
-    return cmn_err_set(err, code, "%s %s%s inside emberd's data dir %s: refused", field, path,
-                       via, f->data_dir);
+    return cmn_err_set(err, code, "%s %s%s inside emberd's data dir %s: refused", field, path, via,
+                       f->data_dir);
   for (size_t i = 0; i < f->n_own; i++) {
     struct stat os;
     cleanup_free char *own = realpath(f->own[i], NULL);
@@ -127,8 +128,8 @@ static int hostfiles_fence(const agent_host_fence *f, const char *field, const c
     if (!same && stat(f->own[i], &os) == 0)
       same = os.st_dev == st->st_dev && os.st_ino == st->st_ino;
     if (same)
-      return cmn_err_set(err, code, "%s %s%s emberd's own file %s: refused", field, path,
-                         via, f->own[i]);
+      return cmn_err_set(err, code, "%s %s%s emberd's own file %s: refused", field, path, via,
+                         f->own[i]);
   }
   for (size_t i = 0; i < sizeof hostfiles_denied / sizeof hostfiles_denied[0]; i++)
     if (hostfiles_under(resolved, hostfiles_denied[i]))
@@ -194,8 +195,8 @@ static int hostfiles_open_one(const agent_host_fence *f, const char *field, cons
   int fd = open(self, flags);
   if (fd < 0) {
     if (errno == EBUSY)
-      return cmn_err_set(err, code, "%s %s: block device %s is in use (mounted or claimed)",
-                         field, path, resolved);
+      return cmn_err_set(err, code, "%s %s: block device %s is in use (mounted or claimed)", field,
+                         path, resolved);
     return cmn_err_errno(err, code, errno, "%s %s cannot be opened %s", field, path,
                          writable ? "for reading and writing" : "for reading");
   }
@@ -237,14 +238,13 @@ static int hostfiles_add(const agent_host_fence *f, agent_host_files *h, const c
 
 /* Opens one emberd-made disk: exactly dir/name, a regular file, no link
  * followed (neither the name nor a swapped folder). */
-static int hostfiles_open_made(const char *dir, const agent_host_made *d, int code,
-                               cmn_error *err)
+static int hostfiles_open_made(const char *dir, const agent_host_made *d, int code, cmn_error *err)
 {
   cleanup_close int dfd = open(dir, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
   if (dfd < 0)
     return cmn_err_errno(err, code, errno, "instance folder %s", dir);
-  int fd = openat(dfd, d->name, (d->read_only ? O_RDONLY : O_RDWR) | O_NOFOLLOW | O_CLOEXEC |
-                                    O_NOCTTY);
+  int fd =
+      openat(dfd, d->name, (d->read_only ? O_RDONLY : O_RDWR) | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY);
   if (fd < 0)
     return cmn_err_errno(err, code, errno, "%s/%s (made by emberd)", dir, d->name);
   struct stat st;

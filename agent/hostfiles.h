@@ -38,9 +38,9 @@
 
 /* What the operator configured (agent/config.c). All may be empty. */
 typedef struct agent_host_policy {
-  const char *const *roots;   /* allowed roots, absolute; none: any path outside the deny-list */
+  const char *const *roots; /* allowed roots, absolute; none: any path outside the deny-list */
   size_t n_roots;
-  bool allow_block_devices;   /* needs roots */
+  bool allow_block_devices;     /* needs roots */
   const char *const *own_files; /* emberd's own files (config, TLS, socket, metrics file) */
   size_t n_own_files;
 } agent_host_policy;
@@ -56,8 +56,8 @@ void agent_host_fence_free(agent_host_fence *f);
 
 /* The checked files of one spec, open, and a copy of the spec naming them. */
 typedef struct agent_host_files {
-  vmm_spec spec;     /* kernel/initrd/disk paths are /proc/self/fd/<child_fd> */
-  cmn_fd_pass *fds;  /* our descriptors and the numbers the VMM gets them at */
+  vmm_spec spec;    /* kernel/initrd/disk paths are /proc/self/fd/<child_fd> */
+  cmn_fd_pass *fds; /* our descriptors and the numbers the VMM gets them at */
   size_t n_fds;
 } agent_host_files;
 

@@ -67,10 +67,7 @@ void agent_image_spec_copy(agent_image_spec *dst, const agent_image_spec *src)
   dst->workdir = src->workdir ? cmn_strdup(src->workdir) : NULL;
 }
 
-static bool ii_str_eq(const char *a, const char *b)
-{
-  return strcmp(a ? a : "", b ? b : "") == 0;
-}
+static bool ii_str_eq(const char *a, const char *b) { return strcmp(a ? a : "", b ? b : "") == 0; }
 
 static bool ii_strv_eq(char *const *a, size_t na, char *const *b, size_t nb)
 {
@@ -89,8 +86,8 @@ bool agent_image_spec_eq(const agent_image_spec *a, const agent_image_spec *b)
     a = &z;
   if (b == NULL)
     b = &z;
-  return ii_str_eq(a->ref, b->ref) && ii_strv_eq(a->entrypoint, a->n_entrypoint, b->entrypoint,
-                                                b->n_entrypoint) &&
+  return ii_str_eq(a->ref, b->ref) &&
+         ii_strv_eq(a->entrypoint, a->n_entrypoint, b->entrypoint, b->n_entrypoint) &&
          ii_strv_eq(a->args, a->n_args, b->args, b->n_args) &&
          ii_strv_eq(a->env, a->n_env, b->env, b->n_env) && ii_str_eq(a->workdir, b->workdir);
 }
@@ -332,8 +329,8 @@ int agent_image_prepare(img_store *st, const char *data_dir, const char *dir,
     goto fail;
   }
   img_rootfs_opts ro = {0};
-  if (img_rootfs_build(&ro, cache_dir, id, L.layers, L.n_layers, &cache_path, &built, NULL,
-                       err) < 0) {
+  if (img_rootfs_build(&ro, cache_dir, id, L.layers, L.n_layers, &cache_path, &built, NULL, err) <
+      0) {
     cmn_err_prefix(err, "root disk of %s", id);
     goto fail;
   }
@@ -351,8 +348,8 @@ int agent_image_prepare(img_store *st, const char *data_dir, const char *dir,
   };
   if (img_bootcfg_write(&bc, bootcfg, err) < 0)
     goto fail;
-  cmn_info(instance_id, "create", "image %s (%s): root disk %s (%s), %s copy, in %lld ms",
-           img->ref, id, cache_path, built ? "built" : "cached", img_clone_method_name(how),
+  cmn_info(instance_id, "create", "image %s (%s): root disk %s (%s), %s copy, in %lld ms", img->ref,
+           id, cache_path, built ? "built" : "cached", img_clone_method_name(how),
            (long long)((cmn_now_us() - t0) / 1000));
   img_run_config_free(&rc);
   img_image_layers_free(&L);
@@ -370,7 +367,6 @@ int agent_image_host_files_open(const agent_host_fence *f, const vmm_spec *spec,
 {
   if (!agent_image_spec_set(img))
     return agent_host_files_open(f, spec, code, out, err);
-  static const agent_host_made made[] = {{AGENT_IMAGE_ROOTFS, false},
-                                         {AGENT_IMAGE_BOOTCFG, true}};
+  static const agent_host_made made[] = {{AGENT_IMAGE_ROOTFS, false}, {AGENT_IMAGE_BOOTCFG, true}};
   return agent_host_files_open_made(f, spec, dir, made, 2, code, out, err);
 }

@@ -37,7 +37,6 @@ struct cJSON;
 #define AGENT_IMAGE_BOOTCFG "bootcfg.img"
 #define AGENT_IMAGE_CMDLINE "console=ttyS0 panic=-1 quiet"
 
-
 bool agent_image_spec_set(const agent_image_spec *s);
 void agent_image_spec_free(agent_image_spec *s);
 void agent_image_spec_copy(agent_image_spec *dst, const agent_image_spec *src);
@@ -63,8 +62,7 @@ int agent_image_prepare(struct img_store *st, const char *data_dir, const char *
 /* Load and Delete: pin again (after a restart) / release the pin. */
 int agent_image_pin(struct img_store *st, const char *instance_id, const agent_image_spec *img,
                     cmn_error *err);
-void agent_image_unpin(struct img_store *st, const char *instance_id,
-                       const agent_image_spec *img);
+void agent_image_unpin(struct img_store *st, const char *instance_id, const agent_image_spec *img);
 
 /* Start/Restore: agent_host_files_open of spec with, for an image-based
  * instance, the two emberd-made disks of dir in front of spec's disks. */

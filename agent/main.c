@@ -66,8 +66,8 @@ static int main__lock_data_dir(const char *data_dir, cmn_error *err)
     close(fd);
     if (e == EWOULDBLOCK)
       return cmn_err_set(err, CMN_FAILED_PRECONDITION,
-                         "another emberd is already using data dir %s (lock %s is held)",
-                         data_dir, path);
+                         "another emberd is already using data dir %s (lock %s is held)", data_dir,
+                         path);
     return cmn_err_errno(err, CMN_FAILED_PRECONDITION, e, "cannot lock %s", path);
   }
   return fd; /* kept open until exit */
@@ -184,9 +184,10 @@ int main(int argc, char **argv)
              e->available ? "available, " : "unavailable: ", e->detail ? e->detail : "");
   }
   /* emberd's own files outside the data dir: never a guest's kernel or disk. */
-  const char *own_files[] = {cfg.config_path, cfg.tls_cert, cfg.tls_key, cfg.tls_client_ca,
-                             cfg.metrics_file,
-                             strncmp(cfg.listen, "unix:", 5) == 0 ? cfg.listen + 5 : NULL};
+  const char *own_files[] = {
+      cfg.config_path,  cfg.tls_cert,
+      cfg.tls_key,      cfg.tls_client_ca,
+      cfg.metrics_file, strncmp(cfg.listen, "unix:", 5) == 0 ? cfg.listen + 5 : NULL};
   agent_host_policy hp = {
       .roots = (const char *const *)cfg.host_file_roots,
       .n_roots = cfg.n_host_file_roots,
@@ -228,8 +229,8 @@ int main(int argc, char **argv)
   /* Metrics (opt-in): exporters start before gRPC serves, so a metrics
    * address that cannot be bound fails the start-up. */
   if (cfg.metrics_listen != NULL || cfg.metrics_file != NULL) {
-    metrics = agent_metrics_create(MAIN_VERSION,
-                                   (double)started.tv_sec + (double)started.tv_nsec / 1e9);
+    metrics =
+        agent_metrics_create(MAIN_VERSION, (double)started.tv_sec + (double)started.tv_nsec / 1e9);
     agent_metrics_attach(metrics, mgr);
     so.metrics = metrics;
     if (cfg.metrics_listen != NULL) {
@@ -256,8 +257,7 @@ int main(int argc, char **argv)
     main__fail("cannot serve", &err);
     goto out;
   }
-  cmn_info(NULL, "startup", "emberd ready: data dir %s, listening on %s", cfg.data_dir,
-           cfg.listen);
+  cmn_info(NULL, "startup", "emberd ready: data dir %s, listening on %s", cfg.data_dir, cfg.listen);
 
   sigset_t wait_set;
   sigemptyset(&wait_set);
@@ -289,8 +289,7 @@ int main(int argc, char **argv)
     struct timespec tick = {0, 100 * 1000000L};
     int sig = sigtimedwait(&wait_set, NULL, &tick);
     if (sig > 0 && sig != SIGHUP && !cancelled) {
-      cmn_warn(NULL, "shutdown", "second signal (%s): cancelling calls in flight",
-               strsignal(sig));
+      cmn_warn(NULL, "shutdown", "second signal (%s): cancelling calls in flight", strsignal(sig));
       srv_server_cancel_all(srv);
       cancelled = true;
     }

@@ -45,7 +45,7 @@ const char *agent_state_name(agent_state s)
 
 const char *agent_op_name(agent_op op)
 {
-  static const char *const names[] = {"none",  "create",  "start",   "stop",   "pause",
+  static const char *const names[] = {"none",   "create",  "start",   "stop",   "pause",
                                       "resume", "standby", "restore", "delete", "observed"};
   return (size_t)op < sizeof names / sizeof names[0] ? names[op] : "invalid";
 }
@@ -74,8 +74,7 @@ static void mgr_vm_bind(mgr_instance *inst)
   inst->vm.priv = priv;
 }
 
-mgr_instance *mgr_instance_new(const agent_record *rec, const char *dir,
-                                      const vmm_entry *entry)
+mgr_instance *mgr_instance_new(const agent_record *rec, const char *dir, const vmm_entry *entry)
 {
   mgr_instance *inst = cmn_calloc(1, sizeof *inst);
   pthread_mutex_init(&inst->op_lock, NULL);
@@ -224,7 +223,7 @@ void mgr_set_status(agent_record *r, const char *msg)
  * (mgr_repair_record). A restart before that derives the state from the VMM
  * and the snapshot folders (recovery). Always returns 0; err is untouched. */
 int mgr_commit(agent_manager *m, mgr_instance *inst, agent_record *next, agent_op op,
-                      int64_t duration_us, cmn_error *err)
+               int64_t duration_us, cmn_error *err)
 {
   (void)err;
   /* updated_at is the time of the last state change: a commit that changes
@@ -236,8 +235,7 @@ int mgr_commit(agent_manager *m, mgr_instance *inst, agent_record *next, agent_o
   next->view.vmm_pid = inst->vm.proc.pid;
   next->view.has_snapshot = next->view.state == AGENT_STATE_STANDBY;
   cmn_error serr = {0};
-  if (cmn_fault("agent.commit.save", &serr) < 0 ||
-      agent_record_save(inst->dir, next, &serr) < 0) {
+  if (cmn_fault("agent.commit.save", &serr) < 0 || agent_record_save(inst->dir, next, &serr) < 0) {
     cmn_err_prefix(&serr, "persist instance record");
     cmn_error_log(next->view.id, agent_op_name(op), "%s", serr.msg);
     /* Another warning (e.g. a stop whose snapshots could not be removed)
@@ -314,9 +312,8 @@ static uint64_t mgr_disk_need_mib(const vmm_entry *entry, const vmm_spec *spec,
  * create). On success for START and RESTORE the request is held in
  * m->admitting until mgr_admit_done, so two concurrent starts cannot both
  * take the last room. */
-int mgr_admit(agent_manager *m, mgr_instance *inst, const char *name,
-                     const vmm_entry *entry, const vmm_spec *spec, agent_admit_point point,
-                     agent_snap_kind last, cmn_error *err)
+int mgr_admit(agent_manager *m, mgr_instance *inst, const char *name, const vmm_entry *entry,
+              const vmm_spec *spec, agent_admit_point point, agent_snap_kind last, cmn_error *err)
 {
   agent_host_figures host;
   if (m->host_probe(m->host_probe_ctx, m->data_dir, &host, err) < 0)
@@ -332,8 +329,8 @@ int mgr_admit(agent_manager *m, mgr_instance *inst, const char *name,
   agent_usage used = m->admitting;
   for (size_t i = 0; i < m->n_insts; i++) {
     const mgr_instance *o = m->insts[i];
-    if (o == inst || (o->rec.view.state != AGENT_STATE_RUNNING &&
-                      o->rec.view.state != AGENT_STATE_PAUSED))
+    if (o == inst ||
+        (o->rec.view.state != AGENT_STATE_RUNNING && o->rec.view.state != AGENT_STATE_PAUSED))
       continue;
     used.mem_mib += o->rec.view.spec.memory_mib;
     used.vcpus += o->rec.view.spec.vcpus;
@@ -362,8 +359,8 @@ static char *mgr_new_id(void)
   unsigned char b[8];
   if (getrandom(b, sizeof b, 0) != (ssize_t)sizeof b)
     abort();
-  return cmn_asprintf(AGENT_ID_PREFIX "%02x%02x%02x%02x%02x%02x%02x%02x", b[0], b[1], b[2], b[3], b[4], b[5],
-                      b[6], b[7]);
+  return cmn_asprintf(AGENT_ID_PREFIX "%02x%02x%02x%02x%02x%02x%02x%02x", b[0], b[1], b[2], b[3],
+                      b[4], b[5], b[6], b[7]);
 }
 
 static mgr_instance *mgr_find_request_locked(agent_manager *m, const agent_create_req *req,
@@ -428,8 +425,7 @@ static void mgr_release_name_locked(agent_manager *m, const char *name)
   for (size_t i = 0; i < m->n_creating; i++) {
     if (strcmp(m->creating[i], name) == 0) {
       free(m->creating[i]);
-      memmove(&m->creating[i], &m->creating[i + 1],
-              (m->n_creating - i - 1) * sizeof *m->creating);
+      memmove(&m->creating[i], &m->creating[i + 1], (m->n_creating - i - 1) * sizeof *m->creating);
       m->n_creating--;
       pthread_cond_broadcast(&m->created_cv);
       return;
@@ -472,8 +468,8 @@ static mgr_instance *mgr_find_request_locked(agent_manager *m, const agent_creat
   return NULL;
 }
 
-static int mgr_create_req(agent_manager *m, const agent_create_req *req,
-                          agent_instance_view *out, cmn_error *err);
+static int mgr_create_req(agent_manager *m, const agent_create_req *req, agent_instance_view *out,
+                          cmn_error *err);
 
 int agent_manager_create_req(agent_manager *m, const agent_create_req *req,
                              agent_instance_view *out, cmn_error *err)
@@ -490,8 +486,8 @@ int agent_manager_create_req(agent_manager *m, const agent_create_req *req,
   return ret;
 }
 
-static int mgr_create_req(agent_manager *m, const agent_create_req *req,
-                          agent_instance_view *out, cmn_error *err)
+static int mgr_create_req(agent_manager *m, const agent_create_req *req, agent_instance_view *out,
+                          cmn_error *err)
 {
   const char *name = req->name, *hypervisor = req->hypervisor;
   const vmm_spec *spec = req->spec;
@@ -507,8 +503,8 @@ static int mgr_create_req(agent_manager *m, const agent_create_req *req,
   if (prev != NULL) {
     if (out != NULL)
       agent_view_copy(out, &prev->rec.view);
-    cmn_info(prev->rec.view.id, "create", "request_id %s repeated: returning %s",
-             req->request_id, prev->rec.view.name);
+    cmn_info(prev->rec.view.id, "create", "request_id %s repeated: returning %s", req->request_id,
+             prev->rec.view.name);
   }
   pthread_mutex_unlock(&m->mu);
   if (prev != NULL)
@@ -571,8 +567,7 @@ static int mgr_create_req(agent_manager *m, const agent_create_req *req,
   mgr_instance *inst = NULL;
   if (mkdir(dir, 0750) < 0) {
     cmn_err_errno(err, CMN_INTERNAL, errno, "create %s", dir);
-  } else if (agent_image_prepare(m->images, m->data_dir, dir, id, name, &rec.view.image, err) <
-             0) {
+  } else if (agent_image_prepare(m->images, m->data_dir, dir, id, name, &rec.view.image, err) < 0) {
     cmn_error e2 = {0};
     cmn_rm_rf(dir, &e2);
   } else if (agent_record_save(dir, &rec, err) < 0 || cmn_fsync_parent(dir, err) < 0) {
@@ -630,8 +625,8 @@ static int mgr_cmp_view(const void *a, const void *b)
   return strcmp(x->name, y->name);
 }
 
-int agent_manager_list(agent_manager *m, agent_state state, agent_instance_view **out,
-                       size_t *n, cmn_error *err)
+int agent_manager_list(agent_manager *m, agent_state state, agent_instance_view **out, size_t *n,
+                       cmn_error *err)
 {
   if (state < AGENT_STATE_UNSPECIFIED || state > AGENT_STATE_UNKNOWN)
     return cmn_err_set(err, CMN_INVALID_ARGUMENT, "unknown state %d", state);
@@ -648,8 +643,7 @@ int agent_manager_list(agent_manager *m, agent_state state, agent_instance_view 
   return 0;
 }
 
-int agent_manager_delete(agent_manager *m, const char *id_or_name, char **id_out,
-                         cmn_error *err)
+int agent_manager_delete(agent_manager *m, const char *id_or_name, char **id_out, cmn_error *err)
 {
   mgr_instance *inst = mgr_lookup(m, id_or_name, err);
   if (inst == NULL)
@@ -678,8 +672,7 @@ int agent_manager_delete(agent_manager *m, const char *id_or_name, char **id_out
     goto stopped;
   /* Rename out of the way first so a crash mid-removal never leaves a
    * half-deleted instance that would be loaded again. */
-  trash = cmn_asprintf("%s/.deleting-%s", m->instances_dir,
-                                          inst->rec.view.id);
+  trash = cmn_asprintf("%s/.deleting-%s", m->instances_dir, inst->rec.view.id);
   if (cmn_rename_durable(inst->dir, trash, err) < 0)
     goto stopped;
   cmn_fault_exit_only("agent.delete.after_rename");
@@ -763,8 +756,7 @@ agent_manager *agent_manager_create(const agent_manager_config *cfg, const vmm_r
     }
     m->monitor_running = true;
   }
-  cmn_info(NULL, NULL, "instance manager ready: %zu instances in %s", m->n_insts,
-           m->instances_dir);
+  cmn_info(NULL, NULL, "instance manager ready: %zu instances in %s", m->n_insts, m->instances_dir);
   return m;
 }
 

@@ -43,19 +43,19 @@ typedef struct agent_event {
 typedef void (*agent_event_fn)(void *ctx, const agent_event *ev);
 
 typedef struct agent_manager_config {
-  const char *data_dir;      /* absolute; instances live in <data_dir>/instances */
-  int max_instances;         /* admission limit; 0 = default (256) */
-  int stop_timeout_ms;       /* graceful VMM shutdown wait; 0 = default (10000) */
-  bool monitor;              /* watch VMM processes and notice exits (default on in emberd) */
-  const char *vmm_cgroup;    /* cgroup every VMM is moved into (cgroup.h); NULL: none */
+  const char *data_dir;   /* absolute; instances live in <data_dir>/instances */
+  int max_instances;      /* admission limit; 0 = default (256) */
+  int stop_timeout_ms;    /* graceful VMM shutdown wait; 0 = default (10000) */
+  bool monitor;           /* watch VMM processes and notice exits (default on in emberd) */
+  const char *vmm_cgroup; /* cgroup every VMM is moved into (cgroup.h); NULL: none */
   /* Fence for kernel/initrd/disk paths (hostfiles.h); NULL: the defaults
    * (deny-list only, no block devices). The data dir is always fenced. */
   const agent_host_policy *host_policy;
   const agent_admission_config *admission; /* ratios and reserves; NULL: defaults */
-  agent_host_probe_fn host_probe; /* host figures for admission; NULL: agent_host_probe */
+  agent_host_probe_fn host_probe;          /* host figures for admission; NULL: agent_host_probe */
   void *host_probe_ctx;
-  struct img_store *images;  /* image store for InstanceSpec.image; NULL: none */
-  const char *boot_kit_dir;  /* boot kit for image instances without a kernel */
+  struct img_store *images; /* image store for InstanceSpec.image; NULL: none */
+  const char *boot_kit_dir; /* boot kit for image instances without a kernel */
 } agent_manager_config;
 
 typedef struct agent_manager agent_manager;
@@ -84,8 +84,8 @@ int agent_manager_create_req(agent_manager *m, const agent_create_req *req,
 int agent_manager_get(agent_manager *m, const char *id_or_name, agent_instance_view *out,
                       cmn_error *err);
 /* All instances (or those in `state` unless UNSPECIFIED), ordered by name. */
-int agent_manager_list(agent_manager *m, agent_state state, agent_instance_view **out,
-                       size_t *n, cmn_error *err);
+int agent_manager_list(agent_manager *m, agent_state state, agent_instance_view **out, size_t *n,
+                       cmn_error *err);
 void agent_instance_views_free(agent_instance_view *v, size_t n);
 /* op is one of START, STOP, PAUSE, RESUME, STANDBY, RESTORE. Runs to the end
  * even when the caller goes away. out (may be NULL) receives the record after. */
@@ -98,8 +98,7 @@ int agent_manager_stop(agent_manager *m, const char *id_or_name, int timeout_ms,
                        agent_instance_view *out, cmn_error *err);
 /* Ends the VMM and removes the instance folder. *id_out (may be NULL) gets
  * the deleted id. */
-int agent_manager_delete(agent_manager *m, const char *id_or_name, char **id_out,
-                         cmn_error *err);
+int agent_manager_delete(agent_manager *m, const char *id_or_name, char **id_out, cmn_error *err);
 
 /* Event subscription; returns a handle > 0 for unsubscribe. */
 int agent_manager_subscribe(agent_manager *m, agent_event_fn fn, void *ctx);
@@ -107,6 +106,5 @@ void agent_manager_unsubscribe(agent_manager *m, int handle);
 
 /* The registry this manager uses (for ListHypervisors). */
 const vmm_registry *agent_manager_registry(const agent_manager *m);
-
 
 #endif

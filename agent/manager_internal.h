@@ -20,15 +20,15 @@
 
 typedef struct mgr_instance {
   pthread_mutex_t op_lock;
-  agent_record rec;      /* committed record; guarded by m->mu */
-  char *dir;             /* immutable after creation */
-  vmm_vm vm;             /* guarded by op_lock */
-  const vmm_entry *entry;/* driver; immutable */
-  int refs;              /* guarded by m->mu */
-  bool deleted;          /* guarded by m->mu */
-  int stop_ms;           /* graceful timeout of the Stop in progress, -1: the
-                            configured one; guarded by op_lock */
-  bool record_dirty;     /* the committed record is not on disk; guarded by op_lock */
+  agent_record rec;       /* committed record; guarded by m->mu */
+  char *dir;              /* immutable after creation */
+  vmm_vm vm;              /* guarded by op_lock */
+  const vmm_entry *entry; /* driver; immutable */
+  int refs;               /* guarded by m->mu */
+  bool deleted;           /* guarded by m->mu */
+  int stop_ms;            /* graceful timeout of the Stop in progress, -1: the
+                             configured one; guarded by op_lock */
+  bool record_dirty;      /* the committed record is not on disk; guarded by op_lock */
 } mgr_instance;
 
 typedef struct mgr_sub {
@@ -43,7 +43,7 @@ struct agent_manager {
   int max_instances;
   int stop_timeout_ms;
   char *vmm_cgroup;
-  agent_host_fence *fence; /* host file paths (hostfiles.h); immutable */
+  agent_host_fence *fence;  /* host file paths (hostfiles.h); immutable */
   struct img_store *images; /* InstanceSpec.image (instance_image.h); may be NULL */
   char *boot_kit_dir;
   const vmm_registry *reg;
@@ -75,8 +75,7 @@ struct agent_manager {
 };
 
 /* manager.c: the instance table and commits. */
-mgr_instance *mgr_instance_new(const agent_record *rec, const char *dir,
-                               const vmm_entry *entry);
+mgr_instance *mgr_instance_new(const agent_record *rec, const char *dir, const vmm_entry *entry);
 /* Drops a reference taken by mgr_lookup (or the monitor). */
 void mgr_unref(agent_manager *m, mgr_instance *inst);
 /* Finds and references an instance; NOT_FOUND or INVALID_ARGUMENT otherwise. */
@@ -91,8 +90,7 @@ void mgr_snapshot_record(agent_manager *m, mgr_instance *inst, agent_record *out
 snap_target mgr_target(agent_manager *m, mgr_instance *inst);
 void mgr_view_out(agent_manager *m, mgr_instance *inst, agent_instance_view *out);
 int mgr_admit(agent_manager *m, mgr_instance *inst, const char *name, const vmm_entry *entry,
-              const vmm_spec *spec, agent_admit_point point, agent_snap_kind last,
-              cmn_error *err);
+              const vmm_spec *spec, agent_admit_point point, agent_snap_kind last, cmn_error *err);
 void mgr_admit_done(agent_manager *m, const vmm_spec *spec);
 
 /* manager_ops.c: runs one lifecycle operation with op_lock held. */

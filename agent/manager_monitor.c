@@ -65,11 +65,11 @@ static void mgr_check_exit(agent_manager *m, mgr_instance *inst)
       cmn_proc_wait(&inst->vm.proc, MANAGER_MONITOR_MS, &status) == 0) {
     agent_record r = {0};
     mgr_snapshot_record(m, inst, &r);
-    cleanup_free char *msg =
-        WIFSIGNALED(status) ? cmn_asprintf("the VMM (pid %d) was killed by signal %d",
-                                           (int)inst->vm.proc.pid, WTERMSIG(status))
-                            : cmn_asprintf("the VMM (pid %d) exited with status %d",
-                                           (int)inst->vm.proc.pid, WEXITSTATUS(status));
+    cleanup_free char *msg = WIFSIGNALED(status)
+                                 ? cmn_asprintf("the VMM (pid %d) was killed by signal %d",
+                                                (int)inst->vm.proc.pid, WTERMSIG(status))
+                                 : cmn_asprintf("the VMM (pid %d) exited with status %d",
+                                                (int)inst->vm.proc.pid, WEXITSTATUS(status));
     cmn_warn(r.view.id, "observed", "%s", msg);
     memset(&inst->vm.proc, 0, sizeof inst->vm.proc);
     if (inst->entry != NULL && inst->entry->available) {

@@ -57,8 +57,8 @@ static int mgr_wrong_state(mgr_instance *inst, agent_op op, agent_state st, cmn_
   if (why != NULL && why[0] == '\0')
     why = NULL;
   cmn_err_set(err, CMN_FAILED_PRECONDITION, "cannot %s instance %s: it is %s%s%s%s",
-              agent_op_name(op), inst->rec.view.name, agent_state_name(st),
-              why ? " (" : "", why ? why : "", why ? ")" : "");
+              agent_op_name(op), inst->rec.view.name, agent_state_name(st), why ? " (" : "",
+              why ? why : "", why ? ")" : "");
   cleanup_free char *subject = cmn_asprintf("instances/%s", inst->rec.view.id);
   return cmn_err_precondition(err, "STATE", subject);
 }
@@ -69,8 +69,8 @@ static int mgr_wrong_state(mgr_instance *inst, agent_op op, agent_state st, cmn_
 static int mgr_host_files_begin(agent_manager *m, mgr_instance *inst, agent_host_files *hf,
                                 cmn_error *err)
 {
-  if (agent_image_host_files_open(m->fence, &inst->rec.view.spec, &inst->rec.view.image,
-                                  inst->dir, CMN_FAILED_PRECONDITION, hf, err) < 0)
+  if (agent_image_host_files_open(m->fence, &inst->rec.view.spec, &inst->rec.view.image, inst->dir,
+                                  CMN_FAILED_PRECONDITION, hf, err) < 0)
     return -1;
   inst->vm.spec = &hf->spec;
   inst->vm.host_fds = hf->fds;
@@ -157,8 +157,7 @@ static int mgr_do_stop(agent_manager *m, mgr_instance *inst, agent_record *r, cm
   return mgr_commit(m, inst, r, AGENT_OP_STOP, cmn_now_us() - t0, err);
 }
 
-static int mgr_do_standby(agent_manager *m, mgr_instance *inst, agent_record *r,
-                          cmn_error *err)
+static int mgr_do_standby(agent_manager *m, mgr_instance *inst, agent_record *r, cmn_error *err)
 {
   snap_target t = mgr_target(m, inst);
   vmm_snap_kind kind = VMM_SNAP_FULL;
@@ -176,8 +175,7 @@ static int mgr_do_standby(agent_manager *m, mgr_instance *inst, agent_record *r,
   return mgr_commit(m, inst, r, AGENT_OP_STANDBY, dt, err);
 }
 
-static int mgr_do_restore(agent_manager *m, mgr_instance *inst, agent_record *r,
-                          cmn_error *err)
+static int mgr_do_restore(agent_manager *m, mgr_instance *inst, agent_record *r, cmn_error *err)
 {
   snap_target t = mgr_target(m, inst);
   int64_t t0 = cmn_now_us();
@@ -198,8 +196,8 @@ static int mgr_do_restore(agent_manager *m, mgr_instance *inst, agent_record *r,
   return mgr_commit(m, inst, r, AGENT_OP_RESTORE, dt, err);
 }
 
-static int mgr_do_pause_resume(agent_manager *m, mgr_instance *inst, agent_record *r,
-                               bool pause, cmn_error *err)
+static int mgr_do_pause_resume(agent_manager *m, mgr_instance *inst, agent_record *r, bool pause,
+                               cmn_error *err)
 {
   int64_t t0 = cmn_now_us();
   int rc = pause ? vmm_call_pause(inst->entry, &inst->vm, err)
@@ -207,8 +205,7 @@ static int mgr_do_pause_resume(agent_manager *m, mgr_instance *inst, agent_recor
   if (rc < 0)
     return cmn_err_prefix(err, pause ? "pause" : "resume");
   r->view.state = pause ? AGENT_STATE_PAUSED : AGENT_STATE_RUNNING;
-  return mgr_commit(m, inst, r, pause ? AGENT_OP_PAUSE : AGENT_OP_RESUME, cmn_now_us() - t0,
-                    err);
+  return mgr_commit(m, inst, r, pause ? AGENT_OP_PAUSE : AGENT_OP_RESUME, cmn_now_us() - t0, err);
 }
 
 /* Runs one operation with the instance's op_lock held. */
@@ -281,8 +278,8 @@ int mgr_run_op(agent_manager *m, mgr_instance *inst, agent_op op, cmn_error *err
       break;
     if (st != AGENT_STATE_STANDBY) {
       mgr_wrong_state(inst, op, st, err);
-    } else if (mgr_admit(m, inst, r.view.name, inst->entry, &r.view.spec,
-                         AGENT_ADMIT_RESTORE, r.view.last_snapshot_kind, err) == 0) {
+    } else if (mgr_admit(m, inst, r.view.name, inst->entry, &r.view.spec, AGENT_ADMIT_RESTORE,
+                         r.view.last_snapshot_kind, err) == 0) {
       rc = mgr_do_restore(m, inst, &r, err);
       mgr_admit_done(m, &r.view.spec);
     }
@@ -327,8 +324,7 @@ static int mgr_op_call(agent_manager *m, const char *id_or_name, agent_op op, in
                        agent_instance_view *out, cmn_error *err)
 {
   if (op < AGENT_OP_START || op > AGENT_OP_RESTORE)
-    return cmn_err_set(err, CMN_INVALID_ARGUMENT, "operation %d is not a lifecycle operation",
-                       op);
+    return cmn_err_set(err, CMN_INVALID_ARGUMENT, "operation %d is not a lifecycle operation", op);
   mgr_instance *inst = mgr_lookup(m, id_or_name, err);
   if (inst == NULL)
     return -1;

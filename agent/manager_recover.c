@@ -87,8 +87,8 @@ static void mgr_recover_one(agent_manager *m, mgr_instance *inst)
     vmm_run_state rs = VMM_STATE_OTHER;
     if (vmm_call_adopt(inst->entry, &inst->vm, &rs, &err) < 0) {
       r.view.state = AGENT_STATE_UNKNOWN;
-      cleanup_free char *msg = cmn_asprintf("cannot reach VMM pid %d: %s",
-                                            (int)inst->vm.proc.pid, err.msg);
+      cleanup_free char *msg =
+          cmn_asprintf("cannot reach VMM pid %d: %s", (int)inst->vm.proc.pid, err.msg);
       mgr_set_status(&r, msg);
       goto commit;
     }
@@ -149,8 +149,7 @@ static void mgr_recover_one(agent_manager *m, mgr_instance *inst)
   }
 commit:
   if (r.view.state != before)
-    cmn_info(id, "recover", "%s -> %s", agent_state_name(before),
-             agent_state_name(r.view.state));
+    cmn_info(id, "recover", "%s -> %s", agent_state_name(before), agent_state_name(r.view.state));
   /* Rewrite the record only when recovery changed something: an unchanged
    * instance keeps its updated_at (the time of its last state change). */
   const char *old_msg = inst->rec.view.status_message;
@@ -189,8 +188,7 @@ int mgr_load_all(agent_manager *m, cmn_error *err)
       cmn_error_log(de->d_name, "load", "skipping instance folder: %s", e2.msg);
       continue;
     }
-    if (strcmp(rec.view.id, de->d_name) != 0 ||
-        agent_validate_id("id", rec.view.id, &e2) < 0) {
+    if (strcmp(rec.view.id, de->d_name) != 0 || agent_validate_id("id", rec.view.id, &e2) < 0) {
       cmn_error_log(de->d_name, "load", "skipping instance folder: id mismatch");
       agent_record_free(&rec);
       continue;

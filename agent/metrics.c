@@ -81,7 +81,8 @@ static void mreg_buf_puts(mreg_buf *b, const char *s)
   b->len += n;
 }
 
-static void mreg_buf_printf(mreg_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void mreg_buf_printf(mreg_buf *b, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
 static void mreg_buf_printf(mreg_buf *b, const char *fmt, ...)
 {
   va_list ap;

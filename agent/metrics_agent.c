@@ -17,9 +17,8 @@
 static const double metrics__op_buckets[] = {0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1,
                                              2.5,   5,    10,    30,   60,  120,  300};
 /* RPCs: Get/List take well under a millisecond; lifecycle calls as above. */
-static const double metrics__rpc_buckets[] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
-                                              0.05,   0.1,   0.25,   0.5,   1,    2.5,
-                                              5,      10,    30,     60,    300};
+static const double metrics__rpc_buckets[] = {
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300};
 #define METRICS__N(a) (sizeof(a) / sizeof((a)[0]))
 
 struct agent_metrics {
@@ -34,9 +33,9 @@ agent_metrics *agent_metrics_create(const char *version, double start_time_s)
   agent_metrics *m = cmn_calloc(1, sizeof(*m));
   agent_mreg *r = m->reg = agent_mreg_create();
   atomic_init(&m->mgr, NULL);
-  m->f_build = agent_mreg_family(r, "ember_build_info", "emberd's version; always 1.",
-                                 AGENT_MTYPE_GAUGE, (const char *const[]){"version", NULL},
-                                 NULL, 0);
+  m->f_build =
+      agent_mreg_family(r, "ember_build_info", "emberd's version; always 1.", AGENT_MTYPE_GAUGE,
+                        (const char *const[]){"version", NULL}, NULL, 0);
   m->f_start = agent_mreg_family(r, "ember_process_start_time_seconds",
                                  "When emberd started, in seconds since the Unix epoch.",
                                  AGENT_MTYPE_GAUGE, NULL, NULL, 0);
@@ -44,8 +43,8 @@ agent_metrics *agent_metrics_create(const char *version, double start_time_s)
       r, "ember_operations_total",
       "Lifecycle operations that ran, by result (ok or the gRPC status code in lower case). "
       "Calls whose target state already held are not counted.",
-      AGENT_MTYPE_COUNTER, (const char *const[]){"operation", "hypervisor", "result", NULL},
-      NULL, 0);
+      AGENT_MTYPE_COUNTER, (const char *const[]){"operation", "hypervisor", "result", NULL}, NULL,
+      0);
   m->f_op_dur = agent_mreg_family(
       r, "ember_operation_duration_seconds", "Duration of successful lifecycle operations.",
       AGENT_MTYPE_HISTOGRAM, (const char *const[]){"operation", "hypervisor", NULL},
@@ -53,12 +52,11 @@ agent_metrics *agent_metrics_create(const char *version, double start_time_s)
   m->f_standby = agent_mreg_family(
       r, "ember_standby_duration_seconds",
       "Duration of successful standbys, by snapshot kind (full, or diff on a reused base).",
-      AGENT_MTYPE_HISTOGRAM, (const char *const[]){"hypervisor", "kind", NULL},
-      metrics__op_buckets, METRICS__N(metrics__op_buckets));
-  m->f_rpc = agent_mreg_family(r, "ember_grpc_requests_total",
-                               "gRPC calls handled, by full method path and status code.",
-                               AGENT_MTYPE_COUNTER, (const char *const[]){"method", "code", NULL},
-                               NULL, 0);
+      AGENT_MTYPE_HISTOGRAM, (const char *const[]){"hypervisor", "kind", NULL}, metrics__op_buckets,
+      METRICS__N(metrics__op_buckets));
+  m->f_rpc = agent_mreg_family(
+      r, "ember_grpc_requests_total", "gRPC calls handled, by full method path and status code.",
+      AGENT_MTYPE_COUNTER, (const char *const[]){"method", "code", NULL}, NULL, 0);
   m->f_rpc_dur = agent_mreg_family(
       r, "ember_grpc_request_duration_seconds",
       "Time from the arrival of a gRPC call to its status (streams: their whole life).",
@@ -133,8 +131,7 @@ void agent_metrics_on_event(void *ctx, const agent_event *ev)
   }
 }
 
-void agent_metrics_rpc_done(agent_metrics *m, const char *method, int code,
-                            int64_t duration_us)
+void agent_metrics_rpc_done(agent_metrics *m, const char *method, int code, int64_t duration_us)
 {
   const char *meth = method != NULL ? method : "unknown";
   agent_mreg_add(m->reg, m->f_rpc, (const char *const[]){meth, cmn_code_name(code)}, 1);
@@ -170,17 +167,15 @@ static char *metrics__render_instances(agent_manager *mgr, size_t *len)
   int f = agent_mreg_family(r, "ember_instances", "Instances by state and hypervisor type.",
                             AGENT_MTYPE_GAUGE, (const char *const[]){"state", "hypervisor", NULL},
                             NULL, 0);
-  static const agent_state states[] = {AGENT_STATE_STOPPED, AGENT_STATE_RUNNING,
-                                       AGENT_STATE_PAUSED, AGENT_STATE_STANDBY,
-                                       AGENT_STATE_UNKNOWN};
+  static const agent_state states[] = {AGENT_STATE_STOPPED, AGENT_STATE_RUNNING, AGENT_STATE_PAUSED,
+                                       AGENT_STATE_STANDBY, AGENT_STATE_UNKNOWN};
   char st[32];
   if (mgr != NULL) {
     const vmm_registry *reg = agent_manager_registry(mgr);
     for (size_t i = 0; reg != NULL && i < vmm_registry_count(reg); i++)
       for (size_t k = 0; k < METRICS__N(states); k++) {
         metrics__lower(st, sizeof(st), agent_state_name(states[k]));
-        agent_mreg_set(r, f, (const char *const[]){st, vmm_registry_at(reg, i)->driver->type},
-                       0);
+        agent_mreg_set(r, f, (const char *const[]){st, vmm_registry_at(reg, i)->driver->type}, 0);
       }
     agent_instance_view *v = NULL;
     size_t n = 0;

@@ -46,8 +46,7 @@ void agent_metrics_on_event(void *ctx, const agent_event *ev);
 /* One RPC ended. method: the full path of a registered method, or NULL for an
  * unknown one (rendered "unknown": client-chosen paths never become labels).
  * code: the gRPC status sent (CANCELLED when the client went away first). */
-void agent_metrics_rpc_done(agent_metrics *m, const char *method, int code,
-                            int64_t duration_us);
+void agent_metrics_rpc_done(agent_metrics *m, const char *method, int code, int64_t duration_us);
 /* A lifecycle operation failed with code (!= OK). hypervisor: the instance's
  * type, or NULL when unknown (rendered "unknown"). */
 void agent_metrics_op_failed(agent_metrics *m, agent_op op, const char *hypervisor, int code);
@@ -67,8 +66,7 @@ typedef struct agent_metrics_http agent_metrics_http;
  * one) on its own thread. Fails with INVALID_ARGUMENT for a bad address,
  * FAILED_PRECONDITION when it cannot bind, UNIMPLEMENTED when emberd was
  * built without libmicrohttpd. */
-agent_metrics_http *agent_metrics_http_start(agent_metrics *m, const char *listen,
-                                             cmn_error *err);
+agent_metrics_http *agent_metrics_http_start(agent_metrics *m, const char *listen, cmn_error *err);
 /* The bound port (useful with port 0). */
 int agent_metrics_http_port(const agent_metrics_http *h);
 void agent_metrics_http_stop(agent_metrics_http *h);
@@ -77,8 +75,8 @@ typedef struct agent_metrics_file agent_metrics_file;
 /* Writes the text to path atomically (temp + rename in the same folder) now
  * and every interval_ms, for node_exporter's textfile collector (name the
  * file *.prom). Fails when the first write fails. */
-agent_metrics_file *agent_metrics_file_start(agent_metrics *m, const char *path,
-                                             int interval_ms, cmn_error *err);
+agent_metrics_file *agent_metrics_file_start(agent_metrics *m, const char *path, int interval_ms,
+                                             cmn_error *err);
 /* Writes once more, then stops the thread. */
 void agent_metrics_file_stop(agent_metrics_file *f);
 

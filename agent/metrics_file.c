@@ -65,12 +65,11 @@ static void *metrics_file__main(void *arg)
   return NULL;
 }
 
-agent_metrics_file *agent_metrics_file_start(agent_metrics *m, const char *path,
-                                             int interval_ms, cmn_error *err)
+agent_metrics_file *agent_metrics_file_start(agent_metrics *m, const char *path, int interval_ms,
+                                             cmn_error *err)
 {
   if (path == NULL || path[0] == '\0' || interval_ms < 1)
-    return cmn_err_set(err, CMN_INVALID_ARGUMENT, "metrics file: empty path or bad interval"),
-           NULL;
+    return cmn_err_set(err, CMN_INVALID_ARGUMENT, "metrics file: empty path or bad interval"), NULL;
   agent_metrics_file *f = cmn_calloc(1, sizeof(*f));
   f->metrics = m;
   f->path = cmn_strdup(path);

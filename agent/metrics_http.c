@@ -56,10 +56,10 @@ static enum MHD_Result metrics_http__reply(struct MHD_Connection *conn, unsigned
 }
 
 /* Answers on the first call for the request: GET and HEAD carry no body. */
-static enum MHD_Result metrics_http__handle(void *cls, struct MHD_Connection *conn,
-                                            const char *url, const char *method,
-                                            const char *version, const char *upload_data,
-                                            size_t *upload_size, void **con_cls)
+static enum MHD_Result metrics_http__handle(void *cls, struct MHD_Connection *conn, const char *url,
+                                            const char *method, const char *version,
+                                            const char *upload_data, size_t *upload_size,
+                                            void **con_cls)
 {
   agent_metrics_http *h = cls;
   const char *text_type = "text/plain; charset=utf-8";
@@ -72,13 +72,13 @@ static enum MHD_Result metrics_http__handle(void *cls, struct MHD_Connection *co
   }
   size_t len = 0;
   char *body = agent_metrics_render(h->metrics, &len);
-  return metrics_http__reply(conn, MHD_HTTP_OK, "text/plain; version=0.0.4; charset=utf-8",
-                             body, len);
+  return metrics_http__reply(conn, MHD_HTTP_OK, "text/plain; version=0.0.4; charset=utf-8", body,
+                             len);
 }
 
 /* "host:port", "[v6]:port" -> the first address getaddrinfo gives. */
-static int metrics_http__resolve(const char *listen, struct sockaddr_storage *ss,
-                                 socklen_t *sslen, int *port, cmn_error *err)
+static int metrics_http__resolve(const char *listen, struct sockaddr_storage *ss, socklen_t *sslen,
+                                 int *port, cmn_error *err)
 {
   const char *colon = strrchr(listen != NULL ? listen : "", ':');
   if (listen == NULL || colon == NULL || colon == listen || colon[1] == '\0')
@@ -95,10 +95,9 @@ static int metrics_http__resolve(const char *listen, struct sockaddr_storage *ss
   errno = 0;
   long p = strtol(colon + 1, &end, 10);
   if (errno != 0 || *end != '\0' || p < 0 || p > 65535)
-    return cmn_err_set(err, CMN_INVALID_ARGUMENT, "metrics listen address '%s': bad port",
-                       listen);
-  struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
-                           .ai_flags = AI_NUMERICSERV | AI_PASSIVE};
+    return cmn_err_set(err, CMN_INVALID_ARGUMENT, "metrics listen address '%s': bad port", listen);
+  struct addrinfo hints = {
+      .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICSERV | AI_PASSIVE};
   struct addrinfo *res = NULL;
   int e = getaddrinfo(host, colon + 1, &hints, &res);
   if (e != 0 || res == NULL)
@@ -111,8 +110,7 @@ static int metrics_http__resolve(const char *listen, struct sockaddr_storage *ss
   return 0;
 }
 
-agent_metrics_http *agent_metrics_http_start(agent_metrics *m, const char *listen,
-                                             cmn_error *err)
+agent_metrics_http *agent_metrics_http_start(agent_metrics *m, const char *listen, cmn_error *err)
 {
   struct sockaddr_storage ss;
   socklen_t sslen = 0;
@@ -161,8 +159,7 @@ struct agent_metrics_http {
   int unused;
 };
 
-agent_metrics_http *agent_metrics_http_start(agent_metrics *m, const char *listen,
-                                             cmn_error *err)
+agent_metrics_http *agent_metrics_http_start(agent_metrics *m, const char *listen, cmn_error *err)
 {
   cmn_err_set(err, CMN_UNIMPLEMENTED,
               "emberd was built without libmicrohttpd: --metrics-listen %s is unavailable "

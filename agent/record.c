@@ -15,7 +15,7 @@
 #define RECORD_MAX_BYTES (1u << 20)
 
 static const char *const record_state_names[] = {"unspecified", "stopped", "running",
-                                                 "paused", "standby", "unknown"};
+                                                 "paused",      "standby", "unknown"};
 static const char *const record_kind_names[] = {"none", "full", "diff"};
 
 void agent_instance_view_free(agent_instance_view *v)
@@ -48,8 +48,7 @@ static int record_label_cmp(const void *a, const void *b)
   return strcmp(((const agent_label *)a)->key, ((const agent_label *)b)->key);
 }
 
-void agent_labels_copy_sorted(agent_label **dst, size_t *dst_n, const agent_label *src,
-                              size_t n)
+void agent_labels_copy_sorted(agent_label **dst, size_t *dst_n, const agent_label *src, size_t n)
 {
   *dst = NULL;
   *dst_n = 0;
@@ -104,8 +103,8 @@ static bool record_label_prefix_ok(const char *s, size_t n)
 int agent_labels_validate(const agent_label *l, size_t n, cmn_error *err)
 {
   if (n > AGENT_LABELS_MAX) {
-    cmn_err_set(err, CMN_INVALID_ARGUMENT, "labels: at most %d labels (got %zu)",
-                AGENT_LABELS_MAX, n);
+    cmn_err_set(err, CMN_INVALID_ARGUMENT, "labels: at most %d labels (got %zu)", AGENT_LABELS_MAX,
+                n);
     return cmn_err_field(err, "labels");
   }
   for (size_t i = 0; i < n; i++) {
@@ -166,8 +165,7 @@ static bool record_spec_eq(const vmm_spec *a, const vmm_spec *b)
 {
   if (a->vcpus != b->vcpus || a->memory_mib != b->memory_mib || a->vsock_cid != b->vsock_cid ||
       !record_str_eq(a->kernel, b->kernel) || !record_str_eq(a->initrd, b->initrd) ||
-      !record_str_eq(a->cmdline, b->cmdline) || a->n_disks != b->n_disks ||
-      a->n_nics != b->n_nics)
+      !record_str_eq(a->cmdline, b->cmdline) || a->n_disks != b->n_disks || a->n_nics != b->n_nics)
     return false;
   for (size_t i = 0; i < a->n_disks; i++)
     if (!record_str_eq(a->disks[i].path, b->disks[i].path) ||
@@ -260,8 +258,7 @@ char *agent_record_to_json(const agent_record *r)
   }
   int st = (size_t)v->state <= AGENT_STATE_UNKNOWN ? (int)v->state : 0;
   cJSON_AddStringToObject(o, "state", record_state_names[st]);
-  int kind = (size_t)v->last_snapshot_kind <= AGENT_SNAP_DIFF
-                 ? (int)v->last_snapshot_kind : 0;
+  int kind = (size_t)v->last_snapshot_kind <= AGENT_SNAP_DIFF ? (int)v->last_snapshot_kind : 0;
   cJSON_AddStringToObject(o, "last_snapshot_kind", record_kind_names[kind]);
   cJSON_AddNumberToObject(o, "last_standby_us", (double)v->last_standby_us);
   cJSON_AddNumberToObject(o, "last_restore_us", (double)v->last_restore_us);
@@ -324,8 +321,7 @@ int agent_record_from_json(const char *json, agent_record *r, cmn_error *err)
   int version = (int)record_get_int(o, "version");
   if (version < 1 || version > RECORD_VERSION) {
     cmn_err_set(err, CMN_FAILED_PRECONDITION,
-                "record version %d: this emberd reads versions 1 to %d", version,
-                RECORD_VERSION);
+                "record version %d: this emberd reads versions 1 to %d", version, RECORD_VERSION);
     goto out;
   }
   v->id = cmn_strdup(record_get_str(o, "id"));

@@ -39,8 +39,7 @@ void agent_view_copy(agent_instance_view *dst, const agent_instance_view *src);
 #define AGENT_REQUEST_ID_MAX 128
 int agent_labels_validate(const agent_label *l, size_t n, cmn_error *err);
 /* Deep copy of n labels sorted by key into *dst (NULL when n is 0). */
-void agent_labels_copy_sorted(agent_label **dst, size_t *dst_n, const agent_label *src,
-                              size_t n);
+void agent_labels_copy_sorted(agent_label **dst, size_t *dst_n, const agent_label *src, size_t n);
 void agent_labels_free(agent_label *l, size_t n);
 /* The value of key, or NULL. */
 const char *agent_labels_get(const agent_label *l, size_t n, const char *key);

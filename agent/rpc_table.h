@@ -30,34 +30,34 @@
  * macro such as EMBER_INSTANCE_SVC. */
 #define EMBER_RPC_ROW(X, ...) X(__VA_ARGS__)
 
-#define EMBER_UNARY_RPCS(X)                                                                    \
-  EMBER_RPC_ROW(X, EMBER_INSTANCE_SVC, CreateInstance, srv_unary_create, true,                 \
-                AGENT_OP_CREATE, true, "create")                                               \
-  EMBER_RPC_ROW(X, EMBER_INSTANCE_SVC, GetInstance, srv_unary_get, false, AGENT_OP_NONE,       \
-                false, "get")                                                                  \
-  EMBER_RPC_ROW(X, EMBER_INSTANCE_SVC, ListInstances, srv_unary_list, false, AGENT_OP_NONE,    \
-                false, "list")                                                                 \
-  EMBER_RPC_ROW(X, EMBER_INSTANCE_SVC, StartInstance, srv_unary_start, true, AGENT_OP_START,   \
-                true, "start")                                                                 \
-  EMBER_RPC_ROW(X, EMBER_INSTANCE_SVC, StopInstance, srv_unary_stop, true, AGENT_OP_STOP,      \
-                true, "stop")                                                                  \
-  EMBER_RPC_ROW(X, EMBER_INSTANCE_SVC, PauseInstance, srv_unary_pause, true, AGENT_OP_PAUSE,   \
-                true, "pause")                                                                 \
-  EMBER_RPC_ROW(X, EMBER_INSTANCE_SVC, ResumeInstance, srv_unary_resume, true,                 \
-                AGENT_OP_RESUME, true, "resume")                                               \
-  EMBER_RPC_ROW(X, EMBER_INSTANCE_SVC, StandbyInstance, srv_unary_standby, true,               \
-                AGENT_OP_STANDBY, true, "standby")                                             \
-  EMBER_RPC_ROW(X, EMBER_INSTANCE_SVC, RestoreInstance, srv_unary_restore, true,               \
-                AGENT_OP_RESTORE, true, "restore")                                             \
-  EMBER_RPC_ROW(X, EMBER_INSTANCE_SVC, DeleteInstance, srv_unary_delete, true,                 \
-                AGENT_OP_DELETE, true, "delete")                                               \
-  EMBER_RPC_ROW(X, EMBER_INSTANCE_SVC, ListHypervisors, srv_unary_list_hypervisors, false,     \
-                AGENT_OP_NONE, false, "hypervisors")                                           \
-  EMBER_RPC_ROW(X, EMBER_IMAGE_SVC, ListImages, srv_unary_image_list, false, AGENT_OP_NONE,    \
-                false, "images")                                                               \
-  EMBER_RPC_ROW(X, EMBER_IMAGE_SVC, GetImage, srv_unary_image_get, false, AGENT_OP_NONE,       \
-                false, "image")                                                                \
-  EMBER_RPC_ROW(X, EMBER_IMAGE_SVC, DeleteImage, srv_unary_image_delete, true, AGENT_OP_NONE,  \
+#define EMBER_UNARY_RPCS(X)                                                                        \
+  EMBER_RPC_ROW(X, EMBER_INSTANCE_SVC, CreateInstance, srv_unary_create, true, AGENT_OP_CREATE,    \
+                true, "create")                                                                    \
+  EMBER_RPC_ROW(X, EMBER_INSTANCE_SVC, GetInstance, srv_unary_get, false, AGENT_OP_NONE, false,    \
+                "get")                                                                             \
+  EMBER_RPC_ROW(X, EMBER_INSTANCE_SVC, ListInstances, srv_unary_list, false, AGENT_OP_NONE, false, \
+                "list")                                                                            \
+  EMBER_RPC_ROW(X, EMBER_INSTANCE_SVC, StartInstance, srv_unary_start, true, AGENT_OP_START, true, \
+                "start")                                                                           \
+  EMBER_RPC_ROW(X, EMBER_INSTANCE_SVC, StopInstance, srv_unary_stop, true, AGENT_OP_STOP, true,    \
+                "stop")                                                                            \
+  EMBER_RPC_ROW(X, EMBER_INSTANCE_SVC, PauseInstance, srv_unary_pause, true, AGENT_OP_PAUSE, true, \
+                "pause")                                                                           \
+  EMBER_RPC_ROW(X, EMBER_INSTANCE_SVC, ResumeInstance, srv_unary_resume, true, AGENT_OP_RESUME,    \
+                true, "resume")                                                                    \
+  EMBER_RPC_ROW(X, EMBER_INSTANCE_SVC, StandbyInstance, srv_unary_standby, true, AGENT_OP_STANDBY, \
+                true, "standby")                                                                   \
+  EMBER_RPC_ROW(X, EMBER_INSTANCE_SVC, RestoreInstance, srv_unary_restore, true, AGENT_OP_RESTORE, \
+                true, "restore")                                                                   \
+  EMBER_RPC_ROW(X, EMBER_INSTANCE_SVC, DeleteInstance, srv_unary_delete, true, AGENT_OP_DELETE,    \
+                true, "delete")                                                                    \
+  EMBER_RPC_ROW(X, EMBER_INSTANCE_SVC, ListHypervisors, srv_unary_list_hypervisors, false,         \
+                AGENT_OP_NONE, false, "hypervisors")                                               \
+  EMBER_RPC_ROW(X, EMBER_IMAGE_SVC, ListImages, srv_unary_image_list, false, AGENT_OP_NONE, false, \
+                "images")                                                                          \
+  EMBER_RPC_ROW(X, EMBER_IMAGE_SVC, GetImage, srv_unary_image_get, false, AGENT_OP_NONE, false,    \
+                "image")                                                                           \
+  EMBER_RPC_ROW(X, EMBER_IMAGE_SVC, DeleteImage, srv_unary_image_delete, true, AGENT_OP_NONE,      \
                 true, "rmi")
 
 #endif

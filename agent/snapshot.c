@@ -283,8 +283,8 @@ int snap_finish_restore(const snap_target *t, cmn_error *err)
   cleanup_free char *base = snap_base_path(t->inst_dir);
   if (!(t->caps & VMM_CAP_BASE_REUSE)) {
     /* One durable rename now; the removal later (snap_collect_garbage). */
-    cleanup_free char *retired = cmn_asprintf("%s/" SNAP_DIR "/.retired-%lld", t->inst_dir,
-                                              (long long)cmn_wall_us());
+    cleanup_free char *retired =
+        cmn_asprintf("%s/" SNAP_DIR "/.retired-%lld", t->inst_dir, (long long)cmn_wall_us());
     return cmn_rename_durable(latest, retired, err);
   }
   if (cmn_rm_rf(base, err) < 0)

@@ -23,9 +23,9 @@
 
 /* One VM and its driver, as the snapshot manager needs them. */
 typedef struct snap_target {
-  const vmm_entry *entry;  /* driver calls go through agent/vmm_call.h */
-  unsigned caps;           /* effective capabilities (vmm_entry.caps), possibly
-                              narrowed by the caller (Stop without a graceful exit) */
+  const vmm_entry *entry; /* driver calls go through agent/vmm_call.h */
+  unsigned caps;          /* effective capabilities (vmm_entry.caps), possibly
+                             narrowed by the caller (Stop without a graceful exit) */
   vmm_vm *vm;
   const char *inst_dir;
   int shutdown_timeout_ms; /* graceful VMM exit wait */

@@ -58,11 +58,11 @@ typedef struct agent_image_spec {
   char *id;          /* "sha256:<hex>", filled by agent_image_prepare */
   char **entrypoint; /* override when n_entrypoint > 0 */
   size_t n_entrypoint;
-  char **args;       /* override when n_args > 0 */
+  char **args; /* override when n_args > 0 */
   size_t n_args;
-  char **env;        /* "KEY=VALUE" merged by KEY */
+  char **env; /* "KEY=VALUE" merged by KEY */
   size_t n_env;
-  char *workdir;     /* NULL or "": the image's */
+  char *workdir; /* NULL or "": the image's */
 } agent_image_spec;
 
 typedef struct agent_instance_view {
@@ -82,7 +82,7 @@ typedef struct agent_instance_view {
   char *status_message; /* may be NULL */
   agent_label *labels;  /* sorted by key, unique keys */
   size_t n_labels;
-  char *request_id;     /* the CreateInstance request_id; may be NULL */
+  char *request_id;       /* the CreateInstance request_id; may be NULL */
   agent_image_spec image; /* InstanceSpec.image (instance_image.h); ref NULL: none */
 } agent_instance_view;
 
@@ -97,7 +97,7 @@ typedef struct agent_create_req {
   bool start;
   const agent_label *labels;
   size_t n_labels;
-  const char *request_id; /* NULL or "": none */
+  const char *request_id;        /* NULL or "": none */
   const agent_image_spec *image; /* NULL or no ref: not from an image */
 } agent_create_req;
 

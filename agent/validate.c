@@ -21,8 +21,7 @@ static int validate_token(const char *field, const char *name, cmn_error *err)
     return cmn_err_set(err, CMN_INVALID_ARGUMENT, "%s is longer than %d characters", field,
                        AGENT_NAME_MAX);
   if (!isalnum((unsigned char)name[0]))
-    return cmn_err_set(err, CMN_INVALID_ARGUMENT,
-                       "%s must start with a letter or digit", field);
+    return cmn_err_set(err, CMN_INVALID_ARGUMENT, "%s must start with a letter or digit", field);
   for (size_t i = 0; i < n; i++)
     if (!validate_name_char(name[i]))
       return cmn_err_set(err, CMN_INVALID_ARGUMENT,
@@ -78,8 +77,8 @@ static int validate_text(const char *field, const char *s, size_t max, bool no_c
   for (size_t i = 0; i < n; i++) {
     unsigned char c = (unsigned char)s[i];
     if (c < 0x20 || c == 0x7f)
-      return cmn_err_set(err, CMN_INVALID_ARGUMENT,
-                         "%s holds a control character at byte %zu", field, i);
+      return cmn_err_set(err, CMN_INVALID_ARGUMENT, "%s holds a control character at byte %zu",
+                         field, i);
     if (no_comma && c == ',')
       return cmn_err_set(err, CMN_INVALID_ARGUMENT,
                          "%s may not hold ',' (VMM options are comma-separated)", field);
@@ -94,8 +93,7 @@ static int validate_file(const char *field, const char *path, cmn_error *err)
   if (validate_text(field, path, AGENT_PATH_MAX, true, err) < 0)
     return -1;
   if (path[0] != '/')
-    return cmn_err_set(err, CMN_INVALID_ARGUMENT, "%s must be an absolute path: %s", field,
-                       path);
+    return cmn_err_set(err, CMN_INVALID_ARGUMENT, "%s must be an absolute path: %s", field, path);
   /* What the path leads to is the fence's business (hostfiles.h). */
   return 0;
 }
@@ -114,8 +112,7 @@ static int validate_mac(const char *mac, cmn_error *err)
   }
   return 0;
 bad:
-  return cmn_err_set(err, CMN_INVALID_ARGUMENT,
-                     "mac_address must look like aa:bb:cc:dd:ee:ff");
+  return cmn_err_set(err, CMN_INVALID_ARGUMENT, "mac_address must look like aa:bb:cc:dd:ee:ff");
 }
 
 int agent_validate_spec(const vmm_spec *spec, const agent_host_fence *fence, cmn_error *err)
@@ -124,9 +121,9 @@ int agent_validate_spec(const vmm_spec *spec, const agent_host_fence *fence, cmn
     return cmn_err_set(err, CMN_INVALID_ARGUMENT, "spec.vcpus must be 1 to %d (got %u)",
                        AGENT_VCPUS_MAX, spec->vcpus);
   if (spec->memory_mib < AGENT_MEMORY_MIB_MIN || spec->memory_mib > AGENT_MEMORY_MIB_MAX)
-    return cmn_err_set(err, CMN_INVALID_ARGUMENT,
-                       "spec.memory_mib must be %d to %d (got %llu)", AGENT_MEMORY_MIB_MIN,
-                       AGENT_MEMORY_MIB_MAX, (unsigned long long)spec->memory_mib);
+    return cmn_err_set(err, CMN_INVALID_ARGUMENT, "spec.memory_mib must be %d to %d (got %llu)",
+                       AGENT_MEMORY_MIB_MIN, AGENT_MEMORY_MIB_MAX,
+                       (unsigned long long)spec->memory_mib);
   if (validate_file("spec.kernel_path", spec->kernel, err) < 0)
     return -1;
   if (spec->initrd != NULL && spec->initrd[0] != '\0' &&
@@ -147,8 +144,7 @@ int agent_validate_spec(const vmm_spec *spec, const agent_host_fence *fence, cmn
     return cmn_err_set(err, CMN_INVALID_ARGUMENT,
                        "spec.vsock.guest_cid must be 3 to 4294967294 (got %u)", spec->vsock_cid);
   if (spec->n_nics > AGENT_NICS_MAX)
-    return cmn_err_set(err, CMN_INVALID_ARGUMENT, "at most %d network interfaces",
-                       AGENT_NICS_MAX);
+    return cmn_err_set(err, CMN_INVALID_ARGUMENT, "at most %d network interfaces", AGENT_NICS_MAX);
   for (size_t i = 0; i < spec->n_nics; i++) {
     const char *tap = spec->nics[i].tap;
     if (tap == NULL || tap[0] == '\0' || strlen(tap) > 15)

@@ -27,8 +27,8 @@ int vmm_call_need_available(const vmm_entry *entry, const char *type, cmn_error 
   return cmn_err_precondition(err, "HYPERVISOR", subject);
 }
 
-int vmm_call_need_caps(const vmm_entry *entry, const char *type, unsigned caps,
-                       const char *what, cmn_error *err)
+int vmm_call_need_caps(const vmm_entry *entry, const char *type, unsigned caps, const char *what,
+                       cmn_error *err)
 {
   if (entry != NULL && (entry->caps & caps) == caps)
     return 0;
@@ -96,36 +96,35 @@ int vmm_call_resume(const vmm_entry *entry, vmm_vm *vm, cmn_error *err)
   return entry->driver->resume(entry->state, vm, err);
 }
 
-int vmm_call_snapshot(const vmm_entry *entry, vmm_vm *vm, const char *snap_dir,
-                      vmm_snap_kind kind, cmn_error *err)
+int vmm_call_snapshot(const vmm_entry *entry, vmm_vm *vm, const char *snap_dir, vmm_snap_kind kind,
+                      cmn_error *err)
 {
-  if (vc_gate(entry, VMM_CAP_SNAPSHOT, entry != NULL && entry->driver->snapshot != NULL,
-              "standby", err) < 0)
+  if (vc_gate(entry, VMM_CAP_SNAPSHOT, entry != NULL && entry->driver->snapshot != NULL, "standby",
+              err) < 0)
     return -1;
   return entry->driver->snapshot(entry->state, vm, snap_dir, kind, err);
 }
 
 int vmm_call_restore(const vmm_entry *entry, vmm_vm *vm, const char *snap_dir, cmn_error *err)
 {
-  if (vc_gate(entry, VMM_CAP_SNAPSHOT, entry != NULL && entry->driver->restore != NULL,
-              "restore", err) < 0)
+  if (vc_gate(entry, VMM_CAP_SNAPSHOT, entry != NULL && entry->driver->restore != NULL, "restore",
+              err) < 0)
     return -1;
   return entry->driver->restore(entry->state, vm, snap_dir, err);
 }
 
 int vmm_call_shutdown(const vmm_entry *entry, vmm_vm *vm, int timeout_ms, cmn_error *err)
 {
-  if (vc_gate(entry, VMM_CAP_GRACEFUL_SHUTDOWN,
-              entry != NULL && entry->driver->shutdown != NULL, "graceful VMM shutdown",
-              err) < 0)
+  if (vc_gate(entry, VMM_CAP_GRACEFUL_SHUTDOWN, entry != NULL && entry->driver->shutdown != NULL,
+              "graceful VMM shutdown", err) < 0)
     return -1;
   return entry->driver->shutdown(entry->state, vm, timeout_ms, err);
 }
 
 int vmm_call_powerdown(const vmm_entry *entry, vmm_vm *vm, int timeout_ms, cmn_error *err)
 {
-  if (vc_gate(entry, 0, entry != NULL && entry->driver->powerdown != NULL, "guest power-off",
-              err) < 0)
+  if (vc_gate(entry, 0, entry != NULL && entry->driver->powerdown != NULL, "guest power-off", err) <
+      0)
     return -1;
   return entry->driver->powerdown(entry->state, vm, timeout_ms, err);
 }

@@ -37,8 +37,8 @@ typedef enum vmm_call_op {
 int vmm_call_need_available(const vmm_entry *entry, const char *type, cmn_error *err);
 /* 0 when entry's effective capabilities include every bit of caps; else
  * UNIMPLEMENTED "hypervisor <type> does not support <what>". */
-int vmm_call_need_caps(const vmm_entry *entry, const char *type, unsigned caps,
-                       const char *what, cmn_error *err);
+int vmm_call_need_caps(const vmm_entry *entry, const char *type, unsigned caps, const char *what,
+                       cmn_error *err);
 /* True when the entry is available, has the capability the op needs and the
  * op is not NULL: a call would reach the driver. */
 bool vmm_call_can(const vmm_entry *entry, vmm_call_op op);
@@ -48,8 +48,8 @@ int vmm_call_start(const vmm_entry *entry, vmm_vm *vm, const char *mem_dir, cmn_
 int vmm_call_adopt(const vmm_entry *entry, vmm_vm *vm, vmm_run_state *out, cmn_error *err);
 int vmm_call_pause(const vmm_entry *entry, vmm_vm *vm, cmn_error *err);
 int vmm_call_resume(const vmm_entry *entry, vmm_vm *vm, cmn_error *err);
-int vmm_call_snapshot(const vmm_entry *entry, vmm_vm *vm, const char *snap_dir,
-                      vmm_snap_kind kind, cmn_error *err);
+int vmm_call_snapshot(const vmm_entry *entry, vmm_vm *vm, const char *snap_dir, vmm_snap_kind kind,
+                      cmn_error *err);
 int vmm_call_restore(const vmm_entry *entry, vmm_vm *vm, const char *snap_dir, cmn_error *err);
 int vmm_call_shutdown(const vmm_entry *entry, vmm_vm *vm, int timeout_ms, cmn_error *err);
 int vmm_call_powerdown(const vmm_entry *entry, vmm_vm *vm, int timeout_ms, cmn_error *err);

@@ -39,8 +39,7 @@ static int cgroup__init_cpuset(const char *hier, const char *dir, cmn_error *err
       continue;
     cleanup_free char *parent = cmn_asprintf("%s/%s", hier, files[i]);
     cleanup_free char *val = NULL;
-    if (cmn_file_read(parent, 65536, &val, NULL, err) < 0 ||
-        cgroup__write(mine, val, err) < 0)
+    if (cmn_file_read(parent, 65536, &val, NULL, err) < 0 || cgroup__write(mine, val, err) < 0)
       return -1;
   }
   return 0;

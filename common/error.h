@@ -41,8 +41,8 @@ enum cmn_code {
  * Empty strings when unknown. cmn_err_set/cmn_err_errno clear them;
  * cmn_err_prefix keeps them. */
 typedef struct cmn_error {
-  int code;                   /* enum cmn_code; CMN_OK when unset */
-  char msg[CMN_ERR_MSG_MAX];  /* always NUL-terminated */
+  int code;                  /* enum cmn_code; CMN_OK when unset */
+  char msg[CMN_ERR_MSG_MAX]; /* always NUL-terminated */
   char field[CMN_ERR_DETAIL_MAX];
   char precondition[CMN_ERR_DETAIL_MAX];
   char subject[CMN_ERR_DETAIL_MAX];
@@ -59,8 +59,7 @@ int cmn_err_errno(cmn_error *err, int code, int errnum, const char *fmt, ...)
  * share a buffer across threads). Never NULL. */
 const char *cmn_strerror(int errnum);
 /* Prepends "context: " to the message; keeps the code. Returns -1. */
-int cmn_err_prefix(cmn_error *err, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
+int cmn_err_prefix(cmn_error *err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* Names the request field at fault (a BadRequest field path). Returns -1. */
 int cmn_err_field(cmn_error *err, const char *field);
 /* Names the failed precondition: its type and subject. Returns -1. */

@@ -24,8 +24,7 @@ int cmn_fault(const char *point, cmn_error *err)
   const char *s = spec;
   while (*s != '\0') {
     size_t len = strcspn(s, ",");
-    if (len >= plen && strncmp(s, point, plen) == 0 &&
-        (len == plen || s[plen] == ':')) {
+    if (len >= plen && strncmp(s, point, plen) == 0 && (len == plen || s[plen] == ':')) {
       if (len > plen && strncmp(s + plen, ":exit", len - plen) == 0 && len - plen == 5) {
         cmn_log(CMN_LOG_WARN, NULL, NULL, "fault injection: exiting at %s", point);
         _exit(86);

@@ -58,15 +58,14 @@ int cmn_fsync_parent(const char *path, cmn_error *err)
   return cmn_fsync_path(dirname(copy), err);
 }
 
-static int files_replace(const char *path, const void *data, size_t len, mode_t mode,
-                         bool durable, cmn_error *err)
+static int files_replace(const char *path, const void *data, size_t len, mode_t mode, bool durable,
+                         cmn_error *err)
 {
   cleanup_free char *tmp = cmn_asprintf("%s.tmp.XXXXXX", path);
   cleanup_close int fd = mkostemp(tmp, O_CLOEXEC);
   if (fd < 0)
     return cmn_err_errno(err, CMN_INTERNAL, errno, "create temp file for %s", path);
-  if (fchmod(fd, mode) < 0 || files_write_all(fd, data, len) < 0 ||
-      (durable && fsync(fd) < 0)) {
+  if (fchmod(fd, mode) < 0 || files_write_all(fd, data, len) < 0 || (durable && fsync(fd) < 0)) {
     int e = errno;
     unlink(tmp);
     return cmn_err_errno(err, CMN_INTERNAL, e, "write %s", tmp);
@@ -85,8 +84,7 @@ int cmn_file_write_atomic(const char *path, const void *data, size_t len, mode_t
   return files_replace(path, data, len, mode, true, err);
 }
 
-int cmn_file_replace(const char *path, const void *data, size_t len, mode_t mode,
-                     cmn_error *err)
+int cmn_file_replace(const char *path, const void *data, size_t len, mode_t mode, cmn_error *err)
 {
   return files_replace(path, data, len, mode, false, err);
 }
@@ -95,8 +93,8 @@ int cmn_file_read(const char *path, size_t max, char **out, size_t *len, cmn_err
 {
   cleanup_close int fd = cmn_open(path, O_RDONLY, 0);
   if (fd < 0)
-    return cmn_err_errno(err, errno == ENOENT ? CMN_NOT_FOUND : CMN_INTERNAL, errno,
-                         "open %s", path);
+    return cmn_err_errno(err, errno == ENOENT ? CMN_NOT_FOUND : CMN_INTERNAL, errno, "open %s",
+                         path);
   size_t cap = max < 4096 ? max + 1 : 4096, n = 0;
   cleanup_free char *buf = cmn_malloc(cap + 1);
   for (;;) {
@@ -226,8 +224,7 @@ bool cmn_is_regular_file(const char *path)
 char *cmn_path_join(const char *root, const char *rel, cmn_error *err)
 {
   if (rel == NULL || rel[0] == '\0' || rel[0] == '/') {
-    cmn_err_set(err, CMN_INVALID_ARGUMENT, "path part '%s' must be relative",
-                rel ? rel : "");
+    cmn_err_set(err, CMN_INVALID_ARGUMENT, "path part '%s' must be relative", rel ? rel : "");
     return NULL;
   }
   const char *s = rel;
@@ -357,8 +354,8 @@ int cmn_file_reserve(int fd, const char *path, uint64_t len, cmn_error *err)
                     "ext4, xfs or tmpfs for the data dir",
                     path, sp.desc);
   else
-    r = cmn_err_errno(err, CMN_INTERNAL, e, "reserve %llu MiB for %s on %s", FILES_MIB(len),
-                      path, sp.desc);
+    r = cmn_err_errno(err, CMN_INTERNAL, e, "reserve %llu MiB for %s on %s", FILES_MIB(len), path,
+                      sp.desc);
   cmn_fs_space_free(&sp);
   return r;
 }

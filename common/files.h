@@ -19,8 +19,7 @@ int cmn_file_write_atomic(const char *path, const void *data, size_t len, mode_t
 /* Like cmn_file_write_atomic without the fsyncs: readers see the old or the new
  * content, but durability is left to the caller, who fsyncs later (for example
  * the snapshot manager fsyncs a whole snapshot folder before marking it). */
-int cmn_file_replace(const char *path, const void *data, size_t len, mode_t mode,
-                     cmn_error *err);
+int cmn_file_replace(const char *path, const void *data, size_t len, mode_t mode, cmn_error *err);
 /* Reads a whole file of at most max bytes into a NUL-terminated buffer. */
 int cmn_file_read(const char *path, size_t max, char **out, size_t *len, cmn_error *err);
 /* fsync of one file or folder. */

@@ -30,8 +30,8 @@ static size_t http_write_cb(char *ptr, size_t size, size_t nmemb, void *user)
 }
 
 int cmn_http_request_timeout(const char *sock, const char *method, const char *path,
-                             const char *json_body, int timeout_ms, long *status,
-                             char **body, cmn_error *err)
+                             const char *json_body, int timeout_ms, long *status, char **body,
+                             cmn_error *err)
 {
   if (body != NULL)
     *body = NULL;
@@ -53,8 +53,8 @@ int cmn_http_request_timeout(const char *sock, const char *method, const char *p
   curl_easy_setopt(c, CURLOPT_URL, url);
   curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
   curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, 2000L);
-  curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, (long)(timeout_ms > 0 ? timeout_ms
-                                                                : CMN_HTTP_DEFAULT_TIMEOUT_MS));
+  curl_easy_setopt(c, CURLOPT_TIMEOUT_MS,
+                   (long)(timeout_ms > 0 ? timeout_ms : CMN_HTTP_DEFAULT_TIMEOUT_MS));
   curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
   curl_easy_setopt(c, CURLOPT_HTTPHEADER, hdrs);
   curl_easy_setopt(c, CURLOPT_ERRORBUFFER, curl_err);
@@ -85,9 +85,9 @@ int cmn_http_request_timeout(const char *sock, const char *method, const char *p
   return ret;
 }
 
-int cmn_http_request(const char *sock, const char *method, const char *path,
-                     const char *json_body, long *status, char **body, cmn_error *err)
+int cmn_http_request(const char *sock, const char *method, const char *path, const char *json_body,
+                     long *status, char **body, cmn_error *err)
 {
-  return cmn_http_request_timeout(sock, method, path, json_body,
-                                  CMN_HTTP_DEFAULT_TIMEOUT_MS, status, body, err);
+  return cmn_http_request_timeout(sock, method, path, json_body, CMN_HTTP_DEFAULT_TIMEOUT_MS,
+                                  status, body, err);
 }

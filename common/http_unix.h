@@ -19,11 +19,11 @@
  * caller frees; body may be NULL when not wanted), whatever the status.
  * Returns -1 with err set (UNAVAILABLE, curl's reason) when no exchange
  * happened: no socket, refused, timed out, connection dropped. */
-int cmn_http_request(const char *sock, const char *method, const char *path,
-                     const char *json_body, long *status, char **body, cmn_error *err);
+int cmn_http_request(const char *sock, const char *method, const char *path, const char *json_body,
+                     long *status, char **body, cmn_error *err);
 /* As cmn_http_request with an explicit total timeout (ms > 0). */
 int cmn_http_request_timeout(const char *sock, const char *method, const char *path,
-                             const char *json_body, int timeout_ms, long *status,
-                             char **body, cmn_error *err);
+                             const char *json_body, int timeout_ms, long *status, char **body,
+                             cmn_error *err);
 
 #endif

@@ -10,7 +10,7 @@
 void *cmn_malloc(size_t n);
 void *cmn_calloc(size_t nmemb, size_t size);
 void *cmn_realloc(void *p, size_t n);
-char *cmn_strdup(const char *s);     /* NULL in, NULL out */
+char *cmn_strdup(const char *s); /* NULL in, NULL out */
 char *cmn_strndup(const char *s, size_t n);
 /* Allocating printf; aborts on exhaustion, never returns NULL. */
 char *cmn_asprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));

@@ -25,10 +25,7 @@
 /* posix_spawn and the exec family declare argv `char *const[]` only for
  * compatibility with old C code; POSIX guarantees they do not modify it (exec
  * rationale). This is the one place its const is dropped. */
-static char *const *cmn__exec_argv(const char *const argv[])
-{
-  return (char *const *)argv;
-}
+static char *const *cmn__exec_argv(const char *const argv[]) { return (char *const *)argv; }
 
 int64_t cmn_now_us(void)
 {
@@ -358,8 +355,8 @@ int cmn_proc_spawn(const char *const argv[], const cmn_spawn_opts *opts, cmn_pro
   sigfillset(&all);
   posix_spawnattr_setsigmask(&attr, &none);
   posix_spawnattr_setsigdefault(&attr, &all);
-  posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSID | POSIX_SPAWN_SETSIGMASK |
-                                      POSIX_SPAWN_SETSIGDEF);
+  posix_spawnattr_setflags(&attr,
+                           POSIX_SPAWN_SETSID | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
 
   const char *log = (opts != NULL && opts->log_path != NULL) ? opts->log_path : "/dev/null";
   posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);

@@ -15,8 +15,8 @@
 #include <sys/types.h>
 
 typedef struct cmn_proc {
-  pid_t pid;            /* 0 when none */
-  uint64_t start_time;  /* field 22 of /proc/<pid>/stat, clock ticks since boot */
+  pid_t pid;           /* 0 when none */
+  uint64_t start_time; /* field 22 of /proc/<pid>/stat, clock ticks since boot */
 } cmn_proc;
 
 /* One descriptor handed to a child at a chosen number: the child finds the
@@ -27,12 +27,12 @@ typedef struct cmn_fd_pass {
 } cmn_fd_pass;
 
 typedef struct cmn_spawn_opts {
-  const char *log_path;   /* stdout+stderr appended here; NULL: /dev/null */
-  const int *keep_fds;    /* fds to pass to the child at the same numbers */
+  const char *log_path; /* stdout+stderr appended here; NULL: /dev/null */
+  const int *keep_fds;  /* fds to pass to the child at the same numbers */
   int n_keep_fds;
   const cmn_fd_pass *pass_fds; /* fds to pass at given numbers (any order) */
   int n_pass_fds;
-  const char *cwd;        /* NULL: unchanged */
+  const char *cwd; /* NULL: unchanged */
 } cmn_spawn_opts;
 
 /* Spawns argv[0] (looked up in PATH) with argv. The child is in a new session

@@ -93,8 +93,8 @@ typedef struct vmm_vm {
    * finds the same file at restore. NULL/0 outside those calls. */
   const cmn_fd_pass *host_fds;
   size_t n_host_fds;
-  cmn_proc proc;            /* the VMM process; pid 0 when none */
-  void *priv;               /* driver-owned per-VM state */
+  cmn_proc proc; /* the VMM process; pid 0 when none */
+  void *priv;    /* driver-owned per-VM state */
 } vmm_vm;
 
 typedef struct vmm_driver {
@@ -152,7 +152,7 @@ typedef struct vmm_driver {
 } vmm_driver;
 
 /* Helpers shared by all drivers. */
-void vmm_spec_free(vmm_spec *spec);            /* frees the members, not spec */
+void vmm_spec_free(vmm_spec *spec); /* frees the members, not spec */
 void vmm_spec_copy(vmm_spec *dst, const vmm_spec *src);
 /* Checks that the host files a VMM is about to open exist and can be opened:
  * the kernel and initrd (when with_kernel) and every disk (read-write unless

@@ -23,10 +23,8 @@ int vmm_driver_check(const vmm_driver *drv, unsigned caps, cmn_error *err)
     unsigned cap;
     const char *name;
   } names[] = {
-      {VMM_CAP_SNAPSHOT, "SNAPSHOT"},
-      {VMM_CAP_PAUSE, "PAUSE"},
-      {VMM_CAP_BASE_REUSE, "BASE_REUSE"},
-      {VMM_CAP_GRACEFUL_SHUTDOWN, "GRACEFUL_SHUTDOWN"},
+      {VMM_CAP_SNAPSHOT, "SNAPSHOT"},           {VMM_CAP_PAUSE, "PAUSE"},
+      {VMM_CAP_BASE_REUSE, "BASE_REUSE"},       {VMM_CAP_GRACEFUL_SHUTDOWN, "GRACEFUL_SHUTDOWN"},
       {VMM_CAP_LIVE_RAM_FILE, "LIVE_RAM_FILE"},
   };
   const char *type = drv->type != NULL ? drv->type : "(unnamed)";
@@ -34,8 +32,8 @@ int vmm_driver_check(const vmm_driver *drv, unsigned caps, cmn_error *err)
   for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
     known |= names[i].cap;
   if ((caps & ~known) != 0)
-    return cmn_err_set(err, CMN_INTERNAL, "driver %s declares unknown capability bits 0x%x",
-                       type, caps & ~known);
+    return cmn_err_set(err, CMN_INTERNAL, "driver %s declares unknown capability bits 0x%x", type,
+                       caps & ~known);
   /* One row per rule: the capability, whether the ops it needs are there. */
   const struct {
     bool needed;
@@ -64,8 +62,7 @@ int vmm_driver_check(const vmm_driver *drv, unsigned caps, cmn_error *err)
   return 0;
 }
 
-static int registry_add(vmm_registry *reg, const vmm_driver *drv, const cJSON *cfg,
-                        cmn_error *err)
+static int registry_add(vmm_registry *reg, const vmm_driver *drv, const cJSON *cfg, cmn_error *err)
 {
   if (vmm_driver_check(drv, drv->caps, err) < 0)
     return -1;
@@ -94,9 +91,8 @@ static int registry_add(vmm_registry *reg, const vmm_driver *drv, const cJSON *c
   return 0;
 }
 
-vmm_registry *vmm_registry_create(const cJSON *drivers_config,
-                                  const vmm_driver *const *extra, size_t n_extra,
-                                  cmn_error *err)
+vmm_registry *vmm_registry_create(const cJSON *drivers_config, const vmm_driver *const *extra,
+                                  size_t n_extra, cmn_error *err)
 {
   size_t nb = sizeof registry_builtin / sizeof registry_builtin[0];
   vmm_registry *reg = cmn_calloc(1, sizeof *reg);

@@ -12,10 +12,10 @@ typedef struct vmm_registry vmm_registry;
 
 typedef struct vmm_entry {
   const vmm_driver *driver;
-  void *state;         /* from driver->init; NULL when unavailable */
+  void *state; /* from driver->init; NULL when unavailable */
   bool available;
-  unsigned caps;       /* effective capabilities (enum vmm_cap bits) */
-  char *detail;        /* version line when available, reason when not */
+  unsigned caps; /* effective capabilities (enum vmm_cap bits) */
+  char *detail;  /* version line when available, reason when not */
 } vmm_entry;
 
 /* drivers_config: the "drivers" object of the agent config, holding one
@@ -23,9 +23,8 @@ typedef struct vmm_entry {
  * Refuses (NULL, INTERNAL naming the driver) a driver whose capability bits do
  * not match its operations (vmm_driver_check): that is a bug in the driver,
  * and emberd must not start with it rather than crash on a NULL op later. */
-vmm_registry *vmm_registry_create(const cJSON *drivers_config,
-                                  const vmm_driver *const *extra, size_t n_extra,
-                                  cmn_error *err);
+vmm_registry *vmm_registry_create(const cJSON *drivers_config, const vmm_driver *const *extra,
+                                  size_t n_extra, cmn_error *err);
 /* The contract between capability bits and operations: every driver has start
  * and query; SNAPSHOT needs snapshot and restore; PAUSE needs pause and resume;
  * GRACEFUL_SHUTDOWN needs shutdown and shutdown needs it (an op the agent would

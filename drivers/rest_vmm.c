@@ -20,13 +20,12 @@ char *vmm_find_binary(const char *env_var, const cJSON *config, const char *defa
     const cJSON *b = config != NULL ? cJSON_GetObjectItemCaseSensitive(config, "binary") : NULL;
     want = cJSON_IsString(b) ? b->valuestring : default_name;
     free(from);
-    from = cJSON_IsString(b) ? cmn_asprintf("config drivers.%s.binary", type)
-                             : cmn_strdup("PATH");
+    from = cJSON_IsString(b) ? cmn_asprintf("config drivers.%s.binary", type) : cmn_strdup("PATH");
   }
   cleanup_free char *found = cmn_which(want);
   if (found == NULL) {
-    cmn_err_set(err, CMN_UNAVAILABLE,
-                "no %s binary: \"%s\" (from %s) is not an executable file", type, want, from);
+    cmn_err_set(err, CMN_UNAVAILABLE, "no %s binary: \"%s\" (from %s) is not an executable file",
+                type, want, from);
     return NULL;
   }
   char *abs = realpath(found, NULL);
@@ -37,8 +36,8 @@ char *vmm_log_tail(const vmm_vm *vm)
 {
   cleanup_free char *buf = NULL;
   size_t len = 0;
-  if (vm->vmm_log_path == NULL ||
-      cmn_file_read(vm->vmm_log_path, 1u << 20, &buf, &len, NULL) < 0 || len == 0)
+  if (vm->vmm_log_path == NULL || cmn_file_read(vm->vmm_log_path, 1u << 20, &buf, &len, NULL) < 0 ||
+      len == 0)
     return cmn_strdup("(no VMM output)");
   size_t keep = len > 400 ? 400 : len;
   char *t = cmn_strdup(buf + len - keep);
@@ -52,8 +51,10 @@ int vmm_rest_spawn(vmm_vm *vm, const char *name, const char *const vmm_argv[], c
                    const char *ping_path, int timeout_ms, cmn_error *err)
 {
   if (vm->proc.pid > 0 && cmn_proc_alive(&vm->proc))
-    return cmn_err_set(err, CMN_FAILED_PRECONDITION, "a %s process (pid %d) already runs for "
-                       "this VM", name, (int)vm->proc.pid);
+    return cmn_err_set(err, CMN_FAILED_PRECONDITION,
+                       "a %s process (pid %d) already runs for "
+                       "this VM",
+                       name, (int)vm->proc.pid);
   cleanup_free char *vsock = cmn_asprintf("%s/%s", vm->dir, VMM_VSOCK_SOCK);
   const char *stale[] = {sock, vsock};
   for (size_t i = 0; i < 2; i++)
@@ -87,14 +88,13 @@ int vmm_rest_spawn(vmm_vm *vm, const char *name, const char *const vmm_argv[], c
     if (access(sock, F_OK) == 0) {
       long status = 0;
       cmn_error e2 = {0};
-      if (cmn_http_request_timeout(sock, "GET", ping_path, NULL, 1000, &status, NULL, &e2) ==
-              0 && status == 200)
+      if (cmn_http_request_timeout(sock, "GET", ping_path, NULL, 1000, &status, NULL, &e2) == 0 &&
+          status == 200)
         return 0;
     }
     if (cmn_now_us() > deadline)
       return cmn_err_set(err, CMN_DEADLINE_EXCEEDED,
-                         "%s's API socket %s did not answer within %d ms", name, sock,
-                         timeout_ms);
+                         "%s's API socket %s did not answer within %d ms", name, sock, timeout_ms);
     cmn_sleep_ms(2);
   }
 }

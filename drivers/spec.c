@@ -21,8 +21,8 @@ static int spec_check_file(const char *what, const char *path, int mode, cmn_err
   if (stat(path, &st) < 0 || access(path, mode) < 0)
     return cmn_err_errno(err, CMN_FAILED_PRECONDITION, errno, "%s %s", what, path);
   if (!S_ISREG(st.st_mode) && !S_ISBLK(st.st_mode))
-    return cmn_err_set(err, CMN_FAILED_PRECONDITION, "%s %s is not a file or block device",
-                       what, path);
+    return cmn_err_set(err, CMN_FAILED_PRECONDITION, "%s %s is not a file or block device", what,
+                       path);
   return 0;
 }
 
@@ -34,8 +34,8 @@ int vmm_spec_check_host_files(const vmm_spec *spec, bool with_kernel, cmn_error 
                       spec_check_file("initrd", spec->initrd, R_OK, err) < 0))
     return -1;
   for (size_t i = 0; i < spec->n_disks; i++)
-    if (spec_check_file("disk", spec->disks[i].path,
-                        spec->disks[i].read_only ? R_OK : R_OK | W_OK, err) < 0)
+    if (spec_check_file("disk", spec->disks[i].path, spec->disks[i].read_only ? R_OK : R_OK | W_OK,
+                        err) < 0)
       return -1;
   return 0;
 }

@@ -38,9 +38,9 @@
 #define EMBER_BOOTCFG_MAX_VALUE (64u << 10)  /* one argument or KEY=VALUE */
 #define EMBER_BOOTCFG_MAX_ARGS 4096u
 #define EMBER_BOOTCFG_MAX_ENV 4096u
-#define EMBER_BOOTCFG_MAX_PATH 4095u         /* working directory, root device */
+#define EMBER_BOOTCFG_MAX_PATH 4095u /* working directory, root device */
 #define EMBER_BOOTCFG_MAX_USER 256u
-#define EMBER_BOOTCFG_MAX_HOSTNAME 64u       /* HOST_NAME_MAX */
+#define EMBER_BOOTCFG_MAX_HOSTNAME 64u /* HOST_NAME_MAX */
 
 enum ember_bootcfg_tag {
   EMBER_BOOTCFG_ARG = 1,      /* repeated, in order: argv[0..] (at least one) */

@@ -7,7 +7,7 @@ SUDO=""
 [ "$(id -u)" = 0 ] || SUDO="sudo"
 export DEBIAN_FRONTEND=noninteractive
 
-BUILD="build-essential cmake pkg-config libgrpc-dev protobuf-c-compiler libprotobuf-c-dev
+BUILD="build-essential cmake pkg-config clang-format libgrpc-dev protobuf-c-compiler libprotobuf-c-dev
   protobuf-compiler libprotobuf-dev grpc-proto libcurl4-openssl-dev libcjson-dev libcunit1-dev
   libmicrohttpd-dev libarchive-dev libext2fs-dev libssl-dev"
 RUN="qemu-system-x86 qemu-utils e2fsprogs"

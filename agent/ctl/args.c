@@ -52,40 +52,40 @@ enum {
 };
 
 static const struct option ctl__long_opts[] = {
-  {"timeout", required_argument, NULL, OPT_TIMEOUT},
-  {"socket", required_argument, NULL, OPT_SOCKET},
-  {"address", required_argument, NULL, OPT_ADDRESS},
-  {"help", no_argument, NULL, OPT_HELP},
-  {"json", no_argument, NULL, OPT_JSON},
-  {"version", no_argument, NULL, OPT_VERSION},
-  {"spec", required_argument, NULL, OPT_SPEC},
-  {"vcpus", required_argument, NULL, OPT_VCPUS},
-  {"memory-mib", required_argument, NULL, OPT_MEMORY},
-  {"memory", required_argument, NULL, OPT_MEMORY},
-  {"kernel", required_argument, NULL, OPT_KERNEL},
-  {"initrd", required_argument, NULL, OPT_INITRD},
-  {"cmdline", required_argument, NULL, OPT_CMDLINE},
-  {"disk", required_argument, NULL, OPT_DISK},
-  {"tap", required_argument, NULL, OPT_TAP},
-  {"hypervisor", required_argument, NULL, OPT_HYPERVISOR},
-  {"start", no_argument, NULL, OPT_START},
-  {"state", required_argument, NULL, OPT_STATE},
-  {"count", required_argument, NULL, OPT_COUNT},
-  {"vsock-cid", required_argument, NULL, OPT_VSOCK},
-  {"label", required_argument, NULL, OPT_LABEL},
-  {"request-id", required_argument, NULL, OPT_REQUEST_ID},
-  {"filter", required_argument, NULL, OPT_FILTER},
-  {"graceful-timeout", required_argument, NULL, OPT_GRACE},
-  {"allow-missing", no_argument, NULL, OPT_ALLOW_MISSING},
-  {"page-size", required_argument, NULL, OPT_PAGE_SIZE},
-  {"image", required_argument, NULL, OPT_IMAGE},
-  {"entrypoint", required_argument, NULL, OPT_ENTRYPOINT},
-  {"arg", required_argument, NULL, OPT_ARG},
-  {"env", required_argument, NULL, OPT_ENV},
-  {"workdir", required_argument, NULL, OPT_WORKDIR},
-  {"name", required_argument, NULL, OPT_NAME},
-  {"kind", required_argument, NULL, OPT_KIND},
-  {NULL, 0, NULL, 0},
+    {"timeout", required_argument, NULL, OPT_TIMEOUT},
+    {"socket", required_argument, NULL, OPT_SOCKET},
+    {"address", required_argument, NULL, OPT_ADDRESS},
+    {"help", no_argument, NULL, OPT_HELP},
+    {"json", no_argument, NULL, OPT_JSON},
+    {"version", no_argument, NULL, OPT_VERSION},
+    {"spec", required_argument, NULL, OPT_SPEC},
+    {"vcpus", required_argument, NULL, OPT_VCPUS},
+    {"memory-mib", required_argument, NULL, OPT_MEMORY},
+    {"memory", required_argument, NULL, OPT_MEMORY},
+    {"kernel", required_argument, NULL, OPT_KERNEL},
+    {"initrd", required_argument, NULL, OPT_INITRD},
+    {"cmdline", required_argument, NULL, OPT_CMDLINE},
+    {"disk", required_argument, NULL, OPT_DISK},
+    {"tap", required_argument, NULL, OPT_TAP},
+    {"hypervisor", required_argument, NULL, OPT_HYPERVISOR},
+    {"start", no_argument, NULL, OPT_START},
+    {"state", required_argument, NULL, OPT_STATE},
+    {"count", required_argument, NULL, OPT_COUNT},
+    {"vsock-cid", required_argument, NULL, OPT_VSOCK},
+    {"label", required_argument, NULL, OPT_LABEL},
+    {"request-id", required_argument, NULL, OPT_REQUEST_ID},
+    {"filter", required_argument, NULL, OPT_FILTER},
+    {"graceful-timeout", required_argument, NULL, OPT_GRACE},
+    {"allow-missing", no_argument, NULL, OPT_ALLOW_MISSING},
+    {"page-size", required_argument, NULL, OPT_PAGE_SIZE},
+    {"image", required_argument, NULL, OPT_IMAGE},
+    {"entrypoint", required_argument, NULL, OPT_ENTRYPOINT},
+    {"arg", required_argument, NULL, OPT_ARG},
+    {"env", required_argument, NULL, OPT_ENV},
+    {"workdir", required_argument, NULL, OPT_WORKDIR},
+    {"name", required_argument, NULL, OPT_NAME},
+    {"kind", required_argument, NULL, OPT_KIND},
+    {NULL, 0, NULL, 0},
 };
 
 /* Names of the command options, for "--x is not an option of CMD". */
@@ -93,17 +93,27 @@ static const struct {
   unsigned bit;
   const char *name;
 } ctl__opt_names[] = {
-  {CTL_OPT_SPEC, "--spec"},       {CTL_OPT_VCPUS, "--vcpus"},
-  {CTL_OPT_MEMORY, "--memory-mib"}, {CTL_OPT_KERNEL, "--kernel"},
-  {CTL_OPT_INITRD, "--initrd"},   {CTL_OPT_CMDLINE, "--cmdline"},
-  {CTL_OPT_DISK, "--disk"},       {CTL_OPT_TAP, "--tap"},
-  {CTL_OPT_HYPERVISOR, "--hypervisor"}, {CTL_OPT_START, "--start"},
-  {CTL_OPT_STATE, "--state"},     {CTL_OPT_COUNT, "--count"},
-  {CTL_OPT_VSOCK, "--vsock-cid"}, {CTL_OPT_LABEL, "--label"},
-  {CTL_OPT_REQUEST_ID, "--request-id"}, {CTL_OPT_FILTER, "--filter"},
-  {CTL_OPT_GRACE, "--graceful-timeout"}, {CTL_OPT_ALLOW_MISSING, "--allow-missing"},
-  {CTL_OPT_PAGE_SIZE, "--page-size"}, {CTL_OPT_IMAGE, "--image"},
-  {CTL_OPT_IMPORT, "--name"},
+    {CTL_OPT_SPEC, "--spec"},
+    {CTL_OPT_VCPUS, "--vcpus"},
+    {CTL_OPT_MEMORY, "--memory-mib"},
+    {CTL_OPT_KERNEL, "--kernel"},
+    {CTL_OPT_INITRD, "--initrd"},
+    {CTL_OPT_CMDLINE, "--cmdline"},
+    {CTL_OPT_DISK, "--disk"},
+    {CTL_OPT_TAP, "--tap"},
+    {CTL_OPT_HYPERVISOR, "--hypervisor"},
+    {CTL_OPT_START, "--start"},
+    {CTL_OPT_STATE, "--state"},
+    {CTL_OPT_COUNT, "--count"},
+    {CTL_OPT_VSOCK, "--vsock-cid"},
+    {CTL_OPT_LABEL, "--label"},
+    {CTL_OPT_REQUEST_ID, "--request-id"},
+    {CTL_OPT_FILTER, "--filter"},
+    {CTL_OPT_GRACE, "--graceful-timeout"},
+    {CTL_OPT_ALLOW_MISSING, "--allow-missing"},
+    {CTL_OPT_PAGE_SIZE, "--page-size"},
+    {CTL_OPT_IMAGE, "--image"},
+    {CTL_OPT_IMPORT, "--name"},
 };
 
 /* A usage error: exit code CTL_EXIT_USAGE; evaluates to -1. */
@@ -212,15 +222,27 @@ int ctl_args_parse(int argc, char **argv, ctl_opts *o, cmn_error *err)
     switch (c) {
     case OPT_TIMEOUT:
       if (ctl_parse_duration_ms(arg, &o->timeout_ms) < 0)
-        return ctl__usage_err(err, "bad --timeout '%s': use e.g. 30s, 500ms, 2m (0: none)",
-                              arg);
+        return ctl__usage_err(err, "bad --timeout '%s': use e.g. 30s, 500ms, 2m (0: none)", arg);
       break;
-    case OPT_SOCKET: socket = arg; break;
-    case OPT_ADDRESS: address = arg; break;
-    case OPT_HELP: o->help = true; break;
-    case OPT_JSON: o->json = true; break;
-    case OPT_VERSION: o->version = true; break;
-    case OPT_SPEC: o->spec_file = arg; o->given |= CTL_OPT_SPEC; break;
+    case OPT_SOCKET:
+      socket = arg;
+      break;
+    case OPT_ADDRESS:
+      address = arg;
+      break;
+    case OPT_HELP:
+      o->help = true;
+      break;
+    case OPT_JSON:
+      o->json = true;
+      break;
+    case OPT_VERSION:
+      o->version = true;
+      break;
+    case OPT_SPEC:
+      o->spec_file = arg;
+      o->given |= CTL_OPT_SPEC;
+      break;
     case OPT_VCPUS:
       if (ctl__parse_u64(arg, 1, 1024, &v) < 0)
         return ctl__usage_err(err, "bad --vcpus '%s': a positive integer", arg);
@@ -233,14 +255,38 @@ int ctl_args_parse(int argc, char **argv, ctl_opts *o, cmn_error *err)
       o->memory_mib = v;
       o->given |= CTL_OPT_MEMORY;
       break;
-    case OPT_KERNEL: o->kernel = arg; o->given |= CTL_OPT_KERNEL; break;
-    case OPT_INITRD: o->initrd = arg; o->given |= CTL_OPT_INITRD; break;
-    case OPT_CMDLINE: o->cmdline = arg; o->given |= CTL_OPT_CMDLINE; break;
-    case OPT_DISK: ctl__push(&o->disks, &o->n_disks, arg); o->given |= CTL_OPT_DISK; break;
-    case OPT_TAP: ctl__push(&o->taps, &o->n_taps, arg); o->given |= CTL_OPT_TAP; break;
-    case OPT_HYPERVISOR: o->hypervisor = arg; o->given |= CTL_OPT_HYPERVISOR; break;
-    case OPT_START: o->start = true; o->given |= CTL_OPT_START; break;
-    case OPT_STATE: o->state = arg; o->given |= CTL_OPT_STATE; break;
+    case OPT_KERNEL:
+      o->kernel = arg;
+      o->given |= CTL_OPT_KERNEL;
+      break;
+    case OPT_INITRD:
+      o->initrd = arg;
+      o->given |= CTL_OPT_INITRD;
+      break;
+    case OPT_CMDLINE:
+      o->cmdline = arg;
+      o->given |= CTL_OPT_CMDLINE;
+      break;
+    case OPT_DISK:
+      ctl__push(&o->disks, &o->n_disks, arg);
+      o->given |= CTL_OPT_DISK;
+      break;
+    case OPT_TAP:
+      ctl__push(&o->taps, &o->n_taps, arg);
+      o->given |= CTL_OPT_TAP;
+      break;
+    case OPT_HYPERVISOR:
+      o->hypervisor = arg;
+      o->given |= CTL_OPT_HYPERVISOR;
+      break;
+    case OPT_START:
+      o->start = true;
+      o->given |= CTL_OPT_START;
+      break;
+    case OPT_STATE:
+      o->state = arg;
+      o->given |= CTL_OPT_STATE;
+      break;
     case OPT_VSOCK:
       if (ctl__parse_u64(arg, 3, 0xFFFFFFFEu, &v) < 0)
         return ctl__usage_err(err, "bad --vsock-cid '%s': 3 to 4294967294", arg);
@@ -253,8 +299,14 @@ int ctl_args_parse(int argc, char **argv, ctl_opts *o, cmn_error *err)
       ctl__push(&o->labels, &o->n_labels, arg);
       o->given |= CTL_OPT_LABEL;
       break;
-    case OPT_REQUEST_ID: o->request_id = arg; o->given |= CTL_OPT_REQUEST_ID; break;
-    case OPT_IMAGE: o->image = arg; o->given |= CTL_OPT_IMAGE; break;
+    case OPT_REQUEST_ID:
+      o->request_id = arg;
+      o->given |= CTL_OPT_REQUEST_ID;
+      break;
+    case OPT_IMAGE:
+      o->image = arg;
+      o->given |= CTL_OPT_IMAGE;
+      break;
     case OPT_ENTRYPOINT:
       ctl__push(&o->entrypoint, &o->n_entrypoint, arg);
       o->given |= CTL_OPT_IMAGE;
@@ -269,10 +321,22 @@ int ctl_args_parse(int argc, char **argv, ctl_opts *o, cmn_error *err)
       ctl__push(&o->env, &o->n_env, arg);
       o->given |= CTL_OPT_IMAGE;
       break;
-    case OPT_WORKDIR: o->workdir = arg; o->given |= CTL_OPT_IMAGE; break;
-    case OPT_NAME: o->import_name = arg; o->given |= CTL_OPT_IMPORT; break;
-    case OPT_KIND: o->import_kind = arg; o->given |= CTL_OPT_IMPORT; break;
-    case OPT_FILTER: o->filter = arg; o->given |= CTL_OPT_FILTER; break;
+    case OPT_WORKDIR:
+      o->workdir = arg;
+      o->given |= CTL_OPT_IMAGE;
+      break;
+    case OPT_NAME:
+      o->import_name = arg;
+      o->given |= CTL_OPT_IMPORT;
+      break;
+    case OPT_KIND:
+      o->import_kind = arg;
+      o->given |= CTL_OPT_IMPORT;
+      break;
+    case OPT_FILTER:
+      o->filter = arg;
+      o->given |= CTL_OPT_FILTER;
+      break;
     case OPT_GRACE:
       if (ctl_parse_duration_ms(arg, &o->grace_ms) < 0)
         return ctl__usage_err(err, "bad --graceful-timeout '%s': e.g. 0, 500ms, 30s", arg);
@@ -284,7 +348,10 @@ int ctl_args_parse(int argc, char **argv, ctl_opts *o, cmn_error *err)
       o->page_size = (int32_t)v;
       o->given |= CTL_OPT_PAGE_SIZE;
       break;
-    case OPT_ALLOW_MISSING: o->allow_missing = true; o->given |= CTL_OPT_ALLOW_MISSING; break;
+    case OPT_ALLOW_MISSING:
+      o->allow_missing = true;
+      o->given |= CTL_OPT_ALLOW_MISSING;
+      break;
     case OPT_COUNT:
       if (ctl__parse_u64(arg, 1, LONG_MAX, &v) < 0)
         return ctl__usage_err(err, "bad --count '%s': a positive integer", arg);
@@ -294,8 +361,7 @@ int ctl_args_parse(int argc, char **argv, ctl_opts *o, cmn_error *err)
     case ':':
       return ctl__usage_err(err, "option %s needs a value", argv[optind - 1]);
     default:
-      return ctl__usage_err(err, "unknown option '%s' (see emberctl --help)",
-                            argv[optind - 1]);
+      return ctl__usage_err(err, "unknown option '%s' (see emberctl --help)", argv[optind - 1]);
     }
   }
 
@@ -324,8 +390,7 @@ int ctl_args_parse(int argc, char **argv, ctl_opts *o, cmn_error *err)
   unsigned bad = o->given & ~cmd->opts;
   for (size_t i = 0; bad != 0 && i < sizeof(ctl__opt_names) / sizeof(ctl__opt_names[0]); i++)
     if (bad & ctl__opt_names[i].bit)
-      return ctl__usage_err(err, "%s is not an option of '%s'", ctl__opt_names[i].name,
-                            cmd->name);
+      return ctl__usage_err(err, "%s is not an option of '%s'", ctl__opt_names[i].name, cmd->name);
   if (o->n_args < cmd->min_args || o->n_args > cmd->max_args) {
     cmn_err_set(err, CTL_EXIT_USAGE, "usage: emberctl %s%s%s", cmd->name,
                 cmd->args_usage[0] ? " " : "", cmd->args_usage);

@@ -86,10 +86,7 @@ static void ctl__print_json(FILE *out, const ProtobufCMessage *msg, bool compact
   cJSON_Delete(j);
 }
 
-static int ctl__fail(const cmn_error *err)
-{
-  return err->code != CMN_OK ? err->code : CMN_UNKNOWN;
-}
+static int ctl__fail(const cmn_error *err) { return err->code != CMN_OK ? err->code : CMN_UNKNOWN; }
 
 /* ---- one-instance lifecycle calls ---- */
 
@@ -149,7 +146,7 @@ static int ctl__run_create(ctl_rpc *rpc, const ctl_opts *o, FILE *out, cmn_error
   Ember__V1__CreateInstanceRequest *req = NULL;
   if (ctl_spec_build(o, o->n_args > 0 ? o->args[0] : NULL, &req, err) < 0)
     return err->code == CMN_INVALID_ARGUMENT && o->spec_file == NULL ? CTL_EXIT_USAGE
-                                                                      : ctl__fail(err);
+                                                                     : ctl__fail(err);
   /* --label and --request-id add to (and override) what --spec gave. */
   for (int i = 0; i < o->n_labels; i++) {
     const char *eq = strchr(o->labels[i], '=');
@@ -197,8 +194,7 @@ static int ctl__run_list(ctl_rpc *rpc, const ctl_opts *o, FILE *out, cmn_error *
     int st = ctl_state_parse(o->state);
     if (st < 0) {
       cmn_err_set(err, CTL_EXIT_USAGE,
-                  "bad --state '%s': one of stopped, running, paused, standby, unknown",
-                  o->state);
+                  "bad --state '%s': one of stopped, running, paused, standby, unknown", o->state);
       return CTL_EXIT_USAGE;
     }
     const char *name = ctl_pb_enum_name(&ember__v1__instance_state__descriptor, st);
@@ -305,12 +301,14 @@ static int ctl__run_watch(ctl_rpc *rpc, const ctl_opts *o, FILE *out, cmn_error 
   Ember__V1__WatchInstancesRequest req = EMBER__V1__WATCH_INSTANCES_REQUEST__INIT;
   if (o->n_args > 0)
     req.id = o->args[0];
-  ctl__watch w = {.out = out, .json = o->json, .left = o->count,
-                 .what = o->n_args > 0 ? o->args[0] : "all instances"};
+  ctl__watch w = {.out = out,
+                  .json = o->json,
+                  .left = o->count,
+                  .what = o->n_args > 0 ? o->args[0] : "all instances"};
   ctl__method m;
   if (ctl__method_in(&ember__v1__instance_service__descriptor, "WatchInstances", &m, err) < 0 ||
-      ctl_rpc_stream(rpc, m.path, &req.base, m.resp, ctl__on_watch_ready, ctl__on_event, &w,
-                     err) < 0)
+      ctl_rpc_stream(rpc, m.path, &req.base, m.resp, ctl__on_watch_ready, ctl__on_event, &w, err) <
+          0)
     return ctl__fail(err);
   return 0;
 }
@@ -345,106 +343,106 @@ static int ctl__run_health(ctl_rpc *rpc, const ctl_opts *o, FILE *out, cmn_error
 
 /* ---- the table ---- */
 
-#define CTL_CREATE_OPTS                                                                      \
-  (CTL_OPT_SPEC | CTL_OPT_VCPUS | CTL_OPT_MEMORY | CTL_OPT_KERNEL | CTL_OPT_INITRD |         \
-   CTL_OPT_CMDLINE | CTL_OPT_DISK | CTL_OPT_TAP | CTL_OPT_VSOCK | CTL_OPT_HYPERVISOR |        \
+#define CTL_CREATE_OPTS                                                                            \
+  (CTL_OPT_SPEC | CTL_OPT_VCPUS | CTL_OPT_MEMORY | CTL_OPT_KERNEL | CTL_OPT_INITRD |               \
+   CTL_OPT_CMDLINE | CTL_OPT_DISK | CTL_OPT_TAP | CTL_OPT_VSOCK | CTL_OPT_HYPERVISOR |             \
    CTL_OPT_START | CTL_OPT_LABEL | CTL_OPT_REQUEST_ID | CTL_OPT_IMAGE)
 
 #define CTL_ID_HELP "ID is the instance's id or its name.\n"
 
 const ctl_command ctl_commands[] = {
-  {"list", "", "list instances",
-   "Prints one row per instance, ordered by name (every page: emberctl follows\n"
-   "next_page_token).\n"
-   "  --state STATE   only instances in STATE (stopped, running, paused, standby, unknown)\n"
-   "  --filter EXPR   only instances that match EXPR: field=value terms joined by AND;\n"
-   "                  fields state, name, id, hypervisor, labels.KEY (docs/api.md)\n"
-   "                  e.g. --filter 'labels.team=infra AND state=RUNNING'\n"
-   "  --page-size N   instances per call (1 to 1000, default 1000); all pages are listed\n"
-   "With --json: {\"instances\": [Instance, ...]}.\n",
-   CTL_OPT_STATE | CTL_OPT_FILTER | CTL_OPT_PAGE_SIZE, 0, 0, ctl__run_list},
-  {"get", "ID", "show one instance",
-   CTL_ID_HELP "With --json: the Instance message.\n", 0, 1, 1, ctl__run_id},
-  {"create", "NAME", "create an instance (Stopped unless --start)",
-   "  --hypervisor TYPE    qemu (default), firecracker, cloud-hypervisor\n"
-   "  --vcpus N            virtual CPUs (default 1)\n"
-   "  --memory-mib N       guest memory in MiB (default 256)\n"
-   "  --kernel PATH        guest kernel (vmlinux or bzImage)\n"
-   "  --initrd PATH        initial ramdisk\n"
-   "  --cmdline STRING     kernel command line\n"
-   "  --disk PATH[:ro]     a raw disk image; repeat for more\n"
-   "  --tap NAME[,MAC]     a network interface on host TAP device NAME; repeat for more\n"
-   "  --vsock-cid CID      a vsock device with guest context id CID (host side:\n"
-   "                       <instance folder>/vsock.sock)\n"
-   "  --start              start it at once\n"
-   "  --label KEY=VALUE    a label (repeat for more); filter with list --filter\n"
-   "  --request-id ID      idempotency key: a retry with the same ID returns the\n"
-   "                       instance the first try created (a UUID, for example)\n"
-   "  --image REF          boot an image of the store (emberctl pull/import first):\n"
-   "                       no --kernel needed (emberd's boot kit); overrides:\n"
-   "  --entrypoint ARG     the entrypoint's argv, one ARG per flag (replaces the image's\n"
-   "                       Entrypoint and Cmd)\n"
-   "  --arg ARG            an argument (replaces the image's Cmd); repeat for more\n"
-   "  --env KEY=VALUE      an environment entry (merged by KEY); repeat for more\n"
-   "  --workdir DIR        the working directory (absolute)\n"
-   "  --spec FILE.json     read an InstanceSpec (or a whole CreateInstanceRequest with\n"
-   "                       \"name\", \"spec\", \"start\") in the proto3 JSON mapping; flags\n"
-   "                       override its fields. Relative paths in the file are taken\n"
-   "                       against the file's folder, those of flags against the current\n"
-   "                       one.\n"
-   "With --json: the created Instance message.\n",
-   CTL_CREATE_OPTS, 0, 1, ctl__run_create},
-  {"start", "ID", "boot a stopped instance", CTL_ID_HELP, 0, 1, 1, ctl__run_id},
-  {"stop", "ID", "end the VMM and drop snapshots",
-   CTL_ID_HELP
-   "  --graceful-timeout DUR  how long the guest gets to power off (ACPI) before the\n"
-   "                          VMM is ended: 0 ends it at once; default: emberd's\n"
-   "                          stop timeout (10s). Keep --timeout above it.\n",
-   CTL_OPT_GRACE, 1, 1, ctl__run_id},
-  {"pause", "ID", "pause the vCPUs", CTL_ID_HELP, 0, 1, 1, ctl__run_id},
-  {"resume", "ID", "resume a paused instance", CTL_ID_HELP, 0, 1, 1, ctl__run_id},
-  {"standby", "ID", "snapshot to disk and let the VMM go",
-   CTL_ID_HELP "Prints the snapshot kind (full or diff) and how long it took.\n", 0, 1, 1,
-   ctl__run_id},
-  {"restore", "ID", "start from the standby snapshot and resume",
-   CTL_ID_HELP "Prints how long the restore took.\n", 0, 1, 1, ctl__run_id},
-  {"delete", "ID", "end the VMM and remove the instance",
-   CTL_ID_HELP "  --allow-missing  exit 0 when there is no such instance\n"
-   "With --json: {\"id\": ...} (empty id when --allow-missing found none).\n",
-   CTL_OPT_ALLOW_MISSING, 1, 1, ctl__run_id},
-  {"watch", "[ID]", "stream state changes until Ctrl-C",
-   "Prints one line per state change of ID (or of every instance); with --json one\n"
-   "InstanceEvent object per line (JSON lines). Once subscribed it prints\n"
-   "\"watching ... (Ctrl-C to stop)\" (on stderr with --json): every change after that\n"
-   "line is streamed. No deadline unless --timeout.\n"
-   "  --count N       exit after N events\n",
-   CTL_OPT_COUNT, 0, 1, ctl__run_watch},
-  {"hypervisors", "", "list hypervisor types and their capabilities",
-   "With --json: {\"hypervisors\": [Hypervisor, ...]}.\n", 0, 0, 0, ctl__run_hypervisors},
-  {"health", "[SERVICE]", "check grpc.health.v1 (exit 0 when SERVING)",
-   "Calls /grpc.health.v1.Health/Check for SERVICE (default: the whole server) and\n"
-   "prints the serving status. Exits 0 when SERVING, 14 (UNAVAILABLE) otherwise: fit\n"
-   "for container health checks and Kubernetes exec probes.\n",
-   0, 0, 1, ctl__run_health},
-  {"pull", "REF", "pull an image from its registry into emberd's store",
-   "REF is host[:port]/repo[:tag][@sha256:...]. Shows a progress bar on a terminal\n"
-   "(one line per blob event otherwise); Ctrl-C stops the pull (nothing is kept).\n"
-   "With --json: one PullImageProgress object per line, the last with the Image.\n",
-   0, 1, 1, ctl_run_pull},
-  {"images", "", "list the images in emberd's store",
-   "With --json: {\"images\": [Image, ...]}.\n", 0, 0, 0, ctl_run_images},
-  {"rmi", "IMAGE", "delete an image (refused while an instance uses it)",
-   "IMAGE is an image id (sha256:...) or name. A name of an image with other names\n"
-   "only removes that name.\n"
-   "  --allow-missing  exit 0 when there is no such image\n",
-   CTL_OPT_ALLOW_MISSING, 1, 1, ctl_run_rmi},
-  {"import", "FILE", "upload an image file into emberd's store",
-   "  --kind KIND    oci (an OCI layout tar), docker-archive (docker save), kernel,\n"
-   "                 initrd or disk (one plain file)\n"
-   "  --name NAME    the name to record, e.g. my-app:1\n"
-   "With --json: the Image.\n",
-   CTL_OPT_IMPORT, 1, 1, ctl_run_import},
-  {NULL, NULL, NULL, NULL, 0, 0, 0, NULL},
+    {"list", "", "list instances",
+     "Prints one row per instance, ordered by name (every page: emberctl follows\n"
+     "next_page_token).\n"
+     "  --state STATE   only instances in STATE (stopped, running, paused, standby, unknown)\n"
+     "  --filter EXPR   only instances that match EXPR: field=value terms joined by AND;\n"
+     "                  fields state, name, id, hypervisor, labels.KEY (docs/api.md)\n"
+     "                  e.g. --filter 'labels.team=infra AND state=RUNNING'\n"
+     "  --page-size N   instances per call (1 to 1000, default 1000); all pages are listed\n"
+     "With --json: {\"instances\": [Instance, ...]}.\n",
+     CTL_OPT_STATE | CTL_OPT_FILTER | CTL_OPT_PAGE_SIZE, 0, 0, ctl__run_list},
+    {"get", "ID", "show one instance", CTL_ID_HELP "With --json: the Instance message.\n", 0, 1, 1,
+     ctl__run_id},
+    {"create", "NAME", "create an instance (Stopped unless --start)",
+     "  --hypervisor TYPE    qemu (default), firecracker, cloud-hypervisor\n"
+     "  --vcpus N            virtual CPUs (default 1)\n"
+     "  --memory-mib N       guest memory in MiB (default 256)\n"
+     "  --kernel PATH        guest kernel (vmlinux or bzImage)\n"
+     "  --initrd PATH        initial ramdisk\n"
+     "  --cmdline STRING     kernel command line\n"
+     "  --disk PATH[:ro]     a raw disk image; repeat for more\n"
+     "  --tap NAME[,MAC]     a network interface on host TAP device NAME; repeat for more\n"
+     "  --vsock-cid CID      a vsock device with guest context id CID (host side:\n"
+     "                       <instance folder>/vsock.sock)\n"
+     "  --start              start it at once\n"
+     "  --label KEY=VALUE    a label (repeat for more); filter with list --filter\n"
+     "  --request-id ID      idempotency key: a retry with the same ID returns the\n"
+     "                       instance the first try created (a UUID, for example)\n"
+     "  --image REF          boot an image of the store (emberctl pull/import first):\n"
+     "                       no --kernel needed (emberd's boot kit); overrides:\n"
+     "  --entrypoint ARG     the entrypoint's argv, one ARG per flag (replaces the image's\n"
+     "                       Entrypoint and Cmd)\n"
+     "  --arg ARG            an argument (replaces the image's Cmd); repeat for more\n"
+     "  --env KEY=VALUE      an environment entry (merged by KEY); repeat for more\n"
+     "  --workdir DIR        the working directory (absolute)\n"
+     "  --spec FILE.json     read an InstanceSpec (or a whole CreateInstanceRequest with\n"
+     "                       \"name\", \"spec\", \"start\") in the proto3 JSON mapping; flags\n"
+     "                       override its fields. Relative paths in the file are taken\n"
+     "                       against the file's folder, those of flags against the current\n"
+     "                       one.\n"
+     "With --json: the created Instance message.\n",
+     CTL_CREATE_OPTS, 0, 1, ctl__run_create},
+    {"start", "ID", "boot a stopped instance", CTL_ID_HELP, 0, 1, 1, ctl__run_id},
+    {"stop", "ID", "end the VMM and drop snapshots",
+     CTL_ID_HELP
+     "  --graceful-timeout DUR  how long the guest gets to power off (ACPI) before the\n"
+     "                          VMM is ended: 0 ends it at once; default: emberd's\n"
+     "                          stop timeout (10s). Keep --timeout above it.\n",
+     CTL_OPT_GRACE, 1, 1, ctl__run_id},
+    {"pause", "ID", "pause the vCPUs", CTL_ID_HELP, 0, 1, 1, ctl__run_id},
+    {"resume", "ID", "resume a paused instance", CTL_ID_HELP, 0, 1, 1, ctl__run_id},
+    {"standby", "ID", "snapshot to disk and let the VMM go",
+     CTL_ID_HELP "Prints the snapshot kind (full or diff) and how long it took.\n", 0, 1, 1,
+     ctl__run_id},
+    {"restore", "ID", "start from the standby snapshot and resume",
+     CTL_ID_HELP "Prints how long the restore took.\n", 0, 1, 1, ctl__run_id},
+    {"delete", "ID", "end the VMM and remove the instance",
+     CTL_ID_HELP "  --allow-missing  exit 0 when there is no such instance\n"
+                 "With --json: {\"id\": ...} (empty id when --allow-missing found none).\n",
+     CTL_OPT_ALLOW_MISSING, 1, 1, ctl__run_id},
+    {"watch", "[ID]", "stream state changes until Ctrl-C",
+     "Prints one line per state change of ID (or of every instance); with --json one\n"
+     "InstanceEvent object per line (JSON lines). Once subscribed it prints\n"
+     "\"watching ... (Ctrl-C to stop)\" (on stderr with --json): every change after that\n"
+     "line is streamed. No deadline unless --timeout.\n"
+     "  --count N       exit after N events\n",
+     CTL_OPT_COUNT, 0, 1, ctl__run_watch},
+    {"hypervisors", "", "list hypervisor types and their capabilities",
+     "With --json: {\"hypervisors\": [Hypervisor, ...]}.\n", 0, 0, 0, ctl__run_hypervisors},
+    {"health", "[SERVICE]", "check grpc.health.v1 (exit 0 when SERVING)",
+     "Calls /grpc.health.v1.Health/Check for SERVICE (default: the whole server) and\n"
+     "prints the serving status. Exits 0 when SERVING, 14 (UNAVAILABLE) otherwise: fit\n"
+     "for container health checks and Kubernetes exec probes.\n",
+     0, 0, 1, ctl__run_health},
+    {"pull", "REF", "pull an image from its registry into emberd's store",
+     "REF is host[:port]/repo[:tag][@sha256:...]. Shows a progress bar on a terminal\n"
+     "(one line per blob event otherwise); Ctrl-C stops the pull (nothing is kept).\n"
+     "With --json: one PullImageProgress object per line, the last with the Image.\n",
+     0, 1, 1, ctl_run_pull},
+    {"images", "", "list the images in emberd's store",
+     "With --json: {\"images\": [Image, ...]}.\n", 0, 0, 0, ctl_run_images},
+    {"rmi", "IMAGE", "delete an image (refused while an instance uses it)",
+     "IMAGE is an image id (sha256:...) or name. A name of an image with other names\n"
+     "only removes that name.\n"
+     "  --allow-missing  exit 0 when there is no such image\n",
+     CTL_OPT_ALLOW_MISSING, 1, 1, ctl_run_rmi},
+    {"import", "FILE", "upload an image file into emberd's store",
+     "  --kind KIND    oci (an OCI layout tar), docker-archive (docker save), kernel,\n"
+     "                 initrd or disk (one plain file)\n"
+     "  --name NAME    the name to record, e.g. my-app:1\n"
+     "With --json: the Image.\n",
+     CTL_OPT_IMPORT, 1, 1, ctl_run_import},
+    {NULL, NULL, NULL, NULL, 0, 0, 0, NULL},
 };
 
 const ctl_command *ctl_command_find(const char *name)

@@ -44,20 +44,20 @@ enum ctl_opt_bit {
   CTL_OPT_GRACE = 1u << 16,
   CTL_OPT_ALLOW_MISSING = 1u << 17,
   CTL_OPT_PAGE_SIZE = 1u << 18,
-  CTL_OPT_IMAGE = 1u << 19,      /* create --image and its overrides */
-  CTL_OPT_IMPORT = 1u << 20,     /* import --name, --kind */
+  CTL_OPT_IMAGE = 1u << 19,  /* create --image and its overrides */
+  CTL_OPT_IMPORT = 1u << 20, /* import --name, --kind */
 };
 
 typedef struct ctl_opts {
-  const char *command;   /* NULL: none given */
-  char **args;           /* positional arguments after the command (argv pointers) */
+  const char *command; /* NULL: none given */
+  char **args;         /* positional arguments after the command (argv pointers) */
   int n_args;
   bool json;
   bool help;
   bool version;
-  int64_t timeout_ms;    /* -1: not given (command default); 0: no deadline */
-  char *target;          /* gRPC target, owned; never NULL after a successful parse */
-  unsigned given;        /* enum ctl_opt_bit of the command options given */
+  int64_t timeout_ms; /* -1: not given (command default); 0: no deadline */
+  char *target;       /* gRPC target, owned; never NULL after a successful parse */
+  unsigned given;     /* enum ctl_opt_bit of the command options given */
 
   /* create */
   const char *spec_file;
@@ -67,32 +67,32 @@ typedef struct ctl_opts {
   const char *cmdline;
   uint32_t vcpus;
   uint64_t memory_mib;
-  const char **disks;    /* "PATH[:ro]", owned array of argv pointers */
+  const char **disks; /* "PATH[:ro]", owned array of argv pointers */
   int n_disks;
-  const char **taps;     /* "NAME[,MAC]", owned array of argv pointers */
+  const char **taps; /* "NAME[,MAC]", owned array of argv pointers */
   int n_taps;
-  uint32_t vsock_cid;    /* --vsock-cid; 0: not given */
+  uint32_t vsock_cid; /* --vsock-cid; 0: not given */
   bool start;
-  const char **labels;   /* "KEY=VALUE", owned array of argv pointers */
+  const char **labels; /* "KEY=VALUE", owned array of argv pointers */
   int n_labels;
   const char *request_id;
   /* list */
   const char *state;
   const char *filter;
-  int32_t page_size;     /* --page-size; 0: 1000 */
+  int32_t page_size; /* --page-size; 0: 1000 */
   /* stop */
-  int64_t grace_ms;      /* --graceful-timeout; -1: not given (emberd's default) */
+  int64_t grace_ms; /* --graceful-timeout; -1: not given (emberd's default) */
   /* delete */
   bool allow_missing;
   /* watch */
-  long count;            /* 0: until interrupted */
+  long count; /* 0: until interrupted */
   /* create --image */
   const char *image;
   const char **entrypoint; /* --entrypoint, repeatable: the argv of the entrypoint */
   int n_entrypoint;
   const char **image_args; /* --arg, repeatable */
   int n_image_args;
-  const char **env;        /* --env KEY=VALUE, repeatable */
+  const char **env; /* --env KEY=VALUE, repeatable */
   int n_env;
   const char *workdir;
   /* import */
@@ -104,10 +104,10 @@ struct ctl_rpc;
 
 typedef struct ctl_command {
   const char *name;
-  const char *args_usage;   /* e.g. "ID", "" */
-  const char *summary;      /* one line */
-  const char *help;         /* paragraph(s) for `emberctl help CMD` */
-  unsigned opts;            /* accepted enum ctl_opt_bit */
+  const char *args_usage; /* e.g. "ID", "" */
+  const char *summary;    /* one line */
+  const char *help;       /* paragraph(s) for `emberctl help CMD` */
+  unsigned opts;          /* accepted enum ctl_opt_bit */
   int min_args;
   int max_args;
   /* Runs the command; returns the process exit code. */

@@ -48,9 +48,10 @@ static void test_args_basic(void)
   CU_ASSERT_STRING_EQUAL(o.target, "unix:/tmp/x.sock");
   ctl_opts_free(&o);
 
-  const char *w2[] = {"create", "vm", "--vcpus", "2", "--memory-mib", "512", "--disk", "a.img:ro",
-                "--disk", "/b.img", "--tap", "tap0,aa:bb:cc:dd:ee:ff", "--start",
-                "--vsock-cid", "42", "--address", "127.0.0.1:7000", NULL};
+  const char *w2[] = {
+      "create",  "vm",          "--vcpus", "2",         "--memory-mib",   "512",
+      "--disk",  "a.img:ro",    "--disk",  "/b.img",    "--tap",          "tap0,aa:bb:cc:dd:ee:ff",
+      "--start", "--vsock-cid", "42",      "--address", "127.0.0.1:7000", NULL};
   CU_ASSERT_EQUAL(parse(&o, &err, w2), 0);
   CU_ASSERT_EQUAL(o.vcpus, 2);
   CU_ASSERT_EQUAL(o.memory_mib, 512);
@@ -67,15 +68,15 @@ static void test_args_errors(void)
   ctl_opts o;
   cmn_error err;
   const char *bad[][6] = {
-    {"get", NULL},                           /* missing ID */
-    {"get", "a", "b", NULL},                 /* too many */
-    {"frobnicate", NULL},                    /* unknown command */
-    {"get", "a", "--vcpus", "2", NULL},      /* option of another command */
-    {"create", "a", "--vcpus", "zero", NULL},
-    {"list", "--bogus", NULL},
-    {"get", "a", "--timeout", NULL},         /* missing value */
-    {"get", "a", "--timeout", "soon", NULL},
-    {"create", "a", "--vsock-cid", "2", NULL}, /* CIDs 0-2 are reserved */
+      {"get", NULL},                      /* missing ID */
+      {"get", "a", "b", NULL},            /* too many */
+      {"frobnicate", NULL},               /* unknown command */
+      {"get", "a", "--vcpus", "2", NULL}, /* option of another command */
+      {"create", "a", "--vcpus", "zero", NULL},
+      {"list", "--bogus", NULL},
+      {"get", "a", "--timeout", NULL}, /* missing value */
+      {"get", "a", "--timeout", "soon", NULL},
+      {"create", "a", "--vsock-cid", "2", NULL}, /* CIDs 0-2 are reserved */
   };
   for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
     CU_ASSERT_EQUAL(parse(&o, &err, bad[i]), -1);
@@ -139,9 +140,14 @@ static void test_default_target(void)
   }
   free(t);
 
-  if (saved_sock) setenv("EMBER_SOCKET", saved_sock, 1);
-  if (saved_xdg) setenv("XDG_DATA_HOME", saved_xdg, 1); else unsetenv("XDG_DATA_HOME");
-  if (saved_home) setenv("HOME", saved_home, 1);
+  if (saved_sock)
+    setenv("EMBER_SOCKET", saved_sock, 1);
+  if (saved_xdg)
+    setenv("XDG_DATA_HOME", saved_xdg, 1);
+  else
+    unsetenv("XDG_DATA_HOME");
+  if (saved_home)
+    setenv("HOME", saved_home, 1);
   free(saved_sock);
   free(saved_xdg);
   free(saved_home);
@@ -200,8 +206,8 @@ static void test_json_roundtrip(void)
   CU_ASSERT_STRING_EQUAL(cJSON_GetObjectItem(j, "lastStandbyDuration")->valuestring, "1.500s");
   CU_ASSERT_STRING_EQUAL(cJSON_GetObjectItem(j, "createTime")->valuestring,
                          "2026-01-02T03:04:05.123456Z");
-  CU_ASSERT_STRING_EQUAL(
-      cJSON_GetObjectItem(cJSON_GetObjectItem(j, "labels"), "team")->valuestring, "infra");
+  CU_ASSERT_STRING_EQUAL(cJSON_GetObjectItem(cJSON_GetObjectItem(j, "labels"), "team")->valuestring,
+                         "infra");
   CU_ASSERT(cJSON_IsTrue(cJSON_GetObjectItem(j, "hasSnapshot")));
   CU_ASSERT_STRING_EQUAL(cJSON_GetObjectItem(j, "lastSnapshotKind")->valuestring,
                          "SNAPSHOT_KIND_UNSPECIFIED");
@@ -246,13 +252,13 @@ static void test_json_roundtrip(void)
 static void test_json_input_errors(void)
 {
   const char *bad[] = {
-    "{\"vcpu\": 1}",                    /* unknown field */
-    "{\"vcpus\": -1}",                  /* out of range */
-    "{\"vcpus\": 1.5}",
-    "{\"memoryMib\": \"lots\"}",
-    "{\"disks\": {\"path\": \"x\"}}",   /* not an array */
-    "{\"disks\": [{\"path\": 3}]}",
-    "{\"hypervisor\": true}",
+      "{\"vcpu\": 1}",   /* unknown field */
+      "{\"vcpus\": -1}", /* out of range */
+      "{\"vcpus\": 1.5}",
+      "{\"memoryMib\": \"lots\"}",
+      "{\"disks\": {\"path\": \"x\"}}", /* not an array */
+      "{\"disks\": [{\"path\": 3}]}",
+      "{\"hypervisor\": true}",
   };
   for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
     cJSON *j = cJSON_Parse(bad[i]);

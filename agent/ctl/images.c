@@ -113,8 +113,7 @@ int ctl_run_pull(ctl_rpc *rpc, const ctl_opts *o, FILE *out, cmn_error *err)
   req.reference = o->args[0];
   ctl__pull p = {.out = out, .o = o, .tty = isatty(fileno(out)) == 1};
   int r = ctl_rpc_stream(rpc, CTL_IMG "PullImage", &req.base,
-                         &ember__v1__pull_image_progress__descriptor, NULL, ctl__pull_msg, &p,
-                         err);
+                         &ember__v1__pull_image_progress__descriptor, NULL, ctl__pull_msg, &p, err);
   if (p.bar_shown)
     fputc('\n', out);
   if (r < 0) {
@@ -289,8 +288,8 @@ int ctl_run_import(ctl_rpc *rpc, const ctl_opts *o, FILE *out, cmn_error *err)
     cmn_err_errno(err, CMN_NOT_FOUND, errno, "open %s", o->args[0]);
     return CMN_NOT_FOUND;
   }
-  ctl__import x = {.fd = fd, .format = format, .name = o->import_name,
-                   .buf = cmn_malloc(CTL_IMPORT_CHUNK)};
+  ctl__import x = {
+      .fd = fd, .format = format, .name = o->import_name, .buf = cmn_malloc(CTL_IMPORT_CHUNK)};
   ProtobufCMessage *resp = NULL;
   int r = ctl_rpc_client_stream(rpc, CTL_IMG "ImportImage", ctl__import_next, &x,
                                 &ember__v1__image__descriptor, &resp, err);

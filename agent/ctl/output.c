@@ -70,9 +70,12 @@ ctl_name ctl_operation_name(int op)
 const char *ctl_snapshot_kind_name(int kind)
 {
   switch (kind) {
-  case EMBER__V1__SNAPSHOT_KIND__SNAPSHOT_KIND_FULL: return "full";
-  case EMBER__V1__SNAPSHOT_KIND__SNAPSHOT_KIND_DIFF: return "diff";
-  default: return "-";
+  case EMBER__V1__SNAPSHOT_KIND__SNAPSHOT_KIND_FULL:
+    return "full";
+  case EMBER__V1__SNAPSHOT_KIND__SNAPSHOT_KIND_DIFF:
+    return "diff";
+  default:
+    return "-";
   }
 }
 
@@ -168,8 +171,8 @@ void ctl_table_free(ctl_table *t)
 
 void ctl_print_instances(FILE *f, Ember__V1__Instance *const *v, size_t n)
 {
-  static const char *const hdr[] = {"NAME", "ID", "HYPERVISOR", "STATE", "VCPUS", "MEMORY",
-                                    "SNAPSHOT", "PID"};
+  static const char *const hdr[] = {"NAME",  "ID",     "HYPERVISOR", "STATE",
+                                    "VCPUS", "MEMORY", "SNAPSHOT",   "PID"};
   ctl_table *t = ctl_table_new(8, hdr);
   for (size_t i = 0; i < n; i++) {
     const Ember__V1__Instance *in = v[i];
@@ -183,14 +186,9 @@ void ctl_print_instances(FILE *f, Ember__V1__Instance *const *v, size_t n)
     if (in->vmm_pid > 0)
       snprintf(pid, sizeof(pid), "%" PRId32, in->vmm_pid);
     ctl_name state = ctl_state_name(in->state);
-    const char *row[] = {in->name,
-                         in->id,
-                         in->spec != NULL ? in->spec->hypervisor : "-",
-                         state.s,
-                         vcpus,
-                         mem,
-                         snap,
-                         pid};
+    const char *row[] = {in->name, in->id, in->spec != NULL ? in->spec->hypervisor : "-",
+                         state.s,  vcpus,  mem,
+                         snap,     pid};
     ctl_table_add(t, row);
   }
   ctl_table_print(t, f);

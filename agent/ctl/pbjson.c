@@ -154,14 +154,13 @@ static cJSON *ctl__wkt_to_json(const ProtobufCMessage *m)
     if (gmtime_r(&t, &tm) == NULL)
       return cJSON_CreateNull();
     ctl__frac(frac, sizeof(frac), nanos);
-    snprintf(buf, sizeof(buf), "%04d-%02d-%02dT%02d:%02d:%02d%sZ", tm.tm_year + 1900,
-             tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, frac);
+    snprintf(buf, sizeof(buf), "%04d-%02d-%02dT%02d:%02d:%02d%sZ", tm.tm_year + 1900, tm.tm_mon + 1,
+             tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, frac);
     return cJSON_CreateString(buf);
   }
   bool neg = sec < 0 || nanos < 0;
   ctl__frac(frac, sizeof(frac), nanos < 0 ? -nanos : nanos);
-  snprintf(buf, sizeof(buf), "%s%lld%ss", neg ? "-" : "", (long long)(sec < 0 ? -sec : sec),
-           frac);
+  snprintf(buf, sizeof(buf), "%s%lld%ss", neg ? "-" : "", (long long)(sec < 0 ? -sec : sec), frac);
   return cJSON_CreateString(buf);
 }
 
@@ -521,8 +520,8 @@ int ctl_pb_from_json(const cJSON *json, const ProtobufCMessageDescriptor *desc,
         protobuf_c_message_init(ed, e);
         (*arrp)[(*np)++] = e;
         CTL_MEMBER(char *, e, ed->fields[0].offset) = cmn_strdup(el->string);
-        if (ctl__value_from_json(&ed->fields[1], el, (char *)e + ed->fields[1].offset, path,
-                                 err) < 0)
+        if (ctl__value_from_json(&ed->fields[1], el, (char *)e + ed->fields[1].offset, path, err) <
+            0)
           goto fail;
       }
       continue;

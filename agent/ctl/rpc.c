@@ -60,8 +60,7 @@ static gpr_timespec ctl__deadline(int64_t timeout_ms)
 {
   if (timeout_ms <= 0)
     return gpr_inf_future(GPR_CLOCK_REALTIME);
-  return gpr_time_add(gpr_now(GPR_CLOCK_REALTIME),
-                      gpr_time_from_millis(timeout_ms, GPR_TIMESPAN));
+  return gpr_time_add(gpr_now(GPR_CLOCK_REALTIME), gpr_time_from_millis(timeout_ms, GPR_TIMESPAN));
 }
 
 /* True once a signal of the set is pending; consumes it. */
@@ -241,8 +240,7 @@ int ctl_rpc_unary(ctl_rpc *rpc, const char *method, const ProtobufCMessage *req,
   }
   *resp = ctl__unpack(recv, resp_desc);
   if (*resp == NULL) {
-    cmn_err_set(err, CMN_INTERNAL, "%s: cannot decode the response as %s", method,
-                resp_desc->name);
+    cmn_err_set(err, CMN_INTERNAL, "%s: cannot decode the response as %s", method, resp_desc->name);
     goto out;
   }
   ret = 0;

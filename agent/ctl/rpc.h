@@ -22,8 +22,8 @@
 typedef struct ctl_rpc {
   struct grpc_channel *channel;
   const char *target;
-  int64_t timeout_ms;   /* deadline of each call; <= 0: none */
-  sigset_t interrupt;   /* signals that cancel a call; may be empty */
+  int64_t timeout_ms; /* deadline of each call; <= 0: none */
+  sigset_t interrupt; /* signals that cancel a call; may be empty */
 } ctl_rpc;
 
 /* Creates the channel (no I/O yet: connecting happens on the first call).

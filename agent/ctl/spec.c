@@ -90,8 +90,9 @@ static Ember__V1__CreateInstanceRequest *ctl__from_file(const char *file, cmn_er
     return cmn_err_prefix(err, "--spec"), NULL;
   cJSON *root = cJSON_ParseWithLength(text, len);
   if (root == NULL)
-    return cmn_err_set(err, CMN_INVALID_ARGUMENT, "--spec %s: not valid JSON (near '%.20s')",
-                       file, cJSON_GetErrorPtr() != NULL ? cJSON_GetErrorPtr() : ""), NULL;
+    return cmn_err_set(err, CMN_INVALID_ARGUMENT, "--spec %s: not valid JSON (near '%.20s')", file,
+                       cJSON_GetErrorPtr() != NULL ? cJSON_GetErrorPtr() : ""),
+           NULL;
   int r;
   ProtobufCMessage *m = NULL;
   if (cJSON_IsObject(root) && (cJSON_GetObjectItemCaseSensitive(root, "spec") != NULL ||

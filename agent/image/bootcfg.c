@@ -39,7 +39,8 @@ static int bootcfg_add(bootcfg_buf *b, unsigned tag, const char *v, size_t max, 
       EMBER_BOOTCFG_MAX_PAYLOAD)
     return cmn_err_set(err, CMN_INVALID_ARGUMENT,
                        "the boot config exceeds %u bytes (command line and environment too "
-                       "large)", EMBER_BOOTCFG_MAX_PAYLOAD);
+                       "large)",
+                       EMBER_BOOTCFG_MAX_PAYLOAD);
   bootcfg_grow(b, EMBER_BOOTCFG_RECORD_HEADER + n);
   unsigned char *r = b->p + b->len;
   ember_bootcfg_put16(r, (uint16_t)tag);
@@ -59,22 +60,21 @@ static int bootcfg_records(const img_bootcfg *c, bootcfg_buf *b, cmn_error *err)
     return cmn_err_set(err, CMN_INVALID_ARGUMENT, "%zu arguments (at most %u)", c->argc,
                        EMBER_BOOTCFG_MAX_ARGS);
   if (c->envc > EMBER_BOOTCFG_MAX_ENV)
-    return cmn_err_set(err, CMN_INVALID_ARGUMENT, "%zu environment variables (at most %u)",
-                       c->envc, EMBER_BOOTCFG_MAX_ENV);
+    return cmn_err_set(err, CMN_INVALID_ARGUMENT, "%zu environment variables (at most %u)", c->envc,
+                       EMBER_BOOTCFG_MAX_ENV);
   for (size_t i = 0; i < c->argc; i++) {
     if (c->argv[i] == NULL)
       return cmn_err_set(err, CMN_INVALID_ARGUMENT, "argument %zu is missing", i);
-    if (bootcfg_add(b, EMBER_BOOTCFG_ARG, c->argv[i], EMBER_BOOTCFG_MAX_VALUE, "an argument",
-                    err) < 0)
+    if (bootcfg_add(b, EMBER_BOOTCFG_ARG, c->argv[i], EMBER_BOOTCFG_MAX_VALUE, "an argument", err) <
+        0)
       return -1;
   }
   for (size_t i = 0; i < c->envc; i++) {
     const char *e = c->env != NULL ? c->env[i] : NULL;
     if (e == NULL || e[0] == '=' || strchr(e, '=') == NULL)
-      return cmn_err_set(err, CMN_INVALID_ARGUMENT,
-                         "environment entry %zu is not KEY=VALUE", i);
-    if (bootcfg_add(b, EMBER_BOOTCFG_ENV, e, EMBER_BOOTCFG_MAX_VALUE,
-                    "an environment variable", err) < 0)
+      return cmn_err_set(err, CMN_INVALID_ARGUMENT, "environment entry %zu is not KEY=VALUE", i);
+    if (bootcfg_add(b, EMBER_BOOTCFG_ENV, e, EMBER_BOOTCFG_MAX_VALUE, "an environment variable",
+                    err) < 0)
       return -1;
   }
   if (c->workdir != NULL && c->workdir[0] != '\0') {

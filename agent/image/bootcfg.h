@@ -18,12 +18,12 @@
 typedef struct img_bootcfg {
   const char *const *argv; /* argc >= 1 strings: the process to run */
   size_t argc;
-  const char *const *env;  /* "KEY=VALUE" strings */
+  const char *const *env; /* "KEY=VALUE" strings */
   size_t envc;
-  const char *workdir;     /* absolute */
-  const char *user;        /* OCI User: "uid[:gid]" or "name[:group]" */
+  const char *workdir; /* absolute */
+  const char *user;    /* OCI User: "uid[:gid]" or "name[:group]" */
   const char *hostname;
-  const char *root;        /* guest device path of the rootfs, e.g. "/dev/vda" */
+  const char *root; /* guest device path of the rootfs, e.g. "/dev/vda" */
 } img_bootcfg;
 
 /* Encodes c into a malloc'ed buffer padded with zeros to a multiple of 64 KiB

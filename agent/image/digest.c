@@ -61,8 +61,7 @@ void img_sha256_buf(const void *data, size_t len, char out[IMG_DIGEST_LEN + 1])
   img_sha256_free(h);
 }
 
-int img_sha256_file(const char *path, char out[IMG_DIGEST_LEN + 1], long long *size,
-                    cmn_error *err)
+int img_sha256_file(const char *path, char out[IMG_DIGEST_LEN + 1], long long *size, cmn_error *err)
 {
   cleanup_close int fd = cmn_open(path, O_RDONLY, 0);
   if (fd < 0)
@@ -115,7 +114,4 @@ int img_digest_check(const char *s, const char *what, cmn_error *err)
                      s ? s : "");
 }
 
-const char *img_digest_hex(const char *s)
-{
-  return s + 7;
-}
+const char *img_digest_hex(const char *s) { return s + 7; }

@@ -52,8 +52,10 @@ static int json_strings(const cJSON *obj, const char *key, const cJSON **out, cm
   if (a == NULL || cJSON_IsNull(a))
     return 0;
   if (!cJSON_IsArray(a))
-    return cmn_err_set(err, CMN_INVALID_ARGUMENT, "image config: config.%s is not an array of "
-                       "strings", key);
+    return cmn_err_set(err, CMN_INVALID_ARGUMENT,
+                       "image config: config.%s is not an array of "
+                       "strings",
+                       key);
   const cJSON *it;
   cJSON_ArrayForEach(it, a)
   {
@@ -172,8 +174,8 @@ static int resolve(const cJSON *cfg, const img_overrides *ov, strv *argv, strv *
   return 0;
 }
 
-int img_config_resolve(const char *json, size_t len, const img_overrides *ov,
-                       img_run_config *out, cmn_error *err)
+int img_config_resolve(const char *json, size_t len, const img_overrides *ov, img_run_config *out,
+                       cmn_error *err)
 {
   memset(out, 0, sizeof(*out));
   img_overrides none = {0};

@@ -55,8 +55,8 @@ typedef struct img_overrides {
  * into *out (zeroed first; free with img_run_config_free). Malformed JSON, a
  * field of the wrong type (named, e.g. "config.Cmd"), a bad Env entry or a
  * relative workdir are INVALID_ARGUMENT; nothing is allocated on failure. */
-int img_config_resolve(const char *json, size_t len, const img_overrides *ov,
-                       img_run_config *out, cmn_error *err);
+int img_config_resolve(const char *json, size_t len, const img_overrides *ov, img_run_config *out,
+                       cmn_error *err);
 /* Deep copy; dst is overwritten (not freed first). */
 void img_run_config_copy(img_run_config *dst, const img_run_config *src);
 /* Frees the members and zeroes *c; NULL-safe. */

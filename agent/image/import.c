@@ -89,8 +89,7 @@ static char *norm_path(const char *p, cmn_error *err)
     if (n == 2 && c[0] == '.' && c[1] == '.') {
       if (o == 0) {
         free(out);
-        cmn_err_set(err, CMN_INVALID_ARGUMENT, "archive entry '%.200s' leaves the archive (..)",
-                    p);
+        cmn_err_set(err, CMN_INVALID_ARGUMENT, "archive entry '%.200s' leaves the archive (..)", p);
         return NULL;
       }
       while (o > 0 && out[o - 1] != '/')
@@ -132,8 +131,7 @@ static int read_meta(imp *im, struct archive *a, char **out, size_t *len, const 
     }
     if ((size_t)off + sz > META_MAX) {
       free(buf);
-      return cmn_err_set(err, CMN_RESOURCE_EXHAUSTED, "%s is larger than %d bytes", name,
-                         META_MAX);
+      return cmn_err_set(err, CMN_RESOURCE_EXHAUSTED, "%s is larger than %d bytes", name, META_MAX);
     }
     if ((size_t)off + sz > n) {
       buf = cmn_realloc(buf, (size_t)off + sz + 1);
@@ -184,7 +182,7 @@ static int read_blob(imp *im, struct archive *a, const char *digest, int64_t siz
       static const char zeros[4096];
       while (off_expected < off) {
         size_t k = (size_t)(off - off_expected) < sizeof(zeros) ? (size_t)(off - off_expected)
-                                                                 : sizeof(zeros);
+                                                                : sizeof(zeros);
         if (img_blob_write(w, zeros, k, err) < 0) {
           img_blob_abort(w);
           return -1;
@@ -253,8 +251,8 @@ static int read_archive(imp *im, cmn_error *err)
           continue; /* absolute symlinks are ignored: never followed */
         }
         const char *slash = strrchr(path, '/');
-        cleanup_free char *joined = slash ? cmn_asprintf("%.*s/%s", (int)(slash - path), path, t)
-                                          : cmn_strdup(t);
+        cleanup_free char *joined =
+            slash ? cmn_asprintf("%.*s/%s", (int)(slash - path), path, t) : cmn_strdup(t);
         target = norm_path(joined, err);
       }
       if (target == NULL) {
@@ -449,8 +447,10 @@ static int finish_docker(imp *im, img_record *rec, char **refname, cmn_error *er
     const struct entry *le = lp ? find_entry(im, lp) : NULL;
     if (le == NULL || le->link != NULL) {
       if (!cJSON_IsString(l) || lp != NULL)
-        cmn_err_set(err, CMN_INVALID_ARGUMENT, "docker-archive: layer %.200s is not in the "
-                    "archive", cJSON_IsString(l) ? l->valuestring : "(not a string)");
+        cmn_err_set(err, CMN_INVALID_ARGUMENT,
+                    "docker-archive: layer %.200s is not in the "
+                    "archive",
+                    cJSON_IsString(l) ? l->valuestring : "(not a string)");
       goto out;
     }
     img_lease_hold(im->l, le->digest);
@@ -481,8 +481,8 @@ static int finish_docker(imp *im, img_record *rec, char **refname, cmn_error *er
   }
   if (img_blob_commit(w, mdg, err) < 0)
     goto out;
-  rec->manifest = (img_desc){cmn_strdup(mdg), cmn_strdup(IMG_MT_OCI_MANIFEST),
-                             (int64_t)strlen(text)};
+  rec->manifest =
+      (img_desc){cmn_strdup(mdg), cmn_strdup(IMG_MT_OCI_MANIFEST), (int64_t)strlen(text)};
   ret = 0;
 out:
   cJSON_Delete(m);
@@ -556,8 +556,9 @@ int img_import(img_store *s, const img_import_opts *o, img_record *out, cmn_erro
                           "docker-archive (manifest.json)");
     }
     for (size_t i = 0; ret == 0 && i < rec.n_layers + 2; i++) {
-      const char *dg = i < rec.n_layers ? rec.layers[i].digest
-                       : i == rec.n_layers ? rec.config.digest : rec.manifest.digest;
+      const char *dg = i < rec.n_layers    ? rec.layers[i].digest
+                       : i == rec.n_layers ? rec.config.digest
+                                           : rec.manifest.digest;
       if (!img_store_has_blob(s, dg))
         ret = cmn_err_set(err, CMN_INVALID_ARGUMENT, "blob %s is not in the archive", dg);
       else
@@ -616,8 +617,8 @@ int img_import_fd(img_store *s, int kind, const char *name, int64_t max_bytes, i
 {
   struct fd_src *f = cmn_calloc(1, sizeof(*f));
   f->fd = fd;
-  img_import_opts o = {.kind = kind, .name = name, .max_bytes = max_bytes, .read = fd_read,
-                       .opaque = f};
+  img_import_opts o = {
+      .kind = kind, .name = name, .max_bytes = max_bytes, .read = fd_read, .opaque = f};
   int r = img_import(s, &o, out, err);
   free(f);
   return r;

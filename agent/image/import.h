@@ -22,9 +22,9 @@
 typedef int (*img_import_read_fn)(void *opaque, const void **buf, size_t *len, cmn_error *err);
 
 typedef struct img_import_opts {
-  int kind;            /* enum img_kind */
-  const char *name;    /* the name to record (e.g. "my-kernel:6.1"); may be NULL */
-  int64_t max_bytes;   /* the whole upload (compressed) and any one file; 0 = 64 GiB */
+  int kind;          /* enum img_kind */
+  const char *name;  /* the name to record (e.g. "my-kernel:6.1"); may be NULL */
+  int64_t max_bytes; /* the whole upload (compressed) and any one file; 0 = 64 GiB */
   img_import_read_fn read;
   void *opaque;
 } img_import_opts;

@@ -155,10 +155,7 @@ static void tree_drop(img_tree *t, img_node *n)
   t->n_nodes--;
 }
 
-static bool is_staged(mode_t mode)
-{
-  return S_ISDIR(mode) || S_ISREG(mode) || S_ISLNK(mode);
-}
+static bool is_staged(mode_t mode) { return S_ISDIR(mode) || S_ISREG(mode) || S_ISLNK(mode); }
 
 /* Removes n from the staging tree and the manifest. Every folder on the way
  * is a real folder (the manifest mirrors the tree), so the path is safe. */
@@ -256,8 +253,7 @@ static int norm_path(const char *in, char **out, cmn_error *err)
     if (cl > 0 && !(cl == 1 && p[0] == '.')) {
       if (++depth > DEPTH_MAX) {
         free(o);
-        return cmn_err_set(err, CMN_INVALID_ARGUMENT, "more than %d levels of folders",
-                           DEPTH_MAX);
+        return cmn_err_set(err, CMN_INVALID_ARGUMENT, "more than %d levels of folders", DEPTH_MAX);
       }
       if (ol > 0)
         o[ol++] = '/';
@@ -289,8 +285,8 @@ static int open_dir_beneath(const img_tree *t, const char *rel, cmn_error *err)
     int e = errno;
     close(fd);
     if (next < 0)
-      return cmn_err_errno(err, e == ELOOP || e == ENOTDIR ? CMN_INVALID_ARGUMENT : CMN_INTERNAL,
-                           e, "open folder '%s' without following links", rel);
+      return cmn_err_errno(err, e == ELOOP || e == ENOTDIR ? CMN_INVALID_ARGUMENT : CMN_INTERNAL, e,
+                           "open folder '%s' without following links", rel);
     fd = next;
   }
   return fd;
@@ -325,8 +321,7 @@ static img_node *ensure_dir(img_tree *t, const char *dir, cmn_error *err)
       n->mode = S_IFDIR | 0755;
     } else if (S_ISLNK(n->mode)) {
       cmn_err_set(err, CMN_INVALID_ARGUMENT,
-                  "goes through the symbolic link '%s': writing through links is refused",
-                  prefix);
+                  "goes through the symbolic link '%s': writing through links is refused", prefix);
       return NULL;
     } else if (!S_ISDIR(n->mode)) {
       cmn_err_set(err, CMN_INVALID_ARGUMENT, "'%s' is not a folder", prefix);
@@ -377,8 +372,8 @@ static int set_meta(img_node *n, mode_t type, struct archive_entry *e, cmn_error
     if (name == NULL || !xattr_name_kept(name) || strlen(name) > NAME_MAX_BYTES)
       continue; /* other namespaces have no ext4 encoding: dropped (docs/rootfs.md) */
     if (size > XATTR_VALUE_MAX)
-      return cmn_err_set(err, CMN_INVALID_ARGUMENT, "xattr %s of %zu bytes (limit %d)", name,
-                         size, XATTR_VALUE_MAX);
+      return cmn_err_set(err, CMN_INVALID_ARGUMENT, "xattr %s of %zu bytes (limit %d)", name, size,
+                         XATTR_VALUE_MAX);
     img_xattr *x = &n->xattrs[n->n_xattrs++];
     x->name = cmn_strdup(name);
     x->value = cmn_malloc(size ? size : 1);
@@ -453,9 +448,9 @@ static int write_content(img_tree *t, struct archive *a, int fd, int64_t size, c
       if (w < 0) {
         if (errno == EINTR)
           continue;
-        return cmn_err_errno(err, errno == ENOSPC || errno == EDQUOT ? CMN_RESOURCE_EXHAUSTED
-                                                                     : CMN_INTERNAL,
-                             errno, "write staging file");
+        return cmn_err_errno(
+            err, errno == ENOSPC || errno == EDQUOT ? CMN_RESOURCE_EXHAUSTED : CMN_INTERNAL, errno,
+            "write staging file");
       }
       p += w;
       off += w;

@@ -43,7 +43,7 @@ typedef struct img_node {
   uint32_t uid, gid;
   unsigned rdev_major, rdev_minor; /* S_IFCHR / S_IFBLK */
   int64_t mtime;
-  uint64_t size;    /* S_IFREG: content bytes */
+  uint64_t size; /* S_IFREG: content bytes */
   img_xattr *xattrs;
   size_t n_xattrs;
   unsigned layer; /* index of the layer that last wrote it */
@@ -65,7 +65,7 @@ int img_tree_apply(img_tree *t, const img_layer *layer, cmn_error *err);
 const img_node *img_tree_root(const img_tree *t);
 /* The entry at a relative path, NULL when absent. */
 const img_node *img_tree_lookup(const img_tree *t, const char *path);
-uint64_t img_tree_entries(const img_tree *t);       /* entries in the tree, root included */
+uint64_t img_tree_entries(const img_tree *t); /* entries in the tree, root included */
 /* Regular file bytes of the tree, each name counted (an upper bound with hard links). */
 uint64_t img_tree_content_bytes(const img_tree *t);
 const char *img_tree_dir(const img_tree *t);

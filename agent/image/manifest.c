@@ -28,9 +28,9 @@ bool img_manifest_is_index(const char *body, size_t len, const char *ctype)
 {
   cJSON *o = cJSON_ParseWithLength(body, len);
   const char *mt = json_str(o, "mediaType");
-  bool r = mt ? media_is_index(mt)
-              : ctype ? media_is_index(ctype)
-                      : cJSON_GetObjectItemCaseSensitive(o, "manifests") != NULL;
+  bool r = mt      ? media_is_index(mt)
+           : ctype ? media_is_index(ctype)
+                   : cJSON_GetObjectItemCaseSensitive(o, "manifests") != NULL;
   cJSON_Delete(o);
   return r;
 }
@@ -51,8 +51,8 @@ static bool ref_matches(const cJSON *m, const char *want)
   return colon != NULL && strcmp(rn, colon + 1) == 0;
 }
 
-int img_index_pick(const char *body, size_t len, int bad_code, const char *want_ref,
-                   char **digest, char **ref_name, cmn_error *err)
+int img_index_pick(const char *body, size_t len, int bad_code, const char *want_ref, char **digest,
+                   char **ref_name, cmn_error *err)
 {
   *digest = NULL;
   if (ref_name)
@@ -85,12 +85,11 @@ int img_index_pick(const char *body, size_t len, int bad_code, const char *want_
       n_bare++;
     }
     if (off < sizeof(seen) - 80) {
-      const char *rn = json_str(cJSON_GetObjectItemCaseSensitive(m, "annotations"),
-                                REF_NAME_KEY);
+      const char *rn = json_str(cJSON_GetObjectItemCaseSensitive(m, "annotations"), REF_NAME_KEY);
       int k = p ? snprintf(seen + off, sizeof(seen) - off, "%s%.24s/%.24s", off ? ", " : "",
                            os ? os : "?", arch ? arch : "?")
-                : snprintf(seen + off, sizeof(seen) - off, "%s%.40s (no platform)",
-                           off ? ", " : "", rn ? rn : "unnamed");
+                : snprintf(seen + off, sizeof(seen) - off, "%s%.40s (no platform)", off ? ", " : "",
+                           rn ? rn : "unnamed");
       if (k > 0)
         off += (size_t)k;
     }
@@ -102,7 +101,8 @@ int img_index_pick(const char *body, size_t len, int bad_code, const char *want_
     if (n_bare > 1)
       return cmn_err_set(err, CMN_INVALID_ARGUMENT,
                          "the index holds several images without a platform (%s); name the "
-                         "one to take by its ref name", seen);
+                         "one to take by its ref name",
+                         seen);
     return cmn_err_set(err, CMN_NOT_FOUND, "no linux/amd64 manifest in the index; it has: %s",
                        off ? seen : "(nothing)");
   }
@@ -114,8 +114,7 @@ int img_index_pick(const char *body, size_t len, int bad_code, const char *want_
   }
   *digest = cmn_strdup(dg);
   if (ref_name) {
-    const char *rn = json_str(cJSON_GetObjectItemCaseSensitive(pick, "annotations"),
-                              REF_NAME_KEY);
+    const char *rn = json_str(cJSON_GetObjectItemCaseSensitive(pick, "annotations"), REF_NAME_KEY);
     *ref_name = rn ? cmn_strdup(rn) : NULL;
   }
   cJSON_Delete(o);
@@ -188,8 +187,7 @@ int img_manifest_parse(const char *body, size_t len, const char *digest, const c
   }
   int nl = cJSON_GetArraySize(layers);
   if (nl > IMG_MAX_LAYERS) {
-    cmn_err_set(err, CMN_RESOURCE_EXHAUSTED, "manifest has %d layers (max %d)", nl,
-                IMG_MAX_LAYERS);
+    cmn_err_set(err, CMN_RESOURCE_EXHAUSTED, "manifest has %d layers (max %d)", nl, IMG_MAX_LAYERS);
     goto out;
   }
   rec->kind = IMG_KIND_OCI;

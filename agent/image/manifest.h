@@ -28,8 +28,8 @@ bool img_manifest_is_index(const char *body, size_t len, const char *ctype);
  * be NULL): when some entries' org.opencontainers.image.ref.name annotation
  * equals it or its tag, only those are candidates. *ref_name (may be NULL)
  * gets the chosen entry's annotation, or NULL. */
-int img_index_pick(const char *body, size_t len, int bad_code, const char *want_ref,
-                   char **digest, char **ref_name, cmn_error *err);
+int img_index_pick(const char *body, size_t len, int bad_code, const char *want_ref, char **digest,
+                   char **ref_name, cmn_error *err);
 /* Parses an image manifest into rec (kind OCI; manifest = digest, len, media
  * type; config; layers with supported tar media types, sizes <= blob_max). */
 int img_manifest_parse(const char *body, size_t len, const char *digest, const char *ctype,

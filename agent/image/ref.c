@@ -9,15 +9,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-static bool ref__lower_alnum(char c)
-{
-  return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9');
-}
+static bool ref__lower_alnum(char c) { return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9'); }
 
-static bool ref__alnum(char c)
-{
-  return ref__lower_alnum(c) || (c >= 'A' && c <= 'Z');
-}
+static bool ref__alnum(char c) { return ref__lower_alnum(c) || (c >= 'A' && c <= 'Z'); }
 
 /* One repository path component [a-z0-9]+((\.|_|__|-+)[a-z0-9]+)* of n bytes. */
 static bool ref__path_component(const char *p, size_t n)
@@ -158,7 +152,8 @@ int img_ref_parse(const char *s, img_ref *out, cmn_error *err)
         (dlen == 9 && strncmp(copy, "localhost", 9) == 0))) {
     cmn_err_set(err, CMN_INVALID_ARGUMENT,
                 "reference '%.100s': '%.*s' is not a registry host (a host holds a '.' or a "
-                "port, or is localhost; ember has no default registry)", s, (int)dlen, copy);
+                "port, or is localhost; ember has no default registry)",
+                s, (int)dlen, copy);
     goto out;
   }
   if (ref__domain(copy, dlen, &r, err) < 0)
@@ -185,7 +180,8 @@ int img_ref_parse(const char *s, img_ref *out, cmn_error *err)
     if (!ref__path_component(c, n)) {
       cmn_err_set(err, CMN_INVALID_ARGUMENT,
                   "reference: repository component '%.*s' must be lowercase letters and "
-                  "digits joined by '.', '_' or '-'", (int)(n > 100 ? 100 : n), c);
+                  "digits joined by '.', '_' or '-'",
+                  (int)(n > 100 ? 100 : n), c);
       goto out;
     }
     if (e == NULL)
@@ -224,7 +220,4 @@ char *img_ref_string(const img_ref *r)
                       r->tag ? r->tag : "", r->digest ? "@" : "", r->digest ? r->digest : "");
 }
 
-const char *img_ref_target(const img_ref *r)
-{
-  return r->digest ? r->digest : r->tag;
-}
+const char *img_ref_target(const img_ref *r) { return r->digest ? r->digest : r->tag; }

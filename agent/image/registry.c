@@ -23,8 +23,9 @@
 #include <sys/statvfs.h>
 #include <time.h>
 
-#define ACCEPT_ALL "Accept: " IMG_MT_OCI_INDEX ", " IMG_MT_OCI_MANIFEST ", " \
-                   IMG_MT_DOCKER_LIST ", " IMG_MT_DOCKER_MANIFEST
+#define ACCEPT_ALL                                                                                 \
+  "Accept: " IMG_MT_OCI_INDEX ", " IMG_MT_OCI_MANIFEST ", " IMG_MT_DOCKER_LIST                     \
+  ", " IMG_MT_DOCKER_MANIFEST
 #define TOKEN_MAX (256 << 10)
 #define ERRBODY_MAX 2048
 #define MAX_REDIRECTS 5
@@ -37,11 +38,11 @@ typedef struct pull_ctx {
   img_ref ref;
   img_lease *lease;
   CURL *curl;
-  bool http;          /* plain HTTP to this registry */
+  bool http; /* plain HTTP to this registry */
   bool loopback;
   bool insecure;
-  char *auth;         /* "Authorization: ..." for the registry, or NULL */
-  char *user, *pass;  /* Basic credentials, or NULL */
+  char *auth;        /* "Authorization: ..." for the registry, or NULL */
+  char *user, *pass; /* Basic credentials, or NULL */
   int64_t deadline_ms;
   long pull_timeout_s, low_speed_s, connect_s;
   int64_t done, total; /* overall progress */
@@ -52,11 +53,11 @@ typedef struct pull_ctx {
 /* One response, as seen through the callbacks. */
 typedef struct resp {
   pull_ctx *c;
-  long status;             /* of the latest header block */
+  long status; /* of the latest header block */
   char *www_auth;
   char *content_type;
   char *docker_digest;
-  int64_t content_length;  /* -1 when absent */
+  int64_t content_length; /* -1 when absent */
   /* memory sink */
   char *buf;
   size_t len;
@@ -100,8 +101,13 @@ static void progress(pull_ctx *c, const char *phase, const char *digest, int64_t
 {
   if (c->po == NULL || c->po->progress == NULL)
     return;
-  img_pull_progress p = {.phase = phase, .digest = digest, .blob_done = bd, .blob_total = bt,
-                         .done = c->done, .total = c->total, .blob_index = c->blob_index,
+  img_pull_progress p = {.phase = phase,
+                         .digest = digest,
+                         .blob_done = bd,
+                         .blob_total = bt,
+                         .done = c->done,
+                         .total = c->total,
+                         .blob_index = c->blob_index,
                          .n_blobs = c->n_blobs};
   c->po->progress(c->po->opaque, &p);
 }
@@ -264,7 +270,8 @@ static int curl_fail(pull_ctx *c, CURLcode rc, resp *r, const char *what, cmn_er
   if (r->oversized)
     return cmn_err_set(err, CMN_RESOURCE_EXHAUSTED,
                        "registry %s: %s is larger than the limit of %zu bytes (oversized "
-                       "manifest)", c->ref.registry, what, r->max);
+                       "manifest)",
+                       c->ref.registry, what, r->max);
   switch (rc) {
   case CURLE_ABORTED_BY_CALLBACK:
     return cmn_err_set(err, CMN_CANCELLED, "pull of %s cancelled", what);
@@ -275,8 +282,8 @@ static int curl_fail(pull_ctx *c, CURLcode rc, resp *r, const char *what, cmn_er
                          c->pull_timeout_s, what);
     return cmn_err_set(err, CMN_DEADLINE_EXCEEDED,
                        "registry %s stalled: no progress on %s within the timeout (connect "
-                       "%ld s, stall %ld s): %s", c->ref.registry, what, c->connect_s,
-                       c->low_speed_s, detail);
+                       "%ld s, stall %ld s): %s",
+                       c->ref.registry, what, c->connect_s, c->low_speed_s, detail);
   case CURLE_PARTIAL_FILE:
   case CURLE_RECV_ERROR:
   case CURLE_GOT_NOTHING:
@@ -291,10 +298,10 @@ static int curl_fail(pull_ctx *c, CURLcode rc, resp *r, const char *what, cmn_er
   case CURLE_SSL_CACERT_BADFILE:
     return cmn_err_set(err, CMN_UNAVAILABLE,
                        "registry %s: TLS failed (%s); give its CA with registry_ca_file, or "
-                       "list it in insecure_registries for plain HTTP", c->ref.registry, detail);
+                       "list it in insecure_registries for plain HTTP",
+                       c->ref.registry, detail);
   default:
-    return cmn_err_set(err, CMN_UNAVAILABLE, "registry %s: %s: %s", c->ref.registry, what,
-                       detail);
+    return cmn_err_set(err, CMN_UNAVAILABLE, "registry %s: %s: %s", c->ref.registry, what, detail);
   }
 }
 
@@ -358,8 +365,8 @@ static int fetch_token(pull_ctx *c, const char *challenge, cmn_error *err)
   const char *sc = scope ? scope : def_scope;
   char *esc_sc = curl_easy_escape(c->curl, sc, 0);
   char *esc_sv = service ? curl_easy_escape(c->curl, service, 0) : NULL;
-  cleanup_free char *q = cmn_asprintf("scope=%s%s%s", esc_sc, esc_sv ? "&service=" : "",
-                                      esc_sv ? esc_sv : "");
+  cleanup_free char *q =
+      cmn_asprintf("scope=%s%s%s", esc_sc, esc_sv ? "&service=" : "", esc_sv ? esc_sv : "");
   curl_free(esc_sc);
   curl_free(esc_sv);
   curl_url_set(u, CURLUPART_QUERY, q, CURLU_APPENDQUERY);
@@ -382,10 +389,10 @@ static int fetch_token(pull_ctx *c, const char *challenge, cmn_error *err)
     if (rc != CURLE_OK)
       ret = curl_fail(c, rc, &r, "token", err);
     else if (r.status == 401 || r.status == 403)
-      ret = cmn_err_set(err, CMN_PERMISSION_DENIED,
-                        "registry %s: the token service refused %s (HTTP %ld)", c->ref.registry,
-                        c->user ? "the credentials" : "anonymous access; give credentials",
-                        r.status);
+      ret =
+          cmn_err_set(err, CMN_PERMISSION_DENIED,
+                      "registry %s: the token service refused %s (HTTP %ld)", c->ref.registry,
+                      c->user ? "the credentials" : "anonymous access; give credentials", r.status);
     else if (r.status != 200)
       ret = cmn_err_set(err, CMN_UNAVAILABLE, "registry %s: token service answered HTTP %ld",
                         c->ref.registry, r.status);
@@ -402,8 +409,7 @@ static int fetch_token(pull_ctx *c, const char *challenge, cmn_error *err)
       c->auth = cmn_asprintf("Authorization: Bearer %s", t->valuestring);
     } else {
       ret = cmn_err_set(err, CMN_UNAVAILABLE,
-                        "registry %s: the token service's answer holds no token",
-                        c->ref.registry);
+                        "registry %s: the token service's answer holds no token", c->ref.registry);
     }
     cJSON_Delete(o);
   }
@@ -420,8 +426,8 @@ static int registry_get(pull_ctx *c, const char *path, const char *accept, resp 
   bool tried_auth = false;
   bool tried_http = false;
   for (int attempt = 0; attempt < 4; attempt++) {
-    cleanup_free char *url = cmn_asprintf("%s://%s%s", c->http ? "http" : "https",
-                                          c->ref.registry, path);
+    cleanup_free char *url =
+        cmn_asprintf("%s://%s%s", c->http ? "http" : "https", c->ref.registry, path);
     struct curl_slist *list = NULL;
     const char *hdrs[] = {accept, c->auth};
     r->errlen = 0;
@@ -432,8 +438,8 @@ static int registry_get(pull_ctx *c, const char *path, const char *accept, resp 
     }
     CURLcode rc = curl_easy_perform(c->curl);
     curl_slist_free_all(list);
-    if (rc == CURLE_SSL_CONNECT_ERROR && !c->http && c->loopback && !tried_http &&
-        r->len == 0 && (r->w == NULL || img_blob_written(r->w) == 0)) {
+    if (rc == CURLE_SSL_CONNECT_ERROR && !c->http && c->loopback && !tried_http && r->len == 0 &&
+        (r->w == NULL || img_blob_written(r->w) == 0)) {
       cmn_info(NULL, "image-pull", "registry %s: no TLS on a loopback registry; using HTTP",
                c->ref.registry);
       c->http = true;
@@ -471,7 +477,8 @@ static int registry_get(pull_ctx *c, const char *path, const char *accept, resp 
       }
       return cmn_err_set(err, CMN_UNAVAILABLE,
                          "registry %s: bad auth challenge: '%.200s' (expected Basic or "
-                         "Bearer realm=...)", c->ref.registry, ch ? ch : "(no WWW-Authenticate)");
+                         "Bearer realm=...)",
+                         c->ref.registry, ch ? ch : "(no WWW-Authenticate)");
     }
     if (st == 401 || st == 403)
       return cmn_err_set(err, CMN_PERMISSION_DENIED,
@@ -482,8 +489,8 @@ static int registry_get(pull_ctx *c, const char *path, const char *accept, resp 
       return cmn_err_set(err, CMN_NOT_FOUND, "registry %s: %s not found (HTTP 404): %.200s",
                          c->ref.registry, what, r->errbody);
     if (st != 200) /* 429, 5xx and anything unexpected: the registry is not serving */
-      return cmn_err_set(err, CMN_UNAVAILABLE, "registry %s: %s: HTTP %ld: %.200s",
-                         c->ref.registry, what, st, r->errbody);
+      return cmn_err_set(err, CMN_UNAVAILABLE, "registry %s: %s: HTTP %ld: %.200s", c->ref.registry,
+                         what, st, r->errbody);
     return 0;
   }
   return cmn_err_set(err, CMN_PERMISSION_DENIED, "registry %s: authentication loop for %s",
@@ -495,8 +502,7 @@ static int registry_get(pull_ctx *c, const char *path, const char *accept, resp 
 /* Fetches manifests/<target> into *body and checks it against want_digest
  * (when not NULL) or the registry's Docker-Content-Digest. */
 static int get_manifest(pull_ctx *c, const char *target, const char *want_digest, char **body,
-                        size_t *len, char digest[IMG_DIGEST_LEN + 1], char **ctype,
-                        cmn_error *err)
+                        size_t *len, char digest[IMG_DIGEST_LEN + 1], char **ctype, cmn_error *err)
 {
   int64_t max = c->ro->manifest_max > 0 ? c->ro->manifest_max : IMG_MANIFEST_MAX;
   resp r = {.c = c, .max = (size_t)max, .content_length = -1, .expect = -1};
@@ -560,8 +566,8 @@ static int fetch_blob(pull_ctx *c, const img_desc *d, cmn_error *err)
   resp_free(&r);
   if (img_blob_written(w) < d->size) {
     cmn_err_set(err, CMN_UNAVAILABLE,
-                "registry %s: truncated download of blob %s: %lld of %lld bytes",
-                c->ref.registry, d->digest, (long long)img_blob_written(w), (long long)d->size);
+                "registry %s: truncated download of blob %s: %lld of %lld bytes", c->ref.registry,
+                d->digest, (long long)img_blob_written(w), (long long)d->size);
     img_blob_abort(w);
     return -1;
   }
@@ -575,8 +581,7 @@ static int fetch_blob(pull_ctx *c, const img_desc *d, cmn_error *err)
 }
 
 /* Stores the manifest's bytes as a blob (held by the lease). */
-static int store_bytes(pull_ctx *c, const char *digest, const char *buf, size_t len,
-                       cmn_error *err)
+static int store_bytes(pull_ctx *c, const char *digest, const char *buf, size_t len, cmn_error *err)
 {
   img_blob_writer *w = NULL;
   int rc = img_blob_begin(c->lease, digest, (int64_t)len, 0, NULL, NULL, &w, err);
@@ -614,8 +619,7 @@ static int load_credentials(pull_ctx *c, cmn_error *err)
   if (!cJSON_IsObject(o)) {
     cJSON_Delete(o);
     return cmn_err_set(err, CMN_FAILED_PRECONDITION,
-                       "registry credentials file %s: not a JSON object",
-                       c->ro->credentials_file);
+                       "registry credentials file %s: not a JSON object", c->ro->credentials_file);
   }
   const cJSON *e = cJSON_GetObjectItemCaseSensitive(o, c->ref.registry);
   if (e == NULL)
@@ -641,7 +645,8 @@ static int check_disk(pull_ctx *c, int64_t need, cmn_error *err)
   if (need > avail)
     return cmn_err_set(err, CMN_RESOURCE_EXHAUSTED,
                        "image needs %lld bytes to download; only %lld free on the file "
-                       "system of %s", (long long)need, (long long)avail, img_store_root(c->s));
+                       "system of %s",
+                       (long long)need, (long long)avail, img_store_root(c->s));
   return 0;
 }
 
@@ -652,8 +657,8 @@ static int do_pull(pull_ctx *c, const char *reference, img_record *out, cmn_erro
   cleanup_free char *ctype = NULL;
   size_t len = 0;
   char mdigest[IMG_DIGEST_LEN + 1];
-  if (get_manifest(c, img_ref_target(&c->ref), c->ref.digest, &body, &len, mdigest, &ctype,
-                   err) < 0)
+  if (get_manifest(c, img_ref_target(&c->ref), c->ref.digest, &body, &len, mdigest, &ctype, err) <
+      0)
     return -1;
   if (img_manifest_is_index(body, len, ctype)) {
     cleanup_free char *pick = NULL;

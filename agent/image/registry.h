@@ -26,22 +26,21 @@
 #include "agent/image/store.h"
 #include "common/error.h"
 
-
 typedef struct img_registry_opts {
   const char *ca_file;          /* extra PEM CA bundle for registries; NULL: system CAs */
   const char *credentials_file; /* JSON {"host[:port]": {"username": .., "password": ..}} */
   const char *const *insecure;  /* registries ("host[:port]") reached over plain HTTP */
   size_t n_insecure;
-  long connect_timeout_s;       /* TCP + TLS handshake; 0 = 15 */
-  long low_speed_time_s;        /* abort after this long below 1 byte/s; 0 = 30 */
-  long pull_timeout_s;          /* whole pull; 0 = 3600 */
-  int64_t manifest_max;         /* 0 = IMG_MANIFEST_MAX (4 MiB) */
-  int64_t blob_max;             /* largest single blob; 0 = 64 GiB */
+  long connect_timeout_s; /* TCP + TLS handshake; 0 = 15 */
+  long low_speed_time_s;  /* abort after this long below 1 byte/s; 0 = 30 */
+  long pull_timeout_s;    /* whole pull; 0 = 3600 */
+  int64_t manifest_max;   /* 0 = IMG_MANIFEST_MAX (4 MiB) */
+  int64_t blob_max;       /* largest single blob; 0 = 64 GiB */
 } img_registry_opts;
 
 typedef struct img_pull_progress {
-  const char *phase;   /* "resolving", "downloading", "cached", "committed", "done" */
-  const char *digest;  /* the blob, or NULL */
+  const char *phase;  /* "resolving", "downloading", "cached", "committed", "done" */
+  const char *digest; /* the blob, or NULL */
   int64_t blob_done, blob_total;
   int64_t done, total; /* bytes of every blob to download in this pull */
   size_t blob_index, n_blobs;

@@ -42,8 +42,8 @@ char *img_rootfs_cache_name(const char *digest, cmn_error *err)
 {
   const char *colon = digest ? strchr(digest, ':') : NULL;
   size_t al = colon ? (size_t)(colon - digest) : 0;
-  bool ok = colon != NULL && al > 0 && al <= 32 && strlen(colon + 1) >= 32 &&
-            strlen(colon + 1) <= 128;
+  bool ok =
+      colon != NULL && al > 0 && al <= 32 && strlen(colon + 1) >= 32 && strlen(colon + 1) <= 128;
   for (size_t i = 0; ok && i < al; i++)
     ok = (digest[i] >= 'a' && digest[i] <= 'z') || (digest[i] >= '0' && digest[i] <= '9');
   for (const char *p = colon ? colon + 1 : ""; ok && *p; p++)
@@ -63,8 +63,7 @@ static void et_init(void) { initialize_ext2_error_table(); }
 
 static int e2err(cmn_error *err, errcode_t rc, const char *what, const char *path)
 {
-  return cmn_err_set(err, CMN_INTERNAL, "ext4 image: %s '/%s': %s", what, path,
-                     error_message(rc));
+  return cmn_err_set(err, CMN_INTERNAL, "ext4 image: %s '/%s': %s", what, path, error_message(rc));
 }
 
 struct names {
@@ -202,8 +201,8 @@ static int fix_image(const char *path, const img_tree *t, cmn_error *err)
 {
   pthread_once(&et_once, et_init);
   ext2_filsys fs = NULL;
-  errcode_t rc = ext2fs_open2(path, NULL, EXT2_FLAG_RW | EXT2_FLAG_64BITS, 0, 0,
-                              unix_io_manager, &fs);
+  errcode_t rc =
+      ext2fs_open2(path, NULL, EXT2_FLAG_RW | EXT2_FLAG_64BITS, 0, 0, unix_io_manager, &fs);
   if (rc)
     return cmn_err_set(err, CMN_INTERNAL, "ext4 image: open %s: %s", path, error_message(rc));
   rc = ext2fs_read_bitmaps(fs);
@@ -292,10 +291,27 @@ static int run_mkfs(const char *mkfs, const char *tmpdir, const char *staging, c
    * sparse); lazy_itable_init=0: inode tables marked zeroed, so the guest's
    * ext4lazyinit thread does not write them on first mount. The staging
    * files are 0600/0700 and owned by us; their metadata is rewritten after. */
-  const char *const argv[] = {mkfs, "-F", "-q", "-t", "ext4", "-b", "4096", "-I", "256",
-                              "-N", inodes, "-m", "0", "-L", "rootfs", "-E",
+  const char *const argv[] = {mkfs,
+                              "-F",
+                              "-q",
+                              "-t",
+                              "ext4",
+                              "-b",
+                              "4096",
+                              "-I",
+                              "256",
+                              "-N",
+                              inodes,
+                              "-m",
+                              "0",
+                              "-L",
+                              "rootfs",
+                              "-E",
                               "root_owner=0:0,lazy_itable_init=0,lazy_journal_init=1",
-                              "-d", staging, image, NULL};
+                              "-d",
+                              staging,
+                              image,
+                              NULL};
   cmn_spawn_opts so = {.log_path = log};
   cmn_proc p;
   if (cmn_proc_spawn(argv, &so, &p, err) < 0)
@@ -531,7 +547,7 @@ static int sparse_copy(int in, int out, off_t size, cmn_error *err)
     off_t data = lseek(in, pos, SEEK_DATA);
     if (data < 0) {
       if (errno == ENXIO)
-        break; /* only a hole remains */
+        break;                                      /* only a hole remains */
       if (errno == EINVAL || errno == EOPNOTSUPP) { /* no SEEK_DATA: copy it all */
         data = pos;
       } else {
@@ -575,8 +591,8 @@ int img_rootfs_clone(const char *src, const char *dest, img_clone_method *method
     rc = cmn_err_errno(err, CMN_INTERNAL, errno, "fsync %s", tmp);
   close(out);
   if (rc == 0 && link(tmp, dest) < 0) /* link, not rename: never replaces a dest */
-    rc = cmn_err_errno(err, errno == EEXIST ? CMN_ALREADY_EXISTS : CMN_INTERNAL, errno,
-                       "create %s", dest);
+    rc = cmn_err_errno(err, errno == EEXIST ? CMN_ALREADY_EXISTS : CMN_INTERNAL, errno, "create %s",
+                       dest);
   unlink(tmp);
   if (rc == 0 && cmn_fsync_parent(dest, err) < 0)
     rc = -1;

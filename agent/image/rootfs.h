@@ -97,7 +97,6 @@ const char *img_clone_method_name(img_clone_method m);
  * the filesystem supports it (btrfs, xfs), else a sparse copy. Written under
  * a temp name, fsynced and renamed, so dest is whole or absent; an existing
  * dest is ALREADY_EXISTS. *method (may be NULL) says which way was used. */
-int img_rootfs_clone(const char *src, const char *dest, img_clone_method *method,
-                     cmn_error *err);
+int img_rootfs_clone(const char *src, const char *dest, img_clone_method *method, cmn_error *err);
 
 #endif

@@ -68,9 +68,9 @@ struct img_blob_writer {
   char *tmp_path;
   int fd;
   img_sha256 *h;
-  bool known;       /* expected digest given (and registered in flight) */
-  img_dstr digest;  /* expected */
-  int64_t size;     /* expected, or -1 */
+  bool known;      /* expected digest given (and registered in flight) */
+  img_dstr digest; /* expected */
+  int64_t size;    /* expected, or -1 */
   int64_t max;
   int64_t written;
 };
@@ -231,8 +231,8 @@ static int record_parse(const char *text, img_record *r, cmn_error *err)
     r->names[r->n_names++] = cmn_strdup(n->valuestring);
   }
   if (r->kind == IMG_KIND_OCI &&
-      (desc_parse(cJSON_GetObjectItemCaseSensitive(o, "manifest"), &r->manifest, "manifest",
-                  err) < 0 ||
+      (desc_parse(cJSON_GetObjectItemCaseSensitive(o, "manifest"), &r->manifest, "manifest", err) <
+           0 ||
        desc_parse(cJSON_GetObjectItemCaseSensitive(o, "config"), &r->config, "config", err) < 0))
     goto out;
   int nl = cJSON_GetArraySize(layers);
@@ -271,10 +271,7 @@ static bool record_refs(const img_record *r, const char *digest)
 
 /* ---------------- paths and helpers ---------------- */
 
-const char *img_store_root(const img_store *s)
-{
-  return s->root;
-}
+const char *img_store_root(const img_store *s) { return s->root; }
 
 char *img_store_blob_path(const img_store *s, const char *digest)
 {
@@ -459,15 +456,16 @@ static int load_records(img_store *s, cmn_error *err)
     size_t tl = 0;
     cmn_error rerr = {0};
     img_record r = {0};
-    bool ok = cmn_file_read(p, RECORD_MAX, &text, &tl, &rerr) == 0 &&
-              record_parse(text, &r, &rerr) == 0;
+    bool ok =
+        cmn_file_read(p, RECORD_MAX, &text, &tl, &rerr) == 0 && record_parse(text, &r, &rerr) == 0;
     if (ok && strncmp(img_digest_hex(r.id), e->d_name, IMG_DIGEST_HEX_LEN) != 0) {
       cmn_err_set(&rerr, CMN_INVALID_ARGUMENT, "id does not match the file name");
       ok = false;
     }
     for (size_t i = 0; ok && i < r.n_layers + 2; i++) {
-      const char *dg = i < r.n_layers ? r.layers[i].digest
-                       : i == r.n_layers ? r.manifest.digest : r.config.digest;
+      const char *dg = i < r.n_layers    ? r.layers[i].digest
+                       : i == r.n_layers ? r.manifest.digest
+                                         : r.config.digest;
       if (dg != NULL && !blob_exists_locked(s, dg, NULL)) {
         cmn_err_set(&rerr, CMN_NOT_FOUND, "blob %s is missing", dg);
         ok = false;
@@ -644,8 +642,7 @@ static void inflight_remove_locked(img_store *s, const char *digest)
 }
 
 int img_blob_begin(img_lease *l, const char *digest, int64_t size, int64_t max,
-                   img_cancel_fn cancel, void *cancel_opaque, img_blob_writer **w,
-                   cmn_error *err)
+                   img_cancel_fn cancel, void *cancel_opaque, img_blob_writer **w, cmn_error *err)
 {
   *w = NULL;
   img_store *s = l->s;
@@ -704,10 +701,7 @@ int img_blob_begin(img_lease *l, const char *digest, int64_t size, int64_t max,
   return 0;
 }
 
-int64_t img_blob_written(const img_blob_writer *w)
-{
-  return w->written;
-}
+int64_t img_blob_written(const img_blob_writer *w) { return w->written; }
 
 int img_blob_write(img_blob_writer *w, const void *data, size_t len, cmn_error *err)
 {
@@ -744,8 +738,8 @@ int img_blob_write(img_blob_writer *w, const void *data, size_t len, cmn_error *
       continue;
     if (k < 0) {
       int e = errno;
-      return cmn_err_errno(err, e == ENOSPC ? CMN_RESOURCE_EXHAUSTED : CMN_INTERNAL, e,
-                           "write %s", w->tmp_path);
+      return cmn_err_errno(err, e == ENOSPC ? CMN_RESOURCE_EXHAUSTED : CMN_INTERNAL, e, "write %s",
+                           w->tmp_path);
     }
     p += k;
     left -= (size_t)k;
@@ -789,8 +783,8 @@ int img_blob_commit(img_blob_writer *w, char *digest_out, cmn_error *err)
     return -1;
   }
   if (w->known && strcmp(got, w->digest) != 0) {
-    cmn_err_set(err, CMN_INVALID_ARGUMENT, "blob digest mismatch: expected %s, got %s",
-                w->digest, got);
+    cmn_err_set(err, CMN_INVALID_ARGUMENT, "blob digest mismatch: expected %s, got %s", w->digest,
+                got);
     writer_free(w, true);
     return -1;
   }
@@ -895,8 +889,9 @@ int img_store_commit_record(img_lease *l, const img_record *in, img_record *out,
   pthread_mutex_lock(&s->mu);
   int ret = 0;
   for (size_t i = 0; i < r.n_layers + 2 && ret == 0; i++) {
-    const char *dg = i < r.n_layers ? r.layers[i].digest
-                     : i == r.n_layers ? r.manifest.digest : r.config.digest;
+    const char *dg = i < r.n_layers    ? r.layers[i].digest
+                     : i == r.n_layers ? r.manifest.digest
+                                       : r.config.digest;
     if (dg != NULL && !blob_exists_locked(s, dg, NULL))
       ret = cmn_err_set(err, CMN_INTERNAL, "image record: blob %s is not committed", dg);
   }
@@ -981,8 +976,7 @@ static const struct pin *pin_find_locked(const img_store *s, const char *id)
   return NULL;
 }
 
-int img_store_pin(img_store *s, const char *key, const char *who, char *id_out,
-                  cmn_error *err)
+int img_store_pin(img_store *s, const char *key, const char *who, char *id_out, cmn_error *err)
 {
   if (key == NULL || key[0] == '\0' || who == NULL || who[0] == '\0')
     return cmn_err_set(err, CMN_INVALID_ARGUMENT, "image pin: empty image or user");

@@ -40,9 +40,9 @@ typedef struct img_blob_writer img_blob_writer;
 typedef bool (*img_in_use_fn)(void *opaque, const char *image_id, char *who, size_t who_len);
 
 typedef struct img_store_opts {
-  const char *data_dir;     /* the store lives in <data_dir>/images */
-  int64_t budget_bytes;     /* total blob bytes allowed; 0 = unlimited */
-  img_in_use_fn in_use;     /* may be NULL: nothing is ever in use */
+  const char *data_dir; /* the store lives in <data_dir>/images */
+  int64_t budget_bytes; /* total blob bytes allowed; 0 = unlimited */
+  img_in_use_fn in_use; /* may be NULL: nothing is ever in use */
   void *in_use_opaque;
 } img_store_opts;
 
@@ -63,16 +63,16 @@ typedef struct img_desc {
 
 /* An image record (a copy: callers own it and free it with img_record_free). */
 typedef struct img_record {
-  char *id;          /* "sha256:<hex>": manifest digest (OCI) or the file's digest */
-  int kind;          /* enum img_kind */
-  char **names;      /* references it was pulled or imported as (may be none) */
+  char *id;     /* "sha256:<hex>": manifest digest (OCI) or the file's digest */
+  int kind;     /* enum img_kind */
+  char **names; /* references it was pulled or imported as (may be none) */
   size_t n_names;
   img_desc manifest; /* OCI: the image manifest stored as a blob; FILE kinds: zeroed */
   img_desc config;   /* OCI: the image config blob; FILE kinds: zeroed */
   img_desc *layers;  /* OCI: the layers in order; FILE kinds: exactly one, the file */
   size_t n_layers;
-  int64_t size;      /* sum of manifest, config and layer sizes */
-  int64_t created;   /* unix seconds when the record was committed */
+  int64_t size;    /* sum of manifest, config and layer sizes */
+  int64_t created; /* unix seconds when the record was committed */
 } img_record;
 
 void img_record_free(img_record *r);
@@ -108,8 +108,7 @@ typedef bool (*img_cancel_fn)(void *opaque);
  * *w is NULL), 0 with *w to write into, < 0 on error. If another writer is
  * writing the same digest, waits for it first (checking cancel every 200 ms). */
 int img_blob_begin(img_lease *l, const char *digest, int64_t size, int64_t max,
-                   img_cancel_fn cancel, void *cancel_opaque, img_blob_writer **w,
-                   cmn_error *err);
+                   img_cancel_fn cancel, void *cancel_opaque, img_blob_writer **w, cmn_error *err);
 /* Appends bytes; refuses more than the expected size or cap (the error says
  * "larger than"), and bytes the budget cannot hold (RESOURCE_EXHAUSTED). */
 int img_blob_write(img_blob_writer *w, const void *data, size_t len, cmn_error *err);
@@ -142,8 +141,7 @@ int img_store_delete(img_store *s, const char *key, int64_t *freed, cmn_error *e
  * memory only: the manager pins its instances' images again at start. One pin
  * per call (pins of the same who stack). id_out (may be NULL, 72 bytes) gets
  * the image id. NOT_FOUND when there is no such image. */
-int img_store_pin(img_store *s, const char *key, const char *who, char *id_out,
-                  cmn_error *err);
+int img_store_pin(img_store *s, const char *key, const char *who, char *id_out, cmn_error *err);
 void img_store_unpin(img_store *s, const char *id, const char *who);
 /* Removes every blob no record references and no lease holds. */
 int img_store_gc(img_store *s, int64_t *freed, size_t *removed, cmn_error *err);

@@ -15,7 +15,7 @@
 #define FUZZ_ID_MAX 256
 
 struct srv_fuzz {
-  srv_server srv;              /* only mgr is set: the handlers use nothing else */
+  srv_server srv; /* only mgr is set: the handlers use nothing else */
   const srv_method *methods[32];
   size_t n;
 };
@@ -73,8 +73,7 @@ bool srv_fuzz_method_mutates(size_t i)
 /* WatchInstances' request checks, as srv_watch_start performs them. */
 static int fuzz__watch(srv_fuzz *f, const uint8_t *req, size_t len, cmn_error *err)
 {
-  Ember__V1__WatchInstancesRequest *r =
-      ember__v1__watch_instances_request__unpack(NULL, len, req);
+  Ember__V1__WatchInstancesRequest *r = ember__v1__watch_instances_request__unpack(NULL, len, req);
   if (r == NULL)
     return cmn_err_set(err, CMN_INVALID_ARGUMENT, "cannot decode the request as %s",
                        ember__v1__watch_instances_request__descriptor.name);
@@ -92,8 +91,7 @@ static int fuzz__watch(srv_fuzz *f, const uint8_t *req, size_t len, cmn_error *e
   return rc < 0 ? -1 : 0;
 }
 
-int srv_fuzz_request_check(srv_fuzz *f, size_t i, const uint8_t *req, size_t len,
-                           cmn_error *err)
+int srv_fuzz_request_check(srv_fuzz *f, size_t i, const uint8_t *req, size_t len, cmn_error *err)
 {
   if (i >= f->n)
     return cmn_err_set(err, CMN_INVALID_ARGUMENT, "no method %zu", i);
@@ -111,8 +109,7 @@ int srv_fuzz_dispatch(srv_fuzz *f, size_t i, const uint8_t *req, size_t len, uin
   /* The check emberd runs on every request before a handler sees it. */
   if (srv_request_check(m, req, len, err) < 0)
     return -1;
-  if (m->kind == SRV_UNARY)
-  {
+  if (m->kind == SRV_UNARY) {
     srv_op_probe probe = {0}; /* no metrics here */
     return m->unary(&f->srv, &probe, req, len, resp, resp_len, err);
   }

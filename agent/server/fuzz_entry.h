@@ -33,8 +33,7 @@ bool srv_fuzz_method_mutates(size_t i);
  * NUL-free strict UTF-8; see wire_check.h), for method i. srv_fuzz_dispatch
  * runs it first; the harness calls it too, to know which inputs the server
  * path must refuse. Returns < 0 with INVALID_ARGUMENT naming the field. */
-int srv_fuzz_request_check(srv_fuzz *f, size_t i, const uint8_t *req, size_t len,
-                           cmn_error *err);
+int srv_fuzz_request_check(srv_fuzz *f, size_t i, const uint8_t *req, size_t len, cmn_error *err);
 
 /* Runs method i on the request bytes. Returns 0 with *resp (malloc'ed, may be
  * empty) for an OK status, < 0 with err filled otherwise. A server stream

@@ -68,11 +68,16 @@ typedef struct srv__img_out {
 static int srv__img_kind(int kind)
 {
   switch (kind) {
-  case IMG_KIND_OCI: return EMBER__V1__IMAGE_KIND__IMAGE_KIND_OCI;
-  case IMG_KIND_KERNEL: return EMBER__V1__IMAGE_KIND__IMAGE_KIND_KERNEL;
-  case IMG_KIND_INITRD: return EMBER__V1__IMAGE_KIND__IMAGE_KIND_INITRD;
-  case IMG_KIND_DISK: return EMBER__V1__IMAGE_KIND__IMAGE_KIND_DISK;
-  default: return EMBER__V1__IMAGE_KIND__IMAGE_KIND_UNSPECIFIED;
+  case IMG_KIND_OCI:
+    return EMBER__V1__IMAGE_KIND__IMAGE_KIND_OCI;
+  case IMG_KIND_KERNEL:
+    return EMBER__V1__IMAGE_KIND__IMAGE_KIND_KERNEL;
+  case IMG_KIND_INITRD:
+    return EMBER__V1__IMAGE_KIND__IMAGE_KIND_INITRD;
+  case IMG_KIND_DISK:
+    return EMBER__V1__IMAGE_KIND__IMAGE_KIND_DISK;
+  default:
+    return EMBER__V1__IMAGE_KIND__IMAGE_KIND_UNSPECIFIED;
   }
 }
 
@@ -133,8 +138,8 @@ static int srv__img_check_id(const char *id, cmn_error *err)
 
 /* ---- unary: Get, List, Delete ---- */
 
-int srv_unary_image_get(srv_server *s, srv_op_probe *probe, const uint8_t *req, size_t len, uint8_t **resp,
-                        size_t *rl, cmn_error *err)
+int srv_unary_image_get(srv_server *s, srv_op_probe *probe, const uint8_t *req, size_t len,
+                        uint8_t **resp, size_t *rl, cmn_error *err)
 {
   img_store *st = srv__img_store(s, err);
   if (st == NULL)
@@ -154,8 +159,8 @@ int srv_unary_image_get(srv_server *s, srv_op_probe *probe, const uint8_t *req, 
   return rc < 0 ? cmn_err_set(err, CMN_INTERNAL, "cannot pack the image") : 0;
 }
 
-int srv_unary_image_list(srv_server *s, srv_op_probe *probe, const uint8_t *req, size_t len, uint8_t **resp,
-                         size_t *rl, cmn_error *err)
+int srv_unary_image_list(srv_server *s, srv_op_probe *probe, const uint8_t *req, size_t len,
+                         uint8_t **resp, size_t *rl, cmn_error *err)
 {
   img_store *st = srv__img_store(s, err);
   if (st == NULL)
@@ -173,13 +178,12 @@ int srv_unary_image_list(srv_server *s, srv_op_probe *probe, const uint8_t *req,
    * token that is not one is refused. */
   const char *after = r->page_token;
   if (after[0] != '\0' && (strncmp(after, "sha256:", 7) != 0 || strlen(after) != 71)) {
-    cmn_err_set(err, CMN_INVALID_ARGUMENT,
-                "page_token: it is not a next_page_token of ListImages");
+    cmn_err_set(err, CMN_INVALID_ARGUMENT, "page_token: it is not a next_page_token of ListImages");
     return cmn_err_field(err, "page_token");
   }
-  size_t page = r->page_size == 0                  ? SRV_IMG_PAGE_DEFAULT
+  size_t page = r->page_size == 0                 ? SRV_IMG_PAGE_DEFAULT
                 : r->page_size > SRV_IMG_PAGE_MAX ? SRV_IMG_PAGE_MAX
-                                                   : (size_t)r->page_size;
+                                                  : (size_t)r->page_size;
   img_record *recs = NULL;
   size_t n = 0;
   if (img_store_list(st, &recs, &n, err) < 0)
@@ -214,8 +218,8 @@ int srv_unary_image_list(srv_server *s, srv_op_probe *probe, const uint8_t *req,
   return rc < 0 ? cmn_err_set(err, CMN_INTERNAL, "cannot pack the images") : 0;
 }
 
-int srv_unary_image_delete(srv_server *s, srv_op_probe *probe, const uint8_t *req, size_t len, uint8_t **resp,
-                           size_t *rl, cmn_error *err)
+int srv_unary_image_delete(srv_server *s, srv_op_probe *probe, const uint8_t *req, size_t len,
+                           uint8_t **resp, size_t *rl, cmn_error *err)
 {
   img_store *st = srv__img_store(s, err);
   if (st == NULL)
@@ -371,8 +375,8 @@ static void *srv__pull_main(void *arg)
   srv_call *c = arg;
   srv_server *s = c->srv;
   cmn_error err = {0};
-  Ember__V1__PullImageRequest *r = srv__img_unpack(&ember__v1__pull_image_request__descriptor,
-                                                   c->req, c->req_len, &err);
+  Ember__V1__PullImageRequest *r =
+      srv__img_unpack(&ember__v1__pull_image_request__descriptor, c->req, c->req_len, &err);
   img_store *st = r != NULL ? srv__img_store(s, &err) : NULL;
   if (r != NULL && st != NULL && (r->reference[0] == '\0')) {
     cmn_err_set(&err, CMN_INVALID_ARGUMENT, "reference is required (host[:port]/repo[:tag])");
@@ -430,10 +434,10 @@ void srv_image_pull_start(srv_call *c) { srv__img_spawn(c, srv__pull_main); }
 typedef struct srv__imp {
   pthread_mutex_t mu;
   pthread_cond_t cv;
-  bool done;              /* the posted receive completed */
+  bool done; /* the posted receive completed */
   bool ok;
-  grpc_byte_buffer *bb;   /* the message received (NULL: end of the stream) */
-  uint8_t *chunk;         /* the current chunk, flattened */
+  grpc_byte_buffer *bb; /* the message received (NULL: end of the stream) */
+  uint8_t *chunk;       /* the current chunk, flattened */
   Ember__V1__ImportImageRequest *msg;
   bool eof;
 } srv__imp;
@@ -558,10 +562,14 @@ static int srv__imp_kind(int format, cmn_error *err)
 {
   switch (format) {
   case EMBER__V1__IMPORT_FORMAT__IMPORT_FORMAT_OCI_LAYOUT:
-  case EMBER__V1__IMPORT_FORMAT__IMPORT_FORMAT_DOCKER_ARCHIVE: return IMG_KIND_OCI;
-  case EMBER__V1__IMPORT_FORMAT__IMPORT_FORMAT_KERNEL: return IMG_KIND_KERNEL;
-  case EMBER__V1__IMPORT_FORMAT__IMPORT_FORMAT_INITRD: return IMG_KIND_INITRD;
-  case EMBER__V1__IMPORT_FORMAT__IMPORT_FORMAT_DISK: return IMG_KIND_DISK;
+  case EMBER__V1__IMPORT_FORMAT__IMPORT_FORMAT_DOCKER_ARCHIVE:
+    return IMG_KIND_OCI;
+  case EMBER__V1__IMPORT_FORMAT__IMPORT_FORMAT_KERNEL:
+    return IMG_KIND_KERNEL;
+  case EMBER__V1__IMPORT_FORMAT__IMPORT_FORMAT_INITRD:
+    return IMG_KIND_INITRD;
+  case EMBER__V1__IMPORT_FORMAT__IMPORT_FORMAT_DISK:
+    return IMG_KIND_DISK;
   default:
     cmn_err_set(err, CMN_INVALID_ARGUMENT,
                 "metadata.format is required: OCI_LAYOUT, DOCKER_ARCHIVE, KERNEL, INITRD or "
@@ -601,9 +609,8 @@ static void *srv__import_main(void *arg)
       /* Drain to the client's half-close: a unary response ends the call. */
       srv__img_out out;
       srv__img_fill(&out, &rec);
-      cmn_info(NULL, "image", "imported %s%s%s (%lld bytes) in %lld ms", rec.id,
-               name ? " as " : "", name ? name : "", (long long)rec.size,
-               (long long)((srv_now_us() - t0) / 1000));
+      cmn_info(NULL, "image", "imported %s%s%s (%lld bytes) in %lld ms", rec.id, name ? " as " : "",
+               name ? name : "", (long long)rec.size, (long long)((srv_now_us() - t0) / 1000));
       srv_call_finish(c, srv_pack_bb(&out.img.base), 0, NULL);
       srv__img_done(&out);
       img_record_free(&rec);

@@ -61,11 +61,9 @@ static void srv__dur(Google__Protobuf__Duration *d, int64_t us)
 static int srv__dur_ms(const Google__Protobuf__Duration *d, const char *field, int64_t max_ms,
                        int *out, cmn_error *err)
 {
-  if (d->seconds < 0 || d->nanos < 0 || d->nanos > 999999999 ||
-      d->seconds > max_ms / 1000) {
-    cmn_err_set(err, CMN_INVALID_ARGUMENT,
-                "%s must be 0 to %lld s (got %lld s %d ns)", field, (long long)(max_ms / 1000),
-                (long long)d->seconds, (int)d->nanos);
+  if (d->seconds < 0 || d->nanos < 0 || d->nanos > 999999999 || d->seconds > max_ms / 1000) {
+    cmn_err_set(err, CMN_INVALID_ARGUMENT, "%s must be 0 to %lld s (got %lld s %d ns)", field,
+                (long long)(max_ms / 1000), (long long)d->seconds, (int)d->nanos);
     return cmn_err_field(err, field);
   }
   int64_t ms = d->seconds * 1000 + (d->nanos + 999999) / 1000000;
@@ -264,8 +262,7 @@ int srv_unary_create(srv_server *s, srv_op_probe *probe, const uint8_t *req, siz
   if (r == NULL)
     return -1;
   srv_probe_create(s, probe, r->name, r->spec != NULL ? r->spec->hypervisor : NULL);
-  if (r->spec == NULL)
-  {
+  if (r->spec == NULL) {
     cmn_err_set(err, CMN_INVALID_ARGUMENT,
                 "spec is required (hypervisor, vcpus, memory_mib, kernel_path)");
     return cmn_err_field(err, "spec");
@@ -305,7 +302,7 @@ int srv_unary_create(srv_server *s, srv_op_probe *probe, const uint8_t *req, siz
   if (ret < 0)
     return -1;
   cmn_debug(v.id, "create", "created instance %s (%s)%s", v.name, v.hypervisor,
-           r->start ? " and started it" : "");
+            r->start ? " and started it" : "");
   srv__pack_view(&v, resp, rl);
   agent_instance_view_free(&v);
   return 0;
@@ -365,14 +362,13 @@ static int srv__filter_bad(cmn_error *err, const char *filter, size_t at, const 
 
 static bool srv__key_char(char c)
 {
-  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-         c == '.' || c == '_' || c == '-' || c == '/';
+  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' ||
+         c == '_' || c == '-' || c == '/';
 }
 
 static int srv__state_from(const char *v, agent_state *out)
 {
-  static const char *const names[] = {NULL, "STOPPED", "RUNNING", "PAUSED", "STANDBY",
-                                      "UNKNOWN"};
+  static const char *const names[] = {NULL, "STOPPED", "RUNNING", "PAUSED", "STANDBY", "UNKNOWN"};
   if (strncasecmp(v, "INSTANCE_STATE_", 15) == 0)
     v += 15;
   for (int i = 1; i <= AGENT_STATE_UNKNOWN; i++)
@@ -503,8 +499,8 @@ static uint64_t srv__hash(const char *s)
  * to clients; pages follow names, which are unique and sorted. */
 static char *srv__token_make(const char *filter, const char *last)
 {
-  cleanup_free char *plain = cmn_asprintf("%016llx:%s", (unsigned long long)srv__hash(filter),
-                                          last);
+  cleanup_free char *plain =
+      cmn_asprintf("%016llx:%s", (unsigned long long)srv__hash(filter), last);
   size_t n = strlen(plain);
   char *tok = cmn_calloc(2 * n + 2, 1);
   tok[0] = '1';
@@ -562,8 +558,9 @@ int srv_unary_list(srv_server *s, srv_op_probe *probe, const uint8_t *req, size_
                 (int)r->page_size);
     return cmn_err_field(err, "page_size");
   }
-  size_t page = r->page_size == 0 ? SRV_PAGE_DEFAULT
-                : r->page_size > SRV_PAGE_MAX ? SRV_PAGE_MAX : (size_t)r->page_size;
+  size_t page = r->page_size == 0             ? SRV_PAGE_DEFAULT
+                : r->page_size > SRV_PAGE_MAX ? SRV_PAGE_MAX
+                                              : (size_t)r->page_size;
   srv__filter f;
   if (srv__filter_parse(r->filter, &f, err) < 0)
     return -1;
@@ -611,8 +608,8 @@ int srv_unary_list(srv_server *s, srv_op_probe *probe, const uint8_t *req, size_
 
 /* Every lifecycle request message is { string id = 1; }, so one decoder serves
  * them all (GetInstanceRequest has the same shape). */
-static int srv__op(srv_server *s, srv_op_probe *probe, agent_op op, const uint8_t *req,
-                   size_t len, uint8_t **resp, size_t *rl, cmn_error *err)
+static int srv__op(srv_server *s, srv_op_probe *probe, agent_op op, const uint8_t *req, size_t len,
+                   uint8_t **resp, size_t *rl, cmn_error *err)
 {
   cleanup_msg Ember__V1__GetInstanceRequest *r =
       srv__unpack(&ember__v1__get_instance_request__descriptor, req, len, err);
@@ -624,11 +621,11 @@ static int srv__op(srv_server *s, srv_op_probe *probe, agent_op op, const uint8_
   int64_t t0 = srv_now_us();
   if (agent_manager_op(s->mgr, r->id, op, &v, err) < 0) {
     cmn_debug(r->id, agent_op_name(op), "%s failed: %s (%s)", agent_op_name(op), err->msg,
-             cmn_code_name(err->code));
+              cmn_code_name(err->code));
     return -1;
   }
   cmn_debug(v.id, agent_op_name(op), "%s done in %lld us; state %s", agent_op_name(op),
-           (long long)(srv_now_us() - t0), agent_state_name(v.state));
+            (long long)(srv_now_us() - t0), agent_state_name(v.state));
   srv__pack_view(&v, resp, rl);
   agent_instance_view_free(&v);
   return 0;
@@ -652,9 +649,8 @@ int srv_unary_stop(srv_server *s, srv_op_probe *probe, const uint8_t *req, size_
   if (r == NULL || srv__check_id(r->id, err) < 0)
     return -1;
   int timeout_ms = -1; /* unset: the configured one */
-  if (r->graceful_timeout != NULL &&
-      srv__dur_ms(r->graceful_timeout, "graceful_timeout", SRV_STOP_TIMEOUT_MAX_MS, &timeout_ms,
-                  err) < 0)
+  if (r->graceful_timeout != NULL && srv__dur_ms(r->graceful_timeout, "graceful_timeout",
+                                                 SRV_STOP_TIMEOUT_MAX_MS, &timeout_ms, err) < 0)
     return -1;
   agent_instance_view v = {0};
   int64_t t0 = srv_now_us();

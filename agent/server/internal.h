@@ -73,8 +73,8 @@ typedef struct srv_method {
   const char *method;
   /* Other rows: the request message (each received message for SRV_BIDI). */
   const ProtobufCMessageDescriptor *request;
-  agent_op op;        /* the lifecycle operation (metrics); AGENT_OP_NONE */
-  bool mutates;       /* false: read-only (the request fuzzer skips it) */
+  agent_op op;  /* the lifecycle operation (metrics); AGENT_OP_NONE */
+  bool mutates; /* false: read-only (the request fuzzer skips it) */
 } srv_method;
 
 /* The request message of m, whose strings srv_request_check checks on the
@@ -109,16 +109,16 @@ struct srv_call {
   atomic_int refs;
   int64_t start_us;
 
-  pthread_mutex_t mu;      /* guards everything below */
+  pthread_mutex_t mu; /* guards everything below */
   srv_tag t_request, t_close, t_send, t_recv;
-  int cancelled;           /* filled by RECV_CLOSE_ON_SERVER */
-  bool closed;             /* RECV_CLOSE completed: the client is gone or done */
+  int cancelled; /* filled by RECV_CLOSE_ON_SERVER */
+  bool closed;   /* RECV_CLOSE completed: the client is gone or done */
   bool sent_initial_md;
   bool status_sent;
   grpc_byte_buffer *send_buf; /* message of the send batch in flight */
   grpc_slice status_details;
   bool has_status_details;
-  grpc_metadata status_md;  /* grpc-status-details-bin of a failed unary call */
+  grpc_metadata status_md; /* grpc-status-details-bin of a failed unary call */
   bool has_status_md;
   grpc_byte_buffer *recv_buf; /* bidi: target of RECV_MESSAGE */
 
@@ -127,16 +127,16 @@ struct srv_call {
   srv_msg *q_head, *q_tail;
   size_t q_count, q_bytes;
   bool sending;
-  bool finishing;          /* send the final status once the queue drains */
+  bool finishing; /* send the final status once the queue drains */
   int final_code;
   char *final_msg;
   int stream_kind;
   struct srv_call *stream_next, *stream_prev; /* in srv->streams */
-  void (*on_close)(srv_call *c); /* streams: release subscriptions; no lock held */
+  void (*on_close)(srv_call *c);              /* streams: release subscriptions; no lock held */
   void *priv;
   void (*priv_free)(void *priv);
   int status_logged;
-  bool metrics_done;       /* the end of this call was counted (rpc_metrics.c) */
+  bool metrics_done; /* the end of this call was counted (rpc_metrics.c) */
 };
 
 struct srv_server {
@@ -148,17 +148,17 @@ struct srv_server {
   int n_workers;
   void **registered; /* per method table entry */
   srv_reflection *refl;
-  char *unix_path;   /* socket file when listening on unix: */
+  char *unix_path; /* socket file when listening on unix: */
 
   pthread_mutex_t mu; /* guards below */
   pthread_cond_t cv;
   bool shutting_down;
-  bool shutdown_done;  /* the shutdown tag completed */
-  bool idle_cancelled; /* cancel_all_calls issued once no call of ours was left */
-  int live_calls;      /* srv_call objects alive */
-  int slow_threads;    /* lifecycle threads running */
-  srv_call *streams;   /* watch and health-watch streams */
-  bool serving;        /* health status */
+  bool shutdown_done;        /* the shutdown tag completed */
+  bool idle_cancelled;       /* cancel_all_calls issued once no call of ours was left */
+  int live_calls;            /* srv_call objects alive */
+  int slow_threads;          /* lifecycle threads running */
+  srv_call *streams;         /* watch and health-watch streams */
+  bool serving;              /* health status */
   atomic_size_t queue_freed; /* stream queue bytes freed since the last malloc_trim */
 
   /* WatchInstances fan-out (instance.c): one manager subscription for the
@@ -166,9 +166,9 @@ struct srv_server {
    * watcher's queue. Lock order: the manager's subscriber lock, watch_mu,
    * then a call's mu. */
   pthread_mutex_t watch_mu;
-  srv_call **watchers;    /* each holds a reference */
+  srv_call **watchers; /* each holds a reference */
   size_t n_watchers, cap_watchers;
-  int watch_sub;          /* manager subscription handle; 0: none */
+  int watch_sub; /* manager subscription handle; 0: none */
   srv_tag t_shutdown;
 };
 
@@ -217,9 +217,9 @@ void srv_watch_start(srv_call *c);
 void srv_watch_hub_init(srv_server *s);
 void srv_watch_hub_fini(srv_server *s);
 /* The handlers of agent/rpc_table.h, one prototype per row. */
-#define SRV_HANDLER_PROTO(desc, svc, meth, handler, slow, op, mutates, ctl)                    \
-  int handler(srv_server *s, srv_op_probe *probe, const uint8_t *req, size_t len,             \
-              uint8_t **resp, size_t *rl, cmn_error *err);
+#define SRV_HANDLER_PROTO(desc, svc, meth, handler, slow, op, mutates, ctl)                        \
+  int handler(srv_server *s, srv_op_probe *probe, const uint8_t *req, size_t len, uint8_t **resp,  \
+              size_t *rl, cmn_error *err);
 EMBER_UNARY_RPCS(SRV_HANDLER_PROTO)
 #undef SRV_HANDLER_PROTO
 /* CreateInstance with start=true is slow; the method table cannot know, so

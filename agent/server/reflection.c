@@ -223,8 +223,7 @@ static grpc_byte_buffer *srv__answer(const srv_reflection *r,
   out.original_request = req;
   Grpc__Reflection__V1__FileDescriptorResponse fdr =
       GRPC__REFLECTION__V1__FILE_DESCRIPTOR_RESPONSE__INIT;
-  Grpc__Reflection__V1__ListServiceResponse lsr =
-      GRPC__REFLECTION__V1__LIST_SERVICE_RESPONSE__INIT;
+  Grpc__Reflection__V1__ListServiceResponse lsr = GRPC__REFLECTION__V1__LIST_SERVICE_RESPONSE__INIT;
   Grpc__Reflection__V1__ExtensionNumberResponse enr =
       GRPC__REFLECTION__V1__EXTENSION_NUMBER_RESPONSE__INIT;
   Grpc__Reflection__V1__ErrorResponse er = GRPC__REFLECTION__V1__ERROR_RESPONSE__INIT;
@@ -265,9 +264,10 @@ static grpc_byte_buffer *srv__answer(const srv_reflection *r,
   }
   case GRPC__REFLECTION__V1__SERVER_REFLECTION_REQUEST__MESSAGE_REQUEST_FILE_CONTAINING_EXTENSION:
     /* The served files declare no extensions. */
-    emsg = cmn_asprintf("extension %d of %s not found",
-                        req->file_containing_extension ? req->file_containing_extension->extension_number : 0,
-                        req->file_containing_extension ? req->file_containing_extension->containing_type : "");
+    emsg = cmn_asprintf(
+        "extension %d of %s not found",
+        req->file_containing_extension ? req->file_containing_extension->extension_number : 0,
+        req->file_containing_extension ? req->file_containing_extension->containing_type : "");
     break;
   case GRPC__REFLECTION__V1__SERVER_REFLECTION_REQUEST__MESSAGE_REQUEST_ALL_EXTENSION_NUMBERS_OF_TYPE: {
     const srv__sym *s = srv__sym_find(r, req->all_extension_numbers_of_type);
@@ -293,8 +293,9 @@ static grpc_byte_buffer *srv__answer(const srv_reflection *r,
     out.message_response_case =
         GRPC__REFLECTION__V1__SERVER_REFLECTION_RESPONSE__MESSAGE_RESPONSE_FILE_DESCRIPTOR_RESPONSE;
     out.file_descriptor_response = &fdr;
-  } else if (emsg != NULL || out.message_response_case ==
-                                 GRPC__REFLECTION__V1__SERVER_REFLECTION_RESPONSE__MESSAGE_RESPONSE__NOT_SET) {
+  } else if (emsg != NULL ||
+             out.message_response_case ==
+                 GRPC__REFLECTION__V1__SERVER_REFLECTION_RESPONSE__MESSAGE_RESPONSE__NOT_SET) {
     er.error_code = emsg != NULL ? CMN_NOT_FOUND : CMN_INVALID_ARGUMENT;
     er.error_message = emsg != NULL ? emsg : (char *)"the request names no query";
     out.message_response_case =

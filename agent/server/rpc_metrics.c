@@ -19,8 +19,8 @@ void srv_metrics_rpc_done_locked(srv_call *c, int code)
   if (c->metrics_done || c->srv->opts.metrics == NULL)
     return;
   c->metrics_done = true;
-  agent_metrics_rpc_done(c->srv->opts.metrics, c->method != NULL ? c->method->path : NULL,
-                         code, srv_now_us() - c->start_us);
+  agent_metrics_rpc_done(c->srv->opts.metrics, c->method != NULL ? c->method->path : NULL, code,
+                         srv_now_us() - c->start_us);
 }
 
 /* The hypervisor type of an instance, or NULL. */

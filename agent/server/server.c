@@ -44,28 +44,46 @@
 /* The unary rows of ember's services come from agent/rpc_table.h; the
  * streaming rows and the standard gRPC services are listed here. */
 const srv_method srv_methods[] = {
-#define SRV_ROW(desc, svc, meth, handler, slow_, op_, mutates_, ctl)                           \
-  {.path = "/" svc "/" #meth, .kind = SRV_UNARY, .slow = slow_, .unary = handler,              \
-   .service = &desc, .method = #meth, .op = op_, .mutates = mutates_},
+#define SRV_ROW(desc, svc, meth, handler, slow_, op_, mutates_, ctl)                               \
+  {.path = "/" svc "/" #meth,                                                                      \
+   .kind = SRV_UNARY,                                                                              \
+   .slow = slow_,                                                                                  \
+   .unary = handler,                                                                               \
+   .service = &desc,                                                                               \
+   .method = #meth,                                                                                \
+   .op = op_,                                                                                      \
+   .mutates = mutates_},
     EMBER_UNARY_RPCS(SRV_ROW)
 #undef SRV_ROW
-    {.path = "/ember.v1.InstanceService/WatchInstances", .kind = SRV_SERVER_STREAM,
-     .stream = srv_watch_start, .service = &ember__v1__instance_service__descriptor,
-     .method = "WatchInstances"},
-    {.path = "/ember.v1.ImageService/PullImage", .kind = SRV_SERVER_STREAM,
-     .stream = srv_image_pull_start, .service = &ember__v1__image_service__descriptor,
+        {.path = "/ember.v1.InstanceService/WatchInstances",
+         .kind = SRV_SERVER_STREAM,
+         .stream = srv_watch_start,
+         .service = &ember__v1__instance_service__descriptor,
+         .method = "WatchInstances"},
+    {.path = "/ember.v1.ImageService/PullImage",
+     .kind = SRV_SERVER_STREAM,
+     .stream = srv_image_pull_start,
+     .service = &ember__v1__image_service__descriptor,
      .method = "PullImage"},
-    {.path = "/ember.v1.ImageService/ImportImage", .kind = SRV_BIDI,
-     .stream = srv_image_import_start, .service = &ember__v1__image_service__descriptor,
+    {.path = "/ember.v1.ImageService/ImportImage",
+     .kind = SRV_BIDI,
+     .stream = srv_image_import_start,
+     .service = &ember__v1__image_service__descriptor,
      .method = "ImportImage"},
-    {.path = "/grpc.health.v1.Health/Check", .kind = SRV_UNARY,
-     .unary = srv_unary_health_check, .request = &grpc__health__v1__health_check_request__descriptor},
-    {.path = "/grpc.health.v1.Health/Watch", .kind = SRV_SERVER_STREAM,
-     .stream = srv_health_watch_start, .request = &grpc__health__v1__health_check_request__descriptor},
-    {.path = "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo", .kind = SRV_BIDI,
+    {.path = "/grpc.health.v1.Health/Check",
+     .kind = SRV_UNARY,
+     .unary = srv_unary_health_check,
+     .request = &grpc__health__v1__health_check_request__descriptor},
+    {.path = "/grpc.health.v1.Health/Watch",
+     .kind = SRV_SERVER_STREAM,
+     .stream = srv_health_watch_start,
+     .request = &grpc__health__v1__health_check_request__descriptor},
+    {.path = "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+     .kind = SRV_BIDI,
      .stream = srv_reflection_start,
      .request = &grpc__reflection__v1__server_reflection_request__descriptor},
-    {.path = "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo", .kind = SRV_BIDI,
+    {.path = "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+     .kind = SRV_BIDI,
      .stream = srv_reflection_start,
      .request = &grpc__reflection__v1alpha__server_reflection_request__descriptor},
 };
@@ -352,11 +370,11 @@ static void srv__stream_overflow_locked(srv_call *c, size_t dropped)
 {
   char *msg;
   if (c->stream_kind == SRV_STREAM_WATCH)
-    msg = cmn_asprintf("watch fell behind: %zu events not delivered; list and watch again",
-                       dropped);
+    msg =
+        cmn_asprintf("watch fell behind: %zu events not delivered; list and watch again", dropped);
   else
-    msg = cmn_asprintf("the client does not read its responses: %zu messages not delivered",
-                       dropped);
+    msg =
+        cmn_asprintf("the client does not read its responses: %zu messages not delivered", dropped);
   size_t freed = srv__queue_free_locked(c);
   c->finishing = true;
   c->status_sent = true; /* nothing more is started on this call */
@@ -391,14 +409,12 @@ void srv_stream_push_locked(srv_call *c, grpc_byte_buffer *msg)
   }
   size_t len = msg != NULL ? grpc_byte_buffer_length(msg) : 0;
   const srv_options *o = &c->srv->opts;
-  size_t max_msgs = o->stream_queue_messages ? o->stream_queue_messages
-                                             : SRV_STREAM_QUEUE_MESSAGES;
+  size_t max_msgs = o->stream_queue_messages ? o->stream_queue_messages : SRV_STREAM_QUEUE_MESSAGES;
   size_t max_bytes = o->stream_queue_bytes ? o->stream_queue_bytes : SRV_STREAM_QUEUE_BYTES;
   /* A unary call queues its one response; a stream's first message always
    * fits, however large. */
   bool stream = c->method != NULL && c->method->kind != SRV_UNARY;
-  if (stream && c->q_count > 0 &&
-      (c->q_count >= max_msgs || c->q_bytes + len > max_bytes)) {
+  if (stream && c->q_count > 0 && (c->q_count >= max_msgs || c->q_bytes + len > max_bytes)) {
     if (msg != NULL)
       grpc_byte_buffer_destroy(msg);
     srv__stream_overflow_locked(c, c->q_count + 1);
@@ -658,9 +674,8 @@ static void srv__post(srv_server *s, int idx)
   } else {
     grpc_byte_buffer **payload = srv_methods[idx].kind == SRV_BIDI ? NULL : &c->payload;
     SRV_TSAN_RELEASE(&c->t_request);
-    e = grpc_server_request_registered_call(s->server, s->registered[idx], &c->call,
-                                            &c->deadline, &c->req_md, payload, s->cq, s->cq,
-                                            &c->t_request);
+    e = grpc_server_request_registered_call(s->server, s->registered[idx], &c->call, &c->deadline,
+                                            &c->req_md, payload, s->cq, s->cq, &c->t_request);
   }
   if (e != GRPC_CALL_OK) {
     cmn_warn(NULL, "rpc", "cannot post a call request (%d)", (int)e);
@@ -809,11 +824,11 @@ srv_server *srv_server_create(const srv_options *opts, agent_manager *mgr, cmn_e
   grpc_server_register_completion_queue(s->server, s->cq, NULL);
   s->registered = cmn_calloc(srv_n_methods, sizeof(void *));
   for (size_t i = 0; i < srv_n_methods; i++) {
-    s->registered[i] = grpc_server_register_method(
-        s->server, srv_methods[i].path, NULL,
-        srv_methods[i].kind == SRV_BIDI ? GRPC_SRM_PAYLOAD_NONE
-                                        : GRPC_SRM_PAYLOAD_READ_INITIAL_BYTE_BUFFER,
-        0);
+    s->registered[i] = grpc_server_register_method(s->server, srv_methods[i].path, NULL,
+                                                   srv_methods[i].kind == SRV_BIDI
+                                                       ? GRPC_SRM_PAYLOAD_NONE
+                                                       : GRPC_SRM_PAYLOAD_READ_INITIAL_BYTE_BUFFER,
+                                                   0);
     if (s->registered[i] == NULL) {
       cmn_err_set(err, CMN_INTERNAL, "cannot register method %s", srv_methods[i].path);
       goto fail_server;
@@ -958,8 +973,7 @@ void srv_server_free(srv_server *s)
   /* Lifecycle operations run to their end; their calls hold references. */
   pthread_mutex_lock(&s->mu);
   if (s->slow_threads > 0)
-    cmn_info(NULL, "shutdown", "waiting for %d lifecycle operation(s) to finish",
-             s->slow_threads);
+    cmn_info(NULL, "shutdown", "waiting for %d lifecycle operation(s) to finish", s->slow_threads);
   cmn_debug(NULL, "shutdown", "server shut down; %d call object(s) still referenced",
             s->live_calls);
   while (s->slow_threads > 0 || s->live_calls > 0) {

@@ -25,8 +25,8 @@ typedef struct srv_options {
   int64_t max_message_bytes; /* max receive message size */
   const char *tls_cert;      /* PEM files; TLS on TCP when both are set */
   const char *tls_key;
-  const char *tls_client_ca; /* requires and verifies client certificates (mTLS) */
-  bool insecure_tcp;         /* allow plaintext TCP */
+  const char *tls_client_ca;     /* requires and verifies client certificates (mTLS) */
+  bool insecure_tcp;             /* allow plaintext TCP */
   struct agent_metrics *metrics; /* agent/metrics_agent.h; NULL: no RPC metrics */
   /* Bound of each stream's outgoing queue (WatchInstances, Health/Watch,
    * reflection): messages and bytes not yet taken by the transport. A client

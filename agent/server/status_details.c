@@ -21,11 +21,11 @@
  * "start: ..." is the context of a failed boot, not a field), and the fields
  * of InstanceSpec that validation messages name without their "spec." prefix. */
 static const char *const srv__request_fields[] = {
-    "id",        "name",       "spec",             "labels", "request_id", "filter",
-    "page_size", "page_token", "graceful_timeout", NULL};
+    "id",     "name",      "spec",       "labels",           "request_id",
+    "filter", "page_size", "page_token", "graceful_timeout", NULL};
 static const char *const srv__spec_fields[] = {
-    "hypervisor", "vcpus",  "memory_mib",         "kernel_path", "initrd_path",
-    "cmdline",    "disks",  "network_interfaces", "vsock",       "mac_address", NULL};
+    "hypervisor",         "vcpus", "memory_mib",  "kernel_path", "initrd_path", "cmdline", "disks",
+    "network_interfaces", "vsock", "mac_address", NULL};
 
 static bool srv__in(const char *const *list, const char *s, size_t n)
 {
@@ -66,8 +66,7 @@ static void srv__any(Google__Protobuf__Any *any, const ProtobufCMessage *m)
   protobuf_c_message_pack(m, any->value.data);
 }
 
-bool srv_status_details(const cmn_error *err, int code, const char *msg, uint8_t **out,
-                        size_t *len)
+bool srv_status_details(const cmn_error *err, int code, const char *msg, uint8_t **out, size_t *len)
 {
   *out = NULL;
   *len = 0;

@@ -89,7 +89,8 @@ static int wire__broken(wire_walk *w, size_t at, const char *what)
                      w->path_len ? " of " : "", w->path_len ? w->path : "");
 }
 
-/* Appends ".name" or ".name[i]" (index >= 0; "[]" for -2) to the path; returns the previous length. */
+/* Appends ".name" or ".name[i]" (index >= 0; "[]" for -2) to the path; returns the previous length.
+ */
 static size_t wire__push(wire_walk *w, const ProtobufCFieldDescriptor *f, long index)
 {
   size_t old = w->path_len;
@@ -170,8 +171,8 @@ static int wire__message(wire_walk *w, const ProtobufCMessageDescriptor *d, cons
           long bad = srv_utf8_bad_offset(body, blen, &nul);
           if (bad >= 0) {
             if (nul)
-              return cmn_err_set(w->err, CMN_INVALID_ARGUMENT,
-                                 "%s holds a NUL byte at offset %ld", w->path, bad);
+              return cmn_err_set(w->err, CMN_INVALID_ARGUMENT, "%s holds a NUL byte at offset %ld",
+                                 w->path, bad);
             return cmn_err_set(w->err, CMN_INVALID_ARGUMENT,
                                "%s is not valid UTF-8 (byte 0x%02X at offset %ld)", w->path,
                                body[bad], bad);

@@ -100,27 +100,24 @@ static int ch_init(const cJSON *config, void **state, cmn_error *err)
   if (h->major < CH_MIN_MAJOR) {
     cmn_err_set(err, CMN_UNAVAILABLE,
                 "Cloud Hypervisor %d.%d is not supported (this driver speaks the API of v%d "
-                "and later)", h->major, h->minor, CH_MIN_MAJOR);
+                "and later)",
+                h->major, h->minor, CH_MIN_MAJOR);
     ch_host_free(h);
     return -1;
   }
   h->payload = h->major >= 26;
-  cmn_info(NULL, "init", "cloud-hypervisor driver: %s (%s): payload=%d", h->binary,
-           h->version_line, h->payload);
+  cmn_info(NULL, "init", "cloud-hypervisor driver: %s (%s): payload=%d", h->binary, h->version_line,
+           h->payload);
   *state = h;
   return 0;
 }
 
-static void ch_fini(void *state)
-{
-  ch_host_free(state);
-}
+static void ch_fini(void *state) { ch_host_free(state); }
 
 static char *ch_describe(void *state)
 {
   const ch_host *h = state;
-  return cmn_asprintf("cloud-hypervisor %d.%d.%d (%s)", h->major, h->minor, h->patch,
-                      h->binary);
+  return cmn_asprintf("cloud-hypervisor %d.%d.%d (%s)", h->major, h->minor, h->patch, h->binary);
 }
 
 /* ---- API calls --------------------------------------------------------------- */
@@ -145,7 +142,8 @@ static char *ch_error_text(const char *body)
   if (cJSON_IsArray(j)) {
     char *out = cmn_strdup("");
     const cJSON *e;
-    cJSON_ArrayForEach(e, j) {
+    cJSON_ArrayForEach(e, j)
+    {
       if (!cJSON_IsString(e))
         continue;
       char *next = cmn_asprintf("%s%s%s", out, out[0] != '\0' ? ": " : "", e->valuestring);
@@ -177,13 +175,12 @@ static int ch_call_t(vmm_vm *vm, const char *method, const char *op, const cJSON
     return cmn_err_set(err, CMN_INTERNAL, "cannot serialise the body of %s", op);
   long status = 0;
   cleanup_free char *resp = NULL;
-  if (cmn_http_request_timeout(p->sock, method, path, json, timeout_ms, &status, &resp,
-                               err) < 0)
+  if (cmn_http_request_timeout(p->sock, method, path, json, timeout_ms, &status, &resp, err) < 0)
     return cmn_err_prefix(err, "cloud-hypervisor API %s", op);
   if (status >= 300) {
     cleanup_free char *text = ch_error_text(resp);
-    return cmn_err_set(err, CMN_INTERNAL, "cloud-hypervisor rejected %s (HTTP %ld): %s", op,
-                       status, text);
+    return cmn_err_set(err, CMN_INTERNAL, "cloud-hypervisor rejected %s (HTTP %ld): %s", op, status,
+                       text);
   }
   if (out != NULL && status == 200) {
     *out = cJSON_Parse(resp);
@@ -193,8 +190,8 @@ static int ch_call_t(vmm_vm *vm, const char *method, const char *op, const cJSON
   return 0;
 }
 
-static int ch_call(vmm_vm *vm, const char *method, const char *op, const cJSON *body,
-                   cJSON **out, cmn_error *err)
+static int ch_call(vmm_vm *vm, const char *method, const char *op, const cJSON *body, cJSON **out,
+                   cmn_error *err)
 {
   return ch_call_t(vm, method, op, body, CMN_HTTP_DEFAULT_TIMEOUT_MS, out, err);
 }
@@ -237,10 +234,7 @@ static int ch_spawn(const ch_host *h, vmm_vm *vm, cmn_error *err)
                         CH_START_TIMEOUT_MS, err);
 }
 
-static bool ch_set(const char *s)
-{
-  return s != NULL && s[0] != '\0';
-}
+static bool ch_set(const char *s) { return s != NULL && s[0] != '\0'; }
 
 /* The VmConfig of vm.create for the host's version. */
 static cJSON *ch_vm_config(const ch_host *h, const vmm_spec *s, const char *vm_dir)
@@ -323,8 +317,7 @@ static int ch_adopt(void *state, vmm_vm *vm, vmm_run_state *out, cmn_error *err)
 {
   (void)state;
   if (!cmn_proc_alive(&vm->proc))
-    return cmn_err_set(err, CMN_UNAVAILABLE, "cloud-hypervisor pid %d is gone",
-                       (int)vm->proc.pid);
+    return cmn_err_set(err, CMN_UNAVAILABLE, "cloud-hypervisor pid %d is gone", (int)vm->proc.pid);
   if (ch_get_state(vm, out, err) < 0)
     return cmn_err_prefix(err, "adopting cloud-hypervisor pid %d", (int)vm->proc.pid);
   return 0;
@@ -356,8 +349,7 @@ static int ch_snapshot(void *state, vmm_vm *vm, const char *snap_dir, vmm_snap_k
     return cmn_err_set(err, CMN_UNIMPLEMENTED,
                        "cloud-hypervisor writes full snapshots only (no diff snapshots)");
   if (snap_dir[0] != '/')
-    return cmn_err_set(err, CMN_INVALID_ARGUMENT, "snapshot folder %s is not absolute",
-                       snap_dir);
+    return cmn_err_set(err, CMN_INVALID_ARGUMENT, "snapshot folder %s is not absolute", snap_dir);
   if (cmn_fault("ch.snapshot.before", err) < 0)
     return -1;
   cJSON *b = cJSON_CreateObject();
@@ -378,12 +370,10 @@ static int ch_restore(void *state, vmm_vm *vm, const char *snap_dir, cmn_error *
   for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
     cleanup_free char *f = cmn_asprintf("%s/%s", snap_dir, files[i]);
     if (!cmn_is_regular_file(f))
-      return cmn_err_set(err, CMN_DATA_LOSS, "snapshot %s lacks %s", snap_dir,
-                         files[i]);
+      return cmn_err_set(err, CMN_DATA_LOSS, "snapshot %s lacks %s", snap_dir, files[i]);
   }
   if (snap_dir[0] != '/')
-    return cmn_err_set(err, CMN_INVALID_ARGUMENT, "snapshot folder %s is not absolute",
-                       snap_dir);
+    return cmn_err_set(err, CMN_INVALID_ARGUMENT, "snapshot folder %s is not absolute", snap_dir);
   if (vmm_spec_check_host_files(vm->spec, false, err) < 0)
     return -1;
   if (ch_spawn(h, vm, err) < 0)
@@ -436,8 +426,7 @@ static int ch_powerdown(void *state, vmm_vm *vm, int timeout_ms, cmn_error *err)
     return -1;
   if (cmn_proc_wait(&vm->proc, timeout_ms, NULL) < 0)
     return cmn_err_set(err, CMN_DEADLINE_EXCEEDED,
-                       "the guest did not power off within %d ms of the power button",
-                       timeout_ms);
+                       "the guest did not power off within %d ms of the power button", timeout_ms);
   return 0;
 }
 

@@ -10,7 +10,6 @@
 #include <string.h>
 #include <unistd.h>
 
-
 char *ch_version_run(const char *binary, cmn_error *err)
 {
   const char *const argv[] = {binary, "--version", NULL};

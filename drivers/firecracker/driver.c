@@ -45,7 +45,6 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-
 #define FC_SOCK_NAME "firecracker.sock"
 #define FC_START_TIMEOUT_MS 10000
 #define FC_SNAPSHOT_TIMEOUT_MS (10 * 60 * 1000)
@@ -55,9 +54,9 @@ typedef struct fc_host {
   char *binary;
   char *version_line; /* "Firecracker v1.16.1" */
   int major, minor, patch;
-  bool mem_backend;       /* load: mem_backend (else mem_file_path) */
-  bool load_track_dirty;  /* load: track_dirty_pages (else enable_diff_snapshots) */
-  bool diff_in_place;     /* create Diff writes into an existing memory file */
+  bool mem_backend;      /* load: mem_backend (else mem_file_path) */
+  bool load_track_dirty; /* load: track_dirty_pages (else enable_diff_snapshots) */
+  bool diff_in_place;    /* create Diff writes into an existing memory file */
 } fc_host;
 
 /* Per-VM driver state (vm->priv). */
@@ -89,16 +88,17 @@ static int fc_parse_version(fc_host *h, const char *text, cmn_error *err)
   h->version_line = cmn_strndup(text, line_len);
   const char *p = strstr(h->version_line, "Firecracker v");
   if (p == NULL)
-    return cmn_err_set(err, CMN_UNAVAILABLE, "%s --version printed \"%s\", not a Firecracker "
-                       "version", h->binary, h->version_line);
+    return cmn_err_set(err, CMN_UNAVAILABLE,
+                       "%s --version printed \"%s\", not a Firecracker "
+                       "version",
+                       h->binary, h->version_line);
   p += strlen("Firecracker v");
   long v[3];
   for (int i = 0; i < 3; i++) {
     char *end = NULL;
     errno = 0;
     v[i] = strtol(p, &end, 10);
-    if (errno != 0 || end == p || v[i] < 0 || v[i] > 100000 ||
-        (i < 2 && *end != '.'))
+    if (errno != 0 || end == p || v[i] < 0 || v[i] > 100000 || (i < 2 && *end != '.'))
       return cmn_err_set(err, CMN_UNAVAILABLE, "cannot parse the version in \"%s\"",
                          h->version_line);
     p = end + 1;
@@ -109,7 +109,8 @@ static int fc_parse_version(fc_host *h, const char *text, cmn_error *err)
   if (h->major != 1 || h->minor < 1)
     return cmn_err_set(err, CMN_UNAVAILABLE,
                        "Firecracker %d.%d.%d is not supported (this driver speaks the 1.x "
-                       "API from 1.1)", h->major, h->minor, h->patch);
+                       "API from 1.1)",
+                       h->major, h->minor, h->patch);
   h->mem_backend = fc_at_least(h, 1, 1);
   h->load_track_dirty = fc_at_least(h, 1, 13);
   h->diff_in_place = fc_at_least(h, 1, 6);
@@ -129,8 +130,7 @@ static int fc_init(const cJSON *config, void **state, cmn_error *err)
 {
   *state = NULL;
   fc_host *h = cmn_calloc(1, sizeof *h);
-  h->binary = vmm_find_binary("EMBER_FIRECRACKER_BIN", config, "firecracker", "firecracker",
-                              err);
+  h->binary = vmm_find_binary("EMBER_FIRECRACKER_BIN", config, "firecracker", "firecracker", err);
   if (h->binary == NULL) {
     fc_host_free(h);
     return -1;
@@ -140,17 +140,15 @@ static int fc_init(const cJSON *config, void **state, cmn_error *err)
     fc_host_free(h);
     return -1;
   }
-  cmn_info(NULL, "init", "firecracker driver: %s (%s): mem_backend=%d track_dirty_pages=%d "
-           "diff_in_place=%d", h->binary, h->version_line, h->mem_backend,
-           h->load_track_dirty, h->diff_in_place);
+  cmn_info(NULL, "init",
+           "firecracker driver: %s (%s): mem_backend=%d track_dirty_pages=%d "
+           "diff_in_place=%d",
+           h->binary, h->version_line, h->mem_backend, h->load_track_dirty, h->diff_in_place);
   *state = h;
   return 0;
 }
 
-static void fc_fini(void *state)
-{
-  fc_host_free(state);
-}
+static void fc_fini(void *state) { fc_host_free(state); }
 
 static char *fc_describe(void *state)
 {
@@ -184,8 +182,7 @@ static int fc_call_t(vmm_vm *vm, const char *method, const char *path, const cJS
     return cmn_err_set(err, CMN_INTERNAL, "cannot serialise the body of %s %s", method, path);
   long status = 0;
   cleanup_free char *resp = NULL;
-  if (cmn_http_request_timeout(p->sock, method, path, json, timeout_ms, &status, &resp,
-                               err) < 0)
+  if (cmn_http_request_timeout(p->sock, method, path, json, timeout_ms, &status, &resp, err) < 0)
     return cmn_err_prefix(err, "firecracker API");
   if (status >= 300) {
     cJSON *j = cJSON_Parse(resp);
@@ -204,8 +201,8 @@ static int fc_call_t(vmm_vm *vm, const char *method, const char *path, const cJS
   return 0;
 }
 
-static int fc_call(vmm_vm *vm, const char *method, const char *path, const cJSON *body,
-                   cJSON **out, cmn_error *err)
+static int fc_call(vmm_vm *vm, const char *method, const char *path, const cJSON *body, cJSON **out,
+                   cmn_error *err)
 {
   return fc_call_t(vm, method, path, body, CMN_HTTP_DEFAULT_TIMEOUT_MS, out, err);
 }
@@ -389,8 +386,8 @@ static int fc_snapshot(void *state, vmm_vm *vm, const char *snap_dir, vmm_snap_k
     uint64_t want = vm->spec != NULL ? vm->spec->memory_mib << 20 : 0;
     if (want != 0 && (uint64_t)st.st_size != want)
       return cmn_err_set(err, CMN_FAILED_PRECONDITION,
-                         "diff snapshot: base memory %s has %lld bytes, the VM has %llu",
-                         mem_path, (long long)st.st_size, (unsigned long long)want);
+                         "diff snapshot: base memory %s has %lld bytes, the VM has %llu", mem_path,
+                         (long long)st.st_size, (unsigned long long)want);
     /* In place from 1.6 (same-size file is not truncated); before, a diff
      * aimed at the base would truncate it, so it goes aside and is merged. */
     if (!h->diff_in_place) {
@@ -421,8 +418,8 @@ static int fc_snapshot(void *state, vmm_vm *vm, const char *snap_dir, vmm_snap_k
   }
   cmn_info(vm->id, "snapshot", "%s snapshot in %lld us%s (merged %llu bytes in %lld us)",
            kind == VMM_SNAP_DIFF ? "diff" : "full", (long long)(t1 - t0),
-           kind == VMM_SNAP_DIFF && !merge ? ", written in place" : "",
-           (unsigned long long)copied, (long long)(cmn_now_us() - t1));
+           kind == VMM_SNAP_DIFF && !merge ? ", written in place" : "", (unsigned long long)copied,
+           (long long)(cmn_now_us() - t1));
   return 0;
 }
 
@@ -432,8 +429,7 @@ static int fc_restore(void *state, vmm_vm *vm, const char *snap_dir, cmn_error *
   cleanup_free char *state_path = cmn_asprintf("%s/state", snap_dir);
   cleanup_free char *mem_path = cmn_asprintf("%s/memory", snap_dir);
   if (!cmn_is_regular_file(state_path) || !cmn_is_regular_file(mem_path))
-    return cmn_err_set(err, CMN_DATA_LOSS, "snapshot %s lacks state or memory",
-                       snap_dir);
+    return cmn_err_set(err, CMN_DATA_LOSS, "snapshot %s lacks state or memory", snap_dir);
   if (vmm_spec_check_host_files(vm->spec, false, err) < 0)
     return -1;
   if (fc_spawn(h, vm, err) < 0)
@@ -463,8 +459,7 @@ static int fc_restore(void *state, vmm_vm *vm, const char *snap_dir, cmn_error *
     return -1;
   if (fc_set_vm_state(vm, "Resumed", err) < 0)
     return -1;
-  cmn_info(vm->id, "restore", "firecracker pid %d restored from %s", (int)vm->proc.pid,
-           snap_dir);
+  cmn_info(vm->id, "restore", "firecracker pid %d restored from %s", (int)vm->proc.pid, snap_dir);
   return 0;
 }
 

@@ -23,8 +23,7 @@ static int merge_extent(int dfd, int bfd, off_t off, off_t end, char *buf, const
     if (n < 0 && errno == EINTR)
       continue;
     if (n < 0)
-      return cmn_err_errno(err, CMN_INTERNAL, errno, "reading %s at %lld", diff,
-                           (long long)off);
+      return cmn_err_errno(err, CMN_INTERNAL, errno, "reading %s at %lld", diff, (long long)off);
     if (n == 0)
       return cmn_err_set(err, CMN_INTERNAL, "%s ended early at %lld", diff, (long long)off);
     ssize_t done = 0;
@@ -42,8 +41,7 @@ static int merge_extent(int dfd, int bfd, off_t off, off_t end, char *buf, const
   return 0;
 }
 
-int fc_merge_diff(const char *diff_path, const char *base_path, uint64_t *copied,
-                  cmn_error *err)
+int fc_merge_diff(const char *diff_path, const char *base_path, uint64_t *copied, cmn_error *err)
 {
   if (copied != NULL)
     *copied = 0;
@@ -58,8 +56,8 @@ int fc_merge_diff(const char *diff_path, const char *base_path, uint64_t *copied
     return cmn_err_errno(err, CMN_INTERNAL, errno, "stat of %s or %s", diff_path, base_path);
   if (dst.st_size != bst.st_size)
     return cmn_err_set(err, CMN_INTERNAL,
-                       "diff %s has %lld bytes but base %s has %lld: not the same guest",
-                       diff_path, (long long)dst.st_size, base_path, (long long)bst.st_size);
+                       "diff %s has %lld bytes but base %s has %lld: not the same guest", diff_path,
+                       (long long)dst.st_size, base_path, (long long)bst.st_size);
 
   cleanup_free char *buf = cmn_malloc(MERGE_CHUNK);
   uint64_t total = 0;

@@ -18,7 +18,6 @@
  * Both files must have the same length. Refuses (INTERNAL, diff kept) when the
  * filesystem cannot report holes in a file that has them (it would overwrite
  * clean pages with zeros). *copied (may be NULL) receives the bytes copied. */
-int fc_merge_diff(const char *diff_path, const char *base_path, uint64_t *copied,
-                  cmn_error *err);
+int fc_merge_diff(const char *diff_path, const char *base_path, uint64_t *copied, cmn_error *err);
 
 #endif

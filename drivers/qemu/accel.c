@@ -10,10 +10,7 @@
 #include <string.h>
 #include <unistd.h>
 
-const char *qemu_accel_name(qemu_accel a)
-{
-  return a == QEMU_ACCEL_KVM ? "kvm" : "tcg";
-}
+const char *qemu_accel_name(qemu_accel a) { return a == QEMU_ACCEL_KVM ? "kvm" : "tcg"; }
 
 /* PVM registers the kvm_pvm module; /sys/module shows built-in and loaded
  * modules alike, and /proc/modules (absent in some containers) loaded ones. */

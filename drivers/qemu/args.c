@@ -34,10 +34,7 @@ static void argv_add_owned(qemu_argv *a, char *s)
   a->v[a->n] = NULL;
 }
 
-static void argv_add(qemu_argv *a, const char *s)
-{
-  argv_add_owned(a, cmn_strdup(s));
-}
+static void argv_add(qemu_argv *a, const char *s) { argv_add_owned(a, cmn_strdup(s)); }
 
 static void argv_add2(qemu_argv *a, const char *opt, char *owned_value)
 {
@@ -70,18 +67,11 @@ char *qemu_opt_escape(const char *s)
   return out;
 }
 
-static bool args_is_microvm(const qemu_host *h)
-{
-  return strcmp(h->machine, "microvm") == 0;
-}
+static bool args_is_microvm(const qemu_host *h) { return strcmp(h->machine, "microvm") == 0; }
 
-static bool args_empty(const char *s)
-{
-  return s == NULL || s[0] == '\0';
-}
+static bool args_empty(const char *s) { return s == NULL || s[0] == '\0'; }
 
-char **qemu_args_build(const qemu_host *h, const vmm_vm *vm, const qemu_launch *l,
-                       cmn_error *err)
+char **qemu_args_build(const qemu_host *h, const vmm_vm *vm, const qemu_launch *l, cmn_error *err)
 {
   const vmm_spec *spec = vm->spec;
   if (spec == NULL || args_empty(spec->kernel))
@@ -133,9 +123,9 @@ char **qemu_args_build(const qemu_host *h, const vmm_vm *vm, const qemu_launch *
               cmn_asprintf("memory-backend-file,id=ram,size=%lluM,mem-path=%s,share=on",
                            (unsigned long long)spec->memory_mib, p));
   } else {
-    argv_add2(&a, "-object",
-              cmn_asprintf("memory-backend-ram,id=ram,size=%lluM",
-                           (unsigned long long)spec->memory_mib));
+    argv_add2(
+        &a, "-object",
+        cmn_asprintf("memory-backend-ram,id=ram,size=%lluM", (unsigned long long)spec->memory_mib));
   }
 
   /* -kernel and friends take plain file names (no option parsing). */
@@ -151,8 +141,7 @@ char **qemu_args_build(const qemu_host *h, const vmm_vm *vm, const qemu_launch *
   argv_add2(&a, "-chardev",
             cmn_strdup("socket,id=ctl,path=" QEMU_SERIAL1_SOCK ",server=on,wait=off"));
   argv_add2(&a, "-device", cmn_strdup("isa-serial,chardev=ctl,index=1"));
-  argv_add2(&a, "-chardev",
-            cmn_strdup("socket,id=qmp,path=" QEMU_QMP_SOCK ",server=on,wait=off"));
+  argv_add2(&a, "-chardev", cmn_strdup("socket,id=qmp,path=" QEMU_QMP_SOCK ",server=on,wait=off"));
   argv_add2(&a, "-mon", cmn_strdup("chardev=qmp,mode=control"));
 
   for (size_t i = 0; i < spec->n_disks; i++) {
@@ -189,10 +178,10 @@ char **qemu_args_build(const qemu_host *h, const vmm_vm *vm, const qemu_launch *
       qemu_args_free(a.v);
       return cmn_err_set(err, CMN_FAILED_PRECONDITION,
                          "vsock needs /dev/vhost-vsock, which this host lacks "
-                         "(modprobe vhost_vsock), or another hypervisor"), NULL;
+                         "(modprobe vhost_vsock), or another hypervisor"),
+             NULL;
     }
-    argv_add2(&a, "-device",
-              cmn_asprintf("vhost-vsock-%s,guest-cid=%u", mmio, spec->vsock_cid));
+    argv_add2(&a, "-device", cmn_asprintf("vhost-vsock-%s,guest-cid=%u", mmio, spec->vsock_cid));
   }
   return a.v;
 }

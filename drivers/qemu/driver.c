@@ -29,9 +29,8 @@
 #include <string.h>
 #include <unistd.h>
 
-
-#define QEMU_CAPS_BASE_REUSE                                                        \
-  (VMM_CAP_SNAPSHOT | VMM_CAP_PAUSE | VMM_CAP_BASE_REUSE | VMM_CAP_GRACEFUL_SHUTDOWN | \
+#define QEMU_CAPS_BASE_REUSE                                                                       \
+  (VMM_CAP_SNAPSHOT | VMM_CAP_PAUSE | VMM_CAP_BASE_REUSE | VMM_CAP_GRACEFUL_SHUTDOWN |             \
    VMM_CAP_LIVE_RAM_FILE)
 #define QEMU_CAPS_PLAIN (VMM_CAP_SNAPSHOT | VMM_CAP_PAUSE | VMM_CAP_GRACEFUL_SHUTDOWN)
 
@@ -59,8 +58,8 @@ static char *qemu_probe_version(const char *binary, cmn_error *err)
   const char *tag = "version ";
   char *v = strstr(buf, tag);
   if (v == NULL)
-    return cmn_err_set(err, CMN_FAILED_PRECONDITION, "%s --version printed no version",
-                       binary), NULL;
+    return cmn_err_set(err, CMN_FAILED_PRECONDITION, "%s --version printed no version", binary),
+           NULL;
   v += strlen(tag);
   return cmn_strndup(v, strcspn(v, " \r\n("));
 }
@@ -163,16 +162,13 @@ static int qemu_init(const cJSON *config, void **state, cmn_error *err)
   return 0;
 }
 
-static void qemu_fini(void *state)
-{
-  qemu_host_free(state);
-}
+static void qemu_fini(void *state) { qemu_host_free(state); }
 
 static char *qemu_describe(void *state)
 {
   const qemu_host *h = state;
-  return cmn_asprintf("QEMU %s (%s), machine %s, accel %s, base reuse %s", h->version,
-                      h->binary, h->machine, h->accel_why, h->base_reuse ? "on" : "off");
+  return cmn_asprintf("QEMU %s (%s), machine %s, accel %s, base reuse %s", h->version, h->binary,
+                      h->machine, h->accel_why, h->base_reuse ? "on" : "off");
 }
 
 static unsigned qemu_effective_caps(const void *state)

@@ -32,12 +32,12 @@
 
 /* Read-only host state from init(). */
 typedef struct qemu_host {
-  char *binary;       /* absolute path */
-  char *version;      /* e.g. "7.2.22" */
-  char *machine;      /* "microvm" (default), "q35" or "pc" */
-  char *cpu;          /* NULL: "host" under KVM (not PVM), else QEMU's default */
+  char *binary;  /* absolute path */
+  char *version; /* e.g. "7.2.22" */
+  char *machine; /* "microvm" (default), "q35" or "pc" */
+  char *cpu;     /* NULL: "host" under KVM (not PVM), else QEMU's default */
   qemu_accel accel;
-  bool kvm_pvm;       /* /dev/kvm is PVM-backed */
+  bool kvm_pvm; /* /dev/kvm is PVM-backed */
   char *accel_why;
   bool base_reuse;
   uint64_t max_bandwidth;   /* bytes/s for migrate-set-parameters */
@@ -54,15 +54,15 @@ typedef struct qemu_vm {
 
 /* How guest RAM is backed, recorded per VM in qemu-vm.json. */
 typedef struct qemu_vm_meta {
-  bool ram_shared;  /* memory-backend-file share=on */
-  dev_t ram_dev;    /* identity of the RAM file, to check a DIFF target */
+  bool ram_shared; /* memory-backend-file share=on */
+  dev_t ram_dev;   /* identity of the RAM file, to check a DIFF target */
   ino_t ram_ino;
   bool ram_reserved; /* every block of the RAM file is allocated (fallocate) */
 } qemu_vm_meta;
 
 /* What a snapshot folder holds, recorded in <snap_dir>/qemu.json. */
 typedef struct qemu_snap_meta {
-  bool ram_shared;   /* state holds device state only; RAM is <snap_dir>/memory */
+  bool ram_shared; /* state holds device state only; RAM is <snap_dir>/memory */
   uint64_t memory_mib;
   bool consumed;     /* a guest has run on <snap_dir>/memory since */
   bool ram_reserved; /* <snap_dir>/memory was reserved in full by this driver
@@ -76,8 +76,7 @@ typedef struct qemu_launch {
 } qemu_launch;
 
 /* args.c */
-char **qemu_args_build(const qemu_host *h, const vmm_vm *vm, const qemu_launch *l,
-                       cmn_error *err);
+char **qemu_args_build(const qemu_host *h, const vmm_vm *vm, const qemu_launch *l, cmn_error *err);
 void qemu_args_free(char **argv);
 /* QEMU option values double every comma. */
 char *qemu_opt_escape(const char *s);

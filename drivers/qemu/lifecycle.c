@@ -108,8 +108,8 @@ qemu_qmp *qemu_vm_qmp(const qemu_host *h, vmm_vm *vm, cmn_error *err)
     return cmn_err_set(err, CMN_UNAVAILABLE, "QEMU (pid %d) is not running", (int)vm->proc.pid),
            NULL;
   cleanup_free char *path = cmn_asprintf("%s/%s", vm->dir, QEMU_QMP_SOCK);
-  int timeout = h->connect_timeout_ms < QEMU_RECONNECT_MS ? h->connect_timeout_ms
-                                                          : QEMU_RECONNECT_MS;
+  int timeout =
+      h->connect_timeout_ms < QEMU_RECONNECT_MS ? h->connect_timeout_ms : QEMU_RECONNECT_MS;
   if (qemu_qmp_connect(path, &vm->proc, timeout, &p->qmp, err) < 0)
     return NULL;
   return p->qmp;
@@ -117,8 +117,8 @@ qemu_qmp *qemu_vm_qmp(const qemu_host *h, vmm_vm *vm, cmn_error *err)
 
 /* One command on the VM's connection. A broken connection is dropped so the
  * next call reconnects (or learns that QEMU is gone). */
-int qemu_vm_cmd(const qemu_host *h, vmm_vm *vm, const char *cmd, cJSON *args,
-                cJSON **ret, cmn_error *err)
+int qemu_vm_cmd(const qemu_host *h, vmm_vm *vm, const char *cmd, cJSON *args, cJSON **ret,
+                cmn_error *err)
 {
   qemu_qmp *q = qemu_vm_qmp(h, vm, err);
   if (q == NULL) {
@@ -133,8 +133,7 @@ int qemu_vm_cmd(const qemu_host *h, vmm_vm *vm, const char *cmd, cJSON *args,
   return 0;
 }
 
-int qemu_spawn(const qemu_host *h, vmm_vm *vm, const qemu_launch *l, const char *op,
-               cmn_error *err)
+int qemu_spawn(const qemu_host *h, vmm_vm *vm, const qemu_launch *l, const char *op, cmn_error *err)
 {
   char **argv = qemu_args_build(h, vm, l, err);
   if (argv == NULL)
@@ -185,8 +184,7 @@ static vmm_run_state qemu_map_status(const char *s)
   return VMM_STATE_OTHER;
 }
 
-int qemu_query_state(const qemu_host *h, vmm_vm *vm, vmm_run_state *out, char **raw,
-                     cmn_error *err)
+int qemu_query_state(const qemu_host *h, vmm_vm *vm, vmm_run_state *out, char **raw, cmn_error *err)
 {
   cJSON *ret = NULL;
   if (qemu_vm_cmd(h, vm, "query-status", NULL, &ret, err) < 0)
@@ -203,8 +201,7 @@ int qemu_query_state(const qemu_host *h, vmm_vm *vm, vmm_run_state *out, char **
   return 0;
 }
 
-int qemu_ram_file_create(const char *path, uint64_t mib, qemu_vm_meta *m,
-                                cmn_error *err)
+int qemu_ram_file_create(const char *path, uint64_t mib, qemu_vm_meta *m, cmn_error *err)
 {
   if (unlink(path) < 0 && errno != ENOENT)
     return cmn_err_errno(err, CMN_INTERNAL, errno, "remove stale %s", path);
@@ -330,8 +327,7 @@ int qemu_shutdown(void *state, vmm_vm *vm, int timeout_ms, cmn_error *err)
   /* Only a running guest can act on the power button. A paused one (e.g.
    * right after a standby snapshot) must not run again at all: its RAM file
    * is the snapshot now. */
-  if (rs == VMM_STATE_RUNNING &&
-      qemu_vm_cmd(h, vm, "system_powerdown", NULL, NULL, &qerr) == 0 &&
+  if (rs == VMM_STATE_RUNNING && qemu_vm_cmd(h, vm, "system_powerdown", NULL, NULL, &qerr) == 0 &&
       qemu_wait_gone(vm, timeout_ms)) {
     cmn_info(vm->id, "shutdown", "guest powered off");
     qemu_drop_qmp(vm);
@@ -344,7 +340,8 @@ int qemu_shutdown(void *state, vmm_vm *vm, int timeout_ms, cmn_error *err)
   if (!gone)
     return cmn_err_set(err, CMN_DEADLINE_EXCEEDED, "QEMU (pid %d) did not exit after quit",
                        (int)vm->proc.pid);
-  cmn_info(vm->id, "shutdown", "QEMU quit%s", rs == VMM_STATE_RUNNING ? " after powerdown timeout" : "");
+  cmn_info(vm->id, "shutdown", "QEMU quit%s",
+           rs == VMM_STATE_RUNNING ? " after powerdown timeout" : "");
   return 0;
 }
 

@@ -183,8 +183,8 @@ static int qmp_error_code(const char *klass)
   return CMN_INTERNAL;
 }
 
-int qemu_qmp_execute(qemu_qmp *q, const char *command, cJSON *args, int pass_fd,
-                     int timeout_ms, cJSON **ret, cmn_error *err)
+int qemu_qmp_execute(qemu_qmp *q, const char *command, cJSON *args, int pass_fd, int timeout_ms,
+                     cJSON **ret, cmn_error *err)
 {
   if (ret != NULL)
     *ret = NULL;
@@ -247,8 +247,7 @@ static cJSON *qmp_take_event(qemu_qmp *q, const char *name)
   return NULL;
 }
 
-int qemu_qmp_wait_event(qemu_qmp *q, const char *name, int timeout_ms, cJSON **data,
-                        cmn_error *err)
+int qemu_qmp_wait_event(qemu_qmp *q, const char *name, int timeout_ms, cJSON **data, cmn_error *err)
 {
   if (data != NULL)
     *data = NULL;
@@ -335,8 +334,8 @@ int qemu_qmp_open_fd(int fd, int timeout_ms, qemu_qmp **out, cmn_error *err)
     cJSON_Delete(greeting);
   }
   cJSON_Delete(greeting);
-  if (qemu_qmp_execute(q, "qmp_capabilities", NULL, -1, qmp_remaining_ms(deadline), NULL,
-                       err) < 0) {
+  if (qemu_qmp_execute(q, "qmp_capabilities", NULL, -1, qmp_remaining_ms(deadline), NULL, err) <
+      0) {
     qemu_qmp_close(q);
     return -1;
   }
@@ -363,8 +362,8 @@ static int qmp_connect_once(const char *path, int *errnum)
       *errnum = errno;
       return -1;
     }
-    if (cmn_snprintf(sa.sun_path, sizeof sa.sun_path, "/proc/self/fd/%d/%s", dirfd,
-                     slash + 1) < 0) {
+    if (cmn_snprintf(sa.sun_path, sizeof sa.sun_path, "/proc/self/fd/%d/%s", dirfd, slash + 1) <
+        0) {
       *errnum = ENAMETOOLONG;
       return -1;
     }
@@ -382,8 +381,8 @@ static int qmp_connect_once(const char *path, int *errnum)
   return fd;
 }
 
-int qemu_qmp_connect(const char *path, const cmn_proc *proc, int timeout_ms,
-                     qemu_qmp **out, cmn_error *err)
+int qemu_qmp_connect(const char *path, const cmn_proc *proc, int timeout_ms, qemu_qmp **out,
+                     cmn_error *err)
 {
   int64_t deadline = qmp_deadline(timeout_ms);
   for (;;) {

@@ -27,8 +27,8 @@ typedef struct qemu_qmp qemu_qmp;
  * (the VMM creates it shortly after spawn), for up to timeout_ms. When proc is
  * given and that process ends, gives up at once (CMN_UNAVAILABLE). Reads the
  * greeting and runs qmp_capabilities. */
-int qemu_qmp_connect(const char *path, const cmn_proc *proc, int timeout_ms,
-                     qemu_qmp **out, cmn_error *err);
+int qemu_qmp_connect(const char *path, const cmn_proc *proc, int timeout_ms, qemu_qmp **out,
+                     cmn_error *err);
 /* Wraps an already connected stream socket (takes ownership of fd) and runs
  * the greeting and capability negotiation. Used by connect and by tests. */
 int qemu_qmp_open_fd(int fd, int timeout_ms, qemu_qmp **out, cmn_error *err);
@@ -40,8 +40,8 @@ void qemu_qmp_close(qemu_qmp *q);
  * "<command>: <desc>" (CMN_UNIMPLEMENTED for CommandNotFound, else
  * CMN_INTERNAL). A broken connection is CMN_UNAVAILABLE, a timeout
  * CMN_DEADLINE_EXCEEDED. */
-int qemu_qmp_execute(qemu_qmp *q, const char *command, cJSON *args, int pass_fd,
-                     int timeout_ms, cJSON **ret, cmn_error *err);
+int qemu_qmp_execute(qemu_qmp *q, const char *command, cJSON *args, int pass_fd, int timeout_ms,
+                     cJSON **ret, cmn_error *err);
 
 /* Waits up to timeout_ms for an event named name (already queued or new).
  * Returns 0 and its "data" (may be NULL; caller frees) in *data. Earlier

@@ -50,8 +50,7 @@ static int snap_set_ignore_shared(const qemu_host *h, vmm_vm *vm, bool on, cmn_e
 }
 
 /* Passes fd to QEMU under name (getfd); our copy stays ours to close. */
-static int snap_pass_fd(const qemu_host *h, vmm_vm *vm, int fd, const char *name,
-                        cmn_error *err)
+static int snap_pass_fd(const qemu_host *h, vmm_vm *vm, int fd, const char *name, cmn_error *err)
 {
   qemu_qmp *q = qemu_vm_qmp(h, vm, err);
   if (q == NULL)
@@ -81,8 +80,7 @@ static int snap_migrate_wait(const qemu_host *h, vmm_vm *vm, const char *what, c
       const cJSON *desc = cJSON_GetObjectItemCaseSensitive(ret, "error-desc");
       const char *why = cJSON_IsString(desc) ? desc->valuestring : "QEMU gave no reason";
       /* QEMU reports a write that hit a full filesystem with strerror(ENOSPC). */
-      cmn_err_set(err, strstr(why, "No space left") != NULL ? CMN_RESOURCE_EXHAUSTED
-                                                           : CMN_INTERNAL,
+      cmn_err_set(err, strstr(why, "No space left") != NULL ? CMN_RESOURCE_EXHAUSTED : CMN_INTERNAL,
                   "%s %s: %s", what, s, why);
       cJSON_Delete(ret);
       return -1;
@@ -102,10 +100,7 @@ static int snap_migrate_wait(const qemu_host *h, vmm_vm *vm, const char *what, c
 
 /* Gives a QEMU whose connection broke a moment to finish exiting; true when
  * it has ended. */
-static bool snap_wait_exit(const vmm_vm *vm)
-{
-  return cmn_proc_wait_exit(&vm->proc, 1000);
-}
+static bool snap_wait_exit(const vmm_vm *vm) { return cmn_proc_wait_exit(&vm->proc, 1000); }
 
 /* True when path is the very file (device and inode) the VM's RAM lives in. */
 static bool snap_is_ram_file(const char *path, const qemu_vm_meta *m)
@@ -129,8 +124,7 @@ static uint64_t snap_stream_bound(bool shared, uint64_t mib)
   return shared ? dev : (mib << 20) + (mib << 20) / 256 + dev;
 }
 
-int qemu_snapshot(void *state, vmm_vm *vm, const char *snap_dir, vmm_snap_kind kind,
-                  cmn_error *err)
+int qemu_snapshot(void *state, vmm_vm *vm, const char *snap_dir, vmm_snap_kind kind, cmn_error *err)
 {
   const qemu_host *h = state;
   int64_t t0 = cmn_now_us();
@@ -177,8 +171,8 @@ int qemu_snapshot(void *state, vmm_vm *vm, const char *snap_dir, vmm_snap_kind k
   cleanup_close int state_fd = cmn_open(state_path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
   if (state_fd < 0)
     return cmn_err_errno(err, CMN_INTERNAL, errno, "create %s", state_path);
-  if (cmn_file_reserve(state_fd, state_path, snap_stream_bound(shared, vm->spec->memory_mib),
-                       err) < 0)
+  if (cmn_file_reserve(state_fd, state_path, snap_stream_bound(shared, vm->spec->memory_mib), err) <
+      0)
     return cmn_err_prefix(err, "snapshot: %s stream", shared ? "device state" : "full");
   if (snap_set_ignore_shared(h, vm, shared, err) < 0)
     return cmn_err_prefix(err, "snapshot");
@@ -206,14 +200,16 @@ int qemu_snapshot(void *state, vmm_vm *vm, const char *snap_dir, vmm_snap_kind k
   if (cmn_fault("qemu.snapshot.after_migrate", err) < 0)
     return -1;
 
-  qemu_snap_meta sm = {.ram_shared = shared, .memory_mib = vm->spec->memory_mib,
+  qemu_snap_meta sm = {.ram_shared = shared,
+                       .memory_mib = vm->spec->memory_mib,
                        .ram_reserved = shared && vm_meta.ram_reserved};
   if (qemu_snap_meta_write(snap_dir, &sm, err) < 0)
     return -1;
   if (cmn_fault("qemu.snapshot.after_meta", err) < 0)
     return -1;
   cmn_info(vm->id, "snapshot", "%s snapshot (%s) in %lld ms, state %lld bytes",
-           kind == VMM_SNAP_DIFF ? "diff" : "full", shared ? "device state, shared RAM" : "full stream",
+           kind == VMM_SNAP_DIFF ? "diff" : "full",
+           shared ? "device state, shared RAM" : "full stream",
            (long long)((cmn_now_us() - t0) / 1000), (long long)snap_file_size(state_path));
   return 0;
 }
@@ -226,9 +222,8 @@ static int snap_check_ram_file(const char *path, uint64_t mib, qemu_vm_meta *m, 
     return cmn_err_errno(err, errno == ENOENT ? CMN_DATA_LOSS : CMN_INTERNAL, errno,
                          "snapshot RAM file %s", path);
   if (!S_ISREG(st.st_mode) || (uint64_t)st.st_size != mib << 20)
-    return cmn_err_set(err, CMN_DATA_LOSS,
-                       "snapshot RAM file %s has %lld bytes, expected %llu", path,
-                       (long long)st.st_size, (unsigned long long)(mib << 20));
+    return cmn_err_set(err, CMN_DATA_LOSS, "snapshot RAM file %s has %lld bytes, expected %llu",
+                       path, (long long)st.st_size, (unsigned long long)(mib << 20));
   m->ram_shared = true;
   m->ram_dev = st.st_dev;
   m->ram_ino = st.st_ino;
@@ -270,18 +265,18 @@ int qemu_restore(void *state, vmm_vm *vm, const char *snap_dir_in, cmn_error *er
   if (sm.consumed)
     return cmn_err_set(err, CMN_FAILED_PRECONDITION,
                        "restore: a guest has already run on %s/%s since this snapshot; it "
-                       "cannot be restored again", snap_dir, QEMU_SNAP_MEMORY);
+                       "cannot be restored again",
+                       snap_dir, QEMU_SNAP_MEMORY);
   if (sm.memory_mib != vm->spec->memory_mib)
     return cmn_err_set(err, CMN_INVALID_ARGUMENT,
                        "restore: snapshot has %llu MiB of RAM, the spec asks for %llu",
-                       (unsigned long long)sm.memory_mib,
-                       (unsigned long long)vm->spec->memory_mib);
+                       (unsigned long long)sm.memory_mib, (unsigned long long)vm->spec->memory_mib);
   cleanup_free char *state_path = cmn_asprintf("%s/%s", snap_dir, QEMU_SNAP_STATE);
   cleanup_free char *mem_path = cmn_asprintf("%s/%s", snap_dir, QEMU_SNAP_MEMORY);
   cleanup_close int state_fd = cmn_open(state_path, O_RDONLY, 0);
   if (state_fd < 0)
-    return cmn_err_errno(err, errno == ENOENT ? CMN_DATA_LOSS : CMN_INTERNAL, errno,
-                         "restore: %s", state_path);
+    return cmn_err_errno(err, errno == ENOENT ? CMN_DATA_LOSS : CMN_INTERNAL, errno, "restore: %s",
+                         state_path);
 
   qemu_vm_meta vm_meta = {0};
   const char *ram_path = NULL;
@@ -355,7 +350,6 @@ int qemu_restore(void *state, vmm_vm *vm, const char *snap_dir_in, cmn_error *er
   created_ram = NULL;
   cmn_fault_exit_only("qemu.restore.after_cont");
   cmn_info(vm->id, "restore", "restored from %s (%s) in %lld ms", snap_dir,
-           sm.ram_shared ? "shared RAM" : "full stream",
-           (long long)((cmn_now_us() - t0) / 1000));
+           sm.ram_shared ? "shared RAM" : "full stream", (long long)((cmn_now_us() - t0) / 1000));
   return 0;
 }

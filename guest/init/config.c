@@ -15,7 +15,7 @@
 #include "guest/bootcfg_format.h"
 
 __attribute__((format(printf, 3, 4))) static int cfg_fail(char *errbuf, size_t errlen,
-                                                           const char *fmt, ...)
+                                                          const char *fmt, ...)
 {
   if (errbuf != NULL && errlen > 0) {
     va_list ap;
@@ -52,13 +52,20 @@ int init_config_is_bootcfg(const unsigned char *buf, size_t len)
 static const char *cfg_tag_name(unsigned tag)
 {
   switch (tag) {
-  case EMBER_BOOTCFG_ARG: return "argument";
-  case EMBER_BOOTCFG_ENV: return "environment variable";
-  case EMBER_BOOTCFG_WORKDIR: return "working directory";
-  case EMBER_BOOTCFG_USER: return "user";
-  case EMBER_BOOTCFG_HOSTNAME: return "hostname";
-  case EMBER_BOOTCFG_ROOT: return "root device";
-  default: return "record";
+  case EMBER_BOOTCFG_ARG:
+    return "argument";
+  case EMBER_BOOTCFG_ENV:
+    return "environment variable";
+  case EMBER_BOOTCFG_WORKDIR:
+    return "working directory";
+  case EMBER_BOOTCFG_USER:
+    return "user";
+  case EMBER_BOOTCFG_HOSTNAME:
+    return "hostname";
+  case EMBER_BOOTCFG_ROOT:
+    return "root device";
+  default:
+    return "record";
   }
 }
 
@@ -212,8 +219,7 @@ int init_config_parse(const unsigned char *buf, size_t len, init_config *out, ch
   const unsigned char *p = buf + EMBER_BOOTCFG_HEADER_SIZE;
   uint32_t got = ember_bootcfg_crc32(p, plen);
   if (got != crc)
-    return cfg_fail(errbuf, errlen, "checksum mismatch (header 0x%08x, payload 0x%08x)", crc,
-                    got);
+    return cfg_fail(errbuf, errlen, "checksum mismatch (header 0x%08x, payload 0x%08x)", crc, got);
   if (cfg_records(p, plen, out, errbuf, errlen) < 0) {
     init_config_free(out);
     return -1;

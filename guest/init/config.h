@@ -8,9 +8,9 @@
 #include <stddef.h>
 
 typedef struct init_config {
-  char **argv;    /* argc entries + NULL; argc >= 1 */
+  char **argv; /* argc entries + NULL; argc >= 1 */
   size_t argc;
-  char **env;     /* envc entries + NULL */
+  char **env; /* envc entries + NULL */
   size_t envc;
   char *workdir;  /* never NULL: "/" by default */
   char *user;     /* NULL: root */

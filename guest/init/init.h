@@ -46,7 +46,7 @@ typedef struct init_user {
   gid_t gid;
   gid_t groups[64]; /* supplementary groups (from /etc/group membership) */
   size_t ngroups;
-  char home[256];   /* passwd home, or "/" when unknown */
+  char home[256]; /* passwd home, or "/" when unknown */
 } init_user;
 /* spec NULL or "" is root. "uid", "uid:gid", "name", "name:group" (either
  * side numeric or a name). passwd/group are file paths (the rootfs ones).

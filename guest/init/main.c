@@ -44,10 +44,7 @@ static __attribute__((noreturn)) void init_finish(const char *line)
     pause();
 }
 
-static __attribute__((noreturn)) void init_fail(void)
-{
-  init_finish("EMBER-EXIT init-error\n");
-}
+static __attribute__((noreturn)) void init_fail(void) { init_finish("EMBER-EXIT init-error\n"); }
 
 /* Finds the disk holding the boot config (by its magic) and reads it. */
 static int init_read_config(char disks[][32], size_t n, init_config *cfg, size_t *cfg_index)

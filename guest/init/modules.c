@@ -16,9 +16,9 @@
 #define MOD_DEP_MAX (256u << 10)
 
 typedef struct mod_entry {
-  char *path;     /* relative to the folder */
-  char *deps;     /* space-separated relative paths (points into the file) */
-  int state;      /* 0 new, 1 loading (cycle guard), 2 done */
+  char *path; /* relative to the folder */
+  char *deps; /* space-separated relative paths (points into the file) */
+  int state;  /* 0 new, 1 loading (cycle guard), 2 done */
 } mod_entry;
 
 typedef struct mod_table {

@@ -117,8 +117,8 @@ int init_mount_root(const char *dev, const char *target)
     return -1;
   mkdir("/rw/upper", 0755);
   mkdir("/rw/work", 0755);
-  return mnt("overlay", target, "overlay", 0,
-             "lowerdir=/lower,upperdir=/rw/upper,workdir=/rw/work", true);
+  return mnt("overlay", target, "overlay", 0, "lowerdir=/lower,upperdir=/rw/upper,workdir=/rw/work",
+             true);
 }
 
 /* Deletes what is on the initramfs (the device of "/"), not crossing mounts. */
@@ -187,8 +187,10 @@ int init_mount_container(void)
   rc |= mnt("shm", "/dev/shm", "tmpfs", nse, "mode=1777,size=65536k", true);
   mnt("mqueue", "/dev/mqueue", "mqueue", nse, NULL, false);
   static const char *const links[][2] = {
-      {"/proc/self/fd", "/dev/fd"},     {"/proc/self/fd/0", "/dev/stdin"},
-      {"/proc/self/fd/1", "/dev/stdout"}, {"/proc/self/fd/2", "/dev/stderr"},
+      {"/proc/self/fd", "/dev/fd"},
+      {"/proc/self/fd/0", "/dev/stdin"},
+      {"/proc/self/fd/1", "/dev/stdout"},
+      {"/proc/self/fd/2", "/dev/stderr"},
   };
   for (size_t i = 0; i < sizeof(links) / sizeof(links[0]); i++)
     if (symlink(links[i][0], links[i][1]) < 0 && errno != EEXIST)

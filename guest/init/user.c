@@ -14,7 +14,7 @@
 #define USER_LINE_MAX 4096
 
 __attribute__((format(printf, 3, 4))) static int user_fail(char *errbuf, size_t errlen,
-                                                            const char *fmt, ...)
+                                                           const char *fmt, ...)
 {
   va_list ap;
   va_start(ap, fmt);

@@ -18,9 +18,14 @@ static void fuzz_one(const uint8_t *data, size_t size)
   char why[256];
   if (init_config_parse(data, size, &c, why, sizeof(why)) < 0)
     return;
-  img_bootcfg w = {.argv = (const char *const *)c.argv, .argc = c.argc,
-                   .env = (const char *const *)c.env, .envc = c.envc, .workdir = c.workdir,
-                   .user = c.user, .hostname = c.hostname, .root = c.root};
+  img_bootcfg w = {.argv = (const char *const *)c.argv,
+                   .argc = c.argc,
+                   .env = (const char *const *)c.env,
+                   .envc = c.envc,
+                   .workdir = c.workdir,
+                   .user = c.user,
+                   .hostname = c.hostname,
+                   .root = c.root};
   unsigned char *buf = NULL;
   size_t len = 0;
   cmn_error err = {0};

@@ -61,10 +61,8 @@ typedef struct fz_base {
 
 /* The baseline every input starts from. */
 static const fz_base fz_baseline[] = {
-    {"t-stopped", "testvm", AGENT_STATE_STOPPED},
-    {"t-running", "testvm", AGENT_STATE_RUNNING},
-    {"t-paused", "testvm", AGENT_STATE_PAUSED},
-    {"t-standby", "testvm", AGENT_STATE_STANDBY},
+    {"t-stopped", "testvm", AGENT_STATE_STOPPED}, {"t-running", "testvm", AGENT_STATE_RUNNING},
+    {"t-paused", "testvm", AGENT_STATE_PAUSED},   {"t-standby", "testvm", AGENT_STATE_STANDBY},
     {"q-stopped", "qemu", AGENT_STATE_STOPPED},
 };
 #define FZ_N_BASE (sizeof(fz_baseline) / sizeof(fz_baseline[0]))
@@ -389,8 +387,8 @@ static fz_fixture *fz_setup(void)
    * corpus uses as kernel and initrd are allowed as single-file roots. */
   static const char *const roots[] = {"/etc/passwd", "/etc/group"};
   agent_host_policy hp = {.roots = roots, .n_roots = 2};
-  agent_manager_config cfg = {.data_dir = z->data_dir, .monitor = false,
-                              .stop_timeout_ms = 2000, .host_policy = &hp};
+  agent_manager_config cfg = {
+      .data_dir = z->data_dir, .monitor = false, .stop_timeout_ms = 2000, .host_policy = &hp};
   z->mgr = agent_manager_create(&cfg, z->reg, &err);
   if (z->mgr == NULL)
     fz_die("cannot create the manager: %s", err.msg);
@@ -523,8 +521,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
   } else if (strcmp(m, "CreateInstance") == 0) {
     Ember__V1__CreateInstanceRequest *r =
         ember__v1__create_instance_request__unpack(NULL, len, req);
-    if (r != NULL && r->start &&
-        (r->spec == NULL || strcmp(r->spec->hypervisor, "testvm") != 0)) {
+    if (r != NULL && r->start && (r->spec == NULL || strcmp(r->spec->hypervisor, "testvm") != 0)) {
       r->start = false;
       len = ember__v1__create_instance_request__get_packed_size(r);
       repacked = cmn_malloc(len + 1);
@@ -545,15 +542,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
   cmn_error err = {0};
   int rc = srv_fuzz_dispatch(z->f, mi, req, len, &resp, &rl, &err);
 
-  if (wire_bad && (rc >= 0 || err.code != CMN_INVALID_ARGUMENT ||
-                   strcmp(err.msg, wire_err.msg) != 0))
+  if (wire_bad &&
+      (rc >= 0 || err.code != CMN_INVALID_ARGUMENT || strcmp(err.msg, wire_err.msg) != 0))
     fz_die("%s: a string the wire check refuses (%s) reached the handler: answered %s (%s)", m,
            wire_err.msg, rc < 0 ? cmn_code_name(err.code) : "OK", rc < 0 ? err.msg : "");
   if (rc < 0) {
     z->rejected++;
     if (!fz_code_ok(err.code))
-      fz_die("%s: rejected with code %d (%s) - a client error must not be INTERNAL/UNKNOWN",
-             m, err.code, err.msg);
+      fz_die("%s: rejected with code %d (%s) - a client error must not be INTERNAL/UNKNOWN", m,
+             err.code, err.msg);
     if (err.msg[0] == '\0')
       fz_die("%s: rejected with code %d and no message", m, err.code);
     if (resp != NULL && rl != 0)
@@ -565,9 +562,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
   free(resp);
   free(repacked);
 
-  bool must_be_unchanged = rc < 0 || !srv_fuzz_method_mutates(mi) ||
-                           (op != AGENT_OP_NONE && op != AGENT_OP_DELETE &&
-                            before_state == fz_target(op));
+  bool must_be_unchanged =
+      rc < 0 || !srv_fuzz_method_mutates(mi) ||
+      (op != AGENT_OP_NONE && op != AGENT_OP_DELETE && before_state == fz_target(op));
   fz_snapshot(z, &s1);
   if (must_be_unchanged) {
     uint64_t d1 = fz_digest_dir(z->data_dir, 14695981039346656037ULL);

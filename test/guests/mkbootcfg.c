@@ -24,12 +24,23 @@ int main(int argc, char **argv)
   optind = 2;
   while ((opt = getopt(argc, argv, "e:w:u:H:r:")) != -1) {
     switch (opt) {
-    case 'e': env[envc++] = optarg; break;
-    case 'w': c.workdir = optarg; break;
-    case 'u': c.user = optarg; break;
-    case 'H': c.hostname = optarg; break;
-    case 'r': c.root = optarg; break;
-    default: return 2;
+    case 'e':
+      env[envc++] = optarg;
+      break;
+    case 'w':
+      c.workdir = optarg;
+      break;
+    case 'u':
+      c.user = optarg;
+      break;
+    case 'H':
+      c.hostname = optarg;
+      break;
+    case 'r':
+      c.root = optarg;
+      break;
+    default:
+      return 2;
     }
   }
   c.argv = (const char *const *)(argv + optind);

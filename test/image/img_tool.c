@@ -133,8 +133,11 @@ static int emit(cJSON *o, const cmn_error *err, int rc)
 static void *pull_thread(void *arg)
 {
   job *j = arg;
-  img_pull_opts po = {.username = j->t->user, .password = j->t->password,
-                      .progress = on_progress, .cancelled = on_cancel, .opaque = j};
+  img_pull_opts po = {.username = j->t->user,
+                      .password = j->t->password,
+                      .progress = on_progress,
+                      .cancelled = on_cancel,
+                      .opaque = j};
   j->t0 = now_s();
   j->rc = img_pull(j->s, &j->t->ro, j->ref, &po, &j->rec, &j->err);
   j->seconds = now_s() - j->t0;

@@ -62,8 +62,8 @@ static int count_sub(const char *root, const char *sub)
 
 static img_store *open_store(const char *dir, int64_t budget, img_in_use_fn fn, void *opaque)
 {
-  img_store_opts o = {.data_dir = dir, .budget_bytes = budget, .in_use = fn,
-                      .in_use_opaque = opaque};
+  img_store_opts o = {
+      .data_dir = dir, .budget_bytes = budget, .in_use = fn, .in_use_opaque = opaque};
   img_store *s = NULL;
   cmn_error err = {0};
   CU_ASSERT_EQUAL(img_store_open(&o, &s, &err), 0);
@@ -94,10 +94,9 @@ static void test_ref_valid(void)
     const char *in, *registry, *repo, *tag, *digest, *canon;
   } ok[] = {
       {"127.0.0.1:5000/busybox:1.36", "127.0.0.1:5000", "busybox", "1.36", NULL, NULL},
-      {"localhost/a/b/c", "localhost", "a/b/c", "latest", NULL,
-       "localhost/a/b/c:latest"},
-      {"reg.h.test/my_app-x.y/z__w", "reg.h.test", "my_app-x.y/z__w", "latest",
-       NULL, "reg.h.test/my_app-x.y/z__w:latest"},
+      {"localhost/a/b/c", "localhost", "a/b/c", "latest", NULL, "localhost/a/b/c:latest"},
+      {"reg.h.test/my_app-x.y/z__w", "reg.h.test", "my_app-x.y/z__w", "latest", NULL,
+       "reg.h.test/my_app-x.y/z__w:latest"},
       {"[::1]:5000/x@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
        "[::1]:5000", "x", NULL,
        "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef", NULL},
@@ -133,11 +132,28 @@ static void test_ref_invalid(void)
   big[sizeof(big) - 1] = '\0';
   memcpy(big, "h.test/", 7);
   const char *bad[] = {
-      "",           "busybox",          "library/busybox",   "h.test/",        "h.test/UPPER",
-      "h.test/a..b", "h.test/a/",       "h.test/-a",         "h.test/a:",      "h.test/a:-t",
-      "h.test:0/a", "h.test:99999/a",   "h.test:x/a",        "-h.test/a",      "h..test/a",
-      "h.test/a b", "h.test/a\tb",      "h.test/a@sha256:1", "h.test/a@md5:00", big,
-      "h.test/a:t\x7f", "h.test/a:ü",
+      "",
+      "busybox",
+      "library/busybox",
+      "h.test/",
+      "h.test/UPPER",
+      "h.test/a..b",
+      "h.test/a/",
+      "h.test/-a",
+      "h.test/a:",
+      "h.test/a:-t",
+      "h.test:0/a",
+      "h.test:99999/a",
+      "h.test:x/a",
+      "-h.test/a",
+      "h..test/a",
+      "h.test/a b",
+      "h.test/a\tb",
+      "h.test/a@sha256:1",
+      "h.test/a@md5:00",
+      big,
+      "h.test/a:t\x7f",
+      "h.test/a:ü",
   };
   for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
     img_ref r;
@@ -423,7 +439,8 @@ static void test_store_crash_leftovers(void)
   p = cmn_asprintf("%s/images/records/%s.json", dir, dg + 7);
   char *rec = cmn_asprintf("{\"id\":\"%s\",\"kind\":\"kernel\",\"names\":[],"
                            "\"layers\":[{\"digest\":\"%s\",\"size\":7}],\"size\":7,"
-                           "\"created\":1}", dg, dg);
+                           "\"created\":1}",
+                           dg, dg);
   write_file(p, rec);
   free(rec);
   free(p);
@@ -672,13 +689,15 @@ static void make_oci(struct tarb *t, const char *evil_name, bool corrupt)
     tar_add_blob(t, layer, lay);
   }
   char *config = cmn_asprintf("{\"architecture\":\"amd64\",\"os\":\"linux\",\"rootfs\":{\"type\":"
-                              "\"layers\",\"diff_ids\":[\"%s\"]}}", lay);
+                              "\"layers\",\"diff_ids\":[\"%s\"]}}",
+                              lay);
   tar_add_blob(t, config, cfg);
   char *manifest = cmn_asprintf(
       "{\"schemaVersion\":2,\"mediaType\":\"application/vnd.oci.image.manifest.v1+json\","
       "\"config\":{\"mediaType\":\"application/vnd.oci.image.config.v1+json\",\"digest\":\"%s\","
       "\"size\":%zu},\"layers\":[{\"mediaType\":\"application/vnd.oci.image.layer.v1.tar\","
-      "\"digest\":\"%s\",\"size\":%zu}]}", cfg, strlen(config), lay, strlen(layer));
+      "\"digest\":\"%s\",\"size\":%zu}]}",
+      cfg, strlen(config), lay, strlen(layer));
   tar_add_blob(t, manifest, man);
   if (evil_name != NULL)
     tar_add_str(t, evil_name, "evil");
@@ -686,7 +705,8 @@ static void make_oci(struct tarb *t, const char *evil_name, bool corrupt)
       "{\"schemaVersion\":2,\"manifests\":[{\"mediaType\":\"application/vnd.oci.image.manifest."
       "v1+json\",\"digest\":\"%s\",\"size\":%zu,\"annotations\":{\"org.opencontainers.image."
       "ref.name\":\"h.test/imported:v1\"},\"platform\":{\"os\":\"linux\",\"architecture\":"
-      "\"amd64\"}}]}", man, strlen(manifest));
+      "\"amd64\"}}]}",
+      man, strlen(manifest));
   tar_add_str(t, "index.json", index);
   tar_end(t);
   free(config);
@@ -775,8 +795,9 @@ static void test_import_docker_archive(void)
     tar_begin(&t);
     tar_add(&t, "abc/layer.tar", layer.buf, layer.len);
     tar_add_str(&t, "cfg.json", config);
-    tar_add_str(&t, "manifest.json", "[{\"Config\":\"cfg.json\",\"RepoTags\":[\"h.test/dock:1\"],"
-                                     "\"Layers\":[\"abc/layer.tar\"]}]");
+    tar_add_str(&t, "manifest.json",
+                "[{\"Config\":\"cfg.json\",\"RepoTags\":[\"h.test/dock:1\"],"
+                "\"Layers\":[\"abc/layer.tar\"]}]");
     tar_end(&t);
     img_record r;
     int rc = do_import(s, IMG_KIND_OCI, NULL, t.buf, t.len, &r, &err);

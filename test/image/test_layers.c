@@ -390,11 +390,10 @@ static void test_whiteouts(void)
       {T_FILE, "g", 0644, "now a file"},
       {T_FILE, "m", 0755, "mode changed", NULL, 7, 7},
       {T_FILE, "hl/orig", 0644, "replaced"}, /* must not change hl/link */
-      {T_FILE, "etc/.wh.missing", 0},     /* whiteout of nothing: fine */
+      {T_FILE, "etc/.wh.missing", 0},        /* whiteout of nothing: fine */
   };
   const tent e3[] = {
-      {T_FILE, "d/z", 0644, "z"},
-      {T_DIR, "opq", 0711}, /* folder over folder: metadata only */
+      {T_FILE, "d/z", 0644, "z"}, {T_DIR, "opq", 0711}, /* folder over folder: metadata only */
   };
   write_layer(p1, C_NONE, e1, sizeof(e1) / sizeof(e1[0]));
   write_layer(p2, C_GZIP, e2, sizeof(e2) / sizeof(e2[0]));
@@ -457,45 +456,108 @@ static void test_hostile(void)
   CU_ASSERT_EQUAL_FATAL(mkdir(outside, 0755), 0);
   const hostile cases[] = {
       {"dotdot", {{T_FILE, "../../x", 0644, "x"}}, 1, {{0}}, 0, CMN_INVALID_ARGUMENT, "'..'"},
-      {"dotdot inside", {{T_FILE, "a/../../x", 0644, "x"}}, 1, {{0}}, 0, CMN_INVALID_ARGUMENT,
+      {"dotdot inside",
+       {{T_FILE, "a/../../x", 0644, "x"}},
+       1,
+       {{0}},
+       0,
+       CMN_INVALID_ARGUMENT,
        "'..'"},
-      {"absolute", {{T_FILE, "/etc/passwd", 0644, "x"}}, 1, {{0}}, 0, CMN_INVALID_ARGUMENT,
+      {"absolute",
+       {{T_FILE, "/etc/passwd", 0644, "x"}},
+       1,
+       {{0}},
+       0,
+       CMN_INVALID_ARGUMENT,
        "absolute"},
       {"file through symlink",
        {{T_SYMLINK, "a", 0, NULL, outside}, {T_FILE, "a/passwd", 0644, "x"}},
-       2, {{0}}, 0, CMN_INVALID_ARGUMENT, "symbolic link 'a'"},
+       2,
+       {{0}},
+       0,
+       CMN_INVALID_ARGUMENT,
+       "symbolic link 'a'"},
       {"file through symlink of a lower layer",
        {{T_SYMLINK, "a", 0, NULL, outside}},
-       1, {{T_FILE, "a/passwd", 0644, "x"}}, 1, CMN_INVALID_ARGUMENT, "symbolic link 'a'"},
+       1,
+       {{T_FILE, "a/passwd", 0644, "x"}},
+       1,
+       CMN_INVALID_ARGUMENT,
+       "symbolic link 'a'"},
       {"folder through relative symlink",
        {{T_SYMLINK, "up", 0, NULL, ".."}, {T_DIR, "up/escape", 0755}},
-       2, {{0}}, 0, CMN_INVALID_ARGUMENT, "symbolic link 'up'"},
-      {"hard link out", {{T_HARDLINK, "x", 0, NULL, "../outside"}}, 1, {{0}}, 0,
-       CMN_INVALID_ARGUMENT, "'..'"},
-      {"hard link absolute", {{T_HARDLINK, "x", 0, NULL, "/etc/passwd"}}, 1, {{0}}, 0,
-       CMN_INVALID_ARGUMENT, "absolute"},
-      {"hard link to nothing", {{T_HARDLINK, "x", 0, NULL, "nothing"}}, 1, {{0}}, 0,
-       CMN_INVALID_ARGUMENT, "no earlier entry"},
-      {"hard link to a folder", {{T_DIR, "d", 0755}, {T_HARDLINK, "x", 0, NULL, "d"}}, 2, {{0}},
-       0, CMN_INVALID_ARGUMENT, "folder"},
+       2,
+       {{0}},
+       0,
+       CMN_INVALID_ARGUMENT,
+       "symbolic link 'up'"},
+      {"hard link out",
+       {{T_HARDLINK, "x", 0, NULL, "../outside"}},
+       1,
+       {{0}},
+       0,
+       CMN_INVALID_ARGUMENT,
+       "'..'"},
+      {"hard link absolute",
+       {{T_HARDLINK, "x", 0, NULL, "/etc/passwd"}},
+       1,
+       {{0}},
+       0,
+       CMN_INVALID_ARGUMENT,
+       "absolute"},
+      {"hard link to nothing",
+       {{T_HARDLINK, "x", 0, NULL, "nothing"}},
+       1,
+       {{0}},
+       0,
+       CMN_INVALID_ARGUMENT,
+       "no earlier entry"},
+      {"hard link to a folder",
+       {{T_DIR, "d", 0755}, {T_HARDLINK, "x", 0, NULL, "d"}},
+       2,
+       {{0}},
+       0,
+       CMN_INVALID_ARGUMENT,
+       "folder"},
       {"hard link through symlink",
        {{T_SYMLINK, "a", 0, NULL, "/etc"}, {T_HARDLINK, "x", 0, NULL, "a/passwd"}},
-       2, {{0}}, 0, CMN_INVALID_ARGUMENT, "no earlier entry"},
-      {"entry below a file", {{T_FILE, "f", 0644, "x"}, {T_FILE, "f/x", 0644, "x"}}, 2, {{0}}, 0,
-       CMN_INVALID_ARGUMENT, "not a folder"},
-      {"over the byte cap", {{T_FILE, "big", 0644, NULL, NULL, 0, 0, 0, 0, NULL, NULL, 200000}},
-       1, {{0}}, 0, CMN_RESOURCE_EXHAUSTED, "limit"},
+       2,
+       {{0}},
+       0,
+       CMN_INVALID_ARGUMENT,
+       "no earlier entry"},
+      {"entry below a file",
+       {{T_FILE, "f", 0644, "x"}, {T_FILE, "f/x", 0644, "x"}},
+       2,
+       {{0}},
+       0,
+       CMN_INVALID_ARGUMENT,
+       "not a folder"},
+      {"over the byte cap",
+       {{T_FILE, "big", 0644, NULL, NULL, 0, 0, 0, 0, NULL, NULL, 200000}},
+       1,
+       {{0}},
+       0,
+       CMN_RESOURCE_EXHAUSTED,
+       "limit"},
       {"over the cap across layers",
        {{T_FILE, "a", 0644, NULL, NULL, 0, 0, 0, 0, NULL, NULL, 60000}},
-       1, {{T_FILE, "b", 0644, NULL, NULL, 0, 0, 0, 0, NULL, NULL, 60000}}, 1,
-       CMN_RESOURCE_EXHAUSTED, "limit"},
+       1,
+       {{T_FILE, "b", 0644, NULL, NULL, 0, 0, 0, 0, NULL, NULL, 60000}},
+       1,
+       CMN_RESOURCE_EXHAUSTED,
+       "limit"},
       {"over the entry cap",
        {{T_FILE, "1", 0644, "x"}, {T_FILE, "2", 0644, "x"}, {T_FILE, "3", 0644, "x"}},
-       3, {{T_FILE, "4", 0644, "x"}, {T_FILE, "5", 0644, "x"}, {T_FILE, "6", 0644, "x"}}, 3,
-       CMN_RESOURCE_EXHAUSTED, "entries"},
+       3,
+       {{T_FILE, "4", 0644, "x"}, {T_FILE, "5", 0644, "x"}, {T_FILE, "6", 0644, "x"}},
+       3,
+       CMN_RESOURCE_EXHAUSTED,
+       "entries"},
   };
   img_rootfs_opts o = {.limits = {.max_bytes = 100000, .max_entries = 5},
-                       .headroom_bytes = 8 << 20, .headroom_pct = 1};
+                       .headroom_bytes = 8 << 20,
+                       .headroom_pct = 1};
   for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
     const hostile *h = &cases[i];
     char *p1 = cmn_asprintf("%s/h1.tar", dir), *p2 = cmn_asprintf("%s/h2.tar", dir);
@@ -511,7 +573,7 @@ static void test_hostile(void)
     if (img != NULL || err.code != h->code || strstr(err.msg, h->msg) == NULL)
       fprintf(stderr, "case '%s': code %d: %s\n", h->what, err.code, err.msg);
     char *cache = cmn_asprintf("%s/cache", dir);
-    CU_ASSERT_EQUAL(count_entries(cache), 0); /* nothing half-written kept */
+    CU_ASSERT_EQUAL(count_entries(cache), 0);   /* nothing half-written kept */
     CU_ASSERT_EQUAL(count_entries(outside), 0); /* nothing written outside */
     free(cache);
     free(img);
@@ -550,8 +612,8 @@ static void test_hostile(void)
   char *good = cmn_asprintf("%s/good.tgz", dir);
   tent many[40];
   for (int i = 0; i < 40; i++)
-    many[i] = (tent){T_FILE, cmn_asprintf("f%02d", i), 0644, NULL, NULL, 0, 0, 0, 0, NULL, NULL,
-                     2000};
+    many[i] =
+        (tent){T_FILE, cmn_asprintf("f%02d", i), 0644, NULL, NULL, 0, 0, 0, 0, NULL, NULL, 2000};
   write_layer(good, C_GZIP, many, 40);
   for (int i = 0; i < 40; i++)
     free((char *)many[i].path);
@@ -586,8 +648,8 @@ static void test_hostile(void)
   char *path = NULL;
   cmn_err_clear(&err);
   char *cache = cmn_asprintf("%s/cache2", dir);
-  CU_ASSERT_EQUAL(img_rootfs_build(&big, cache, "sha256:../../etc", &lg, 1, &path, NULL, NULL,
-                                   &err), -1);
+  CU_ASSERT_EQUAL(
+      img_rootfs_build(&big, cache, "sha256:../../etc", &lg, 1, &path, NULL, NULL, &err), -1);
   CU_ASSERT_EQUAL(err.code, CMN_INVALID_ARGUMENT);
   CU_ASSERT_FALSE(cmn_path_exists(cache));
   free(cache);
@@ -651,8 +713,7 @@ static void test_links_replaced(void)
   CU_ASSERT_EQUAL(count_entries(cache), 0);
   img_layer missing = {"/nonexistent/layer", media[C_NONE], "sha256:gone"};
   cmn_err_clear(&err);
-  CU_ASSERT_EQUAL(img_rootfs_build(NULL, cache, DIGEST, &missing, 1, &path, NULL, NULL, &err),
-                  -1);
+  CU_ASSERT_EQUAL(img_rootfs_build(NULL, cache, DIGEST, &missing, 1, &path, NULL, NULL, &err), -1);
   CU_ASSERT_EQUAL(err.code, CMN_NOT_FOUND);
   CU_ASSERT_PTR_NOT_NULL(strstr(err.msg, "sha256:gone"));
   CU_ASSERT_EQUAL(count_entries(cache), 0);

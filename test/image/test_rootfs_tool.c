@@ -61,8 +61,8 @@ int main(int argc, char **argv)
     bool built = false;
     img_rootfs_stats st;
     int64_t t0 = cmn_now_us();
-    int rc = img_rootfs_build(&o, argv[2], argv[3], l, (size_t)(argc - 4), &path, &built, &st,
-                              &err);
+    int rc =
+        img_rootfs_build(&o, argv[2], argv[3], l, (size_t)(argc - 4), &path, &built, &st, &err);
     int64_t t1 = cmn_now_us();
     free(l);
     if (rc < 0)
@@ -122,7 +122,9 @@ int main(int argc, char **argv)
     img_run_config_free(&c);
     return 0;
   }
-  fprintf(stderr, "usage: %s build CACHE DIGEST LAYER[@TYPE]... | stage DIR LAYER... | "
-                  "clone SRC DEST | config JSON [ARG...]\n", argv[0]);
+  fprintf(stderr,
+          "usage: %s build CACHE DIGEST LAYER[@TYPE]... | stage DIR LAYER... | "
+          "clone SRC DEST | config JSON [ARG...]\n",
+          argv[0]);
   return 2;
 }

@@ -282,10 +282,7 @@ static void test_boot_snapshot(void)
   standby();
 }
 
-static void test_restore(void)
-{
-  restore_and_check(fx.latest);
-}
+static void test_restore(void) { restore_and_check(fx.latest); }
 
 static void test_standby_restore_again(void)
 {
@@ -327,8 +324,8 @@ static void test_corrupt_snapshot(void)
   cleanup_free char *st = cmn_asprintf("%s/state.json", fx.corrupt);
   unlink(st);
   cmn_err_clear(&err);
-  CU_ASSERT(DRV.restore(fx.state, &fx.vm, fx.corrupt, &err) < 0 &&
-            err.code == CMN_DATA_LOSS && fx.vm.proc.pid == 0);
+  CU_ASSERT(DRV.restore(fx.state, &fx.vm, fx.corrupt, &err) < 0 && err.code == CMN_DATA_LOSS &&
+            fx.vm.proc.pid == 0);
   CU_ASSERT(cmn_rm_rf(fx.corrupt, &err) == 0);
 }
 
@@ -426,8 +423,8 @@ int main(int argc, char **argv)
   fx.vm.spec = &fx.spec;
 
   CU_initialize_registry();
-  CU_pSuite s = CU_add_suite(fx.real ? "cloud-hypervisor(real)" : "cloud-hypervisor(fake)",
-                             NULL, NULL);
+  CU_pSuite s =
+      CU_add_suite(fx.real ? "cloud-hypervisor(real)" : "cloud-hypervisor(fake)", NULL, NULL);
   CU_add_test(s, "init reads the version once", test_init);
   CU_add_test(s, "boot, adopt, pause, full snapshot, shutdown", test_boot_snapshot);
   CU_add_test(s, "restore: the guest continues", test_restore);

@@ -236,10 +236,7 @@ static void test_boot_full_snapshot(void)
   CU_ASSERT(!cmn_path_exists(sock));
 }
 
-static void test_restore_full(void)
-{
-  restore_and_check();
-}
+static void test_restore_full(void) { restore_and_check(); }
 
 static void diff_cycle(void)
 {
@@ -273,18 +270,15 @@ static void test_diff_restore(void)
   }
 }
 
-static void test_diff_restore_again(void)
-{
-  diff_cycle();
-}
+static void test_diff_restore_again(void) { diff_cycle(); }
 
 static void test_fault_before_resume(void)
 {
   cmn_error err = {0};
   pause_and_record();
   CU_ASSERT_FATAL(cmn_rename_durable(fx.base, fx.latest, &err) == 0);
-  CU_ASSERT_FATAL(vmm_firecracker_driver.snapshot(fx.state, &fx.vm, fx.latest, VMM_SNAP_DIFF,
-                                                  &err) == 0);
+  CU_ASSERT_FATAL(
+      vmm_firecracker_driver.snapshot(fx.state, &fx.vm, fx.latest, VMM_SNAP_DIFF, &err) == 0);
   kill_vmm();
   setenv("EMBER_FAULT", "fc.restore.before_resume", 1);
   int r = vmm_firecracker_driver.restore(fx.state, &fx.vm, fx.latest, &err);

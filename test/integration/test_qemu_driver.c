@@ -8,8 +8,8 @@
  *
  * Needs EMBER_TEST_GUEST_DIR with vmlinux and initramfs.cpio.gz (built by
  * test/guests/linux/build.sh); without it, or without QEMU, prints SKIP and
- * exits 77 (ctest's SKIP_RETURN_CODE). Prints MEASURE lines (boot, standby and restore times, state file
- * sizes); nothing asserts on wall-clock time. */
+ * exits 77 (ctest's SKIP_RETURN_CODE). Prints MEASURE lines (boot, standby and restore times, state
+ * file sizes); nothing asserts on wall-clock time. */
 #include "drivers/registry.h"
 
 #include "common/cleanup.h"
@@ -70,10 +70,7 @@ static uint64_t file_hash(const char *path)
   return h;
 }
 
-static char *path2(const char *a, const char *b)
-{
-  return cmn_asprintf("%s/%s", a, b);
-}
+static char *path2(const char *a, const char *b) { return cmn_asprintf("%s/%s", a, b); }
 
 /* ---- helpers: guest ------------------------------------------------------------ */
 
@@ -144,15 +141,17 @@ static char *shell_run(const char *sock, const char *cmd)
     if (fd < 0)
       return NULL;
     int id = ++g_seq;
-    cleanup_free char *sync = cmn_asprintf("\x15" "echo __SYNC_%d_%d__\n", (int)getpid(), id);
+    cleanup_free char *sync = cmn_asprintf("\x15"
+                                           "echo __SYNC_%d_%d__\n",
+                                           (int)getpid(), id);
     cleanup_free char *sync_mark = cmn_asprintf("__SYNC_%d_%d__\n", (int)getpid(), id);
     if (write(fd, sync, strlen(sync)) < 0)
       continue;
     cleanup_free char *buf = NULL;
     size_t len = 0;
     int64_t sync_deadline = cmn_now_us() + 3000000;
-    if (shell_read_until(fd, &buf, &len, sync_mark, sync_deadline < deadline ? sync_deadline
-                                                                             : deadline) < 0)
+    if (shell_read_until(fd, &buf, &len, sync_mark,
+                         sync_deadline < deadline ? sync_deadline : deadline) < 0)
       continue; /* shell (re)spawning: try again */
     free(buf);
     buf = NULL;
@@ -749,8 +748,8 @@ int main(void)
 
   if (CU_initialize_registry() != CUE_SUCCESS)
     return 1;
-  CU_pSuite s = CU_add_suite_with_setup_and_teardown("qemu_driver", NULL, NULL, NULL,
-                                                     kill_leftovers);
+  CU_pSuite s =
+      CU_add_suite_with_setup_and_teardown("qemu_driver", NULL, NULL, NULL, kill_leftovers);
   CU_add_test(s, "diff standby/restore cycles", test_diff_cycles);
   CU_add_test(s, "full snapshot, then diff", test_full_then_diff);
   CU_add_test(s, "base_reuse=false", test_no_base_reuse);

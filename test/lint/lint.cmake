@@ -28,3 +28,7 @@ set_tests_properties(lint_driver_calls PROPERTIES LABELS "lint" TIMEOUT 120)
 add_test(NAME lint_layers
          COMMAND /bin/sh ${CMAKE_SOURCE_DIR}/test/lint/layers.sh ${CMAKE_SOURCE_DIR})
 set_tests_properties(lint_layers PROPERTIES LABELS "lint" TIMEOUT 120)
+
+# Every tracked C file follows .clang-format (clang-format 14).
+add_test(NAME lint_format COMMAND /bin/sh ${CMAKE_SOURCE_DIR}/test/lint/format.sh ${CMAKE_SOURCE_DIR})
+set_tests_properties(lint_format PROPERTIES LABELS "lint" SKIP_RETURN_CODE 77 TIMEOUT 300)

@@ -21,8 +21,7 @@
 static const agent_host_figures host_small = {
     .mem_total_mib = 23552, .cpus = 2, .disk_free_mib = 80000, .disk_total_mib = 250000};
 
-static agent_admit_request req(agent_admit_point p, uint64_t mib, unsigned vcpus,
-                               uint64_t disk)
+static agent_admit_request req(agent_admit_point p, uint64_t mib, unsigned vcpus, uint64_t disk)
 {
   return (agent_admit_request){
       .point = p, .name = "vm", .memory_mib = mib, .vcpus = vcpus, .disk_mib = disk};
@@ -220,8 +219,7 @@ static int fed_probe(void *ctx, const char *data_dir, agent_host_figures *out, c
 }
 
 static int mgr_create(agent_manager *m, const char *name, const char *type, uint64_t mib,
-                      unsigned vcpus, char *kernel, bool start, char **id,
-                      cmn_error *err)
+                      unsigned vcpus, char *kernel, bool start, char **id, cmn_error *err)
 {
   vmm_spec spec = {.vcpus = vcpus, .memory_mib = mib, .kernel = kernel, .cmdline = (char[]){"x"}};
   agent_instance_view v = {0};
@@ -246,10 +244,12 @@ static void test_manager_admission(void)
   agent_host_figures host = {
       .mem_total_mib = 1024, .cpus = 1, .disk_free_mib = 10240, .disk_total_mib = 20480};
   agent_admission_config adm = {
-      .mem_overcommit = 1.0, .mem_reserved_mib = 0, .vcpu_overcommit = 2.0,
-      .disk_reserve_mib = 0};
-  agent_manager_config cfg = {.data_dir = data, .stop_timeout_ms = 2000, .admission = &adm,
-                              .host_probe = fed_probe, .host_probe_ctx = &host};
+      .mem_overcommit = 1.0, .mem_reserved_mib = 0, .vcpu_overcommit = 2.0, .disk_reserve_mib = 0};
+  agent_manager_config cfg = {.data_dir = data,
+                              .stop_timeout_ms = 2000,
+                              .admission = &adm,
+                              .host_probe = fed_probe,
+                              .host_probe_ctx = &host};
   agent_manager *m = agent_manager_create(&cfg, reg, &err);
   CU_ASSERT_PTR_NOT_NULL_FATAL(m);
 

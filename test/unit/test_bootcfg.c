@@ -35,8 +35,14 @@ static unsigned char *encode(const img_bootcfg *c, size_t *len)
 
 static img_bootcfg full_cfg(void)
 {
-  img_bootcfg c = {.argv = t_argv, .argc = 4, .env = t_env, .envc = 3, .workdir = "/srv/app",
-                   .user = "app:staff", .hostname = "web-1", .root = "/dev/vda"};
+  img_bootcfg c = {.argv = t_argv,
+                   .argc = 4,
+                   .env = t_env,
+                   .envc = 3,
+                   .workdir = "/srv/app",
+                   .user = "app:staff",
+                   .hostname = "web-1",
+                   .root = "/dev/vda"};
   return c;
 }
 
@@ -237,8 +243,8 @@ static void test_reader_hostile_records(void)
   /* optional unknown tags are skipped (room for network settings) */
   n = rec(r, EMBER_BOOTCFG_OPTIONAL | 42, "ip=10.0.0.2/24");
   n += rec(r + n, EMBER_BOOTCFG_ARG, "/bin/true");
-  CU_ASSERT_EQUAL(init_config_parse(buf, hand_cfg(buf, sizeof(buf), r, n), &g, why,
-                                    sizeof(why)), 0);
+  CU_ASSERT_EQUAL(init_config_parse(buf, hand_cfg(buf, sizeof(buf), r, n), &g, why, sizeof(why)),
+                  0);
   CU_ASSERT_EQUAL(g.argc, 1);
   init_config_free(&g);
 
@@ -343,14 +349,14 @@ static void test_user_resolve(void)
   CU_ASSERT_EQUAL(init_user_resolve(":5", pw, gr, &u, why, sizeof(why)), -1);
   CU_ASSERT_EQUAL(init_user_resolve("app:", pw, gr, &u, why, sizeof(why)), -1);
   CU_ASSERT_EQUAL(init_user_resolve("99999999999", pw, gr, &u, why, sizeof(why)), -1);
-  CU_ASSERT_EQUAL(init_user_resolve("0", "/nonexistent", "/nonexistent", &u, why, sizeof(why)),
-                  0);
+  CU_ASSERT_EQUAL(init_user_resolve("0", "/nonexistent", "/nonexistent", &u, why, sizeof(why)), 0);
   /* an over-long line's tail is not an entry of its own */
   cleanup_free char *longline = cmn_calloc(1, 4096);
   memset(longline, 'x', 4095); /* fills the reader's buffer exactly */
   cleanup_free char *text = cmn_asprintf("root:x:0:0:root:/root:/bin/sh\n"
                                          "%sevil:x:0:0::/:/bin/sh\n"
-                                         "ok:x:7:7::/home/ok:/bin/sh", longline);
+                                         "ok:x:7:7::/home/ok:/bin/sh",
+                                         longline);
   cleanup_free char *pw2 = write_tmp(text);
   CU_ASSERT_EQUAL(init_user_resolve("evil", pw2, gr, &u, why, sizeof(why)), -1);
   CU_ASSERT_EQUAL(init_user_resolve("ok", pw2, gr, &u, why, sizeof(why)), 0);

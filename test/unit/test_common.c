@@ -183,7 +183,7 @@ static void test_proc_wait_reaps_threaded(void)
     pthread_exit(NULL);
   }
   cmn_proc p = {pid, cmn_proc_start_time(pid)};
-  cmn_sleep_ms(100); /* the main thread has ended; the other sleeps on */
+  cmn_sleep_ms(100);                   /* the main thread has ended; the other sleeps on */
   CU_ASSERT_FALSE(cmn_proc_alive(&p)); /* what /proc says: a zombie leader */
   int status = -1;
   CU_ASSERT_EQUAL(cmn_proc_wait(&p, 5000, &status), 0);
@@ -274,18 +274,18 @@ static void test_record_roundtrip(void)
   CU_ASSERT_PTR_NULL(agent_labels_get(back.view.labels, 2, "nope"));
   agent_record_free(&back);
   /* A record with a hostile label (edited on disk) is refused, not loaded. */
-  CU_ASSERT_EQUAL(agent_record_from_json(
-                      "{\"version\":1,\"id\":\"i\",\"name\":\"n\",\"hypervisor\":\"q\","
-                      "\"state\":\"stopped\",\"last_snapshot_kind\":\"none\","
-                      "\"labels\":{\"../x\":\"y\"}}",
-                      &back, &err),
-                  -1);
+  CU_ASSERT_EQUAL(
+      agent_record_from_json("{\"version\":1,\"id\":\"i\",\"name\":\"n\",\"hypervisor\":\"q\","
+                             "\"state\":\"stopped\",\"last_snapshot_kind\":\"none\","
+                             "\"labels\":{\"../x\":\"y\"}}",
+                             &back, &err),
+      -1);
   /* Records written before labels existed load with none. */
-  CU_ASSERT_EQUAL_FATAL(agent_record_from_json(
-                            "{\"version\":1,\"id\":\"i\",\"name\":\"n\",\"hypervisor\":\"q\","
-                            "\"state\":\"stopped\",\"last_snapshot_kind\":\"none\"}",
-                            &back, &err),
-                        0);
+  CU_ASSERT_EQUAL_FATAL(
+      agent_record_from_json("{\"version\":1,\"id\":\"i\",\"name\":\"n\",\"hypervisor\":\"q\","
+                             "\"state\":\"stopped\",\"last_snapshot_kind\":\"none\"}",
+                             &back, &err),
+      0);
   CU_ASSERT_EQUAL(back.view.n_labels, 0);
   CU_ASSERT_PTR_NULL(back.view.request_id);
   agent_record_free(&back);
@@ -294,13 +294,13 @@ static void test_record_roundtrip(void)
   CU_ASSERT_EQUAL(agent_record_from_json("[]", &back, &err), -1);
   /* Numbers outside int64_t (a record edited on disk) read as 0, never through
    * an undefined double-to-integer conversion. */
-  CU_ASSERT_EQUAL_FATAL(agent_record_from_json(
-                            "{\"version\":1,\"id\":\"i\",\"name\":\"n\",\"hypervisor\":\"q\","
-                            "\"state\":\"stopped\",\"last_snapshot_kind\":\"none\","
-                            "\"spec\":{\"vcpus\":1e300,\"memory_mib\":-1e300},"
-                            "\"created_at_us\":1e19,\"vmm\":{\"pid\":-1e300}}",
-                            &back, &err),
-                        0);
+  CU_ASSERT_EQUAL_FATAL(
+      agent_record_from_json("{\"version\":1,\"id\":\"i\",\"name\":\"n\",\"hypervisor\":\"q\","
+                             "\"state\":\"stopped\",\"last_snapshot_kind\":\"none\","
+                             "\"spec\":{\"vcpus\":1e300,\"memory_mib\":-1e300},"
+                             "\"created_at_us\":1e19,\"vmm\":{\"pid\":-1e300}}",
+                             &back, &err),
+      0);
   CU_ASSERT_EQUAL(back.view.spec.vcpus, 0);
   CU_ASSERT_EQUAL(back.view.spec.memory_mib, 0);
   CU_ASSERT_EQUAL(back.view.created_at_us, 0);
@@ -319,8 +319,9 @@ static void test_validate_name_vs_id(void)
     CU_ASSERT_EQUAL(agent_validate_id("id", names_not_ids[i], &err), -1);
     CU_ASSERT_EQUAL(agent_validate_id_or_name("id", names_not_ids[i], &err), 0);
   }
-  const char *id_form[] = {"i-0123456789abcdef", "i-", "i-web", "i-0123456789ABCDEF",
-                           "i-0123456789abcde", "i-0123456789abcdef0"};
+  const char *id_form[] = {
+      "i-0123456789abcdef", "i-", "i-web", "i-0123456789ABCDEF", "i-0123456789abcde",
+      "i-0123456789abcdef0"};
   for (size_t i = 0; i < sizeof id_form / sizeof id_form[0]; i++) {
     CU_ASSERT_EQUAL(agent_validate_name("name", id_form[i], &err), -1);
     CU_ASSERT_EQUAL(err.code, CMN_INVALID_ARGUMENT);
@@ -345,20 +346,21 @@ static void test_labels_and_request_id(void)
                       {(char[]){"k"}, (char[]){"01234567890123456789012345678901234567890"
                                                "12345678901234567890ab"}}};
   CU_ASSERT_EQUAL(agent_labels_validate(ok, 5, &err), 0);
-  agent_label bad[][1] = {{{(char[]){""}, (char[]){"v"}}},
-                          {{(char[]){"-a"}, (char[]){"v"}}},
-                          {{(char[]){"a-"}, (char[]){"v"}}},
-                          {{(char[]){"a b"}, (char[]){"v"}}},
-                          {{(char[]){"a"}, (char[]){"-v"}}},
-                          {{(char[]){"a"}, (char[]){"v v"}}},
-                          {{(char[]){"Ex.com/a"}, (char[]){"v"}}},
-                          {{(char[]){"/a"}, (char[]){"v"}}},
-                          {{(char[]){"a/"}, (char[]){"v"}}},
-                          {{(char[]){"a/b/c"}, (char[]){"v"}}},
-                          {{(char[]){"a\n"}, (char[]){"v"}}},
-                          {{(char[]){"a"}, (char[]){"\xc3\xa9"}}},
-                          {{(char[]){"k234567890123456789012345678901234567890123456789012345678901234"},
-                            (char[]){""}}}};
+  agent_label bad[][1] = {
+      {{(char[]){""}, (char[]){"v"}}},
+      {{(char[]){"-a"}, (char[]){"v"}}},
+      {{(char[]){"a-"}, (char[]){"v"}}},
+      {{(char[]){"a b"}, (char[]){"v"}}},
+      {{(char[]){"a"}, (char[]){"-v"}}},
+      {{(char[]){"a"}, (char[]){"v v"}}},
+      {{(char[]){"Ex.com/a"}, (char[]){"v"}}},
+      {{(char[]){"/a"}, (char[]){"v"}}},
+      {{(char[]){"a/"}, (char[]){"v"}}},
+      {{(char[]){"a/b/c"}, (char[]){"v"}}},
+      {{(char[]){"a\n"}, (char[]){"v"}}},
+      {{(char[]){"a"}, (char[]){"\xc3\xa9"}}},
+      {{(char[]){"k234567890123456789012345678901234567890123456789012345678901234"},
+        (char[]){""}}}};
   for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
     CU_ASSERT_EQUAL(agent_labels_validate(bad[i], 1, &err), -1);
     CU_ASSERT_EQUAL(err.code, CMN_INVALID_ARGUMENT);

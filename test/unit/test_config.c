@@ -84,9 +84,19 @@ static void test_flags(void)
 {
   agent_config c;
   cmn_error err = {0};
-  const char *a[] = {"--data-dir", "/d/", "--workers=8", "--log-level", "debug",
-                     "--max-message-bytes", "16M", "--grace-seconds", "0",
-                     "--listen", "127.0.0.1:5051", "--insecure-tcp", NULL};
+  const char *a[] = {"--data-dir",
+                     "/d/",
+                     "--workers=8",
+                     "--log-level",
+                     "debug",
+                     "--max-message-bytes",
+                     "16M",
+                     "--grace-seconds",
+                     "0",
+                     "--listen",
+                     "127.0.0.1:5051",
+                     "--insecure-tcp",
+                     NULL};
   CU_ASSERT_EQUAL_FATAL(load(&c, &err, a, 1000), 0);
   CU_ASSERT_STRING_EQUAL(c.data_dir, "/d");
   CU_ASSERT_EQUAL(c.workers, 8);
@@ -181,9 +191,9 @@ static void test_file(void)
 /* host_file_roots and allow_block_devices (docs/host-paths.md). */
 static void test_host_files(void)
 {
-  cleanup_free char *p = write_file(
-      "roots.json", "{\"host_file_roots\":[\"/srv/images\",\"/dev/loop7\"],"
-                    "\"allow_block_devices\":true}");
+  cleanup_free char *p =
+      write_file("roots.json", "{\"host_file_roots\":[\"/srv/images\",\"/dev/loop7\"],"
+                               "\"allow_block_devices\":true}");
   agent_config c;
   cmn_error err = {0};
   const char *a[] = {"--data-dir", "/d", "--config", p, NULL};
@@ -193,7 +203,7 @@ static void test_host_files(void)
   CU_ASSERT_TRUE(c.allow_block_devices);
   agent_config_free(&c);
   /* Flags win: the first --host-file-root replaces the file's list. */
-  const char *b[] = {"--data-dir", "/d", "--config", p, "--host-file-root", "/a",
+  const char *b[] = {"--data-dir",          "/d", "--config", p, "--host-file-root", "/a",
                      "--host-file-root=/b", NULL};
   CU_ASSERT_EQUAL_FATAL(load(&c, &err, b, 1000), 0);
   CU_ASSERT_EQUAL(c.n_host_file_roots, 2);
@@ -262,10 +272,10 @@ static void test_admission(void)
 /* Image store and registry keys (docs/images.md). */
 static void test_image_keys(void)
 {
-  cleanup_free char *p = write_file(
-      "img.json", "{\"image_store_budget\":\"20G\",\"registry_ca_file\":\"/etc/ca.pem\","
-                  "\"registry_credentials_file\":\"/etc/creds.json\","
-                  "\"insecure_registries\":[\"127.0.0.1:5000\",\"reg.lan\"]}");
+  cleanup_free char *p =
+      write_file("img.json", "{\"image_store_budget\":\"20G\",\"registry_ca_file\":\"/etc/ca.pem\","
+                             "\"registry_credentials_file\":\"/etc/creds.json\","
+                             "\"insecure_registries\":[\"127.0.0.1:5000\",\"reg.lan\"]}");
   agent_config c;
   cmn_error err = {0};
   const char *a[] = {"--data-dir", "/d", "--config", p, NULL};
@@ -275,8 +285,14 @@ static void test_image_keys(void)
   CU_ASSERT_STRING_EQUAL(c.registry_credentials_file, "/etc/creds.json");
   CU_ASSERT_EQUAL(c.n_insecure_registries, 2);
   agent_config_free(&c);
-  const char *b[] = {"--data-dir", "/d", "--config", p, "--insecure-registry", "[::1]:5000",
-                     "--image-store-budget=0", NULL};
+  const char *b[] = {"--data-dir",
+                     "/d",
+                     "--config",
+                     p,
+                     "--insecure-registry",
+                     "[::1]:5000",
+                     "--image-store-budget=0",
+                     NULL};
   CU_ASSERT_EQUAL_FATAL(load(&c, &err, b, 1000), 0);
   CU_ASSERT_EQUAL(c.n_insecure_registries, 1);
   CU_ASSERT_STRING_EQUAL(c.insecure_registries[0], "[::1]:5000");

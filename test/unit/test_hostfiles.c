@@ -64,8 +64,11 @@ static int suite_clean(void)
 static agent_host_fence *fence(const char *const *roots, size_t n, bool block)
 {
   const char *own_files[] = {own};
-  agent_host_policy p = {.roots = roots, .n_roots = n, .allow_block_devices = block,
-                         .own_files = own_files, .n_own_files = 1};
+  agent_host_policy p = {.roots = roots,
+                         .n_roots = n,
+                         .allow_block_devices = block,
+                         .own_files = own_files,
+                         .n_own_files = 1};
   cmn_error err = {0};
   agent_host_fence *f = agent_host_fence_new(data_dir, &p, &err);
   if (f == NULL)
@@ -78,7 +81,10 @@ static vmm_spec spec_of(const char *k, vmm_disk *d, const char *dpath)
 {
   d->path = (char *)dpath;
   d->read_only = false;
-  return (vmm_spec){.vcpus = 1, .memory_mib = 64, .kernel = (char *)k, .disks = d,
+  return (vmm_spec){.vcpus = 1,
+                    .memory_mib = 64,
+                    .kernel = (char *)k,
+                    .disks = d,
                     .n_disks = dpath != NULL ? 1 : 0};
 }
 
@@ -93,8 +99,7 @@ static void expect_refused(const agent_host_fence *f, const char *k, const char 
   CU_ASSERT_EQUAL(rc, -1);
   CU_ASSERT_EQUAL(err.code, CMN_INVALID_ARGUMENT);
   if ((n1 && strstr(err.msg, n1) == NULL) || (n2 && strstr(err.msg, n2) == NULL)) {
-    fprintf(stderr, "message '%s' lacks '%s' or '%s'\n", err.msg, n1 ? n1 : "",
-            n2 ? n2 : "");
+    fprintf(stderr, "message '%s' lacks '%s' or '%s'\n", err.msg, n1 ? n1 : "", n2 ? n2 : "");
     CU_FAIL("refusal does not name the field and the rule");
   }
 }
@@ -115,8 +120,8 @@ static void test_open_and_numbers(void)
   agent_host_fence *f = fence(NULL, 0, false);
   CU_ASSERT_PTR_NOT_NULL_FATAL(f);
   vmm_disk d[2] = {{disk, false}, {kernel, true}};
-  vmm_spec s = {.vcpus = 1, .memory_mib = 64, .kernel = kernel, .initrd = kernel,
-                .disks = d, .n_disks = 2};
+  vmm_spec s = {
+      .vcpus = 1, .memory_mib = 64, .kernel = kernel, .initrd = kernel, .disks = d, .n_disks = 2};
   agent_host_files h;
   cmn_error err = {0};
   CU_ASSERT_EQUAL_FATAL(agent_host_files_open(f, &s, CMN_INVALID_ARGUMENT, &h, &err), 0);
@@ -160,8 +165,8 @@ static void test_data_dir_and_own_files(void)
   cleanup_free char *want = cmn_asprintf("resolves to %s", victim);
   expect_refused(f, kernel, ln, "spec.disks[0].path", want);
   /* Through "..": resolved the same way. */
-  cleanup_free char *dots = cmn_asprintf("%s/../data/instances/i-1/snapshots/snapshot-base/memory",
-                                         files_dir);
+  cleanup_free char *dots =
+      cmn_asprintf("%s/../data/instances/i-1/snapshots/snapshot-base/memory", files_dir);
   expect_refused(f, kernel, dots, "spec.disks[0].path", "inside emberd's data dir");
   /* The data dir itself is no file; a hard link to an own file is caught by inode. */
   expect_refused(f, own, NULL, "spec.kernel_path", "emberd's own file");
@@ -330,9 +335,10 @@ static void test_spawn_pass_fds(void)
   int squat = fcntl(h.fds[0].fd, F_DUPFD_CLOEXEC, 65);
   CU_ASSERT_TRUE(squat >= 65);
   cleanup_free char *out = cmn_asprintf("%s/spawn.out", tmp_root);
-  cleanup_free char *script = cmn_asprintf(
-      "for n in 64 65 66; do readlink /proc/self/fd/$n || echo none; done > %s; "
-      "echo $(cat /proc/self/fd/66) >> %s", out, out);
+  cleanup_free char *script =
+      cmn_asprintf("for n in 64 65 66; do readlink /proc/self/fd/$n || echo none; done > %s; "
+                   "echo $(cat /proc/self/fd/66) >> %s",
+                   out, out);
   const char *const argv[] = {"/bin/sh", "-c", script, NULL};
   cmn_spawn_opts o = {.pass_fds = h.fds, .n_pass_fds = (int)h.n_fds};
   cmn_proc p = {0};

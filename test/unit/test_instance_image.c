@@ -88,7 +88,8 @@ static void test_fill(void)
   vmm_spec_free(&out);
 
   /* A spec's own kernel and cmdline are kept. */
-  vmm_spec mine = {.vcpus = 1, .memory_mib = 128, .kernel = (char[]){"/k"}, .cmdline = (char[]){"quiet"}};
+  vmm_spec mine = {
+      .vcpus = 1, .memory_mib = 128, .kernel = (char[]){"/k"}, .cmdline = (char[]){"quiet"}};
   CU_ASSERT_EQUAL(agent_image_spec_fill(&img, &mine, kit_dir, &out, &err), 0);
   CU_ASSERT_STRING_EQUAL(out.kernel, "/k");
   CU_ASSERT_STRING_EQUAL(out.cmdline, "quiet");
@@ -103,8 +104,14 @@ static void test_json_roundtrip(void)
 {
   char *ep[] = {(char[]){"/bin/sh"}, (char[]){"-c"}}, *args[] = {(char[]){"echo hi"}};
   char *env[] = {(char[]){"A=1"}, (char[]){"B=2"}};
-  agent_image_spec a = {.ref = (char[]){"r:1"}, .id = (char[]){"sha256:ab"}, .entrypoint = ep,
-                        .n_entrypoint = 2, .args = args, .n_args = 1, .env = env, .n_env = 2,
+  agent_image_spec a = {.ref = (char[]){"r:1"},
+                        .id = (char[]){"sha256:ab"},
+                        .entrypoint = ep,
+                        .n_entrypoint = 2,
+                        .args = args,
+                        .n_args = 1,
+                        .env = env,
+                        .n_env = 2,
                         .workdir = (char[]){"/w"}};
   cJSON *o = cJSON_CreateObject();
   agent_image_spec_to_json(o, &a);
@@ -136,13 +143,11 @@ static void test_made_disks(void)
   cleanup_free char *kernel = cmn_asprintf("%s/vmlinux", kit_dir);
   cleanup_free char *user_disk = cmn_asprintf("%s/data.img", outside);
   vmm_disk disks[] = {{user_disk, true}};
-  vmm_spec spec = {.vcpus = 1, .memory_mib = 128, .kernel = kernel, .disks = disks,
-                   .n_disks = 1};
+  vmm_spec spec = {.vcpus = 1, .memory_mib = 128, .kernel = kernel, .disks = disks, .n_disks = 1};
   agent_image_spec img = {.ref = (char[]){"r:1"}, .id = (char[]){"sha256:ab"}};
   agent_host_files hf;
   CU_ASSERT_EQUAL_FATAL(
-      agent_image_host_files_open(f, &spec, &img, inst_dir, CMN_FAILED_PRECONDITION, &hf, &err),
-      0);
+      agent_image_host_files_open(f, &spec, &img, inst_dir, CMN_FAILED_PRECONDITION, &hf, &err), 0);
   CU_ASSERT_EQUAL(hf.spec.n_disks, 3);
   CU_ASSERT_STRING_EQUAL(hf.spec.disks[0].path, "/proc/self/fd/66");
   CU_ASSERT_FALSE(hf.spec.disks[0].read_only);
@@ -153,8 +158,7 @@ static void test_made_disks(void)
 
   /* Without an image, the same spec has only its own disk. */
   CU_ASSERT_EQUAL(
-      agent_image_host_files_open(f, &spec, NULL, inst_dir, CMN_FAILED_PRECONDITION, &hf, &err),
-      0);
+      agent_image_host_files_open(f, &spec, NULL, inst_dir, CMN_FAILED_PRECONDITION, &hf, &err), 0);
   CU_ASSERT_EQUAL(hf.spec.n_disks, 1);
   agent_host_files_close(&hf);
 

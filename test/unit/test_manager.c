@@ -52,8 +52,8 @@ static void fx_setup(fixture *f)
   f->kernel = cmn_asprintf("%s/vmlinux", f->root);
   cmn_error err = {0};
   CU_ASSERT_EQUAL_FATAL(cmn_file_write_atomic(f->kernel, "k", 1, 0644, &err), 0);
-  f->reg = vmm_registry_create(NULL, test_drivers, sizeof test_drivers / sizeof test_drivers[0],
-                               &err);
+  f->reg =
+      vmm_registry_create(NULL, test_drivers, sizeof test_drivers / sizeof test_drivers[0], &err);
   CU_ASSERT_PTR_NOT_NULL_FATAL(f->reg);
   f->tv = vmm_registry_get(f->reg, "testvm")->state;
   f->live = vmm_registry_get(f->reg, "testlive")->state;
@@ -304,8 +304,9 @@ static void test_bad_input_changes_nothing(void)
       {"ok", "", CMN_INVALID_ARGUMENT},           {"taken", "testvm", CMN_ALREADY_EXISTS},
   };
   for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-    CU_ASSERT_EQUAL(agent_manager_create_instance(f.m, cases[i].name, cases[i].type, &good,
-                                                  false, &v, &err), -1);
+    CU_ASSERT_EQUAL(
+        agent_manager_create_instance(f.m, cases[i].name, cases[i].type, &good, false, &v, &err),
+        -1);
     CU_ASSERT_EQUAL(err.code, cases[i].code);
   }
   vmm_spec bad[8];
@@ -503,8 +504,12 @@ static void test_create_request_id(void)
   fx_setup(&f);
   vmm_spec spec = fx_spec(&f);
   agent_label labels[] = {{(char[]){"team"}, (char[]){"infra"}}, {(char[]){"a"}, (char[]){"b"}}};
-  agent_create_req req = {.name = "rq", .hypervisor = "testvm", .spec = &spec,
-                          .labels = labels, .n_labels = 2, .request_id = "req-1"};
+  agent_create_req req = {.name = "rq",
+                          .hypervisor = "testvm",
+                          .spec = &spec,
+                          .labels = labels,
+                          .n_labels = 2,
+                          .request_id = "req-1"};
   cmn_error err = {0};
   agent_instance_view a = {0}, b = {0};
   CU_ASSERT_EQUAL_FATAL(agent_manager_create_req(f.m, &req, &a, &err), 0);
@@ -553,8 +558,8 @@ static void test_no_base_reuse(void)
   }
   cleanup_free char *ram = fx_read(&f, id, "ram");
   CU_ASSERT_STRING_EQUAL(ram, "full-ram\n");
-  cleanup_free char *cmd = cmn_asprintf("ls -a %s/instances/%s/snapshots | grep -q retired",
-                                        f.data, id);
+  cleanup_free char *cmd =
+      cmn_asprintf("ls -a %s/instances/%s/snapshots | grep -q retired", f.data, id);
   int left = 0;
   for (int i = 0; i < 100 && (left = (system(cmd) == 0)); i++)
     cmn_sleep_ms(20);
@@ -611,7 +616,8 @@ static void test_restore_failure_keeps_latest(void)
   cleanup_free char *after = fx_listing(latest_dir);
   CU_ASSERT_STRING_EQUAL(before, after); /* snapshot-latest untouched */
   CU_ASSERT_TRUE(fx_exists(&f, id, "snapshots/snapshot-latest/.complete"));
-  cleanup_free char *cmd = cmn_asprintf("pgrep -f '%s/instances/%s/[t]estvm' >/dev/null", f.data, id);
+  cleanup_free char *cmd =
+      cmn_asprintf("pgrep -f '%s/instances/%s/[t]estvm' >/dev/null", f.data, id);
   CU_ASSERT_NOT_EQUAL(system(cmd), 0); /* no VMM left behind */
   f.tv->fail_restore = 1;
   CU_ASSERT_EQUAL(fx_op(&f, id, AGENT_OP_RESTORE), CMN_INTERNAL);
@@ -834,8 +840,8 @@ typedef struct hammer_arg {
 static void *hammer_main(void *p)
 {
   hammer_arg *a = p;
-  static const agent_op ops[] = {AGENT_OP_START, AGENT_OP_STOP, AGENT_OP_PAUSE, AGENT_OP_RESUME,
-                                 AGENT_OP_STANDBY, AGENT_OP_RESTORE};
+  static const agent_op ops[] = {AGENT_OP_START,  AGENT_OP_STOP,    AGENT_OP_PAUSE,
+                                 AGENT_OP_RESUME, AGENT_OP_STANDBY, AGENT_OP_RESTORE};
   for (int i = 0; i < 60; i++) {
     const char *id = a->ids[rand_r(&a->seed) % (unsigned)a->n_ids];
     agent_op op = ops[rand_r(&a->seed) % 6];

@@ -19,8 +19,8 @@ static void test_exact_text(void)
   int g = agent_mreg_family(r, "t_up", "Up.", AGENT_MTYPE_GAUGE, NULL, NULL, 0);
   const double bounds[] = {0.1, 1, 2.5};
   const char *const hlabels[] = {"op", NULL};
-  int h = agent_mreg_family(r, "t_seconds", "Durations.", AGENT_MTYPE_HISTOGRAM, hlabels,
-                            bounds, 3);
+  int h =
+      agent_mreg_family(r, "t_seconds", "Durations.", AGENT_MTYPE_HISTOGRAM, hlabels, bounds, 3);
   agent_mreg_family(r, "t_empty", "No series yet.", AGENT_MTYPE_GAUGE, NULL, NULL, 0);
 
   agent_mreg_add(r, c, (const char *const[]){"b", "OK"}, 1);
@@ -34,24 +34,23 @@ static void test_exact_text(void)
 
   size_t len = 0;
   char *text = agent_mreg_format(r, &len);
-  const char *want =
-      "# HELP t_requests_total Requests, by \\\\method\\\\\\nand code.\n"
-      "# TYPE t_requests_total counter\n"
-      "t_requests_total{method=\"a\\\"q\\\\\\nz\",code=\"NOT_FOUND\"} 2\n"
-      "t_requests_total{method=\"b\",code=\"OK\"} 2\n"
-      "# HELP t_up Up.\n"
-      "# TYPE t_up gauge\n"
-      "t_up 1\n"
-      "# HELP t_seconds Durations.\n"
-      "# TYPE t_seconds histogram\n"
-      "t_seconds_bucket{op=\"x\",le=\"0.1\"} 1\n"
-      "t_seconds_bucket{op=\"x\",le=\"1\"} 2\n"
-      "t_seconds_bucket{op=\"x\",le=\"2.5\"} 3\n"
-      "t_seconds_bucket{op=\"x\",le=\"+Inf\"} 4\n"
-      "t_seconds_sum{op=\"x\"} 10.25\n"
-      "t_seconds_count{op=\"x\"} 4\n"
-      "# HELP t_empty No series yet.\n"
-      "# TYPE t_empty gauge\n";
+  const char *want = "# HELP t_requests_total Requests, by \\\\method\\\\\\nand code.\n"
+                     "# TYPE t_requests_total counter\n"
+                     "t_requests_total{method=\"a\\\"q\\\\\\nz\",code=\"NOT_FOUND\"} 2\n"
+                     "t_requests_total{method=\"b\",code=\"OK\"} 2\n"
+                     "# HELP t_up Up.\n"
+                     "# TYPE t_up gauge\n"
+                     "t_up 1\n"
+                     "# HELP t_seconds Durations.\n"
+                     "# TYPE t_seconds histogram\n"
+                     "t_seconds_bucket{op=\"x\",le=\"0.1\"} 1\n"
+                     "t_seconds_bucket{op=\"x\",le=\"1\"} 2\n"
+                     "t_seconds_bucket{op=\"x\",le=\"2.5\"} 3\n"
+                     "t_seconds_bucket{op=\"x\",le=\"+Inf\"} 4\n"
+                     "t_seconds_sum{op=\"x\"} 10.25\n"
+                     "t_seconds_count{op=\"x\"} 4\n"
+                     "# HELP t_empty No series yet.\n"
+                     "# TYPE t_empty gauge\n";
   if (strcmp(text, want) != 0)
     fprintf(stderr, "\n---- got ----\n%s---- want ----\n%s", text, want);
   CU_ASSERT_STRING_EQUAL(text, want);

@@ -56,8 +56,8 @@ static cJSON *peer_read(int fd, int *got_fd)
       char buf[CMSG_SPACE(sizeof(int))];
       struct cmsghdr align;
     } ctl;
-    struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl.buf,
-                        .msg_controllen = sizeof ctl.buf};
+    struct msghdr mh = {
+        .msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl.buf, .msg_controllen = sizeof ctl.buf};
     ssize_t r = recvmsg(fd, &mh, MSG_CMSG_CLOEXEC);
     if (r <= 0)
       return NULL;
@@ -220,13 +220,19 @@ static void test_escape_and_accel(void)
 
 static void test_args(void)
 {
-  qemu_host h = {.binary = (char *)"/usr/bin/qemu-system-x86_64", .machine = (char *)"microvm",
+  qemu_host h = {.binary = (char *)"/usr/bin/qemu-system-x86_64",
+                 .machine = (char *)"microvm",
                  .accel = QEMU_ACCEL_TCG};
   vmm_disk disks[] = {{.path = (char *)"/d/x,y.img", .read_only = true}};
   vmm_nic nics[] = {{.tap = (char *)"tap0", .mac = (char *)"02:00:00:00:00:01"}};
-  vmm_spec spec = {.vcpus = 2, .memory_mib = 128, .kernel = (char *)"/k/vmlinux",
-                   .cmdline = (char *)"console=ttyS0", .disks = disks, .n_disks = 1,
-                   .nics = nics, .n_nics = 1};
+  vmm_spec spec = {.vcpus = 2,
+                   .memory_mib = 128,
+                   .kernel = (char *)"/k/vmlinux",
+                   .cmdline = (char *)"console=ttyS0",
+                   .disks = disks,
+                   .n_disks = 1,
+                   .nics = nics,
+                   .n_nics = 1};
   vmm_vm vm = {.id = "i1", .dir = "/v", .console_path = "/v/console.log", .spec = &spec};
   qemu_launch l = {.ram_path = "/v/snap/memory", .incoming = true};
   cmn_error err = {0};

@@ -8,36 +8,28 @@
 #include <CUnit/Basic.h>
 #include <string.h>
 
-static int ok_start(void *state, vmm_vm *vm, const char *mem_dir, cmn_error *err)
-{
-  return 0;
-}
+static int ok_start(void *state, vmm_vm *vm, const char *mem_dir, cmn_error *err) { return 0; }
 static int ok_query(void *state, vmm_vm *vm, vmm_run_state *out, cmn_error *err)
 {
   *out = VMM_STATE_RUNNING;
   return 0;
 }
 static int ok_vm(void *state, vmm_vm *vm, cmn_error *err) { return 0; }
-static int ok_snapshot(void *state, vmm_vm *vm, const char *dir, vmm_snap_kind k,
-                       cmn_error *err)
+static int ok_snapshot(void *state, vmm_vm *vm, const char *dir, vmm_snap_kind k, cmn_error *err)
 {
   return 0;
 }
 static int ok_restore(void *state, vmm_vm *vm, const char *dir, cmn_error *err) { return 0; }
 static int ok_shutdown(void *state, vmm_vm *vm, int ms, cmn_error *err) { return 0; }
-static unsigned too_many_caps(const void *state)
-{
-  return VMM_CAP_SNAPSHOT | VMM_CAP_PAUSE;
-}
+static unsigned too_many_caps(const void *state) { return VMM_CAP_SNAPSHOT | VMM_CAP_PAUSE; }
 
 #define BASE_OPS .start = ok_start, .query = ok_query
 
 static void test_builtin_drivers_pass(void)
 {
-  const vmm_driver *const all[] = {&vmm_qemu_driver,   &vmm_firecracker_driver,
-                                   &vmm_cloud_hypervisor_driver, &testvm_driver,
-                                   &testvm_live_driver, &testvm_full_driver,
-                                   &testvm_nosnap_driver};
+  const vmm_driver *const all[] = {
+      &vmm_qemu_driver,    &vmm_firecracker_driver, &vmm_cloud_hypervisor_driver, &testvm_driver,
+      &testvm_live_driver, &testvm_full_driver,     &testvm_nosnap_driver};
   for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) {
     cmn_error err = {0};
     CU_ASSERT_EQUAL(vmm_driver_check(all[i], all[i]->caps, &err), 0);
@@ -60,12 +52,16 @@ static void test_mismatches_refused(void)
       .type = "gracefulnoop", .caps = VMM_CAP_GRACEFUL_SHUTDOWN, BASE_OPS};
   static const vmm_driver op_no_graceful = {
       .type = "opnograceful", .caps = 0, BASE_OPS, .shutdown = ok_shutdown};
-  static const vmm_driver base_no_snap = {
-      .type = "basenosnap", .caps = VMM_CAP_BASE_REUSE | VMM_CAP_PAUSE, BASE_OPS,
-      .pause = ok_vm, .resume = ok_vm};
-  static const vmm_driver live_no_base = {
-      .type = "livenobase", .caps = VMM_CAP_SNAPSHOT | VMM_CAP_LIVE_RAM_FILE, BASE_OPS,
-      .snapshot = ok_snapshot, .restore = ok_restore};
+  static const vmm_driver base_no_snap = {.type = "basenosnap",
+                                          .caps = VMM_CAP_BASE_REUSE | VMM_CAP_PAUSE,
+                                          BASE_OPS,
+                                          .pause = ok_vm,
+                                          .resume = ok_vm};
+  static const vmm_driver live_no_base = {.type = "livenobase",
+                                          .caps = VMM_CAP_SNAPSHOT | VMM_CAP_LIVE_RAM_FILE,
+                                          BASE_OPS,
+                                          .snapshot = ok_snapshot,
+                                          .restore = ok_restore};
   static const vmm_driver unknown_bit = {.type = "unknownbit", .caps = 1u << 20, BASE_OPS};
   static const struct {
     const vmm_driver *drv;
@@ -116,8 +112,11 @@ static void test_registry_refuses_bad_driver(void)
  * widen them. */
 static void test_effective_caps_within_declared(void)
 {
-  static const vmm_driver widens = {.type = "widens", .caps = VMM_CAP_PAUSE, BASE_OPS,
-                                    .pause = ok_vm, .resume = ok_vm,
+  static const vmm_driver widens = {.type = "widens",
+                                    .caps = VMM_CAP_PAUSE,
+                                    BASE_OPS,
+                                    .pause = ok_vm,
+                                    .resume = ok_vm,
                                     .effective_caps = too_many_caps};
   const vmm_driver *const extra[] = {&widens};
   cmn_error err = {0};

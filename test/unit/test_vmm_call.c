@@ -10,8 +10,7 @@
 #include <string.h>
 
 typedef struct calls {
-  int start, query, adopt, pause, resume, snapshot, restore, shutdown, powerdown, release,
-      cleanup;
+  int start, query, adopt, pause, resume, snapshot, restore, shutdown, powerdown, release, cleanup;
 } calls;
 
 static int c_start(void *s, vmm_vm *vm, const char *mem_dir, cmn_error *err)
@@ -64,18 +63,27 @@ static int c_powerdown(void *s, vmm_vm *vm, int ms, cmn_error *err)
 static void c_release(void *s, vmm_vm *vm) { ((calls *)s)->release++; }
 static void c_cleanup(void *s, vmm_vm *vm) { ((calls *)s)->cleanup++; }
 
-static const vmm_driver full_drv = {
-    .type = "callfull",
-    .caps = VMM_CAP_SNAPSHOT | VMM_CAP_PAUSE | VMM_CAP_GRACEFUL_SHUTDOWN,
-    .start = c_start, .query = c_query, .adopt = c_adopt, .pause = c_pause,
-    .resume = c_resume, .snapshot = c_snapshot, .restore = c_restore,
-    .shutdown = c_shutdown, .powerdown = c_powerdown, .release = c_release,
-    .cleanup = c_cleanup};
+static const vmm_driver full_drv = {.type = "callfull",
+                                    .caps = VMM_CAP_SNAPSHOT | VMM_CAP_PAUSE |
+                                            VMM_CAP_GRACEFUL_SHUTDOWN,
+                                    .start = c_start,
+                                    .query = c_query,
+                                    .adopt = c_adopt,
+                                    .pause = c_pause,
+                                    .resume = c_resume,
+                                    .snapshot = c_snapshot,
+                                    .restore = c_restore,
+                                    .shutdown = c_shutdown,
+                                    .powerdown = c_powerdown,
+                                    .release = c_release,
+                                    .cleanup = c_cleanup};
 /* Declares PAUSE but has no resume, and no adopt: the registry would refuse
  * it; the boundary must still not crash. */
-static const vmm_driver half_drv = {
-    .type = "callhalf", .caps = VMM_CAP_PAUSE, .start = c_start, .query = c_query,
-    .pause = c_pause};
+static const vmm_driver half_drv = {.type = "callhalf",
+                                    .caps = VMM_CAP_PAUSE,
+                                    .start = c_start,
+                                    .query = c_query,
+                                    .pause = c_pause};
 
 static void expect(cmn_error *err, int code, const char *words)
 {
@@ -97,8 +105,11 @@ static void test_absent_and_unavailable(void)
   CU_ASSERT_EQUAL(err.code, CMN_FAILED_PRECONDITION);
   err = (cmn_error){0};
 
-  vmm_entry gone = {.driver = &full_drv, .state = &c, .available = false,
-                    .caps = full_drv.caps, .detail = (char[]){"binary not found"}};
+  vmm_entry gone = {.driver = &full_drv,
+                    .state = &c,
+                    .available = false,
+                    .caps = full_drv.caps,
+                    .detail = (char[]){"binary not found"}};
   CU_ASSERT(vmm_call_start(&gone, &vm, NULL, &err) < 0);
   expect(&err, CMN_FAILED_PRECONDITION, "hypervisor callfull is not available: binary not found");
   CU_ASSERT(vmm_call_pause(&gone, &vm, &err) < 0);
@@ -173,8 +184,16 @@ static void test_calls_reach_the_driver(void)
   CU_ASSERT_EQUAL(vmm_call_powerdown(&e, &vm, 10, &err), 0);
   vmm_call_release(&e, &vm);
   vmm_call_cleanup(&e, &vm);
-  calls want = {.start = 1, .adopt = 1, .pause = 1, .resume = 1, .snapshot = 1, .restore = 1,
-                .shutdown = 1, .powerdown = 1, .release = 1, .cleanup = 1};
+  calls want = {.start = 1,
+                .adopt = 1,
+                .pause = 1,
+                .resume = 1,
+                .snapshot = 1,
+                .restore = 1,
+                .shutdown = 1,
+                .powerdown = 1,
+                .release = 1,
+                .cleanup = 1};
   CU_ASSERT_EQUAL(memcmp(&c, &want, sizeof c), 0);
   CU_ASSERT_EQUAL(err.code, CMN_OK);
 }

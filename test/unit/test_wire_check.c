@@ -21,51 +21,54 @@ typedef struct utf8_case {
   int nul;
 } utf8_case;
 
-#define U(s, bad, nul) {s, sizeof(s) - 1, bad, nul}
+#define U(s, bad, nul)                                                                             \
+  {                                                                                                \
+    s, sizeof(s) - 1, bad, nul                                                                     \
+  }
 
 static void test_utf8_table(void)
 {
   static const utf8_case cases[] = {
       U("", -1, 0),
       U("plain ascii /var/lib/x.img", -1, 0),
-      U("\xC2\x80", -1, 0),                 /* U+0080 */
-      U("\xDF\xBF", -1, 0),                 /* U+07FF */
-      U("\xE0\xA0\x80", -1, 0),             /* U+0800 */
-      U("\xED\x9F\xBF", -1, 0),             /* U+D7FF */
-      U("\xEE\x80\x80", -1, 0),             /* U+E000 */
-      U("\xEF\xBF\xBF", -1, 0),             /* U+FFFF */
-      U("\xF0\x90\x80\x80", -1, 0),         /* U+10000 */
-      U("\xF4\x8F\xBF\xBF", -1, 0),         /* U+10FFFF */
+      U("\xC2\x80", -1, 0),         /* U+0080 */
+      U("\xDF\xBF", -1, 0),         /* U+07FF */
+      U("\xE0\xA0\x80", -1, 0),     /* U+0800 */
+      U("\xED\x9F\xBF", -1, 0),     /* U+D7FF */
+      U("\xEE\x80\x80", -1, 0),     /* U+E000 */
+      U("\xEF\xBF\xBF", -1, 0),     /* U+FFFF */
+      U("\xF0\x90\x80\x80", -1, 0), /* U+10000 */
+      U("\xF4\x8F\xBF\xBF", -1, 0), /* U+10FFFF */
       U("caf\xC3\xA9 \xE2\x82\xAC \xF0\x9F\x98\x80", -1, 0),
-      U("ab\0cd", 2, 1),                    /* NUL */
+      U("ab\0cd", 2, 1), /* NUL */
       U("\0", 0, 1),
-      U("\x80", 0, 0),                      /* lone continuation */
+      U("\x80", 0, 0), /* lone continuation */
       U("a\xBF", 1, 0),
-      U("\xC0\x80", 0, 0),                  /* overlong NUL */
-      U("\xC1\xBF", 0, 0),                  /* overlong */
-      U("\xE0\x80\x80", 0, 0),              /* overlong 3-byte */
+      U("\xC0\x80", 0, 0),     /* overlong NUL */
+      U("\xC1\xBF", 0, 0),     /* overlong */
+      U("\xE0\x80\x80", 0, 0), /* overlong 3-byte */
       U("\xE0\x9F\xBF", 0, 0),
-      U("\xF0\x80\x80\x80", 0, 0),          /* overlong 4-byte */
+      U("\xF0\x80\x80\x80", 0, 0), /* overlong 4-byte */
       U("\xF0\x8F\xBF\xBF", 0, 0),
-      U("\xED\xA0\x80", 0, 0),              /* U+D800 surrogate */
-      U("\xED\xBF\xBF", 0, 0),              /* U+DFFF surrogate */
-      U("\xF4\x90\x80\x80", 0, 0),          /* U+110000 */
+      U("\xED\xA0\x80", 0, 0),     /* U+D800 surrogate */
+      U("\xED\xBF\xBF", 0, 0),     /* U+DFFF surrogate */
+      U("\xF4\x90\x80\x80", 0, 0), /* U+110000 */
       U("\xF5\x80\x80\x80", 0, 0),
       U("\xFE", 0, 0),
       U("\xFF", 0, 0),
-      U("ok\xC3", 2, 0),                    /* truncated 2-byte */
-      U("ok\xE2\x82", 2, 0),                /* truncated 3-byte */
-      U("\xF0\x9F\x98", 0, 0),              /* truncated 4-byte */
-      U("\xE2\x28\xA1", 0, 0),              /* bad second byte */
-      U("\xE2\x82\x28", 0, 0),              /* bad third byte */
-      U("\xF0\x9F\x98\x28", 0, 0),          /* bad fourth byte */
+      U("ok\xC3", 2, 0),           /* truncated 2-byte */
+      U("ok\xE2\x82", 2, 0),       /* truncated 3-byte */
+      U("\xF0\x9F\x98", 0, 0),     /* truncated 4-byte */
+      U("\xE2\x28\xA1", 0, 0),     /* bad second byte */
+      U("\xE2\x82\x28", 0, 0),     /* bad third byte */
+      U("\xF0\x9F\x98\x28", 0, 0), /* bad fourth byte */
   };
   for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
     int nul = -1;
     long got = srv_utf8_bad_offset((const uint8_t *)cases[i].bytes, cases[i].len, &nul);
     if (got != cases[i].bad || (got >= 0 && nul != cases[i].nul))
-      fprintf(stderr, "utf8 case %zu: got %ld nul=%d, want %ld nul=%d\n", i, got, nul,
-              cases[i].bad, cases[i].nul);
+      fprintf(stderr, "utf8 case %zu: got %ld nul=%d, want %ld nul=%d\n", i, got, nul, cases[i].bad,
+              cases[i].nul);
     CU_ASSERT_EQUAL(got, cases[i].bad);
     if (got >= 0)
       CU_ASSERT_EQUAL(nul, cases[i].nul);
@@ -137,10 +140,12 @@ static void test_fields_named(void)
       {"CMDLINE_", "CMDLINE\xFF", "spec.cmdline is not valid UTF-8 (byte 0xFF at offset 7)"},
       {"DISK0___", "DISK0_\0_", "spec.disks[0].path holds a NUL byte at offset 6"},
       {"DISK1___", "DISK1_\0_", "spec.disks[1].path holds a NUL byte at offset 6"},
-      {"TAP_____", "TAP\xED\xA0\x80_", "spec.network_interfaces[0].tap_device is not valid UTF-8 "
-                                      "(byte 0xED at offset 3)"},
-      {"MAC_____", "MAC____\0", "spec.network_interfaces[0].mac_address holds a NUL byte at "
-                                "offset 7"},
+      {"TAP_____", "TAP\xED\xA0\x80_",
+       "spec.network_interfaces[0].tap_device is not valid UTF-8 "
+       "(byte 0xED at offset 3)"},
+      {"MAC_____", "MAC____\0",
+       "spec.network_interfaces[0].mac_address holds a NUL byte at "
+       "offset 7"},
   };
   size_t n;
   cmn_error e;
@@ -207,12 +212,12 @@ static void test_skipped(void)
    * field 7 length-delimited holding 0x00 0xFF, field 8 fixed64, field 9
    * fixed32, field 10 varint, field 11 packed varints. */
   static const uint8_t ok[] = {
-      0x0A, 0x02, 'v', 'm',                               /* id = "vm" */
-      0x3A, 0x02, 0x00, 0xFF,                             /* 7: bytes */
-      0x41, 0, 0, 0, 0, 0, 0, 0, 0,                       /* 8: fixed64 */
-      0x4D, 0, 0xFF, 0, 0,                                /* 9: fixed32 */
-      0x50, 0xFF, 0x01,                                   /* 10: varint */
-      0x5A, 0x03, 0x00, 0xC0, 0x01,                       /* 11: packed */
+      0x0A, 0x02, 'v',  'm',                    /* id = "vm" */
+      0x3A, 0x02, 0x00, 0xFF,                   /* 7: bytes */
+      0x41, 0,    0,    0,    0,    0, 0, 0, 0, /* 8: fixed64 */
+      0x4D, 0,    0xFF, 0,    0,                /* 9: fixed32 */
+      0x50, 0xFF, 0x01,                         /* 10: varint */
+      0x5A, 0x03, 0x00, 0xC0, 0x01,             /* 11: packed */
   };
   cmn_error e;
   CU_ASSERT_EQUAL(check(&ember__v1__get_instance_request__descriptor, ok, sizeof(ok), &e), 0);

@@ -13,8 +13,7 @@ static int tv_fail(int *counter, const char *what, cmn_error *err)
 {
   int v = __atomic_load_n(counter, __ATOMIC_RELAXED);
   while (v > 0) {
-    if (__atomic_compare_exchange_n(counter, &v, v - 1, false, __ATOMIC_RELAXED,
-                                    __ATOMIC_RELAXED))
+    if (__atomic_compare_exchange_n(counter, &v, v - 1, false, __ATOMIC_RELAXED, __ATOMIC_RELAXED))
       return cmn_err_set(err, CMN_INTERNAL, "testvm: injected %s failure", what);
   }
   return 0;
@@ -162,10 +161,10 @@ static void tv_cleanup(void *state, vmm_vm *vm)
   cmn_rm_rf(p, NULL);
 }
 
-#define TESTVM_OPS                                                                         \
-  .init = tv_init, .fini = tv_fini, .describe = tv_describe, .start = tv_start,            \
-  .adopt = tv_adopt, .query = tv_query, .pause = tv_pause, .resume = tv_resume,            \
-  .snapshot = tv_snapshot, .restore = tv_restore, .cleanup = tv_cleanup
+#define TESTVM_OPS                                                                                 \
+  .init = tv_init, .fini = tv_fini, .describe = tv_describe, .start = tv_start, .adopt = tv_adopt, \
+  .query = tv_query, .pause = tv_pause, .resume = tv_resume, .snapshot = tv_snapshot,              \
+  .restore = tv_restore, .cleanup = tv_cleanup
 
 const vmm_driver testvm_driver = {
     .type = "testvm",

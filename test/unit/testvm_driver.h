@@ -19,10 +19,10 @@ typedef struct testvm_state {
   int n_snapshot_full, n_snapshot_diff, n_restore, n_shutdown;
 } testvm_state;
 
-extern const vmm_driver testvm_driver;          /* base reuse, no graceful shutdown */
-extern const vmm_driver testvm_live_driver;     /* LIVE_RAM_FILE + graceful, type "testlive" */
-extern const vmm_driver testvm_nosnap_driver;   /* no snapshot, no pause, type "testbare" */
-extern const vmm_driver testvm_gone_driver;     /* init fails: unavailable, type "testgone" */
-extern const vmm_driver testvm_full_driver;     /* snapshots without base reuse, type "testfull" */
+extern const vmm_driver testvm_driver;        /* base reuse, no graceful shutdown */
+extern const vmm_driver testvm_live_driver;   /* LIVE_RAM_FILE + graceful, type "testlive" */
+extern const vmm_driver testvm_nosnap_driver; /* no snapshot, no pause, type "testbare" */
+extern const vmm_driver testvm_gone_driver;   /* init fails: unavailable, type "testgone" */
+extern const vmm_driver testvm_full_driver;   /* snapshots without base reuse, type "testfull" */
 
 #endif
