@@ -471,16 +471,56 @@ static mgr_instance *mgr_find_request_locked(agent_manager *m, const agent_creat
 static int mgr_create_req(agent_manager *m, const agent_create_req *req, agent_instance_view *out,
                           cmn_error *err);
 
+/* A retry of an image create (req's request_id names an image instance):
+ * fills *out with req's spec completed from that instance's record the way
+ * the boot kit completed the first request's, and returns true. The retry is
+ * then answered without the kit, which may have moved since, and whose
+ * command line names the host's TSC rate, which drifts between two reads. */
+static bool mgr_retry_spec(agent_manager *m, const agent_create_req *req, vmm_spec *out)
+{
+  if (req->request_id == NULL || req->request_id[0] == '\0' || !agent_image_spec_set(req->image))
+    return false;
+  bool found = false;
+  pthread_mutex_lock(&m->mu);
+  for (size_t i = 0; i < m->n_insts && !found; i++) {
+    const agent_instance_view *v = &m->insts[i]->rec.view;
+    if (m->insts[i]->deleted || v->request_id == NULL ||
+        strcmp(v->request_id, req->request_id) != 0 || !agent_image_spec_set(&v->image))
+      continue;
+    found = true;
+    vmm_spec_copy(out, req->spec);
+    const vmm_spec *first = &v->spec;
+    if (req->spec->kernel == NULL || req->spec->kernel[0] == '\0') {
+      free(out->kernel);
+      out->kernel = cmn_strdup(first->kernel);
+      if (req->spec->initrd == NULL || req->spec->initrd[0] == '\0') {
+        free(out->initrd);
+        out->initrd = cmn_strdup(first->initrd);
+      }
+    }
+    if (req->spec->cmdline == NULL || req->spec->cmdline[0] == '\0') {
+      free(out->cmdline);
+      out->cmdline = cmn_strdup(first->cmdline);
+    }
+  }
+  pthread_mutex_unlock(&m->mu);
+  return found;
+}
+
 int agent_manager_create_req(agent_manager *m, const agent_create_req *req,
                              agent_instance_view *out, cmn_error *err)
 {
   /* An image instance: the boot kit fills what its spec leaves out. */
   vmm_spec kit_spec;
-  if (agent_image_spec_fill(req->image, req->spec, m->boot_kit_dir, &kit_spec, err) < 0)
-    return -1;
   agent_create_req req_kit = *req;
-  if (agent_image_spec_set(req->image))
+  if (mgr_retry_spec(m, req, &kit_spec)) {
     req_kit.spec = &kit_spec;
+  } else {
+    if (agent_image_spec_fill(req->image, req->spec, m->boot_kit_dir, &kit_spec, err) < 0)
+      return -1;
+    if (agent_image_spec_set(req->image))
+      req_kit.spec = &kit_spec;
+  }
   int ret = mgr_create_req(m, &req_kit, out, err);
   vmm_spec_free(&kit_spec);
   return ret;
