@@ -56,7 +56,7 @@
   EMBER_RPC_ROW(X, EMBER_IMAGE_SVC, ListImages, srv_unary_image_list, false, AGENT_OP_NONE, false, \
                 "images")                                                                          \
   EMBER_RPC_ROW(X, EMBER_IMAGE_SVC, GetImage, srv_unary_image_get, false, AGENT_OP_NONE, false,    \
-                "image")                                                                           \
+                NULL)                                                                              \
   EMBER_RPC_ROW(X, EMBER_IMAGE_SVC, DeleteImage, srv_unary_image_delete, true, AGENT_OP_NONE,      \
                 true, "rmi")
 
