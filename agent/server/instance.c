@@ -17,23 +17,6 @@
 /* Request ids are names or ids; anything longer is not one of ours. */
 #define SRV_ID_MAX 256
 
-static void srv__msg_freep(void *p)
-{
-  ProtobufCMessage **m = p;
-  if (*m != NULL)
-    protobuf_c_message_free_unpacked(*m, NULL);
-}
-#define cleanup_msg __attribute__((cleanup(srv__msg_freep)))
-
-static void *srv__unpack(const ProtobufCMessageDescriptor *d, const uint8_t *req, size_t len,
-                         cmn_error *err)
-{
-  ProtobufCMessage *m = protobuf_c_message_unpack(d, NULL, len, req);
-  if (m == NULL)
-    cmn_err_set(err, CMN_INVALID_ARGUMENT, "cannot decode the request as %s", d->name);
-  return m;
-}
-
 static char *srv__s(const char *s) { return (char *)(s != NULL ? s : ""); }
 
 /* ---- times ---- */
@@ -257,8 +240,8 @@ static int srv__spec_from(const Ember__V1__InstanceSpec *in, vmm_spec *out, cmn_
 int srv_unary_create(srv_server *s, srv_op_probe *probe, const uint8_t *req, size_t len,
                      uint8_t **resp, size_t *rl, cmn_error *err)
 {
-  cleanup_msg Ember__V1__CreateInstanceRequest *r =
-      srv__unpack(&ember__v1__create_instance_request__descriptor, req, len, err);
+  cleanup_pbmsg Ember__V1__CreateInstanceRequest *r =
+      srv_unpack(&ember__v1__create_instance_request__descriptor, req, len, err);
   if (r == NULL)
     return -1;
   srv_probe_create(s, probe, r->name, r->spec != NULL ? r->spec->hypervisor : NULL);
@@ -311,8 +294,8 @@ int srv_unary_create(srv_server *s, srv_op_probe *probe, const uint8_t *req, siz
 int srv_unary_get(srv_server *s, srv_op_probe *probe, const uint8_t *req, size_t len,
                   uint8_t **resp, size_t *rl, cmn_error *err)
 {
-  cleanup_msg Ember__V1__GetInstanceRequest *r =
-      srv__unpack(&ember__v1__get_instance_request__descriptor, req, len, err);
+  cleanup_pbmsg Ember__V1__GetInstanceRequest *r =
+      srv_unpack(&ember__v1__get_instance_request__descriptor, req, len, err);
   if (r == NULL || srv__check_id(r->id, err) < 0)
     return -1;
   agent_instance_view v = {0};
@@ -549,8 +532,8 @@ bad:
 int srv_unary_list(srv_server *s, srv_op_probe *probe, const uint8_t *req, size_t len,
                    uint8_t **resp, size_t *rl, cmn_error *err)
 {
-  cleanup_msg Ember__V1__ListInstancesRequest *r =
-      srv__unpack(&ember__v1__list_instances_request__descriptor, req, len, err);
+  cleanup_pbmsg Ember__V1__ListInstancesRequest *r =
+      srv_unpack(&ember__v1__list_instances_request__descriptor, req, len, err);
   if (r == NULL)
     return -1;
   if (r->page_size < 0) {
@@ -611,8 +594,8 @@ int srv_unary_list(srv_server *s, srv_op_probe *probe, const uint8_t *req, size_
 static int srv__op(srv_server *s, srv_op_probe *probe, agent_op op, const uint8_t *req, size_t len,
                    uint8_t **resp, size_t *rl, cmn_error *err)
 {
-  cleanup_msg Ember__V1__GetInstanceRequest *r =
-      srv__unpack(&ember__v1__get_instance_request__descriptor, req, len, err);
+  cleanup_pbmsg Ember__V1__GetInstanceRequest *r =
+      srv_unpack(&ember__v1__get_instance_request__descriptor, req, len, err);
   if (r != NULL)
     srv_probe_instance(s, probe, r->id);
   if (r == NULL || srv__check_id(r->id, err) < 0)
@@ -642,8 +625,8 @@ int srv_unary_start(srv_server *s, srv_op_probe *probe, const uint8_t *req, size
 int srv_unary_stop(srv_server *s, srv_op_probe *probe, const uint8_t *req, size_t len,
                    uint8_t **resp, size_t *rl, cmn_error *err)
 {
-  cleanup_msg Ember__V1__StopInstanceRequest *r =
-      srv__unpack(&ember__v1__stop_instance_request__descriptor, req, len, err);
+  cleanup_pbmsg Ember__V1__StopInstanceRequest *r =
+      srv_unpack(&ember__v1__stop_instance_request__descriptor, req, len, err);
   if (r != NULL)
     srv_probe_instance(s, probe, r->id);
   if (r == NULL || srv__check_id(r->id, err) < 0)
@@ -688,8 +671,8 @@ int srv_unary_restore(srv_server *s, srv_op_probe *probe, const uint8_t *req, si
 int srv_unary_delete(srv_server *s, srv_op_probe *probe, const uint8_t *req, size_t len,
                      uint8_t **resp, size_t *rl, cmn_error *err)
 {
-  cleanup_msg Ember__V1__DeleteInstanceRequest *r =
-      srv__unpack(&ember__v1__delete_instance_request__descriptor, req, len, err);
+  cleanup_pbmsg Ember__V1__DeleteInstanceRequest *r =
+      srv_unpack(&ember__v1__delete_instance_request__descriptor, req, len, err);
   if (r != NULL)
     srv_probe_instance(s, probe, r->id);
   if (r == NULL || srv__check_id(r->id, err) < 0)
@@ -712,8 +695,8 @@ int srv_unary_delete(srv_server *s, srv_op_probe *probe, const uint8_t *req, siz
 int srv_unary_list_hypervisors(srv_server *s, srv_op_probe *probe, const uint8_t *req, size_t len,
                                uint8_t **resp, size_t *rl, cmn_error *err)
 {
-  cleanup_msg Ember__V1__ListHypervisorsRequest *r =
-      srv__unpack(&ember__v1__list_hypervisors_request__descriptor, req, len, err);
+  cleanup_pbmsg Ember__V1__ListHypervisorsRequest *r =
+      srv_unpack(&ember__v1__list_hypervisors_request__descriptor, req, len, err);
   if (r == NULL)
     return -1;
   const vmm_registry *reg = agent_manager_registry(s->mgr);
@@ -857,8 +840,8 @@ void srv_watch_start(srv_call *c)
   srv_server *s = c->srv;
   cmn_error err = {0};
   /* c->req was flattened and its strings checked by srv__on_request. */
-  cleanup_msg Ember__V1__WatchInstancesRequest *r =
-      srv__unpack(&ember__v1__watch_instances_request__descriptor, c->req, c->req_len, &err);
+  cleanup_pbmsg Ember__V1__WatchInstancesRequest *r =
+      srv_unpack(&ember__v1__watch_instances_request__descriptor, c->req, c->req_len, &err);
   if (r == NULL) {
     srv_call_finish(c, NULL, CMN_INVALID_ARGUMENT,
                     err.msg[0] ? err.msg : "cannot read the request message");
