@@ -5,6 +5,7 @@
  * subscription whose callback only queues serialized events. */
 #include "agent/server/internal.h"
 #include "common/cleanup.h"
+#include "common/hash.h"
 #include "common/log.h"
 #include "common/mem.h"
 #include "agent/instance_image.h"
@@ -466,24 +467,12 @@ static bool srv__filter_match(const srv__filter *f, const agent_instance_view *v
   return true;
 }
 
-/* FNV-1a of the filter text: a page token is only good for the filter that
- * made it. */
-static uint64_t srv__hash(const char *s)
-{
-  uint64_t h = 1469598103934665603ull;
-  for (; *s; s++) {
-    h ^= (unsigned char)*s;
-    h *= 1099511628211ull;
-  }
-  return h;
-}
-
 /* A page token: "1" then the hex of "<filter hash 16 hex>:<last name>". Opaque
  * to clients; pages follow names, which are unique and sorted. */
 static char *srv__token_make(const char *filter, const char *last)
 {
   cleanup_free char *plain =
-      cmn_asprintf("%016llx:%s", (unsigned long long)srv__hash(filter), last);
+      cmn_asprintf("%016llx:%s", (unsigned long long)cmn_hash_str(filter), last);
   size_t n = strlen(plain);
   char *tok = cmn_calloc(2 * n + 2, 1);
   tok[0] = '1';
@@ -517,7 +506,7 @@ static char *srv__token_read(const char *tok, const char *filter, cmn_error *err
       plain[k++] = (char)(hi * 16 + lo);
     }
     char want[18];
-    snprintf(want, sizeof(want), "%016llx:", (unsigned long long)srv__hash(filter));
+    snprintf(want, sizeof(want), "%016llx:", (unsigned long long)cmn_hash_str(filter));
     if (k > 17 && memcmp(plain, want, 17) == 0)
       return cmn_strdup(plain + 17);
     if (k > 17 && plain[16] == ':')
