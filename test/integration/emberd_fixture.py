@@ -39,6 +39,8 @@ import time
 
 import grpc  # Debian python3-grpcio
 
+from checks import Checks, require  # noqa: F401  (the tests import them from here)
+
 _HERE = os.path.dirname(os.path.abspath(__file__))
 
 

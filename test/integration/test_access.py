@@ -30,7 +30,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 try:
     import grpc
     import emberd_fixture as fx
-    from emberd_fixture import Emberd
+    from emberd_fixture import Emberd, require as check
 except Exception as e:  # noqa: BLE001
     print("SKIP: the emberd test fixture cannot load: %s" % e)
     sys.exit(77)
@@ -58,11 +58,6 @@ ORIGIN = {
 def test(fn):
     results.append(fn)
     return fn
-
-
-def check(cond, msg):
-    if not cond:
-        raise AssertionError(msg)
 
 
 def origin(path, data_dir):

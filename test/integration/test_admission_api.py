@@ -29,16 +29,11 @@ sys.path.insert(0, HERE)
 
 import grpc  # noqa: E402
 
-from emberd_fixture import Emberd, pb, find_emberd  # noqa: E402
+from emberd_fixture import Emberd, pb, find_emberd, Checks  # noqa: E402
 
-RESULTS = {"passed": 0, "failed": 0}
+CHECKS = Checks()
+check = CHECKS.check
 RE = grpc.StatusCode.RESOURCE_EXHAUSTED
-
-
-def check(cond, what):
-    RESULTS["passed" if cond else "failed"] += 1
-    print("ok   " if cond else "FAIL ", what, flush=True)
-    return cond
 
 
 def mem_total_mib():
@@ -186,8 +181,7 @@ def main():
     defaults(env)
     small_room(env)
     bad_values()
-    print("%d passed, %d failed" % (RESULTS["passed"], RESULTS["failed"]))
-    return 1 if RESULTS["failed"] else 0
+    return CHECKS.summary()
 
 
 if __name__ == "__main__":

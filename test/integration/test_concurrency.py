@@ -34,7 +34,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 try:
     import grpc
     import emberd_fixture as fx
-    from emberd_fixture import Emberd
+    from emberd_fixture import Emberd, require as check
 except Exception as e:  # noqa: BLE001
     print("SKIP: the emberd test fixture cannot load: %s" % e)
     sys.exit(77)
@@ -188,11 +188,6 @@ def hammer(d, alias, n_threads, per_thread, with_delete, seed):
     if hung:
         raise AssertionError("%d client threads still waiting: emberd deadlocked?" % hung)
     return deleted
-
-
-def check(cond, msg):
-    if not cond:
-        raise AssertionError(msg)
 
 
 def fake_processes(d):

@@ -41,13 +41,8 @@ sys.path.insert(0, os.path.join(HERE, "..", "guests"))
 
 import grpc  # noqa: E402
 
-from emberd_fixture import Emberd, vmm_pids  # noqa: E402
+from emberd_fixture import Emberd, vmm_pids, require as check  # noqa: E402
 from guest_shell import linux_cmdline  # noqa: E402
-
-
-def check(cond, what):
-    if not cond:
-        raise AssertionError(what)
 
 
 def fc_spec(d):

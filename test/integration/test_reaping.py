@@ -34,12 +34,7 @@ sys.path.insert(0, os.path.join(HERE, "..", "guests"))
 
 import grpc  # noqa: E402
 
-from emberd_fixture import Emberd, procs_matching, vmm_pids  # noqa: E402
-
-
-def check(cond, what):
-    if not cond:
-        raise AssertionError(what)
+from emberd_fixture import Emberd, procs_matching, vmm_pids, require as check  # noqa: E402
 
 
 def children(ppid):
