@@ -146,11 +146,7 @@ def kinds(data_dir):
 def populate(d):
     """Instances in every state that leaves files: Stopped qemu, Running and
     Standby (full) firecracker fakes, a Running QEMU tiny guest when built."""
-    files = os.path.join(d.root, "files")
-    os.makedirs(files, exist_ok=True)
-    kernel = os.path.join(files, "kernel")
-    with open(kernel, "wb") as f:
-        f.write(os.urandom(16384))
+    kernel = d.fake_kernel()
     d.create("q-stopped", d.qemu_spec())
     fc = d.make_spec(hypervisor="firecracker", memory_mib=16, kernel=kernel)
     d.create("fc-running", fc, start=True)

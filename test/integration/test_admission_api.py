@@ -49,15 +49,6 @@ def spec(d, kernel, mib, vcpus=1):
                        cmdline="console=ttyS0")
 
 
-def kernel_file(d):
-    files = os.path.join(d.root, "files")
-    os.makedirs(files, exist_ok=True)
-    k = os.path.join(files, "kernel")
-    with open(k, "wb") as f:
-        f.write(os.urandom(16384))
-    return k
-
-
 def state(d, i):
     return pb.InstanceState.Name(d.get(i).state)
 
@@ -68,7 +59,7 @@ def defaults(env):
         if not (hv.get("firecracker") and hv["firecracker"].available):
             print("SKIP: firecracker (fake) not available")
             sys.exit(77)
-        k = kernel_file(d)
+        k = d.fake_kernel()
         code, msg = Emberd.call_error(d.create, "huge", spec(d, k, 204800))
         check(code == RE and "needs 204800 MiB of RAM; this host admits" in msg,
               "defaults: a 200 GiB guest is refused at create: %s: %s" % (code.name, msg))
@@ -93,7 +84,7 @@ def small_room(env):
     reserved = mem_total_mib() - 1024
     args = ["--mem-reserved-mib", str(reserved), "--vcpu-overcommit", "1"]
     with Emberd(env=env, log_level="info", args=args) as d:
-        k = kernel_file(d)
+        k = d.fake_kernel()
         code, msg = Emberd.call_error(d.create, "big", spec(d, k, 2048))
         check(code == RE and "needs 2048 MiB of RAM; this host admits 1024 MiB" in msg
               and "%d MiB reserved" % reserved in msg,
@@ -144,7 +135,7 @@ def small_room(env):
     cfg = {"mem_overcommit": 2.0, "mem_reserved_mib": reserved, "vcpu_overcommit": 1.5,
            "disk_reserve_mib": 64}
     with Emberd(env=env, log_level="info", config=cfg) as d:
-        k = kernel_file(d)
+        k = d.fake_kernel()
         a = d.create("a", spec(d, k, 600), start=True).id
         code, res = Emberd.call_error(d.create, "b", spec(d, k, 600), start=True)
         check(code == grpc.StatusCode.OK and state(d, a) == "INSTANCE_STATE_RUNNING" and

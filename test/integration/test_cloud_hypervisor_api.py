@@ -63,11 +63,7 @@ def run(fake, version):
         caps = ch.capabilities
         check(caps.snapshot and caps.pause and caps.graceful_shutdown and not caps.base_reuse,
               "capabilities %s" % caps)
-        files = os.path.join(d.root, "files")
-        os.makedirs(files, exist_ok=True)
-        kernel = os.path.join(files, "kernel")
-        with open(kernel, "wb") as f:
-            f.write(os.urandom(16384))
+        kernel = d.fake_kernel()
         spec = d.make_spec(hypervisor="cloud-hypervisor", memory_mib=16, kernel=kernel,
                            cmdline="console=ttyS0")
         spec.vsock.guest_cid = 7  # the fake checks the VsockConfig schema

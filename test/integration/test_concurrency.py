@@ -268,11 +268,7 @@ def scale():
 
 
 def setup(d, names):
-    files = os.path.join(d.root, "files")
-    os.makedirs(files, exist_ok=True)
-    kernel = os.path.join(files, "kernel")
-    with open(kernel, "wb") as f:
-        f.write(os.urandom(16384))
+    kernel = d.fake_kernel()
     spec = d.make_spec(hypervisor="firecracker", memory_mib=16, kernel=kernel,
                        cmdline="console=ttyS0")
     alias = {}
