@@ -152,11 +152,9 @@ int srv_unary_image_list(srv_server *s, srv_op_probe *probe, const uint8_t *req,
       srv_unpack(&ember__v1__list_images_request__descriptor, req, len, err);
   if (r == NULL)
     return -1;
-  if (r->page_size < 0) {
-    cmn_err_set(err, CMN_INVALID_ARGUMENT, "page_size must not be negative (got %d)",
-                (int)r->page_size);
-    return cmn_err_field(err, "page_size");
-  }
+  size_t page;
+  if (srv_page_size(r->page_size, SRV_IMG_PAGE_DEFAULT, SRV_IMG_PAGE_MAX, &page, err) < 0)
+    return -1;
   /* The token is the last id of the previous page: ids are digests, so a
    * token that is not one is refused. */
   const char *after = r->page_token;
@@ -164,9 +162,6 @@ int srv_unary_image_list(srv_server *s, srv_op_probe *probe, const uint8_t *req,
     cmn_err_set(err, CMN_INVALID_ARGUMENT, "page_token: it is not a next_page_token of ListImages");
     return cmn_err_field(err, "page_token");
   }
-  size_t page = r->page_size == 0                 ? SRV_IMG_PAGE_DEFAULT
-                : r->page_size > SRV_IMG_PAGE_MAX ? SRV_IMG_PAGE_MAX
-                                                  : (size_t)r->page_size;
   img_record *recs = NULL;
   size_t n = 0;
   if (img_store_list(st, &recs, &n, err) < 0)

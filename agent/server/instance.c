@@ -525,14 +525,9 @@ int srv_unary_list(srv_server *s, srv_op_probe *probe, const uint8_t *req, size_
       srv_unpack(&ember__v1__list_instances_request__descriptor, req, len, err);
   if (r == NULL)
     return -1;
-  if (r->page_size < 0) {
-    cmn_err_set(err, CMN_INVALID_ARGUMENT, "page_size must not be negative (got %d)",
-                (int)r->page_size);
-    return cmn_err_field(err, "page_size");
-  }
-  size_t page = r->page_size == 0             ? SRV_PAGE_DEFAULT
-                : r->page_size > SRV_PAGE_MAX ? SRV_PAGE_MAX
-                                              : (size_t)r->page_size;
+  size_t page;
+  if (srv_page_size(r->page_size, SRV_PAGE_DEFAULT, SRV_PAGE_MAX, &page, err) < 0)
+    return -1;
   srv__filter f;
   if (srv__filter_parse(r->filter, &f, err) < 0)
     return -1;

@@ -217,6 +217,9 @@ int srv_pack(const ProtobufCMessage *m, uint8_t **out, size_t *len);
 void *srv_unpack(const ProtobufCMessageDescriptor *d, const uint8_t *req, size_t len,
                  cmn_error *err);
 void srv_pbmsg_freep(void *p);
+/* The page size of a List call: page_size, dflt for 0, at most max. Returns
+ * < 0 with INVALID_ARGUMENT on the field page_size when it is negative. */
+int srv_page_size(int32_t page_size, size_t dflt, size_t max, size_t *out, cmn_error *err);
 #define cleanup_pbmsg __attribute__((cleanup(srv_pbmsg_freep)))
 /* Copies a byte buffer into one malloc'ed buffer (NULL bb -> empty). */
 uint8_t *srv_bb_flatten(grpc_byte_buffer *bb, size_t *len);

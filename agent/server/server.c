@@ -137,6 +137,17 @@ void srv_pbmsg_freep(void *p)
     protobuf_c_message_free_unpacked(*m, NULL);
 }
 
+int srv_page_size(int32_t page_size, size_t dflt, size_t max, size_t *out, cmn_error *err)
+{
+  if (page_size < 0) {
+    cmn_err_set(err, CMN_INVALID_ARGUMENT, "page_size must not be negative (got %d)",
+                (int)page_size);
+    return cmn_err_field(err, "page_size");
+  }
+  *out = page_size == 0 ? dflt : (size_t)page_size > max ? max : (size_t)page_size;
+  return 0;
+}
+
 static grpc_byte_buffer *srv__bb_from(uint8_t *data, size_t len)
 {
   grpc_slice sl = grpc_slice_from_copied_buffer((const char *)data, len);
