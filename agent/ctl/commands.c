@@ -75,18 +75,7 @@ static int ctl__unary(ctl_rpc *rpc, const char *command, const ProtobufCMessage 
   return ctl_rpc_unary(rpc, m.path, req, m.resp, resp, err);
 }
 
-/* Prints msg as one line of JSON (compact for streams, pretty otherwise). */
-static void ctl__print_json(FILE *out, const ProtobufCMessage *msg, bool compact)
-{
-  cJSON *j = ctl_pb_to_json(msg);
-  char *s = compact ? cJSON_PrintUnformatted(j) : cJSON_Print(j);
-  fprintf(out, "%s\n", s);
-  fflush(out);
-  free(s);
-  cJSON_Delete(j);
-}
-
-static int ctl__fail(const cmn_error *err) { return err->code != CMN_OK ? err->code : CMN_UNKNOWN; }
+int ctl_fail(const cmn_error *err) { return err->code != CMN_OK ? err->code : CMN_UNKNOWN; }
 
 /* ---- one-instance lifecycle calls ---- */
 
@@ -124,9 +113,9 @@ static int ctl__run_id(ctl_rpc *rpc, const ctl_opts *o, FILE *out, cmn_error *er
   int r = ctl_rpc_unary(rpc, c.path, req, c.resp, &resp, err);
   protobuf_c_message_free_unpacked(req, NULL);
   if (r < 0)
-    return ctl__fail(err);
+    return ctl_fail(err);
   if (o->json)
-    ctl__print_json(out, resp, false);
+    ctl_print_json(out, resp, false);
   else if (is_delete && ((Ember__V1__DeleteInstanceResponse *)resp)->id[0] == '\0')
     fprintf(out, "no instance %s (nothing deleted)\n", o->args[0]);
   else if (is_delete)
@@ -146,7 +135,7 @@ static int ctl__run_create(ctl_rpc *rpc, const ctl_opts *o, FILE *out, cmn_error
   Ember__V1__CreateInstanceRequest *req = NULL;
   if (ctl_spec_build(o, o->n_args > 0 ? o->args[0] : NULL, &req, err) < 0)
     return err->code == CMN_INVALID_ARGUMENT && o->spec_file == NULL ? CTL_EXIT_USAGE
-                                                                     : ctl__fail(err);
+                                                                     : ctl_fail(err);
   /* --label and --request-id add to (and override) what --spec gave. */
   for (int i = 0; i < o->n_labels; i++) {
     const char *eq = strchr(o->labels[i], '=');
@@ -175,9 +164,9 @@ static int ctl__run_create(ctl_rpc *rpc, const ctl_opts *o, FILE *out, cmn_error
   int r = ctl__unary(rpc, "create", &req->base, &resp, err);
   protobuf_c_message_free_unpacked(&req->base, NULL);
   if (r < 0)
-    return ctl__fail(err);
+    return ctl_fail(err);
   if (o->json)
-    ctl__print_json(out, resp, false);
+    ctl_print_json(out, resp, false);
   else
     ctl_print_instance(out, (Ember__V1__Instance *)resp);
   protobuf_c_message_free_unpacked(resp, NULL);
@@ -214,7 +203,7 @@ static int ctl__run_list(ctl_rpc *rpc, const ctl_opts *o, FILE *out, cmn_error *
     req.page_token = token != NULL ? token : (char *)"";
     ProtobufCMessage *resp = NULL;
     if (ctl__unary(rpc, "list", &req.base, &resp, err) < 0) {
-      rc = ctl__fail(err);
+      rc = ctl_fail(err);
       break;
     }
     pages = cmn_realloc(pages, (n_pages + 1) * sizeof(*pages));
@@ -239,7 +228,7 @@ static int ctl__run_list(ctl_rpc *rpc, const ctl_opts *o, FILE *out, cmn_error *
     merged.instances = all;
     merged.n_instances = n_all;
     if (o->json)
-      ctl__print_json(out, &merged.base, false);
+      ctl_print_json(out, &merged.base, false);
     else
       ctl_print_instances(out, all, n_all);
     free(all);
@@ -255,10 +244,10 @@ static int ctl__run_hypervisors(ctl_rpc *rpc, const ctl_opts *o, FILE *out, cmn_
   Ember__V1__ListHypervisorsRequest req = EMBER__V1__LIST_HYPERVISORS_REQUEST__INIT;
   ProtobufCMessage *resp = NULL;
   if (ctl__unary(rpc, "hypervisors", &req.base, &resp, err) < 0)
-    return ctl__fail(err);
+    return ctl_fail(err);
   Ember__V1__ListHypervisorsResponse *l = (Ember__V1__ListHypervisorsResponse *)resp;
   if (o->json)
-    ctl__print_json(out, resp, false);
+    ctl_print_json(out, resp, false);
   else
     ctl_print_hypervisors(out, l->hypervisors, l->n_hypervisors);
   protobuf_c_message_free_unpacked(resp, NULL);
@@ -288,7 +277,7 @@ static bool ctl__on_event(const ProtobufCMessage *msg, void *opaque)
 {
   ctl__watch *w = opaque;
   if (w->json)
-    ctl__print_json(w->out, msg, true);
+    ctl_print_json(w->out, msg, true);
   else
     ctl_print_event(w->out, (const Ember__V1__InstanceEvent *)msg);
   if (w->left > 0 && --w->left == 0)
@@ -309,7 +298,7 @@ static int ctl__run_watch(ctl_rpc *rpc, const ctl_opts *o, FILE *out, cmn_error 
   if (ctl__method_in(&ember__v1__instance_service__descriptor, "WatchInstances", &m, err) < 0 ||
       ctl_rpc_stream(rpc, m.path, &req.base, m.resp, ctl__on_watch_ready, ctl__on_event, &w, err) <
           0)
-    return ctl__fail(err);
+    return ctl_fail(err);
   return 0;
 }
 
@@ -323,12 +312,12 @@ static int ctl__run_health(ctl_rpc *rpc, const ctl_opts *o, FILE *out, cmn_error
   ProtobufCMessage *resp = NULL;
   if (ctl_rpc_unary(rpc, "/grpc.health.v1.Health/Check", &req.base,
                     &grpc__health__v1__health_check_response__descriptor, &resp, err) < 0)
-    return ctl__fail(err);
+    return ctl_fail(err);
   Grpc__Health__V1__HealthCheckResponse *h = (Grpc__Health__V1__HealthCheckResponse *)resp;
   const char *name = ctl_pb_enum_name(
       &grpc__health__v1__health_check_response__serving_status__descriptor, (int)h->status);
   if (o->json)
-    ctl__print_json(out, resp, true);
+    ctl_print_json(out, resp, true);
   else
     fprintf(out, "%s\n", name != NULL ? name : "UNKNOWN");
   int rc = 0;

@@ -114,6 +114,10 @@ typedef struct ctl_command {
   int (*run)(struct ctl_rpc *rpc, const ctl_opts *o, FILE *out, cmn_error *err);
 } ctl_command;
 
+/* The exit code of a failed command: err's gRPC code, UNKNOWN if none was
+ * set. */
+int ctl_fail(const cmn_error *err);
+
 /* images.c: the ImageService commands. */
 int ctl_run_pull(struct ctl_rpc *rpc, const ctl_opts *o, FILE *out, cmn_error *err);
 int ctl_run_images(struct ctl_rpc *rpc, const ctl_opts *o, FILE *out, cmn_error *err);

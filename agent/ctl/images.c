@@ -22,21 +22,6 @@
 #define CTL_IMG "/ember.v1.ImageService/"
 #define CTL_IMPORT_CHUNK (1 << 20)
 
-static int ctl__img_fail(const cmn_error *err)
-{
-  return err->code != CMN_OK ? err->code : CMN_UNKNOWN;
-}
-
-static void ctl__img_json(FILE *out, const ProtobufCMessage *m, bool compact)
-{
-  cJSON *j = ctl_pb_to_json(m);
-  char *s = compact ? cJSON_PrintUnformatted(j) : cJSON_Print(j);
-  fprintf(out, "%s\n", s);
-  fflush(out);
-  free(s);
-  cJSON_Delete(j);
-}
-
 static void ctl__img_size(char *buf, size_t n, int64_t bytes)
 {
   if (bytes >= (1 << 20))
@@ -79,7 +64,7 @@ static bool ctl__pull_msg(const ProtobufCMessage *msg, void *opaque)
     free(buf);
   }
   if (p->o->json) {
-    ctl__img_json(p->out, msg, true);
+    ctl_print_json(p->out, msg, true);
     return true;
   }
   if (m->image != NULL)
@@ -119,7 +104,7 @@ int ctl_run_pull(ctl_rpc *rpc, const ctl_opts *o, FILE *out, cmn_error *err)
   if (r < 0) {
     if (p.image != NULL)
       ember__v1__image__free_unpacked(p.image, NULL);
-    return ctl__img_fail(err);
+    return ctl_fail(err);
   }
   if (p.image == NULL) {
     cmn_err_set(err, CMN_CANCELLED, "pull of %s interrupted", o->args[0]);
@@ -149,7 +134,7 @@ int ctl_run_images(ctl_rpc *rpc, const ctl_opts *o, FILE *out, cmn_error *err)
     ProtobufCMessage *resp = NULL;
     if (ctl_rpc_unary(rpc, CTL_IMG "ListImages", &req.base,
                       &ember__v1__list_images_response__descriptor, &resp, err) < 0) {
-      rc = ctl__img_fail(err);
+      rc = ctl_fail(err);
       break;
     }
     Ember__V1__ListImagesResponse *lr = (Ember__V1__ListImagesResponse *)resp;
@@ -203,9 +188,9 @@ int ctl_run_rmi(ctl_rpc *rpc, const ctl_opts *o, FILE *out, cmn_error *err)
   ProtobufCMessage *resp = NULL;
   if (ctl_rpc_unary(rpc, CTL_IMG "DeleteImage", &req.base,
                     &ember__v1__delete_image_response__descriptor, &resp, err) < 0)
-    return ctl__img_fail(err);
+    return ctl_fail(err);
   if (o->json) {
-    ctl__img_json(out, resp, false);
+    ctl_print_json(out, resp, false);
   } else {
     char freed[32];
     ctl__img_size(freed, sizeof freed, ((Ember__V1__DeleteImageResponse *)resp)->freed_bytes);
@@ -295,9 +280,9 @@ int ctl_run_import(ctl_rpc *rpc, const ctl_opts *o, FILE *out, cmn_error *err)
                                 &ember__v1__image__descriptor, &resp, err);
   free(x.buf);
   if (r < 0)
-    return ctl__img_fail(err);
+    return ctl_fail(err);
   if (o->json) {
-    ctl__img_json(out, resp, false);
+    ctl_print_json(out, resp, false);
   } else {
     fprintf(out, "imported %s\n", o->args[0]);
     ctl__print_image(out, (Ember__V1__Image *)resp);

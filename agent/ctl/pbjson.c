@@ -571,3 +571,13 @@ fail:
   protobuf_c_message_free_unpacked(msg, NULL);
   return -1;
 }
+
+void ctl_print_json(FILE *out, const ProtobufCMessage *msg, bool compact)
+{
+  cJSON *j = ctl_pb_to_json(msg);
+  char *s = compact ? cJSON_PrintUnformatted(j) : cJSON_Print(j);
+  fprintf(out, "%s\n", s);
+  fflush(out);
+  free(s);
+  cJSON_Delete(j);
+}

@@ -18,9 +18,14 @@
 
 #include <cjson/cJSON.h>
 #include <protobuf-c/protobuf-c.h>
+#include <stdbool.h>
+#include <stdio.h>
 
 /* A new cJSON object for msg; never NULL. */
 cJSON *ctl_pb_to_json(const ProtobufCMessage *msg);
+/* Prints msg to out as JSON and a newline, then flushes: one line (compact,
+ * for streams) or indented. */
+void ctl_print_json(FILE *out, const ProtobufCMessage *msg, bool compact);
 /* Builds a message of desc from a JSON object. On success *out is freed with
  * protobuf_c_message_free_unpacked(*out, NULL). On failure returns -1 with
  * INVALID_ARGUMENT naming the field path. */

@@ -192,19 +192,62 @@ static grpc_call *ctl__call(ctl_rpc *rpc, grpc_completion_queue *cq, const char 
   return call;
 }
 
+/* One call's plumbing, the same for every RPC kind: its pluck queue, the
+ * call, and the headers and status it receives. */
+typedef struct ctl__callctx {
+  grpc_completion_queue *cq;
+  grpc_call *call;
+  grpc_metadata_array initial;
+  ctl__status st;
+} ctl__callctx;
+
+static void ctl__callctx_open(ctl_rpc *rpc, const char *method, ctl__callctx *k)
+{
+  k->cq = grpc_completion_queue_create_for_pluck(NULL);
+  k->call = ctl__call(rpc, k->cq, method, rpc->timeout_ms);
+  grpc_metadata_array_init(&k->initial);
+  ctl__status_init(&k->st);
+}
+
+static void ctl__callctx_close(ctl__callctx *k)
+{
+  grpc_metadata_array_destroy(&k->initial);
+  ctl__status_destroy(&k->st);
+  grpc_call_unref(k->call);
+  ctl__cq_destroy(k->cq);
+}
+
+/* The result of a call that ends with one response message, once its status
+ * was received: 0 with *resp decoded from recv, else -1 with err saying why
+ * (interrupted, the server's status, or no decodable response). */
+static int ctl__unary_result(ctl_rpc *rpc, const char *method, bool cancelled,
+                             const ctl__callctx *k, grpc_byte_buffer *recv,
+                             const ProtobufCMessageDescriptor *resp_desc, ProtobufCMessage **resp,
+                             cmn_error *err)
+{
+  if (cancelled)
+    return cmn_err_set(err, CMN_CANCELLED, "interrupted");
+  if (k->st.code != GRPC_STATUS_OK)
+    return ctl__status_err(&k->st, rpc->target, err);
+  if (recv == NULL)
+    return cmn_err_set(err, CMN_INTERNAL, "%s: the server sent OK without a response message",
+                       method);
+  *resp = ctl__unpack(recv, resp_desc);
+  if (*resp == NULL)
+    return cmn_err_set(err, CMN_INTERNAL, "%s: cannot decode the response as %s", method,
+                       resp_desc->name);
+  return 0;
+}
+
 int ctl_rpc_unary(ctl_rpc *rpc, const char *method, const ProtobufCMessage *req,
                   const ProtobufCMessageDescriptor *resp_desc, ProtobufCMessage **resp,
                   cmn_error *err)
 {
   *resp = NULL;
-  grpc_completion_queue *cq = grpc_completion_queue_create_for_pluck(NULL);
-  grpc_call *call = ctl__call(rpc, cq, method, rpc->timeout_ms);
+  ctl__callctx k;
+  ctl__callctx_open(rpc, method, &k);
   grpc_byte_buffer *send = ctl__pack(req);
   grpc_byte_buffer *recv = NULL;
-  grpc_metadata_array initial;
-  grpc_metadata_array_init(&initial);
-  ctl__status st;
-  ctl__status_init(&st);
 
   grpc_op ops[6];
   memset(ops, 0, sizeof(ops));
@@ -213,45 +256,27 @@ int ctl_rpc_unary(ctl_rpc *rpc, const char *method, const ProtobufCMessage *req,
   ops[1].data.send_message.send_message = send;
   ops[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
   ops[3].op = GRPC_OP_RECV_INITIAL_METADATA;
-  ops[3].data.recv_initial_metadata.recv_initial_metadata = &initial;
+  ops[3].data.recv_initial_metadata.recv_initial_metadata = &k.initial;
   ops[4].op = GRPC_OP_RECV_MESSAGE;
   ops[4].data.recv_message.recv_message = &recv;
-  ctl__status_fill_op(&st, &ops[5]);
+  ctl__status_fill_op(&k.st, &ops[5]);
 
   int ret = -1;
   bool cancelled = false;
-  grpc_call_error ce = grpc_call_start_batch(call, ops, 6, CTL_TAG(ctl__tag_start), NULL);
+  grpc_call_error ce = grpc_call_start_batch(k.call, ops, 6, CTL_TAG(ctl__tag_start), NULL);
   if (ce != GRPC_CALL_OK) {
     cmn_err_set(err, CMN_INTERNAL, "%s: grpc_call_start_batch failed (%d)", method, (int)ce);
     goto out;
   }
-  (void)ctl__pluck(rpc, cq, call, CTL_TAG(ctl__tag_start), &cancelled);
-  if (cancelled) {
-    cmn_err_set(err, CMN_CANCELLED, "interrupted");
+  (void)ctl__pluck(rpc, k.cq, k.call, CTL_TAG(ctl__tag_start), &cancelled);
+  if (ctl__unary_result(rpc, method, cancelled, &k, recv, resp_desc, resp, err) < 0)
     goto out;
-  }
-  if (st.code != GRPC_STATUS_OK) {
-    ctl__status_err(&st, rpc->target, err);
-    goto out;
-  }
-  if (recv == NULL) {
-    cmn_err_set(err, CMN_INTERNAL, "%s: the server sent OK without a response message", method);
-    goto out;
-  }
-  *resp = ctl__unpack(recv, resp_desc);
-  if (*resp == NULL) {
-    cmn_err_set(err, CMN_INTERNAL, "%s: cannot decode the response as %s", method, resp_desc->name);
-    goto out;
-  }
   ret = 0;
 out:
   grpc_byte_buffer_destroy(send);
   if (recv != NULL)
     grpc_byte_buffer_destroy(recv);
-  grpc_metadata_array_destroy(&initial);
-  ctl__status_destroy(&st);
-  grpc_call_unref(call);
-  ctl__cq_destroy(cq);
+  ctl__callctx_close(&k);
   return ret;
 }
 
@@ -259,13 +284,9 @@ int ctl_rpc_stream(ctl_rpc *rpc, const char *method, const ProtobufCMessage *req
                    const ProtobufCMessageDescriptor *resp_desc, ctl_rpc_on_ready on_ready,
                    ctl_rpc_on_msg on_msg, void *opaque, cmn_error *err)
 {
-  grpc_completion_queue *cq = grpc_completion_queue_create_for_pluck(NULL);
-  grpc_call *call = ctl__call(rpc, cq, method, rpc->timeout_ms);
+  ctl__callctx k;
+  ctl__callctx_open(rpc, method, &k);
   grpc_byte_buffer *send = ctl__pack(req);
-  grpc_metadata_array initial;
-  grpc_metadata_array_init(&initial);
-  ctl__status st;
-  ctl__status_init(&st);
   int ret = -1;
   bool cancelled = false, stopped = false, status_started = false, bad_msg = false;
 
@@ -276,26 +297,26 @@ int ctl_rpc_stream(ctl_rpc *rpc, const char *method, const ProtobufCMessage *req
   ops[1].data.send_message.send_message = send;
   ops[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
   ops[3].op = GRPC_OP_RECV_INITIAL_METADATA;
-  ops[3].data.recv_initial_metadata.recv_initial_metadata = &initial;
-  grpc_call_error ce = grpc_call_start_batch(call, ops, 4, CTL_TAG(ctl__tag_start), NULL);
+  ops[3].data.recv_initial_metadata.recv_initial_metadata = &k.initial;
+  grpc_call_error ce = grpc_call_start_batch(k.call, ops, 4, CTL_TAG(ctl__tag_start), NULL);
   if (ce != GRPC_CALL_OK) {
     cmn_err_set(err, CMN_INTERNAL, "%s: grpc_call_start_batch failed (%d)", method, (int)ce);
     goto out;
   }
   /* The status batch is posted at once, so a failure ends every pending op. */
   memset(ops, 0, sizeof(ops));
-  ctl__status_fill_op(&st, &ops[0]);
-  ce = grpc_call_start_batch(call, ops, 1, CTL_TAG(ctl__tag_status), NULL);
+  ctl__status_fill_op(&k.st, &ops[0]);
+  ce = grpc_call_start_batch(k.call, ops, 1, CTL_TAG(ctl__tag_status), NULL);
   if (ce != GRPC_CALL_OK) {
-    grpc_call_cancel(call, NULL);
-    (void)ctl__pluck(rpc, cq, call, CTL_TAG(ctl__tag_start), &cancelled);
+    grpc_call_cancel(k.call, NULL);
+    (void)ctl__pluck(rpc, k.cq, k.call, CTL_TAG(ctl__tag_start), &cancelled);
     cmn_err_set(err, CMN_INTERNAL, "%s: grpc_call_start_batch failed (%d)", method, (int)ce);
     goto out;
   }
   status_started = true;
   /* Headers received (success) means the server accepted the stream; a
    * failure here is reported by the status below. */
-  if (ctl__pluck(rpc, cq, call, CTL_TAG(ctl__tag_start), &cancelled) && !cancelled &&
+  if (ctl__pluck(rpc, k.cq, k.call, CTL_TAG(ctl__tag_start), &cancelled) && !cancelled &&
       on_ready != NULL)
     on_ready(opaque);
 
@@ -304,15 +325,15 @@ int ctl_rpc_stream(ctl_rpc *rpc, const char *method, const ProtobufCMessage *req
     memset(ops, 0, sizeof(ops));
     ops[0].op = GRPC_OP_RECV_MESSAGE;
     ops[0].data.recv_message.recv_message = &recv;
-    if (grpc_call_start_batch(call, ops, 1, CTL_TAG(ctl__tag_msg), NULL) != GRPC_CALL_OK)
+    if (grpc_call_start_batch(k.call, ops, 1, CTL_TAG(ctl__tag_msg), NULL) != GRPC_CALL_OK)
       break;
-    (void)ctl__pluck(rpc, cq, call, CTL_TAG(ctl__tag_msg), &cancelled);
+    (void)ctl__pluck(rpc, k.cq, k.call, CTL_TAG(ctl__tag_msg), &cancelled);
     if (recv == NULL)
       break; /* end of stream (or failure: the status says which) */
     ProtobufCMessage *m = ctl__unpack(recv, resp_desc);
     grpc_byte_buffer_destroy(recv);
     if (m == NULL) {
-      grpc_call_cancel(call, NULL);
+      grpc_call_cancel(k.call, NULL);
       stopped = bad_msg = true;
       cmn_err_set(err, CMN_INTERNAL, "%s: cannot decode a streamed %s", method, resp_desc->name);
       break;
@@ -321,17 +342,17 @@ int ctl_rpc_stream(ctl_rpc *rpc, const char *method, const ProtobufCMessage *req
     protobuf_c_message_free_unpacked(m, NULL);
     if (!more) {
       stopped = true;
-      grpc_call_cancel(call, NULL);
+      grpc_call_cancel(k.call, NULL);
     }
   }
   if (!cancelled && !stopped) {
     /* Ended by the server: its status is the result. */
-    (void)ctl__pluck(rpc, cq, call, CTL_TAG(ctl__tag_status), &cancelled);
+    (void)ctl__pluck(rpc, k.cq, k.call, CTL_TAG(ctl__tag_status), &cancelled);
     status_started = false;
     if (cancelled)
       ret = 0;
-    else if (st.code != GRPC_STATUS_OK)
-      ctl__status_err(&st, rpc->target, err);
+    else if (k.st.code != GRPC_STATUS_OK)
+      ctl__status_err(&k.st, rpc->target, err);
     else
       ret = 0;
   } else {
@@ -340,14 +361,11 @@ int ctl_rpc_stream(ctl_rpc *rpc, const char *method, const ProtobufCMessage *req
 out:
   if (status_started) {
     bool ignored = true;
-    grpc_call_cancel(call, NULL);
-    (void)ctl__pluck(rpc, cq, call, CTL_TAG(ctl__tag_status), &ignored);
+    grpc_call_cancel(k.call, NULL);
+    (void)ctl__pluck(rpc, k.cq, k.call, CTL_TAG(ctl__tag_status), &ignored);
   }
   grpc_byte_buffer_destroy(send);
-  grpc_metadata_array_destroy(&initial);
-  ctl__status_destroy(&st);
-  grpc_call_unref(call);
-  ctl__cq_destroy(cq);
+  ctl__callctx_close(&k);
   return ret;
 }
 
@@ -356,23 +374,19 @@ int ctl_rpc_client_stream(ctl_rpc *rpc, const char *method, ctl_rpc_next_msg nex
                           cmn_error *err)
 {
   *resp = NULL;
-  grpc_completion_queue *cq = grpc_completion_queue_create_for_pluck(NULL);
-  grpc_call *call = ctl__call(rpc, cq, method, rpc->timeout_ms);
+  ctl__callctx k;
+  ctl__callctx_open(rpc, method, &k);
   grpc_byte_buffer *recv = NULL;
-  grpc_metadata_array initial;
-  grpc_metadata_array_init(&initial);
-  ctl__status st;
-  ctl__status_init(&st);
   int ret = -1;
   bool cancelled = false, local_fail = false;
   grpc_op ops[4];
   memset(ops, 0, sizeof(ops));
   ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
-  if (grpc_call_start_batch(call, ops, 1, CTL_TAG(ctl__tag_start), NULL) != GRPC_CALL_OK) {
+  if (grpc_call_start_batch(k.call, ops, 1, CTL_TAG(ctl__tag_start), NULL) != GRPC_CALL_OK) {
     cmn_err_set(err, CMN_INTERNAL, "%s: grpc_call_start_batch failed", method);
     goto out_nostatus;
   }
-  (void)ctl__pluck(rpc, cq, call, CTL_TAG(ctl__tag_start), &cancelled);
+  (void)ctl__pluck(rpc, k.cq, k.call, CTL_TAG(ctl__tag_start), &cancelled);
   /* One message in flight at a time: flow control paces the upload. A send
    * that fails means the server ended the call: its status says why. */
   while (!cancelled) {
@@ -380,7 +394,7 @@ int ctl_rpc_client_stream(ctl_rpc *rpc, const char *method, ctl_rpc_next_msg nex
     int r = next(opaque, &m, err);
     if (r < 0) {
       local_fail = true;
-      grpc_call_cancel(call, NULL);
+      grpc_call_cancel(k.call, NULL);
       break;
     }
     if (r == 0)
@@ -390,8 +404,8 @@ int ctl_rpc_client_stream(ctl_rpc *rpc, const char *method, ctl_rpc_next_msg nex
     memset(ops, 0, sizeof(ops));
     ops[0].op = GRPC_OP_SEND_MESSAGE;
     ops[0].data.send_message.send_message = bb;
-    bool ok = grpc_call_start_batch(call, ops, 1, CTL_TAG(ctl__tag_msg), NULL) == GRPC_CALL_OK &&
-              ctl__pluck(rpc, cq, call, CTL_TAG(ctl__tag_msg), &cancelled);
+    bool ok = grpc_call_start_batch(k.call, ops, 1, CTL_TAG(ctl__tag_msg), NULL) == GRPC_CALL_OK &&
+              ctl__pluck(rpc, k.cq, k.call, CTL_TAG(ctl__tag_msg), &cancelled);
     grpc_byte_buffer_destroy(bb);
     if (!ok)
       break;
@@ -399,44 +413,31 @@ int ctl_rpc_client_stream(ctl_rpc *rpc, const char *method, ctl_rpc_next_msg nex
   memset(ops, 0, sizeof(ops));
   ops[0].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
   ops[1].op = GRPC_OP_RECV_INITIAL_METADATA;
-  ops[1].data.recv_initial_metadata.recv_initial_metadata = &initial;
+  ops[1].data.recv_initial_metadata.recv_initial_metadata = &k.initial;
   ops[2].op = GRPC_OP_RECV_MESSAGE;
   ops[2].data.recv_message.recv_message = &recv;
-  ctl__status_fill_op(&st, &ops[3]);
-  if (grpc_call_start_batch(call, ops, 4, CTL_TAG(ctl__tag_status), NULL) != GRPC_CALL_OK) {
+  ctl__status_fill_op(&k.st, &ops[3]);
+  if (grpc_call_start_batch(k.call, ops, 4, CTL_TAG(ctl__tag_status), NULL) != GRPC_CALL_OK) {
     /* The close may have been refused after a cancel: receive the status alone. */
     memset(ops, 0, sizeof(ops));
-    ctl__status_fill_op(&st, &ops[0]);
-    if (grpc_call_start_batch(call, ops, 1, CTL_TAG(ctl__tag_status), NULL) != GRPC_CALL_OK) {
+    ctl__status_fill_op(&k.st, &ops[0]);
+    if (grpc_call_start_batch(k.call, ops, 1, CTL_TAG(ctl__tag_status), NULL) != GRPC_CALL_OK) {
       if (!local_fail)
         cmn_err_set(err, CMN_INTERNAL, "%s: grpc_call_start_batch failed", method);
       goto out;
     }
   }
   bool ignored = cancelled;
-  (void)ctl__pluck(rpc, cq, call, CTL_TAG(ctl__tag_status), &ignored);
+  (void)ctl__pluck(rpc, k.cq, k.call, CTL_TAG(ctl__tag_status), &ignored);
   if (local_fail)
     goto out;
-  if (cancelled) {
-    cmn_err_set(err, CMN_CANCELLED, "interrupted");
+  if (ctl__unary_result(rpc, method, cancelled, &k, recv, resp_desc, resp, err) < 0)
     goto out;
-  }
-  if (st.code != GRPC_STATUS_OK) {
-    ctl__status_err(&st, rpc->target, err);
-    goto out;
-  }
-  if (recv == NULL || (*resp = ctl__unpack(recv, resp_desc)) == NULL) {
-    cmn_err_set(err, CMN_INTERNAL, "%s: no %s in the response", method, resp_desc->name);
-    goto out;
-  }
   ret = 0;
 out:
 out_nostatus:
   if (recv != NULL)
     grpc_byte_buffer_destroy(recv);
-  grpc_metadata_array_destroy(&initial);
-  ctl__status_destroy(&st);
-  grpc_call_unref(call);
-  ctl__cq_destroy(cq);
+  ctl__callctx_close(&k);
   return ret;
 }

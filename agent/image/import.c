@@ -110,6 +110,27 @@ static char *norm_path(const char *p, cmn_error *err)
   return out;
 }
 
+/* Reads the current entry's next data block: 1 with *b, *sz, *off set, 0 at
+ * the entry's end, < 0 when the archive cannot be read (the reader's own error
+ * when it set one, else INVALID_ARGUMENT "reading <name>: ..." or, with name
+ * NULL, "archive: ..."). */
+static int next_block(imp *im, struct archive *a, const void **b, size_t *sz, la_int64_t *off,
+                      const char *name, cmn_error *err)
+{
+  int r = archive_read_data_block(a, b, sz, off);
+  if (r == ARCHIVE_EOF)
+    return 0;
+  if (r >= ARCHIVE_WARN)
+    return 1;
+  if (im->rerr_set) {
+    *err = im->rerr;
+    return -1;
+  }
+  if (name != NULL)
+    return cmn_err_set(err, CMN_INVALID_ARGUMENT, "reading %s: %s", name, archive_error_string(a));
+  return cmn_err_set(err, CMN_INVALID_ARGUMENT, "archive: %s", archive_error_string(a));
+}
+
 /* Reads the current entry's data into memory (at most META_MAX). */
 static int read_meta(imp *im, struct archive *a, char **out, size_t *len, const char *name,
                      cmn_error *err)
@@ -120,14 +141,12 @@ static int read_meta(imp *im, struct archive *a, char **out, size_t *len, const 
     const void *b;
     size_t sz;
     la_int64_t off;
-    int r = archive_read_data_block(a, &b, &sz, &off);
-    if (r == ARCHIVE_EOF)
+    int r = next_block(im, a, &b, &sz, &off, name, err);
+    if (r == 0)
       break;
-    if (r < ARCHIVE_WARN) {
+    if (r < 0) {
       free(buf);
-      return im->rerr_set ? (*err = im->rerr, -1)
-                          : cmn_err_set(err, CMN_INVALID_ARGUMENT, "reading %s: %s", name,
-                                        archive_error_string(a));
+      return -1;
     }
     if ((size_t)off + sz > META_MAX) {
       free(buf);
@@ -167,16 +186,12 @@ static int read_blob(imp *im, struct archive *a, const char *digest, int64_t siz
     const void *b;
     size_t sz;
     la_int64_t off;
-    int r = archive_read_data_block(a, &b, &sz, &off);
-    if (r == ARCHIVE_EOF)
+    int r = next_block(im, a, &b, &sz, &off, NULL, err);
+    if (r == 0)
       break;
-    if (r < ARCHIVE_WARN) {
+    if (r < 0) {
       img_blob_abort(w);
-      if (im->rerr_set) {
-        *err = im->rerr;
-        return -1;
-      }
-      return cmn_err_set(err, CMN_INVALID_ARGUMENT, "archive: %s", archive_error_string(a));
+      return -1;
     }
     if (off != off_expected) { /* a sparse entry: write the hole as zeros */
       static const char zeros[4096];

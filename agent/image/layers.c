@@ -11,6 +11,7 @@
 #include "agent/image/layers.h"
 
 #include "common/cleanup.h"
+#include "common/hash.h"
 #include "common/files.h"
 #include "common/mem.h"
 
@@ -44,19 +45,9 @@ struct img_tree {
 
 /* ---- manifest: nodes, hash by path -------------------------------------- */
 
-static uint64_t path_hash(const char *s)
-{
-  uint64_t h = 1469598103934665603ULL;
-  for (; *s; s++) {
-    h ^= (unsigned char)*s;
-    h *= 1099511628211ULL;
-  }
-  return h;
-}
-
 static img_node *tree_find(const img_tree *t, const char *path)
 {
-  uint64_t h = path_hash(path);
+  uint64_t h = cmn_hash_str(path);
   for (img_node *n = t->buckets[h & (t->n_buckets - 1)]; n != NULL; n = n->hnext)
     if (n->hash == h && strcmp(n->path, path) == 0)
       return n;
@@ -114,7 +105,7 @@ static img_node *tree_add(img_tree *t, img_node *parent, const char *path)
   n->path = cmn_strdup(path);
   const char *slash = strrchr(n->path, '/');
   n->name = slash ? slash + 1 : n->path;
-  n->hash = path_hash(path);
+  n->hash = cmn_hash_str(path);
   n->layer = t->layer;
   if (t->n_nodes + 1 > t->n_buckets)
     tree_grow(t);

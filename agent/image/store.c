@@ -153,13 +153,13 @@ static void record_copy(img_record *dst, const img_record *src)
 static cJSON *desc_json(const img_desc *d)
 {
   cJSON *o = cJSON_CreateObject();
-  cJSON_AddStringToObject(o, "digest", d->digest);
+  cJSON_AddStringToObject(o, "digest", d->digest ? d->digest : "");
   cJSON_AddStringToObject(o, "mediaType", d->media_type ? d->media_type : "");
   cJSON_AddNumberToObject(o, "size", (double)d->size);
   return o;
 }
 
-static char *record_json(const img_record *r)
+cJSON *img_record_json(const img_record *r)
 {
   cJSON *o = cJSON_CreateObject();
   cJSON_AddStringToObject(o, "id", r->id);
@@ -176,6 +176,12 @@ static char *record_json(const img_record *r)
     cJSON_AddItemToArray(layers, desc_json(&r->layers[i]));
   cJSON_AddNumberToObject(o, "size", (double)r->size);
   cJSON_AddNumberToObject(o, "created", (double)r->created);
+  return o;
+}
+
+static char *record_json(const img_record *r)
+{
+  cJSON *o = img_record_json(r);
   char *s = cJSON_PrintUnformatted(o);
   cJSON_Delete(o);
   if (s == NULL)

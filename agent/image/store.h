@@ -75,6 +75,12 @@ typedef struct img_record {
   int64_t created; /* unix seconds when the record was committed */
 } img_record;
 
+struct cJSON;
+/* r as the JSON object the store keeps in its record files (id, kind, names,
+ * manifest and config for OCI, layers, size, created); the caller owns it
+ * (cJSON_Delete). Also what tools print for a record. */
+struct cJSON *img_record_json(const img_record *r);
+
 void img_record_free(img_record *r);
 void img_records_free(img_record *r, size_t n);
 

@@ -30,23 +30,6 @@
 /* Least time between two "downloading" progress messages of one blob. */
 #define SRV_IMG_PROGRESS_US 100000
 
-static void srv__img_msg_freep(void *p)
-{
-  ProtobufCMessage **m = p;
-  if (*m != NULL)
-    protobuf_c_message_free_unpacked(*m, NULL);
-}
-#define cleanup_imsg __attribute__((cleanup(srv__img_msg_freep)))
-
-static void *srv__img_unpack(const ProtobufCMessageDescriptor *d, const uint8_t *req, size_t len,
-                             cmn_error *err)
-{
-  ProtobufCMessage *m = protobuf_c_message_unpack(d, NULL, len, req);
-  if (m == NULL)
-    cmn_err_set(err, CMN_INVALID_ARGUMENT, "cannot decode the request as %s", d->name);
-  return m;
-}
-
 static img_store *srv__img_store(srv_server *s, cmn_error *err)
 {
   if (s->opts.images == NULL)
@@ -144,8 +127,8 @@ int srv_unary_image_get(srv_server *s, srv_op_probe *probe, const uint8_t *req, 
   img_store *st = srv__img_store(s, err);
   if (st == NULL)
     return -1;
-  cleanup_imsg Ember__V1__GetImageRequest *r =
-      srv__img_unpack(&ember__v1__get_image_request__descriptor, req, len, err);
+  cleanup_pbmsg Ember__V1__GetImageRequest *r =
+      srv_unpack(&ember__v1__get_image_request__descriptor, req, len, err);
   if (r == NULL || srv__img_check_id(r->id, err) < 0)
     return -1;
   img_record rec = {0};
@@ -165,15 +148,13 @@ int srv_unary_image_list(srv_server *s, srv_op_probe *probe, const uint8_t *req,
   img_store *st = srv__img_store(s, err);
   if (st == NULL)
     return -1;
-  cleanup_imsg Ember__V1__ListImagesRequest *r =
-      srv__img_unpack(&ember__v1__list_images_request__descriptor, req, len, err);
+  cleanup_pbmsg Ember__V1__ListImagesRequest *r =
+      srv_unpack(&ember__v1__list_images_request__descriptor, req, len, err);
   if (r == NULL)
     return -1;
-  if (r->page_size < 0) {
-    cmn_err_set(err, CMN_INVALID_ARGUMENT, "page_size must not be negative (got %d)",
-                (int)r->page_size);
-    return cmn_err_field(err, "page_size");
-  }
+  size_t page;
+  if (srv_page_size(r->page_size, SRV_IMG_PAGE_DEFAULT, SRV_IMG_PAGE_MAX, &page, err) < 0)
+    return -1;
   /* The token is the last id of the previous page: ids are digests, so a
    * token that is not one is refused. */
   const char *after = r->page_token;
@@ -181,9 +162,6 @@ int srv_unary_image_list(srv_server *s, srv_op_probe *probe, const uint8_t *req,
     cmn_err_set(err, CMN_INVALID_ARGUMENT, "page_token: it is not a next_page_token of ListImages");
     return cmn_err_field(err, "page_token");
   }
-  size_t page = r->page_size == 0                 ? SRV_IMG_PAGE_DEFAULT
-                : r->page_size > SRV_IMG_PAGE_MAX ? SRV_IMG_PAGE_MAX
-                                                  : (size_t)r->page_size;
   img_record *recs = NULL;
   size_t n = 0;
   if (img_store_list(st, &recs, &n, err) < 0)
@@ -224,8 +202,8 @@ int srv_unary_image_delete(srv_server *s, srv_op_probe *probe, const uint8_t *re
   img_store *st = srv__img_store(s, err);
   if (st == NULL)
     return -1;
-  cleanup_imsg Ember__V1__DeleteImageRequest *r =
-      srv__img_unpack(&ember__v1__delete_image_request__descriptor, req, len, err);
+  cleanup_pbmsg Ember__V1__DeleteImageRequest *r =
+      srv_unpack(&ember__v1__delete_image_request__descriptor, req, len, err);
   if (r == NULL || srv__img_check_id(r->id, err) < 0)
     return -1;
   int64_t freed = 0;
@@ -263,37 +241,6 @@ int srv_unary_image_delete(srv_server *s, srv_op_probe *probe, const uint8_t *re
 }
 
 /* ---- threads of the streaming calls ---- */
-
-/* Runs fn(c) on a detached thread that holds a reference to c and counts in
- * s->slow_threads (srv_server_free waits for them). */
-static void srv__img_spawn(srv_call *c, void *(*fn)(void *))
-{
-  srv_server *s = c->srv;
-  srv_call_ref(c);
-  pthread_mutex_lock(&s->mu);
-  s->slow_threads++;
-  pthread_mutex_unlock(&s->mu);
-  pthread_attr_t attr;
-  pthread_attr_init(&attr);
-  pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-  pthread_t th;
-  int e = pthread_create(&th, &attr, fn, c);
-  pthread_attr_destroy(&attr);
-  if (e != 0) {
-    cmn_warn(NULL, "rpc", "cannot start a thread for %s (%s)", c->method->path, cmn_strerror(e));
-    fn(c);
-  }
-}
-
-static void srv__img_thread_done(srv_call *c)
-{
-  srv_server *s = c->srv;
-  srv_call_unref(c);
-  pthread_mutex_lock(&s->mu);
-  s->slow_threads--;
-  pthread_cond_broadcast(&s->cv);
-  pthread_mutex_unlock(&s->mu);
-}
 
 /* True once the client went away (cancel, deadline) or emberd shuts down. */
 static bool srv__img_gone(void *opaque)
@@ -376,7 +323,7 @@ static void *srv__pull_main(void *arg)
   srv_server *s = c->srv;
   cmn_error err = {0};
   Ember__V1__PullImageRequest *r =
-      srv__img_unpack(&ember__v1__pull_image_request__descriptor, c->req, c->req_len, &err);
+      srv_unpack(&ember__v1__pull_image_request__descriptor, c->req, c->req_len, &err);
   img_store *st = r != NULL ? srv__img_store(s, &err) : NULL;
   if (r != NULL && st != NULL && (r->reference[0] == '\0')) {
     cmn_err_set(&err, CMN_INVALID_ARGUMENT, "reference is required (host[:port]/repo[:tag])");
@@ -421,11 +368,11 @@ static void *srv__pull_main(void *arg)
     srv_call_finish_error(c, &err);
   if (r != NULL)
     protobuf_c_message_free_unpacked(&r->base, NULL);
-  srv__img_thread_done(c);
+  srv_call_thread_done(c);
   return NULL;
 }
 
-void srv_image_pull_start(srv_call *c) { srv__img_spawn(c, srv__pull_main); }
+void srv_image_pull_start(srv_call *c) { srv_call_spawn(c, srv__pull_main); }
 
 /* ---- ImportImage ---- */
 
@@ -522,7 +469,7 @@ static int srv__imp_next(srv_call *c, srv__imp *im, cmn_error *err)
       cmn_err_set(err, CMN_INVALID_ARGUMENT, "cannot read an ImportImageRequest");
     return -1;
   }
-  im->msg = srv__img_unpack(&ember__v1__import_image_request__descriptor, im->chunk, len, err);
+  im->msg = srv_unpack(&ember__v1__import_image_request__descriptor, im->chunk, len, err);
   return im->msg != NULL ? 1 : -1;
 }
 
@@ -620,7 +567,7 @@ static void *srv__import_main(void *arg)
   }
   if (err.code != CMN_OK)
     srv_call_finish_error(c, &err);
-  srv__img_thread_done(c);
+  srv_call_thread_done(c);
   return NULL;
 }
 
@@ -634,5 +581,5 @@ void srv_image_import_start(srv_call *c)
   c->priv_free = srv__imp_free;
   c->t_recv.fn = srv__imp_on_recv; /* set once, before any receive is posted */
   pthread_mutex_unlock(&c->mu);
-  srv__img_spawn(c, srv__import_main);
+  srv_call_spawn(c, srv__import_main);
 }

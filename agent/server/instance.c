@@ -5,6 +5,7 @@
  * subscription whose callback only queues serialized events. */
 #include "agent/server/internal.h"
 #include "common/cleanup.h"
+#include "common/hash.h"
 #include "common/log.h"
 #include "common/mem.h"
 #include "agent/instance_image.h"
@@ -16,23 +17,6 @@
 
 /* Request ids are names or ids; anything longer is not one of ours. */
 #define SRV_ID_MAX 256
-
-static void srv__msg_freep(void *p)
-{
-  ProtobufCMessage **m = p;
-  if (*m != NULL)
-    protobuf_c_message_free_unpacked(*m, NULL);
-}
-#define cleanup_msg __attribute__((cleanup(srv__msg_freep)))
-
-static void *srv__unpack(const ProtobufCMessageDescriptor *d, const uint8_t *req, size_t len,
-                         cmn_error *err)
-{
-  ProtobufCMessage *m = protobuf_c_message_unpack(d, NULL, len, req);
-  if (m == NULL)
-    cmn_err_set(err, CMN_INVALID_ARGUMENT, "cannot decode the request as %s", d->name);
-  return m;
-}
 
 static char *srv__s(const char *s) { return (char *)(s != NULL ? s : ""); }
 
@@ -257,8 +241,8 @@ static int srv__spec_from(const Ember__V1__InstanceSpec *in, vmm_spec *out, cmn_
 int srv_unary_create(srv_server *s, srv_op_probe *probe, const uint8_t *req, size_t len,
                      uint8_t **resp, size_t *rl, cmn_error *err)
 {
-  cleanup_msg Ember__V1__CreateInstanceRequest *r =
-      srv__unpack(&ember__v1__create_instance_request__descriptor, req, len, err);
+  cleanup_pbmsg Ember__V1__CreateInstanceRequest *r =
+      srv_unpack(&ember__v1__create_instance_request__descriptor, req, len, err);
   if (r == NULL)
     return -1;
   srv_probe_create(s, probe, r->name, r->spec != NULL ? r->spec->hypervisor : NULL);
@@ -311,8 +295,8 @@ int srv_unary_create(srv_server *s, srv_op_probe *probe, const uint8_t *req, siz
 int srv_unary_get(srv_server *s, srv_op_probe *probe, const uint8_t *req, size_t len,
                   uint8_t **resp, size_t *rl, cmn_error *err)
 {
-  cleanup_msg Ember__V1__GetInstanceRequest *r =
-      srv__unpack(&ember__v1__get_instance_request__descriptor, req, len, err);
+  cleanup_pbmsg Ember__V1__GetInstanceRequest *r =
+      srv_unpack(&ember__v1__get_instance_request__descriptor, req, len, err);
   if (r == NULL || srv__check_id(r->id, err) < 0)
     return -1;
   agent_instance_view v = {0};
@@ -483,24 +467,12 @@ static bool srv__filter_match(const srv__filter *f, const agent_instance_view *v
   return true;
 }
 
-/* FNV-1a of the filter text: a page token is only good for the filter that
- * made it. */
-static uint64_t srv__hash(const char *s)
-{
-  uint64_t h = 1469598103934665603ull;
-  for (; *s; s++) {
-    h ^= (unsigned char)*s;
-    h *= 1099511628211ull;
-  }
-  return h;
-}
-
 /* A page token: "1" then the hex of "<filter hash 16 hex>:<last name>". Opaque
  * to clients; pages follow names, which are unique and sorted. */
 static char *srv__token_make(const char *filter, const char *last)
 {
   cleanup_free char *plain =
-      cmn_asprintf("%016llx:%s", (unsigned long long)srv__hash(filter), last);
+      cmn_asprintf("%016llx:%s", (unsigned long long)cmn_hash_str(filter), last);
   size_t n = strlen(plain);
   char *tok = cmn_calloc(2 * n + 2, 1);
   tok[0] = '1';
@@ -534,7 +506,7 @@ static char *srv__token_read(const char *tok, const char *filter, cmn_error *err
       plain[k++] = (char)(hi * 16 + lo);
     }
     char want[18];
-    snprintf(want, sizeof(want), "%016llx:", (unsigned long long)srv__hash(filter));
+    snprintf(want, sizeof(want), "%016llx:", (unsigned long long)cmn_hash_str(filter));
     if (k > 17 && memcmp(plain, want, 17) == 0)
       return cmn_strdup(plain + 17);
     if (k > 17 && plain[16] == ':')
@@ -549,18 +521,13 @@ bad:
 int srv_unary_list(srv_server *s, srv_op_probe *probe, const uint8_t *req, size_t len,
                    uint8_t **resp, size_t *rl, cmn_error *err)
 {
-  cleanup_msg Ember__V1__ListInstancesRequest *r =
-      srv__unpack(&ember__v1__list_instances_request__descriptor, req, len, err);
+  cleanup_pbmsg Ember__V1__ListInstancesRequest *r =
+      srv_unpack(&ember__v1__list_instances_request__descriptor, req, len, err);
   if (r == NULL)
     return -1;
-  if (r->page_size < 0) {
-    cmn_err_set(err, CMN_INVALID_ARGUMENT, "page_size must not be negative (got %d)",
-                (int)r->page_size);
-    return cmn_err_field(err, "page_size");
-  }
-  size_t page = r->page_size == 0             ? SRV_PAGE_DEFAULT
-                : r->page_size > SRV_PAGE_MAX ? SRV_PAGE_MAX
-                                              : (size_t)r->page_size;
+  size_t page;
+  if (srv_page_size(r->page_size, SRV_PAGE_DEFAULT, SRV_PAGE_MAX, &page, err) < 0)
+    return -1;
   srv__filter f;
   if (srv__filter_parse(r->filter, &f, err) < 0)
     return -1;
@@ -611,8 +578,8 @@ int srv_unary_list(srv_server *s, srv_op_probe *probe, const uint8_t *req, size_
 static int srv__op(srv_server *s, srv_op_probe *probe, agent_op op, const uint8_t *req, size_t len,
                    uint8_t **resp, size_t *rl, cmn_error *err)
 {
-  cleanup_msg Ember__V1__GetInstanceRequest *r =
-      srv__unpack(&ember__v1__get_instance_request__descriptor, req, len, err);
+  cleanup_pbmsg Ember__V1__GetInstanceRequest *r =
+      srv_unpack(&ember__v1__get_instance_request__descriptor, req, len, err);
   if (r != NULL)
     srv_probe_instance(s, probe, r->id);
   if (r == NULL || srv__check_id(r->id, err) < 0)
@@ -642,8 +609,8 @@ int srv_unary_start(srv_server *s, srv_op_probe *probe, const uint8_t *req, size
 int srv_unary_stop(srv_server *s, srv_op_probe *probe, const uint8_t *req, size_t len,
                    uint8_t **resp, size_t *rl, cmn_error *err)
 {
-  cleanup_msg Ember__V1__StopInstanceRequest *r =
-      srv__unpack(&ember__v1__stop_instance_request__descriptor, req, len, err);
+  cleanup_pbmsg Ember__V1__StopInstanceRequest *r =
+      srv_unpack(&ember__v1__stop_instance_request__descriptor, req, len, err);
   if (r != NULL)
     srv_probe_instance(s, probe, r->id);
   if (r == NULL || srv__check_id(r->id, err) < 0)
@@ -688,8 +655,8 @@ int srv_unary_restore(srv_server *s, srv_op_probe *probe, const uint8_t *req, si
 int srv_unary_delete(srv_server *s, srv_op_probe *probe, const uint8_t *req, size_t len,
                      uint8_t **resp, size_t *rl, cmn_error *err)
 {
-  cleanup_msg Ember__V1__DeleteInstanceRequest *r =
-      srv__unpack(&ember__v1__delete_instance_request__descriptor, req, len, err);
+  cleanup_pbmsg Ember__V1__DeleteInstanceRequest *r =
+      srv_unpack(&ember__v1__delete_instance_request__descriptor, req, len, err);
   if (r != NULL)
     srv_probe_instance(s, probe, r->id);
   if (r == NULL || srv__check_id(r->id, err) < 0)
@@ -712,8 +679,8 @@ int srv_unary_delete(srv_server *s, srv_op_probe *probe, const uint8_t *req, siz
 int srv_unary_list_hypervisors(srv_server *s, srv_op_probe *probe, const uint8_t *req, size_t len,
                                uint8_t **resp, size_t *rl, cmn_error *err)
 {
-  cleanup_msg Ember__V1__ListHypervisorsRequest *r =
-      srv__unpack(&ember__v1__list_hypervisors_request__descriptor, req, len, err);
+  cleanup_pbmsg Ember__V1__ListHypervisorsRequest *r =
+      srv_unpack(&ember__v1__list_hypervisors_request__descriptor, req, len, err);
   if (r == NULL)
     return -1;
   const vmm_registry *reg = agent_manager_registry(s->mgr);
@@ -857,8 +824,8 @@ void srv_watch_start(srv_call *c)
   srv_server *s = c->srv;
   cmn_error err = {0};
   /* c->req was flattened and its strings checked by srv__on_request. */
-  cleanup_msg Ember__V1__WatchInstancesRequest *r =
-      srv__unpack(&ember__v1__watch_instances_request__descriptor, c->req, c->req_len, &err);
+  cleanup_pbmsg Ember__V1__WatchInstancesRequest *r =
+      srv_unpack(&ember__v1__watch_instances_request__descriptor, c->req, c->req_len, &err);
   if (r == NULL) {
     srv_call_finish(c, NULL, CMN_INVALID_ARGUMENT,
                     err.msg[0] ? err.msg : "cannot read the request message");

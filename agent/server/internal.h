@@ -179,6 +179,13 @@ extern const size_t srv_n_methods;
 /* ---- server.c: call plumbing ---- */
 void srv_call_ref(srv_call *c);
 void srv_call_unref(srv_call *c);
+/* Runs fn(c) on a detached thread that holds a reference to c and counts in
+ * s->slow_threads (srv_server_free waits for them); when no thread can be
+ * started, runs fn(c) on the calling thread. fn ends with
+ * srv_call_thread_done(c). */
+void srv_call_spawn(srv_call *c, void *(*fn)(void *));
+/* Drops the reference and the slow_threads count srv_call_spawn took. */
+void srv_call_thread_done(srv_call *c);
 /* Starts a batch with c->mu held by the caller; takes a reference for it.
  * Returns false when the core refused the batch. */
 bool srv_call_batch_locked(srv_call *c, const grpc_op *ops, size_t n, srv_tag *tag);
@@ -205,6 +212,15 @@ int srv_request_check(const srv_method *m, const uint8_t *req, size_t len, cmn_e
 /* Packs a protobuf-c message into a byte buffer / a malloc'ed buffer. */
 grpc_byte_buffer *srv_pack_bb(const ProtobufCMessage *m);
 int srv_pack(const ProtobufCMessage *m, uint8_t **out, size_t *len);
+/* Decodes req as a d message; NULL with INVALID_ARGUMENT naming d when it is
+ * not one. Free with protobuf_c_message_free_unpacked (or cleanup_pbmsg). */
+void *srv_unpack(const ProtobufCMessageDescriptor *d, const uint8_t *req, size_t len,
+                 cmn_error *err);
+void srv_pbmsg_freep(void *p);
+/* The page size of a List call: page_size, dflt for 0, at most max. Returns
+ * < 0 with INVALID_ARGUMENT on the field page_size when it is negative. */
+int srv_page_size(int32_t page_size, size_t dflt, size_t max, size_t *out, cmn_error *err);
+#define cleanup_pbmsg __attribute__((cleanup(srv_pbmsg_freep)))
 /* Copies a byte buffer into one malloc'ed buffer (NULL bb -> empty). */
 uint8_t *srv_bb_flatten(grpc_byte_buffer *bb, size_t *len);
 int64_t srv_now_us(void);

@@ -121,6 +121,33 @@ grpc_byte_buffer *srv_pack_bb(const ProtobufCMessage *m)
   return bb;
 }
 
+void *srv_unpack(const ProtobufCMessageDescriptor *d, const uint8_t *req, size_t len,
+                 cmn_error *err)
+{
+  ProtobufCMessage *m = protobuf_c_message_unpack(d, NULL, len, req);
+  if (m == NULL)
+    cmn_err_set(err, CMN_INVALID_ARGUMENT, "cannot decode the request as %s", d->name);
+  return m;
+}
+
+void srv_pbmsg_freep(void *p)
+{
+  ProtobufCMessage **m = p;
+  if (*m != NULL)
+    protobuf_c_message_free_unpacked(*m, NULL);
+}
+
+int srv_page_size(int32_t page_size, size_t dflt, size_t max, size_t *out, cmn_error *err)
+{
+  if (page_size < 0) {
+    cmn_err_set(err, CMN_INVALID_ARGUMENT, "page_size must not be negative (got %d)",
+                (int)page_size);
+    return cmn_err_field(err, "page_size");
+  }
+  *out = page_size == 0 ? dflt : (size_t)page_size > max ? max : (size_t)page_size;
+  return 0;
+}
+
 static grpc_byte_buffer *srv__bb_from(uint8_t *data, size_t len)
 {
   grpc_slice sl = grpc_slice_from_copied_buffer((const char *)data, len);
@@ -584,16 +611,41 @@ static void srv__run_unary(srv_call *c)
   }
 }
 
-static void *srv__slow_main(void *arg)
+void srv_call_spawn(srv_call *c, void *(*fn)(void *))
 {
-  srv_call *c = arg;
   srv_server *s = c->srv;
-  srv__run_unary(c);
+  srv_call_ref(c);
+  pthread_mutex_lock(&s->mu);
+  s->slow_threads++;
+  pthread_mutex_unlock(&s->mu);
+  pthread_attr_t attr;
+  pthread_attr_init(&attr);
+  pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+  pthread_t th;
+  int e = pthread_create(&th, &attr, fn, c);
+  pthread_attr_destroy(&attr);
+  if (e != 0) {
+    cmn_warn(NULL, "rpc", "cannot start a thread for %s (%s); running it on this thread",
+             c->method->path, cmn_strerror(e));
+    fn(c);
+  }
+}
+
+void srv_call_thread_done(srv_call *c)
+{
+  srv_server *s = c->srv;
   srv_call_unref(c);
   pthread_mutex_lock(&s->mu);
   s->slow_threads--;
   pthread_cond_broadcast(&s->cv);
   pthread_mutex_unlock(&s->mu);
+}
+
+static void *srv__slow_main(void *arg)
+{
+  srv_call *c = arg;
+  srv__run_unary(c);
+  srv_call_thread_done(c);
   return NULL;
 }
 
@@ -640,21 +692,7 @@ static void srv__on_request(srv_call *c, bool ok)
     srv_call_finish(c, NULL, CMN_UNIMPLEMENTED, msg);
     free(msg);
   } else if (c->method->kind == SRV_UNARY && c->method->slow) {
-    srv_call_ref(c);
-    pthread_mutex_lock(&s->mu);
-    s->slow_threads++;
-    pthread_mutex_unlock(&s->mu);
-    pthread_attr_t attr;
-    pthread_attr_init(&attr);
-    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-    pthread_t th;
-    int e = pthread_create(&th, &attr, srv__slow_main, c);
-    pthread_attr_destroy(&attr);
-    if (e != 0) {
-      cmn_warn(NULL, "rpc", "cannot start a thread for %s (%s); running it on a worker",
-               c->method->path, cmn_strerror(e));
-      srv__slow_main(c);
-    }
+    srv_call_spawn(c, srv__slow_main);
   } else if (c->method->kind == SRV_UNARY) {
     srv__run_unary(c);
   } else {

@@ -39,21 +39,14 @@ WANT_MODS="virtio_mmio virtio_pci virtio_blk virtio_net virtio_console
 KPKG=$(dk_kernel_package "$CACHE") || die "cannot resolve linux-image-amd64 (run apt-get update?)"
 KVER=${KPKG#linux-image-}
 STAMP="kernel=$KPKG inputs=$(cat "$SRC/build.sh" "$SRC/debian-kernel.sh" "$INIT" | cksum | cut -d' ' -f1)"
-if [ -f "$OUT/stamp" ] && [ -f "$OUT/vmlinux" ] && [ -f "$OUT/initramfs.cpio.gz" ] &&
-	[ "$(cat "$OUT/stamp")" = "$STAMP" ]; then
+if dk_up_to_date "$OUT" "$STAMP"; then
 	log "up to date ($KPKG)"
 	exit 0
 fi
 start=$(date +%s)
 rm -f "$OUT/stamp"
-log "kernel package $KPKG"
-KDEB=$(dk_fetch "$CACHE" "$KPKG") || die "apt-get download $KPKG failed"
 PKGDIR="$OUT/pkg"
-rm -rf "$PKGDIR"
-mkdir -p "$PKGDIR"
-dpkg-deb -x "$KDEB" "$PKGDIR"
-VMLINUZ="$PKGDIR/boot/vmlinuz-$KVER"
-[ -f "$VMLINUZ" ] || die "no boot/vmlinuz-$KVER in $KDEB"
+VMLINUZ=$(dk_unpack "$CACHE" "$KPKG" "$PKGDIR") || exit 1
 # The vmlinux only depends on the package and the extraction code: kept when
 # only the init changed.
 KSTAMP="kernel=$KPKG lib=$(cksum <"$SRC/debian-kernel.sh" | cut -d' ' -f1)"
@@ -88,9 +81,5 @@ for m in $DK_ORDER; do
 done
 log "modules:$DK_ORDER"
 
-(cd "$ROOT" && find . | LC_ALL=C sort | cpio -o -H newc -R 0:0 --quiet) |
-	gzip -9 -n >"$OUT/initramfs.cpio.gz.tmp"
-mv "$OUT/initramfs.cpio.gz.tmp" "$OUT/initramfs.cpio.gz"
-rm -rf "$PKGDIR" "$ROOT"
-echo "$STAMP" >"$OUT/stamp"
-log "initramfs.cpio.gz: $(wc -c <"$OUT/initramfs.cpio.gz") bytes; built in $(($(date +%s) - start)) s"
+rm -rf "$PKGDIR"
+dk_initramfs "$ROOT" "$OUT" "$STAMP" "$start"

@@ -5,6 +5,13 @@
 # test/guests/linux/build.sh (the Linux test guest).
 # The caller defines log MESSAGE and die MESSAGE.
 
+# dk_up_to_date OUTDIR STAMP: true when OUTDIR/stamp holds STAMP and both
+# outputs (vmlinux, initramfs.cpio.gz) exist.
+dk_up_to_date() {
+	[ -f "$1/stamp" ] && [ -f "$1/vmlinux" ] && [ -f "$1/initramfs.cpio.gz" ] &&
+		[ "$(cat "$1/stamp")" = "$2" ]
+}
+
 # dk_kernel_package CACHE: prints the package linux-image-amd64 depends on
 # (linux-image-<ver>-amd64); without apt metadata, the newest one in CACHE.
 dk_kernel_package() {
@@ -28,6 +35,20 @@ dk_fetch() {
 		_f=$(ls "$1/$2"_*.deb 2>/dev/null | tail -n1)
 	fi
 	echo "$_f"
+}
+
+# dk_unpack CACHE KPKG PKGDIR: downloads the kernel package KPKG into CACHE
+# (once), extracts it into a fresh PKGDIR and prints the path of its
+# boot/vmlinuz-<version>. Use as VMLINUZ=$(dk_unpack ...) || exit 1.
+dk_unpack() {
+	log "kernel package $2"
+	_kdeb=$(dk_fetch "$1" "$2") || die "apt-get download $2 failed"
+	rm -rf "$3"
+	mkdir -p "$3"
+	dpkg-deb -x "$_kdeb" "$3"
+	_kver=${2#linux-image-}
+	[ -f "$3/boot/vmlinuz-$_kver" ] || die "no boot/vmlinuz-$_kver in $_kdeb"
+	echo "$3/boot/vmlinuz-$_kver"
 }
 
 # dk_vmlinux VMLINUZ OUT: writes the ELF kernel inside the bzImage VMLINUZ to
@@ -93,4 +114,17 @@ dk_add_mod() {
 	case $_p in *.ko) ;; *) log "module $2 is compressed, skipped"; return 0 ;; esac
 	for _d in $(dk_moddeps "$_p"); do dk_add_mod "$1" "$_d"; done
 	DK_ORDER="$DK_ORDER $2"
+}
+
+# dk_initramfs ROOT OUTDIR STAMP START: packs the tree ROOT into
+# OUTDIR/initramfs.cpio.gz (cpio newc, sorted, owned by root, gzip -9 -n;
+# written through a .tmp and renamed), removes ROOT, records STAMP in
+# OUTDIR/stamp and logs the size and the seconds since START (date +%s).
+dk_initramfs() {
+	(cd "$1" && find . | LC_ALL=C sort | cpio -o -H newc -R 0:0 --quiet) |
+		gzip -9 -n >"$2/initramfs.cpio.gz.tmp"
+	mv "$2/initramfs.cpio.gz.tmp" "$2/initramfs.cpio.gz"
+	rm -rf "$1"
+	echo "$3" >"$2/stamp"
+	log "initramfs.cpio.gz: $(wc -c <"$2/initramfs.cpio.gz") bytes; built in $(($(date +%s) - $4)) s"
 }

@@ -85,35 +85,6 @@ static bool on_cancel(void *opaque)
   return j->t->cancel_after_ms > 0 && (now_s() - j->t0) * 1000 >= (double)j->t->cancel_after_ms;
 }
 
-static cJSON *desc_json(const img_desc *d)
-{
-  cJSON *o = cJSON_CreateObject();
-  cJSON_AddStringToObject(o, "digest", d->digest ? d->digest : "");
-  cJSON_AddStringToObject(o, "mediaType", d->media_type ? d->media_type : "");
-  cJSON_AddNumberToObject(o, "size", (double)d->size);
-  return o;
-}
-
-static cJSON *rec_json(const img_record *r)
-{
-  cJSON *o = cJSON_CreateObject();
-  cJSON_AddStringToObject(o, "id", r->id);
-  cJSON_AddStringToObject(o, "kind", img_kind_name(r->kind));
-  cJSON *n = cJSON_AddArrayToObject(o, "names");
-  for (size_t i = 0; i < r->n_names; i++)
-    cJSON_AddItemToArray(n, cJSON_CreateString(r->names[i]));
-  if (r->manifest.digest)
-    cJSON_AddItemToObject(o, "manifest", desc_json(&r->manifest));
-  if (r->config.digest)
-    cJSON_AddItemToObject(o, "config", desc_json(&r->config));
-  cJSON *l = cJSON_AddArrayToObject(o, "layers");
-  for (size_t i = 0; i < r->n_layers; i++)
-    cJSON_AddItemToArray(l, desc_json(&r->layers[i]));
-  cJSON_AddNumberToObject(o, "size", (double)r->size);
-  cJSON_AddNumberToObject(o, "created", (double)r->created);
-  return o;
-}
-
 static int emit(cJSON *o, const cmn_error *err, int rc)
 {
   cJSON_AddBoolToObject(o, "ok", rc == 0);
@@ -222,7 +193,7 @@ int main(int argc, char **argv)
         err = jobs[k].err;
       }
       if (jobs[k].rc == 0)
-        cJSON_AddItemToArray(imgs, rec_json(&jobs[k].rec));
+        cJSON_AddItemToArray(imgs, img_record_json(&jobs[k].rec));
       img_record_free(&jobs[k].rec);
     }
     cJSON_AddNumberToObject(o, "seconds", now_s() - t0);
@@ -237,7 +208,7 @@ int main(int argc, char **argv)
     } else {
       rc = img_import_fd(s, kind, nrest >= 3 ? rest[2] : NULL, 0, fd, &r, &err);
       if (rc == 0)
-        cJSON_AddItemToObject(o, "image", rec_json(&r));
+        cJSON_AddItemToObject(o, "image", img_record_json(&r));
       img_record_free(&r);
     }
   } else if (strcmp(cmd, "list") == 0) {
@@ -246,13 +217,13 @@ int main(int argc, char **argv)
     rc = img_store_list(s, &rs, &n, &err);
     cJSON *a = cJSON_AddArrayToObject(o, "images");
     for (size_t k = 0; rc == 0 && k < n; k++)
-      cJSON_AddItemToArray(a, rec_json(&rs[k]));
+      cJSON_AddItemToArray(a, img_record_json(&rs[k]));
     img_records_free(rs, n);
   } else if (strcmp(cmd, "get") == 0 && nrest >= 1) {
     img_record r = {0};
     rc = img_store_get(s, rest[0], &r, &err);
     if (rc == 0)
-      cJSON_AddItemToObject(o, "image", rec_json(&r));
+      cJSON_AddItemToObject(o, "image", img_record_json(&r));
     img_record_free(&r);
   } else if (strcmp(cmd, "delete") == 0 && nrest >= 1) {
     int64_t freed = 0;

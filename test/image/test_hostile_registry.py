@@ -28,8 +28,12 @@ import tempfile
 import threading
 import time
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "integration"))
+from checks import Checks  # noqa: E402
+
 IMG_TOOL = sys.argv[1]
-FAILURES = []
+CHECKS = Checks()
+check = CHECKS.check
 
 MT_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 MT_INDEX = "application/vnd.oci.image.index.v1+json"
@@ -218,12 +222,6 @@ def run(args, timeout=120):
     return p.returncode, out
 
 
-def check(cond, what):
-    print(("ok   " if cond else "FAIL ") + what, flush=True)
-    if not cond:
-        FAILURES.append(what)
-
-
 def main():
     srv = Server(("127.0.0.1", 0), Handler)
     port = srv.server_address[1]
@@ -307,10 +305,7 @@ def main():
     finally:
         srv.shutdown()
         shutil.rmtree(data, ignore_errors=True)
-    if FAILURES:
-        print(f"{len(FAILURES)} failure(s)")
-        return 1
-    return 0
+    return CHECKS.summary()
 
 
 if __name__ == "__main__":

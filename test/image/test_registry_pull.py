@@ -27,16 +27,13 @@ import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from registry_util import Registry, free_port, push, sh  # noqa: E402,F401
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "integration"))
+from checks import Checks  # noqa: E402
 
 IMG_TOOL = os.path.abspath(sys.argv[1])
-FAILURES = []
+CHECKS = Checks()
+check = CHECKS.check
 NEEDED = ["docker-registry", "skopeo", "umoci", "openssl", "htpasswd"]
-
-
-def check(cond, what):
-    print(("ok   " if cond else "FAIL ") + what, flush=True)
-    if not cond:
-        FAILURES.append(what)
 
 
 def tool(*args, timeout=300):
@@ -260,10 +257,7 @@ def main():
         for g in regs:
             g.stop()
         shutil.rmtree(work, ignore_errors=True)
-    if FAILURES:
-        print(f"{len(FAILURES)} failure(s)")
-        return 1
-    return 0
+    return CHECKS.summary()
 
 
 if __name__ == "__main__":

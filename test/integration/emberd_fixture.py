@@ -39,6 +39,8 @@ import time
 
 import grpc  # Debian python3-grpcio
 
+from checks import Checks, Suite, require  # noqa: F401  (the tests import them from here)
+
 _HERE = os.path.dirname(os.path.abspath(__file__))
 
 
@@ -346,6 +348,18 @@ class Emberd:
             s.network_interfaces.add(tap_device=n)
         return s
 
+    def fake_kernel(self, name="kernel"):
+        """<root>/files/<name>: 16 KiB of random bytes, a kernel file for the
+        fake VMMs (firecracker_fake.py, cloud_hypervisor_fake.py), which never
+        boot it. Written once; returns its path."""
+        files = os.path.join(self.root, "files")
+        os.makedirs(files, exist_ok=True)
+        k = os.path.join(files, name)
+        if not os.path.exists(k):
+            with open(k, "wb") as f:
+                f.write(os.urandom(16384))
+        return k
+
     def qemu_spec(self, **kw):
         """A qemu spec whose kernel and initrd are temp regular files (not
         bootable: for tests that do not start the instance)."""
@@ -478,16 +492,32 @@ def skip(why):
     sys.exit(77)
 
 
-def linux_guest_files(guest_dir=None):
-    """(vmlinux, initramfs) of the Linux test guest (test/guests/linux) from
-    guest_dir or EMBER_TEST_GUEST_DIR; skips when it or QEMU is missing."""
+def _linux_guest(guest_dir):
+    """((vmlinux, initramfs), None) of the Linux test guest in guest_dir or
+    EMBER_TEST_GUEST_DIR when it is built and QEMU is installed, else
+    (None, what is missing)."""
     d = os.path.abspath(guest_dir or os.environ.get("EMBER_TEST_GUEST_DIR", ""))
     k, i = os.path.join(d, "vmlinux"), os.path.join(d, "initramfs.cpio.gz")
     if not (os.path.isfile(k) and os.path.isfile(i)):
-        skip("Linux test guest not built (EMBER_TEST_GUEST_DIR=%r; build target guest_linux)" % d)
+        return None, "Linux test guest not built (EMBER_TEST_GUEST_DIR=%r; build target guest_linux)" % d
     if shutil.which("qemu-system-x86_64") is None:
-        skip("qemu-system-x86_64 not installed")
-    return k, i
+        return None, "qemu-system-x86_64 not installed"
+    return (k, i), None
+
+
+def linux_guest_files(guest_dir=None):
+    """(vmlinux, initramfs) of the Linux test guest (test/guests/linux) from
+    guest_dir or EMBER_TEST_GUEST_DIR; skips when it or QEMU is missing."""
+    g, why = _linux_guest(guest_dir)
+    if g is None:
+        skip(why)
+    return g
+
+
+def qemu_guest(guest_dir=None):
+    """linux_guest_files for a test with parts that run without it: None when
+    the guest or QEMU is missing."""
+    return _linux_guest(guest_dir)[0]
 
 
 def procs_matching(*needles, zombies=False):

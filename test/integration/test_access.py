@@ -30,7 +30,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 try:
     import grpc
     import emberd_fixture as fx
-    from emberd_fixture import Emberd
+    from emberd_fixture import Emberd, require as check
 except Exception as e:  # noqa: BLE001
     print("SKIP: the emberd test fixture cannot load: %s" % e)
     sys.exit(77)
@@ -58,11 +58,6 @@ ORIGIN = {
 def test(fn):
     results.append(fn)
     return fn
-
-
-def check(cond, msg):
-    if not cond:
-        raise AssertionError(msg)
 
 
 def origin(path, data_dir):
@@ -151,11 +146,7 @@ def kinds(data_dir):
 def populate(d):
     """Instances in every state that leaves files: Stopped qemu, Running and
     Standby (full) firecracker fakes, a Running QEMU tiny guest when built."""
-    files = os.path.join(d.root, "files")
-    os.makedirs(files, exist_ok=True)
-    kernel = os.path.join(files, "kernel")
-    with open(kernel, "wb") as f:
-        f.write(os.urandom(16384))
+    kernel = d.fake_kernel()
     d.create("q-stopped", d.qemu_spec())
     fc = d.make_spec(hypervisor="firecracker", memory_mib=16, kernel=kernel)
     d.create("fc-running", fc, start=True)

@@ -29,16 +29,11 @@ sys.path.insert(0, HERE)
 
 import grpc  # noqa: E402
 
-from emberd_fixture import Emberd, pb, find_emberd  # noqa: E402
+from emberd_fixture import Emberd, pb, find_emberd, Checks  # noqa: E402
 
-RESULTS = {"passed": 0, "failed": 0}
+CHECKS = Checks()
+check = CHECKS.check
 RE = grpc.StatusCode.RESOURCE_EXHAUSTED
-
-
-def check(cond, what):
-    RESULTS["passed" if cond else "failed"] += 1
-    print("ok   " if cond else "FAIL ", what, flush=True)
-    return cond
 
 
 def mem_total_mib():
@@ -54,15 +49,6 @@ def spec(d, kernel, mib, vcpus=1):
                        cmdline="console=ttyS0")
 
 
-def kernel_file(d):
-    files = os.path.join(d.root, "files")
-    os.makedirs(files, exist_ok=True)
-    k = os.path.join(files, "kernel")
-    with open(k, "wb") as f:
-        f.write(os.urandom(16384))
-    return k
-
-
 def state(d, i):
     return pb.InstanceState.Name(d.get(i).state)
 
@@ -73,7 +59,7 @@ def defaults(env):
         if not (hv.get("firecracker") and hv["firecracker"].available):
             print("SKIP: firecracker (fake) not available")
             sys.exit(77)
-        k = kernel_file(d)
+        k = d.fake_kernel()
         code, msg = Emberd.call_error(d.create, "huge", spec(d, k, 204800))
         check(code == RE and "needs 204800 MiB of RAM; this host admits" in msg,
               "defaults: a 200 GiB guest is refused at create: %s: %s" % (code.name, msg))
@@ -98,7 +84,7 @@ def small_room(env):
     reserved = mem_total_mib() - 1024
     args = ["--mem-reserved-mib", str(reserved), "--vcpu-overcommit", "1"]
     with Emberd(env=env, log_level="info", args=args) as d:
-        k = kernel_file(d)
+        k = d.fake_kernel()
         code, msg = Emberd.call_error(d.create, "big", spec(d, k, 2048))
         check(code == RE and "needs 2048 MiB of RAM; this host admits 1024 MiB" in msg
               and "%d MiB reserved" % reserved in msg,
@@ -149,7 +135,7 @@ def small_room(env):
     cfg = {"mem_overcommit": 2.0, "mem_reserved_mib": reserved, "vcpu_overcommit": 1.5,
            "disk_reserve_mib": 64}
     with Emberd(env=env, log_level="info", config=cfg) as d:
-        k = kernel_file(d)
+        k = d.fake_kernel()
         a = d.create("a", spec(d, k, 600), start=True).id
         code, res = Emberd.call_error(d.create, "b", spec(d, k, 600), start=True)
         check(code == grpc.StatusCode.OK and state(d, a) == "INSTANCE_STATE_RUNNING" and
@@ -186,8 +172,7 @@ def main():
     defaults(env)
     small_room(env)
     bad_values()
-    print("%d passed, %d failed" % (RESULTS["passed"], RESULTS["failed"]))
-    return 1 if RESULTS["failed"] else 0
+    return CHECKS.summary()
 
 
 if __name__ == "__main__":

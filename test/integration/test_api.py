@@ -20,7 +20,6 @@ import sys
 import tempfile
 import threading
 import time
-import traceback
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
@@ -29,7 +28,7 @@ try:
     from google.protobuf import descriptor_pb2
     import emberd_fixture as fx
     import grpcurl_reflect as gr
-    from emberd_fixture import Emberd, pb, health_pb2
+    from emberd_fixture import Emberd, Suite, pb, health_pb2
 except Exception as e:  # noqa
     print("SKIP: python3-grpcio / python3-protobuf or the generated messages are missing: %s" % e)
     sys.exit(77)
@@ -38,12 +37,8 @@ SC = grpc.StatusCode
 SERVICES = ["ember.v1.ImageService", "ember.v1.InstanceService", "grpc.health.v1.Health",
             "grpc.reflection.v1.ServerReflection", "grpc.reflection.v1alpha.ServerReflection"]
 
-TESTS = []
-
-
-def test(fn):
-    TESTS.append(fn)
-    return fn
+SUITE = Suite()
+test = SUITE.test
 
 
 def expect_code(fn, code, *a, **kw):
@@ -533,24 +528,12 @@ def measure_get_latency():
 
 
 def main():
-    only = sys.argv[1:]
-    passed = failed = 0
     t0 = time.monotonic()
-    for fn in TESTS:
-        if only and not any(o in fn.__name__ for o in only):
-            continue
-        t = time.monotonic()
-        try:
-            fn()
-            passed += 1
-            print("PASS %s (%.1f s)" % (fn.__name__, time.monotonic() - t))
-        except Exception:
-            failed += 1
-            print("FAIL %s" % fn.__name__)
-            traceback.print_exc()
-            if SHARED is not None:
-                print("---- shared emberd log tail ----\n" + SHARED.log_tail(15))
-        sys.stdout.flush()
+
+    def shared_log():
+        if SHARED is not None:
+            print("---- shared emberd log tail ----\n" + SHARED.log_tail(15))
+    passed, failed = SUITE.run(sys.argv[1:], on_fail=shared_log)
     if SHARED is not None:
         rc = SHARED.stop()
         if rc != 0:

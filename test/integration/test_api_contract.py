@@ -25,21 +25,16 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 try:
     import grpc
     import emberd_fixture as fx
-    from emberd_fixture import Emberd, pb
+    from emberd_fixture import Checks, Emberd, pb
 except Exception as e:  # noqa
     print("SKIP: python3-grpcio / python3-protobuf or the generated messages are missing: %s" % e)
     sys.exit(77)
 
 SC = grpc.StatusCode
-FAILS = []
+CHECKS = Checks()
+check = CHECKS.check
 MISSING_FC = "/nonexistent/ember-test/firecracker"
 MISSING_CH = "/nonexistent/ember-test/cloud-hypervisor"
-
-
-def check(ok, what):
-    print("%s %s" % ("ok  " if ok else "FAIL", what))
-    if not ok:
-        FAILS.append(what)
 
 
 def names_and_ids_disjoint():
@@ -101,8 +96,7 @@ def main():
         return 2
     names_and_ids_disjoint()
     unavailable_hypervisor_refused_at_create(os.path.abspath(sys.argv[1]))
-    print("%s (%d failures)" % ("FAIL" if FAILS else "PASS", len(FAILS)))
-    return 1 if FAILS else 0
+    return CHECKS.summary()
 
 
 if __name__ == "__main__":

@@ -17,14 +17,13 @@ import os
 import sys
 import threading
 import time
-import traceback
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 try:
     import grpc
     import emberd_fixture as fx
-    from emberd_fixture import Emberd, pb
+    from emberd_fixture import Emberd, Suite, pb
     # Generated at build time from the vendored proto/google/rpc (see
     # proto/CMakeLists.txt); the fixture put <build>/python on sys.path.
     from google.rpc import error_details_pb2, status_pb2
@@ -33,12 +32,8 @@ except Exception as e:  # noqa
     sys.exit(77)
 
 SC = grpc.StatusCode
-TESTS = []
-
-
-def test(fn):
-    TESTS.append(fn)
-    return fn
+SUITE = Suite()
+test = SUITE.test
 
 
 def rpc_error(fn, *a, **kw):
@@ -350,20 +345,7 @@ def error_details_precondition_failure():
 
 
 def main():
-    only = sys.argv[1:]
-    passed = failed = 0
-    for fn in TESTS:
-        if only and not any(o in fn.__name__ for o in only):
-            continue
-        t = time.monotonic()
-        try:
-            fn()
-            passed += 1
-            print("PASS %s (%.1f s)" % (fn.__name__, time.monotonic() - t), flush=True)
-        except Exception:
-            failed += 1
-            print("FAIL %s" % fn.__name__, flush=True)
-            traceback.print_exc()
+    passed, failed = SUITE.run(sys.argv[1:])
     print("%d passed, %d failed" % (passed, failed))
     return 1 if failed else 0
 

@@ -18,19 +18,14 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 try:
     import grpc
-    from emberd_fixture import Emberd, pb
+    from emberd_fixture import Emberd, pb, Checks
 except Exception as e:  # noqa
     print("SKIP: python3-grpcio or the generated messages are missing: %s" % e)
     sys.exit(77)
 
 SC = grpc.StatusCode
-RESULTS = {"passed": 0, "failed": 0}
-
-
-def check(cond, what):
-    RESULTS["passed" if cond else "failed"] += 1
-    print(("ok    " if cond else "FAIL  ") + what, flush=True)
-    return cond
+CHECKS = Checks()
+check = CHECKS.check
 
 
 def wait_state(d, ident, state, timeout=300):
@@ -124,8 +119,7 @@ def main():
         rc = d.stop()
         check(rc == 0, "emberd exit status 0")
 
-    print("%d passed, %d failed" % (RESULTS["passed"], RESULTS["failed"]))
-    return 1 if RESULTS["failed"] else 0
+    return CHECKS.summary()
 
 
 if __name__ == "__main__":

@@ -20,21 +20,16 @@ sys.path.insert(0, os.path.join(HERE, "..", "guests"))
 
 try:
     import grpc  # noqa: F401
-    from emberd_fixture import Emberd, pb, linux_guest_files
+    from emberd_fixture import Emberd, pb, linux_guest_files, Checks
     from guest_shell import linux_cmdline, wait_for_console
 except Exception as e:  # noqa
     print("SKIP: python3-grpcio or the generated messages are missing: %s" % e)
     sys.exit(77)
 
-RESULTS = {"passed": 0, "failed": 0}
+CHECKS = Checks()
+check = CHECKS.check
 FORCED = "graceful timeout 0: killing the VMM without a power-off"
 WAITED = "QEMU quit after powerdown timeout"
-
-
-def check(cond, what):
-    RESULTS["passed" if cond else "failed"] += 1
-    print(("ok    " if cond else "FAIL  ") + what, flush=True)
-    return cond
 
 
 def msgs(d, inst_id, start):
@@ -90,8 +85,7 @@ def main():
         print("  figures: stop with graceful_timeout 0: %.2f s; 1 s: %.2f s; unset (default 10 s): %.2f s"
               % (forced_s, waited_s, default_s))
         d.delete("acpi-deaf")
-    print("%d passed, %d failed" % (RESULTS["passed"], RESULTS["failed"]))
-    return 1 if RESULTS["failed"] else 0
+    return CHECKS.summary()
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 try:
     import emberd_fixture as fx
-    from emberd_fixture import Emberd
+    from emberd_fixture import Emberd, require as check
 except Exception as e:  # noqa: BLE001
     print("SKIP: the emberd test fixture cannot load: %s" % e)
     sys.exit(77)
@@ -47,11 +47,6 @@ def wait_lines(path, start, n, timeout=20):
     raise AssertionError("fewer than %d console lines in %s after %d" % (n, path, start))
 
 
-def check(cond, msg):
-    if not cond:
-        raise AssertionError(msg)
-
-
 def vmm_pids(root):
     """pids of fake cloud-hypervisor processes working under root."""
     return fx.procs_matching("cloud_hypervisor_fake", root)
@@ -68,11 +63,7 @@ def run(fake, version):
         caps = ch.capabilities
         check(caps.snapshot and caps.pause and caps.graceful_shutdown and not caps.base_reuse,
               "capabilities %s" % caps)
-        files = os.path.join(d.root, "files")
-        os.makedirs(files, exist_ok=True)
-        kernel = os.path.join(files, "kernel")
-        with open(kernel, "wb") as f:
-            f.write(os.urandom(16384))
+        kernel = d.fake_kernel()
         spec = d.make_spec(hypervisor="cloud-hypervisor", memory_mib=16, kernel=kernel,
                            cmdline="console=ttyS0")
         spec.vsock.guest_cid = 7  # the fake checks the VsockConfig schema

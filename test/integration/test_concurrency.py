@@ -34,7 +34,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 try:
     import grpc
     import emberd_fixture as fx
-    from emberd_fixture import Emberd
+    from emberd_fixture import Emberd, require as check
 except Exception as e:  # noqa: BLE001
     print("SKIP: the emberd test fixture cannot load: %s" % e)
     sys.exit(77)
@@ -190,11 +190,6 @@ def hammer(d, alias, n_threads, per_thread, with_delete, seed):
     return deleted
 
 
-def check(cond, msg):
-    if not cond:
-        raise AssertionError(msg)
-
-
 def fake_processes(d):
     """pids of fake firecracker processes started under the test's temp root."""
     return fx.procs_matching("firecracker_fake.py", d.root)
@@ -273,11 +268,7 @@ def scale():
 
 
 def setup(d, names):
-    files = os.path.join(d.root, "files")
-    os.makedirs(files, exist_ok=True)
-    kernel = os.path.join(files, "kernel")
-    with open(kernel, "wb") as f:
-        f.write(os.urandom(16384))
+    kernel = d.fake_kernel()
     spec = d.make_spec(hypervisor="firecracker", memory_mib=16, kernel=kernel,
                        cmdline="console=ttyS0")
     alias = {}

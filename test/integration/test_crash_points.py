@@ -38,7 +38,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(HERE, "..", "guests"))
 
-from emberd_fixture import Emberd, pb, linux_guest_files, vmm_pids  # noqa: E402
+from emberd_fixture import Emberd, pb, linux_guest_files, vmm_pids, Checks  # noqa: E402
 from guest_shell import GuestShell, linux_cmdline, wait_for_console  # noqa: E402
 
 R, S, X, GONE = "Running", "Standby", "Stopped", "gone"
@@ -119,25 +119,8 @@ FAIL = {
     "agent.delete.before_remove": ("error", X, None),  # VMM gone: only Stopped is true
 }
 
-RESULTS = {"passed": 0, "failed": 0}
-FAILED = []
-
-
-def check(cond, what):
-    if cond:
-        RESULTS["passed"] += 1
-        print("ok   ", what, flush=True)
-    else:
-        RESULTS["failed"] += 1
-        FAILED.append(what)
-        print("FAIL ", what, flush=True)
-    return cond
-
-
-
-
-
-
+CHECKS = Checks()
+check = CHECKS.check
 
 
 class Guest:
@@ -436,10 +419,7 @@ def run_all(root, kernel, initrd, only, t0):
             d.delete(run.g.id)
     print("covered %d injection points (exit) + %d (fail) in %.0f s"
           % (n_exit, n_fail, time.monotonic() - t0))
-    for f in FAILED:
-        print("failed:", f)
-    print("%d passed, %d failed" % (RESULTS["passed"], RESULTS["failed"]))
-    return 1 if RESULTS["failed"] else 0
+    return CHECKS.summary()
 
 
 if __name__ == "__main__":

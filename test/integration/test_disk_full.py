@@ -47,7 +47,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
 from emberd_fixture import Emberd, pb, linux_guest_files, skip, tree_digest  # noqa: E402
-from test_crash_points import Guest, RESULTS, FAILED, check, linux_cmdline  # noqa: E402
+from test_crash_points import CHECKS, Guest, check, linux_cmdline  # noqa: E402
 
 GUEST_MIB = 128
 FS_MIB = {"tmpfs": 400, "ext4": 512}
@@ -359,10 +359,7 @@ def main():
     if len(skipped) == 2:
         skip("cannot mount a tmpfs or an ext4 loop image here")
     print("run time %.0f s" % (time.monotonic() - t0))
-    for f in FAILED:
-        print("failed:", f)
-    print("%d passed, %d failed" % (RESULTS["passed"], RESULTS["failed"]))
-    return 1 if RESULTS["failed"] else 0
+    return CHECKS.summary()
 
 
 if __name__ == "__main__":

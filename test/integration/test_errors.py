@@ -31,7 +31,7 @@ sys.path.insert(0, HERE)
 
 import grpc  # noqa: E402
 
-from emberd_fixture import Emberd, pb  # noqa: E402
+from emberd_fixture import Emberd, pb, qemu_guest  # noqa: E402
 
 ROW = re.compile(r"^\|\s*`([a-z0-9.-]+)`\s*\|(.*)\|\s*$")
 
@@ -95,12 +95,8 @@ class Ctx:
         self.d = Emberd(env={"EMBER_FIRECRACKER_BIN": fake}, log_level="info",
                         args=["--vcpu-overcommit", "64"])
         self.n = 0
-        files = os.path.join(self.d.root, "files")
-        os.makedirs(files, exist_ok=True)
-        self.files = files
-        self.kernel = os.path.join(files, "fc-kernel")
-        with open(self.kernel, "wb") as f:
-            f.write(os.urandom(16384))
+        self.kernel = self.d.fake_kernel("fc-kernel")
+        self.files = os.path.dirname(self.kernel)
 
     def name(self, tag):
         self.n += 1
@@ -451,14 +447,6 @@ def _restore_after(c, damage):
     c.d.stop_instance(i.id)
     c.d.start_instance(i.id)
     return code
-
-
-def qemu_guest():
-    d = os.path.abspath(os.environ.get("EMBER_TEST_GUEST_DIR", ""))
-    k, i = os.path.join(d, "vmlinux"), os.path.join(d, "initramfs.cpio.gz")
-    if os.path.isfile(k) and os.path.isfile(i) and shutil.which("qemu-system-x86_64"):
-        return k, i
-    return None
 
 
 def _qemu_restore_after(c, victim):

@@ -19,7 +19,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 try:
     import emberd_fixture as fx
-    from emberd_fixture import Emberd
+    from emberd_fixture import Emberd, require as check
 except Exception as e:  # noqa: BLE001
     print("SKIP: the emberd test fixture cannot load: %s" % e)
     sys.exit(77)
@@ -52,11 +52,6 @@ def wait_lines(path, start, n, timeout=20):
             return got
         time.sleep(0.05)
     raise AssertionError("fewer than %d console lines in %s after %d" % (n, path, start))
-
-
-def check(cond, msg):
-    if not cond:
-        raise AssertionError(msg)
 
 
 def run(binary, version, kernel=None):

@@ -39,22 +39,13 @@ sys.path.insert(0, os.path.join(HERE, "..", "guests"))
 try:
     import grpc
     import emberd_fixture as fx
-    from emberd_fixture import Emberd, pb, tree_digest
+    from emberd_fixture import Emberd, pb, tree_digest, Checks
 except Exception as e:  # noqa: BLE001
     print("SKIP: the emberd test fixture cannot load: %s" % e)
     sys.exit(77)
 
-RESULTS = {"passed": 0, "failed": 0}
-
-
-def check(cond, what):
-    if cond:
-        RESULTS["passed"] += 1
-        print("ok   ", what, flush=True)
-    else:
-        RESULTS["failed"] += 1
-        print("FAIL ", what, flush=True)
-    return cond
+CHECKS = Checks()
+check = CHECKS.check
 
 
 def write(path, data):
@@ -381,8 +372,7 @@ def main():
     else:
         print("usage: test_host_paths.py fake <firecracker_fake.py> | qemu")
         return 2
-    print("%d passed, %d failed" % (RESULTS["passed"], RESULTS["failed"]))
-    return 1 if RESULTS["failed"] else 0
+    return CHECKS.summary()
 
 
 if __name__ == "__main__":

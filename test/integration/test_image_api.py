@@ -34,20 +34,14 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(HERE, "..", "image"))
-from emberd_fixture import Emberd, pb, skip  # noqa: E402
+from emberd_fixture import Checks, Emberd, pb, skip  # noqa: E402
 import grpc  # noqa: E402
 from ember.v1 import image_pb2 as ipb  # noqa: E402
 
-RESULTS = {"failed": 0}
+CHECKS = Checks()
+check = CHECKS.check
 IMG = "/ember.v1.ImageService/"
 BUSYBOX = "/bin/busybox"
-
-
-def check(cond, what):
-    print(("ok   " if cond else "FAIL ") + what, flush=True)
-    if not cond:
-        RESULTS["failed"] += 1
-    return cond
 
 
 def build_image(work, name="app"):
@@ -332,8 +326,7 @@ def main():
         hang.close()
         reg.stop()
         shutil.rmtree(work, ignore_errors=True)
-    print("%s: %d failed" % ("FAIL" if RESULTS["failed"] else "PASS", RESULTS["failed"]))
-    return 1 if RESULTS["failed"] else 0
+    return CHECKS.summary()
 
 
 if __name__ == "__main__":

@@ -41,22 +41,12 @@ sys.path.insert(0, os.path.join(HERE, "..", "guests"))
 
 import grpc  # noqa: E402
 
-from emberd_fixture import Emberd, vmm_pids  # noqa: E402
+from emberd_fixture import Emberd, vmm_pids, require as check, qemu_guest  # noqa: E402
 from guest_shell import linux_cmdline  # noqa: E402
 
 
-def check(cond, what):
-    if not cond:
-        raise AssertionError(what)
-
-
 def fc_spec(d):
-    files = os.path.join(d.root, "files")
-    os.makedirs(files, exist_ok=True)
-    fc_kernel = os.path.join(files, "fc-kernel")
-    with open(fc_kernel, "wb") as f:
-        f.write(os.urandom(16384))
-    return d.make_spec(hypervisor="firecracker", memory_mib=16, kernel=fc_kernel)
+    return d.make_spec(hypervisor="firecracker", memory_mib=16, kernel=d.fake_kernel("fc-kernel"))
 
 
 def sh(*cmd):
@@ -249,14 +239,6 @@ def part_slow_vmm(fake):
               "another instance: %s" % (len(late), [(s[0], round(s[2] - s[1], 2)) for s in late]))
         idle_watch.cancel()
         check(d.proc.poll() is None, "emberd exited")
-    return None
-
-
-def qemu_guest():
-    d = os.path.abspath(os.environ.get("EMBER_TEST_GUEST_DIR", ""))
-    k, i = os.path.join(d, "vmlinux"), os.path.join(d, "initramfs.cpio.gz")
-    if os.path.isfile(k) and os.path.isfile(i) and shutil.which("qemu-system-x86_64"):
-        return k, i
     return None
 
 

@@ -26,26 +26,11 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(HERE, "..", "guests"))
 
-from emberd_fixture import Emberd, pb, linux_guest_files, vmm_pids  # noqa: E402
+from emberd_fixture import Emberd, pb, linux_guest_files, vmm_pids, Checks  # noqa: E402
 from guest_shell import GuestShell, linux_cmdline, wait_for_console  # noqa: E402
 
-RESULTS = {"passed": 0, "failed": 0}
-
-
-def check(cond, what):
-    if cond:
-        RESULTS["passed"] += 1
-        print("ok   ", what, flush=True)
-    else:
-        RESULTS["failed"] += 1
-        print("FAIL ", what, flush=True)
-    return cond
-
-
-
-
-
-
+CHECKS = Checks()
+check = CHECKS.check
 
 
 class Guest:
@@ -167,8 +152,7 @@ def main():
         sb = [e for e in events if e.operation == pb.OPERATION_STANDBY]
         check(all(e.duration.ToMicroseconds() > 0 for e in sb), "standby events carry durations")
         watch.cancel()
-    print("%d passed, %d failed" % (RESULTS["passed"], RESULTS["failed"]))
-    return 1 if RESULTS["failed"] else 0
+    return CHECKS.summary()
 
 
 if __name__ == "__main__":

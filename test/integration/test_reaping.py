@@ -34,12 +34,7 @@ sys.path.insert(0, os.path.join(HERE, "..", "guests"))
 
 import grpc  # noqa: E402
 
-from emberd_fixture import Emberd, procs_matching, vmm_pids  # noqa: E402
-
-
-def check(cond, what):
-    if not cond:
-        raise AssertionError(what)
+from emberd_fixture import Emberd, procs_matching, vmm_pids, require as check, qemu_guest  # noqa: E402
 
 
 def children(ppid):
@@ -70,14 +65,6 @@ def expect_fail(fn, *a, **kw):
     except grpc.RpcError as e:
         return e.code()
     raise AssertionError("%s%r succeeded; a failure was expected" % (fn.__name__, a))
-
-
-def qemu_guest():
-    d = os.path.abspath(os.environ.get("EMBER_TEST_GUEST_DIR", ""))
-    k, i = os.path.join(d, "vmlinux"), os.path.join(d, "initramfs.cpio.gz")
-    if os.path.isfile(k) and os.path.isfile(i) and shutil.which("qemu-system-x86_64"):
-        return k, i
-    return None
 
 
 def main():

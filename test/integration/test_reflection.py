@@ -25,7 +25,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 try:
     import grpc  # noqa: F401
     from google.protobuf import descriptor_pb2
-    from emberd_fixture import Emberd
+    from emberd_fixture import Checks, Emberd
     import grpcurl_reflect as gr
 except Exception as e:  # noqa
     print("SKIP: python3-grpcio / python3-protobuf or the generated messages are missing: %s" % e)
@@ -34,13 +34,8 @@ except Exception as e:  # noqa
 HERE = os.path.dirname(os.path.abspath(__file__))
 PROTO = os.environ.get("EMBER_PROTO") or os.path.join(HERE, "..", "..", "proto", "ember", "v1",
                                                       "instance.proto")
-FAILS = []
-
-
-def check(ok, what):
-    print("%s %s" % ("ok  " if ok else "FAIL", what))
-    if not ok:
-        FAILS.append(what)
+CHECKS = Checks()
+check = CHECKS.check
 
 
 def proto_comments(path):
@@ -171,8 +166,7 @@ def main():
             check(svc.file.name == "ember/v1/instance.proto", "%s: describe InstanceService" % version)
         rc = d.stop()
         check(rc == 0, "emberd exit status %s" % rc)
-    print("%s (%d failures)" % ("FAIL" if FAILS else "PASS", len(FAILS)))
-    return 1 if FAILS else 0
+    return CHECKS.summary()
 
 
 if __name__ == "__main__":

@@ -37,13 +37,11 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 # guests it started must survive the switch to this build.
 PREVIOUS_RELEASE = "6d1b70e0ba90b4093243e13be4f503851884c296"
 
-RESULTS = {"passed": 0, "failed": 0}
+sys.path.insert(0, HERE)
+from checks import Checks  # noqa: E402
 
-
-def check(cond, what):
-    RESULTS["passed" if cond else "failed"] += 1
-    print("ok   " if cond else "FAIL ", what, flush=True)
-    return cond
+CHECKS = Checks()
+check = CHECKS.check
 
 
 def skip(why):
@@ -260,8 +258,7 @@ def main():
             except OSError:
                 pass
         shutil.rmtree(root, ignore_errors=True)
-    print("%d passed, %d failed" % (RESULTS["passed"], RESULTS["failed"]))
-    return 1 if RESULTS["failed"] else 0
+    return CHECKS.summary()
 
 
 def _pids_under(root):

@@ -23,17 +23,12 @@ import uuid
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-from emberd_fixture import Emberd, pb, skip  # noqa: E402
+from emberd_fixture import Emberd, pb, skip, Checks  # noqa: E402
 
 ROOT = "/sys/fs/cgroup"
 CGROUP_MAGIC = (0x27E0EB, 0x63677270)
-RESULTS = {"passed": 0, "failed": 0}
-
-
-def check(cond, what):
-    RESULTS["passed" if cond else "failed"] += 1
-    print(("ok   " if cond else "FAIL ") + what, flush=True)
-    return cond
+CHECKS = Checks()
+check = CHECKS.check
 
 
 def hierarchies():
@@ -168,8 +163,7 @@ def main():
         skip("no writable cgroup hierarchy under %s" % ROOT)
     scenario(fake, with_cgroup=False)
     scenario(fake, with_cgroup=True)
-    print("%d passed, %d failed" % (RESULTS["passed"], RESULTS["failed"]))
-    return 1 if RESULTS["failed"] else 0
+    return CHECKS.summary()
 
 
 if __name__ == "__main__":

@@ -28,7 +28,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
 from emberd_fixture import Emberd, pb, linux_guest_files, vmm_pids  # noqa: E402
-from test_crash_points import Guest, RESULTS, FAILED, check, linux_cmdline  # noqa: E402
+from test_crash_points import CHECKS, Guest, check, linux_cmdline  # noqa: E402
 
 
 def main():
@@ -132,10 +132,7 @@ def run_all(root, kernel, initrd, cfg, t_start, events):
                   % (point, out))
         d.delete(g.id)
     print("run time %.0f s" % (time.monotonic() - t_start))
-    for f in FAILED:
-        print("failed:", f)
-    print("%d passed, %d failed" % (RESULTS["passed"], RESULTS["failed"]))
-    return 1 if RESULTS["failed"] else 0
+    return CHECKS.summary()
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@
 #include "common/cleanup.h"
 #include "common/error.h"
 #include "common/fault.h"
+#include "common/hash.h"
 #include "common/files.h"
 #include "common/log.h"
 #include "common/mem.h"
@@ -419,6 +420,15 @@ static void test_validate(void)
   CU_ASSERT_EQUAL(agent_validate_spec(&s, NULL, &err), -1);
 }
 
+/* cmn_hash_str is FNV-1a 64: the published test vectors. */
+static void test_hash_str(void)
+{
+  CU_ASSERT_EQUAL(cmn_hash_str(""), 0xcbf29ce484222325ULL);
+  CU_ASSERT_EQUAL(cmn_hash_str("a"), 0xaf63dc4c8601ec8cULL);
+  CU_ASSERT_EQUAL(cmn_hash_str("foobar"), 0x85944171f73967e8ULL);
+  CU_ASSERT_NOT_EQUAL(cmn_hash_str("labels.a=b"), cmn_hash_str("labels.a=c"));
+}
+
 int main(void)
 {
   cmn_proc_cloexec_inherited();
@@ -436,6 +446,7 @@ int main(void)
   CU_add_test(s, "validate", test_validate);
   CU_add_test(s, "validate_name_vs_id", test_validate_name_vs_id);
   CU_add_test(s, "labels_and_request_id", test_labels_and_request_id);
+  CU_add_test(s, "hash_str", test_hash_str);
   CU_basic_set_mode(CU_BRM_VERBOSE);
   CU_basic_run_tests();
   unsigned failed = CU_get_number_of_failures() + CU_get_number_of_tests_failed();

@@ -38,23 +38,15 @@ inputs_id() {
 	cat "$SRC/build.sh" "$SRC/init.sh" "$KITLIB" | cksum | cut -d' ' -f1
 }
 STAMP="kernel=$KPKG inputs=$(inputs_id)"
-if [ -f "$OUT/stamp" ] && [ -f "$OUT/vmlinux" ] && [ -f "$OUT/initramfs.cpio.gz" ] &&
-	[ "$(cat "$OUT/stamp")" = "$STAMP" ]; then
+if dk_up_to_date "$OUT" "$STAMP"; then
 	log "up to date ($KPKG)"
 	exit 0
 fi
 start=$(date +%s)
 
-log "kernel package $KPKG"
-KDEB=$(dk_fetch "$CACHE" "$KPKG") || die "apt-get download $KPKG failed"
-
 # --- Extract the kernel image and the modules we need -----------------------------
 PKGDIR="$OUT/pkg"
-rm -rf "$PKGDIR"
-mkdir -p "$PKGDIR"
-dpkg-deb -x "$KDEB" "$PKGDIR"
-VMLINUZ="$PKGDIR/boot/vmlinuz-$KVER"
-[ -f "$VMLINUZ" ] || die "no boot/vmlinuz-$KVER in $KDEB"
+VMLINUZ=$(dk_unpack "$CACHE" "$KPKG" "$PKGDIR") || exit 1
 
 # --- bzImage -> ELF vmlinux --------------------------------------------------------
 decompressed=$(dk_vmlinux "$VMLINUZ" "$OUT/vmlinux")
@@ -101,9 +93,5 @@ for m in $ORDER; do
 done
 log "modules:$ORDER"
 
-(cd "$ROOT" && find . | LC_ALL=C sort | cpio -o -H newc -R 0:0 --quiet) |
-	gzip -9 -n >"$OUT/initramfs.cpio.gz.tmp"
-mv "$OUT/initramfs.cpio.gz.tmp" "$OUT/initramfs.cpio.gz"
-rm -rf "$PKGDIR" "$ROOT"
-echo "$STAMP" >"$OUT/stamp"
-log "initramfs.cpio.gz: $(wc -c <"$OUT/initramfs.cpio.gz") bytes; built in $(($(date +%s) - start)) s"
+rm -rf "$PKGDIR"
+dk_initramfs "$ROOT" "$OUT" "$STAMP" "$start"
