@@ -14,7 +14,7 @@
  *   - with allowed roots configured: under one of them (a root is a directory,
  *     meaning everything below it, or a single file); without: not under the
  *     system trees /dev, /etc, /run either.
- * The checked descriptors are what the VMM gets (vmm_vm.host_fds), so swapping
+ * The checked descriptors are what the VMM receives (vmm_vm.host_fds), so swapping
  * a name after the check redirects nothing. Create runs the same check early so
  * a bad path fails fast; Start and Restore run it again right before the VMM
  * is spawned, because the names may have changed in between. */
