@@ -24,7 +24,7 @@ sys.path.insert(0, os.path.join(HERE, "..", "image"))
 from emberd_fixture import Emberd, pb, skip  # noqa: E402
 import grpc  # noqa: E402
 from ember.v1 import image_pb2 as ipb  # noqa: E402
-from test_image_api import BUSYBOX, build_image, check, image_spec, RESULTS  # noqa: E402
+from test_image_api import BUSYBOX, CHECKS, build_image, check, image_spec  # noqa: E402
 
 
 def main():
@@ -83,7 +83,7 @@ def main():
             check(d.health_check().status == 1, "emberd is healthy")
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    return 1 if RESULTS["failed"] else 0
+    return CHECKS.summary()
 
 
 if __name__ == "__main__":
