@@ -129,16 +129,23 @@ def hanging_server():
     return srv, conns
 
 
-def main():
+def need_image_tools(tools):
+    """The boot kit named by argv[1] (returned, absolute), busybox-static and
+    the tools; skips (77) naming what is missing."""
     kit = os.path.abspath(sys.argv[1]) if len(sys.argv) > 1 else ""
-    for t in ("docker-registry", "skopeo", "umoci", "qemu-system-x86_64"):
+    for t in tools:
         if shutil.which(t) is None:
-            skip(t + " not installed (Debian docker-registry, skopeo, umoci, qemu-system-x86)")
+            skip(t + " not installed (Debian package of that name; qemu-system-x86 for QEMU)")
     if not os.path.exists(BUSYBOX):
         skip(BUSYBOX + " missing (Debian busybox-static)")
     for f in ("vmlinux", "initramfs.cpio.gz"):
         if not os.path.exists(os.path.join(kit, f)):
             skip("boot kit %s/%s missing (cmake --build build --target bootkit)" % (kit, f))
+    return kit
+
+
+def main():
+    kit = need_image_tools(("docker-registry", "skopeo", "umoci", "qemu-system-x86_64"))
     from registry_util import Registry, push, sh
 
     work = tempfile.mkdtemp(prefix="ember-imgapi-")

@@ -24,19 +24,11 @@ sys.path.insert(0, os.path.join(HERE, "..", "image"))
 from emberd_fixture import Emberd, pb, skip  # noqa: E402
 import grpc  # noqa: E402
 from ember.v1 import image_pb2 as ipb  # noqa: E402
-from test_image_api import BUSYBOX, CHECKS, build_image, check, image_spec  # noqa: E402
+from test_image_api import CHECKS, build_image, check, image_spec, need_image_tools  # noqa: E402
 
 
 def main():
-    kit = os.path.abspath(sys.argv[1]) if len(sys.argv) > 1 else ""
-    for t in ("skopeo", "umoci", "qemu-system-x86_64"):
-        if shutil.which(t) is None:
-            skip(t + " not installed (Debian skopeo, umoci, qemu-system-x86)")
-    if not os.path.exists(BUSYBOX):
-        skip(BUSYBOX + " missing (Debian busybox-static)")
-    for f in ("vmlinux", "initramfs.cpio.gz"):
-        if not os.path.exists(os.path.join(kit, f)):
-            skip("boot kit %s/%s missing (cmake --build build --target bootkit)" % (kit, f))
+    kit = need_image_tools(("skopeo", "umoci", "qemu-system-x86_64"))
     work = tempfile.mkdtemp(prefix="ember-imgretry-")
     try:
         lay = build_image(work)
