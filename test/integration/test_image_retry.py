@@ -21,7 +21,7 @@ import tempfile
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(HERE, "..", "image"))
-from emberd_fixture import Emberd, pb, skip  # noqa: E402
+from emberd_fixture import Emberd  # noqa: E402
 import grpc  # noqa: E402
 from ember.v1 import image_pb2 as ipb  # noqa: E402
 from test_image_api import CHECKS, build_image, check, image_spec, need_image_tools  # noqa: E402
