@@ -31,6 +31,12 @@ void agent_config_usage(FILE *out, const char *prog)
           "                           allow_block_devices, mem_overcommit,\n"
           "                           mem_reserved_mib, vcpu_overcommit, disk_reserve_mib,\n"
           "                           image_store_budget, registry_ca_file, boot_kit_dir,\n"
+          "                           networks (array of {name, bridge, subnet, gateway,\n"
+          "                           mtu, nat, isolated, dns}; default: one network\n"
+          "                           \"default\", " AGENT_NET_DEFAULT_SUBNET " on bridge "
+          AGENT_NET_DEFAULT_BRIDGE ", NAT),\n"
+          "                           netns_dir, netns_transit_subnet (default\n"
+          "                           " AGENT_NET_DEFAULT_TRANSIT ")\n"
           "                           registry_credentials_file,\n"
           "                           insecure_registries (array of host[:port]),\n"
           "                           drivers (one object per hypervisor type,\n"
@@ -99,6 +105,8 @@ void agent_config_usage(FILE *out, const char *prog)
           "  --insecure-registry HOST[:PORT]\n"
           "                           reach this registry over plain HTTP (repeat for\n"
           "                           several); loopback registries without TLS work anyway\n"
+          "  --netns-dir DIR          where instance network namespaces are (default\n"
+          "                           " AGENT_NET_DEFAULT_NETNS_DIR ", as `ip netns` uses)\n"
           "  --boot-kit-dir DIR       the boot kit (vmlinux, initramfs.cpio.gz) booted for\n"
           "                           InstanceSpec.image without a kernel_path (default\n"
           "                           " EMBER_BOOT_KIT_DIR ")\n"
@@ -125,6 +133,7 @@ void agent_config_free(agent_config *cfg)
   free(cfg->metrics_file);
   free(cfg->registry_ca_file);
   free(cfg->boot_kit_dir);
+  agent_net_config_free(&cfg->net);
   free(cfg->registry_credentials_file);
   for (size_t i = 0; i < cfg->n_insecure_registries; i++)
     free(cfg->insecure_registries[i]);
@@ -361,6 +370,8 @@ static int config__apply(agent_config *cfg, const char *key, const char *v, cmn_
   }
   if (strcmp(key, "boot_kit_dir") == 0)
     return config__path("boot_kit_dir", v, &cfg->boot_kit_dir, err);
+  if (strcmp(key, "netns_dir") == 0)
+    return config__path("netns_dir", v, &cfg->net.netns_dir, err);
   if (strcmp(key, "registry_ca_file") == 0)
     return config__path("registry_ca_file", v, &cfg->registry_ca_file, err);
   if (strcmp(key, "registry_credentials_file") == 0)
@@ -434,6 +445,8 @@ static int config__load_file(agent_config *cfg, const char *path, cmn_error *err
       }
       continue;
     }
+    if (strcmp(key, "networks") == 0 || strcmp(key, "netns_transit_subnet") == 0)
+      continue; /* read below, as a whole */
     if (strcmp(key, "insecure_registries") == 0) {
       if (!cJSON_IsArray(it)) {
         ret = cmn_err_set(err, CMN_INVALID_ARGUMENT,
@@ -473,6 +486,8 @@ static int config__load_file(agent_config *cfg, const char *path, cmn_error *err
     if (config__apply(cfg, key, v, err) < 0)
       ret = cmn_err_prefix(err, "config file %s", path);
   }
+  if (ret == 0 && agent_net_config_from_json(&cfg->net, root, err) < 0)
+    ret = cmn_err_prefix(err, "config file %s", path);
 out:
   cJSON_Delete(root);
   return ret;
@@ -507,6 +522,7 @@ static const struct {
     {"--image-store-budget", "image_store_budget", true},
     {"--registry-ca-file", "registry_ca_file", true},
     {"--boot-kit-dir", "boot_kit_dir", true},
+    {"--netns-dir", "netns_dir", true},
     {"--registry-credentials-file", "registry_credentials_file", true},
     {"--insecure-registry", "insecure_registries", true},
     {"--help", NULL, false},
@@ -597,6 +613,7 @@ int agent_config_load(agent_config *cfg, int argc, char *const *argv, const char
                       const char *env_xdg, unsigned euid, cmn_error *err)
 {
   memset(cfg, 0, sizeof(*cfg));
+  agent_net_config_default(&cfg->net);
   cfg->workers = AGENT_DEFAULT_WORKERS;
   cfg->log_level = CMN_LOG_INFO;
   cfg->max_message_bytes = AGENT_DEFAULT_MAX_MESSAGE_BYTES;

@@ -5,6 +5,7 @@
 #define EMBER_AGENT_CONFIG_H
 
 #include "agent/admission.h"
+#include "agent/instance_net.h"
 #include "common/error.h"
 
 #include <cjson/cJSON.h>
@@ -46,6 +47,8 @@ typedef struct agent_config {
   char **insecure_registries;      /* "host[:port]" reached over plain HTTP */
   size_t n_insecure_registries;
   char *boot_kit_dir;       /* NULL: EMBER_BOOT_KIT_DIR (the installed kit) */
+  agent_net_config net;     /* "networks", "netns_dir", "netns_transit_subnet" of the file,
+                               --netns-dir (docs/networking.md) */
   bool insecure_from_flags; /* private: the first flag replaces the file's list */
   bool help;                /* --help was given: print usage, exit 0 */
   bool version;             /* --version */

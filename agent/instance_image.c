@@ -1,6 +1,7 @@
 /* instance_image.c: instances booted from an image of the store; the
  * contract is in instance_image.h. */
 #include "agent/instance_image.h"
+#include "agent/instance_net.h"
 #include "agent/image/bootcfg.h"
 #include "agent/image/imgconfig.h"
 #include "agent/image/rootfs.h"
@@ -277,7 +278,7 @@ static char *ii_read_config(const char *path, size_t *len, cmn_error *err)
 
 int agent_image_prepare(img_store *st, const char *data_dir, const char *dir,
                         const char *instance_id, const char *hostname, agent_image_spec *img,
-                        cmn_error *err)
+                        const struct agent_net_guest *net, cmn_error *err)
 {
   if (!agent_image_spec_set(img))
     return 0;
@@ -336,6 +337,14 @@ int agent_image_prepare(img_store *st, const char *data_dir, const char *dir,
   }
   if (img_rootfs_clone(cache_path, rootfs, &how, err) < 0)
     goto fail;
+  /* The managed network's guest side: the init configures it (no DHCP). */
+  img_bootcfg_net bnet = {0};
+  if (net != NULL)
+    bnet = (img_bootcfg_net){.mac = net->mac,
+                             .addr = net->ipv4,
+                             .prefix = (unsigned)net->prefix,
+                             .gateway = net->gateway,
+                             .mtu = net->mtu};
   img_bootcfg bc = {
       .argv = (const char *const *)rc.argv,
       .argc = rc.argc,
@@ -345,6 +354,10 @@ int agent_image_prepare(img_store *st, const char *data_dir, const char *dir,
       .user = rc.user,
       .hostname = hostname,
       .root = "/dev/vda",
+      .net = net != NULL ? &bnet : NULL,
+      .nnet = net != NULL ? 1 : 0,
+      .dns = net != NULL ? net->dns : NULL,
+      .ndns = net != NULL ? net->n_dns : 0,
   };
   if (img_bootcfg_write(&bc, bootcfg, err) < 0)
     goto fail;

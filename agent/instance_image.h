@@ -56,9 +56,12 @@ int agent_image_spec_fill(const agent_image_spec *img, const vmm_spec *spec,
 /* Create, with the instance folder `dir` made: resolves, pins, builds and
  * writes the disks; fills img->id. data_dir holds the rootfs cache. On
  * failure the pin is released (the caller removes dir). */
+/* net (NULL: none) is the guest side of the instance's managed network,
+ * written into the boot config for the init to configure. */
+struct agent_net_guest;
 int agent_image_prepare(struct img_store *st, const char *data_dir, const char *dir,
                         const char *instance_id, const char *hostname, agent_image_spec *img,
-                        cmn_error *err);
+                        const struct agent_net_guest *net, cmn_error *err);
 /* Load and Delete: pin again (after a restart) / release the pin. */
 int agent_image_pin(struct img_store *st, const char *instance_id, const agent_image_spec *img,
                     cmn_error *err);

@@ -220,6 +220,7 @@ int main(int argc, char **argv)
       .host_policy = &hp,
       .images = images,
       .boot_kit_dir = cfg.boot_kit_dir ? cfg.boot_kit_dir : EMBER_BOOT_KIT_DIR,
+      .net_config = &cfg.net,
   };
   mgr = agent_manager_create(&mc, reg, &err);
   if (mgr == NULL) {

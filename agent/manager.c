@@ -52,6 +52,18 @@ const char *agent_op_name(agent_op op)
 
 const vmm_registry *agent_manager_registry(const agent_manager *m) { return m->reg; }
 
+struct agent_net *agent_manager_net(agent_manager *m) { return m->net; }
+
+/* The boot config's network settings of an image instance on a network. */
+static int mgr_net_guest(agent_manager *m, const agent_instance_view *v, agent_net_guest *out,
+                         cmn_error *err)
+{
+  memset(out, 0, sizeof *out);
+  if (!agent_net_spec_set(&v->net))
+    return 0;
+  return agent_net_guest_config(m->net, &v->net, out, err);
+}
+
 void agent_instance_views_free(agent_instance_view *v, size_t n)
 {
   for (size_t i = 0; i < n; i++)
@@ -95,6 +107,7 @@ static void mgr_instance_free(mgr_instance *inst)
   vmm_call_release(inst->entry, &inst->vm);
   agent_record_free(&inst->rec);
   free((char *)inst->vm.vmm_log_path);
+  free(inst->netns_path);
   free(inst->dir);
   pthread_mutex_destroy(&inst->op_lock);
   free(inst);
@@ -589,6 +602,11 @@ static int mgr_create_req(agent_manager *m, const agent_create_req *req, agent_i
   if (req->request_id != NULL && req->request_id[0] != '\0')
     rec.view.request_id = cmn_strdup(req->request_id);
   agent_image_spec_copy(&rec.view.image, req->image);
+  agent_net_spec_copy(&rec.view.net, req->net);
+  if (agent_net_spec_set(&rec.view.net) && agent_net_alloc(m->net, id, &rec.view.net, err) < 0) {
+    agent_record_free(&rec);
+    return -1;
+  }
 
   /* Name check and admission under mu, with the name reserved; the folder and
    * its durable record are written outside mu (fsyncs can take seconds on a
@@ -596,6 +614,7 @@ static int mgr_create_req(agent_manager *m, const agent_create_req *req, agent_i
   mgr_instance *same = NULL;
   int reserved = mgr_reserve_name(m, req, &same, err);
   if (reserved != 0) {
+    agent_net_release(m->net, id);
     agent_record_free(&rec);
     if (same != NULL) {
       mgr_view_out(m, same, out);
@@ -605,13 +624,22 @@ static int mgr_create_req(agent_manager *m, const agent_create_req *req, agent_i
   }
   int rc = -1;
   mgr_instance *inst = NULL;
+  agent_net_guest guest;
+  const agent_net_guest *guest_p = agent_net_spec_set(&rec.view.net) ? &guest : NULL;
   if (mkdir(dir, 0750) < 0) {
     cmn_err_errno(err, CMN_INTERNAL, errno, "create %s", dir);
-  } else if (agent_image_prepare(m->images, m->data_dir, dir, id, name, &rec.view.image, err) < 0) {
+  } else if (mgr_net_guest(m, &rec.view, &guest, err) < 0 ||
+             agent_image_prepare(m->images, m->data_dir, dir, id, name, &rec.view.image,
+                                 guest_p, err) < 0) {
     cmn_error e2 = {0};
     cmn_rm_rf(dir, &e2);
-  } else if (agent_record_save(dir, &rec, err) < 0 || cmn_fsync_parent(dir, err) < 0) {
+  } else if ((agent_net_spec_set(&rec.view.net) && agent_net_ensure(m->net, id, err) < 0) ||
+             cmn_fault("agent.create.after_net", err) < 0 ||
+             agent_record_save(dir, &rec, err) < 0 || cmn_fsync_parent(dir, err) < 0) {
+    /* The host objects go with the allocation; a crash before this point
+     * leaves orphans that the next start-up's reconcile removes. */
     cmn_error e2 = {0};
+    agent_net_remove(m->net, id, &e2);
     agent_image_unpin(m->images, id, &rec.view.image);
     cmn_rm_rf(dir, &e2);
   } else {
@@ -626,8 +654,10 @@ static int mgr_create_req(agent_manager *m, const agent_create_req *req, agent_i
   }
   pthread_mutex_unlock(&m->mu);
   agent_record_free(&rec);
-  if (rc < 0)
+  if (rc < 0) {
+    agent_net_release(m->net, id);
     return -1;
+  }
   cmn_info(id, "create", "created %s (%s)", name, hypervisor);
   {
     agent_instance_view v;
@@ -729,6 +759,8 @@ int agent_manager_delete(agent_manager *m, const char *id_or_name, char **id_out
   agent_state old = v.state;
   v.state = AGENT_STATE_UNSPECIFIED;
   agent_image_unpin(m->images, v.id, &v.image);
+  if (agent_net_spec_set(&v.net) && agent_net_remove(m->net, v.id, &e2) < 0)
+    cmn_warn(v.id, "delete", "%s", e2.msg);
   mgr_emit(m, &v, old, AGENT_OP_DELETE, cmn_now_us() - t0);
   agent_instance_view_free(&v);
   cmn_info(id_or_name, "delete", "deleted");
@@ -777,6 +809,25 @@ agent_manager *agent_manager_create(const agent_manager_config *cfg, const vmm_r
   m->host_probe_ctx = cfg->host_probe_ctx;
   m->images = cfg->images;
   m->boot_kit_dir = cfg->boot_kit_dir ? cmn_strdup(cfg->boot_kit_dir) : NULL;
+  {
+    agent_net_config none;
+    agent_net_config_default(&none);
+    for (size_t i = 0; i < none.n_nets; i++) {
+      free(none.nets[i].name);
+      free(none.nets[i].bridge);
+    }
+    none.n_nets = 0;
+    int nrc = agent_net_new(cfg->net_config != NULL ? cfg->net_config : &none, &m->net, err);
+    agent_net_config_free(&none);
+    if (nrc < 0) {
+      free(m->boot_kit_dir);
+      free(m->vmm_cgroup);
+      free(m->instances_dir);
+      free(m->data_dir);
+      free(m);
+      return NULL;
+    }
+  }
   pthread_mutex_init(&m->mu, NULL);
   pthread_mutex_init(&m->subs_mu, NULL);
   pthread_mutex_init(&m->stop_mu, NULL);
@@ -830,5 +881,6 @@ void agent_manager_free(agent_manager *m)
   free(m->boot_kit_dir);
   free(m->vmm_cgroup);
   agent_host_fence_free(m->fence);
+  agent_net_free(m->net);
   free(m);
 }

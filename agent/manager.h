@@ -56,6 +56,8 @@ typedef struct agent_manager_config {
   void *host_probe_ctx;
   struct img_store *images; /* image store for InstanceSpec.image; NULL: none */
   const char *boot_kit_dir; /* boot kit for image instances without a kernel */
+  /* Managed networks (instance_net.h); NULL: none (the transit subnet default). */
+  const struct agent_net_config *net_config;
 } agent_manager_config;
 
 typedef struct agent_manager agent_manager;
@@ -104,6 +106,8 @@ int agent_manager_delete(agent_manager *m, const char *id_or_name, char **id_out
 int agent_manager_subscribe(agent_manager *m, agent_event_fn fn, void *ctx);
 void agent_manager_unsubscribe(agent_manager *m, int handle);
 
+/* The managed networks (for ListNetworks and NetworkStatus). */
+struct agent_net *agent_manager_net(agent_manager *m);
 /* The registry this manager uses (for ListHypervisors). */
 const vmm_registry *agent_manager_registry(const agent_manager *m);
 

@@ -8,6 +8,7 @@
 #include "agent/manager.h"
 #include "agent/record.h"
 #include "agent/instance_image.h"
+#include "agent/instance_net.h"
 #include "agent/snapshot.h"
 
 #include <pthread.h>
@@ -29,6 +30,7 @@ typedef struct mgr_instance {
   int stop_ms;            /* graceful timeout of the Stop in progress, -1: the
                              configured one; guarded by op_lock */
   bool record_dirty;      /* the committed record is not on disk; guarded by op_lock */
+  char *netns_path;       /* network namespace of the VMM being spawned; op_lock */
 } mgr_instance;
 
 typedef struct mgr_sub {
@@ -45,6 +47,7 @@ struct agent_manager {
   char *vmm_cgroup;
   agent_host_fence *fence;  /* host file paths (hostfiles.h); immutable */
   struct img_store *images; /* InstanceSpec.image (instance_image.h); may be NULL */
+  agent_net *net;           /* managed networks (instance_net.h); never NULL */
   char *boot_kit_dir;
   const vmm_registry *reg;
   agent_admission_config admission;

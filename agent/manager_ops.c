@@ -72,6 +72,14 @@ static int mgr_host_files_begin(agent_manager *m, mgr_instance *inst, agent_host
   if (agent_image_host_files_open(m->fence, &inst->rec.view.spec, &inst->rec.view.image, inst->dir,
                                   CMN_FAILED_PRECONDITION, hf, err) < 0)
     return -1;
+  free(inst->netns_path);
+  inst->netns_path = NULL;
+  if (agent_net_vm_begin(m->net, inst->rec.view.id, &inst->rec.view.net, &hf->spec,
+                         &inst->netns_path, err) < 0) {
+    agent_host_files_close(hf);
+    return -1;
+  }
+  inst->vm.netns_path = inst->netns_path;
   inst->vm.spec = &hf->spec;
   inst->vm.host_fds = hf->fds;
   inst->vm.n_host_fds = hf->n_fds;
@@ -81,6 +89,7 @@ static int mgr_host_files_begin(agent_manager *m, mgr_instance *inst, agent_host
 static void mgr_host_files_end(mgr_instance *inst, agent_host_files *hf)
 {
   inst->vm.spec = &inst->rec.view.spec;
+  inst->vm.netns_path = NULL;
   inst->vm.host_fds = NULL;
   inst->vm.n_host_fds = 0;
   agent_host_files_close(hf);

@@ -196,10 +196,24 @@ int mgr_load_all(agent_manager *m, cmn_error *err)
     mgr_instance *inst = mgr_instance_new(&rec, dir, vmm_registry_get(m->reg, rec.view.hypervisor));
     if (agent_image_pin(m->images, rec.view.id, &rec.view.image, &e2) < 0)
       cmn_warn(rec.view.id, "load", "image %s: %s", rec.view.image.ref, e2.msg);
+    if (agent_net_claim(m->net, rec.view.id, &rec.view.net, &e2) < 0)
+      cmn_warn(rec.view.id, "load", "network %s: %s", rec.view.net.network, e2.msg);
     agent_record_free(&rec);
     pthread_mutex_lock(&m->mu);
     mgr_insert_locked(m, inst);
     pthread_mutex_unlock(&m->mu);
+  }
+  /* Host networking matches the records before any VMM is restarted (a VMM
+   * found alive keeps its TAP: it is not an orphan). A failure is logged:
+   * every spawn ensures its instance's objects again. */
+  {
+    int made = 0, removed = 0;
+    cmn_error e2 = {0};
+    if (agent_net_reconcile(m->net, &made, &removed, &e2) < 0)
+      cmn_warn(NULL, "network", "reconcile at start-up: %s", e2.msg);
+    else if (made > 0 || removed > 0)
+      cmn_info(NULL, "network", "reconciled host networking: %d objects made, %d removed", made,
+               removed);
   }
   for (size_t i = 0; i < m->n_insts; i++) {
     snap_collect_garbage(m->insts[i]->dir);

@@ -1,6 +1,7 @@
 /* record.c: an instance's persistent record as JSON (see record.h). */
 #include "agent/record.h"
 #include "agent/instance_image.h"
+#include "agent/instance_net.h"
 #include "common/cleanup.h"
 #include "common/files.h"
 #include "common/mem.h"
@@ -31,6 +32,7 @@ void agent_instance_view_free(agent_instance_view *v)
   agent_labels_free(v->labels, v->n_labels);
   free(v->request_id);
   agent_image_spec_free(&v->image);
+  agent_net_spec_free(&v->net);
   memset(v, 0, sizeof *v);
 }
 
@@ -182,7 +184,7 @@ bool agent_view_matches_create(const agent_instance_view *v, const agent_create_
 {
   if (!record_str_eq(v->name, req->name) || !record_str_eq(v->hypervisor, req->hypervisor) ||
       !record_spec_eq(&v->spec, req->spec) || v->n_labels != req->n_labels ||
-      !agent_image_spec_eq(&v->image, req->image))
+      !agent_image_spec_eq(&v->image, req->image) || !agent_net_spec_eq_request(&v->net, req->net))
     return false;
   for (size_t i = 0; i < req->n_labels; i++) {
     const char *have = agent_labels_get(v->labels, v->n_labels, req->labels[i].key);
@@ -204,6 +206,7 @@ void agent_view_copy(agent_instance_view *dst, const agent_instance_view *src)
   agent_labels_copy_sorted(&dst->labels, &dst->n_labels, src->labels, src->n_labels);
   dst->request_id = cmn_strdup(src->request_id);
   agent_image_spec_copy(&dst->image, &src->image);
+  agent_net_spec_copy(&dst->net, &src->net);
 }
 
 void agent_record_free(agent_record *r)
@@ -268,6 +271,7 @@ char *agent_record_to_json(const agent_record *r)
   record_add_str(o, "status_message", v->status_message);
   record_add_str(o, "request_id", v->request_id);
   agent_image_spec_to_json(o, &v->image);
+  agent_net_spec_to_json(o, &v->net);
   cJSON *labels = cJSON_AddObjectToObject(o, "labels");
   for (size_t i = 0; i < v->n_labels; i++)
     cJSON_AddStringToObject(labels, v->labels[i].key, v->labels[i].value);
@@ -382,6 +386,7 @@ int agent_record_from_json(const char *json, agent_record *r, cmn_error *err)
   v->status_message = cmn_strdup(record_get_str(o, "status_message"));
   v->request_id = cmn_strdup(record_get_str(o, "request_id"));
   agent_image_spec_from_json(o, &v->image);
+  agent_net_spec_from_json(o, &v->net);
   /* Labels (absent in records written before they existed: none). */
   const cJSON *labels = cJSON_GetObjectItemCaseSensitive(o, "labels");
   int nl = cJSON_IsObject(labels) ? cJSON_GetArraySize(labels) : 0;

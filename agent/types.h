@@ -65,6 +65,33 @@ typedef struct agent_image_spec {
   char *workdir; /* NULL or "": the image's */
 } agent_image_spec;
 
+/* A port forward of a managed interface (ember.v1.PortForward). */
+typedef struct agent_port_forward {
+  int proto; /* ember.v1.Protocol: 1 TCP, 2 UDP */
+  uint32_t host_port;
+  uint32_t guest_port;
+  uint32_t host_addr; /* IPv4, host order; 0: any local address */
+} agent_port_forward;
+
+/* The interface on a network emberd manages (NetworkInterface.network, at
+ * most one per instance) and InstanceSpec.network_namespace, with what emberd
+ * allocated for it at Create (instance_net.h works on it). It is not among
+ * vmm_spec.nics: it is put back at `nic_index` right before a VMM spawns. */
+typedef struct agent_net_spec {
+  char *network;     /* NULL or "": none */
+  size_t nic_index;  /* its position among the instance's interfaces */
+  uint32_t ipv4;     /* host order; 0 in a request: allocate */
+  bool ipv4_given;   /* the request named the address */
+  char *mac;         /* "02:..." generated when the request named none */
+  bool mac_given;
+  agent_port_forward *forwards;
+  size_t n_forwards;
+  int prefix;            /* the network's, at allocation */
+  uint32_t gateway;      /* the network's, at allocation */
+  bool netns;            /* InstanceSpec.network_namespace */
+  uint32_t veth_host_ip; /* with netns: allocated /31 pair, host end */
+} agent_net_spec;
+
 typedef struct agent_instance_view {
   char *id;
   char *name;
@@ -84,6 +111,7 @@ typedef struct agent_instance_view {
   size_t n_labels;
   char *request_id;       /* the CreateInstance request_id; may be NULL */
   agent_image_spec image; /* InstanceSpec.image (instance_image.h); ref NULL: none */
+  agent_net_spec net;     /* managed interface (instance_net.h); network NULL: none */
 } agent_instance_view;
 
 void agent_instance_view_free(agent_instance_view *v); /* members only */
@@ -99,6 +127,7 @@ typedef struct agent_create_req {
   size_t n_labels;
   const char *request_id;        /* NULL or "": none */
   const agent_image_spec *image; /* NULL or no ref: not from an image */
+  const agent_net_spec *net;     /* NULL or no network: none */
 } agent_create_req;
 
 const char *agent_state_name(agent_state s); /* "Running", ... */

@@ -10,6 +10,8 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <spawn.h>
 #include <stdio.h>
@@ -334,8 +336,56 @@ static int proc_pass_prepare(const cmn_spawn_opts *opts, int *tmp, cmn_error *er
   return 0;
 }
 
+static int proc_spawn_here(const char *const argv[], const cmn_spawn_opts *opts, cmn_proc *out,
+                           cmn_error *err);
+
+typedef struct proc_ns_spawn {
+  int nsfd;
+  const char *const *argv;
+  const cmn_spawn_opts *opts;
+  cmn_proc *out;
+  cmn_error *err;
+  int rc;
+} proc_ns_spawn;
+
+/* A thread of its own enters the namespace and spawns: a child created by a
+ * thread starts in that thread's namespaces; the thread then ends, so no
+ * thread of ours stays in the instance's namespace. */
+static void *proc_ns_main(void *arg)
+{
+  proc_ns_spawn *a = arg;
+  if (setns(a->nsfd, CLONE_NEWNET) < 0) {
+    a->rc = cmn_err_errno(a->err, errno == EPERM ? CMN_FAILED_PRECONDITION : CMN_INTERNAL, errno,
+                          "enter network namespace %s", a->opts->netns_path);
+    return NULL;
+  }
+  a->rc = proc_spawn_here(a->argv, a->opts, a->out, a->err);
+  return NULL;
+}
+
 int cmn_proc_spawn(const char *const argv[], const cmn_spawn_opts *opts, cmn_proc *out,
                    cmn_error *err)
+{
+  if (opts == NULL || opts->netns_path == NULL)
+    return proc_spawn_here(argv, opts, out, err);
+  int fd = open(opts->netns_path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0)
+    return cmn_err_errno(err, CMN_FAILED_PRECONDITION, errno, "open network namespace %s",
+                         opts->netns_path);
+  proc_ns_spawn a = {.nsfd = fd, .argv = argv, .opts = opts, .out = out, .err = err, .rc = -1};
+  pthread_t t;
+  int prc = pthread_create(&t, NULL, proc_ns_main, &a);
+  if (prc != 0) {
+    close(fd);
+    return cmn_err_errno(err, CMN_INTERNAL, prc, "thread to spawn in %s", opts->netns_path);
+  }
+  pthread_join(t, NULL);
+  close(fd);
+  return a.rc;
+}
+
+static int proc_spawn_here(const char *const argv[], const cmn_spawn_opts *opts, cmn_proc *out,
+                           cmn_error *err)
 {
   cleanup_free char *prog = cmn_which(argv[0]);
   if (prog == NULL)

@@ -33,6 +33,10 @@ typedef struct cmn_spawn_opts {
   const cmn_fd_pass *pass_fds; /* fds to pass at given numbers (any order) */
   int n_pass_fds;
   const char *cwd; /* NULL: unchanged */
+  /* Network namespace file (/run/netns/NAME) the child runs in; NULL: ours.
+   * The spawn happens from a short-lived thread that entered it (setns), so
+   * no other thread of the caller changes namespace. */
+  const char *netns_path;
 } cmn_spawn_opts;
 
 /* Spawns argv[0] (looked up in PATH) with argv. The child is in a new session

@@ -93,6 +93,10 @@ typedef struct vmm_vm {
    * finds the same file at restore. NULL/0 outside those calls. */
   const cmn_fd_pass *host_fds;
   size_t n_host_fds;
+  /* Network namespace (a file such as /run/netns/ember-<key>) a VMM spawned
+   * by start() or restore() runs in, so it finds its TAP device there; NULL:
+   * emberd's own. Set like host_fds, only during those calls. */
+  const char *netns_path;
   cmn_proc proc; /* the VMM process; pid 0 when none */
   void *priv;    /* driver-owned per-VM state */
 } vmm_vm;

@@ -75,7 +75,8 @@ int vmm_rest_spawn(vmm_vm *vm, const char *name, const char *const vmm_argv[], c
   cmn_spawn_opts opts = {.log_path = vm->vmm_log_path,
                          .cwd = vm->dir,
                          .pass_fds = vm->host_fds,
-                         .n_pass_fds = (int)vm->n_host_fds};
+                         .n_pass_fds = (int)vm->n_host_fds,
+                         .netns_path = vm->netns_path};
   if (cmn_proc_spawn(argv, &opts, &vm->proc, err) < 0)
     return cmn_err_prefix(err, "starting %s", vmm_argv[0]);
 

@@ -12,7 +12,7 @@ BUILD="build-essential cmake pkg-config clang-format libgrpc-dev protobuf-c-comp
   libmicrohttpd-dev libarchive-dev libext2fs-dev libssl-dev"
 RUN="qemu-system-x86 qemu-utils e2fsprogs"
 TEST="python3 python3-grpcio python3-protobuf python3-prometheus-client busybox-static cpio xz-utils zstd file
-  binutils openssl valgrind clang libclang-rt-14-dev procps iproute2 erofs-utils umoci
+  binutils openssl valgrind clang libclang-rt-14-dev procps iproute2 nftables iputils-ping erofs-utils umoci
   util-linux docker-registry skopeo apache2-utils"
 # The boot kit (guest/): musl-gcc for the static init; e2fsprogs/erofs-utils build
 # the test rootfs images (mkfs.ext4 -d, mkfs.erofs) of test/guests/bootkit_test.py.

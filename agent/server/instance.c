@@ -72,6 +72,7 @@ typedef struct srv__inst {
   Google__Protobuf__Duration standby, restore;
   Ember__V1__Instance__LabelsEntry *labels;
   Ember__V1__Instance__LabelsEntry **label_ptrs;
+  srv_net_out net;
 } srv__inst;
 
 static void srv__inst_init(srv__inst *m, const agent_instance_view *v)
@@ -98,17 +99,30 @@ static void srv__inst_init(srv__inst *m, const agent_instance_view *v)
     m->spec.disks = m->disk_ptrs;
     m->spec.n_disks = sp->n_disks;
   }
-  if (sp->n_nics > 0) {
-    m->nics = cmn_calloc(sp->n_nics, sizeof(*m->nics));
-    m->nic_ptrs = cmn_calloc(sp->n_nics, sizeof(*m->nic_ptrs));
-    for (size_t i = 0; i < sp->n_nics; i++) {
-      ember__v1__network_interface__init(&m->nics[i]);
-      m->nics[i].tap_device = srv__s(sp->nics[i].tap);
-      m->nics[i].mac_address = srv__s(sp->nics[i].mac);
-      m->nic_ptrs[i] = &m->nics[i];
+  srv_net_out_init(&m->net, v->id, &v->net);
+  size_t n_nics = sp->n_nics + (m->net.set ? 1 : 0);
+  if (n_nics > 0) {
+    /* The managed interface goes back at its place among the caller's. */
+    size_t at = m->net.set ? (v->net.nic_index < n_nics ? v->net.nic_index : n_nics - 1) : n_nics;
+    m->nics = cmn_calloc(sp->n_nics + 1, sizeof(*m->nics));
+    m->nic_ptrs = cmn_calloc(n_nics, sizeof(*m->nic_ptrs));
+    for (size_t i = 0, k = 0; i < n_nics; i++) {
+      if (i == at) {
+        m->nic_ptrs[i] = &m->net.nic;
+        continue;
+      }
+      ember__v1__network_interface__init(&m->nics[k]);
+      m->nics[k].tap_device = srv__s(sp->nics[k].tap);
+      m->nics[k].mac_address = srv__s(sp->nics[k].mac);
+      m->nic_ptrs[i] = &m->nics[k];
+      k++;
     }
     m->spec.network_interfaces = m->nic_ptrs;
-    m->spec.n_network_interfaces = sp->n_nics;
+    m->spec.n_network_interfaces = n_nics;
+  }
+  if (m->net.set) {
+    m->spec.network_namespace = v->net.netns;
+    m->inst.network = &m->net.status;
   }
   if (agent_image_spec_set(&v->image)) {
     const agent_image_spec *im = &v->image;
@@ -173,6 +187,7 @@ static void srv__inst_fini(srv__inst *m)
   free(m->nic_ptrs);
   free(m->labels);
   free(m->label_ptrs);
+  srv_net_out_fini(&m->net);
 }
 
 static int srv__pack_view(const agent_instance_view *v, uint8_t **resp, size_t *rl)
@@ -197,7 +212,8 @@ static int srv__check_id(const char *id, cmn_error *err)
 
 /* ---- request -> spec ---- */
 
-static int srv__spec_from(const Ember__V1__InstanceSpec *in, vmm_spec *out, cmn_error *err)
+static int srv__spec_from(const Ember__V1__InstanceSpec *in, vmm_spec *out, agent_net_spec *net,
+                          cmn_error *err)
 {
   memset(out, 0, sizeof(*out));
   out->vcpus = in->vcpus;
@@ -233,6 +249,11 @@ static int srv__spec_from(const Ember__V1__InstanceSpec *in, vmm_spec *out, cmn_
     }
     out->vsock_cid = in->vsock->guest_cid;
   }
+  if (srv_net_from_request(in, out, net, err) < 0) {
+    vmm_spec_free(out);
+    agent_net_spec_free(net);
+    return -1;
+  }
   return 0;
 }
 
@@ -252,7 +273,8 @@ int srv_unary_create(srv_server *s, srv_op_probe *probe, const uint8_t *req, siz
     return cmn_err_field(err, "spec");
   }
   vmm_spec spec;
-  if (srv__spec_from(r->spec, &spec, err) < 0)
+  agent_net_spec net;
+  if (srv__spec_from(r->spec, &spec, &net, err) < 0)
     return -1;
   agent_label *labels = cmn_calloc(r->n_labels + 1, sizeof(*labels));
   for (size_t i = 0; i < r->n_labels; i++) {
@@ -279,10 +301,12 @@ int srv_unary_create(srv_server *s, srv_op_probe *probe, const uint8_t *req, siz
       .workdir = ov ? ov->workdir : NULL,
   };
   cr.image = &img;
+  cr.net = &net;
   agent_instance_view v = {0};
   int ret = agent_manager_create_req(s->mgr, &cr, &v, err);
   free(labels);
   vmm_spec_free(&spec);
+  agent_net_spec_free(&net);
   if (ret < 0)
     return -1;
   cmn_debug(v.id, "create", "created instance %s (%s)%s", v.name, v.hypervisor,

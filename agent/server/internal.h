@@ -11,7 +11,9 @@
 #ifndef EMBER_AGENT_SERVER_INTERNAL_H
 #define EMBER_AGENT_SERVER_INTERNAL_H
 
+#include "agent/instance_net.h"
 #include "agent/manager.h"
+#include "ember/v1/instance.pb-c.h"
 #include "agent/rpc_table.h"
 #include "agent/server/server.h"
 #include "common/error.h"
@@ -246,6 +248,26 @@ void srv_image_pull_start(srv_call *c);   /* SRV_SERVER_STREAM, own thread */
 void srv_image_import_start(srv_call *c); /* client stream (SRV_BIDI machinery), own thread */
 
 /* ---- health.c ---- */
+/* network.c: the network parts of InstanceSpec / Instance (instance_net.h). */
+#define SRV_NET_FW_ADDRS 64
+typedef struct srv_net_out {
+  bool set;
+  agent_net_status st;
+  char given_ip[16];
+  char fw_addr[SRV_NET_FW_ADDRS][16];
+  Ember__V1__PortForward *fw;
+  Ember__V1__PortForward **fw_ptrs;
+  Ember__V1__NetworkInterface nic; /* the managed interface as requested */
+  Ember__V1__NetworkStatus status;
+} srv_net_out;
+/* Moves the managed interface (at most one) of `in` out of spec->nics (which
+ * srv__spec_from filled from all of them) into *out; INVALID_ARGUMENT naming
+ * the field on a bad combination. */
+int srv_net_from_request(const Ember__V1__InstanceSpec *in, vmm_spec *spec, agent_net_spec *out,
+                         cmn_error *err);
+void srv_net_out_init(srv_net_out *o, const char *id, const agent_net_spec *s);
+void srv_net_out_fini(srv_net_out *o);
+
 int srv_unary_health_check(srv_server *s, srv_op_probe *probe, const uint8_t *req, size_t len,
                            uint8_t **resp, size_t *rl, cmn_error *err);
 void srv_health_watch_start(srv_call *c);

@@ -149,7 +149,8 @@ int qemu_spawn(const qemu_host *h, vmm_vm *vm, const qemu_launch *l, const char 
   cmn_spawn_opts opts = {.log_path = vm->vmm_log_path,
                          .cwd = vm->dir,
                          .pass_fds = vm->host_fds,
-                         .n_pass_fds = (int)vm->n_host_fds};
+                         .n_pass_fds = (int)vm->n_host_fds,
+                         .netns_path = vm->netns_path};
   int rc = cmn_proc_spawn((const char *const *)argv, &opts, &vm->proc, err);
   qemu_args_free(argv);
   if (rc < 0)

@@ -24,6 +24,8 @@ ember_unit_test(test_status_details ember_server)
 ember_unit_test(test_rpc_table ember_server)
 ember_unit_test(test_wire_check ember_wire_check ember_proto)
 ember_unit_test(test_admission)
+# Managed networks: configuration, allocations, records (agent/instance_net.c).
+ember_unit_test(test_instance_net ${CJSON_LIB})
 # The boot config: host writer (ember_image) and the guest's reader and user
 # resolution (guest/init, compiled for the host).
 ember_unit_test(test_bootcfg ember_image)
