@@ -53,6 +53,8 @@
                 true, "delete")                                                                    \
   EMBER_RPC_ROW(X, EMBER_INSTANCE_SVC, ListHypervisors, srv_unary_list_hypervisors, false,         \
                 AGENT_OP_NONE, false, "hypervisors")                                               \
+  EMBER_RPC_ROW(X, EMBER_INSTANCE_SVC, ListNetworks, srv_unary_list_networks, false,               \
+                AGENT_OP_NONE, false, "networks")                                                  \
   EMBER_RPC_ROW(X, EMBER_IMAGE_SVC, ListImages, srv_unary_image_list, false, AGENT_OP_NONE, false, \
                 "images")                                                                          \
   EMBER_RPC_ROW(X, EMBER_IMAGE_SVC, GetImage, srv_unary_image_get, false, AGENT_OP_NONE, false,    \
