@@ -8,12 +8,15 @@
 
 #include "common/mem.h"
 
+#include <arpa/inet.h>
+#include <ctype.h>
 #include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
 #include <limits.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 
 enum {
@@ -22,6 +25,7 @@ enum {
   OPT_ADDRESS = 'a',
   OPT_HELP = 'h',
   OPT_JSON = 'j',
+  OPT_PUBLISH = 'p',
   OPT_VERSION = 0x100,
   OPT_SPEC,
   OPT_VCPUS,
@@ -49,6 +53,10 @@ enum {
   OPT_WORKDIR,
   OPT_NAME,
   OPT_KIND,
+  OPT_NETWORK,
+  OPT_IP,
+  OPT_MAC,
+  OPT_NETNS,
 };
 
 static const struct option ctl__long_opts[] = {
@@ -85,6 +93,11 @@ static const struct option ctl__long_opts[] = {
     {"workdir", required_argument, NULL, OPT_WORKDIR},
     {"name", required_argument, NULL, OPT_NAME},
     {"kind", required_argument, NULL, OPT_KIND},
+    {"network", required_argument, NULL, OPT_NETWORK},
+    {"ip", required_argument, NULL, OPT_IP},
+    {"mac", required_argument, NULL, OPT_MAC},
+    {"publish", required_argument, NULL, OPT_PUBLISH},
+    {"netns", no_argument, NULL, OPT_NETNS},
     {NULL, 0, NULL, 0},
 };
 
@@ -114,6 +127,11 @@ static const struct {
     {CTL_OPT_PAGE_SIZE, "--page-size"},
     {CTL_OPT_IMAGE, "--image"},
     {CTL_OPT_IMPORT, "--name"},
+    {CTL_OPT_NETWORK, "--network"},
+    {CTL_OPT_IP, "--ip"},
+    {CTL_OPT_MAC, "--mac"},
+    {CTL_OPT_PUBLISH, "--publish"},
+    {CTL_OPT_NETNS, "--netns"},
 };
 
 /* A usage error: exit code CTL_EXIT_USAGE; evaluates to -1. */
@@ -159,6 +177,105 @@ int ctl_parse_duration_ms(const char *s, int64_t *out)
   return 0;
 }
 
+bool ctl_mac_valid(const char *mac)
+{
+  if (strlen(mac) != 17)
+    return false;
+  for (int i = 0; i < 17; i++) {
+    if (i % 3 == 2 ? mac[i] != ':' : !isxdigit((unsigned char)mac[i]))
+      return false;
+  }
+  /* The low bit of the first octet marks a multicast (group) address. */
+  int d = mac[1];
+  int nibble = isdigit(d) ? d - '0' : tolower(d) - 'a' + 10;
+  return (nibble & 1) == 0;
+}
+
+/* A port "1".."65535": digits only (no sign, no spaces). */
+static int ctl__parse_port(const char *s, size_t len, uint16_t *out)
+{
+  if (len == 0 || len > 5)
+    return -1;
+  unsigned v = 0;
+  for (size_t i = 0; i < len; i++) {
+    if (!isdigit((unsigned char)s[i]))
+      return -1;
+    v = v * 10 + (unsigned)(s[i] - '0');
+  }
+  if (v < 1 || v > 65535)
+    return -1;
+  *out = (uint16_t)v;
+  return 0;
+}
+
+int ctl_parse_publish(const char *arg, ctl_publish *out, cmn_error *err)
+{
+  memset(out, 0, sizeof(*out));
+  out->arg = arg;
+  size_t len = strlen(arg);
+  const char *slash = strchr(arg, '/');
+  if (slash != NULL) {
+    const char *proto = slash + 1;
+    if (strcasecmp(proto, "udp") == 0)
+      out->udp = true;
+    else if (strcasecmp(proto, "tcp") != 0)
+      return ctl__usage_err(err, "bad --publish '%s': unknown protocol '%s' (tcp or udp)", arg,
+                            proto);
+    len = (size_t)(slash - arg);
+  }
+  /* GUESTPORT after the last ':', HOSTPORT before it, HOSTADDR before that. */
+  const char *colon = memrchr(arg, ':', len);
+  if (colon == NULL)
+    return ctl__usage_err(err,
+                          "bad --publish '%s': give [HOSTADDR:]HOSTPORT:GUESTPORT[/tcp|/udp], "
+                          "e.g. 8080:80 or 127.0.0.1:5353:53/udp",
+                          arg);
+  const char *guest = colon + 1;
+  size_t guest_len = len - (size_t)(guest - arg);
+  const char *host_colon = memrchr(arg, ':', (size_t)(colon - arg));
+  const char *host = host_colon != NULL ? host_colon + 1 : arg;
+  size_t host_len = (size_t)(colon - host);
+  if (ctl__parse_port(host, host_len, &out->host_port) < 0)
+    return ctl__usage_err(err, "bad --publish '%s': host port '%.*s' is not 1 to 65535", arg,
+                          (int)host_len, host);
+  if (ctl__parse_port(guest, guest_len, &out->guest_port) < 0)
+    return ctl__usage_err(err, "bad --publish '%s': guest port '%.*s' is not 1 to 65535", arg,
+                          (int)guest_len, guest);
+  if (host_colon != NULL) {
+    size_t alen = (size_t)(host_colon - arg);
+    struct in_addr a;
+    if (alen == 0 || alen >= sizeof(out->host_address))
+      return ctl__usage_err(err,
+                            "bad --publish '%s': host address '%.*s' is not an IPv4 address "
+                            "(omit it for any address)",
+                            arg, (int)alen, arg);
+    memcpy(out->host_address, arg, alen);
+    out->host_address[alen] = '\0';
+    if (inet_pton(AF_INET, out->host_address, &a) != 1)
+      return ctl__usage_err(err,
+                            "bad --publish '%s': host address '%s' is not an IPv4 address "
+                            "(omit it for any address)",
+                            arg, out->host_address);
+  }
+  return 0;
+}
+
+/* Two --publish of one protocol and host port whose addresses overlap (the
+ * same, or either one any address): the second could never work. */
+static int ctl__check_publish_clash(const ctl_opts *o, cmn_error *err)
+{
+  for (int i = 0; i < o->n_publish; i++)
+    for (int j = 0; j < i; j++) {
+      const ctl_publish *a = &o->publish[j], *b = &o->publish[i];
+      if (a->udp == b->udp && a->host_port == b->host_port &&
+          (a->host_address[0] == '\0' || b->host_address[0] == '\0' ||
+           strcmp(a->host_address, b->host_address) == 0))
+        return ctl__usage_err(err, "--publish '%s' and '%s' both take host port %u/%s", a->arg,
+                              b->arg, (unsigned)a->host_port, a->udp ? "udp" : "tcp");
+    }
+  return 0;
+}
+
 char *ctl_target_from_socket(const char *socket)
 {
   if (strncmp(socket, "unix:", 5) == 0 || strncmp(socket, "unix-abstract:", 14) == 0)
@@ -193,6 +310,8 @@ void ctl_opts_free(ctl_opts *o)
   free(o->entrypoint);
   free(o->image_args);
   free(o->env);
+  free(o->network);
+  free(o->publish);
   memset(o, 0, sizeof(*o));
 }
 
@@ -215,7 +334,7 @@ int ctl_args_parse(int argc, char **argv, ctl_opts *o, cmn_error *err)
   optind = 0;
   for (;;) {
     int idx = 0;
-    int c = getopt_long(argc, argv, ":t:s:a:hj", ctl__long_opts, &idx);
+    int c = getopt_long(argc, argv, ":t:s:a:hjp:", ctl__long_opts, &idx);
     if (c == -1)
       break;
     const char *arg = optarg;
@@ -333,6 +452,54 @@ int ctl_args_parse(int argc, char **argv, ctl_opts *o, cmn_error *err)
       o->import_kind = arg;
       o->given |= CTL_OPT_IMPORT;
       break;
+    case OPT_NETWORK: {
+      if (o->network != NULL)
+        return ctl__usage_err(err, "--network given twice: an instance has one interface on a "
+                                   "managed network at most (use --tap for more interfaces)");
+      const char *comma = strchr(arg, ',');
+      size_t nl = comma != NULL ? (size_t)(comma - arg) : strlen(arg);
+      if (nl == 0)
+        return ctl__usage_err(err, "bad --network '%s': empty network name (see emberctl networks)",
+                              arg);
+      if (comma != NULL && !ctl_mac_valid(comma + 1))
+        return ctl__usage_err(err,
+                              "bad --network '%s': the MAC after ',' must be a unicast "
+                              "aa:bb:cc:dd:ee:ff",
+                              arg);
+      o->network = cmn_strndup(arg, nl);
+      o->network_mac = comma != NULL ? comma + 1 : NULL;
+      o->given |= CTL_OPT_NETWORK;
+      break;
+    }
+    case OPT_IP: {
+      struct in_addr a;
+      if (inet_pton(AF_INET, arg, &a) != 1)
+        return ctl__usage_err(err,
+                              "bad --ip '%s': an IPv4 address of the network's subnet, e.g. "
+                              "10.77.0.9 (no prefix length)",
+                              arg);
+      o->ip = arg;
+      o->given |= CTL_OPT_IP;
+      break;
+    }
+    case OPT_MAC:
+      if (!ctl_mac_valid(arg))
+        return ctl__usage_err(err, "bad --mac '%s': a unicast MAC address, e.g. 02:00:00:00:00:01",
+                              arg);
+      o->mac = arg;
+      o->given |= CTL_OPT_MAC;
+      break;
+    case OPT_PUBLISH:
+      o->publish = cmn_realloc(o->publish, sizeof(*o->publish) * (size_t)(o->n_publish + 1));
+      if (ctl_parse_publish(arg, &o->publish[o->n_publish], err) < 0)
+        return -1;
+      o->n_publish++;
+      o->given |= CTL_OPT_PUBLISH;
+      break;
+    case OPT_NETNS:
+      o->netns = true;
+      o->given |= CTL_OPT_NETNS;
+      break;
     case OPT_FILTER:
       o->filter = arg;
       o->given |= CTL_OPT_FILTER;
@@ -370,6 +537,12 @@ int ctl_args_parse(int argc, char **argv, ctl_opts *o, cmn_error *err)
     o->args = &argv[optind + 1];
     o->n_args = argc - optind - 1;
   }
+
+  if (o->network_mac != NULL && o->mac != NULL && strcasecmp(o->network_mac, o->mac) != 0)
+    return ctl__usage_err(err, "--network %s,%s and --mac %s name two MACs: give one", o->network,
+                          o->network_mac, o->mac);
+  if (ctl__check_publish_clash(o, err) < 0)
+    return -1;
 
   if (socket != NULL && address != NULL)
     return ctl__usage_err(err, "give --socket or --address, not both");

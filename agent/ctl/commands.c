@@ -254,6 +254,21 @@ static int ctl__run_hypervisors(ctl_rpc *rpc, const ctl_opts *o, FILE *out, cmn_
   return 0;
 }
 
+static int ctl__run_networks(ctl_rpc *rpc, const ctl_opts *o, FILE *out, cmn_error *err)
+{
+  Ember__V1__ListNetworksRequest req = EMBER__V1__LIST_NETWORKS_REQUEST__INIT;
+  ProtobufCMessage *resp = NULL;
+  if (ctl__unary(rpc, "networks", &req.base, &resp, err) < 0)
+    return ctl_fail(err);
+  Ember__V1__ListNetworksResponse *l = (Ember__V1__ListNetworksResponse *)resp;
+  if (o->json)
+    ctl_print_json(out, resp, false);
+  else
+    ctl_print_networks(out, l->networks, l->n_networks);
+  protobuf_c_message_free_unpacked(resp, NULL);
+  return 0;
+}
+
 /* ---- watch ---- */
 
 typedef struct ctl__watch {
@@ -335,7 +350,8 @@ static int ctl__run_health(ctl_rpc *rpc, const ctl_opts *o, FILE *out, cmn_error
 #define CTL_CREATE_OPTS                                                                            \
   (CTL_OPT_SPEC | CTL_OPT_VCPUS | CTL_OPT_MEMORY | CTL_OPT_KERNEL | CTL_OPT_INITRD |               \
    CTL_OPT_CMDLINE | CTL_OPT_DISK | CTL_OPT_TAP | CTL_OPT_VSOCK | CTL_OPT_HYPERVISOR |             \
-   CTL_OPT_START | CTL_OPT_LABEL | CTL_OPT_REQUEST_ID | CTL_OPT_IMAGE)
+   CTL_OPT_START | CTL_OPT_LABEL | CTL_OPT_REQUEST_ID | CTL_OPT_IMAGE | CTL_OPT_NETWORK |          \
+   CTL_OPT_IP | CTL_OPT_MAC | CTL_OPT_PUBLISH | CTL_OPT_NETNS)
 
 #define CTL_ID_HELP "ID is the instance's id or its name.\n"
 
@@ -350,8 +366,12 @@ const ctl_command ctl_commands[] = {
      "  --page-size N   instances per call (1 to 1000, default 1000); all pages are listed\n"
      "With --json: {\"instances\": [Instance, ...]}.\n",
      CTL_OPT_STATE | CTL_OPT_FILTER | CTL_OPT_PAGE_SIZE, 0, 0, ctl__run_list},
-    {"get", "ID", "show one instance", CTL_ID_HELP "With --json: the Instance message.\n", 0, 1, 1,
-     ctl__run_id},
+    {"get", "ID", "show one instance",
+     CTL_ID_HELP "Shows its spec and state and, for an interface on a managed network, how\n"
+                 "emberd attached it: address, gateway, MAC, TAP device, namespace, the\n"
+                 "address the host reaches it at, and the port forwards.\n"
+                 "With --json: the Instance message.\n",
+     0, 1, 1, ctl__run_id},
     {"create", "NAME", "create an instance (Stopped unless --start)",
      "  --hypervisor TYPE    qemu (default), firecracker, cloud-hypervisor\n"
      "  --vcpus N            virtual CPUs (default 1)\n"
@@ -360,7 +380,22 @@ const ctl_command ctl_commands[] = {
      "  --initrd PATH        initial ramdisk\n"
      "  --cmdline STRING     kernel command line\n"
      "  --disk PATH[:ro]     a raw disk image; repeat for more\n"
-     "  --tap NAME[,MAC]     a network interface on host TAP device NAME; repeat for more\n"
+     "  --tap NAME[,MAC]     a network interface on host TAP device NAME (made by you);\n"
+     "                       repeat for more\n"
+     "  --network NAME[,MAC] an interface on network NAME, which emberd manages (see\n"
+     "                       emberctl networks): emberd gives it an address, a MAC, a TAP\n"
+     "                       device and NAT; the guest's first interface; one at most\n"
+     "  --ip ADDR            with --network: the guest's IPv4 address (a free one of the\n"
+     "                       subnet, e.g. 10.77.0.9); default: the lowest free one\n"
+     "  --mac MAC            with --network: the guest's MAC (unicast aa:bb:cc:dd:ee:ff);\n"
+     "                       default: emberd makes one\n"
+     "  -p, --publish [HOSTADDR:]HOSTPORT:GUESTPORT[/tcp|/udp]\n"
+     "                       with --network: forward a host port to a guest port (tcp\n"
+     "                       unless /udp; HOSTADDR: only that local IPv4 address of the\n"
+     "                       host); repeat for more, e.g. -p 8080:80 -p 127.0.0.1:5353:53/udp\n"
+     "  --netns              with --network: run the VMM in a network namespace of its own\n"
+     "                       (the host reaches the guest at the namespace's address, shown\n"
+     "                       by emberctl get as Host address)\n"
      "  --vsock-cid CID      a vsock device with guest context id CID (host side:\n"
      "                       <instance folder>/vsock.sock)\n"
      "  --start              start it at once\n"
@@ -378,7 +413,9 @@ const ctl_command ctl_commands[] = {
      "                       \"name\", \"spec\", \"start\") in the proto3 JSON mapping; flags\n"
      "                       override its fields. Relative paths in the file are taken\n"
      "                       against the file's folder, those of flags against the current\n"
-     "                       one.\n"
+     "                       one. --tap replaces the file's TAP interfaces; --network,\n"
+     "                       --ip, --mac, --publish (all of its forwards) and --netns\n"
+     "                       change the file's interface on a managed network.\n"
      "With --json: the created Instance message.\n",
      CTL_CREATE_OPTS, 0, 1, ctl__run_create},
     {"start", "ID", "boot a stopped instance", CTL_ID_HELP, 0, 1, 1, ctl__run_id},
@@ -408,6 +445,12 @@ const ctl_command ctl_commands[] = {
      CTL_OPT_COUNT, 0, 1, ctl__run_watch},
     {"hypervisors", "", "list hypervisor types and their capabilities",
      "With --json: {\"hypervisors\": [Hypervisor, ...]}.\n", 0, 0, 0, ctl__run_hypervisors},
+    {"networks", "", "list the networks emberd manages (create --network NAME)",
+     "Prints one row per network: its subnet, gateway, bridge, whether traffic leaving it\n"
+     "is NATed, whether its instances are isolated from each other, and how many of its\n"
+     "addresses instances hold.\n"
+     "With --json: {\"networks\": [Network, ...]}.\n",
+     0, 0, 0, ctl__run_networks},
     {"health", "[SERVICE]", "check grpc.health.v1 (exit 0 when SERVING)",
      "Calls /grpc.health.v1.Health/Check for SERVICE (default: the whole server) and\n"
      "prints the serving status. Exits 0 when SERVING, 14 (UNAVAILABLE) otherwise: fit\n"

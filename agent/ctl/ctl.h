@@ -44,9 +44,23 @@ enum ctl_opt_bit {
   CTL_OPT_GRACE = 1u << 16,
   CTL_OPT_ALLOW_MISSING = 1u << 17,
   CTL_OPT_PAGE_SIZE = 1u << 18,
-  CTL_OPT_IMAGE = 1u << 19,  /* create --image and its overrides */
-  CTL_OPT_IMPORT = 1u << 20, /* import --name, --kind */
+  CTL_OPT_IMAGE = 1u << 19,   /* create --image and its overrides */
+  CTL_OPT_IMPORT = 1u << 20,  /* import --name, --kind */
+  CTL_OPT_NETWORK = 1u << 21, /* create --network */
+  CTL_OPT_IP = 1u << 22,
+  CTL_OPT_MAC = 1u << 23,
+  CTL_OPT_PUBLISH = 1u << 24,
+  CTL_OPT_NETNS = 1u << 25,
 };
+
+/* One --publish [HOSTADDR:]HOSTPORT:GUESTPORT[/tcp|/udp], parsed. */
+typedef struct ctl_publish {
+  const char *arg;       /* as given (an argv pointer), for messages */
+  char host_address[16]; /* dotted IPv4; "" for any address */
+  uint16_t host_port;    /* 1 to 65535 */
+  uint16_t guest_port;   /* 1 to 65535 */
+  bool udp;              /* false: tcp (the default) */
+} ctl_publish;
 
 typedef struct ctl_opts {
   const char *command; /* NULL: none given */
@@ -76,6 +90,14 @@ typedef struct ctl_opts {
   const char **labels; /* "KEY=VALUE", owned array of argv pointers */
   int n_labels;
   const char *request_id;
+  /* create: the interface on a network emberd manages */
+  char *network;           /* --network NAME[,MAC]: NAME, owned; NULL: not given */
+  const char *network_mac; /* the MAC of --network NAME,MAC (argv pointer) */
+  const char *ip;          /* --ip ADDR */
+  const char *mac;         /* --mac MAC */
+  ctl_publish *publish;    /* --publish, repeatable; owned array */
+  int n_publish;
+  bool netns; /* --netns */
   /* list */
   const char *state;
   const char *filter;
@@ -140,6 +162,14 @@ char *ctl_default_target(void);
 /* "unix:PATH" for a socket path; a string that already names a unix target
  * ("unix:...", "unix-abstract:...") is returned as a copy. */
 char *ctl_target_from_socket(const char *socket);
+/* Parses "[HOSTADDR:]HOSTPORT:GUESTPORT[/tcp|/udp]" (docker's --publish):
+ * ports 1 to 65535, HOSTADDR a dotted IPv4 address, the protocol tcp
+ * (default) or udp in any case. Returns 0, or -1 with err->code
+ * CTL_EXIT_USAGE and a message naming --publish and the bad part. */
+int ctl_parse_publish(const char *arg, ctl_publish *out, cmn_error *err);
+/* "aa:bb:cc:dd:ee:ff" (hex digits in any case) of a unicast address (the
+ * first octet's low bit clear). */
+bool ctl_mac_valid(const char *mac);
 /* Parses "30", "30s", "500ms", "2m", "1h"; returns -1 on a malformed value. */
 int ctl_parse_duration_ms(const char *s, int64_t *out);
 

@@ -361,6 +361,445 @@ static void test_disk_tap(void)
   CU_ASSERT_EQUAL(ctl_spec_parse_tap("tap0,", &n, &err), -1);
 }
 
+static void test_publish_parse(void)
+{
+  ctl_publish p;
+  cmn_error err = {0};
+  CU_ASSERT_EQUAL(ctl_parse_publish("8080:80", &p, &err), 0);
+  CU_ASSERT_EQUAL(p.host_port, 8080);
+  CU_ASSERT_EQUAL(p.guest_port, 80);
+  CU_ASSERT(!p.udp);
+  CU_ASSERT_STRING_EQUAL(p.host_address, "");
+  CU_ASSERT_EQUAL(ctl_parse_publish("127.0.0.1:5353:53/udp", &p, &err), 0);
+  CU_ASSERT_STRING_EQUAL(p.host_address, "127.0.0.1");
+  CU_ASSERT_EQUAL(p.host_port, 5353);
+  CU_ASSERT_EQUAL(p.guest_port, 53);
+  CU_ASSERT(p.udp);
+  CU_ASSERT_EQUAL(ctl_parse_publish("1:65535/TCP", &p, &err), 0);
+  CU_ASSERT_EQUAL(p.host_port, 1);
+  CU_ASSERT_EQUAL(p.guest_port, 65535);
+  CU_ASSERT(!p.udp);
+
+  /* Each bad form is a usage error whose message names --publish and the
+   * part at fault. */
+  static const struct {
+    const char *arg, *says;
+  } bad[] = {
+      {"0:80", "host port '0'"},
+      {"8080:0", "guest port '0'"},
+      {"65536:80", "host port '65536'"},
+      {"8080:99999", "guest port '99999'"},
+      {"8080:80/sctp", "unknown protocol 'sctp'"},
+      {"8080:80/", "unknown protocol ''"},
+      {"80", "HOSTPORT:GUESTPORT"},
+      {"", "HOSTPORT:GUESTPORT"},
+      {":80", "host port ''"},
+      {"8080:", "guest port ''"},
+      {"-1:80", "host port '-1'"},
+      {"8000-8010:80", "host port '8000-8010'"},
+      {" 80:80", "host port ' 80'"},
+      {"1.2.3:80:80", "host address '1.2.3'"},
+      {"::80", "host port ''"},
+      {":8080:80", "host address ''"},
+      {"localhost:8080:80", "host address 'localhost'"},
+      {"[::1]:8080:80", "host address '[::1]'"},
+  };
+  for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+    memset(&err, 0, sizeof(err));
+    CU_ASSERT_EQUAL(ctl_parse_publish(bad[i].arg, &p, &err), -1);
+    CU_ASSERT_EQUAL(err.code, CTL_EXIT_USAGE);
+    CU_ASSERT_PTR_NOT_NULL(strstr(err.msg, "--publish"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(err.msg, bad[i].says));
+    if (strstr(err.msg, bad[i].says) == NULL)
+      fprintf(stderr, "'%s': %s\n", bad[i].arg, err.msg);
+  }
+}
+
+static void test_mac_valid(void)
+{
+  CU_ASSERT(ctl_mac_valid("02:00:00:00:00:01"));
+  CU_ASSERT(ctl_mac_valid("aa:BB:cc:dd:ee:ff"));
+  CU_ASSERT(!ctl_mac_valid("01:00:5e:00:00:01")); /* multicast */
+  CU_ASSERT(!ctl_mac_valid("ff:ff:ff:ff:ff:ff")); /* broadcast */
+  CU_ASSERT(!ctl_mac_valid("02:00:00:00:00"));
+  CU_ASSERT(!ctl_mac_valid("02-00-00-00-00-01"));
+  CU_ASSERT(!ctl_mac_valid("02:00:00:00:00:0g"));
+  CU_ASSERT(!ctl_mac_valid("02:00:00:00:00:011"));
+  CU_ASSERT(!ctl_mac_valid(""));
+}
+
+/* The command line of the network flags, and what it is refused for. */
+static void test_network_args(void)
+{
+  ctl_opts o;
+  cmn_error err;
+  const char *w[] = {"create",  "vm",        "--network", "default",
+                     "--ip",    "10.77.0.9", "--mac",     "02:00:00:00:00:09",
+                     "-p",      "8080:80",   "--publish", "127.0.0.1:53:53/udp",
+                     "--netns", NULL};
+  CU_ASSERT_EQUAL_FATAL(parse(&o, &err, w), 0);
+  CU_ASSERT_STRING_EQUAL(o.network, "default");
+  CU_ASSERT_PTR_NULL(o.network_mac);
+  CU_ASSERT_STRING_EQUAL(o.ip, "10.77.0.9");
+  CU_ASSERT_STRING_EQUAL(o.mac, "02:00:00:00:00:09");
+  CU_ASSERT_EQUAL_FATAL(o.n_publish, 2);
+  CU_ASSERT_EQUAL(o.publish[0].host_port, 8080);
+  CU_ASSERT(o.publish[1].udp);
+  CU_ASSERT(o.netns);
+  ctl_opts_free(&o);
+
+  /* --network NAME,MAC like --tap NAME,MAC; the same MAC again is fine. */
+  const char *w2[] = {
+      "create", "vm", "--network", "lab,02:AA:00:00:00:01", "--mac", "02:aa:00:00:00:01", NULL};
+  CU_ASSERT_EQUAL_FATAL(parse(&o, &err, w2), 0);
+  CU_ASSERT_STRING_EQUAL(o.network, "lab");
+  CU_ASSERT_STRING_EQUAL(o.network_mac, "02:AA:00:00:00:01");
+  ctl_opts_free(&o);
+
+  static const struct {
+    const char *words[8];
+    const char *says;
+  } bad[] = {
+      {{"create", "vm", "--network", "a", "--network", "b", NULL}, "--network given twice"},
+      {{"create", "vm", "--network", "", NULL}, "empty network name"},
+      {{"create", "vm", "--network", ",02:00:00:00:00:01", NULL}, "empty network name"},
+      {{"create", "vm", "--network", "a,xx", NULL}, "bad --network 'a,xx'"},
+      {{"create", "vm", "--network", "a,02:00:00:00:00:01", "--mac", "02:00:00:00:00:02", NULL},
+       "two MACs"},
+      {{"create", "vm", "--network", "a", "--ip", "10.77.0.9/16", NULL}, "bad --ip"},
+      {{"create", "vm", "--network", "a", "--ip", "10.77.0", NULL}, "bad --ip"},
+      {{"create", "vm", "--network", "a", "--ip", "fd00::1", NULL}, "bad --ip"},
+      {{"create", "vm", "--network", "a", "--mac", "01:00:00:00:00:01", NULL}, "bad --mac"},
+      {{"create", "vm", "--network", "a", "-p", "0:80", NULL}, "bad --publish '0:80'"},
+      {{"create", "vm", "-p", "80:80", "-p", "80:8080", NULL}, "both take host port 80/tcp"},
+      {{"create", "vm", "-p", "80:80", "-p", "10.0.0.1:80:8080", NULL}, "both take host port"},
+      {{"get", "vm", "--network", "a", NULL}, "--network is not an option of 'get'"},
+      {{"list", "-p", "80:80", NULL}, "--publish is not an option of 'list'"},
+      {{"get", "vm", "--netns", NULL}, "--netns is not an option of 'get'"},
+      {{"networks", "extra", NULL}, "usage: emberctl networks"},
+  };
+  for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+    CU_ASSERT_EQUAL(parse(&o, &err, bad[i].words), -1);
+    CU_ASSERT_EQUAL(err.code, CTL_EXIT_USAGE);
+    CU_ASSERT_PTR_NOT_NULL(strstr(err.msg, bad[i].says));
+    if (strstr(err.msg, bad[i].says) == NULL)
+      fprintf(stderr, "case %zu: %s\n", i, err.msg);
+    ctl_opts_free(&o);
+  }
+  /* One port per protocol: tcp and udp of one port may both be forwarded, and
+   * two addresses of the host may each forward the port. */
+  const char *ok[] = {
+      "create",         "vm", "-p", "53:53", "-p", "53:53/udp", "-p", "10.0.0.1:80:80", "-p",
+      "10.0.0.2:80:80", NULL};
+  CU_ASSERT_EQUAL(parse(&o, &err, ok), 0);
+  CU_ASSERT_EQUAL(o.n_publish, 4);
+  ctl_opts_free(&o);
+  const char *nets[] = {"--json", "networks", NULL};
+  CU_ASSERT_EQUAL(parse(&o, &err, nets), 0);
+  CU_ASSERT_STRING_EQUAL(o.command, "networks");
+  ctl_opts_free(&o);
+}
+
+/* Builds the request of `create WORDS...`; NULL (err set) when refused. */
+static Ember__V1__CreateInstanceRequest *build(const char *const *words, cmn_error *err)
+{
+  ctl_opts o;
+  Ember__V1__CreateInstanceRequest *req = NULL;
+  CU_ASSERT_EQUAL_FATAL(parse(&o, err, words), 0);
+  if (ctl_spec_build(&o, o.n_args > 0 ? o.args[0] : NULL, &req, err) < 0)
+    req = NULL;
+  ctl_opts_free(&o);
+  return req;
+}
+
+static void test_network_request(void)
+{
+  cmn_error err;
+  /* Every flag lands in the request; the managed interface comes first. */
+  const char *w[] = {"create",  "vm",        "--kernel",  "/k",
+                     "--tap",   "tap9",      "--network", "default",
+                     "--ip",    "10.77.0.9", "--mac",     "02:00:00:00:00:09",
+                     "-p",      "8080:80",   "--publish", "127.0.0.1:5353:53/UDP",
+                     "--netns", NULL};
+  ctl_opts o;
+  Ember__V1__CreateInstanceRequest *req = NULL;
+  CU_ASSERT_EQUAL_FATAL(parse(&o, &err, w), 0);
+  CU_ASSERT_EQUAL_FATAL(ctl_spec_build(&o, "vm", &req, &err), 0);
+  ctl_opts_free(&o);
+  Ember__V1__InstanceSpec *s = req->spec;
+  CU_ASSERT(s->network_namespace);
+  CU_ASSERT_EQUAL_FATAL(s->n_network_interfaces, 2);
+  Ember__V1__NetworkInterface *ni = s->network_interfaces[0];
+  CU_ASSERT_STRING_EQUAL(ni->network, "default");
+  CU_ASSERT_STRING_EQUAL(ni->tap_device, "");
+  CU_ASSERT_STRING_EQUAL(ni->ipv4_address, "10.77.0.9");
+  CU_ASSERT_STRING_EQUAL(ni->mac_address, "02:00:00:00:00:09");
+  CU_ASSERT_EQUAL_FATAL(ni->n_port_forwards, 2);
+  CU_ASSERT_EQUAL(ni->port_forwards[0]->protocol, EMBER__V1__PROTOCOL__PROTOCOL_TCP);
+  CU_ASSERT_EQUAL(ni->port_forwards[0]->host_port, 8080);
+  CU_ASSERT_EQUAL(ni->port_forwards[0]->guest_port, 80);
+  CU_ASSERT_STRING_EQUAL(ni->port_forwards[0]->host_address, "");
+  CU_ASSERT_EQUAL(ni->port_forwards[1]->protocol, EMBER__V1__PROTOCOL__PROTOCOL_UDP);
+  CU_ASSERT_EQUAL(ni->port_forwards[1]->host_port, 5353);
+  CU_ASSERT_EQUAL(ni->port_forwards[1]->guest_port, 53);
+  CU_ASSERT_STRING_EQUAL(ni->port_forwards[1]->host_address, "127.0.0.1");
+  CU_ASSERT_STRING_EQUAL(s->network_interfaces[1]->tap_device, "tap9");
+  CU_ASSERT_STRING_EQUAL(s->network_interfaces[1]->network, "");
+  /* It packs and unpacks as the proto says. */
+  size_t len = protobuf_c_message_get_packed_size(&req->base);
+  uint8_t *buf = cmn_malloc(len);
+  protobuf_c_message_pack(&req->base, buf);
+  Ember__V1__CreateInstanceRequest *back =
+      ember__v1__create_instance_request__unpack(NULL, len, buf);
+  CU_ASSERT_PTR_NOT_NULL_FATAL(back);
+  CU_ASSERT_STRING_EQUAL(back->spec->network_interfaces[0]->port_forwards[1]->host_address,
+                         "127.0.0.1");
+  CU_ASSERT(back->spec->network_namespace);
+  ember__v1__create_instance_request__free_unpacked(back, NULL);
+  free(buf);
+  protobuf_c_message_free_unpacked(&req->base, NULL);
+
+  /* --network NAME,MAC gives the MAC; nothing else set stays empty. */
+  const char *w2[] = {"create", "vm", "--kernel", "/k", "--network", "lab,02:00:00:00:00:0a", NULL};
+  req = build(w2, &err);
+  CU_ASSERT_PTR_NOT_NULL_FATAL(req);
+  CU_ASSERT_EQUAL_FATAL(req->spec->n_network_interfaces, 1);
+  CU_ASSERT_STRING_EQUAL(req->spec->network_interfaces[0]->network, "lab");
+  CU_ASSERT_STRING_EQUAL(req->spec->network_interfaces[0]->mac_address, "02:00:00:00:00:0a");
+  CU_ASSERT_STRING_EQUAL(req->spec->network_interfaces[0]->ipv4_address, "");
+  CU_ASSERT_EQUAL(req->spec->network_interfaces[0]->n_port_forwards, 0);
+  CU_ASSERT(!req->spec->network_namespace);
+  protobuf_c_message_free_unpacked(&req->base, NULL);
+
+  /* The flags that need --network name it, and say what to do. */
+  static const struct {
+    const char *words[8];
+    const char *says;
+  } bad[] = {
+      {{"create", "vm", "-p", "80:80", NULL}, "--publish needs --network NAME"},
+      {{"create", "vm", "--ip", "10.0.0.2", NULL}, "--ip needs --network NAME"},
+      {{"create", "vm", "--mac", "02:00:00:00:00:01", NULL}, "--tap NAME,MAC"},
+      {{"create", "vm", "--netns", NULL}, "--netns needs --network NAME"},
+      {{"create", "vm", "--tap", "t0", "-p", "80:80", NULL}, "--publish needs --network"},
+      {{"create", "vm", "--tap", "t0,0x", NULL}, "--tap 't0,0x'"},
+  };
+  for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+    CU_ASSERT_PTR_NULL(build(bad[i].words, &err));
+    CU_ASSERT_EQUAL(err.code, CMN_INVALID_ARGUMENT);
+    CU_ASSERT_PTR_NOT_NULL(strstr(err.msg, bad[i].says));
+    if (strstr(err.msg, bad[i].says) == NULL)
+      fprintf(stderr, "case %zu: %s\n", i, err.msg);
+  }
+}
+
+/* --spec FILE with a managed interface: the flags change it field by field,
+ * --publish replaces its forwards, --tap replaces only the TAP interfaces. */
+static void test_network_spec_merge(void)
+{
+  char dir[] = "/tmp/ctl_test.XXXXXX";
+  CU_ASSERT_PTR_NOT_NULL_FATAL(mkdtemp(dir));
+  char *file = cmn_asprintf("%s/vm.json", dir);
+  FILE *f = fopen(file, "w");
+  CU_ASSERT_PTR_NOT_NULL_FATAL(f);
+  fputs("{\"name\": \"n\", \"spec\": {\"kernelPath\": \"/k\", \"networkNamespace\": true,"
+        " \"networkInterfaces\": [{\"tapDevice\": \"old0\"},"
+        " {\"network\": \"default\", \"ipv4Address\": \"10.77.0.5\","
+        "  \"portForwards\": [{\"protocol\": \"PROTOCOL_UDP\", \"hostPort\": 53,"
+        " \"guestPort\": 53}]}]}}",
+        f);
+  fclose(f);
+  cmn_error err;
+
+  /* No network flag: the file's interfaces as they are. */
+  const char *w0[] = {"create", "--spec", file, NULL};
+  Ember__V1__CreateInstanceRequest *req = build(w0, &err);
+  CU_ASSERT_PTR_NOT_NULL_FATAL(req);
+  CU_ASSERT_EQUAL_FATAL(req->spec->n_network_interfaces, 2);
+  CU_ASSERT_STRING_EQUAL(req->spec->network_interfaces[0]->tap_device, "old0");
+  CU_ASSERT_EQUAL_FATAL(req->spec->network_interfaces[1]->n_port_forwards, 1);
+  CU_ASSERT_EQUAL(req->spec->network_interfaces[1]->port_forwards[0]->protocol,
+                  EMBER__V1__PROTOCOL__PROTOCOL_UDP);
+  CU_ASSERT(req->spec->network_namespace);
+  protobuf_c_message_free_unpacked(&req->base, NULL);
+
+  /* --ip and --publish without --network change the file's managed one. */
+  const char *w1[] = {"create", "--spec", file, "--ip", "10.77.0.6", "-p", "8080:80", NULL};
+  req = build(w1, &err);
+  CU_ASSERT_PTR_NOT_NULL_FATAL(req);
+  CU_ASSERT_EQUAL_FATAL(req->spec->n_network_interfaces, 2);
+  Ember__V1__NetworkInterface *ni = req->spec->network_interfaces[1];
+  CU_ASSERT_STRING_EQUAL(ni->network, "default");
+  CU_ASSERT_STRING_EQUAL(ni->ipv4_address, "10.77.0.6");
+  CU_ASSERT_EQUAL_FATAL(ni->n_port_forwards, 1);
+  CU_ASSERT_EQUAL(ni->port_forwards[0]->protocol, EMBER__V1__PROTOCOL__PROTOCOL_TCP);
+  CU_ASSERT_EQUAL(ni->port_forwards[0]->host_port, 8080);
+  protobuf_c_message_free_unpacked(&req->base, NULL);
+
+  /* --network renames it and keeps its other fields; --tap replaces old0. */
+  const char *w2[] = {"create",    "--spec", file,
+                      "--network", "lab",    "--tap",
+                      "new0",      "--tap",  "new1,02:00:00:00:00:01",
+                      NULL};
+  req = build(w2, &err);
+  CU_ASSERT_PTR_NOT_NULL_FATAL(req);
+  CU_ASSERT_EQUAL_FATAL(req->spec->n_network_interfaces, 3);
+  CU_ASSERT_STRING_EQUAL(req->spec->network_interfaces[0]->network, "lab");
+  CU_ASSERT_STRING_EQUAL(req->spec->network_interfaces[0]->ipv4_address, "10.77.0.5");
+  CU_ASSERT_EQUAL(req->spec->network_interfaces[0]->n_port_forwards, 1);
+  CU_ASSERT_STRING_EQUAL(req->spec->network_interfaces[1]->tap_device, "new0");
+  CU_ASSERT_STRING_EQUAL(req->spec->network_interfaces[2]->tap_device, "new1");
+  CU_ASSERT_STRING_EQUAL(req->spec->network_interfaces[2]->mac_address, "02:00:00:00:00:01");
+  protobuf_c_message_free_unpacked(&req->base, NULL);
+
+  /* A file without a managed interface: --publish is refused, naming it. */
+  f = fopen(file, "w");
+  CU_ASSERT_PTR_NOT_NULL_FATAL(f);
+  fputs("{\"name\": \"n\", \"spec\": {\"networkInterfaces\": [{\"tapDevice\": \"t\"}]}}", f);
+  fclose(f);
+  const char *w3[] = {"create", "--spec", file, "-p", "80:80", NULL};
+  CU_ASSERT_PTR_NULL(build(w3, &err));
+  CU_ASSERT_EQUAL(err.code, CMN_INVALID_ARGUMENT);
+  CU_ASSERT_PTR_NOT_NULL(strstr(err.msg, "--publish needs --network"));
+  /* ... and --network adds one, first, keeping the file's TAP. */
+  const char *w4[] = {"create", "--spec", file, "--network", "default", "-p", "80:80", NULL};
+  req = build(w4, &err);
+  CU_ASSERT_PTR_NOT_NULL_FATAL(req);
+  CU_ASSERT_EQUAL_FATAL(req->spec->n_network_interfaces, 2);
+  CU_ASSERT_STRING_EQUAL(req->spec->network_interfaces[0]->network, "default");
+  CU_ASSERT_EQUAL(req->spec->network_interfaces[0]->n_port_forwards, 1);
+  CU_ASSERT_STRING_EQUAL(req->spec->network_interfaces[1]->tap_device, "t");
+  protobuf_c_message_free_unpacked(&req->base, NULL);
+
+  unlink(file);
+  rmdir(dir);
+  free(file);
+}
+
+/* Runs fn(f, arg) into a string. */
+static char *capture(void (*fn)(FILE *, const void *), const void *arg)
+{
+  char *text = NULL;
+  size_t len = 0;
+  FILE *m = open_memstream(&text, &len);
+  fn(m, arg);
+  fclose(m);
+  return text;
+}
+
+static void print_instance(FILE *f, const void *in) { ctl_print_instance(f, in); }
+
+static void print_two_networks(FILE *f, const void *v)
+{
+  ctl_print_networks(f, (Ember__V1__Network *const *)v, 2);
+}
+
+static void test_network_output(void)
+{
+  char buf[80];
+  Ember__V1__PortForward tcp = EMBER__V1__PORT_FORWARD__INIT;
+  tcp.protocol = EMBER__V1__PROTOCOL__PROTOCOL_TCP;
+  tcp.host_port = 8080;
+  tcp.guest_port = 80;
+  Ember__V1__PortForward udp = EMBER__V1__PORT_FORWARD__INIT;
+  udp.protocol = EMBER__V1__PROTOCOL__PROTOCOL_UDP;
+  udp.host_port = 5353;
+  udp.guest_port = 53;
+  udp.host_address = (char[]){"127.0.0.1"};
+  ctl_fmt_forward(buf, sizeof(buf), &tcp);
+  CU_ASSERT_STRING_EQUAL(buf, "8080:80/tcp");
+  ctl_fmt_forward(buf, sizeof(buf), &udp);
+  CU_ASSERT_STRING_EQUAL(buf, "127.0.0.1:5353:53/udp");
+  /* What ctl_fmt_forward prints, --publish reads back. */
+  ctl_publish p;
+  cmn_error err = {0};
+  CU_ASSERT_EQUAL(ctl_parse_publish(buf, &p, &err), 0);
+  CU_ASSERT(p.udp && p.host_port == 5353 && p.guest_port == 53);
+
+  Ember__V1__PortForward *fwds[] = {&tcp, &udp};
+  Ember__V1__NetworkInterface ni = EMBER__V1__NETWORK_INTERFACE__INIT;
+  ni.network = (char[]){"default"};
+  ni.ipv4_address = (char[]){"10.77.0.9"};
+  ni.port_forwards = fwds;
+  ni.n_port_forwards = 2;
+  Ember__V1__NetworkInterface tap = EMBER__V1__NETWORK_INTERFACE__INIT;
+  tap.tap_device = (char[]){"tap0"};
+  tap.mac_address = (char[]){"02:00:00:00:00:01"};
+  Ember__V1__NetworkInterface *nics[] = {&ni, &tap};
+  Ember__V1__InstanceSpec s = EMBER__V1__INSTANCE_SPEC__INIT;
+  s.hypervisor = (char[]){"qemu"};
+  s.network_interfaces = nics;
+  s.n_network_interfaces = 2;
+  s.network_namespace = 1;
+  Ember__V1__NetworkStatus ns = EMBER__V1__NETWORK_STATUS__INIT;
+  ns.network = (char[]){"default"};
+  ns.ipv4_address = (char[]){"10.77.0.9/16"};
+  ns.gateway = (char[]){"10.77.0.1"};
+  ns.mac_address = (char[]){"02:e0:00:00:00:09"};
+  ns.tap_device = (char[]){"em-tap9"};
+  ns.namespace_ = (char[]){"ember-vm"};
+  ns.host_address = (char[]){"10.200.0.2"};
+  ns.port_forwards = fwds;
+  ns.n_port_forwards = 2;
+  Ember__V1__Instance in = EMBER__V1__INSTANCE__INIT;
+  in.name = (char[]){"vm"};
+  in.id = (char[]){"i-1"};
+  in.spec = &s;
+  in.network = &ns;
+  char *text = capture(print_instance, &in);
+  static const char *const want[] = {
+      "Net 0         network default ip 10.77.0.9 publish 8080:80/tcp,127.0.0.1:5353:53/udp\n",
+      "Net 1         tap tap0 mac 02:00:00:00:00:01\n",
+      "Net namespace: yes\n",
+      "Network:       default\n",
+      "Address:       10.77.0.9/16\n",
+      "Gateway:       10.77.0.1\n",
+      "MAC:           02:e0:00:00:00:09\n",
+      "TAP:           em-tap9\n",
+      "Namespace:     ember-vm\n",
+      "Host address:  10.200.0.2\n",
+      "Forward:       8080:80/tcp\nForward:       127.0.0.1:5353:53/udp\n",
+  };
+  for (size_t i = 0; i < sizeof(want) / sizeof(want[0]); i++) {
+    CU_ASSERT_PTR_NOT_NULL(strstr(text, want[i]));
+    if (strstr(text, want[i]) == NULL)
+      fprintf(stderr, "missing %s in:\n%s", want[i], text);
+  }
+  free(text);
+  /* No network: no network lines. */
+  in.network = NULL;
+  s.network_namespace = 0;
+  s.n_network_interfaces = 0;
+  text = capture(print_instance, &in);
+  CU_ASSERT_PTR_NULL(strstr(text, "Net"));
+  CU_ASSERT_PTR_NULL(strstr(text, "Address"));
+  free(text);
+
+  Ember__V1__Network a = EMBER__V1__NETWORK__INIT;
+  a.name = (char[]){"default"};
+  a.subnet = (char[]){"10.77.0.0/16"};
+  a.gateway = (char[]){"10.77.0.1"};
+  a.bridge = (char[]){"ember0"};
+  a.nat = 1;
+  a.addresses_used = 3;
+  a.addresses_total = 65533;
+  Ember__V1__Network b = EMBER__V1__NETWORK__INIT;
+  b.name = (char[]){"lab"};
+  b.subnet = (char[]){"192.168.50.0/24"};
+  b.gateway = (char[]){"192.168.50.1"};
+  b.bridge = (char[]){"ember-lab"};
+  b.isolated = 1;
+  b.addresses_total = 253;
+  Ember__V1__Network *nets[] = {&a, &b};
+  text = capture(print_two_networks, nets);
+  CU_ASSERT_STRING_EQUAL(text, "NAME     SUBNET           GATEWAY       BRIDGE     NAT  ISOLATED  "
+                               "USED/TOTAL\n"
+                               "default  10.77.0.0/16     10.77.0.1     ember0     yes  no        "
+                               "3/65533\n"
+                               "lab      192.168.50.0/24  192.168.50.1  ember-lab  no   yes       "
+                               "0/253\n");
+  free(text);
+}
+
 static void test_output(void)
 {
   char buf[64];
@@ -419,6 +858,12 @@ int main(void)
   CU_add_test(s, "spec_build", test_spec_build);
   CU_add_test(s, "disk_tap", test_disk_tap);
   CU_add_test(s, "output", test_output);
+  CU_add_test(s, "publish_parse", test_publish_parse);
+  CU_add_test(s, "mac_valid", test_mac_valid);
+  CU_add_test(s, "network_args", test_network_args);
+  CU_add_test(s, "network_request", test_network_request);
+  CU_add_test(s, "network_spec_merge", test_network_spec_merge);
+  CU_add_test(s, "network_output", test_network_output);
   CU_basic_set_mode(CU_BRM_VERBOSE);
   CU_basic_run_tests();
   unsigned failed = CU_get_number_of_failures();

@@ -205,6 +205,62 @@ static int64_t ctl__dur_us(const Google__Protobuf__Duration *d)
   return d != NULL ? d->seconds * 1000000 + d->nanos / 1000 : 0;
 }
 
+static bool ctl__set(const char *s) { return s != NULL && s[0] != '\0'; }
+
+void ctl_fmt_forward(char *buf, size_t n, const Ember__V1__PortForward *pf)
+{
+  const char *proto = pf->protocol == EMBER__V1__PROTOCOL__PROTOCOL_TCP   ? "tcp"
+                      : pf->protocol == EMBER__V1__PROTOCOL__PROTOCOL_UDP ? "udp"
+                                                                          : "?";
+  snprintf(buf, n, "%s%s%" PRIu32 ":%" PRIu32 "/%s",
+           ctl__set(pf->host_address) ? pf->host_address : "",
+           ctl__set(pf->host_address) ? ":" : "", pf->host_port, pf->guest_port, proto);
+}
+
+/* One interface of the spec: "tap NAME [mac MAC]", or "network NAME [ip
+ * ADDR] [mac MAC] [publish FWD,...]". */
+static void ctl__print_nic(FILE *f, size_t i, const Ember__V1__NetworkInterface *ni)
+{
+  char fwd[80];
+  fprintf(f, "Net %-9zu ", i);
+  if (ctl__set(ni->network)) {
+    fprintf(f, "network %s", ni->network);
+    if (ctl__set(ni->ipv4_address))
+      fprintf(f, " ip %s", ni->ipv4_address);
+  } else {
+    fprintf(f, "tap %s", ni->tap_device);
+  }
+  if (ctl__set(ni->mac_address))
+    fprintf(f, " mac %s", ni->mac_address);
+  for (size_t k = 0; k < ni->n_port_forwards; k++) {
+    ctl_fmt_forward(fwd, sizeof(fwd), ni->port_forwards[k]);
+    fprintf(f, "%s%s", k == 0 ? " publish " : ",", fwd);
+  }
+  fputc('\n', f);
+}
+
+/* The NetworkStatus: how emberd attached the instance. */
+static void ctl__print_net_status(FILE *f, const Ember__V1__NetworkStatus *ns)
+{
+  char fwd[80];
+  fprintf(f, "Network:       %s\n", ns->network);
+  if (ctl__set(ns->ipv4_address))
+    fprintf(f, "Address:       %s\n", ns->ipv4_address);
+  if (ctl__set(ns->gateway))
+    fprintf(f, "Gateway:       %s\n", ns->gateway);
+  if (ctl__set(ns->mac_address))
+    fprintf(f, "MAC:           %s\n", ns->mac_address);
+  if (ctl__set(ns->tap_device))
+    fprintf(f, "TAP:           %s\n", ns->tap_device);
+  fprintf(f, "Namespace:     %s\n", ctl__set(ns->namespace_) ? ns->namespace_ : "none");
+  if (ctl__set(ns->host_address))
+    fprintf(f, "Host address:  %s\n", ns->host_address);
+  for (size_t k = 0; k < ns->n_port_forwards; k++) {
+    ctl_fmt_forward(fwd, sizeof(fwd), ns->port_forwards[k]);
+    fprintf(f, "Forward:       %s\n", fwd);
+  }
+}
+
 void ctl_print_instance(FILE *f, const Ember__V1__Instance *in)
 {
   char buf[64];
@@ -227,14 +283,15 @@ void ctl_print_instance(FILE *f, const Ember__V1__Instance *in)
     for (size_t i = 0; i < s->n_disks; i++)
       fprintf(f, "Disk %-8zu %s%s\n", i, s->disks[i]->path,
               s->disks[i]->read_only ? " (read-only)" : "");
-    for (size_t i = 0; i < s->n_network_interfaces; i++) {
-      const Ember__V1__NetworkInterface *ni = s->network_interfaces[i];
-      fprintf(f, "Net %-9zu tap %s%s%s\n", i, ni->tap_device,
-              ni->mac_address[0] != '\0' ? " mac " : "", ni->mac_address);
-    }
+    for (size_t i = 0; i < s->n_network_interfaces; i++)
+      ctl__print_nic(f, i, s->network_interfaces[i]);
+    if (s->network_namespace)
+      fprintf(f, "Net namespace: yes\n");
     if (s->vsock != NULL)
       fprintf(f, "Vsock:         cid %" PRIu32 "\n", s->vsock->guest_cid);
   }
+  if (in->network != NULL)
+    ctl__print_net_status(f, in->network);
   if (in->vmm_pid > 0)
     fprintf(f, "VMM PID:       %" PRId32 "\n", in->vmm_pid);
   fprintf(f, "Snapshot:      %s\n",
@@ -272,6 +329,28 @@ void ctl_print_hypervisors(FILE *f, Ember__V1__Hypervisor *const *v, size_t n)
                          c != NULL ? YN(c->graceful_shutdown) : "-",
                          h->detail};
 #undef YN
+    ctl_table_add(t, row);
+  }
+  ctl_table_print(t, f);
+  ctl_table_free(t);
+}
+
+void ctl_print_networks(FILE *f, Ember__V1__Network *const *v, size_t n)
+{
+  static const char *const hdr[] = {"NAME", "SUBNET",   "GATEWAY",   "BRIDGE",
+                                    "NAT",  "ISOLATED", "USED/TOTAL"};
+  ctl_table *t = ctl_table_new(7, hdr);
+  for (size_t i = 0; i < n; i++) {
+    const Ember__V1__Network *nw = v[i];
+    char used[32];
+    snprintf(used, sizeof(used), "%" PRIu32 "/%" PRIu32, nw->addresses_used, nw->addresses_total);
+    const char *row[] = {nw->name,
+                         nw->subnet,
+                         nw->gateway,
+                         nw->bridge,
+                         nw->nat ? "yes" : "no",
+                         nw->isolated ? "yes" : "no",
+                         used};
     ctl_table_add(t, row);
   }
   ctl_table_print(t, f);

@@ -44,6 +44,11 @@ void ctl_table_free(ctl_table *t);
 void ctl_print_instances(FILE *f, Ember__V1__Instance *const *v, size_t n);
 void ctl_print_instance(FILE *f, const Ember__V1__Instance *inst);
 void ctl_print_hypervisors(FILE *f, Ember__V1__Hypervisor *const *v, size_t n);
+/* NAME SUBNET GATEWAY BRIDGE NAT ISOLATED USED/TOTAL. */
+void ctl_print_networks(FILE *f, Ember__V1__Network *const *v, size_t n);
+/* A port forward as --publish takes it: "8080:80/tcp",
+ * "127.0.0.1:5353:53/udp" ("?" for an unknown protocol). */
+void ctl_fmt_forward(char *buf, size_t n, const Ember__V1__PortForward *pf);
 void ctl_print_event(FILE *f, const Ember__V1__InstanceEvent *ev);
 /* One line after a lifecycle call: "web-1: running (restore 80ms)". */
 void ctl_print_transition(FILE *f, const char *verb, const Ember__V1__Instance *inst);

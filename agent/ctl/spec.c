@@ -70,6 +70,9 @@ int ctl_spec_parse_tap(const char *arg, Ember__V1__NetworkInterface **out, cmn_e
     return cmn_err_set(err, CMN_INVALID_ARGUMENT, "--tap '%s': empty device name", arg);
   if (comma != NULL && comma[1] == '\0')
     return cmn_err_set(err, CMN_INVALID_ARGUMENT, "--tap '%s': empty MAC after ','", arg);
+  if (comma != NULL && !ctl_mac_valid(comma + 1))
+    return cmn_err_set(err, CMN_INVALID_ARGUMENT,
+                       "--tap '%s': the MAC after ',' must be a unicast aa:bb:cc:dd:ee:ff", arg);
   Ember__V1__NetworkInterface *ni = cmn_malloc(sizeof(*ni));
   ember__v1__network_interface__init(ni);
   ni->tap_device = cmn_strndup(arg, nl);
@@ -124,13 +127,101 @@ static void ctl__free_disks(Ember__V1__InstanceSpec *s)
   s->n_disks = 0;
 }
 
-static void ctl__free_nics(Ember__V1__InstanceSpec *s)
+static bool ctl__is_managed(const Ember__V1__NetworkInterface *ni)
 {
-  for (size_t i = 0; i < s->n_network_interfaces; i++)
-    protobuf_c_message_free_unpacked(&s->network_interfaces[i]->base, NULL);
-  free(s->network_interfaces);
-  s->network_interfaces = NULL;
-  s->n_network_interfaces = 0;
+  return ni->network != NULL && ni->network[0] != '\0';
+}
+
+/* Drops the TAP interfaces (those without `network`), keeping the order of
+ * the rest. */
+static void ctl__drop_taps(Ember__V1__InstanceSpec *s)
+{
+  size_t k = 0;
+  for (size_t i = 0; i < s->n_network_interfaces; i++) {
+    if (ctl__is_managed(s->network_interfaces[i]))
+      s->network_interfaces[k++] = s->network_interfaces[i];
+    else
+      protobuf_c_message_free_unpacked(&s->network_interfaces[i]->base, NULL);
+  }
+  s->n_network_interfaces = k;
+}
+
+static void ctl__add_nic(Ember__V1__InstanceSpec *s, size_t at, Ember__V1__NetworkInterface *ni)
+{
+  s->network_interfaces = cmn_realloc(s->network_interfaces, (s->n_network_interfaces + 1) *
+                                                                 sizeof(*s->network_interfaces));
+  memmove(&s->network_interfaces[at + 1], &s->network_interfaces[at],
+          (s->n_network_interfaces - at) * sizeof(*s->network_interfaces));
+  s->network_interfaces[at] = ni;
+  s->n_network_interfaces++;
+}
+
+/* The flag that needs an interface on a managed network, or NULL. */
+static const char *ctl__managed_flag(const ctl_opts *o)
+{
+  if (o->ip != NULL)
+    return "--ip";
+  if (o->mac != NULL)
+    return "--mac";
+  if (o->n_publish > 0)
+    return "--publish";
+  if (o->netns)
+    return "--netns";
+  return NULL;
+}
+
+/* --network, --ip, --mac, --publish and --netns, field by field over the
+ * spec file's managed interface (the first with `network`); --network makes
+ * one, first in the list, when the file has none. */
+static int ctl__apply_network(const ctl_opts *o, Ember__V1__InstanceSpec *s, cmn_error *err)
+{
+  Ember__V1__NetworkInterface *ni = NULL;
+  for (size_t i = 0; i < s->n_network_interfaces && ni == NULL; i++)
+    if (ctl__is_managed(s->network_interfaces[i]))
+      ni = s->network_interfaces[i];
+  if (ni == NULL && o->network != NULL) {
+    ni = cmn_malloc(sizeof(*ni));
+    ember__v1__network_interface__init(ni);
+    ctl__add_nic(s, 0, ni);
+  }
+  const char *flag = ctl__managed_flag(o);
+  if (ni == NULL) {
+    if (flag != NULL)
+      return cmn_err_set(err, CMN_INVALID_ARGUMENT,
+                         "%s needs --network NAME (an interface on a network emberd manages: "
+                         "see emberctl networks)%s",
+                         flag,
+                         strcmp(flag, "--mac") == 0 ? "; for a TAP device use --tap NAME,MAC" : "");
+    return 0;
+  }
+  if (o->network != NULL)
+    ctl__set_str(&ni->network, cmn_strdup(o->network));
+  if (o->ip != NULL)
+    ctl__set_str(&ni->ipv4_address, cmn_strdup(o->ip));
+  const char *mac = o->mac != NULL ? o->mac : o->network_mac;
+  if (mac != NULL)
+    ctl__set_str(&ni->mac_address, cmn_strdup(mac));
+  if (o->n_publish > 0) {
+    for (size_t i = 0; i < ni->n_port_forwards; i++)
+      protobuf_c_message_free_unpacked(&ni->port_forwards[i]->base, NULL);
+    free(ni->port_forwards);
+    ni->port_forwards = cmn_calloc((size_t)o->n_publish, sizeof(*ni->port_forwards));
+    ni->n_port_forwards = (size_t)o->n_publish;
+    for (int i = 0; i < o->n_publish; i++) {
+      const ctl_publish *p = &o->publish[i];
+      Ember__V1__PortForward *pf = cmn_malloc(sizeof(*pf));
+      ember__v1__port_forward__init(pf);
+      pf->protocol = p->udp ? EMBER__V1__PROTOCOL__PROTOCOL_UDP : EMBER__V1__PROTOCOL__PROTOCOL_TCP;
+      pf->host_port = p->host_port;
+      pf->guest_port = p->guest_port;
+      if (p->host_address[0] != '\0')
+        pf->host_address = cmn_strdup(p->host_address);
+      ni->port_forwards[i] = pf;
+    }
+  }
+  if (o->netns)
+    s->network_namespace = true;
+  return 0;
 }
 
 /* Makes the file's relative paths absolute against its folder. */
@@ -206,15 +297,15 @@ static int ctl__apply_flags(const ctl_opts *o, Ember__V1__InstanceSpec *s, cmn_e
       ctl__set_str(&ov->workdir, cmn_strdup(o->workdir));
   }
   if (o->n_taps > 0) {
-    ctl__free_nics(s);
-    s->network_interfaces = cmn_calloc((size_t)o->n_taps, sizeof(*s->network_interfaces));
+    ctl__drop_taps(s);
     for (int i = 0; i < o->n_taps; i++) {
-      if (ctl_spec_parse_tap(o->taps[i], &s->network_interfaces[i], err) < 0)
+      Ember__V1__NetworkInterface *ni = NULL;
+      if (ctl_spec_parse_tap(o->taps[i], &ni, err) < 0)
         return -1;
-      s->n_network_interfaces++;
+      ctl__add_nic(s, s->n_network_interfaces, ni);
     }
   }
-  return 0;
+  return ctl__apply_network(o, s, err);
 }
 
 int ctl_spec_build(const ctl_opts *o, const char *name, Ember__V1__CreateInstanceRequest **out,

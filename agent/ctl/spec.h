@@ -3,8 +3,13 @@
  *
  * --spec FILE.json holds an InstanceSpec, or a whole CreateInstanceRequest
  * ({"name":..., "spec":{...}, "start":...}), in the proto3 JSON mapping.
- * Flags override the file field by field (--disk/--tap replace the file's
- * list). Relative paths are made absolute, since emberd runs elsewhere: flag
+ * Flags override the file field by field (--disk replaces the file's list,
+ * --tap the file's TAP interfaces). --network, --ip, --mac, --publish and
+ * --netns apply to the file's interface on a managed network (the first one
+ * with `network`), --publish replacing its port forwards; --network adds
+ * that interface, first in the list, when the file has none, and the others
+ * need one (INVALID_ARGUMENT naming the flag otherwise). Relative paths are
+ * made absolute, since emberd runs elsewhere: flag
  * paths against the current folder, file paths against the file's folder.
  * What neither gives defaults to hypervisor "qemu", 1 vCPU, 256 MiB. */
 #ifndef EMBER_CTL_SPEC_H
@@ -27,7 +32,7 @@ int ctl_spec_build(const ctl_opts *o, const char *name, Ember__V1__CreateInstanc
 /* "PATH[:ro|:rw]" -> path and read_only. */
 int ctl_spec_parse_disk(const char *arg, const char *base_dir, Ember__V1__Disk **out,
                         cmn_error *err);
-/* "NAME[,MAC]" -> tap device and MAC. */
+/* "NAME[,MAC]" -> tap device and MAC (MAC: ctl_mac_valid). */
 int ctl_spec_parse_tap(const char *arg, Ember__V1__NetworkInterface **out, cmn_error *err);
 /* path made absolute against base_dir (NULL: the current folder). */
 char *ctl_spec_abspath(const char *path, const char *base_dir);

@@ -20,6 +20,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from emberd_fixture import Emberd  # noqa: E402
 
 OK, INVALID_ARGUMENT, NOT_FOUND, ALREADY_EXISTS, UNAVAILABLE, USAGE = 0, 3, 5, 6, 14, 64
+UNIMPLEMENTED = 12
 
 
 def find_emberctl():
@@ -160,6 +161,81 @@ class CtlTest(unittest.TestCase):
         self.assertEqual(rc, INVALID_ARGUMENT, err)
         self.assertIn("vcpu", err)
 
+    # ---- networks ---------------------------------------------------------------
+
+    def test_network_flags_usage(self):
+        """Bad network flags are refused by emberctl (64) before any call,
+        with a message naming the flag."""
+        k = ["--kernel", self.spec.kernel_path]
+        for extra, says in ((["--network", "default", "-p", "0:80"], "--publish"),
+                            (["--network", "default", "-p", "8080:65536"], "--publish"),
+                            (["--network", "default", "--publish", "8080:80/sctp"], "sctp"),
+                            (["-p", "8080:80"], "--network"),
+                            (["--ip", "10.77.0.9"], "--network"),
+                            (["--netns"], "--network"),
+                            (["--network", "default", "--ip", "10.77.0.9/16"], "--ip"),
+                            (["--network", "default", "--mac", "ff:ff:ff:ff:ff:ff"], "--mac"),
+                            (["--network", "a", "--network", "b"], "--network")):
+            rc, out, err = self.ctl("create", "ctl-net-bad", *(k + extra))
+            self.assertEqual(rc, USAGE, (extra, err))
+            self.assertIn(says, err, extra)
+            self.assertEqual(out, "")
+        rc, _, err = self.ctl("get", "x", "--network", "default")
+        self.assertEqual(rc, USAGE, err)
+        self.assertEqual(self.ctl("get", "ctl-net-bad")[0], NOT_FOUND)
+
+    def _networks(self):
+        """emberd's networks (--json), or a skip when it has no ListNetworks."""
+        rc, out, err = self.ctl("--json", "networks")
+        if rc == UNIMPLEMENTED:
+            self.skipTest("this emberd does not implement ListNetworks: %s" % err.strip())
+        self.assertEqual(rc, OK, err)
+        return json.loads(out).get("networks", [])
+
+    def test_networks(self):
+        nets = self._networks()
+        rc, out, err = self.ctl("networks")
+        self.assertEqual(rc, OK, err)
+        lines = out.splitlines()
+        self.assertEqual(lines[0].split(),
+                         ["NAME", "SUBNET", "GATEWAY", "BRIDGE", "NAT", "ISOLATED", "USED/TOTAL"])
+        self.assertEqual(len(lines) - 1, len(nets), out)
+        for n, line in zip(nets, lines[1:]):
+            row = line.split()
+            self.assertEqual(row[:4], [n["name"], n["subnet"], n["gateway"], n["bridge"]])
+            self.assertEqual(row[4:6], ["yes" if n.get("nat") else "no",
+                                        "yes" if n.get("isolated") else "no"])
+            self.assertEqual(row[6], "%d/%d" % (n.get("addressesUsed", 0),
+                                                n.get("addressesTotal", 0)))
+
+    def test_create_on_network(self):
+        """create --network NAME -p ...: the spec as asked; get shows it."""
+        nets = self._networks()
+        if not nets:
+            self.skipTest("this emberd manages no network")
+        name = nets[0]["name"]
+        rc, out, err = self.ctl("--json", "create", "ctl-net", "--kernel", self.spec.kernel_path,
+                                "--memory-mib", "64", "--network", name,
+                                "-p", "127.0.0.1:18080:80", "--publish", "18053:53/udp")
+        self.assertEqual(rc, OK, err)
+        self.addCleanup(self.ctl, "delete", "ctl-net", "--allow-missing")
+        inst = json.loads(out)
+        ni = inst["spec"]["networkInterfaces"]
+        self.assertEqual(len(ni), 1, ni)
+        self.assertEqual(ni[0]["network"], name)
+        self.assertEqual(ni[0]["portForwards"],
+                         [{"protocol": "PROTOCOL_TCP", "hostPort": 18080, "guestPort": 80,
+                           "hostAddress": "127.0.0.1"},
+                          {"protocol": "PROTOCOL_UDP", "hostPort": 18053, "guestPort": 53,
+                           "hostAddress": ""}])
+        rc, out, err = self.ctl("get", "ctl-net")
+        self.assertEqual(rc, OK, err)
+        self.assertRegex(out, r"\nNet 0 +network %s .*publish 127\.0\.0\.1:18080:80/tcp,"
+                              r"18053:53/udp\n" % name)
+        if "network" in inst:
+            self.assertIn("\nNetwork:       %s\n" % name, out)
+            self.assertIn("\nAddress:       %s\n" % inst["network"]["ipv4Address"], out)
+
     # ---- exit codes -----------------------------------------------------------
 
     def test_conventions(self):
@@ -259,11 +335,13 @@ class CtlTest(unittest.TestCase):
         rc, out, _ = self.ctl("--help", socket=False)
         self.assertEqual(rc, OK)
         for cmd in ("list", "get", "create", "start", "stop", "pause", "resume", "standby",
-                    "restore", "delete", "watch", "hypervisors", "health"):
+                    "restore", "delete", "watch", "hypervisors", "networks", "health"):
             self.assertIn("\n  %s " % cmd, out)
         rc, out, _ = self.ctl("help", "create", socket=False)
         self.assertEqual(rc, OK)
-        self.assertIn("--memory-mib", out)
+        for flag in ("--memory-mib", "--network NAME", "--ip ADDR", "--mac MAC",
+                     "-p, --publish [HOSTADDR:]HOSTPORT:GUESTPORT[/tcp|/udp]", "--netns"):
+            self.assertIn(flag, out)
         rc, out2, _ = self.ctl("create", "--help", socket=False)
         self.assertEqual((rc, out2), (OK, out))
         rc, _, _ = self.ctl(socket=False)
