@@ -13,8 +13,7 @@ add_library(ember_server STATIC
   ${CMAKE_CURRENT_LIST_DIR}/image.c
   ${CMAKE_CURRENT_LIST_DIR}/reflection.c
   ${CMAKE_CURRENT_LIST_DIR}/rpc_metrics.c
-  ${CMAKE_CURRENT_LIST_DIR}/status_details.c
-  ${CMAKE_CURRENT_LIST_DIR}/network_stub.c) # TEMPORARY (ctlnet): the lead drops it
+  ${CMAKE_CURRENT_LIST_DIR}/status_details.c)
 target_link_libraries(ember_server PUBLIC ember_agent ember_image ember_wire_check ember_proto ${GRPC_LIB} ${GPR_LIB}
                       Threads::Threads)
 

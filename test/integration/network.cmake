@@ -4,7 +4,7 @@
 # (host objects, hostile requests, crash and reconcile); integration_network_guest
 # adds real QEMU guests booted with the boot kit (traffic: gateway, forwards,
 # NAT, isolation, namespaces, standby/restore).
-set(EMBER_NET_ENV "EMBERD_BIN=$<TARGET_FILE:emberd>;EMBER_PYTHON_DIR=${CMAKE_BINARY_DIR}/python")
+set(EMBER_NET_ENV "EMBERD_BIN=$<TARGET_FILE:emberd>;EMBERCTL_BIN=$<TARGET_FILE:emberctl>;EMBER_PYTHON_DIR=${CMAKE_BINARY_DIR}/python")
 add_test(NAME integration_network
          COMMAND /usr/bin/python3 ${CMAKE_CURRENT_SOURCE_DIR}/integration/test_network.py
                  ${CMAKE_CURRENT_SOURCE_DIR}/fakes/firecracker_fake.py)

@@ -208,34 +208,6 @@ class CtlTest(unittest.TestCase):
             self.assertEqual(row[6], "%d/%d" % (n.get("addressesUsed", 0),
                                                 n.get("addressesTotal", 0)))
 
-    def test_create_on_network(self):
-        """create --network NAME -p ...: the spec as asked; get shows it."""
-        nets = self._networks()
-        if not nets:
-            self.skipTest("this emberd manages no network")
-        name = nets[0]["name"]
-        rc, out, err = self.ctl("--json", "create", "ctl-net", "--kernel", self.spec.kernel_path,
-                                "--memory-mib", "64", "--network", name,
-                                "-p", "127.0.0.1:18080:80", "--publish", "18053:53/udp")
-        self.assertEqual(rc, OK, err)
-        self.addCleanup(self.ctl, "delete", "ctl-net", "--allow-missing")
-        inst = json.loads(out)
-        ni = inst["spec"]["networkInterfaces"]
-        self.assertEqual(len(ni), 1, ni)
-        self.assertEqual(ni[0]["network"], name)
-        self.assertEqual(ni[0]["portForwards"],
-                         [{"protocol": "PROTOCOL_TCP", "hostPort": 18080, "guestPort": 80,
-                           "hostAddress": "127.0.0.1"},
-                          {"protocol": "PROTOCOL_UDP", "hostPort": 18053, "guestPort": 53,
-                           "hostAddress": ""}])
-        rc, out, err = self.ctl("get", "ctl-net")
-        self.assertEqual(rc, OK, err)
-        self.assertRegex(out, r"\nNet 0 +network %s .*publish 127\.0\.0\.1:18080:80/tcp,"
-                              r"18053:53/udp\n" % name)
-        if "network" in inst:
-            self.assertIn("\nNetwork:       %s\n" % name, out)
-            self.assertIn("\nAddress:       %s\n" % inst["network"]["ipv4Address"], out)
-
     # ---- exit codes -----------------------------------------------------------
 
     def test_conventions(self):

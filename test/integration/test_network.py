@@ -413,6 +413,31 @@ def part_fake(fake, nsdir):
         after = host_objects(nsdir, BRIDGES)
         check(after == empty, "after deleting every instance nothing of ember's is left: %s"
               % diff(empty, after))
+        # emberctl: the same through the command line
+        ctl = os.environ.get("EMBERCTL_BIN")
+        if ctl and os.access(ctl, os.X_OK):
+            base = [ctl, "--socket", d.socket_path]
+            r = subprocess.run(base + ["networks"], stdout=subprocess.PIPE, text=True)
+            check(r.returncode == 0 and "default" in r.stdout and "10.77.0.0/16" in r.stdout
+                  and "iso" in r.stdout, "emberctl networks:\n" + r.stdout)
+            r = subprocess.run(base + ["create", "ctl-net", "--hypervisor", "firecracker",
+                                       "--kernel", k, "--memory-mib", "64", "--network",
+                                       "default", "-p", "18090:80", "--publish",
+                                       "18053:53/udp", "--netns"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            check(r.returncode == 0, "emberctl create --network -p --publish --netns: %s"
+                  % r.stderr.strip())
+            g = subprocess.run(base + ["get", "ctl-net"], stdout=subprocess.PIPE, text=True)
+            check("Address:" in g.stdout and "10.77.0.2/16" in g.stdout
+                  and "Namespace:" in g.stdout and "ember-" in g.stdout
+                  and "18090:80/tcp" in g.stdout,
+                  "emberctl get shows the network status:\n" + g.stdout)
+            rules = subprocess.run(["nft", "list", "table", "inet", "ember"],
+                                   stdout=subprocess.PIPE, text=True).stdout
+            check("dport 18090" in rules, "the forward emberctl asked for is in force")
+            subprocess.run(base + ["delete", "ctl-net"], stdout=subprocess.DEVNULL)
+        else:
+            print("emberctl not found (EMBERCTL_BIN): its network commands are not run here")
         # a released address is given again
         a2 = d.create("a2", fc_spec(d, k, net_iface()))
         check(a2.network.ipv4_address == "10.77.0.2/16", "a released address is reused: %s"
