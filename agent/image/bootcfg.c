@@ -3,6 +3,7 @@
 #include "agent/image/bootcfg.h"
 
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -102,6 +103,71 @@ static int bootcfg_records(const img_bootcfg *c, bootcfg_buf *b, cmn_error *err)
   return 0;
 }
 
+static void bootcfg_ipv4_text(uint32_t a, char out[16])
+{
+  snprintf(out, 16, "%u.%u.%u.%u", a >> 24, a >> 16 & 0xFFu, a >> 8 & 0xFFu, a & 0xFFu);
+}
+
+/* NET records (one per interface) and DNS records, checked with the reader's
+ * own rules (guest/bootcfg_format.h) so the guest never has to skip one. */
+static int bootcfg_net_records(const img_bootcfg *c, bootcfg_buf *b, cmn_error *err)
+{
+  if (c->nnet > EMBER_BOOTCFG_MAX_NET)
+    return cmn_err_set(err, CMN_INVALID_ARGUMENT, "%zu network interfaces (at most %u)", c->nnet,
+                       EMBER_BOOTCFG_MAX_NET);
+  if (c->ndns > EMBER_BOOTCFG_MAX_DNS)
+    return cmn_err_set(err, CMN_INVALID_ARGUMENT, "%zu nameservers (at most %u)", c->ndns,
+                       EMBER_BOOTCFG_MAX_DNS);
+  if ((c->nnet > 0 && c->net == NULL) || (c->ndns > 0 && c->dns == NULL))
+    return cmn_err_set(err, CMN_INVALID_ARGUMENT, "network entries counted but not given");
+  ember_bootcfg_net parsed[EMBER_BOOTCFG_MAX_NET];
+  for (size_t i = 0; i < c->nnet; i++) {
+    const img_bootcfg_net *n = &c->net[i];
+    ember_bootcfg_net *o = &parsed[i];
+    const char *mac = n->mac != NULL ? n->mac : "";
+    const char *p = mac;
+    if (ember_bootcfg_parse_mac(&p, mac + strlen(mac), o->mac) < 0 || *p != '\0')
+      return cmn_err_set(err, CMN_INVALID_ARGUMENT,
+                         "network interface %zu: MAC '%s' is not of the form xx:xx:xx:xx:xx:xx", i,
+                         mac);
+    o->addr = n->addr;
+    o->prefix = n->prefix;
+    o->gateway = n->gateway;
+    o->mtu = n->mtu;
+    const char *why = ember_bootcfg_check_net(o);
+    if (why != NULL)
+      return cmn_err_set(err, CMN_INVALID_ARGUMENT, "network interface %zu (MAC %s): %s", i, mac,
+                         why);
+    for (size_t j = 0; j < i; j++)
+      if (memcmp(parsed[j].mac, o->mac, sizeof(o->mac)) == 0)
+        return cmn_err_set(err, CMN_INVALID_ARGUMENT,
+                           "network interfaces %zu and %zu have the same MAC %s", j, i, mac);
+    char addr[16], gw[16] = "-", mtu[16] = "", text[EMBER_BOOTCFG_MAX_NET_TEXT + 1];
+    bootcfg_ipv4_text(o->addr, addr);
+    if (o->gateway != 0)
+      bootcfg_ipv4_text(o->gateway, gw);
+    if (o->mtu != 0)
+      snprintf(mtu, sizeof(mtu), " mtu=%u", o->mtu);
+    snprintf(text, sizeof(text), "%02x:%02x:%02x:%02x:%02x:%02x %s/%u %s%s", o->mac[0], o->mac[1],
+             o->mac[2], o->mac[3], o->mac[4], o->mac[5], addr, o->prefix, gw, mtu);
+    if (bootcfg_add(b, EMBER_BOOTCFG_NET, text, EMBER_BOOTCFG_MAX_NET_TEXT, "a network interface",
+                    err) < 0)
+      return -1;
+  }
+  for (size_t i = 0; i < c->ndns; i++) {
+    char addr[16];
+    bootcfg_ipv4_text(c->dns[i], addr);
+    if (!ember_bootcfg_unicast(c->dns[i]))
+      return cmn_err_set(err, CMN_INVALID_ARGUMENT,
+                         "nameserver %zu (%s) is not a unicast address (0.0.0.0, 224/4 and above)",
+                         i, addr);
+    if (bootcfg_add(b, EMBER_BOOTCFG_DNS, addr, EMBER_BOOTCFG_MAX_DNS_TEXT, "a nameserver", err) <
+        0)
+      return -1;
+  }
+  return 0;
+}
+
 int img_bootcfg_encode(const img_bootcfg *c, unsigned char **out, size_t *len, cmn_error *err)
 {
   *out = NULL;
@@ -109,7 +175,7 @@ int img_bootcfg_encode(const img_bootcfg *c, unsigned char **out, size_t *len, c
   bootcfg_buf b = {0};
   bootcfg_grow(&b, EMBER_BOOTCFG_HEADER_SIZE);
   b.len = EMBER_BOOTCFG_HEADER_SIZE;
-  if (bootcfg_records(c, &b, err) < 0) {
+  if (bootcfg_records(c, &b, err) < 0 || bootcfg_net_records(c, &b, err) < 0) {
     free(b.p);
     return cmn_err_prefix(err, "boot config");
   }

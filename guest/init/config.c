@@ -104,10 +104,84 @@ static int cfg_push(char ***list, size_t *n, size_t *cap, const unsigned char *v
   return 0;
 }
 
+/* Records why an optional network record was skipped, with its value made
+ * printable (at most 64 bytes of it). */
+__attribute__((format(printf, 4, 5))) static void cfg_note(init_config *c, const unsigned char *v,
+                                                           size_t n, const char *fmt, ...)
+{
+  if (c->nnotes >= INIT_CONFIG_MAX_NOTES) {
+    c->notes_dropped++;
+    return;
+  }
+  char *line = c->notes[c->nnotes++];
+  va_list ap;
+  va_start(ap, fmt);
+  int m = vsnprintf(line, INIT_CONFIG_NOTE_LEN, fmt, ap);
+  va_end(ap);
+  size_t at = m < 0 ? 0 : (size_t)m;
+  if (at + 5 >= INIT_CONFIG_NOTE_LEN)
+    return;
+  line[at++] = ' ';
+  line[at++] = '\'';
+  for (size_t i = 0; i < n && i < 64 && at + 3 < INIT_CONFIG_NOTE_LEN; i++)
+    line[at++] = v[i] >= 0x20 && v[i] < 0x7F ? (char)v[i] : '?';
+  if (n > 64 && at + 5 < INIT_CONFIG_NOTE_LEN) {
+    memcpy(line + at, "...", 3);
+    at += 3;
+  }
+  line[at++] = '\'';
+  line[at] = '\0';
+}
+
+/* A NET or DNS record: kept when valid, else skipped with a note (an interface
+ * less is better than no workload). */
+static void cfg_net_record(init_config *c, unsigned tag, const unsigned char *v, size_t n,
+                           size_t *seen)
+{
+  size_t idx = ++*seen;
+  if (memchr(v, '\0', n) != NULL) {
+    cfg_note(c, v, n, "%s record %zu skipped: contains a NUL byte",
+             tag == EMBER_BOOTCFG_NET ? "net" : "dns", idx);
+    return;
+  }
+  if (tag == EMBER_BOOTCFG_NET) {
+    if (c->nnet >= EMBER_BOOTCFG_MAX_NET) {
+      cfg_note(c, v, n, "net record %zu skipped: more than %u interfaces", idx,
+               EMBER_BOOTCFG_MAX_NET);
+      return;
+    }
+    ember_bootcfg_net *o = &c->net[c->nnet];
+    const char *why = ember_bootcfg_parse_net((const char *)v, n, o);
+    if (why != NULL) {
+      cfg_note(c, v, n, "net record %zu skipped: %s", idx, why);
+      return;
+    }
+    for (size_t i = 0; i < c->nnet; i++)
+      if (memcmp(c->net[i].mac, o->mac, sizeof(o->mac)) == 0) {
+        cfg_note(c, v, n, "net record %zu skipped: its MAC is already configured", idx);
+        return;
+      }
+    c->nnet++;
+    return;
+  }
+  if (c->ndns >= EMBER_BOOTCFG_MAX_DNS) {
+    cfg_note(c, v, n, "dns record %zu skipped: more than %u nameservers", idx,
+             EMBER_BOOTCFG_MAX_DNS);
+    return;
+  }
+  const char *why = ember_bootcfg_parse_dns((const char *)v, n, &c->dns[c->ndns]);
+  if (why != NULL) {
+    cfg_note(c, v, n, "dns record %zu skipped: %s", idx, why);
+    return;
+  }
+  c->ndns++;
+}
+
 static int cfg_records(const unsigned char *p, size_t plen, init_config *c, char *errbuf,
                        size_t errlen)
 {
   size_t argcap = 0, envcap = 0;
+  size_t nets_seen = 0, dns_seen = 0;
   size_t off = 0;
   while (off < plen) {
     if (plen - off < EMBER_BOOTCFG_RECORD_HEADER)
@@ -123,6 +197,10 @@ static int cfg_records(const unsigned char *p, size_t plen, init_config *c, char
                       plen - off);
     const unsigned char *v = p + off;
     off += n;
+    if (tag == EMBER_BOOTCFG_NET || tag == EMBER_BOOTCFG_DNS) {
+      cfg_net_record(c, tag, v, n, tag == EMBER_BOOTCFG_NET ? &nets_seen : &dns_seen);
+      continue;
+    }
     if (tag & EMBER_BOOTCFG_OPTIONAL)
       continue; /* a later, optional setting this init does not know */
     if (memchr(v, '\0', n) != NULL)

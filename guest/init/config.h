@@ -6,6 +6,12 @@
 #define EMBER_GUEST_INIT_CONFIG_H
 
 #include <stddef.h>
+#include <stdint.h>
+
+#include "guest/bootcfg_format.h"
+
+#define INIT_CONFIG_MAX_NOTES 16
+#define INIT_CONFIG_NOTE_LEN 160
 
 typedef struct init_config {
   char **argv; /* argc entries + NULL; argc >= 1 */
@@ -16,13 +22,24 @@ typedef struct init_config {
   char *user;     /* NULL: root */
   char *hostname; /* never NULL: "ember" by default */
   char *root;     /* NULL: the first virtio disk that is not the config */
+  ember_bootcfg_net net[EMBER_BOOTCFG_MAX_NET]; /* valid NET records, in order */
+  size_t nnet;
+  uint32_t dns[EMBER_BOOTCFG_MAX_DNS]; /* nameservers, host byte order */
+  size_t ndns;
+  /* Why NET/DNS records were skipped (malformed, a MAC repeated, past the
+   * bounds): one line each, for init to log; the rest of the config holds. */
+  char notes[INIT_CONFIG_MAX_NOTES][INIT_CONFIG_NOTE_LEN];
+  size_t nnotes;
+  size_t notes_dropped; /* notes past INIT_CONFIG_MAX_NOTES */
 } init_config;
 
 /* Parses `len` bytes (the whole disk: trailing padding is allowed). Checks the
  * magic, version, header size, payload length against `len` and the format's
  * bounds, the CRC, every record's bounds and tag, and the values (no NUL, at
  * least one argument, absolute workdir, KEY=VALUE env). On error returns -1,
- * writes a one-line reason into errbuf and leaves *out zeroed. */
+ * writes a one-line reason into errbuf and leaves *out zeroed. A malformed
+ * NET or DNS record (optional tags) is not an error: it is skipped with a
+ * line in out->notes. */
 int init_config_parse(const unsigned char *buf, size_t len, init_config *out, char *errbuf,
                       size_t errlen);
 void init_config_free(init_config *c);

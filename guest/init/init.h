@@ -39,6 +39,14 @@ int init_mount_container(void);
 
 /* net.c: brings the loopback interface up. 0 or -1 (logged). */
 int init_net_loopback(void);
+/* net.c: logs the config's notes (skipped network records); configures each
+ * NET record's interface, found by MAC in /sys/class/net (waits up to 2 s in
+ * all for the NICs to appear): MTU, address/prefix, up, default route via the
+ * gateway (the first record's wins: metric = rank); logs one line each,
+ * "net <if> <mac> <addr>/<prefix> via <gw or ->[ mtu <n>]"; writes
+ * /etc/resolv.conf from the DNS records when there are any (root writable).
+ * Returns the number of interfaces not configured (each logged). */
+int init_net_configure(const init_config *c);
 
 /* user.c: an OCI User resolved through the rootfs's /etc/passwd and /etc/group. */
 typedef struct init_user {

@@ -1,7 +1,8 @@
 /* main.c: ember's guest init, PID 1 of a VM started from an OCI image.
  * Steps: early mounts + console, kernel modules (kit's modules.dep), the boot
  * config from its virtio disk, the image's root filesystem, switch_root, the
- * container mounts, hostname, loopback, user, then the workload (run.c). At the end one
+ * container mounts, hostname, loopback, network interfaces and resolv.conf
+ * (net.c), user, then the workload (run.c). At the end one
  * line on the console says how it ended:
  *   EMBER-EXIT code=N      the workload exited with N
  *   EMBER-EXIT signal=N    the workload was killed by signal N
@@ -107,6 +108,7 @@ int main(void)
   if (sethostname(cfg.hostname, strlen(cfg.hostname)) < 0)
     init_log("sethostname %s: %m", cfg.hostname);
   init_net_loopback();
+  init_net_configure(&cfg);
 
   init_user user;
   char why[256];

@@ -3,6 +3,7 @@
  * compromised or buggy host could fill with anything. Every accepted input
  * must round-trip through the host writer to a config that parses equal. */
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -25,7 +26,24 @@ static void fuzz_one(const uint8_t *data, size_t size)
                    .workdir = c.workdir,
                    .user = c.user,
                    .hostname = c.hostname,
-                   .root = c.root};
+                   .root = c.root,
+                   .dns = c.dns,
+                   .ndns = c.ndns};
+  /* the network records the reader kept: the writer takes them back as is */
+  img_bootcfg_net nets[EMBER_BOOTCFG_MAX_NET];
+  char macs[EMBER_BOOTCFG_MAX_NET][18];
+  for (size_t i = 0; i < c.nnet; i++) {
+    const uint8_t *m = c.net[i].mac;
+    snprintf(macs[i], sizeof(macs[i]), "%02x:%02x:%02x:%02x:%02x:%02x", m[0], m[1], m[2], m[3],
+             m[4], m[5]);
+    nets[i] = (img_bootcfg_net){.mac = macs[i],
+                                .addr = c.net[i].addr,
+                                .prefix = c.net[i].prefix,
+                                .gateway = c.net[i].gateway,
+                                .mtu = c.net[i].mtu};
+  }
+  w.net = nets;
+  w.nnet = c.nnet;
   unsigned char *buf = NULL;
   size_t len = 0;
   cmn_error err = {0};
@@ -33,7 +51,9 @@ static void fuzz_one(const uint8_t *data, size_t size)
     abort(); /* the writer refuses what the reader accepted */
   init_config d;
   if (init_config_parse(buf, len, &d, why, sizeof(why)) < 0 || d.argc != c.argc ||
-      d.envc != c.envc || strcmp(d.workdir, c.workdir) != 0)
+      d.envc != c.envc || strcmp(d.workdir, c.workdir) != 0 || d.nnet != c.nnet ||
+      d.ndns != c.ndns || d.nnotes != 0 || memcmp(d.net, c.net, c.nnet * sizeof(c.net[0])) != 0 ||
+      memcmp(d.dns, c.dns, c.ndns * sizeof(c.dns[0])) != 0)
     abort();
   for (size_t i = 0; i < c.argc; i++)
     if (strcmp(d.argv[i], c.argv[i]) != 0)

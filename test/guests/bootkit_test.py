@@ -23,6 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import zlib
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import guest_shell  # noqa: E402
@@ -68,10 +69,14 @@ class Kit:
         subprocess.run([MKFS, "-q", "-F", "-d", tree, self.rootfs, "32M"], check=True,
                        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
 
-    def config(self, argv, env=(), workdir=None, user=None, hostname=None):
+    def config(self, argv, env=(), workdir=None, user=None, hostname=None, net=(), dns=()):
         self.n += 1
         path = os.path.join(self.work, "cfg%d.img" % self.n)
         cmd = [self.mkbootcfg, path]
+        for n in net:
+            cmd += ["-n", n]
+        for d in dns:
+            cmd += ["-d", d]
         for e in env:
             cmd += ["-e", e]
         if workdir:
@@ -83,9 +88,11 @@ class Kit:
         subprocess.run(cmd + ["--"] + list(argv), check=True)
         return path
 
-    def boot(self, cfg, name, during=None, rootfs=None, q35=False):
+    def boot(self, cfg, name, during=None, rootfs=None, q35=False, nics=()):
         """Boots with a fresh copy of the rootfs; returns (console text, seconds, rc).
-        during(vmdir, console) runs while the guest is up (e.g. QMP commands)."""
+        during(vmdir, console) runs while the guest is up (e.g. QMP commands).
+        nics: MACs of virtio NICs, each on a QEMU hub of its own with no other port
+        (no host backend: no packet leaves QEMU)."""
         vm = os.path.join(self.work, name)
         os.makedirs(vm)
         disk = os.path.join(vm, "rootfs.img")
@@ -110,6 +117,9 @@ class Kit:
                 "-device", "virtio-blk-%s,drive=disk0" % bus,
                 "-drive", "file=%s,if=none,id=disk1,format=raw,readonly=on" % cfg,
                 "-device", "virtio-blk-%s,drive=disk1" % bus]
+        for i, mac in enumerate(nics):
+            args += ["-netdev", "hubport,id=n%d,hubid=%d" % (i, i),
+                     "-device", "virtio-net-%s,netdev=n%d,mac=%s" % (bus, i, mac)]
         t0 = time.monotonic()
         p = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         try:
@@ -349,12 +359,152 @@ def case_ctrl_alt_del(k):
     check("exit line code=43", exit_line(text) == "code=43", text)
 
 
+MAC_A = "02:e7:00:12:34:56"
+MAC_B = "02:e7:00:12:34:57"
+NET_SHOW = ("echo ==addr; ip -4 addr show; echo ==route; ip route; echo ==resolv; "
+            "cat /etc/resolv.conf; echo ==links; for i in /sys/class/net/*; do "
+            "echo link ${i##*/} $(cat $i/address) mtu=$(cat $i/mtu) flags=$(cat $i/flags); "
+            "done; echo ==end")
+
+
+def init_net_line(text, mac):
+    """The init's line for the interface with that MAC: (ifname, rest) or None. Not
+    anchored at a line start: on q35 the firmware's last words have no newline."""
+    m = re.search(r"ember-init: net (\S+) %s (.*)$" % re.escape(mac), text, re.M)
+    return (m.group(1), m.group(2)) if m else None
+
+
+def add_records(path, records):
+    """Appends raw (tag, bytes) records to a boot config, fixing length and CRC:
+    what a buggy or hostile writer could produce (the real one refuses)."""
+    with open(path, "rb") as f:
+        data = f.read()
+    plen = struct.unpack_from("<I", data, 16)[0]
+    payload = data[32:32 + plen]
+    for tag, value in records:
+        payload += struct.pack("<HHI", tag, 0, len(value)) + value
+    head = bytearray(data[:32])
+    struct.pack_into("<II", head, 16, len(payload), zlib.crc32(payload) & 0xFFFFFFFF)
+    out = bytes(head) + payload
+    out += b"\0" * (-len(out) % 65536)
+    with open(path, "wb") as f:
+        f.write(out)
+
+
+def case_net(k):
+    """Two NICs configured from NET records by MAC (records in the other order than
+    the devices): address/prefix, MTU, default route via the gateway, the init's log
+    line; an interface without a gateway; /etc/resolv.conf from the DNS records."""
+    cfg = k.config(["/bin/sh", "-c", NET_SHOW],
+                   net=["%s 192.168.7.9/24 -" % MAC_B,
+                        "%s 10.88.0.2/16 10.88.0.1 mtu=1400" % MAC_A],
+                   dns=["10.88.0.1", "10.88.0.53"])
+    text, _, rc = k.boot(cfg, "net", nics=(MAC_A, MAC_B))
+    a = init_net_line(text, MAC_A)
+    b = init_net_line(text, MAC_B)
+    check("init line for %s" % MAC_A,
+          a is not None and a[1] == "10.88.0.2/16 via 10.88.0.1 mtu 1400", text)
+    check("init line for %s" % MAC_B, b is not None and b[1] == "192.168.7.9/24 via -", text)
+    if a is None or b is None:
+        return
+    ia, ib = a[0], b[0]
+    check("two interfaces", ia != ib, text)
+    check("address %s 10.88.0.2/16" % ia, re.search(
+        r"^\s+inet 10\.88\.0\.2/16 brd 10\.88\.255\.255 scope global %s$" % ia, text,
+        re.M) is not None, text)
+    check("address %s 192.168.7.9/24" % ib, re.search(
+        r"^\s+inet 192\.168\.7\.9/24 brd 192\.168\.7\.255 scope global %s$" % ib, text,
+        re.M) is not None, text)
+    check("default route via 10.88.0.1 on %s" % ia,
+          re.search(r"^default via 10\.88\.0\.1 dev %s" % ia, text, re.M) is not None, text)
+    check("one default route", len(re.findall(r"^default ", text, re.M)) == 1, text)
+    check("subnet routes", re.search(r"^10\.88\.0\.0/16 dev %s " % ia, text, re.M)
+          and re.search(r"^192\.168\.7\.0/24 dev %s " % ib, text, re.M), text)
+    check("MAC and MTU 1400 on %s" % ia,
+          re.search(r"^link %s %s mtu=1400 flags=0x1[01]03$" % (ia, MAC_A), text, re.M)
+          is not None, text)
+    check("default MTU on %s" % ib,
+          re.search(r"^link %s %s mtu=1500 " % (ib, MAC_B), text, re.M) is not None, text)
+    check("resolv.conf", "==resolv\n# from ember's boot config\nnameserver 10.88.0.1\n"
+          "nameserver 10.88.0.53\n==links" in text, text)
+    check("init dns line", "ember-init: dns: 2 nameservers in /etc/resolv.conf" in text, text)
+    check("exit line code=0", exit_line(text) == "code=0", text)
+
+
+def case_net_missing(k):
+    """A NET record whose MAC matches no NIC: logged after the wait, the other NIC is
+    configured, no resolv.conf without DNS records, the workload runs."""
+    cfg = k.config(["/bin/sh", "-c", "echo RAN; " + NET_SHOW + "; exit 4"],
+                   net=["02:e7:00:00:00:99 10.1.0.2/24 10.1.0.1",
+                        "%s 10.88.0.2/16 10.88.0.1" % MAC_A])
+    text, _, rc = k.boot(cfg, "net-missing", nics=(MAC_A,))
+    check("missing MAC logged", "ember-init: net: no interface with MAC 02:e7:00:00:00:99 "
+          "(after 2000 ms): skipped" in text, text)
+    a = init_net_line(text, MAC_A)
+    check("other interface configured", a is not None and
+          a[1] == "10.88.0.2/16 via 10.88.0.1", text)
+    check("no route to the missing interface's subnet", "10.1.0." not in
+          text.split("==route", 1)[-1], text)
+    check("no resolv.conf written", "ember-init: dns" not in text, text)
+    check("workload ran", "\nRAN\n" in text, text)
+    check("exit line code=4", exit_line(text) == "code=4", text)
+    check("QEMU exited by itself", rc is not None, text)
+
+
+def case_net_malformed(k):
+    """Malformed NET/DNS records (a writer bug or a hostile host): each logged and
+    skipped, the valid ones applied, an unknown optional tag ignored, the workload runs."""
+    cfg = k.config(["/bin/sh", "-c", "echo RAN; " + NET_SHOW],
+                   net=["%s 10.88.0.2/16 10.88.0.1" % MAC_A], dns=["10.88.0.1"])
+    add_records(cfg, [
+        (0x8001, b"garbage"),
+        (0x8001, b"02:e7:00:00:00:07 10.0.0.300/24 -"),
+        (0x8001, b"02:e7:00:00:00:08 10.0.0.2/24 10.9.0.1"),
+        (0x8001, ("%s 10.99.0.2/24 -" % MAC_A).encode()),
+        (0x8001, b"02:e7:00:00:00:09 10.0.0.2/24 -\0"),
+        (0x8002, b"10.0.0.1 "),
+        (0x8042, b"a later optional setting"),
+    ])
+    text, _, rc = k.boot(cfg, "net-malformed", nics=(MAC_A,))
+    for n, why in ((2, "no MAC"), (3, "no IPv4 address"), (4, "the gateway is outside"),
+                   (5, "its MAC is already configured"), (6, "contains a NUL byte")):
+        check("net record %d skipped (%s)" % (n, why), re.search(
+            r"ember-init: net record %d skipped: %s.*'$" % (n, re.escape(why)), text, re.M)
+            is not None, text)
+    check("dns record 2 skipped", "ember-init: dns record 2 skipped: not a dotted-quad" in text,
+          text)
+    a = init_net_line(text, MAC_A)
+    check("valid record applied", a is not None and a[1] == "10.88.0.2/16 via 10.88.0.1", text)
+    check("only the valid address", "10.99.0.2" not in text.split("==addr", 1)[-1], text)
+    check("resolv.conf from the valid record", "==resolv\n# from ember's boot config\n"
+          "nameserver 10.88.0.1\n==links" in text, text)
+    check("workload ran", "\nRAN\n" in text, text)
+    check("exit line code=0", exit_line(text) == "code=0", text)
+
+
+def case_net_q35(k):
+    """-M q35: the NIC on virtio-pci (Cloud Hypervisor's transport), found by MAC too."""
+    cfg = k.config(["/bin/sh", "-c", NET_SHOW], net=["%s 10.88.0.2/16 10.88.0.1" % MAC_A])
+    text, _, rc = k.boot(cfg, "net-q35", q35=True, nics=(MAC_A,))
+    a = init_net_line(text, MAC_A)
+    check("init line", a is not None and a[1] == "10.88.0.2/16 via 10.88.0.1", text)
+    if a is None:
+        return
+    check("address", re.search(r"^\s+inet 10\.88\.0\.2/16 .* %s$" % a[0], text, re.M)
+          is not None, text)
+    check("default route", re.search(r"^default via 10\.88\.0\.1 dev %s" % a[0], text, re.M)
+          is not None, text)
+    check("exit line code=0", exit_line(text) == "code=0", text)
+
+
 CASES = {
     "basic": case_basic, "numeric_user": case_numeric_user, "signal_exit": case_signal_exit,
     "orphans": case_orphans, "forward_inside": case_forward_inside,
     "powerdown": case_powerdown, "exec_missing": case_exec_missing,
     "unknown_user": case_unknown_user, "corrupt": case_corrupt, "erofs": case_erofs,
-    "q35": case_q35, "ctrl_alt_del": case_ctrl_alt_del,
+    "q35": case_q35, "ctrl_alt_del": case_ctrl_alt_del, "net": case_net,
+    "net_missing": case_net_missing, "net_malformed": case_net_malformed,
+    "net_q35": case_net_q35,
 }
 
 
