@@ -1,0 +1,648 @@
+/* test_nft.c: CUnit tests of ember's nftables tables (agent/net/nft.c).
+ *
+ *   test_nft render   the rendered text: golden fragments, determinism, and
+ *                     refusal of every input that could reach the rules text.
+ *   test_nft apply    libnftables for real, inside a network namespace this
+ *                     process makes (unshare(CLONE_NEWNET)) so the host's
+ *                     ruleset is never touched: apply, idempotence, changes,
+ *                     a foreign table left alone, atomic failure, delete,
+ *                     permission errors, and a DNAT forward carrying a TCP
+ *                     connection (over loopback, inside that namespace).
+ *                     Exits 77 (skip) when not root or without namespaces. */
+#include "agent/net/nft.h"
+#include "common/cleanup.h"
+#include "common/error.h"
+#include "common/mem.h"
+
+#include <CUnit/Basic.h>
+#include <arpa/inet.h>
+#include <errno.h>
+#include <linux/capability.h>
+#include <net/if.h>
+#include <netinet/in.h>
+#include <nftables/libnftables.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#define IP(a, b, c, d) (((uint32_t)(a) << 24) | ((uint32_t)(b) << 16) | ((uint32_t)(c) << 8) | (d))
+#define KEY_A "0123456789ab"
+#define KEY_B "0123456789ac"
+#define KEY_C "00000000000f"
+#define KEY_D "fedcba987654"
+
+static size_t count(const char *hay, const char *needle)
+{
+  size_t n = 0;
+  for (const char *p = hay; p && (p = strstr(p, needle)) != NULL; p += strlen(needle))
+    n++;
+  return n;
+}
+
+static void expect_has(const char *text, const char *frag)
+{
+  if (text == NULL || strstr(text, frag) == NULL)
+    fprintf(stderr, "\nmissing:\n  %s\nin:\n%s\n", frag, text ? text : "(null)");
+  CU_ASSERT_PTR_NOT_NULL(text ? strstr(text, frag) : NULL);
+}
+
+/* ---- the states the tests render ---- */
+
+static const net_forward fwd_a[] = {
+    {.proto = NET_PROTO_UDP, .host_port = 5353, .guest_port = 53, .host_addr = IP(192, 0, 2, 10)},
+    {.proto = NET_PROTO_TCP, .host_port = 8080, .guest_port = 80},
+};
+
+static net_network net_default(void)
+{
+  return (net_network){.name = "default",
+                       .bridge = "ember0",
+                       .subnet = IP(10, 88, 0, 0),
+                       .prefix = 24,
+                       .gateway = IP(10, 88, 0, 1),
+                       .nat = true};
+}
+
+static net_endpoint ep_bridged(const char *key, uint32_t ip, const net_forward *f, size_t n)
+{
+  return (net_endpoint){
+      .key = key, .network = "default", .guest_ip = ip, .forwards = f, .n_forwards = n};
+}
+
+static net_endpoint ep_ns(const char *key, const char *network, uint32_t veth_ns)
+{
+  return (net_endpoint){.key = key,
+                        .network = network,
+                        .guest_ip = IP(10, 88, 0, 2),
+                        .netns = true,
+                        .veth_host_ip = veth_ns - 1,
+                        .veth_ns_ip = veth_ns};
+}
+
+static char *render1(const net_network *n, size_t nn, const net_endpoint *e, size_t ne)
+{
+  cmn_error err = {0};
+  char *t = net_nft_render_host(n, nn, e, ne, &err);
+  if (t == NULL)
+    fprintf(stderr, "render: %s\n", err.msg);
+  CU_ASSERT_PTR_NOT_NULL_FATAL(t);
+  return t;
+}
+
+/* ---- render ---- */
+
+static void test_render_nat_and_forwards(void)
+{
+  net_network n = net_default();
+  net_endpoint e = ep_bridged(KEY_A, IP(10, 88, 0, 2), fwd_a, 2);
+  cleanup_free char *t = render1(&n, 1, &e, 1);
+  CU_ASSERT_EQUAL(strncmp(t, "add table inet ember\ndelete table inet ember\ntable inet ember {\n",
+                          strlen("add table inet ember\ndelete table inet ember\ntable inet "
+                                 "ember {\n")),
+                  0);
+  expect_has(t, "\tchain prerouting {\n\t\ttype nat hook prerouting priority dstnat; policy "
+                "accept;\n");
+  expect_has(t, "\tchain output {\n\t\ttype nat hook output priority -100; policy accept;\n");
+  expect_has(t, "\tchain postrouting {\n\t\ttype nat hook postrouting priority srcnat; policy "
+                "accept;\n");
+  expect_has(t, "\t\tip saddr 10.88.0.0/24 ip daddr != 10.88.0.0/24 masquerade comment \"network "
+                "default\"\n");
+  const char *tcp =
+      "\t\tfib daddr type local tcp dport 8080 dnat ip to 10.88.0.2:80 comment \"" KEY_A "\"\n";
+  const char *udp = "\t\tfib daddr type local ip daddr 192.0.2.10 udp dport 5353 dnat ip to "
+                    "10.88.0.2:53 comment \"" KEY_A "\"\n";
+  expect_has(t, tcp);
+  expect_has(t, udp);
+  CU_ASSERT_EQUAL(count(t, tcp), 2); /* prerouting and output */
+  CU_ASSERT_EQUAL(count(t, udp), 2);
+  /* sorted by port: 5353 before 8080 */
+  CU_ASSERT_TRUE(strstr(t, udp) < strstr(t, tcp));
+  expect_has(t, "\tchain forward {\n\t\ttype filter hook forward priority filter; policy accept;\n"
+                "\t\tct state established,related accept\n\t\tct status dnat accept\n\t}\n");
+  CU_ASSERT_PTR_NULL(strstr(t, "table bridge"));
+  CU_ASSERT_PTR_NULL(strstr(t, "drop"));
+
+  /* without nat: no masquerade of the subnet */
+  n.nat = false;
+  cleanup_free char *t2 = render1(&n, 1, &e, 1);
+  CU_ASSERT_PTR_NULL(strstr(t2, "ip daddr != 10.88.0.0/24 masquerade"));
+  expect_has(t2, tcp);
+}
+
+static void test_render_namespaced(void)
+{
+  net_network n = net_default();
+  static const net_forward f[] = {{.proto = NET_PROTO_TCP, .host_port = 2222, .guest_port = 22}};
+  net_endpoint e[2] = {ep_ns(KEY_B, "default", IP(10, 200, 0, 3)),
+                       ep_ns(KEY_A, "default", IP(10, 200, 0, 1))};
+  e[0].forwards = f;
+  e[0].n_forwards = 1;
+  cleanup_free char *t = render1(&n, 1, e, 2);
+  /* the target of a namespaced forward is its veth_ns_ip */
+  expect_has(t, "\t\tfib daddr type local tcp dport 2222 dnat ip to 10.200.0.3:22 comment \"" KEY_B
+                "\"\n");
+  expect_has(t, "\t\tip saddr 10.200.0.1 oifname != \"emv*\" masquerade comment \"" KEY_A "\"\n");
+  expect_has(t, "\t\tip saddr 10.200.0.3 oifname != \"emv*\" masquerade comment \"" KEY_B "\"\n");
+  /* sorted by key */
+  CU_ASSERT_TRUE(strstr(t, "10.200.0.1 oifname") < strstr(t, "10.200.0.3 oifname"));
+  n.nat = false;
+  cleanup_free char *t2 = render1(&n, 1, e, 2);
+  CU_ASSERT_PTR_NULL(strstr(t2, "oifname != \"emv*\" masquerade"));
+}
+
+static void test_render_isolated(void)
+{
+  net_network n[2] = {net_default(), net_default()};
+  n[1].name = "iso";
+  n[1].bridge = "ember1";
+  n[1].subnet = IP(10, 89, 0, 0);
+  n[1].isolated = true;
+  n[1].nat = false;
+  net_endpoint e[5] = {
+      ep_bridged(KEY_B, IP(10, 89, 0, 3), NULL, 0), ep_bridged(KEY_A, IP(10, 89, 0, 2), NULL, 0),
+      ep_ns(KEY_D, "iso", IP(10, 200, 0, 5)), ep_ns(KEY_C, "iso", IP(10, 200, 0, 7)),
+      ep_bridged("aaaaaaaaaaaa", IP(10, 88, 0, 9), NULL, 0)};
+  e[0].network = e[1].network = "iso";
+  cleanup_free char *t = render1(n, 2, e, 5);
+  expect_has(t, "\t\tiifname { \"emv" KEY_C "\", \"emv" KEY_D "\" } oifname { \"emv" KEY_C
+                "\", \"emv" KEY_D "\" } drop comment \"network iso: isolated\"\n\t}\n}\n");
+  expect_has(t, "add table bridge ember\ndelete table bridge ember\ntable bridge ember {\n");
+  expect_has(t, "\tchain forward {\n\t\ttype filter hook forward priority 0; policy accept;\n"
+                "\t\tiifname { \"emt" KEY_A "\", \"emt" KEY_B "\" } oifname { \"emt" KEY_A
+                "\", \"emt" KEY_B "\" } drop comment \"network iso: isolated\"\n\t}\n}\n");
+  /* the non-isolated network's endpoint is in no drop */
+  CU_ASSERT_PTR_NULL(strstr(t, "aaaaaaaaaaaa"));
+  CU_ASSERT_EQUAL(count(t, " drop "), 2);
+  /* no nat on iso, nat on default */
+  CU_ASSERT_PTR_NULL(strstr(t, "10.200.0.5 oifname"));
+  expect_has(t, "ip saddr 10.88.0.0/24 ip daddr != 10.88.0.0/24 masquerade");
+  CU_ASSERT_PTR_NULL(strstr(t, "ip daddr != 10.89.0.0/24"));
+}
+
+static void test_render_deterministic(void)
+{
+  net_network n[2] = {net_default(), net_default()};
+  n[1].name = "b-net";
+  n[1].bridge = "ember1";
+  n[1].subnet = IP(10, 89, 0, 0);
+  n[1].isolated = true;
+  net_forward f1[] = {fwd_a[1], fwd_a[0]};
+  net_endpoint e[3] = {ep_bridged(KEY_A, IP(10, 88, 0, 2), fwd_a, 2),
+                       ep_ns(KEY_C, "b-net", IP(10, 200, 0, 1)),
+                       ep_bridged(KEY_B, IP(10, 89, 0, 2), NULL, 0)};
+  e[2].network = "b-net";
+  cleanup_free char *t1 = render1(n, 2, e, 3);
+  /* reversed networks, endpoints and forwards */
+  net_network rn[2] = {n[1], n[0]};
+  net_endpoint re[3] = {e[2], e[1], e[0]};
+  re[2].forwards = f1;
+  cleanup_free char *t2 = render1(rn, 2, re, 3);
+  CU_ASSERT_STRING_EQUAL(t1, t2);
+  cleanup_free char *t3 = render1(n, 2, e, 3);
+  CU_ASSERT_STRING_EQUAL(t1, t3);
+  CU_ASSERT_TRUE(strstr(t1, "network b-net\"") < strstr(t1, "network default\""));
+}
+
+static void test_render_ns_golden(void)
+{
+  net_network n = net_default();
+  net_endpoint e = ep_ns(KEY_A, "default", IP(10, 200, 0, 1));
+  cmn_error err = {0};
+  cleanup_free char *t = net_nft_render_ns(&n, &e, &err);
+  CU_ASSERT_PTR_NOT_NULL_FATAL(t);
+  const char *want = "add table inet ember\n"
+                     "delete table inet ember\n"
+                     "table inet ember {\n"
+                     "\tcomment \"emberd: rewritten whole from its state, do not edit\"\n"
+                     "\tchain prerouting {\n"
+                     "\t\ttype nat hook prerouting priority dstnat; policy accept;\n"
+                     "\t\tiifname \"veth0\" ip daddr 10.200.0.1 dnat ip to 10.88.0.2 comment "
+                     "\"" KEY_A "\"\n"
+                     "\t}\n"
+                     "\tchain postrouting {\n"
+                     "\t\ttype nat hook postrouting priority srcnat; policy accept;\n"
+                     "\t\toifname \"veth0\" ip saddr 10.88.0.2 snat ip to 10.200.0.1 comment "
+                     "\"" KEY_A "\"\n"
+                     "\t}\n"
+                     "}\n";
+  CU_ASSERT_STRING_EQUAL(t, want);
+  /* a bridged endpoint has no namespace table */
+  e.netns = false;
+  char *t2 = net_nft_render_ns(&n, &e, &err);
+  CU_ASSERT_PTR_NULL(t2);
+  CU_ASSERT_EQUAL(err.code, CMN_INVALID_ARGUMENT);
+  free(t2);
+}
+
+/* Renders the host tables and expects code and a message naming `names`. */
+static void refused(const net_network *n, size_t nn, const net_endpoint *e, size_t ne, int code,
+                    const char *names)
+{
+  cmn_error err = {0};
+  char *t = net_nft_render_host(n, nn, e, ne, &err);
+  CU_ASSERT_PTR_NULL(t);
+  free(t);
+  CU_ASSERT_EQUAL(err.code, code);
+  if (strstr(err.msg, names) == NULL)
+    fprintf(stderr, "\nerror \"%s\" does not name \"%s\"\n", err.msg, names);
+  CU_ASSERT_PTR_NOT_NULL(strstr(err.msg, names));
+}
+
+static void test_render_refusals(void)
+{
+  net_endpoint e = ep_bridged(KEY_A, IP(10, 88, 0, 2), fwd_a, 2);
+  const char *bad_names[] = {"",         "br 0",  "br0\";drop", "abcdefghijklmnop",
+                             "br0\nadd", "br{0}", "br/0",       "br0*"};
+  for (size_t i = 0; i < sizeof bad_names / sizeof bad_names[0]; i++) {
+    net_network n = net_default();
+    n.bridge = bad_names[i];
+    refused(&n, 1, &e, 1, CMN_INVALID_ARGUMENT, "bridge name");
+  }
+  net_network n = net_default();
+  n.bridge = "abcdefghijklmno"; /* 15: the longest interface name */
+  cleanup_free char *ok = render1(&n, 1, &e, 1);
+
+  n = net_default();
+  n.name = "de\"fault";
+  refused(&n, 1, &e, 0, CMN_INVALID_ARGUMENT, "name");
+  n.name = NULL;
+  refused(&n, 1, &e, 0, CMN_INVALID_ARGUMENT, "name");
+  n = net_default();
+  n.prefix = 7;
+  refused(&n, 1, &e, 1, CMN_INVALID_ARGUMENT, "prefix /7");
+  n.prefix = 31;
+  refused(&n, 1, &e, 1, CMN_INVALID_ARGUMENT, "prefix /31");
+  n = net_default();
+  n.subnet = IP(10, 88, 0, 1);
+  refused(&n, 1, &e, 1, CMN_INVALID_ARGUMENT, "10.88.0.1/24");
+  net_network two[2] = {net_default(), net_default()};
+  refused(two, 2, &e, 1, CMN_INVALID_ARGUMENT, "default is defined twice");
+
+  n = net_default();
+  const char *bad_keys[] = {"0123456789AB",  "0123456789a",  "0123456789abc",
+                            "0123456789a\"", "01234567 9ab", ""};
+  for (size_t i = 0; i < sizeof bad_keys / sizeof bad_keys[0]; i++) {
+    net_endpoint b = e;
+    b.key = bad_keys[i];
+    refused(&n, 1, &b, 1, CMN_INVALID_ARGUMENT, "key");
+  }
+  net_endpoint b = e;
+  b.network = "other";
+  refused(&n, 1, &b, 1, CMN_INVALID_ARGUMENT, "network other is not defined");
+  b.network = "x\" drop";
+  refused(&n, 1, &b, 1, CMN_INVALID_ARGUMENT, "network name");
+  b = e;
+  b.guest_ip = 0;
+  refused(&n, 1, &b, 1, CMN_INVALID_ARGUMENT, "guest address");
+  b = ep_ns(KEY_A, "default", 0);
+  refused(&n, 1, &b, 1, CMN_INVALID_ARGUMENT, "veth_ns_ip");
+  net_endpoint twice[2] = {e, e};
+  twice[1].forwards = NULL;
+  twice[1].n_forwards = 0;
+  refused(&n, 1, twice, 2, CMN_INVALID_ARGUMENT, KEY_A " is given twice");
+
+  net_forward f = {.proto = NET_PROTO_TCP, .host_port = 0, .guest_port = 80};
+  b = ep_bridged(KEY_A, IP(10, 88, 0, 2), &f, 1);
+  refused(&n, 1, &b, 1, CMN_INVALID_ARGUMENT, "ports must be in 1..65535");
+  f.host_port = 80;
+  f.guest_port = 0;
+  refused(&n, 1, &b, 1, CMN_INVALID_ARGUMENT, "ports must be in 1..65535");
+  f.guest_port = 80;
+  f.proto = (net_proto)3;
+  refused(&n, 1, &b, 1, CMN_INVALID_ARGUMENT, "protocol 3");
+  f.proto = NET_PROTO_TCP;
+  f.host_port = 65535;
+  f.guest_port = 65535;
+  cleanup_free char *ok2 = render1(&n, 1, &b, 1);
+  expect_has(ok2, "tcp dport 65535 dnat ip to 10.88.0.2:65535");
+
+  /* one host port forwarded twice: any address vs a given one, or the same */
+  net_forward f1 = {.proto = NET_PROTO_TCP, .host_port = 8080, .guest_port = 80};
+  net_forward f2 = {
+      .proto = NET_PROTO_TCP, .host_port = 8080, .guest_port = 81, .host_addr = IP(192, 0, 2, 1)};
+  net_endpoint pair[2] = {ep_bridged(KEY_A, IP(10, 88, 0, 2), &f1, 1),
+                          ep_bridged(KEY_B, IP(10, 88, 0, 3), &f2, 1)};
+  refused(&n, 1, pair, 2, CMN_ALREADY_EXISTS, "tcp 8080 is forwarded twice");
+  /* udp and tcp of one port, or two distinct host addresses, are fine */
+  f2.proto = NET_PROTO_UDP;
+  cleanup_free char *ok3 = render1(&n, 1, pair, 2);
+  f2.proto = NET_PROTO_TCP;
+  f1.host_addr = IP(192, 0, 2, 2);
+  cleanup_free char *ok4 = render1(&n, 1, pair, 2);
+  /* NULL arrays with counts */
+  refused(NULL, 1, NULL, 0, CMN_INVALID_ARGUMENT, "count");
+}
+
+/* ---- apply (inside this process's own network namespace) ---- */
+
+/* Runs cmd with libnftables directly (the foreign table). */
+static int nft_raw(const char *cmd, char **out)
+{
+  struct nft_ctx *ctx = nft_ctx_new(NFT_CTX_DEFAULT);
+  nft_ctx_buffer_output(ctx);
+  nft_ctx_buffer_error(ctx);
+  int rc = nft_run_cmd_from_buffer(ctx, cmd);
+  if (rc != 0)
+    fprintf(stderr, "nft %s: %s\n", cmd, nft_ctx_get_error_buffer(ctx));
+  if (out != NULL)
+    *out = cmn_strdup(nft_ctx_get_output_buffer(ctx));
+  nft_ctx_free(ctx);
+  return rc;
+}
+
+static const char *foreign = "table inet other {\n"
+                             "\tchain input {\n"
+                             "\t\ttype filter hook input priority 0; policy accept;\n"
+                             "\t\ttcp dport 2222 counter accept\n"
+                             "\t}\n"
+                             "}\n";
+
+static char *list_ok(void)
+{
+  cmn_error err = {0};
+  char *l = net_nft_list(&err);
+  if (l == NULL)
+    fprintf(stderr, "list: %s\n", err.msg);
+  CU_ASSERT_PTR_NOT_NULL_FATAL(l);
+  return l;
+}
+
+static void apply_ok(const char *rules)
+{
+  cmn_error err = {0};
+  int r = net_nft_apply(rules, &err);
+  if (r != 0)
+    fprintf(stderr, "apply: %s\n", err.msg);
+  CU_ASSERT_EQUAL_FATAL(r, 0);
+}
+
+static void foreign_intact(void)
+{
+  cleanup_free char *o = NULL;
+  CU_ASSERT_EQUAL(nft_raw("list table inet other", &o), 0);
+  expect_has(o, "tcp dport 2222 counter packets 0 bytes 0 accept");
+}
+
+static void test_apply_idempotent_and_changes(void)
+{
+  CU_ASSERT_EQUAL_FATAL(nft_raw(foreign, NULL), 0);
+  cmn_error err = {0};
+  cleanup_free char *empty = list_ok();
+  CU_ASSERT_STRING_EQUAL(empty, "");
+
+  net_network n = net_default();
+  net_endpoint e[2] = {ep_bridged(KEY_A, IP(10, 88, 0, 2), fwd_a, 2),
+                       ep_ns(KEY_B, "default", IP(10, 200, 0, 1))};
+  cleanup_free char *r1 = render1(&n, 1, e, 2);
+  apply_ok(r1);
+  cleanup_free char *l1 = list_ok();
+  expect_has(l1, "table inet ember {");
+  expect_has(l1, "tcp dport 8080 dnat ip to 10.88.0.2:80 comment \"" KEY_A "\"");
+  expect_has(l1, "ip daddr 192.0.2.10 udp dport 5353 dnat ip to 10.88.0.2:53");
+  expect_has(l1, "ip saddr 10.88.0.0/24 ip daddr != 10.88.0.0/24 masquerade");
+  expect_has(l1, "ip saddr 10.200.0.1 oifname != \"emv*\" masquerade");
+  CU_ASSERT_EQUAL(count(l1, "tcp dport 8080"), 2);
+
+  /* the same again: the same ruleset, nothing doubled */
+  apply_ok(r1);
+  cleanup_free char *l2 = list_ok();
+  CU_ASSERT_STRING_EQUAL(l1, l2);
+  CU_ASSERT_EQUAL(count(l2, "tcp dport 8080"), 2);
+
+  /* a forward removed: gone */
+  e[0].n_forwards = 1; /* only the udp one */
+  cleanup_free char *r2 = render1(&n, 1, e, 2);
+  apply_ok(r2);
+  cleanup_free char *l3 = list_ok();
+  CU_ASSERT_PTR_NULL(strstr(l3, "dport 8080"));
+  CU_ASSERT_EQUAL(count(l3, "udp dport 5353"), 2);
+  foreign_intact();
+
+  /* an isolated network adds the bridge table; dropping it removes the table */
+  n.isolated = true;
+  cleanup_free char *r3 = render1(&n, 1, e, 2);
+  apply_ok(r3);
+  cleanup_free char *l4 = list_ok();
+  expect_has(l4, "table bridge ember {");
+  expect_has(l4, "drop comment \"network default: isolated\"");
+  n.isolated = false;
+  apply_ok(r2);
+  cleanup_free char *l5 = list_ok();
+  CU_ASSERT_STRING_EQUAL(l5, l3);
+  CU_ASSERT_PTR_NULL(strstr(l5, "table bridge"));
+  foreign_intact();
+  (void)err;
+}
+
+static void test_apply_atomic(void)
+{
+  net_network n = net_default();
+  net_endpoint e = ep_bridged(KEY_A, IP(10, 88, 0, 2), fwd_a, 2);
+  cleanup_free char *r = render1(&n, 1, &e, 1);
+  apply_ok(r);
+  cleanup_free char *before = list_ok();
+  /* refused by the kernel half-way (a jump to no chain) and by the parser */
+  const char *broken[] = {"add table inet ember\ndelete table inet ember\ntable inet ember {\n"
+                          "\tchain c {\n\t\tjump nowhere\n\t}\n}\n",
+                          "add table inet ember\ndelete table inet ember\ntable inet ember {\n"
+                          "\tchain c {\n\t\tbogus statement\n\t}\n}\n"};
+  for (size_t i = 0; i < 2; i++) {
+    cmn_error err = {0};
+    CU_ASSERT_EQUAL(net_nft_apply(broken[i], &err), -1);
+    CU_ASSERT_EQUAL(err.code, CMN_INTERNAL);
+    fprintf(stderr, "\n  broken ruleset %zu: %s\n", i, err.msg);
+    CU_ASSERT_PTR_NOT_NULL(strstr(err.msg, "nftables: apply ember's tables: Error:"));
+    CU_ASSERT_PTR_NULL(strchr(err.msg, '\n'));
+    cleanup_free char *after = list_ok();
+    CU_ASSERT_STRING_EQUAL(after, before);
+  }
+  cmn_error err = {0};
+  CU_ASSERT_EQUAL(net_nft_apply("", &err), -1);
+  CU_ASSERT_EQUAL(err.code, CMN_INVALID_ARGUMENT);
+  foreign_intact();
+}
+
+static void test_apply_ns_table(void)
+{
+  net_network n = net_default();
+  net_endpoint e = ep_ns(KEY_A, "default", IP(10, 200, 0, 1));
+  cmn_error err = {0};
+  cleanup_free char *r = net_nft_render_ns(&n, &e, &err);
+  CU_ASSERT_PTR_NOT_NULL_FATAL(r);
+  apply_ok(r);
+  cleanup_free char *l = list_ok();
+  expect_has(l, "iifname \"veth0\" ip daddr 10.200.0.1 dnat ip to 10.88.0.2");
+  expect_has(l, "oifname \"veth0\" ip saddr 10.88.0.2 snat ip to 10.200.0.1");
+  CU_ASSERT_PTR_NULL(strstr(l, "dport"));
+  foreign_intact();
+}
+
+static void test_delete(void)
+{
+  cmn_error err = {0};
+  net_network n = net_default();
+  n.isolated = true;
+  net_endpoint e = ep_bridged(KEY_A, IP(10, 88, 0, 2), fwd_a, 2);
+  cleanup_free char *r = render1(&n, 1, &e, 1);
+  apply_ok(r);
+  CU_ASSERT_EQUAL(net_nft_delete(&err), 0);
+  cleanup_free char *l = list_ok();
+  CU_ASSERT_STRING_EQUAL(l, "");
+  cleanup_free char *tables = NULL;
+  CU_ASSERT_EQUAL(nft_raw("list tables", &tables), 0);
+  CU_ASSERT_STRING_EQUAL(tables, "table inet other\n");
+  CU_ASSERT_EQUAL(net_nft_delete(&err), 0); /* nothing left: still fine */
+  foreign_intact();
+}
+
+/* Without CAP_NET_ADMIN in this thread (capabilities are per thread). */
+static void *no_cap_thread(void *arg)
+{
+  cmn_error *err = arg;
+  struct __user_cap_header_struct h = {.version = _LINUX_CAPABILITY_VERSION_3, .pid = 0};
+  struct __user_cap_data_struct d[2];
+  memset(d, 0, sizeof d);
+  if (syscall(SYS_capget, &h, d) != 0)
+    return NULL;
+  d[0].effective &= ~(1u << CAP_NET_ADMIN);
+  if (syscall(SYS_capset, &h, d) != 0)
+    return NULL;
+  net_nft_apply("add table inet ember\n", err);
+  return err;
+}
+
+static void test_permission_denied(void)
+{
+  cmn_error err = {0};
+  pthread_t t;
+  void *res = NULL;
+  CU_ASSERT_EQUAL_FATAL(pthread_create(&t, NULL, no_cap_thread, &err), 0);
+  pthread_join(t, &res);
+  CU_ASSERT_PTR_NOT_NULL_FATAL(res);
+  fprintf(stderr, "\n  without CAP_NET_ADMIN: %s\n", err.msg);
+  CU_ASSERT_EQUAL(err.code, CMN_PERMISSION_DENIED);
+  CU_ASSERT_PTR_NOT_NULL(strstr(err.msg, "CAP_NET_ADMIN"));
+}
+
+/* A forward carries a TCP connection: 127.0.0.1:18080 from this (namespaced)
+ * host is DNAT'd by the output chain to a listener at 127.0.0.2:19000. */
+static void test_forward_carries_tcp(void)
+{
+  net_network n = {.name = "lo", .bridge = "lo", .subnet = IP(127, 0, 0, 0), .prefix = 8};
+  static const net_forward f[] = {
+      {.proto = NET_PROTO_TCP, .host_port = 18080, .guest_port = 19000}};
+  net_endpoint e = {
+      .key = KEY_A, .network = "lo", .guest_ip = IP(127, 0, 0, 2), .forwards = f, .n_forwards = 1};
+  cleanup_free char *r = render1(&n, 1, &e, 1);
+  apply_ok(r);
+
+  int ls = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  CU_ASSERT_FATAL(ls >= 0);
+  int one = 1;
+  setsockopt(ls, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(19000)};
+  a.sin_addr.s_addr = htonl(IP(127, 0, 0, 2));
+  CU_ASSERT_EQUAL_FATAL(bind(ls, (struct sockaddr *)&a, sizeof a), 0);
+  CU_ASSERT_EQUAL_FATAL(listen(ls, 4), 0);
+
+  int c = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  struct sockaddr_in to = {.sin_family = AF_INET, .sin_port = htons(18080)};
+  to.sin_addr.s_addr = htonl(IP(127, 0, 0, 1));
+  int cr = connect(c, (struct sockaddr *)&to, sizeof to);
+  if (cr != 0)
+    perror("connect 127.0.0.1:18080");
+  CU_ASSERT_EQUAL(cr, 0);
+  if (cr == 0) {
+    int s = accept4(ls, NULL, NULL, SOCK_CLOEXEC);
+    CU_ASSERT_FATAL(s >= 0);
+    CU_ASSERT_EQUAL(write(c, "ping", 4), 4);
+    char buf[8] = {0};
+    CU_ASSERT_EQUAL(read(s, buf, sizeof buf - 1), 4);
+    CU_ASSERT_STRING_EQUAL(buf, "ping");
+    close(s);
+  }
+  close(c);
+
+  /* without the forward, nothing listens at 18080 */
+  cmn_error err = {0};
+  CU_ASSERT_EQUAL(net_nft_delete(&err), 0);
+  c = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  CU_ASSERT_EQUAL(connect(c, (struct sockaddr *)&to, sizeof to), -1);
+  CU_ASSERT_EQUAL(errno, ECONNREFUSED);
+  close(c);
+  close(ls);
+}
+
+/* Own network namespace with lo up, or exit 77 naming what is missing. */
+static void enter_own_netns(void)
+{
+  if (geteuid() != 0) {
+    fprintf(stderr, "SKIP: unit_nft_apply needs root (CAP_NET_ADMIN in a namespace of its own)\n");
+    exit(77);
+  }
+  if (unshare(CLONE_NEWNET) != 0) {
+    fprintf(stderr, "SKIP: unit_nft_apply needs network namespaces: unshare(CLONE_NEWNET): %s\n",
+            cmn_strerror(errno));
+    exit(77);
+  }
+  int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  struct ifreq ifr;
+  memset(&ifr, 0, sizeof ifr);
+  snprintf(ifr.ifr_name, sizeof ifr.ifr_name, "lo");
+  if (s < 0 || ioctl(s, SIOCGIFFLAGS, &ifr) != 0 ||
+      (ifr.ifr_flags |= IFF_UP, ioctl(s, SIOCSIFFLAGS, &ifr)) != 0) {
+    fprintf(stderr, "cannot bring lo up in the test namespace: %s\n", cmn_strerror(errno));
+    exit(1);
+  }
+  close(s);
+  /* nf_tables may be missing in the kernel */
+  struct nft_ctx *ctx = nft_ctx_new(NFT_CTX_DEFAULT);
+  nft_ctx_buffer_error(ctx);
+  int rc = nft_run_cmd_from_buffer(ctx, "list tables");
+  nft_ctx_free(ctx);
+  if (rc != 0) {
+    fprintf(stderr, "SKIP: unit_nft_apply needs nf_tables in the kernel\n");
+    exit(77);
+  }
+}
+
+int main(int argc, char **argv)
+{
+  bool apply = argc > 1 && strcmp(argv[1], "apply") == 0;
+  if (argc != 2 || (!apply && strcmp(argv[1], "render") != 0)) {
+    fprintf(stderr, "usage: test_nft render|apply\n");
+    return 2;
+  }
+  if (apply)
+    enter_own_netns();
+  if (CU_initialize_registry() != CUE_SUCCESS)
+    return 1;
+  if (!apply) {
+    CU_pSuite s = CU_add_suite("nft_render", NULL, NULL);
+    CU_add_test(s, "nat_and_forwards", test_render_nat_and_forwards);
+    CU_add_test(s, "namespaced", test_render_namespaced);
+    CU_add_test(s, "isolated", test_render_isolated);
+    CU_add_test(s, "deterministic", test_render_deterministic);
+    CU_add_test(s, "ns_golden", test_render_ns_golden);
+    CU_add_test(s, "refusals", test_render_refusals);
+  } else {
+    CU_pSuite s = CU_add_suite("nft_apply", NULL, NULL);
+    CU_add_test(s, "idempotent_and_changes", test_apply_idempotent_and_changes);
+    CU_add_test(s, "atomic", test_apply_atomic);
+    CU_add_test(s, "ns_table", test_apply_ns_table);
+    CU_add_test(s, "delete", test_delete);
+    CU_add_test(s, "permission_denied", test_permission_denied);
+    CU_add_test(s, "forward_carries_tcp", test_forward_carries_tcp);
+  }
+  CU_basic_set_mode(CU_BRM_VERBOSE);
+  CU_basic_run_tests();
+  unsigned failed = CU_get_number_of_failures() + CU_get_number_of_tests_failed();
+  CU_cleanup_registry();
+  return failed == 0 ? 0 : 1;
+}
