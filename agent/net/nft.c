@@ -351,9 +351,9 @@ char *net_nft_render_host(const net_network *nets, size_t n_nets, const net_endp
       sb_add(&b, "\t\tip saddr %s/%d ip daddr != %s/%d masquerade comment \"network %s\"\n", s.s,
              n->prefix, s.s, n->prefix, n->name);
     sb_add(&b,
-           "\t\tip saddr %s/%d ip daddr %s/%d ct status dnat masquerade comment \"network %s: "
-           "forward hairpin\"\n",
-           s.s, n->prefix, s.s, n->prefix, n->name);
+           "\t\toifname \"%s\" ip saddr %s/%d ip daddr %s/%d ct status dnat masquerade comment "
+           "\"network %s: forward hairpin\"\n",
+           n->bridge, s.s, n->prefix, s.s, n->prefix, n->name);
   }
   for (size_t i = 0; i < n_eps; i++) {
     const net_network *n = network_of(es[i], ns, n_nets);
@@ -362,8 +362,8 @@ char *net_nft_render_host(const net_network *nets, size_t n_nets, const net_endp
              ip4(es[i]->veth_ns_ip).s, NET_VETH_PREFIX, es[i]->key);
   }
   if (any_forward)
-    sb_add(&b, "\t\tip saddr 127.0.0.0/8 ct status dnat masquerade comment \"a forward used "
-               "from the host's loopback\"\n");
+    sb_add(&b, "\t\tip saddr 127.0.0.0/8 oifname != \"lo\" ct status dnat masquerade comment "
+               "\"a forward used from the host's loopback\"\n");
   sb_add(&b, "\t}\n");
 
   sb_add(&b, "\tchain forward {\n"

@@ -13,10 +13,12 @@
 #include "common/cleanup.h"
 #include "common/error.h"
 #include "common/mem.h"
+#include "common/proc.h"
 
 #include <CUnit/Basic.h>
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <linux/capability.h>
 #include <net/if.h>
 #include <netinet/in.h>
@@ -29,6 +31,8 @@
 #include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
+#include <sys/time.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #define IP(a, b, c, d) (((uint32_t)(a) << 24) | ((uint32_t)(b) << 16) | ((uint32_t)(c) << 8) | (d))
@@ -127,6 +131,9 @@ static void test_render_nat_and_forwards(void)
                 "\t\tct state established,related accept\n\t\tct status dnat accept\n\t}\n");
   CU_ASSERT_PTR_NULL(strstr(t, "table bridge"));
   CU_ASSERT_PTR_NULL(strstr(t, "drop"));
+  expect_has(t, "\t\toifname \"ember0\" ip saddr 10.88.0.0/24 ip daddr 10.88.0.0/24 ct status dnat "
+                "masquerade comment \"network default: forward hairpin\"\n");
+  expect_has(t, "\t\tip saddr 127.0.0.0/8 oifname != \"lo\" ct status dnat masquerade");
 
   /* without nat: no masquerade of the subnet */
   n.nat = false;
@@ -534,11 +541,15 @@ static void test_permission_denied(void)
  * host is DNAT'd by the output chain to a listener at 127.0.0.2:19000. */
 static void test_forward_carries_tcp(void)
 {
-  net_network n = {.name = "lo", .bridge = "lo", .subnet = IP(127, 0, 0, 0), .prefix = 8};
+  /* the "guest" is a loopback address of this namespace */
+  net_network n = net_default();
   static const net_forward f[] = {
       {.proto = NET_PROTO_TCP, .host_port = 18080, .guest_port = 19000}};
-  net_endpoint e = {
-      .key = KEY_A, .network = "lo", .guest_ip = IP(127, 0, 0, 2), .forwards = f, .n_forwards = 1};
+  net_endpoint e = {.key = KEY_A,
+                    .network = "default",
+                    .guest_ip = IP(127, 0, 0, 2),
+                    .forwards = f,
+                    .n_forwards = 1};
   cleanup_free char *r = render1(&n, 1, &e, 1);
   apply_ok(r);
 
@@ -552,6 +563,9 @@ static void test_forward_carries_tcp(void)
   CU_ASSERT_EQUAL_FATAL(listen(ls, 4), 0);
 
   int c = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  struct timeval tv = {.tv_sec = 20}; /* a bound on a failing connect, not a measure */
+  setsockopt(c, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+  setsockopt(c, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
   struct sockaddr_in to = {.sin_family = AF_INET, .sin_port = htons(18080)};
   to.sin_addr.s_addr = htonl(IP(127, 0, 0, 1));
   int cr = connect(c, (struct sockaddr *)&to, sizeof to);
@@ -579,15 +593,245 @@ static void test_forward_carries_tcp(void)
   close(ls);
 }
 
+/* ---- end to end: host, instance and "outside" namespaces, all made here ---- */
+
+static char *ip_bin; /* the iproute2 `ip` that wires the test namespaces */
+
+/* A new network namespace (made by a thread, so this one stays put): its fd. */
+static void *new_netns_thread(void *arg)
+{
+  int *fd = arg;
+  if (unshare(CLONE_NEWNET) == 0)
+    *fd = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC);
+  return NULL;
+}
+
+static int new_netns(void)
+{
+  int fd = -1;
+  pthread_t t;
+  if (pthread_create(&t, NULL, new_netns_thread, &fd) != 0)
+    return -1;
+  pthread_join(t, NULL);
+  return fd;
+}
+
+/* Runs `ip args...` in the namespace nsfd (-1: this one); 0 when it exits 0. */
+static int ip_in(int nsfd, const char *args)
+{
+  char buf[256];
+  snprintf(buf, sizeof buf, "%s", args);
+  char *argv[24] = {ip_bin};
+  int n = 1;
+  for (char *save = NULL, *w = strtok_r(buf, " ", &save); w != NULL && n < 23;
+       w = strtok_r(NULL, " ", &save))
+    argv[n++] = w;
+  argv[n] = NULL;
+  pid_t pid = fork();
+  if (pid == 0) {
+    if (nsfd >= 0 && setns(nsfd, CLONE_NEWNET) != 0)
+      _exit(126);
+    execv(ip_bin, argv);
+    _exit(127);
+  }
+  int st = 0;
+  if (pid < 0 || waitpid(pid, &st, 0) != pid || !WIFEXITED(st) || WEXITSTATUS(st) != 0) {
+    fprintf(stderr, "ip %s: failed (status %d)\n", args, st);
+    return -1;
+  }
+  return 0;
+}
+
+/* A socket made in namespace nsfd (it stays there, whoever uses it). */
+typedef struct ns_call {
+  int nsfd;
+  int type;
+  int fd;
+  const char *rules; /* for apply_in */
+  cmn_error err;
+  int rc;
+} ns_call;
+
+static void *socket_in_thread(void *arg)
+{
+  ns_call *c = arg;
+  if (setns(c->nsfd, CLONE_NEWNET) == 0)
+    c->fd = socket(AF_INET, c->type | SOCK_CLOEXEC, 0);
+  return NULL;
+}
+
+static int socket_in(int nsfd)
+{
+  ns_call c = {.nsfd = nsfd, .type = SOCK_STREAM, .fd = -1};
+  pthread_t t;
+  if (pthread_create(&t, NULL, socket_in_thread, &c) != 0)
+    return -1;
+  pthread_join(t, NULL);
+  struct timeval tv = {.tv_sec = 20}; /* bounds a failure, never measured */
+  setsockopt(c.fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+  setsockopt(c.fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  return c.fd;
+}
+
+static void *apply_in_thread(void *arg)
+{
+  ns_call *c = arg;
+  c->rc = -1;
+  if (setns(c->nsfd, CLONE_NEWNET) == 0)
+    c->rc = net_nft_apply(c->rules, &c->err);
+  return NULL;
+}
+
+static int apply_in(int nsfd, const char *rules)
+{
+  ns_call c = {.nsfd = nsfd, .rules = rules, .rc = -1};
+  pthread_t t;
+  if (pthread_create(&t, NULL, apply_in_thread, &c) != 0)
+    return -1;
+  pthread_join(t, NULL);
+  if (c.rc != 0)
+    fprintf(stderr, "apply in namespace: %s\n", c.err.msg);
+  return c.rc;
+}
+
+static struct sockaddr_in sin_of(uint32_t a, uint16_t port)
+{
+  struct sockaddr_in s = {.sin_family = AF_INET, .sin_port = htons(port)};
+  s.sin_addr.s_addr = htonl(a);
+  return s;
+}
+
+static int listen_at(int fd, uint32_t a, uint16_t port)
+{
+  struct sockaddr_in s = sin_of(a, port);
+  int one = 1;
+  setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  if (bind(fd, (struct sockaddr *)&s, sizeof s) != 0 || listen(fd, 4) != 0)
+    return -1;
+  return 0;
+}
+
+/* Connects client (bound to from when not 0) to to:port, accepts on listener,
+ * carries a few bytes; returns the peer address the listener saw (0: failed). */
+static uint32_t carry(int client, uint32_t from, int listener, uint32_t to, uint16_t port)
+{
+  if (from != 0) {
+    struct sockaddr_in b = sin_of(from, 0);
+    if (bind(client, (struct sockaddr *)&b, sizeof b) != 0)
+      return 0;
+  }
+  struct sockaddr_in s = sin_of(to, port);
+  if (connect(client, (struct sockaddr *)&s, sizeof s) != 0) {
+    perror("connect");
+    return 0;
+  }
+  struct sockaddr_in peer;
+  socklen_t len = sizeof peer;
+  int a = accept4(listener, (struct sockaddr *)&peer, &len, SOCK_CLOEXEC);
+  if (a < 0)
+    return 0;
+  char buf[8] = {0};
+  bool ok = write(client, "ping", 4) == 4 && read(a, buf, sizeof buf - 1) == 4 &&
+            strcmp(buf, "ping") == 0 && write(a, "pong", 4) == 4 &&
+            read(client, buf, sizeof buf - 1) == 4 && strncmp(buf, "pong", 4) == 0;
+  close(a);
+  return ok ? ntohl(peer.sin_addr.s_addr) : 0;
+}
+
+/* The test's host H (this namespace), an instance namespace G joined to H by
+ * a veth pair (emv<KEY_A> 10.200.0.0/31 - veth0 10.200.0.1/31) whose "guest"
+ * is 10.88.0.2 (on G's lo), and an "outside" namespace O (eth0 10.50.0.2/24)
+ * joined to H (eo0 10.50.0.1/24). The host forwards tcp 8080 to the guest's
+ * port 80. Every packet stays in these three namespaces. */
+static void test_e2e_forward_and_nat(void)
+{
+  int g = new_netns(), o = new_netns();
+  CU_ASSERT_FATAL(g >= 0 && o >= 0);
+  FILE *f = fopen("/proc/sys/net/ipv4/ip_forward", "we"); /* this namespace's */
+  CU_ASSERT_PTR_NOT_NULL_FATAL(f);
+  fputs("1\n", f);
+  fclose(f);
+  char cmd[200];
+  snprintf(cmd, sizeof cmd, "link add emv%s type veth peer name veth0 netns /proc/%d/fd/%d", KEY_A,
+           (int)getpid(), g);
+  CU_ASSERT_EQUAL_FATAL(ip_in(-1, cmd), 0);
+  snprintf(cmd, sizeof cmd, "link add eo0 type veth peer name eth0 netns /proc/%d/fd/%d",
+           (int)getpid(), o);
+  CU_ASSERT_EQUAL_FATAL(ip_in(-1, cmd), 0);
+  const char *host_cmds[] = {"addr add 10.200.0.0/31 dev emv" KEY_A, "link set emv" KEY_A " up",
+                             "addr add 10.50.0.1/24 dev eo0", "link set eo0 up"};
+  for (size_t i = 0; i < 4; i++)
+    CU_ASSERT_EQUAL_FATAL(ip_in(-1, host_cmds[i]), 0);
+  const char *g_cmds[] = {"link set lo up", "addr add 10.88.0.2/32 dev lo",
+                          "addr add 10.200.0.1/31 dev veth0", "link set veth0 up",
+                          "route add default via 10.200.0.0"};
+  for (size_t i = 0; i < 5; i++)
+    CU_ASSERT_EQUAL_FATAL(ip_in(g, g_cmds[i]), 0);
+  const char *o_cmds[] = {"link set lo up", "addr add 10.50.0.2/24 dev eth0", "link set eth0 up"};
+  for (size_t i = 0; i < 3; i++)
+    CU_ASSERT_EQUAL_FATAL(ip_in(o, o_cmds[i]), 0);
+
+  net_network n = net_default();
+  static const net_forward fw[] = {{.proto = NET_PROTO_TCP, .host_port = 8080, .guest_port = 80}};
+  net_endpoint e = ep_ns(KEY_A, "default", IP(10, 200, 0, 1));
+  e.forwards = fw;
+  e.n_forwards = 1;
+  cleanup_free char *host = render1(&n, 1, &e, 1);
+  apply_ok(host);
+  cmn_error err = {0};
+  cleanup_free char *ns = net_nft_render_ns(&n, &e, &err);
+  CU_ASSERT_PTR_NOT_NULL_FATAL(ns);
+  CU_ASSERT_EQUAL_FATAL(apply_in(g, ns), 0);
+
+  int guest_l = socket_in(g);
+  CU_ASSERT_EQUAL_FATAL(listen_at(guest_l, IP(10, 88, 0, 2), 80), 0);
+
+  /* outside -> host:8080 -> (prerouting DNAT) veth_ns_ip:80 -> (G) guest:80;
+   * the guest sees the outside client's own address */
+  int c = socket_in(o);
+  CU_ASSERT_EQUAL(carry(c, 0, guest_l, IP(10, 50, 0, 1), 8080), IP(10, 50, 0, 2));
+  close(c);
+  /* the host itself through the forward (output chain); its source is the
+   * local address it dialled */
+  c = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  CU_ASSERT_EQUAL(carry(c, 0, guest_l, IP(10, 50, 0, 1), 8080), IP(10, 50, 0, 1));
+  close(c);
+  /* the host reaches the guest at veth_ns_ip, on any port */
+  c = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  CU_ASSERT_EQUAL(carry(c, 0, guest_l, IP(10, 200, 0, 1), 80), IP(10, 200, 0, 0));
+  close(c);
+
+  /* guest -> outside: SNAT to veth_ns_ip in G, masquerade to eo0's address on H */
+  int out_l = socket_in(o);
+  CU_ASSERT_EQUAL_FATAL(listen_at(out_l, IP(10, 50, 0, 2), 9000), 0);
+  c = socket_in(g);
+  CU_ASSERT_EQUAL(carry(c, IP(10, 88, 0, 2), out_l, IP(10, 50, 0, 2), 9000), IP(10, 50, 0, 1));
+  close(c);
+
+  /* with the forward gone, outside -> host:8080 is refused */
+  e.n_forwards = 0;
+  cleanup_free char *host2 = render1(&n, 1, &e, 1);
+  apply_ok(host2);
+  c = socket_in(o);
+  struct sockaddr_in s = sin_of(IP(10, 50, 0, 1), 8080);
+  CU_ASSERT_EQUAL(connect(c, (struct sockaddr *)&s, sizeof s), -1);
+  CU_ASSERT_EQUAL(errno, ECONNREFUSED);
+  close(c);
+  close(out_l);
+  close(guest_l);
+  close(g);
+  close(o);
+}
+
 /* Own network namespace with lo up, or exit 77 naming what is missing. */
 static void enter_own_netns(void)
 {
   if (geteuid() != 0) {
-    fprintf(stderr, "SKIP: unit_nft_apply needs root (CAP_NET_ADMIN in a namespace of its own)\n");
+    fprintf(stderr, "SKIP: needs root (CAP_NET_ADMIN in a namespace of its own)\n");
     exit(77);
   }
   if (unshare(CLONE_NEWNET) != 0) {
-    fprintf(stderr, "SKIP: unit_nft_apply needs network namespaces: unshare(CLONE_NEWNET): %s\n",
+    fprintf(stderr, "SKIP: needs network namespaces: unshare(CLONE_NEWNET): %s\n",
             cmn_strerror(errno));
     exit(77);
   }
@@ -607,23 +851,34 @@ static void enter_own_netns(void)
   int rc = nft_run_cmd_from_buffer(ctx, "list tables");
   nft_ctx_free(ctx);
   if (rc != 0) {
-    fprintf(stderr, "SKIP: unit_nft_apply needs nf_tables in the kernel\n");
+    fprintf(stderr, "SKIP: needs nf_tables in the kernel\n");
     exit(77);
   }
 }
 
 int main(int argc, char **argv)
 {
-  bool apply = argc > 1 && strcmp(argv[1], "apply") == 0;
-  if (argc != 2 || (!apply && strcmp(argv[1], "render") != 0)) {
-    fprintf(stderr, "usage: test_nft render|apply\n");
+  const char *mode = argc == 2 ? argv[1] : "";
+  bool apply = strcmp(mode, "apply") == 0, e2e = strcmp(mode, "e2e") == 0;
+  if (!apply && !e2e && strcmp(mode, "render") != 0) {
+    fprintf(stderr, "usage: test_nft render|apply|e2e\n");
     return 2;
   }
-  if (apply)
+  if (e2e) {
+    ip_bin = cmn_which("ip");
+    if (ip_bin == NULL) {
+      fprintf(stderr, "SKIP: unit_nft_e2e needs iproute2's ip (Debian iproute2)\n");
+      return 77;
+    }
+  }
+  if (apply || e2e)
     enter_own_netns();
   if (CU_initialize_registry() != CUE_SUCCESS)
     return 1;
-  if (!apply) {
+  if (e2e) {
+    CU_pSuite s = CU_add_suite("nft_e2e", NULL, NULL);
+    CU_add_test(s, "forward_and_nat", test_e2e_forward_and_nat);
+  } else if (!apply) {
     CU_pSuite s = CU_add_suite("nft_render", NULL, NULL);
     CU_add_test(s, "nat_and_forwards", test_render_nat_and_forwards);
     CU_add_test(s, "namespaced", test_render_namespaced);
@@ -644,5 +899,6 @@ int main(int argc, char **argv)
   CU_basic_run_tests();
   unsigned failed = CU_get_number_of_failures() + CU_get_number_of_tests_failed();
   CU_cleanup_registry();
+  free(ip_bin);
   return failed == 0 ? 0 : 1;
 }
