@@ -823,6 +823,136 @@ static void test_e2e_forward_and_nat(void)
   close(o);
 }
 
+/* A namespace joined to this one by a veth pair: "<host_if>" here, "<ns_if>"
+ * there with ns_cidr; the host end gets host_cidr or goes on bridge. */
+static int wire_ns(const char *host_if, const char *ns_if, const char *ns_cidr,
+                   const char *host_cidr, const char *bridge)
+{
+  int ns = new_netns();
+  if (ns < 0)
+    return -1;
+  char cmd[200];
+  snprintf(cmd, sizeof cmd, "link add %s type veth peer name %s netns /proc/%d/fd/%d", host_if,
+           ns_if, (int)getpid(), ns);
+  int r = ip_in(-1, cmd);
+  if (r == 0 && host_cidr != NULL) {
+    snprintf(cmd, sizeof cmd, "addr add %s dev %s", host_cidr, host_if);
+    r = ip_in(-1, cmd);
+  }
+  if (r == 0 && bridge != NULL) {
+    snprintf(cmd, sizeof cmd, "link set %s master %s", host_if, bridge);
+    r = ip_in(-1, cmd);
+  }
+  snprintf(cmd, sizeof cmd, "link set %s up", host_if);
+  r = r == 0 ? ip_in(-1, cmd) : r;
+  r = r == 0 ? ip_in(ns, "link set lo up") : r;
+  snprintf(cmd, sizeof cmd, "addr add %s dev %s", ns_cidr, ns_if);
+  r = r == 0 ? ip_in(ns, cmd) : r;
+  snprintf(cmd, sizeof cmd, "link set %s up", ns_if);
+  r = r == 0 ? ip_in(ns, cmd) : r;
+  if (r != 0) {
+    close(ns);
+    return -1;
+  }
+  return ns;
+}
+
+/* True when a TCP connection from namespace from_ns to (to, port) reaches
+ * listener. A dropped SYN fails at the socket's send timeout. */
+static bool reaches(int from_ns, int listener, uint32_t to, uint16_t port)
+{
+  int c = from_ns >= 0 ? socket_in(from_ns) : socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  struct timeval tv = {.tv_sec = 3}; /* bounds the expected failures, never measured */
+  setsockopt(c, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+  bool ok = carry(c, 0, listener, to, port) != 0;
+  close(c);
+  return ok;
+}
+
+/* One network "iso" (bridge emtest0, gateway 10.89.0.1/24) with two bridged
+ * guests (namespaces behind emt<B1>/emt<B2> on the bridge) and two
+ * namespaced ones (emv<N1> 10.200.0.0/31, emv<N2> 10.200.0.2/31, guests on
+ * their lo). Not isolated, guests reach each other; isolated, they do not,
+ * and still reach the gateway (the host). */
+static void test_e2e_isolation(void)
+{
+#define B1 "b00000000001"
+#define B2 "b00000000002"
+#define N1 "c00000000001"
+#define N2 "c00000000002"
+  CU_ASSERT_EQUAL_FATAL(ip_in(-1, "link add emtest0 type bridge"), 0);
+  CU_ASSERT_EQUAL_FATAL(ip_in(-1, "addr add 10.89.0.1/24 dev emtest0"), 0);
+  CU_ASSERT_EQUAL_FATAL(ip_in(-1, "link set emtest0 up"), 0);
+  int b1 = wire_ns("emt" B1, "eth0", "10.89.0.2/24", NULL, "emtest0");
+  int b2 = wire_ns("emt" B2, "eth0", "10.89.0.3/24", NULL, "emtest0");
+  int n1 = wire_ns("emv" N1, "veth0", "10.200.0.1/31", "10.200.0.0/31", NULL);
+  int n2 = wire_ns("emv" N2, "veth0", "10.200.0.3/31", "10.200.0.2/31", NULL);
+  CU_ASSERT_FATAL(b1 >= 0 && b2 >= 0 && n1 >= 0 && n2 >= 0);
+  CU_ASSERT_EQUAL_FATAL(ip_in(n1, "addr add 10.89.0.5/32 dev lo"), 0);
+  CU_ASSERT_EQUAL_FATAL(ip_in(n1, "route add default via 10.200.0.0"), 0);
+  CU_ASSERT_EQUAL_FATAL(ip_in(n2, "addr add 10.89.0.5/32 dev lo"), 0);
+  CU_ASSERT_EQUAL_FATAL(ip_in(n2, "route add default via 10.200.0.2"), 0);
+
+  net_network n = {.name = "iso",
+                   .bridge = "emtest0",
+                   .subnet = IP(10, 89, 0, 0),
+                   .prefix = 24,
+                   .gateway = IP(10, 89, 0, 1),
+                   .nat = true};
+  net_endpoint e[4] = {
+      {.key = B1, .network = "iso", .guest_ip = IP(10, 89, 0, 2)},
+      {.key = B2, .network = "iso", .guest_ip = IP(10, 89, 0, 3)},
+      {.key = N1,
+       .network = "iso",
+       .guest_ip = IP(10, 89, 0, 5),
+       .netns = true,
+       .veth_host_ip = IP(10, 200, 0, 0),
+       .veth_ns_ip = IP(10, 200, 0, 1)},
+      {.key = N2,
+       .network = "iso",
+       .guest_ip = IP(10, 89, 0, 5),
+       .netns = true,
+       .veth_host_ip = IP(10, 200, 0, 2),
+       .veth_ns_ip = IP(10, 200, 0, 3)},
+  };
+  cmn_error err = {0};
+  for (size_t i = 2; i < 4; i++) {
+    cleanup_free char *ns = net_nft_render_ns(&n, &e[i], &err);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(ns);
+    CU_ASSERT_EQUAL_FATAL(apply_in(i == 2 ? n1 : n2, ns), 0);
+  }
+  int l_b2 = socket_in(b2), l_n2 = socket_in(n2),
+      l_gw = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  CU_ASSERT_EQUAL_FATAL(listen_at(l_b2, IP(10, 89, 0, 3), 80), 0);
+  CU_ASSERT_EQUAL_FATAL(listen_at(l_n2, IP(10, 89, 0, 5), 80), 0);
+  CU_ASSERT_EQUAL_FATAL(listen_at(l_gw, IP(10, 89, 0, 1), 80), 0);
+
+  for (int iso = 0; iso <= 1; iso++) {
+    n.isolated = iso;
+    cleanup_free char *host = render1(&n, 1, e, 4);
+    apply_ok(host);
+    /* bridged guest to bridged guest, namespaced guest to namespaced guest */
+    CU_ASSERT_EQUAL(reaches(b1, l_b2, IP(10, 89, 0, 3), 80), !iso);
+    CU_ASSERT_EQUAL(reaches(n1, l_n2, IP(10, 200, 0, 3), 80), !iso);
+    /* the gateway (the host) stays reachable, and the host reaches them all */
+    CU_ASSERT_TRUE(reaches(b1, l_gw, IP(10, 89, 0, 1), 80));
+    CU_ASSERT_TRUE(reaches(n1, l_gw, IP(10, 89, 0, 1), 80));
+    CU_ASSERT_TRUE(reaches(-1, l_b2, IP(10, 89, 0, 3), 80));
+    CU_ASSERT_TRUE(reaches(-1, l_n2, IP(10, 200, 0, 3), 80));
+  }
+  close(l_b2);
+  close(l_n2);
+  close(l_gw);
+  close(b1);
+  close(b2);
+  close(n1);
+  close(n2);
+#undef B1
+#undef B2
+#undef N1
+#undef N2
+}
+
 /* Own network namespace with lo up, or exit 77 naming what is missing. */
 static void enter_own_netns(void)
 {
@@ -878,6 +1008,7 @@ int main(int argc, char **argv)
   if (e2e) {
     CU_pSuite s = CU_add_suite("nft_e2e", NULL, NULL);
     CU_add_test(s, "forward_and_nat", test_e2e_forward_and_nat);
+    CU_add_test(s, "isolation", test_e2e_isolation);
   } else if (!apply) {
     CU_pSuite s = CU_add_suite("nft_render", NULL, NULL);
     CU_add_test(s, "nat_and_forwards", test_render_nat_and_forwards);
