@@ -274,6 +274,7 @@ static void test_render_refusals(void)
   net_network n = net_default();
   n.bridge = "abcdefghijklmno"; /* 15: the longest interface name */
   cleanup_free char *ok = render1(&n, 1, &e, 1);
+  expect_has(ok, "oifname \"abcdefghijklmno\" ip saddr");
 
   n = net_default();
   n.name = "de\"fault";
@@ -339,9 +340,11 @@ static void test_render_refusals(void)
   /* udp and tcp of one port, or two distinct host addresses, are fine */
   f2.proto = NET_PROTO_UDP;
   cleanup_free char *ok3 = render1(&n, 1, pair, 2);
+  expect_has(ok3, "udp dport 8080");
   f2.proto = NET_PROTO_TCP;
   f1.host_addr = IP(192, 0, 2, 2);
   cleanup_free char *ok4 = render1(&n, 1, pair, 2);
+  CU_ASSERT_EQUAL(count(ok4, "tcp dport 8080"), 4);
   /* NULL arrays with counts */
   refused(NULL, 1, NULL, 0, CMN_INVALID_ARGUMENT, "count");
 }
