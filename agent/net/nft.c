@@ -6,6 +6,7 @@
 #include "common/mem.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <linux/netlink.h>
 #include <nftables/libnftables.h>
 #include <stdarg.h>
@@ -456,6 +457,27 @@ static void error_text(const char *raw, char *out, size_t size)
     snprintf(out, size, "nft gave no error text");
 }
 
+/* libnftables 1.0.6 opens its netlink socket without SOCK_CLOEXEC (in
+ * nft_ctx_new), where a VMM spawned meanwhile by another thread would inherit
+ * it. The socket takes the lowest free number, the one the probe just freed:
+ * when that is a netfilter netlink socket without FD_CLOEXEC, mark it. This
+ * narrows the window to the moments between the two calls; only a netfilter
+ * netlink socket is ever touched (ember's own, or another nft call's). */
+static void seal_nft_socket(int fd)
+{
+  int fl = fcntl(fd, F_GETFD);
+  if (fl < 0 || (fl & FD_CLOEXEC) != 0)
+    return;
+  int v = 0;
+  socklen_t len = sizeof v;
+  if (getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &v, &len) != 0 || v != AF_NETLINK)
+    return;
+  len = sizeof v;
+  if (getsockopt(fd, SOL_SOCKET, SO_PROTOCOL, &v, &len) != 0 || v != NETLINK_NETFILTER)
+    return;
+  fcntl(fd, F_SETFD, fl | FD_CLOEXEC);
+}
+
 /* Runs cmd with a fresh context in the calling thread's namespace; *out (when
  * not NULL) gets nft's output. */
 static int nft_exec(const char *what, const char *cmd, char **out, cmn_error *err)
@@ -472,6 +494,7 @@ static int nft_exec(const char *what, const char *cmd, char **out, cmn_error *er
   struct nft_ctx *ctx = nft_ctx_new(NFT_CTX_DEFAULT);
   if (ctx == NULL)
     return cmn_err_set(err, CMN_INTERNAL, "nftables: %s: no libnftables context", what);
+  seal_nft_socket(probe);
   if (nft_ctx_buffer_output(ctx) != 0 || nft_ctx_buffer_error(ctx) != 0) {
     nft_ctx_free(ctx);
     return cmn_err_set(err, CMN_INTERNAL, "nftables: %s: cannot buffer libnftables output", what);
@@ -498,12 +521,12 @@ static int nft_exec(const char *what, const char *cmd, char **out, cmn_error *er
 static const char *const ember_families[] = {"inet", "bridge"};
 #define N_FAMILIES (sizeof ember_families / sizeof ember_families[0])
 
-/* True when text has a line starting with "<prefix>". */
-static bool has_line(const char *text, const char *prefix)
+/* True when text has a line that starts with prefix (whole: is exactly it). */
+static bool has_line(const char *text, const char *prefix, bool whole)
 {
   size_t n = strlen(prefix);
   for (const char *p = text; p != NULL && *p != '\0';) {
-    if (strncmp(p, prefix, n) == 0)
+    if (strncmp(p, prefix, n) == 0 && (!whole || p[n] == '\n' || p[n] == '\0'))
       return true;
     p = strchr(p, '\n');
     if (p != NULL)
@@ -520,8 +543,8 @@ static int ember_tables(bool have[N_FAMILIES], cmn_error *err)
     return -1;
   for (size_t i = 0; i < N_FAMILIES; i++) {
     char line[64];
-    snprintf(line, sizeof line, "table %s %s\n", ember_families[i], NET_NFT_TABLE);
-    have[i] = has_line(out, line);
+    snprintf(line, sizeof line, "table %s %s", ember_families[i], NET_NFT_TABLE);
+    have[i] = has_line(out, line, true);
   }
   return 0;
 }
@@ -537,7 +560,7 @@ int net_nft_apply(const char *rules, cmn_error *err)
   for (size_t i = 0; i < N_FAMILIES; i++) {
     char line[64];
     snprintf(line, sizeof line, "table %s %s {", ember_families[i], NET_NFT_TABLE);
-    if (have[i] && !has_line(rules, line))
+    if (have[i] && !has_line(rules, line, false))
       sb_add(&b, "delete table %s %s\n", ember_families[i], NET_NFT_TABLE);
   }
   sb_add(&b, "%s", rules);
