@@ -249,15 +249,24 @@ static void render_forwards(sbuf *b, const net_endpoint *const *eps, size_t n_ep
   }
 }
 
-/* "{ "emv<k1>", "emv<k2>" }" of the endpoints of net with netns == ns. */
+/* The interfaces between which an isolated network forwards nothing.
+ * routed (inet): the network's bridge (a guest could send a packet for
+ * another guest to the gateway, which would route it back onto the bridge)
+ * and the host ends "emv<key>" of its namespaced endpoints; bridged (bridge
+ * family): the TAPs "emt<key>" of its bridged endpoints. As an nft set
+ * "{ "a", "b" }"; the count of members. */
 static size_t ifname_set(sbuf *b, const net_endpoint *const *eps, size_t n_eps,
-                         const net_network *net, bool ns)
+                         const net_network *net, bool routed)
 {
   size_t n = 0;
+  if (routed) {
+    sb_add(b, "{ \"%s\"", net->bridge);
+    n++;
+  }
   for (size_t i = 0; i < n_eps; i++) {
-    if (strcmp(eps[i]->network, net->name) != 0 || eps[i]->netns != ns)
+    if (strcmp(eps[i]->network, net->name) != 0 || eps[i]->netns != routed)
       continue;
-    sb_add(b, "%s\"%s%s\"", n == 0 ? "{ " : ", ", ns ? NET_VETH_PREFIX : NET_TAP_PREFIX,
+    sb_add(b, "%s\"%s%s\"", n == 0 ? "{ " : ", ", routed ? NET_VETH_PREFIX : NET_TAP_PREFIX,
            eps[i]->key);
     n++;
   }
@@ -267,10 +276,10 @@ static size_t ifname_set(sbuf *b, const net_endpoint *const *eps, size_t n_eps,
 }
 
 static void render_isolation(sbuf *b, const net_endpoint *const *eps, size_t n_eps,
-                             const net_network *net, bool ns)
+                             const net_network *net, bool routed)
 {
   sbuf set = {0};
-  if (ifname_set(&set, eps, n_eps, net, ns) > 0)
+  if (ifname_set(&set, eps, n_eps, net, routed) > 0)
     sb_add(b, "\t\tiifname %s oifname %s drop comment \"network %s: isolated\"\n", set.p, set.p,
            net->name);
   free(set.p);
@@ -298,6 +307,10 @@ char *net_nft_render_host(const net_network *nets, size_t n_nets, const net_endp
     for (size_t j = 0; j < i; j++)
       if (strcmp(nets[i].name, nets[j].name) == 0) {
         cmn_err_set(err, CMN_INVALID_ARGUMENT, "network %s is defined twice", nets[i].name);
+        return NULL;
+      } else if (strcmp(nets[i].bridge, nets[j].bridge) == 0) {
+        cmn_err_set(err, CMN_INVALID_ARGUMENT, "networks %s and %s have the same bridge %s",
+                    nets[j].name, nets[i].name, nets[i].bridge);
         return NULL;
       }
   }

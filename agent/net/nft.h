@@ -25,8 +25,10 @@
  *     (a forward used from the host at 127.0.0.1, when the host enables
  *     net.ipv4.conf.all.route_localnet);
  *   forward (filter, policy accept): established/related and DNAT'd flows
- *     accepted, then, for each isolated network, forwarding between two of
- *     its endpoints' veths dropped.
+ *     accepted (a forward is public), then, for each isolated network,
+ *     routing between two of its interfaces dropped: its bridge (a guest
+ *     sending another guest's packet to the gateway) and its namespaced
+ *     endpoints' veths "emv<key>".
  * and, when a network is isolated, `table bridge ember` whose forward chain
  * drops frames bridged between two ember TAPs of an isolated network (by
  * interface names, so it needs no bridge meta support in the kernel; the

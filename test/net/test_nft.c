@@ -177,8 +177,9 @@ static void test_render_isolated(void)
       ep_bridged("aaaaaaaaaaaa", IP(10, 88, 0, 9), NULL, 0)};
   e[0].network = e[1].network = "iso";
   cleanup_free char *t = render1(n, 2, e, 5);
-  expect_has(t, "\t\tiifname { \"emv" KEY_C "\", \"emv" KEY_D "\" } oifname { \"emv" KEY_C
-                "\", \"emv" KEY_D "\" } drop comment \"network iso: isolated\"\n\t}\n}\n");
+  expect_has(t, "\t\tiifname { \"ember1\", \"emv" KEY_C "\", \"emv" KEY_D
+                "\" } oifname { \"ember1\", \"emv" KEY_C "\", \"emv" KEY_D
+                "\" } drop comment \"network iso: isolated\"\n\t}\n}\n");
   expect_has(t, "add table bridge ember\ndelete table bridge ember\ntable bridge ember {\n");
   expect_has(t, "\tchain forward {\n\t\ttype filter hook forward priority 0; policy accept;\n"
                 "\t\tiifname { \"emt" KEY_A "\", \"emt" KEY_B "\" } oifname { \"emt" KEY_A
@@ -291,6 +292,8 @@ static void test_render_refusals(void)
   refused(&n, 1, &e, 1, CMN_INVALID_ARGUMENT, "10.88.0.1/24");
   net_network two[2] = {net_default(), net_default()};
   refused(two, 2, &e, 1, CMN_INVALID_ARGUMENT, "default is defined twice");
+  two[1].name = "second";
+  refused(two, 2, &e, 1, CMN_INVALID_ARGUMENT, "the same bridge ember0");
 
   n = net_default();
   const char *bad_keys[] = {"0123456789AB",  "0123456789a",  "0123456789abc",
@@ -872,8 +875,9 @@ static bool reaches(int from_ns, int listener, uint32_t to, uint16_t port)
   return ok;
 }
 
-/* One network "iso" (bridge emtest0, gateway 10.89.0.1/24) with two bridged
- * guests (namespaces behind emt<B1>/emt<B2> on the bridge) and two
+/* One network "iso" (bridge emtest0, gateway 10.89.0.1/24) with three bridged
+ * guests (namespaces behind emt<B1>/emt<B2>/emt<B3> on the bridge; B2 and B3
+ * route to each other through the gateway) and two
  * namespaced ones (emv<N1> 10.200.0.0/31, emv<N2> 10.200.0.2/31, guests on
  * their lo). Not isolated, guests reach each other; isolated, they do not,
  * and still reach the gateway (the host). */
@@ -881,6 +885,7 @@ static void test_e2e_isolation(void)
 {
 #define B1 "b00000000001"
 #define B2 "b00000000002"
+#define B3 "b00000000003"
 #define N1 "c00000000001"
 #define N2 "c00000000002"
   CU_ASSERT_EQUAL_FATAL(ip_in(-1, "link add emtest0 type bridge"), 0);
@@ -888,9 +893,17 @@ static void test_e2e_isolation(void)
   CU_ASSERT_EQUAL_FATAL(ip_in(-1, "link set emtest0 up"), 0);
   int b1 = wire_ns("emt" B1, "eth0", "10.89.0.2/24", NULL, "emtest0");
   int b2 = wire_ns("emt" B2, "eth0", "10.89.0.3/24", NULL, "emtest0");
+  int b3 = wire_ns("emt" B3, "eth0", "10.89.0.4/24", NULL, "emtest0");
   int n1 = wire_ns("emv" N1, "veth0", "10.200.0.1/31", "10.200.0.0/31", NULL);
   int n2 = wire_ns("emv" N2, "veth0", "10.200.0.3/31", "10.200.0.2/31", NULL);
-  CU_ASSERT_FATAL(b1 >= 0 && b2 >= 0 && n1 >= 0 && n2 >= 0);
+  CU_ASSERT_FATAL(b1 >= 0 && b2 >= 0 && b3 >= 0 && n1 >= 0 && n2 >= 0);
+  /* b3 and b2 talk through the gateway (routed by the host), not the bridge */
+  CU_ASSERT_EQUAL_FATAL(ip_in(b3, "route add 10.89.0.3/32 via 10.89.0.1"), 0);
+  CU_ASSERT_EQUAL_FATAL(ip_in(b2, "route add 10.89.0.4/32 via 10.89.0.1"), 0);
+  FILE *f = fopen("/proc/sys/net/ipv4/ip_forward", "we"); /* this namespace's */
+  CU_ASSERT_PTR_NOT_NULL_FATAL(f);
+  fputs("1\n", f);
+  fclose(f);
   CU_ASSERT_EQUAL_FATAL(ip_in(n1, "addr add 10.89.0.5/32 dev lo"), 0);
   CU_ASSERT_EQUAL_FATAL(ip_in(n1, "route add default via 10.200.0.0"), 0);
   CU_ASSERT_EQUAL_FATAL(ip_in(n2, "addr add 10.89.0.5/32 dev lo"), 0);
@@ -902,8 +915,9 @@ static void test_e2e_isolation(void)
                    .prefix = 24,
                    .gateway = IP(10, 89, 0, 1),
                    .nat = true};
-  net_endpoint e[4] = {
+  net_endpoint e[5] = {
       {.key = B1, .network = "iso", .guest_ip = IP(10, 89, 0, 2)},
+      {.key = B3, .network = "iso", .guest_ip = IP(10, 89, 0, 4)},
       {.key = B2, .network = "iso", .guest_ip = IP(10, 89, 0, 3)},
       {.key = N1,
        .network = "iso",
@@ -919,10 +933,10 @@ static void test_e2e_isolation(void)
        .veth_ns_ip = IP(10, 200, 0, 3)},
   };
   cmn_error err = {0};
-  for (size_t i = 2; i < 4; i++) {
+  for (size_t i = 3; i < 5; i++) {
     cleanup_free char *ns = net_nft_render_ns(&n, &e[i], &err);
     CU_ASSERT_PTR_NOT_NULL_FATAL(ns);
-    CU_ASSERT_EQUAL_FATAL(apply_in(i == 2 ? n1 : n2, ns), 0);
+    CU_ASSERT_EQUAL_FATAL(apply_in(i == 3 ? n1 : n2, ns), 0);
   }
   int l_b2 = socket_in(b2), l_n2 = socket_in(n2),
       l_gw = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -932,11 +946,13 @@ static void test_e2e_isolation(void)
 
   for (int iso = 0; iso <= 1; iso++) {
     n.isolated = iso;
-    cleanup_free char *host = render1(&n, 1, e, 4);
+    cleanup_free char *host = render1(&n, 1, e, 5);
     apply_ok(host);
     /* bridged guest to bridged guest, namespaced guest to namespaced guest */
     CU_ASSERT_EQUAL(reaches(b1, l_b2, IP(10, 89, 0, 3), 80), !iso);
     CU_ASSERT_EQUAL(reaches(n1, l_n2, IP(10, 200, 0, 3), 80), !iso);
+    /* bridged guests routing through the gateway to each other */
+    CU_ASSERT_EQUAL(reaches(b3, l_b2, IP(10, 89, 0, 3), 80), !iso);
     /* the gateway (the host) stays reachable, and the host reaches them all */
     CU_ASSERT_TRUE(reaches(b1, l_gw, IP(10, 89, 0, 1), 80));
     CU_ASSERT_TRUE(reaches(n1, l_gw, IP(10, 89, 0, 1), 80));
@@ -948,10 +964,12 @@ static void test_e2e_isolation(void)
   close(l_gw);
   close(b1);
   close(b2);
+  close(b3);
   close(n1);
   close(n2);
 #undef B1
 #undef B2
+#undef B3
 #undef N1
 #undef N2
 }
