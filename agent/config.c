@@ -33,8 +33,8 @@ void agent_config_usage(FILE *out, const char *prog)
           "                           image_store_budget, registry_ca_file, boot_kit_dir,\n"
           "                           networks (array of {name, bridge, subnet, gateway,\n"
           "                           mtu, nat, isolated, dns}; default: one network\n"
-          "                           \"default\", " AGENT_NET_DEFAULT_SUBNET " on bridge "
-          AGENT_NET_DEFAULT_BRIDGE ", NAT),\n"
+          "                           \"default\", " AGENT_NET_DEFAULT_SUBNET
+          " on bridge " AGENT_NET_DEFAULT_BRIDGE ", NAT),\n"
           "                           netns_dir, netns_transit_subnet (default\n"
           "                           " AGENT_NET_DEFAULT_TRANSIT ")\n"
           "                           registry_credentials_file,\n"

@@ -196,16 +196,15 @@ static int net_json_bool(const cJSON *o, const char *key, size_t i, bool *out, c
   if (it == NULL)
     return 0;
   if (!cJSON_IsBool(it))
-    return cmn_err_set(err, CMN_INVALID_ARGUMENT, "networks[%zu].%s must be true or false", i,
-                       key);
+    return cmn_err_set(err, CMN_INVALID_ARGUMENT, "networks[%zu].%s must be true or false", i, key);
   *out = cJSON_IsTrue(it);
   return 0;
 }
 
 static int net_def_from_json(const cJSON *o, size_t i, agent_network_def *d, cmn_error *err)
 {
-  static const char *const keys[] = {"name", "bridge", "subnet", "gateway", "mtu",
-                                     "nat",  "isolated", "dns", NULL};
+  static const char *const keys[] = {"name", "bridge",   "subnet", "gateway", "mtu",
+                                     "nat",  "isolated", "dns",    NULL};
   if (!cJSON_IsObject(o))
     return cmn_err_set(err, CMN_INVALID_ARGUMENT, "networks[%zu] must be an object", i);
   for (const cJSON *it = o->child; it != NULL; it = it->next) {
@@ -318,10 +317,7 @@ void agent_net_spec_copy(agent_net_spec *dst, const agent_net_spec *src)
   }
 }
 
-static bool net_str_eq(const char *a, const char *b)
-{
-  return strcmp(a ? a : "", b ? b : "") == 0;
-}
+static bool net_str_eq(const char *a, const char *b) { return strcmp(a ? a : "", b ? b : "") == 0; }
 
 bool agent_net_spec_eq_request(const agent_net_spec *have, const agent_net_spec *req)
 {
@@ -543,8 +539,8 @@ static int net_check_locked(agent_net *n, const char *id, const agent_net_spec *
     char key[NET_KEY_LEN + 1];
     net_key_of(id, key);
     if (strcmp(o->key, key) == 0)
-      return cmn_err_set(err, CMN_ALREADY_EXISTS, "instance %s has the same network key as %s",
-                         id, o->id);
+      return cmn_err_set(err, CMN_ALREADY_EXISTS, "instance %s has the same network key as %s", id,
+                         o->id);
     if (o->net == (size_t)net && o->spec.ipv4 == s->ipv4 && !(o->spec.netns && s->netns))
       return cmn_err_set(err, CMN_ALREADY_EXISTS,
                          "ipv4_address %s of network %s is taken by instance %s", ip, d->name,
@@ -581,8 +577,9 @@ static int net_check_forwards(const agent_net_spec *s, cmn_error *err)
       return cmn_err_set(err, CMN_INVALID_ARGUMENT,
                          "port_forwards[%zu].protocol must be PROTOCOL_TCP or PROTOCOL_UDP", i);
     if (f->host_port < 1 || f->host_port > 65535)
-      return cmn_err_set(err, CMN_INVALID_ARGUMENT, "port_forwards[%zu].host_port must be 1 to "
-                                                    "65535",
+      return cmn_err_set(err, CMN_INVALID_ARGUMENT,
+                         "port_forwards[%zu].host_port must be 1 to "
+                         "65535",
                          i);
     if (f->guest_port < 1 || f->guest_port > 65535)
       return cmn_err_set(err, CMN_INVALID_ARGUMENT,
@@ -904,8 +901,9 @@ int agent_net_remove(agent_net *n, const char *id, cmn_error *err)
     net_release_locked(n, id);
     if (net_host_locked(n, err) < 0 || net_endpoint_remove(n->host, key, err) < 0 ||
         net_rules_locked(n, err) < 0)
-      rc = cmn_err_prefix(err, "network of instance %s (the next start of emberd removes what is "
-                               "left)",
+      rc = cmn_err_prefix(err,
+                          "network of instance %s (the next start of emberd removes what is "
+                          "left)",
                           id);
   }
   pthread_mutex_unlock(&n->mu);
@@ -1056,8 +1054,7 @@ int agent_net_guest_config(agent_net *n, const agent_net_spec *s, agent_net_gues
   }
   pthread_mutex_unlock(&n->mu);
   if (net < 0)
-    return cmn_err_set(err, CMN_NOT_FOUND, "network %.64s does not exist on this host",
-                       s->network);
+    return cmn_err_set(err, CMN_NOT_FOUND, "network %.64s does not exist on this host", s->network);
   return 0;
 }
 

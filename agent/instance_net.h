@@ -60,9 +60,9 @@ typedef struct agent_net_config {
  * on bridge ember0, NAT) and the default transit subnet. */
 void agent_net_config_default(agent_net_config *c);
 /* Replaces c's networks with the config file's "networks" array and reads
- * "netns_transit_subnet" when present ("netns_dir" is a plain key of config.c). Every value is checked:
- * names, bridge names, subnets (no two overlapping, none overlapping the
- * transit subnet), gateways, MTU, DNS; INVALID_ARGUMENT naming the key. */
+ * "netns_transit_subnet" when present ("netns_dir" is a plain key of config.c). Every value is
+ * checked: names, bridge names, subnets (no two overlapping, none overlapping the transit subnet),
+ * gateways, MTU, DNS; INVALID_ARGUMENT naming the key. */
 int agent_net_config_from_json(agent_net_config *c, const struct cJSON *root, cmn_error *err);
 int agent_net_config_check(const agent_net_config *c, cmn_error *err);
 void agent_net_config_free(agent_net_config *c);

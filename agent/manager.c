@@ -629,8 +629,8 @@ static int mgr_create_req(agent_manager *m, const agent_create_req *req, agent_i
   if (mkdir(dir, 0750) < 0) {
     cmn_err_errno(err, CMN_INTERNAL, errno, "create %s", dir);
   } else if (mgr_net_guest(m, &rec.view, &guest, err) < 0 ||
-             agent_image_prepare(m->images, m->data_dir, dir, id, name, &rec.view.image,
-                                 guest_p, err) < 0) {
+             agent_image_prepare(m->images, m->data_dir, dir, id, name, &rec.view.image, guest_p,
+                                 err) < 0) {
     cmn_error e2 = {0};
     cmn_rm_rf(dir, &e2);
   } else if ((agent_net_spec_set(&rec.view.net) && agent_net_ensure(m->net, id, err) < 0) ||

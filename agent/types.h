@@ -78,11 +78,11 @@ typedef struct agent_port_forward {
  * allocated for it at Create (instance_net.h works on it). It is not among
  * vmm_spec.nics: it is put back at `nic_index` right before a VMM spawns. */
 typedef struct agent_net_spec {
-  char *network;     /* NULL or "": none */
-  size_t nic_index;  /* its position among the instance's interfaces */
-  uint32_t ipv4;     /* host order; 0 in a request: allocate */
-  bool ipv4_given;   /* the request named the address */
-  char *mac;         /* "02:..." generated when the request named none */
+  char *network;    /* NULL or "": none */
+  size_t nic_index; /* its position among the instance's interfaces */
+  uint32_t ipv4;    /* host order; 0 in a request: allocate */
+  bool ipv4_given;  /* the request named the address */
+  char *mac;        /* "02:..." generated when the request named none */
   bool mac_given;
   agent_port_forward *forwards;
   size_t n_forwards;

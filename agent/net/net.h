@@ -64,10 +64,10 @@ typedef struct net_forward {
 
 /* One instance's attachment to a network. */
 typedef struct net_endpoint {
-  const char *key;     /* NET_KEY_LEN lowercase hex digits */
-  const char *network; /* a net_network's name */
-  uint32_t guest_ip;   /* the guest's address in the network */
-  bool netns;          /* own namespace "ember-<key>" (else TAP on the bridge) */
+  const char *key;       /* NET_KEY_LEN lowercase hex digits */
+  const char *network;   /* a net_network's name */
+  uint32_t guest_ip;     /* the guest's address in the network */
+  bool netns;            /* own namespace "ember-<key>" (else TAP on the bridge) */
   uint32_t veth_host_ip; /* with netns: host end of the veth pair (/31) */
   uint32_t veth_ns_ip;   /* with netns: namespace end; the host reaches the guest here */
   const net_forward *forwards;

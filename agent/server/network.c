@@ -48,8 +48,9 @@ int srv_net_from_request(const Ember__V1__InstanceSpec *in, vmm_spec *spec, agen
     snprintf(field, sizeof field, "spec.network_interfaces[%zu].network", i);
     if (agent_net_spec_set(out)) {
       agent_net_spec_free(out);
-      return srv_net_bad(err, field, "is a second network: at most one interface of an instance "
-                                     "may name a network");
+      return srv_net_bad(err, field,
+                         "is a second network: at most one interface of an instance "
+                         "may name a network");
     }
     if (ni->tap_device[0] != '\0') {
       snprintf(field, sizeof field, "spec.network_interfaces[%zu].tap_device", i);
@@ -83,9 +84,10 @@ int srv_net_from_request(const Ember__V1__InstanceSpec *in, vmm_spec *spec, agen
       d->proto = (int)pf->protocol;
       d->host_port = pf->host_port;
       d->guest_port = pf->guest_port;
-      if (pf->host_address[0] != '\0' && agent_net_parse_ipv4(pf->host_address, &d->host_addr) < 0) {
-        snprintf(field, sizeof field, "spec.network_interfaces[%zu].port_forwards[%zu].host_address",
-                 i, f);
+      if (pf->host_address[0] != '\0' &&
+          agent_net_parse_ipv4(pf->host_address, &d->host_addr) < 0) {
+        snprintf(field, sizeof field,
+                 "spec.network_interfaces[%zu].port_forwards[%zu].host_address", i, f);
         agent_net_spec_free(out);
         return srv_net_bad(err, field, "must be an IPv4 address of this host");
       }

@@ -3,7 +3,8 @@
 # folder tree stays the architecture (docs/architecture.md): common <- drivers
 # <- agent core (manager, snapshots, records, vmm_call, types) <- agent/server
 # and agent/ctl (which never include each other); agent/image sits beside the
-# core and uses common only; guest/ is built for the guest and includes only
+# core and uses common only, as does agent/net (host networking objects); guest/
+# is built for the guest and includes only
 # guest/ (agent/image/bootcfg.c shares guest/bootcfg_format.h, the one wire
 # format both sides read). Usage: test/lint/layers.sh [SOURCE_DIR]
 set -eu
@@ -21,7 +22,8 @@ allowed() {
     agent/server/*) echo "common/ drivers/ agent/ ember/ google/ grpc/" ;;
     agent/ctl/*) echo "common/ agent/ctl/ agent/rpc_table.h agent/types.h ember/ google/ grpc/" ;;
     agent/main.c) echo "common/ drivers/ agent/ ember/" ;;
-    agent/*) echo "common/ drivers/ agent/types.h agent/rpc_table.h agent/manager agent/record.h agent/snapshot.h agent/validate.h agent/hostfiles.h agent/admission.h agent/datadir.h agent/vmm_call.h agent/config.h agent/metrics agent/image/ agent/instance_image.h" ;;
+    agent/net/*) echo "common/ agent/net/" ;;
+    agent/*) echo "common/ drivers/ agent/types.h agent/rpc_table.h agent/net/ agent/instance_net.h agent/manager agent/record.h agent/snapshot.h agent/validate.h agent/hostfiles.h agent/admission.h agent/datadir.h agent/vmm_call.h agent/config.h agent/metrics agent/image/ agent/instance_image.h" ;;
     *) echo "" ;;
   esac
 }

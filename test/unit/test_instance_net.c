@@ -205,10 +205,10 @@ static void test_alloc_macs_forwards_veth(void)
   a.n_forwards = 2;
   CU_ASSERT_EQUAL(agent_net_alloc(n, "i-0000000000000003", &a, &err), 0);
   agent_net_spec_free(&a);
-  agent_port_forward clash[][1] = {{{.proto = 1, .host_port = 8080, .guest_port = 81}},
-                                   {{.proto = 2, .host_port = 8080, .guest_port = 81}},
-                                   {{.proto = 1, .host_port = 8080, .guest_port = 81,
-                                     .host_addr = 0x7F000001u}}};
+  agent_port_forward clash[][1] = {
+      {{.proto = 1, .host_port = 8080, .guest_port = 81}},
+      {{.proto = 2, .host_port = 8080, .guest_port = 81}},
+      {{.proto = 1, .host_port = 8080, .guest_port = 81, .host_addr = 0x7F000001u}}};
   for (size_t i = 0; i < 3; i++) {
     a = spec("small");
     a.forwards = cmn_calloc(1, sizeof *a.forwards);
@@ -265,8 +265,8 @@ static void test_json_describe_claim(void)
   s.netns = true;
   s.nic_index = 1;
   s.forwards = cmn_calloc(1, sizeof *s.forwards);
-  s.forwards[0] = (agent_port_forward){.proto = 2, .host_port = 5353, .guest_port = 53,
-                                       .host_addr = 0x0A000001u};
+  s.forwards[0] = (agent_port_forward){
+      .proto = 2, .host_port = 5353, .guest_port = 53, .host_addr = 0x0A000001u};
   s.n_forwards = 1;
   CU_ASSERT_EQUAL_FATAL(agent_net_alloc(n, "i-00000000000000c1", &s, &err), 0);
   cJSON *o = cJSON_CreateObject();
