@@ -23,6 +23,11 @@ struct net_nl {
   struct nl_sock *sk;
 };
 
+static void copy_str(char *dst, size_t size, const char *src)
+{
+  snprintf(dst, size, "%s", src != NULL ? src : "");
+}
+
 /* Fills err from a libnl error code (negative NLE_*), after a context. */
 static int nl_fail(cmn_error *err, int rc, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
@@ -108,11 +113,6 @@ static int link_fetch(net_nl *nl, const char *name, struct rtnl_link **out, cmn_
   return 1;
 }
 
-static void copy_str(char *dst, size_t size, const char *src)
-{
-  snprintf(dst, size, "%s", src != NULL ? src : "");
-}
-
 static void link_info_fill(struct rtnl_link *l, net_link_info *out)
 {
   memset(out, 0, sizeof(*out));
@@ -179,14 +179,14 @@ int net_link_ensure_bridge(net_nl *nl, const char *name, const char *alias, uint
   if (r < 0)
     return -1;
   if (r == 1) {
-    const char *kind = rtnl_link_get_type(cur);
-    bool bridge = kind != NULL && strcmp(kind, "bridge") == 0;
+    char kind[NET_LINK_KIND_MAX];
+    copy_str(kind, sizeof(kind), rtnl_link_get_type(cur));
     rtnl_link_put(cur);
-    if (!bridge)
+    if (strcmp(kind, "bridge") != 0)
       return cmn_err_set(err, CMN_ALREADY_EXISTS,
                          "link %s exists and is a %s, not a bridge: rename the network's bridge "
                          "or remove that link",
-                         name, kind != NULL ? kind : "link without a kind");
+                         name, kind[0] != '\0' ? kind : "link without a kind");
     if (mtu != 0 && net_link_set_mtu(nl, name, mtu, err) < 0)
       return -1;
     return 0;
