@@ -443,6 +443,8 @@ static int remove_orphan_links(net_nl *nl, const net_network *nets, size_t n_net
       orphan = !key_wanted(eps, n_eps, key, false);
     else if (net_name_key(names[i], NET_VETH_PREFIX, key))
       orphan = !key_wanted(eps, n_eps, key, true);
+    else if (net_name_key(names[i], NET_BRIDGE_TMP_PREFIX, NULL))
+      orphan = true; /* a bridge a crash left half-made */
     else if (!bridge_wanted(nets, n_nets, names[i])) {
       net_link_info li;
       int r = net_link_get(nl, names[i], &li, err);

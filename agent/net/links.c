@@ -191,10 +191,17 @@ int net_link_ensure_bridge(net_nl *nl, const char *name, const char *alias, uint
       return -1;
     return 0;
   }
+  /* Made under a temporary name, given its alias (RTM_NEWLINK's create path
+   * ignores IFLA_IFALIAS), then renamed: a crash in between leaves an
+   * "emx<hash>" link a reconcile knows as ember's, never an unmarked bridge. */
+  char tmp[NET_IFNAME_MAX];
+  net_bridge_tmp_name(name, tmp);
+  if (net_link_delete(nl, tmp, err) < 0)
+    return -1;
   struct rtnl_link *l = rtnl_link_alloc();
   if (l == NULL)
     abort();
-  rtnl_link_set_name(l, name);
+  rtnl_link_set_name(l, tmp);
   int rc = rtnl_link_set_type(l, "bridge");
   if (rc >= 0) {
     if (mtu != 0)
@@ -203,11 +210,37 @@ int net_link_ensure_bridge(net_nl *nl, const char *name, const char *alias, uint
   }
   rtnl_link_put(l);
   if (rc < 0)
-    return nl_fail(err, rc, "creating bridge %s", name);
-  /* The alias through a change: RTM_NEWLINK's create path ignores IFLA_IFALIAS. */
-  if (alias != NULL && net_link_set_alias(nl, name, alias, err) < 0)
+    return nl_fail(err, rc, "creating bridge %s (as %s)", name, tmp);
+  if (alias != NULL && net_link_set_alias(nl, tmp, alias, err) < 0)
     return -1;
+  int got = link_fetch(nl, tmp, &l, err);
+  if (got < 0)
+    return -1;
+  if (got == 0)
+    return cmn_err_set(err, CMN_UNAVAILABLE, "new bridge %s (for %s) vanished: try again", tmp,
+                       name);
+  struct rtnl_link *ch = rtnl_link_alloc();
+  if (ch == NULL)
+    abort();
+  rtnl_link_set_name(ch, name);
+  rc = rtnl_link_change(nl->sk, l, ch, 0);
+  rtnl_link_put(ch);
+  rtnl_link_put(l);
+  if (rc < 0) {
+    cmn_error ignored = {0};
+    net_link_delete(nl, tmp, &ignored);
+    return nl_fail(err, rc, "renaming new bridge %s to %s", tmp, name);
+  }
   return 1;
+}
+
+void net_bridge_tmp_name(const char *bridge, char out[NET_IFNAME_MAX])
+{
+  uint64_t h = 1469598103934665603ull; /* FNV-1a */
+  for (const char *p = bridge; *p != '\0'; p++)
+    h = (h ^ (unsigned char)*p) * 1099511628211ull;
+  snprintf(out, NET_IFNAME_MAX, "%s%012llx", NET_BRIDGE_TMP_PREFIX,
+           (unsigned long long)(h & 0xffffffffffffull));
 }
 
 int net_link_set_alias(net_nl *nl, const char *name, const char *alias, cmn_error *err)

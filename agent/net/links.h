@@ -47,10 +47,16 @@ int net_link_get(net_nl *nl, const char *name, net_link_info *out, cmn_error *er
 int net_link_list(net_nl *nl, const char *prefix, char ***names, size_t *n, cmn_error *err);
 
 /* A bridge `name`: created when missing (alias `alias` when not NULL, MTU `mtu`
- * when not 0); an existing bridge keeps its alias; the MTU is set when it
- * differs. A link of another kind with that name: ALREADY_EXISTS. Not set up. */
+ * when not 0; see NET_BRIDGE_TMP_PREFIX); an existing bridge keeps its alias; the MTU is set when
+ * it differs. A link of another kind with that name: ALREADY_EXISTS. Not set up. */
 int net_link_ensure_bridge(net_nl *nl, const char *name, const char *alias, uint32_t mtu,
                            cmn_error *err);
+/* A bridge being made is named NET_BRIDGE_TMP_PREFIX + 12 hex digits (a hash
+ * of its final name) until it carries its alias; a link with such a name is
+ * a leftover of a crash, for a reconcile to remove. */
+#define NET_BRIDGE_TMP_PREFIX "emx"
+void net_bridge_tmp_name(const char *bridge, char out[NET_IFNAME_MAX]);
+
 /* Sets alias/MTU/up/master when they differ (1 when something changed). */
 int net_link_set_alias(net_nl *nl, const char *name, const char *alias, cmn_error *err);
 int net_link_set_mtu(net_nl *nl, const char *name, uint32_t mtu, cmn_error *err);

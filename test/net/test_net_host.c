@@ -221,9 +221,25 @@ static void test_bridge_twice(void)
   CU_ASSERT_EQUAL(addrs_of("embr0", a, 4), 1);
   CU_ASSERT_EQUAL(a[0].prefix, 24);
 
-  /* a name taken by another kind of link */
+  /* a crash between creating a bridge and renaming it */
+  char tmp[NET_IFNAME_MAX], tmp2[NET_IFNAME_MAX];
+  net_bridge_tmp_name("embr9", tmp);
+  net_bridge_tmp_name("embr8", tmp2);
+  CU_ASSERT_EQUAL(strncmp(tmp, NET_BRIDGE_TMP_PREFIX, 3), 0);
+  CU_ASSERT_EQUAL(strlen(tmp), 15);
+  CU_ASSERT_STRING_NOT_EQUAL(tmp, tmp2);
   net_nl *nl = NULL;
   CU_ASSERT_EQUAL_FATAL(net_nl_open(&nl, &err), 0);
+  CU_ASSERT_EQUAL(net_link_ensure_bridge(nl, tmp, NULL, 0, &err), 1);
+  net_network nine = NET1;
+  nine.bridge = "embr9";
+  CU_ASSERT_EQUAL(net_network_ensure(h, &nine, &err), 0);
+  CU_ASSERT_EQUAL(link_get(tmp, NULL), 0);
+  CU_ASSERT_EQUAL(link_get("embr9", &li), 1);
+  CU_ASSERT_STRING_EQUAL(li.alias, NET_BRIDGE_ALIAS);
+  CU_ASSERT_EQUAL(net_link_delete(nl, "embr9", &err), 1);
+
+  /* a name taken by another kind of link */
   CU_ASSERT_EQUAL(net_link_add_veth(nl, "takenbr", "takenbr-p", -1, 0, &err), 1);
   net_network taken = NET1;
   taken.bridge = "takenbr";
@@ -530,6 +546,9 @@ static void test_reconcile(void)
   CU_ASSERT_EQUAL(net_link_add_veth(nl, "emvdddddddddd0e", "orphp", -1, 0, &err), 1);
   CU_ASSERT_EQUAL(net_netns_create(g_netns_dir, "ember-dddddddddd0d", &err), 1);
   CU_ASSERT_EQUAL(net_link_ensure_bridge(nl, "embrold", NET_BRIDGE_ALIAS, 0, &err), 1);
+  char tmp[NET_IFNAME_MAX];
+  net_bridge_tmp_name("embrgone", tmp); /* a crash before the rename */
+  CU_ASSERT_EQUAL(net_link_ensure_bridge(nl, tmp, NULL, 0, &err), 1);
   /* not ember's */
   CU_ASSERT_EQUAL(net_link_ensure_bridge(nl, "foreignbr", NULL, 0, &err), 1);
   CU_ASSERT_EQUAL(net_link_add_veth(nl, "foreign0", "foreign1", -1, 0, &err), 1);
@@ -547,7 +566,8 @@ static void test_reconcile(void)
     fprintf(stderr, "reconcile: %s\n", err.msg);
   CU_ASSERT_EQUAL_FATAL(rc, 0);
   CU_ASSERT(rep.created >= 4); /* 2 TAPs, a namespace, a veth pair (bridges may exist) */
-  CU_ASSERT_EQUAL(rep.removed, 4);
+  CU_ASSERT_EQUAL(rep.removed, 5);
+  CU_ASSERT_EQUAL(link_get(tmp, NULL), 0);
   CU_ASSERT_EQUAL(link_get("emtdddddddddd0f", NULL), 0);
   CU_ASSERT_EQUAL(link_get("emvdddddddddd0e", NULL), 0);
   CU_ASSERT_EQUAL(link_get("orphp", NULL), 0);
