@@ -195,6 +195,65 @@ static void test_names(void)
   CU_ASSERT_FALSE(net_key_valid(""));
 }
 
+static int fail_fn(void *arg, cmn_error *err)
+{
+  return cmn_err_set(err, CMN_ABORTED, "from inside %s", (const char *)arg);
+}
+
+/* 1 when the mount at path is shared (mountinfo's optional "shared:N"). */
+static int mount_shared(const char *path)
+{
+  FILE *f = fopen("/proc/self/mountinfo", "re");
+  CU_ASSERT_PTR_NOT_NULL_FATAL(f);
+  char line[4096];
+  int shared = 0;
+  while (fgets(line, sizeof(line), f) != NULL) {
+    char mp[1024];
+    if (sscanf(line, "%*s %*s %*s %*s %1023s", mp) == 1 && strcmp(mp, path) == 0)
+      shared = strstr(line, " shared:") != NULL;
+  }
+  fclose(f);
+  return shared;
+}
+
+static void test_netns(void)
+{
+  cmn_error err = {0};
+  CU_ASSERT_EQUAL(net_netns_create(g_netns_dir, "ember-ffffffffff01", &err), 1);
+  CU_ASSERT_EQUAL(net_netns_create(g_netns_dir, "ember-ffffffffff02", &err), 1);
+  CU_ASSERT_EQUAL(net_netns_create(g_netns_dir, "zzz", &err), 1);
+  CU_ASSERT_EQUAL(mount_shared(g_netns_dir), 1);
+  char **names = NULL;
+  size_t n = 0;
+  CU_ASSERT_EQUAL(net_netns_list(g_netns_dir, NET_NETNS_PREFIX, &names, &n, &err), 0);
+  CU_ASSERT_EQUAL(n, 2);
+  net_names_free(names, n);
+  int fd = net_netns_open(g_netns_dir, "ember-ffffffffff01", &err);
+  CU_ASSERT(fd >= 0);
+  CU_ASSERT(fcntl(fd, F_GETFD) & FD_CLOEXEC);
+  close(fd);
+  char path[512], zzz[] = "zzz";
+  snprintf(path, sizeof(path), "%s/zzz", g_netns_dir);
+  CU_ASSERT_EQUAL(net_in_netns(path, fail_fn, zzz, &err), -1);
+  CU_ASSERT_EQUAL(err.code, CMN_ABORTED);
+  CU_ASSERT_STRING_EQUAL(err.msg, "from inside zzz");
+  CU_ASSERT_EQUAL(net_netns_delete(g_netns_dir, "zzz", &err), 1);
+  CU_ASSERT_EQUAL(net_netns_delete(g_netns_dir, "zzz", &err), 0);
+  CU_ASSERT_EQUAL(net_netns_open(g_netns_dir, "zzz", &err), -1);
+  CU_ASSERT_EQUAL(err.code, CMN_NOT_FOUND);
+  CU_ASSERT_EQUAL(net_in_netns(path, fail_fn, zzz, &err), -1);
+  CU_ASSERT_EQUAL(err.code, CMN_NOT_FOUND);
+  CU_ASSERT_EQUAL(net_netns_create(g_netns_dir, "../x", &err), -1);
+  CU_ASSERT_EQUAL(err.code, CMN_INVALID_ARGUMENT);
+  CU_ASSERT_EQUAL(net_netns_delete(g_netns_dir, "ember-ffffffffff01", &err), 1);
+  CU_ASSERT_EQUAL(net_netns_delete(g_netns_dir, "ember-ffffffffff02", &err), 1);
+  CU_ASSERT_EQUAL(net_netns_list(g_netns_dir, NET_NETNS_PREFIX, &names, &n, &err), 0);
+  CU_ASSERT_EQUAL(n, 0);
+  net_names_free(names, n);
+  CU_ASSERT_EQUAL(net_netns_list("/nonexistent-ember-dir", "", &names, &n, &err), 0);
+  CU_ASSERT_EQUAL(n, 0);
+}
+
 static void test_bridge_twice(void)
 {
   net_host *h = host_open();
@@ -703,6 +762,7 @@ int main(void)
     return 1;
   CU_pSuite s = CU_add_suite("net_host", NULL, NULL);
   CU_add_test(s, "names from keys", test_names);
+  CU_add_test(s, "namespaces: create, list, open, run inside, delete", test_netns);
   CU_add_test(s, "bridge: ensure twice, one bridge, one address", test_bridge_twice);
   CU_add_test(s, "tap: ensure twice, in use, name taken", test_tap_twice);
   CU_add_test(s, "endpoint on the bridge: ensure, remove", test_endpoint_tap);
