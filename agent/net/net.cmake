@@ -6,11 +6,19 @@ find_path(NL3_INCLUDE_DIR netlink/netlink.h PATH_SUFFIXES libnl3 REQUIRED)
 find_library(NL3_LIB nl-3 REQUIRED)
 find_library(NL3_ROUTE_LIB nl-route-3 REQUIRED)
 find_library(NFTABLES_LIB nftables REQUIRED)
-# TEMPORARY: nft_stub.c stands in for nft.c until branch nftrules is merged.
+# ember_nft (nft.c, branch nftrules) is defined here when present (test/net/
+# nft.cmake defines it only when no one has). TEMPORARY: until it is merged,
+# nft_stub.c stands in for it inside ember_net.
 if(EXISTS ${CMAKE_CURRENT_LIST_DIR}/nft.c)
-  set(EMBER_NET_NFT_SRC ${CMAKE_CURRENT_LIST_DIR}/nft.c)
+  if(NOT TARGET ember_nft)
+    add_library(ember_nft STATIC ${CMAKE_CURRENT_LIST_DIR}/nft.c)
+    target_link_libraries(ember_nft PUBLIC ember_common ${NFTABLES_LIB})
+  endif()
+  set(EMBER_NET_NFT_SRC "")
+  set(EMBER_NET_NFT_LIB ember_nft)
 else()
   set(EMBER_NET_NFT_SRC ${CMAKE_CURRENT_LIST_DIR}/nft_stub.c)
+  set(EMBER_NET_NFT_LIB "")
 endif()
 add_library(ember_net STATIC
   ${CMAKE_CURRENT_LIST_DIR}/hostnet.c
@@ -22,5 +30,5 @@ add_library(ember_net STATIC
 )
 # libnl's headers as system headers: the picky warnings are for ember's code.
 target_include_directories(ember_net SYSTEM PUBLIC ${NL3_INCLUDE_DIR})
-target_link_libraries(ember_net PUBLIC ember_common ${NL3_ROUTE_LIB} ${NL3_LIB} ${NFTABLES_LIB}
-                      Threads::Threads)
+target_link_libraries(ember_net PUBLIC ${EMBER_NET_NFT_LIB} ember_common ${NL3_ROUTE_LIB} ${NL3_LIB}
+                      ${NFTABLES_LIB} Threads::Threads)
