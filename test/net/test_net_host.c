@@ -21,6 +21,7 @@
 #endif
 
 #include <CUnit/Basic.h>
+#include <dirent.h>
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -43,6 +44,19 @@
 
 /* Set once in main, read by the tests. */
 static char g_netns_dir[256];
+static int g_fds_at_start;
+
+static int count_fds(void)
+{
+  DIR *d = opendir("/proc/self/fd");
+  if (d == NULL)
+    return -1;
+  int n = 0;
+  while (readdir(d) != NULL)
+    n++;
+  closedir(d);
+  return n;
+}
 
 static const net_network NET1 = {.name = "default",
                                  .bridge = "embr0",
@@ -714,6 +728,8 @@ static void test_threads(void)
   net_host_close(h);
 }
 
+static void test_no_fd_leak(void) { CU_ASSERT_EQUAL(count_fds(), g_fds_at_start); }
+
 /* This process into its own network and mount namespaces, a tmpfs for the
  * namespace folder. 0, or 77 with the reason printed. */
 static int sandbox(void)
@@ -758,6 +774,7 @@ int main(void)
   int sb = sandbox();
   if (sb != 0)
     return sb;
+  g_fds_at_start = count_fds();
   if (CU_initialize_registry() != CUE_SUCCESS)
     return 1;
   CU_pSuite s = CU_add_suite("net_host", NULL, NULL);
@@ -770,6 +787,7 @@ int main(void)
   CU_add_test(s, "half-made states fixed by ensure", test_half_state);
   CU_add_test(s, "reconcile: orphans, foreign objects, twice", test_reconcile);
   CU_add_test(s, "concurrent ensure of one endpoint", test_threads);
+  CU_add_test(s, "no file descriptor left open", test_no_fd_leak);
   CU_basic_set_mode(CU_BRM_VERBOSE);
   CU_basic_run_tests();
   unsigned failed = CU_get_number_of_failures() + CU_get_number_of_tests_failed();
