@@ -138,6 +138,13 @@ static int nft_ns_apply(const char *rules, const char *key, cmn_error *err)
   return 0;
 }
 
+static int nft_host_delete(cmn_error *err)
+{
+  if (net_nft_delete(err) < 0)
+    return cmn_err_prefix(err, "deleting the host nft tables");
+  return 0;
+}
+
 static char *nft_ns_render(const net_network *n, const net_endpoint *ep, cmn_error *err)
 {
   return net_nft_render_ns(n, ep, err);
@@ -169,6 +176,28 @@ int net_network_ensure(net_host *h, const net_network *n, cmn_error *err)
   int rc = network_ensure_locked(n, &c, err);
   pthread_mutex_unlock(&h->mu);
   return rc;
+}
+
+int net_network_remove(net_host *h, const net_network *n, cmn_error *err)
+{
+  if (network_valid(n, err) < 0)
+    return -1;
+  pthread_mutex_lock(&h->mu);
+  net_nl *nl = NULL;
+  int rc = net_nl_open(&nl, err);
+  net_link_info li;
+  int r = rc == 0 ? net_link_get(nl, n->bridge, &li, err) : -1;
+  if (r < 0)
+    rc = -1;
+  else if (r == 1 && strcmp(li.kind, "bridge") == 0 && strcmp(li.alias, NET_BRIDGE_ALIAS) == 0)
+    rc = net_link_delete(nl, n->bridge, err) < 0 ? -1 : 0;
+  else if (r == 1)
+    rc = net_addr_remove(nl, n->bridge, n->gateway, n->prefix, err) < 0 ? -1 : 0;
+  net_nl_close(nl);
+  pthread_mutex_unlock(&h->mu);
+  if (rc < 0)
+    return cmn_err_prefix(err, "removing network %s", n->name);
+  return 0;
 }
 
 /* ---- endpoints ---- */
@@ -403,6 +432,14 @@ int net_rules_apply(net_host *h, const net_network *nets, size_t n_nets, const n
   return rc;
 }
 
+int net_rules_remove(net_host *h, cmn_error *err)
+{
+  pthread_mutex_lock(&h->mu);
+  int rc = nft_host_delete(err);
+  pthread_mutex_unlock(&h->mu);
+  return rc;
+}
+
 static const net_network *find_network(const net_network *nets, size_t n_nets, const char *name)
 {
   for (size_t i = 0; i < n_nets; i++)
@@ -512,6 +549,8 @@ static int reconcile_locked(net_host *h, const net_network *nets, size_t n_nets,
   if (remove_orphan_links(nl, nets, n_nets, eps, n_eps, c, err) < 0 ||
       remove_orphan_netns(h, eps, n_eps, c, err) < 0)
     return -1;
+  if (n_nets == 0 && n_eps == 0)
+    return nft_host_delete(err);
   return nft_host_apply(nets, n_nets, eps, n_eps, err);
 }
 

@@ -37,6 +37,11 @@ const char *net_host_netns_dir(const net_host *h);
  * address gateway/prefix on it, its MTU, up; host ip_forward=1. */
 int net_network_ensure(net_host *h, const net_network *n, cmn_error *err);
 
+/* The network is no longer used: its bridge is deleted when ember made it
+ * (alias NET_BRIDGE_ALIAS); a bridge someone else made only loses the
+ * gateway address. Missing is fine. */
+int net_network_remove(net_host *h, const net_network *n, cmn_error *err);
+
 /* Without ep->netns: the persistent TAP emt<key> (MTU of the network), master
  * the network's bridge (ensured too), up.
  * With ep->netns: namespace ember-<key>; inside it the TAP emt<key> with the
@@ -55,11 +60,17 @@ int net_endpoint_remove(net_host *h, const char *key, cmn_error *err);
 int net_rules_apply(net_host *h, const net_network *nets, size_t n_nets, const net_endpoint *eps,
                     size_t n_eps, cmn_error *err);
 
+/* Deletes ember's host tables (net_nft_delete), e.g. once no instance uses a
+ * network; none is fine. */
+int net_rules_remove(net_host *h, cmn_error *err);
+
 /* At start-up: ensures every network and endpoint, then removes orphans
  * (links emt<key>/emv<key> and namespaces ember-<key> whose key is not among
  * eps in that mode, bridges carrying NET_BRIDGE_ALIAS that are no network's
- * bridge), then applies the host rules. rep (may be NULL) counts what was
- * made and removed. Every endpoint's network must be among nets. */
+ * bridge, leftovers "emx<hash>" of a bridge being made: links.h), then
+ * applies the host rules, or deletes ember's host tables when nets and eps
+ * are both empty (an emberd without networked instances keeps no table). rep (may be NULL) counts
+ * what was made and removed. Every endpoint's network must be among nets. */
 int net_reconcile(net_host *h, const net_network *nets, size_t n_nets, const net_endpoint *eps,
                   size_t n_eps, net_reconcile_report *rep, cmn_error *err);
 

@@ -506,6 +506,34 @@ int net_addr_ensure(net_nl *nl, const char *name, uint32_t addr, int prefix, cmn
   return 1;
 }
 
+int net_addr_remove(net_nl *nl, const char *name, uint32_t addr, int prefix, cmn_error *err)
+{
+  net_link_info li;
+  int r = net_link_get(nl, name, &li, err);
+  if (r <= 0)
+    return r;
+  struct rtnl_addr *a = rtnl_addr_alloc();
+  if (a == NULL)
+    abort();
+  rtnl_addr_set_ifindex(a, li.ifindex);
+  rtnl_addr_set_family(a, AF_INET);
+  struct nl_addr *local = ip4_nladdr(addr, prefix);
+  int rc = rtnl_addr_set_local(a, local);
+  nl_addr_put(local);
+  rtnl_addr_set_prefixlen(a, prefix);
+  if (rc >= 0)
+    rc = rtnl_addr_delete(nl->sk, a, 0);
+  rtnl_addr_put(a);
+  if (rc == -NLE_NOADDR || rc == -NLE_OBJ_NOTFOUND)
+    return 0;
+  if (rc < 0) {
+    char ip[INET_ADDRSTRLEN];
+    ip4_str(addr, ip);
+    return nl_fail(err, rc, "removing address %s/%d from %s", ip, prefix, name);
+  }
+  return 1;
+}
+
 /* The main table's IPv4 default route in the cache, or NULL. */
 static struct rtnl_route *default_route(struct nl_cache *cache)
 {

@@ -339,6 +339,33 @@ static void test_bridge_twice(void)
   net_host_close(h);
 }
 
+static void test_network_remove(void)
+{
+  net_host *h = host_open();
+  cmn_error err = {0};
+  net_nl *nl = NULL;
+  CU_ASSERT_EQUAL_FATAL(net_nl_open(&nl, &err), 0);
+  net_network mine = NET2, theirs = NET2;
+  mine.bridge = "embrmine";
+  theirs.bridge = "embrtheirs";
+  CU_ASSERT_EQUAL(net_link_ensure_bridge(nl, "embrtheirs", NULL, 0, &err), 1);
+  CU_ASSERT_EQUAL(net_network_ensure(h, &mine, &err), 0);
+  CU_ASSERT_EQUAL(net_network_ensure(h, &theirs, &err), 0);
+  net_addr4 a[4];
+  CU_ASSERT_EQUAL(addrs_of("embrtheirs", a, 4), 1);
+  CU_ASSERT_EQUAL(net_network_remove(h, &mine, &err), 0);
+  CU_ASSERT_EQUAL(net_network_remove(h, &theirs, &err), 0);
+  CU_ASSERT_EQUAL(link_get("embrmine", NULL), 0);
+  CU_ASSERT_EQUAL(link_get("embrtheirs", NULL), 1); /* not ember's: only the address goes */
+  CU_ASSERT_EQUAL(addrs_of("embrtheirs", a, 4), 0);
+  CU_ASSERT_EQUAL(net_network_remove(h, &mine, &err), 0);
+  CU_ASSERT_EQUAL(net_network_remove(h, &theirs, &err), 0);
+  CU_ASSERT_EQUAL(net_link_delete(nl, "embrtheirs", &err), 1);
+  CU_ASSERT_EQUAL(net_rules_remove(h, &err), 0);
+  net_nl_close(nl);
+  net_host_close(h);
+}
+
 static void test_tap_twice(void)
 {
   cmn_error err = {0};
@@ -687,6 +714,8 @@ static void test_reconcile(void)
   CU_ASSERT_EQUAL(netns_exists("dddddddddd02"), 0);
   CU_ASSERT_EQUAL(link_get("foreignbr", NULL), 1);
   CU_ASSERT_EQUAL(link_get("emtnotakey", NULL), 1);
+  if (HAVE_NFT)
+    CU_ASSERT_FALSE(host_nft_has("table inet ember"));
   net_nl_close(nl);
   net_host_close(h);
 }
@@ -781,6 +810,8 @@ int main(void)
   CU_add_test(s, "names from keys", test_names);
   CU_add_test(s, "namespaces: create, list, open, run inside, delete", test_netns);
   CU_add_test(s, "bridge: ensure twice, one bridge, one address", test_bridge_twice);
+  CU_add_test(s, "network remove: ember's bridge goes, another keeps all but the address",
+              test_network_remove);
   CU_add_test(s, "tap: ensure twice, in use, name taken", test_tap_twice);
   CU_add_test(s, "endpoint on the bridge: ensure, remove", test_endpoint_tap);
   CU_add_test(s, "endpoint in a namespace: ensure, traffic, remove", test_endpoint_netns);
