@@ -224,7 +224,7 @@ static int ns_setup(net_nl *nl, ns_work *w, cmn_error *err)
   if (net_link_set_up(nl, "lo", err) < 0)
     return -1;
   if (net_link_set_mtu(nl, NET_NS_VETH, mtu, err) < 0 ||
-      net_addr_ensure(nl, NET_NS_VETH, ep->veth_ns_ip, 31, err) < 0 ||
+      net_addr_ensure_only(nl, NET_NS_VETH, ep->veth_ns_ip, 31, err) < 0 ||
       net_link_set_up(nl, NET_NS_VETH, err) < 0)
     return -1;
   int r = net_tap_ensure(nl, w->tap, err);
@@ -232,7 +232,7 @@ static int ns_setup(net_nl *nl, ns_work *w, cmn_error *err)
     return -1;
   count_made(&w->c, r);
   if (net_link_set_mtu(nl, w->tap, mtu, err) < 0 ||
-      net_addr_ensure(nl, w->tap, n->gateway, n->prefix, err) < 0 ||
+      net_addr_ensure_only(nl, w->tap, n->gateway, n->prefix, err) < 0 ||
       net_link_set_up(nl, w->tap, err) < 0)
     return -1;
   if (net_route_ensure_default(nl, ep->veth_host_ip, err) < 0 || net_sysctl_ip_forward(err) < 0)
@@ -314,7 +314,7 @@ static int endpoint_ns_ensure(net_host *h, const net_network *n, const net_endpo
   if (veth_pair_ensure(nl, fd, veth, mtu, c, err) < 0)
     return -1;
   if (net_link_set_mtu(nl, veth, mtu, err) < 0 ||
-      net_addr_ensure(nl, veth, ep->veth_host_ip, 31, err) < 0 ||
+      net_addr_ensure_only(nl, veth, ep->veth_host_ip, 31, err) < 0 ||
       net_link_set_up(nl, veth, err) < 0)
     return -1;
   cleanup_free char *rules = nft_ns_render(n, ep, err);

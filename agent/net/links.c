@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <net/if.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -449,7 +450,8 @@ int net_addr_list(net_nl *nl, const char *name, net_addr4 *out, size_t max, size
   return 0;
 }
 
-int net_addr_ensure(net_nl *nl, const char *name, uint32_t addr, int prefix, cmn_error *err)
+static int addr_ensure(net_nl *nl, const char *name, uint32_t addr, int prefix, bool only,
+                       cmn_error *err)
 {
   char ip[INET_ADDRSTRLEN];
   ip4_str(addr, ip);
@@ -463,26 +465,32 @@ int net_addr_ensure(net_nl *nl, const char *name, uint32_t addr, int prefix, cmn
   int rc = rtnl_addr_alloc_cache(nl->sk, &cache);
   if (rc < 0)
     return nl_fail(err, rc, "listing addresses of %s", name);
-  int present = 0;
+  int present = 0, removed = 0;
   for (struct nl_object *o = nl_cache_get_first(cache); o != NULL; o = nl_cache_get_next(o)) {
     struct rtnl_addr *a = (struct rtnl_addr *)o;
-    if (rtnl_addr_get_ifindex(a) != ifindex || rtnl_addr_get_family(a) != AF_INET ||
-        nladdr_ip4(rtnl_addr_get_local(a)) != addr)
+    if (rtnl_addr_get_ifindex(a) != ifindex || rtnl_addr_get_family(a) != AF_INET)
       continue;
-    if (rtnl_addr_get_prefixlen(a) == prefix) {
+    uint32_t cur = nladdr_ip4(rtnl_addr_get_local(a));
+    if (cur != addr && !only)
+      continue;
+    if (cur == addr && rtnl_addr_get_prefixlen(a) == prefix) {
       present = 1;
       continue;
     }
-    rc = rtnl_addr_delete(nl->sk, a, 0); /* the same address with a wrong prefix */
+    /* the same address with a wrong prefix, or (only) another address */
+    rc = rtnl_addr_delete(nl->sk, a, 0);
     if (rc < 0 && rc != -NLE_NOADDR && rc != -NLE_OBJ_NOTFOUND) {
+      char old[INET_ADDRSTRLEN];
+      ip4_str(cur, old);
       nl_cache_free(cache);
-      return nl_fail(err, rc, "removing address %s/%d from %s", ip, rtnl_addr_get_prefixlen(a),
+      return nl_fail(err, rc, "removing address %s/%d from %s", old, rtnl_addr_get_prefixlen(a),
                      name);
     }
+    removed = 1;
   }
   nl_cache_free(cache);
   if (present)
-    return 0;
+    return removed;
   struct rtnl_addr *a = rtnl_addr_alloc();
   if (a == NULL)
     abort();
@@ -532,6 +540,16 @@ int net_addr_remove(net_nl *nl, const char *name, uint32_t addr, int prefix, cmn
     return nl_fail(err, rc, "removing address %s/%d from %s", ip, prefix, name);
   }
   return 1;
+}
+
+int net_addr_ensure(net_nl *nl, const char *name, uint32_t addr, int prefix, cmn_error *err)
+{
+  return addr_ensure(nl, name, addr, prefix, false, err);
+}
+
+int net_addr_ensure_only(net_nl *nl, const char *name, uint32_t addr, int prefix, cmn_error *err)
+{
+  return addr_ensure(nl, name, addr, prefix, true, err);
 }
 
 /* The main table's IPv4 default route in the cache, or NULL. */

@@ -74,6 +74,9 @@ int net_link_add_veth(net_nl *nl, const char *name, const char *peer, int peer_n
 /* The IPv4 address addr/prefix on the link: added when missing; the same
  * address with another prefix is replaced. */
 int net_addr_ensure(net_nl *nl, const char *name, uint32_t addr, int prefix, cmn_error *err);
+/* The same, and every other IPv4 address of the link removed (for links that
+ * are ember's alone). 1 when something changed. */
+int net_addr_ensure_only(net_nl *nl, const char *name, uint32_t addr, int prefix, cmn_error *err);
 /* Removes addr/prefix from the link: 1 when it was there, 0 when not (or
  * when the link is missing). */
 int net_addr_remove(net_nl *nl, const char *name, uint32_t addr, int prefix, cmn_error *err);

@@ -609,6 +609,16 @@ static void test_half_state(void)
   CU_ASSERT_EQUAL(net_endpoint_ensure(h, &NET1, &ep, &err), 0);
   check_ns_endpoint(&ep);
   CU_ASSERT_EQUAL(link_get("strayp", NULL), 0);
+  /* stray addresses on ember's links (a changed transit address) */
+  CU_ASSERT_EQUAL(net_addr_ensure(nl, "emvcccccccccc01", IP4(10, 200, 9, 9), 31, &err), 1);
+  CU_ASSERT_EQUAL(net_endpoint_ensure(h, &NET1, &ep, &err), 0);
+  check_ns_endpoint(&ep); /* one address each */
+  /* another transit /31: addresses and the default route follow */
+  net_endpoint moved = ns_ep("cccccccccc01", IP4(10, 77, 0, 3), IP4(10, 200, 0, 10));
+  CU_ASSERT_EQUAL(net_endpoint_ensure(h, &NET1, &moved, &err), 0);
+  check_ns_endpoint(&moved);
+  CU_ASSERT_EQUAL(net_endpoint_ensure(h, &NET1, &ep, &err), 0);
+  check_ns_endpoint(&ep);
   /* a leftover plain file where the namespace should be */
   CU_ASSERT_EQUAL(net_endpoint_remove(h, ep.key, &err), 0);
   char path[512];
