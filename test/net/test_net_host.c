@@ -44,6 +44,7 @@
 
 /* Set once in main, read by the tests. */
 static char g_netns_dir[256];
+static char g_tmp[64]; /* the tmpfs holding g_netns_dir */
 static int g_fds_at_start;
 
 static int count_fds(void)
@@ -790,12 +791,14 @@ static int sandbox(void)
     printf("SKIP: test_net_host: making mounts private refused: %s\n", cmn_strerror(errno));
     return 77;
   }
-  char tmpl[] = "/tmp/ember-net-test-XXXXXX";
-  if (mkdtemp(tmpl) == NULL || mount("tmpfs", tmpl, "tmpfs", 0, "size=1m,mode=0700") < 0) {
+  snprintf(g_tmp, sizeof(g_tmp), "/tmp/ember-net-test-XXXXXX");
+  if (mkdtemp(g_tmp) == NULL || mount("tmpfs", g_tmp, "tmpfs", 0, "size=1m,mode=0700") < 0) {
     printf("SKIP: test_net_host: a tmpfs for the namespace folder: %s\n", cmn_strerror(errno));
+    if (g_tmp[0] != '\0')
+      rmdir(g_tmp);
     return 77;
   }
-  snprintf(g_netns_dir, sizeof(g_netns_dir), "%s/netns", tmpl);
+  snprintf(g_netns_dir, sizeof(g_netns_dir), "%s/netns", g_tmp);
   /* this namespace's loopback, for local connections */
   cmn_error err = {0};
   net_nl *nl = NULL;
@@ -833,5 +836,8 @@ int main(void)
   CU_basic_run_tests();
   unsigned failed = CU_get_number_of_failures() + CU_get_number_of_tests_failed();
   CU_cleanup_registry();
+  /* the namespaces die with this process; the empty folder is on the host */
+  umount2(g_tmp, MNT_DETACH);
+  rmdir(g_tmp);
   return failed == 0 ? 0 : 1;
 }
