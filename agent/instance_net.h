@@ -81,6 +81,10 @@ void agent_net_spec_from_json(const struct cJSON *parent, agent_net_spec *s);
 int agent_net_parse_ipv4(const char *s, uint32_t *out); /* 0 ok, -1 bad */
 void agent_net_format_ipv4(uint32_t a, char out[16]);
 int agent_net_parse_cidr(const char *s, uint32_t *addr, int *prefix);
+uint32_t agent_net_mask(int prefix);                        /* /16 -> 0xFFFF0000 */
+bool agent_net_in(uint32_t a, uint32_t subnet, int prefix); /* a in subnet/prefix */
+void agent_network_def_free(agent_network_def *d);
+void agent_network_def_copy(agent_network_def *dst, const agent_network_def *src);
 
 typedef struct agent_net agent_net;
 

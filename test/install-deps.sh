@@ -9,7 +9,8 @@ export DEBIAN_FRONTEND=noninteractive
 
 BUILD="build-essential cmake pkg-config clang-format libgrpc-dev protobuf-c-compiler libprotobuf-c-dev
   protobuf-compiler libprotobuf-dev grpc-proto libcurl4-openssl-dev libcjson-dev libcunit1-dev
-  libmicrohttpd-dev libarchive-dev libext2fs-dev libssl-dev"
+  libmicrohttpd-dev libarchive-dev libext2fs-dev libssl-dev libnl-3-dev libnl-route-3-dev
+  libnftables-dev"
 RUN="qemu-system-x86 qemu-utils e2fsprogs"
 TEST="python3 python3-grpcio python3-protobuf python3-prometheus-client busybox-static cpio xz-utils zstd file
   binutils openssl valgrind clang libclang-rt-14-dev procps iproute2 nftables iputils-ping erofs-utils umoci

@@ -81,5 +81,9 @@ void net_netns_name(const char *key, char out[NET_NETNS_NAME_MAX]);
 /* True when name is NET_TAP_PREFIX / NET_VETH_PREFIX / NET_NETNS_PREFIX + a key;
  * the key is copied to key_out (NET_KEY_LEN + 1 bytes) when not NULL. */
 bool net_name_key(const char *name, const char *prefix, char *key_out);
+/* True when key is NET_KEY_LEN lowercase hex digits. */
+bool net_key_valid(const char *key);
+/* Frees a list of names as the net_*_list functions return it (NULL is fine). */
+void net_names_free(char **names, size_t n);
 
 #endif

@@ -254,6 +254,7 @@ typedef struct srv_net_out {
   bool set;
   agent_net_status st;
   char given_ip[16];
+  char empty[1]; /* "" for protobuf-c fields (char *, never written) */
   char fw_addr[SRV_NET_FW_ADDRS][16];
   Ember__V1__PortForward *fw;
   Ember__V1__PortForward **fw_ptrs;

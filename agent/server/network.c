@@ -120,7 +120,7 @@ static void srv_net_forwards_fill(const agent_net_spec *s, srv_net_out *o)
       agent_net_format_ipv4(s->forwards[i].host_addr, o->fw_addr[i < SRV_NET_FW_ADDRS ? i : 0]);
       o->fw[i].host_address = o->fw_addr[i < SRV_NET_FW_ADDRS ? i : 0];
     } else {
-      o->fw[i].host_address = "";
+      o->fw[i].host_address = o->empty;
     }
     o->fw_ptrs[i] = &o->fw[i];
   }
@@ -137,7 +137,7 @@ void srv_net_out_init(srv_net_out *o, const char *id, const agent_net_spec *s)
   /* the interface as the request gave it */
   ember__v1__network_interface__init(&o->nic);
   o->nic.network = srv_net_s(s->network);
-  o->nic.mac_address = s->mac_given ? srv_net_s(s->mac) : "";
+  o->nic.mac_address = s->mac_given ? srv_net_s(s->mac) : o->empty;
   if (s->ipv4_given)
     agent_net_format_ipv4(s->ipv4, o->given_ip);
   o->nic.ipv4_address = o->given_ip;

@@ -147,6 +147,17 @@ def schema_drive():
     return s
 
 
+def tap_exists(name):
+    """The TAP as Firecracker opens it: by name in the VMM's own network
+    namespace (not /sys/class/net, which shows the namespace of whoever mounted
+    sysfs)."""
+    try:
+        socket.if_nametoindex(name)
+        return True
+    except OSError:
+        return False
+
+
 def schema_net():
     s = {"iface_id": ("str", True), "host_dev_name": ("str", True),
          "guest_mac": ("str", False), "rx_rate_limiter": rate_limiter(),
@@ -650,7 +661,7 @@ class Handler(BaseHTTPRequestHandler):
             if b["iface_id"] != path[len("/network-interfaces/"):]:
                 raise BadRequest("The id from the path does not match the id from the body!")
             v.require_preboot()
-            if not os.path.exists("/sys/class/net/%s" % b["host_dev_name"]):
+            if not tap_exists(b["host_dev_name"]):
                 raise BadRequest("Could not create the network device: Open tap device "
                                  "failed: %s does not exist" % b["host_dev_name"])
             v.nets[b["iface_id"]] = b

@@ -2,10 +2,9 @@
 # layers.sh: fails when a file includes a header of a layer above its own, so the
 # folder tree stays the architecture (docs/architecture.md): common <- drivers
 # <- agent core (manager, snapshots, records, vmm_call, types) <- agent/server
-# and agent/ctl (which never include each other); agent/image sits beside the
-# core and uses common only, as does agent/net (host networking objects); guest/
-# is built for the guest and includes only
-# guest/ (agent/image/bootcfg.c shares guest/bootcfg_format.h, the one wire
+# and agent/ctl (which never include each other); agent/image and agent/net
+# sit beside the core and use common only; guest/ is built for the guest and
+# includes only guest/ (agent/image/bootcfg.c shares guest/bootcfg_format.h, the one wire
 # format both sides read). Usage: test/lint/layers.sh [SOURCE_DIR]
 set -eu
 top=${1:-$(cd "$(dirname "$0")/../.." && pwd)}

@@ -4,11 +4,6 @@
 # libnftables inside a network namespace it makes itself (unshare), so the
 # host's ruleset is never touched: SKIP (77) when not root or without
 # namespaces.
-find_library(NFTABLES_LIB nftables REQUIRED) # Debian libnftables-dev
-if(NOT TARGET ember_nft)
-  add_library(ember_nft STATIC ${CMAKE_SOURCE_DIR}/agent/net/nft.c)
-  target_link_libraries(ember_nft PUBLIC ember_common ${NFTABLES_LIB})
-endif()
 
 add_executable(test_nft ${CMAKE_CURRENT_LIST_DIR}/test_nft.c)
 target_link_libraries(test_nft PRIVATE ember_nft ember_common ${NFTABLES_LIB} ${CUNIT_LIB}
