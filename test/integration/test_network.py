@@ -375,7 +375,7 @@ def part_fake(fake, nsdir):
         sh("ip", "link", "add", "emv0123456789ab", "type", "veth", "peer", "name", "orph1")
         sh("ip", "link", "add", "br-orphan", "type", "bridge")
         sh("ip", "link", "set", "br-orphan", "alias", "ember-managed")
-        sh("ip", "link", "add", "foreign0", "type", "dummy")
+        sh("ip", "link", "add", "foreign0", "type", "veth", "peer", "name", "foreign1")
         sh("nft", "add", "table", "inet", "other")
         sh("nft", "add", "chain", "inet", "other", "c")
         orphan_ns = os.path.join(nsdir, "ember-0123456789ab")
@@ -400,8 +400,8 @@ def part_fake(fake, nsdir):
         c = d.create("c", fc_spec(d, k, net_iface(network="iso")))
         objs = host_objects(nsdir, BRIDGES)
         check(c.network.ipv4_address == "10.79.0.2/24" and "nft bridge" in objs
-              and "ember-iso" in objs.get("nft bridge", ""),
-              "c on the isolated network: bridge rule for ember-iso: %s"
+              and c.network.tap_device in objs.get("nft bridge", ""),
+              "c on the isolated network: a bridge rule names its TAP: %s"
               % objs.get("nft bridge", "")[:300])
         nets = {n.name: n for n in d.unary("ListNetworks", pb.ListNetworksRequest(),
                                            pb.ListNetworksResponse).networks}
