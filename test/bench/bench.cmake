@@ -73,3 +73,13 @@ add_custom_target(bench_firecracker_fake
   DEPENDS ${EMBER_BENCH_DEPS}
   COMMENT "Firecracker benchmark harness against the contract fake (fake figures)"
   USES_TERMINAL)
+
+# Managed networking (issue 12): create and restore with and without a network,
+# and TCP host -> guest through emberd's TAP vs a TAP and bridge made by hand, in
+# network namespaces of its own (root; SKIP 77 otherwise). Small enough for CI.
+add_test(NAME bench_network
+  COMMAND ${EMBER_BENCH_PY} ${EMBER_BENCH_SRC}/bench_network.py
+          ${CMAKE_SOURCE_DIR}/test/fakes/firecracker_fake.py ${CMAKE_BINARY_DIR}/bootkit --cycles 3)
+set_tests_properties(bench_network PROPERTIES
+  LABELS "bench;qemu" TIMEOUT 900 SKIP_RETURN_CODE 77 RESOURCE_LOCK ember_qemu_guests
+  ENVIRONMENT "${EMBER_BENCH_ENV}")

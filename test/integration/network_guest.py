@@ -33,7 +33,7 @@ while true; do
   if [ -n "$PEER" ]; then
     if ping -c 1 -W 2 "$PEER" >/dev/null 2>&1; then echo "PEER-PING-OK $i"; else echo "PEER-PING-FAIL $i"; fi
   fi
-  r=$(wget -q -T 3 -O - "http://$OUTSIDE/" 2>/dev/null)
+  r=$(timeout 5 wget -q -O - "http://$OUTSIDE/" 2>/dev/null)
   echo "OUT $i ${r:-none}"
   i=$((i+1))
   sleep 2
@@ -41,7 +41,7 @@ done
 """
 
 
-def build_archive(work):
+def build_archive(work, script=SCRIPT, name="net"):
     """A docker-archive of busybox-static with the applets the script uses."""
     from registry_util import sh
     lay = os.path.join(work, "oci")
@@ -51,22 +51,22 @@ def build_archive(work):
     tree = os.path.join(work, "tree")
     os.makedirs(os.path.join(tree, "bin"))
     shutil.copy(BUSYBOX, os.path.join(tree, "bin", "busybox"))
-    for a in ("sh", "ip", "ping", "httpd", "wget", "sleep", "echo", "cat", "sed", "mkdir"):
+    for a in ("sh", "ip", "ping", "httpd", "wget", "sleep", "echo", "cat", "sed", "mkdir", "nc", "timeout"):
         os.symlink("busybox", os.path.join(tree, "bin", a))
     sh(*umoci, "insert", "--image", lay + ":net", os.path.join(tree, "bin"), "/bin")
     sh(*umoci, "config", "--image", lay + ":net", "--config.entrypoint", "/bin/sh",
-       "--config.entrypoint", "-c", "--config.entrypoint", SCRIPT, "--config.env",
+       "--config.entrypoint", "-c", "--config.entrypoint", script, "--config.env",
        "PATH=/bin", "--config.workingdir", "/")
-    archive = os.path.join(work, "net.tar")
+    archive = os.path.join(work, name + ".tar")
     sh("skopeo", "--insecure-policy", "copy", "-q", "oci:%s:net" % lay,
-       "docker-archive:%s:ember/net:1" % archive)
+       "docker-archive:%s:ember/%s:1" % (archive, name))
     return archive
 
 
-def import_image(d, archive, ipb):
+def import_image(d, archive, ipb, name="net:1"):
     def chunks():
         yield ipb.ImportImageRequest(metadata=ipb.ImportImageMetadata(
-            name="net:1", format=ipb.IMPORT_FORMAT_DOCKER_ARCHIVE))
+            name=name, format=ipb.IMPORT_FORMAT_DOCKER_ARCHIVE))
         with open(archive, "rb") as f:
             while True:
                 b = f.read(256 << 10)

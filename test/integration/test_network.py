@@ -121,13 +121,18 @@ class Outside:
         self.server = None
 
     def serve_source_echo(self, port):
-        """A TCP server in the outside namespace answering each connection with
+        """An HTTP server in the outside namespace answering each request with
         "SEEN <client address>"."""
         code = ("import socket\n"
                 "s=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n"
                 "s.bind(('%s', %d)); s.listen(16)\n"
                 "while True:\n"
-                "    c,a=s.accept(); c.sendall(('SEEN %%s\\n' %% a[0]).encode()); c.close()\n"
+                "    c,a=s.accept(); c.settimeout(5)\n"
+                "    try:\n"
+                "        c.recv(4096); b=('SEEN %%s\\n' %% a[0]).encode()\n"
+                "        c.sendall(b'HTTP/1.0 200 OK\\r\\nContent-Length: %%d\\r\\n\\r\\n' %% len(b) + b)\n"
+                "    except OSError: pass\n"
+                "    c.close()\n"
                 % (OUT_PEER, port))
         self.server = subprocess.Popen(["nsenter", "--net=" + self.ns, sys.executable, "-c", code])
 
@@ -293,11 +298,6 @@ def part_fake(fake, nsdir):
         vm = d.get("b")
         check(vm.vmm_pid > 0 and ns_inode("/proc/%d/ns/net" % vm.vmm_pid) == ns_inode(nspath),
               "b: the VMM (pid %d) runs in the instance's namespace" % vm.vmm_pid)
-        r = subprocess.run(["ping", "-c", "1", "-W", "2", bn.host_address],
-                           stdout=subprocess.DEVNULL) if shutil.which("ping") else None
-        if r is not None:
-            check(r.returncode == 0, "host pings b's namespace at its veth address %s"
-                  % bn.host_address)
         print("create with network: %.0f ms (fake VMM)" % ((time.monotonic() - t0) * 1000 / 2))
 
         # hostile requests: clear errors, nothing changes
@@ -392,7 +392,7 @@ def part_fake(fake, nsdir):
         check("foreign0" in sh("ip", "link", "show") and
               subprocess.run(["nft", "list", "table", "inet", "other"],
                              stdout=subprocess.DEVNULL).returncode == 0,
-              "foreign objects (a dummy link, another nft table) are untouched")
+              "foreign objects (a veth pair, another nft table) are untouched")
         sh("ip", "link", "del", "foreign0")
         sh("nft", "delete", "table", "inet", "other")
 
