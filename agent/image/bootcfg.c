@@ -142,7 +142,7 @@ static int bootcfg_net_records(const img_bootcfg *c, bootcfg_buf *b, cmn_error *
       if (memcmp(parsed[j].mac, o->mac, sizeof(o->mac)) == 0)
         return cmn_err_set(err, CMN_INVALID_ARGUMENT,
                            "network interfaces %zu and %zu have the same MAC %s", j, i, mac);
-    char addr[16], gw[16] = "-", mtu[16] = "", text[EMBER_BOOTCFG_MAX_NET_TEXT + 1];
+    char addr[16], gw[16] = "-", mtu[16] = "", text[128]; /* at most 62 used */
     bootcfg_ipv4_text(o->addr, addr);
     if (o->gateway != 0)
       bootcfg_ipv4_text(o->gateway, gw);
