@@ -252,13 +252,26 @@ int net_sysctl_ip_forward(cmn_error *err)
 {
   static const char path[] = "/proc/sys/net/ipv4/ip_forward";
   cleanup_close int fd = open(path, O_RDWR | O_CLOEXEC);
+  if (fd < 0 && (errno == EROFS || errno == EACCES || errno == EPERM)) {
+    /* Read-only /proc/sys (systemd's ProtectKernelTunables): fine when it is on. */
+    cleanup_close int ro = open(path, O_RDONLY | O_CLOEXEC);
+    char on[4] = {0};
+    if (ro >= 0 && read(ro, on, sizeof(on) - 1) > 0 && on[0] == '1')
+      return 0;
+    return cmn_err_errno(err, CMN_PERMISSION_DENIED, errno,
+                         "IP forwarding is off and %s is not writable here (turn "
+                         "net.ipv4.ip_forward on, or let emberd write it)",
+                         path);
+  }
   if (fd < 0)
     return cmn_err_errno(err, CMN_INTERNAL, errno, "opening %s", path);
   char cur[4] = {0};
   if (read(fd, cur, sizeof(cur) - 1) > 0 && cur[0] == '1')
     return 0;
   if (pwrite(fd, "1\n", 2, 0) != 2)
-    return cmn_err_errno(err, errno == EACCES ? CMN_PERMISSION_DENIED : CMN_INTERNAL, errno,
-                         "enabling IP forwarding (%s)", path);
+    return cmn_err_errno(err,
+                         errno == EACCES || errno == EROFS || errno == EPERM ? CMN_PERMISSION_DENIED
+                                                                             : CMN_INTERNAL,
+                         errno, "enabling IP forwarding (%s)", path);
   return 1;
 }
