@@ -3,7 +3,8 @@
 # folder tree stays the architecture (docs/architecture.md): common <- drivers
 # <- agent core (manager, snapshots, records, vmm_call, types) <- agent/server
 # and agent/ctl (which never include each other); agent/image and agent/net
-# sit beside the core and use common only; guest/ is built for the guest and
+# and agent/guestlink sit beside the core and use common only (guestlink also
+# guest/agent_proto.h, the guest agent's wire format); guest/ is built for the guest and
 # includes only guest/ (agent/image/bootcfg.c shares guest/bootcfg_format.h, the one wire
 # format both sides read). Usage: test/lint/layers.sh [SOURCE_DIR]
 set -eu
@@ -22,7 +23,8 @@ allowed() {
     agent/ctl/*) echo "common/ agent/ctl/ agent/rpc_table.h agent/types.h ember/ google/ grpc/" ;;
     agent/main.c) echo "common/ drivers/ agent/ ember/" ;;
     agent/net/*) echo "common/ agent/net/" ;;
-    agent/*) echo "common/ drivers/ agent/types.h agent/rpc_table.h agent/net/ agent/instance_net.h agent/manager agent/record.h agent/snapshot.h agent/validate.h agent/hostfiles.h agent/admission.h agent/datadir.h agent/vmm_call.h agent/config.h agent/metrics agent/image/ agent/instance_image.h" ;;
+    agent/guestlink/*) echo "common/ agent/guestlink/ guest/agent_proto.h" ;;
+    agent/*) echo "common/ drivers/ agent/types.h agent/rpc_table.h agent/net/ agent/instance_net.h agent/manager agent/record.h agent/snapshot.h agent/validate.h agent/hostfiles.h agent/admission.h agent/datadir.h agent/vmm_call.h agent/config.h agent/metrics agent/image/ agent/instance_image.h agent/guestlink/" ;;
     *) echo "" ;;
   esac
 }
