@@ -111,4 +111,15 @@ struct agent_net *agent_manager_net(agent_manager *m);
 /* The registry this manager uses (for ListHypervisors). */
 const vmm_registry *agent_manager_registry(const agent_manager *m);
 
+struct gl_link;
+/* The guest agent link (agent/guestlink/guestlink.h) of a Running instance,
+ * with a reference the caller drops with gl_link_unref; *id_out (may be
+ * NULL) gets the instance's id. NOT_FOUND; FAILED_PRECONDITION (state) when
+ * no VMM runs (the message names the state) or the instance has no agent
+ * channel (spec.guest_agent). The link may be not ready yet
+ * (gl_link_wait_ready); it fails its channels with UNAVAILABLE once the VMM
+ * stops or goes to standby. */
+struct gl_link *agent_manager_guest_link(agent_manager *m, const char *id_or_name, char **id_out,
+                                         cmn_error *err);
+
 #endif

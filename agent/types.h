@@ -92,6 +92,15 @@ typedef struct agent_net_spec {
   uint32_t veth_host_ip; /* with netns: allocated /31 pair, host end */
 } agent_net_spec;
 
+/* The guest agent as the manager sees it (Instance.guest_agent). */
+typedef struct agent_guest_status {
+  bool enabled;     /* spec.guest_agent */
+  bool ready;       /* answered on the current VMM */
+  char *version;    /* NULL unless ready */
+  int64_t ready_us; /* wall clock, microseconds; 0 unless ready */
+  char *message;    /* why not ready; may be NULL */
+} agent_guest_status;
+
 typedef struct agent_instance_view {
   char *id;
   char *name;
@@ -112,6 +121,7 @@ typedef struct agent_instance_view {
   char *request_id;       /* the CreateInstance request_id; may be NULL */
   agent_image_spec image; /* InstanceSpec.image (instance_image.h); ref NULL: none */
   agent_net_spec net;     /* managed interface (instance_net.h); network NULL: none */
+  agent_guest_status guest_agent;
 } agent_instance_view;
 
 void agent_instance_view_free(agent_instance_view *v); /* members only */

@@ -69,7 +69,14 @@ typedef struct vmm_spec {
   vmm_nic *nics;
   size_t n_nics;
   uint32_t vsock_cid; /* 0: no vsock device; host side <vm->dir>/vsock.sock */
+  /* The guest agent's channel (guest/agent_proto.h): QEMU adds a
+   * virtio-serial port named EMBER_GA_PORT_NAME whose host side is the unix
+   * socket <vm->dir>/VMM_AGENT_SOCK (QEMU listens, emberd connects); the
+   * vsock drivers need vsock_cid (the agent listens on its vsock port). */
+  bool guest_agent;
 } vmm_spec;
+
+#define VMM_AGENT_SOCK "agent.sock"
 
 /* One VM as the driver sees it. The agent fills id, dir, paths and spec, and
  * keeps proc across calls (persisting it); the driver fills proc when it spawns

@@ -57,8 +57,14 @@ int64_t gl_now_us(void);
  * is lost. Never fails but for bad options (INVALID_ARGUMENT). */
 gl_link *gl_link_start(const gl_opts *o, cmn_error *err);
 /* Stops the thread, ends every channel with UNAVAILABLE (`why`, or "the
- * guest agent link was closed"), frees. NULL is fine. */
+ * guest agent link was closed"), and drops the caller's reference (the
+ * memory goes with the last one). NULL is fine. */
 void gl_link_stop(gl_link *l, const char *why);
+/* References for users other than the owner (an RPC handler holding the
+ * link while the owner may stop it): channels of a stopped link fail with
+ * UNAVAILABLE. */
+gl_link *gl_link_ref(gl_link *l);
+void gl_link_unref(gl_link *l);
 /* Whether the agent answered on the current connection; version (may be
  * NULL) gets its version. */
 bool gl_link_ready(gl_link *l, char *version, size_t n);
