@@ -238,8 +238,8 @@ static void test_record_roundtrip(void)
   r.view.id = (char[]){"i-1"};
   r.view.name = (char[]){"web \"quoted\""};
   r.view.hypervisor = (char[]){"qemu"};
-  r.view.spec =
-      (vmm_spec){2, 512, (char[]){"/k"}, NULL, (char[]){"console=ttyS0"}, disks, 2, nics, 1, 42};
+  r.view.spec = (vmm_spec){
+      2, 512, (char[]){"/k"}, NULL, (char[]){"console=ttyS0"}, disks, 2, nics, 1, 42, true};
   r.view.state = AGENT_STATE_STANDBY;
   r.view.last_snapshot_kind = AGENT_SNAP_DIFF;
   r.view.last_standby_us = 123456;
