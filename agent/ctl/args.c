@@ -312,6 +312,7 @@ void ctl_opts_free(ctl_opts *o)
   free(o->env);
   free(o->network);
   free(o->publish);
+  free(o->exec_cmd);
   memset(o, 0, sizeof(*o));
 }
 
@@ -319,6 +320,116 @@ static void ctl__push(const char ***arr, int *n, const char *v)
 {
   *arr = cmn_realloc(*arr, sizeof(**arr) * (size_t)(*n + 1));
   (*arr)[(*n)++] = v;
+}
+
+/* The index of the command word when it is `exec`, else 0: skips the
+ * global options (and the values of those that take one). */
+static int ctl__exec_index(int argc, char **argv)
+{
+  for (int i = 1; i < argc; i++) {
+    const char *a = argv[i];
+    if (strcmp(a, "--") == 0)
+      return i + 1 < argc && strcmp(argv[i + 1], "exec") == 0 ? i + 1 : 0;
+    if (a[0] != '-' || a[1] == '\0')
+      return strcmp(a, "exec") == 0 ? i : 0;
+    if (a[1] == '-') {
+      if (strchr(a, '=') != NULL)
+        continue;
+      for (const struct option *lo = ctl__long_opts; lo->name != NULL; lo++)
+        if (strcmp(a + 2, lo->name) == 0 && lo->has_arg == required_argument) {
+          i++;
+          break;
+        }
+      continue;
+    }
+    /* short options: the last of a cluster may take the next argument */
+    size_t n = strlen(a);
+    if (strchr("tsap", a[n - 1]) != NULL && strspn(a + 1, "hj") == n - 2)
+      i++;
+  }
+  return 0;
+}
+
+static int ctl__exec_value(int argc, char **argv, int *i, const char *name, const char **val,
+                           cmn_error *err)
+{
+  const char *a = argv[*i];
+  const char *eq = strchr(a, '=');
+  if (a[1] == '-' && eq != NULL) {
+    *val = eq + 1;
+    return 0;
+  }
+  if (*i + 1 >= argc)
+    return ctl__usage_err(err, "exec: option %s needs a value", name);
+  *val = argv[++*i];
+  return 0;
+}
+
+static bool ctl__exec_is(const char *a, const char *short_, const char *long_)
+{
+  if (short_ != NULL && strcmp(a, short_) == 0)
+    return true;
+  size_t n = strlen(long_);
+  return strncmp(a, long_, n) == 0 && (a[n] == '\0' || a[n] == '=');
+}
+
+int ctl_parse_exec_args(int argc, char **argv, ctl_opts *o, cmn_error *err)
+{
+  o->exec_timeout_ms = -1;
+  int i = 0;
+  for (; i < argc; i++) {
+    const char *a = argv[i], *v = NULL;
+    if (strcmp(a, "--") == 0 || a[0] != '-' || a[1] == '\0')
+      break;
+    if (ctl__exec_is(a, "-e", "--env")) {
+      if (ctl__exec_value(argc, argv, &i, "--env", &v, err) < 0)
+        return -1;
+      if (strchr(v, '=') == NULL || v[0] == '=')
+        return ctl__usage_err(err, "bad --env '%s': KEY=VALUE", v);
+      ctl__push(&o->env, &o->n_env, v);
+    } else if (ctl__exec_is(a, "-w", "--workdir")) {
+      if (ctl__exec_value(argc, argv, &i, "--workdir", &v, err) < 0)
+        return -1;
+      if (v[0] != '/')
+        return ctl__usage_err(err, "bad --workdir '%s': an absolute path in the guest", v);
+      o->workdir = v;
+    } else if (ctl__exec_is(a, "-u", "--user")) {
+      if (ctl__exec_value(argc, argv, &i, "--user", &o->exec_user, err) < 0)
+        return -1;
+    } else if (ctl__exec_is(a, NULL, "--timeout")) {
+      if (ctl__exec_value(argc, argv, &i, "--timeout", &v, err) < 0)
+        return -1;
+      if (ctl_parse_duration_ms(v, &o->exec_timeout_ms) < 0)
+        return ctl__usage_err(err, "bad exec --timeout '%s': e.g. 30s, 500ms, 2m", v);
+    } else if (strcmp(a, "--interactive") == 0) {
+      o->exec_interactive = true;
+    } else if (strcmp(a, "--tty") == 0) {
+      o->exec_tty = true;
+    } else if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
+      o->help = true;
+    } else if (a[1] != '-' && strspn(a + 1, "it") == strlen(a + 1)) {
+      o->exec_interactive |= strchr(a, 'i') != NULL;
+      o->exec_tty |= strchr(a, 't') != NULL;
+    } else {
+      return ctl__usage_err(err, "unknown exec option '%s' (see emberctl help exec)", a);
+    }
+  }
+  if (o->help)
+    return 0;
+  if (i < argc && strcmp(argv[i], "--") == 0)
+    i++;
+  if (i >= argc)
+    return ctl__usage_err(err, "usage: emberctl exec [OPTIONS] NAME -- CMD [ARG...]");
+  o->args = &argv[i];
+  o->n_args = 1;
+  i++;
+  if (i < argc && strcmp(argv[i], "--") == 0)
+    i++;
+  if (i >= argc)
+    return ctl__usage_err(err, "exec: give the command to run after NAME: NAME -- CMD [ARG...]");
+  for (; i < argc; i++)
+    ctl__push(&o->exec_cmd, &o->n_exec_cmd, argv[i]);
+  return 0;
 }
 
 int ctl_args_parse(int argc, char **argv, ctl_opts *o, cmn_error *err)
@@ -331,10 +442,15 @@ int ctl_args_parse(int argc, char **argv, ctl_opts *o, cmn_error *err)
 
   /* optind = 0 makes glibc reinitialise fully, so tests can parse repeatedly;
    * the leading ':' reports a missing value apart from an unknown option. */
+  /* `exec` takes options of its own after its command word (-t is the
+   * terminal there, --timeout the command's): the global options are only
+   * those before it. */
+  int exec_at = ctl__exec_index(argc, argv);
+  int gargc = exec_at > 0 ? exec_at : argc;
   optind = 0;
   for (;;) {
     int idx = 0;
-    int c = getopt_long(argc, argv, ":t:s:a:hjp:", ctl__long_opts, &idx);
+    int c = getopt_long(gargc, argv, ":t:s:a:hjp:", ctl__long_opts, &idx);
     if (c == -1)
       break;
     const char *arg = optarg;
@@ -532,7 +648,11 @@ int ctl_args_parse(int argc, char **argv, ctl_opts *o, cmn_error *err)
     }
   }
 
-  if (optind < argc) {
+  if (exec_at > 0) {
+    o->command = argv[exec_at];
+    if (ctl_parse_exec_args(argc - exec_at - 1, argv + exec_at + 1, o, err) < 0)
+      return -1;
+  } else if (optind < argc) {
     o->command = argv[optind];
     o->args = &argv[optind + 1];
     o->n_args = argc - optind - 1;

@@ -474,6 +474,28 @@ const ctl_command ctl_commands[] = {
      "  --name NAME    the name to record, e.g. my-app:1\n"
      "With --json: the Image.\n",
      CTL_OPT_IMPORT, 1, 1, ctl_run_import},
+    /* The guest agent (exec.c). */
+    {"exec", "[OPTIONS] NAME -- CMD [ARG...]", "run a command in a running instance's guest",
+     "Runs CMD through the guest agent (the boot kit's, spec.guest_agent) and exits with\n"
+     "its exit code (128+N when signal N killed it; the gRPC code when the call fails).\n"
+     "Options go between exec and NAME:\n"
+     "  -i, --interactive    forward stdin until EOF (else the command's stdin is empty)\n"
+     "  -t, --tty            a terminal (stdout and stderr merge); the local terminal is\n"
+     "                       put in raw mode while the command runs; resizes follow\n"
+     "  -e, --env KEY=VALUE  an environment entry; repeat for more\n"
+     "  -w, --workdir DIR    the working directory in the guest\n"
+     "  -u, --user USER      a user name or uid[:gid] in the guest\n"
+     "  --timeout DUR        kill the command after DUR (exit DEADLINE_EXCEEDED, 4)\n"
+     "Global options (--socket, the call's --timeout) go before exec. No call deadline\n"
+     "unless given. Ctrl-C without -t cancels the call, which kills the command.\n",
+     0, 1, 1, ctl_run_exec},
+    {"cp", "SRC DST", "copy a file into or out of a running instance's guest",
+     "One of SRC and DST is NAME:/path in the guest, the other a local file:\n"
+     "  emberctl cp ./app.conf web:/etc/app.conf   (a DST ending in / takes SRC's name)\n"
+     "  emberctl cp web:/var/log/app.log .         (into a folder: the guest file's name)\n"
+     "A copy into the guest keeps the local mode bits and appears whole or not at all;\n"
+     "a copy out is written beside the local file and renamed into place.\n",
+     0, 2, 2, ctl_run_cp},
     {NULL, NULL, NULL, NULL, 0, 0, 0, NULL},
 };
 

@@ -2,10 +2,10 @@
 # + protobuf-c). ember_ctl holds everything but main() so the unit test links it.
 set(CTL_DIR ${CMAKE_CURRENT_LIST_DIR})
 add_library(ember_ctl STATIC
-  ${CTL_DIR}/args.c ${CTL_DIR}/commands.c ${CTL_DIR}/images.c ${CTL_DIR}/output.c ${CTL_DIR}/pbjson.c
+  ${CTL_DIR}/args.c ${CTL_DIR}/commands.c ${CTL_DIR}/exec.c ${CTL_DIR}/images.c ${CTL_DIR}/output.c ${CTL_DIR}/pbjson.c
   ${CTL_DIR}/rpc.c ${CTL_DIR}/spec.c)
 target_link_libraries(ember_ctl PUBLIC ember_proto ${GRPC_LIB} ${GPR_LIB} ember_common
-                      ${CJSON_LIB} m)
+                      ${CJSON_LIB} m Threads::Threads)
 
 add_executable(emberctl ${CTL_DIR}/main.c)
 target_compile_definitions(emberctl PRIVATE EMBER_VERSION="${PROJECT_VERSION}")

@@ -120,6 +120,14 @@ typedef struct ctl_opts {
   /* import */
   const char *import_name;
   const char *import_kind; /* oci, docker-archive, kernel, initrd, disk */
+  /* exec: its options follow the command word and end at NAME (parsed by
+   * ctl_parse_exec_args; --env and -w fill env and workdir above). */
+  bool exec_interactive;   /* -i */
+  bool exec_tty;           /* -t */
+  const char *exec_user;   /* -u */
+  int64_t exec_timeout_ms; /* --timeout after `exec`: the command's; -1: none */
+  const char **exec_cmd;   /* CMD ARG..., owned array of argv pointers */
+  int n_exec_cmd;
 } ctl_opts;
 
 struct ctl_rpc;
@@ -145,6 +153,18 @@ int ctl_run_pull(struct ctl_rpc *rpc, const ctl_opts *o, FILE *out, cmn_error *e
 int ctl_run_images(struct ctl_rpc *rpc, const ctl_opts *o, FILE *out, cmn_error *err);
 int ctl_run_rmi(struct ctl_rpc *rpc, const ctl_opts *o, FILE *out, cmn_error *err);
 int ctl_run_import(struct ctl_rpc *rpc, const ctl_opts *o, FILE *out, cmn_error *err);
+
+/* exec.c: exec and cp (the guest agent RPCs). */
+int ctl_run_exec(struct ctl_rpc *rpc, const ctl_opts *o, FILE *out, cmn_error *err);
+int ctl_run_cp(struct ctl_rpc *rpc, const ctl_opts *o, FILE *out, cmn_error *err);
+/* Parses what follows `exec`: [-i] [-t] [-e|--env K=V]... [-w DIR] [-u USER]
+ * [--timeout DUR] NAME [--] CMD [ARG...]; fills o->args (NAME) and the exec
+ * fields. -1 with CTL_EXIT_USAGE. */
+int ctl_parse_exec_args(int argc, char **argv, ctl_opts *o, cmn_error *err);
+/* Splits a cp argument "NAME:/path" (NAME without '/', not starting with '.'
+ * or '/'): true with name (malloc'ed) and *path pointing into arg; false for
+ * a local path. */
+bool ctl_cp_remote(const char *arg, char **name, const char **path);
 
 /* The command table, terminated by an entry whose name is NULL. */
 extern const ctl_command ctl_commands[];

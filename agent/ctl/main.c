@@ -72,6 +72,11 @@ int main(int argc, char **argv)
   sigaddset(&sigs, SIGTERM);
   sigaddset(&sigs, SIGHUP);
   pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+  /* exec -t waits for window size changes with sigtimedwait (exec.c). */
+  sigset_t winch;
+  sigemptyset(&winch);
+  sigaddset(&winch, SIGWINCH);
+  pthread_sigmask(SIG_BLOCK, &winch, NULL);
   /* A closed stdout (emberctl watch | head -1) must end the process quietly
    * with an error, not kill it with SIGPIPE mid-call. */
   struct sigaction ign = {.sa_handler = SIG_IGN};
@@ -81,7 +86,8 @@ int main(int argc, char **argv)
   grpc_init();
   int64_t timeout = o.timeout_ms;
   if (timeout < 0)
-    timeout = strcmp(cmd->name, "watch") == 0 ? 0
+    timeout = strcmp(cmd->name, "watch") == 0 || strcmp(cmd->name, "exec") == 0 ? 0
+              : strcmp(cmd->name, "cp") == 0 ? CTL_IMAGE_TIMEOUT_MS
               : strcmp(cmd->name, "pull") == 0 || strcmp(cmd->name, "import") == 0 ||
                       strcmp(cmd->name, "create") == 0
                   ? CTL_IMAGE_TIMEOUT_MS

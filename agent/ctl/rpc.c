@@ -16,6 +16,8 @@
 #include <grpc/slice.h>
 #include <grpc/support/alloc.h>
 #include <grpc/support/time.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -440,4 +442,158 @@ out_nostatus:
     grpc_byte_buffer_destroy(recv);
   ctl__callctx_close(&k);
   return ret;
+}
+
+/* ---- bidi streams driven by the caller ---- */
+
+static const char ctl__tag_bsend = 0, ctl__tag_brecv = 0;
+
+struct ctl_bidi {
+  ctl_rpc *rpc;
+  ctl__callctx k;
+  pthread_mutex_t send_mu;   /* one send at a time */
+  atomic_bool cancelled;     /* by a signal or ctl_bidi_cancel */
+  atomic_bool sig_cancelled; /* by a signal (recorded by the pluckers) */
+  bool status_done;
+  bool ended; /* a send or the half-close failed */
+};
+
+/* A pluck whose cancel flag is per thread, merged into the object's. */
+static bool ctl__bpluck(ctl_bidi *b, void *tag)
+{
+  bool c = false;
+  bool ok = ctl__pluck(b->rpc, b->k.cq, b->k.call, tag, &c);
+  if (c) {
+    atomic_store(&b->sig_cancelled, true);
+    atomic_store(&b->cancelled, true);
+  }
+  return ok;
+}
+
+ctl_bidi *ctl_bidi_open(ctl_rpc *rpc, const char *method, cmn_error *err)
+{
+  ctl_bidi *b = cmn_calloc(1, sizeof *b);
+  b->rpc = rpc;
+  pthread_mutex_init(&b->send_mu, NULL);
+  atomic_init(&b->cancelled, false);
+  atomic_init(&b->sig_cancelled, false);
+  ctl__callctx_open(rpc, method, &b->k);
+  grpc_op ops[2];
+  memset(ops, 0, sizeof(ops));
+  ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
+  if (grpc_call_start_batch(b->k.call, ops, 1, CTL_TAG(ctl__tag_start), NULL) != GRPC_CALL_OK) {
+    cmn_err_set(err, CMN_INTERNAL, "%s: grpc_call_start_batch failed", method);
+    ctl__callctx_close(&b->k);
+    pthread_mutex_destroy(&b->send_mu);
+    free(b);
+    return NULL;
+  }
+  (void)ctl__bpluck(b, CTL_TAG(ctl__tag_start));
+  memset(ops, 0, sizeof(ops));
+  ops[0].op = GRPC_OP_RECV_INITIAL_METADATA;
+  ops[0].data.recv_initial_metadata.recv_initial_metadata = &b->k.initial;
+  ctl__status_fill_op(&b->k.st, &ops[1]);
+  if (grpc_call_start_batch(b->k.call, ops, 2, CTL_TAG(ctl__tag_status), NULL) != GRPC_CALL_OK) {
+    grpc_call_cancel(b->k.call, NULL);
+    b->status_done = true; /* nothing posted */
+    cmn_err_set(err, CMN_INTERNAL, "%s: grpc_call_start_batch failed", method);
+    ctl_bidi_free(b);
+    return NULL;
+  }
+  return b;
+}
+
+int ctl_bidi_send(ctl_bidi *b, const ProtobufCMessage *m)
+{
+  grpc_byte_buffer *bb = ctl__pack(m);
+  pthread_mutex_lock(&b->send_mu);
+  bool ok = false;
+  if (!b->ended && !atomic_load(&b->cancelled)) {
+    grpc_op op;
+    memset(&op, 0, sizeof op);
+    op.op = GRPC_OP_SEND_MESSAGE;
+    op.data.send_message.send_message = bb;
+    ok = grpc_call_start_batch(b->k.call, &op, 1, CTL_TAG(ctl__tag_bsend), NULL) == GRPC_CALL_OK &&
+         ctl__bpluck(b, CTL_TAG(ctl__tag_bsend));
+    if (!ok)
+      b->ended = true;
+  }
+  pthread_mutex_unlock(&b->send_mu);
+  grpc_byte_buffer_destroy(bb);
+  return ok ? 0 : -1;
+}
+
+int ctl_bidi_close_send(ctl_bidi *b)
+{
+  pthread_mutex_lock(&b->send_mu);
+  bool ok = false;
+  if (!b->ended && !atomic_load(&b->cancelled)) {
+    grpc_op op;
+    memset(&op, 0, sizeof op);
+    op.op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
+    ok = grpc_call_start_batch(b->k.call, &op, 1, CTL_TAG(ctl__tag_bsend), NULL) == GRPC_CALL_OK &&
+         ctl__bpluck(b, CTL_TAG(ctl__tag_bsend));
+    b->ended = true; /* nothing more is sent either way */
+  }
+  pthread_mutex_unlock(&b->send_mu);
+  return ok ? 0 : -1;
+}
+
+int ctl_bidi_recv(ctl_bidi *b, const ProtobufCMessageDescriptor *d, ProtobufCMessage **m,
+                  cmn_error *err)
+{
+  *m = NULL;
+  if (atomic_load(&b->cancelled))
+    return 0;
+  grpc_byte_buffer *recv = NULL;
+  grpc_op op;
+  memset(&op, 0, sizeof op);
+  op.op = GRPC_OP_RECV_MESSAGE;
+  op.data.recv_message.recv_message = &recv;
+  if (grpc_call_start_batch(b->k.call, &op, 1, CTL_TAG(ctl__tag_brecv), NULL) != GRPC_CALL_OK)
+    return 0;
+  (void)ctl__bpluck(b, CTL_TAG(ctl__tag_brecv));
+  if (recv == NULL)
+    return 0;
+  *m = ctl__unpack(recv, d);
+  grpc_byte_buffer_destroy(recv);
+  if (*m == NULL) {
+    ctl_bidi_cancel(b);
+    return cmn_err_set(err, CMN_INTERNAL, "cannot decode a streamed %s", d->name);
+  }
+  return 1;
+}
+
+void ctl_bidi_cancel(ctl_bidi *b)
+{
+  atomic_store(&b->cancelled, true);
+  grpc_call_cancel(b->k.call, NULL);
+}
+
+int ctl_bidi_finish(ctl_bidi *b, cmn_error *err)
+{
+  if (!b->status_done) {
+    bool ignored = true; /* a signal now changes nothing */
+    (void)ctl__pluck(b->rpc, b->k.cq, b->k.call, CTL_TAG(ctl__tag_status), &ignored);
+    b->status_done = true;
+  }
+  if (atomic_load(&b->sig_cancelled))
+    return cmn_err_set(err, CMN_CANCELLED, "interrupted");
+  if (b->k.st.code != GRPC_STATUS_OK)
+    return ctl__status_err(&b->k.st, b->rpc->target, err);
+  return 0;
+}
+
+void ctl_bidi_free(ctl_bidi *b)
+{
+  if (b == NULL)
+    return;
+  if (!b->status_done) {
+    grpc_call_cancel(b->k.call, NULL);
+    bool ignored = true;
+    (void)ctl__pluck(b->rpc, b->k.cq, b->k.call, CTL_TAG(ctl__tag_status), &ignored);
+  }
+  ctl__callctx_close(&b->k);
+  pthread_mutex_destroy(&b->send_mu);
+  free(b);
 }

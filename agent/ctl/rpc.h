@@ -65,4 +65,29 @@ typedef int (*ctl_rpc_next_msg)(void *opaque, ProtobufCMessage **msg, cmn_error 
 int ctl_rpc_client_stream(ctl_rpc *rpc, const char *method, ctl_rpc_next_msg next, void *opaque,
                           const ProtobufCMessageDescriptor *resp_desc, ProtobufCMessage **resp,
                           cmn_error *err);
+
+/* A bidi (or client) stream driven by the caller (ExecInstance,
+ * CopyToInstance): sends and receives may run on two threads (sends are
+ * serialized by the object). A pending signal of rpc->interrupt cancels the
+ * call (the server sees the cancel), as for the other calls. */
+typedef struct ctl_bidi ctl_bidi;
+/* Starts the call (headers out, the status posted). NULL with err. */
+ctl_bidi *ctl_bidi_open(ctl_rpc *rpc, const char *method, cmn_error *err);
+/* Sends one message, blocking until the transport took it: 0, or -1 when
+ * the call has ended (ctl_bidi_finish tells why). */
+int ctl_bidi_send(ctl_bidi *b, const ProtobufCMessage *m);
+/* Half-closes the sending side; -1 when the call has ended. */
+int ctl_bidi_close_send(ctl_bidi *b);
+/* The next response: 1 with *m (free with protobuf_c_message_free_unpacked),
+ * 0 at the end of the stream, -1 with err when it cannot be decoded (the
+ * call is cancelled). */
+int ctl_bidi_recv(ctl_bidi *b, const ProtobufCMessageDescriptor *d, ProtobufCMessage **m,
+                  cmn_error *err);
+/* Cancels the call (any thread). */
+void ctl_bidi_cancel(ctl_bidi *b);
+/* Waits for the status: 0 for OK, else -1 with err (CANCELLED "interrupted"
+ * when a signal cancelled it). */
+int ctl_bidi_finish(ctl_bidi *b, cmn_error *err);
+/* Frees the call; cancels it first if its status was not received. */
+void ctl_bidi_free(ctl_bidi *b);
 #endif

@@ -95,7 +95,7 @@ typedef struct srv_msg {
 } srv_msg;
 
 /* Kinds of streams the server can end at shutdown. */
-enum { SRV_STREAM_NONE = 0, SRV_STREAM_WATCH = 1, SRV_STREAM_HEALTH = 2 };
+enum { SRV_STREAM_NONE = 0, SRV_STREAM_WATCH = 1, SRV_STREAM_HEALTH = 2, SRV_STREAM_GUEST = 3 };
 
 struct srv_call {
   srv_server *srv;
@@ -139,6 +139,9 @@ struct srv_call {
   void (*priv_free)(void *priv);
   int status_logged;
   bool metrics_done; /* the end of this call was counted (rpc_metrics.c) */
+  /* Signalled (with mu) whenever a send completes or the call closes:
+   * srv_stream_wait_room. */
+  pthread_cond_t room_cv;
 };
 
 struct srv_server {
@@ -203,6 +206,14 @@ void srv_call_finish_error(srv_call *c, const cmn_error *err);
  * which reaches the client even while a send is blocked by flow control) and
  * the queue is freed. */
 void srv_stream_push_locked(srv_call *c, grpc_byte_buffer *msg);
+/* Streams that produce as fast as a source allows (exec output, file
+ * reads): waits until fewer than max_bytes and max_msgs are queued, so the
+ * producer reads its source only as fast as the client takes the responses
+ * (never queuing without bound, never tripping the overflow of
+ * srv_stream_push_locked). Returns 1 when there is room, 0 when deadline_us
+ * (srv_now_us clock; 0: none) passed first, -1 when the call is ending or
+ * gone (closed, status queued or sent). c->mu not held by the caller. */
+int srv_stream_wait_room(srv_call *c, size_t max_bytes, size_t max_msgs, int64_t deadline_us);
 /* Streams: end with a status after the queued messages. */
 void srv_stream_end_locked(srv_call *c, int code, const char *detail);
 /* Registers/unregisters a stream so shutdown can end it. */
@@ -246,6 +257,46 @@ EMBER_UNARY_RPCS(SRV_HANDLER_PROTO)
 /* ---- image.c: ember.v1.ImageService ---- */
 void srv_image_pull_start(srv_call *c);   /* SRV_SERVER_STREAM, own thread */
 void srv_image_import_start(srv_call *c); /* client stream (SRV_BIDI machinery), own thread */
+
+/* ---- exec.c, copy.c: the guest agent RPCs (agent/guestlink/guestlink.h) ---- */
+void srv_exec_start(srv_call *c);      /* ExecInstance: bidi, own threads */
+void srv_copy_to_start(srv_call *c);   /* CopyToInstance: client stream (SRV_BIDI), own thread */
+void srv_copy_from_start(srv_call *c); /* CopyFromInstance: server stream, own thread */
+/* Receiving the messages of a client stream on a thread, one at a time:
+ * the thread posts RECV_MESSAGE and waits for its completion (on a worker).
+ * The call's priv must start with the srv_grecv (srv_grecv_attach sets it,
+ * the free function, and the receive tag). */
+typedef struct srv_grecv {
+  pthread_mutex_t mu;
+  pthread_cond_t cv;
+  bool done; /* the posted receive completed */
+  bool ok;
+  grpc_byte_buffer *bb; /* the message received (NULL: end of the stream) */
+  bool eof;             /* the client half-closed */
+} srv_grecv;
+void srv_grecv_init(srv_grecv *r);
+void srv_grecv_fini(srv_grecv *r);
+void srv_grecv_attach(srv_call *c, srv_grecv *r, void (*priv_free)(void *));
+/* The next message, flattened and wire-checked (srv_request_check): 1 with
+ * *data (free it), 0 at the half-close, < 0 with CANCELLED when the call
+ * ended, INVALID_ARGUMENT for a malformed message. */
+int srv_grecv_next(srv_call *c, srv_grecv *r, uint8_t **data, size_t *len, cmn_error *err);
+/* The call ended or is ending (cancel, deadline, status queued) or emberd
+ * shuts down. */
+bool srv_call_gone(srv_call *c);
+struct gl_link;
+/* The guest agent link of instance id, ready: waits up to ready_us
+ * (ExecStart.ready_timeout; srv_ready_timeout_us gives the default) in
+ * slices, giving up when the call ends (CANCELLED). NOT_FOUND /
+ * FAILED_PRECONDITION from the manager; UNAVAILABLE "the guest agent of ID
+ * is not ready: <why>". *id_out (may be NULL) gets the instance id. */
+struct gl_link *srv_guest_link(srv_call *c, const char *id, int64_t ready_us, char **id_out,
+                               cmn_error *err);
+int64_t srv_ready_timeout_us(const Google__Protobuf__Duration *d);
+/* Request checks shared with the unit tests: 0, or < 0 with INVALID_ARGUMENT
+ * naming the field. */
+int srv_exec_check_start(const Ember__V1__ExecStart *st, cmn_error *err);
+int srv_copy_check_path(const char *path, const char *field, cmn_error *err);
 
 /* ---- health.c ---- */
 /* network.c: the network parts of InstanceSpec / Instance (instance_net.h). */

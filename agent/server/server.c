@@ -70,6 +70,25 @@ const srv_method srv_methods[] = {
      .stream = srv_image_import_start,
      .service = &ember__v1__image_service__descriptor,
      .method = "ImportImage"},
+    /* The guest agent RPCs (exec.c, copy.c). CopyToInstance is a client
+     * stream: it uses the SRV_BIDI machinery like ImportImage. */
+    {.path = "/ember.v1.InstanceService/ExecInstance",
+     .kind = SRV_BIDI,
+     .stream = srv_exec_start,
+     .service = &ember__v1__instance_service__descriptor,
+     .method = "ExecInstance",
+     .mutates = true},
+    {.path = "/ember.v1.InstanceService/CopyToInstance",
+     .kind = SRV_BIDI,
+     .stream = srv_copy_to_start,
+     .service = &ember__v1__instance_service__descriptor,
+     .method = "CopyToInstance",
+     .mutates = true},
+    {.path = "/ember.v1.InstanceService/CopyFromInstance",
+     .kind = SRV_SERVER_STREAM,
+     .stream = srv_copy_from_start,
+     .service = &ember__v1__instance_service__descriptor,
+     .method = "CopyFromInstance"},
     {.path = "/grpc.health.v1.Health/Check",
      .kind = SRV_UNARY,
      .unary = srv_unary_health_check,
@@ -238,6 +257,11 @@ static srv_call *srv__call_new(srv_server *s, int idx)
   c->method = idx >= 0 ? &srv_methods[idx] : NULL;
   atomic_init(&c->refs, 1);
   pthread_mutex_init(&c->mu, NULL);
+  pthread_condattr_t ca;
+  pthread_condattr_init(&ca);
+  pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+  pthread_cond_init(&c->room_cv, &ca);
+  pthread_condattr_destroy(&ca);
   grpc_metadata_array_init(&c->req_md);
   grpc_call_details_init(&c->details);
   c->t_request = (srv_tag){srv__on_request, c};
@@ -279,6 +303,7 @@ void srv_call_unref(srv_call *c)
     c->priv_free(c->priv);
   free(c->final_msg);
   pthread_mutex_destroy(&c->mu);
+  pthread_cond_destroy(&c->room_cv);
   free(c);
   pthread_mutex_lock(&s->mu);
   s->live_calls--;
@@ -467,7 +492,38 @@ void srv_stream_end_locked(srv_call *c, int code, const char *detail)
   c->finishing = true;
   c->final_code = code;
   c->final_msg = cmn_strdup(detail ? detail : "");
+  pthread_cond_broadcast(&c->room_cv);
   srv__kick_locked(c);
+}
+
+/* Waits in slices of at most 100 ms: a call ended by shutdown or overflow
+ * is seen even if no broadcast reaches the waiter. */
+int srv_stream_wait_room(srv_call *c, size_t max_bytes, size_t max_msgs, int64_t deadline_us)
+{
+  pthread_mutex_lock(&c->mu);
+  int r;
+  for (;;) {
+    if (c->closed || c->finishing || c->status_sent) {
+      r = -1;
+      break;
+    }
+    if (c->q_bytes < max_bytes && c->q_count < max_msgs) {
+      r = 1;
+      break;
+    }
+    int64_t now = srv_now_us();
+    if (deadline_us > 0 && now >= deadline_us) {
+      r = 0;
+      break;
+    }
+    int64_t until = now + 100000;
+    if (deadline_us > 0 && deadline_us < until)
+      until = deadline_us;
+    struct timespec ts = {.tv_sec = until / 1000000, .tv_nsec = (long)(until % 1000000) * 1000};
+    pthread_cond_timedwait(&c->room_cv, &c->mu, &ts);
+  }
+  pthread_mutex_unlock(&c->mu);
+  return r;
 }
 
 void srv_call_finish(srv_call *c, grpc_byte_buffer *msg, int code, const char *detail)
@@ -513,6 +569,7 @@ static void srv__on_send(srv_call *c, bool ok)
   }
   if (ok)
     srv__kick_locked(c);
+  pthread_cond_broadcast(&c->room_cv);
   pthread_mutex_unlock(&c->mu);
   srv_call_unref(c);
 }
@@ -564,6 +621,7 @@ static void srv__on_close(srv_call *c, bool ok)
   srv_server *s = c->srv;
   pthread_mutex_lock(&c->mu);
   c->closed = true;
+  pthread_cond_broadcast(&c->room_cv);
   /* Nothing queued will be delivered any more: free it now, not when the
    * last reference goes. */
   atomic_fetch_add(&s->queue_freed, srv__queue_free_locked(c));
