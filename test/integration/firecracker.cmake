@@ -53,3 +53,19 @@ if(TARGET emberd AND EXISTS ${FC_TEST_DIR}/test_firecracker_api.py)
     SKIP_RETURN_CODE 77
     ENVIRONMENT "EMBERD_BIN=$<TARGET_FILE:emberd>;EMBER_PYTHON_DIR=${CMAKE_BINARY_DIR}/python")
 endif()
+
+# ExecInstance / CopyToInstance / CopyFromInstance end to end (issue 13): the
+# fake's hybrid vsock relays to a host build of the guest agent
+# (EMBER_FAKE_GUEST_AGENT); SKIP (77) when ember_guest_agent is not built.
+if(TARGET emberd AND TARGET emberctl)
+  if(TARGET ember_guest_agent)
+    set(EXEC_AGENT_BIN "$<TARGET_FILE:ember_guest_agent>")
+  else()
+    set(EXEC_AGENT_BIN "")
+  endif()
+  add_test(NAME integration_exec_fake
+           COMMAND /usr/bin/python3 ${FC_TEST_DIR}/test_exec.py ${FC_FAKE})
+  set_tests_properties(integration_exec_fake PROPERTIES LABELS "firecracker;integration"
+    TIMEOUT 300 SKIP_RETURN_CODE 77
+    ENVIRONMENT "EMBERD_BIN=$<TARGET_FILE:emberd>;EMBERCTL_BIN=$<TARGET_FILE:emberctl>;EMBER_GUEST_AGENT_BIN=${EXEC_AGENT_BIN};EMBER_PYTHON_DIR=${CMAKE_BINARY_DIR}/python")
+endif()
