@@ -226,7 +226,18 @@ class GuestAgent:
         def die_with_parent():
             libc = ctypes.CDLL(None, use_errno=True)
             libc.prctl(1, 9)  # PR_SET_PDEATHSIG, SIGKILL: the guest dies with its VMM
-        self.proc = subprocess.Popen(cmd, preexec_fn=die_with_parent, stdin=subprocess.DEVNULL)
+
+        # PDEATHSIG follows the forking *thread*: fork from one that lives as
+        # long as the process, not from a request's thread.
+        done = threading.Event()
+
+        def spawn():
+            self.proc = subprocess.Popen(cmd, preexec_fn=die_with_parent,
+                                         stdin=subprocess.DEVNULL)
+            done.set()
+            threading.Event().wait()  # keep this thread (the agent's parent) alive
+        threading.Thread(target=spawn, daemon=True).start()
+        done.wait()
         log("guest agent started: %s (pid %d)" % (" ".join(cmd), self.proc.pid))
 
     def connect(self, timeout=5.0):
