@@ -49,6 +49,7 @@ typedef struct gl_chan {
   uint64_t gen; /* the connection it was opened on */
   int kind, phase;
   bool in_table, failed, final_returned;
+  bool answered; /* STARTED, READY or INFO came */
   cmn_error fail; /* link loss or the guest's ERROR, after the queue drains */
   uint32_t pid, mode;
   uint64_t size, sent_bytes;
@@ -357,13 +358,13 @@ static int chan_wait_open(gl_chan *c, int64_t deadline_us, cmn_error *err)
   gl_link *l = c->l;
   pthread_mutex_lock(&l->mu);
   int r = 0;
-  while (c->phase == PH_OPENING && !c->failed) {
+  while (!c->answered && !c->failed) {
     if (cond_wait(&c->cond, &l->mu, deadline_us) == ETIMEDOUT) {
       r = cmn_err_set(err, CMN_DEADLINE_EXCEEDED, "the guest agent did not answer in time");
       break;
     }
   }
-  if (r == 0 && c->phase == PH_OPENING && c->failed) {
+  if (r == 0 && !c->answered) {
     *err = c->fail;
     r = -1;
   }
@@ -634,6 +635,7 @@ static int dispatch(gl_link *l, const ember_ga_hdr *h, const uint8_t *p, const c
       c->mode = r.u32[EMBER_GA_R_MODE];
     }
     c->phase = PH_OPEN;
+    c->answered = true;
     pthread_cond_broadcast(&c->cond);
     return 0;
   }
