@@ -3,8 +3,9 @@
  *
  * One thread per link connects, says HELLO, reads frames and dispatches them
  * to channels; callers write frames themselves under the writer mutex. Locks:
- * wmu (one writer) before mu (state, channel table, every channel's fields).
- * Only the link thread closes the socket, and only while holding wmu after a
+ * mu guards the state, the channel table, every channel's fields and the
+ * writer token (`writing`: one writer of frames at a time, taken with a
+ * deadline). Only the link thread closes the socket, holding the token after a
  * shutdown() that wakes any writer polling it. */
 #include "agent/guestlink/guestlink.h"
 #include "common/cleanup.h"
@@ -49,7 +50,7 @@ typedef struct gl_chan {
   uint64_t gen; /* the connection it was opened on */
   int kind, phase;
   bool in_table, failed, final_returned;
-  bool answered; /* STARTED, READY or INFO came */
+  bool answered;  /* STARTED, READY or INFO came */
   cmn_error fail; /* link loss or the guest's ERROR, after the queue drains */
   uint32_t pid, mode;
   uint64_t size, sent_bytes;
@@ -71,7 +72,8 @@ struct gl_get {
 };
 
 struct gl_link {
-  pthread_mutex_t wmu; /* one writer of frames */
+  bool writing;         /* the writer token (mu) */
+  pthread_cond_t wcond; /* the token came back */
   pthread_mutex_t mu;
   pthread_cond_t cond; /* readiness changes */
   int refs;
@@ -182,16 +184,25 @@ static int write_all(int fd, const uint8_t *h, size_t hn, const uint8_t *p, size
 
 static int lock_writer(gl_link *l, int64_t deadline_us, cmn_error *err)
 {
-  if (deadline_us == 0) {
-    pthread_mutex_lock(&l->wmu);
-    return 0;
+  pthread_mutex_lock(&l->mu);
+  while (l->writing) {
+    if (cond_wait(&l->wcond, &l->mu, deadline_us) == ETIMEDOUT) {
+      pthread_mutex_unlock(&l->mu);
+      return cmn_err_set(err, CMN_DEADLINE_EXCEEDED,
+                         "the guest agent link is busy writing (deadline exceeded)");
+    }
   }
-  struct timespec ts = ts_of(deadline_us);
-  int r = pthread_mutex_clocklock(&l->wmu, CLOCK_MONOTONIC, &ts);
-  if (r == 0)
-    return 0;
-  return cmn_err_set(err, CMN_DEADLINE_EXCEEDED,
-                     "the guest agent link is busy writing (deadline exceeded)");
+  l->writing = true;
+  pthread_mutex_unlock(&l->mu);
+  return 0;
+}
+
+static void unlock_writer(gl_link *l)
+{
+  pthread_mutex_lock(&l->mu);
+  l->writing = false;
+  pthread_cond_broadcast(&l->wcond);
+  pthread_mutex_unlock(&l->mu);
 }
 
 /* Sends one whole frame on connection `gen`: UNAVAILABLE when that
@@ -209,7 +220,7 @@ static int link_send(gl_link *l, uint64_t gen, uint8_t type, uint32_t ch, const 
   memcpy(why, l->why, sizeof why);
   pthread_mutex_unlock(&l->mu);
   if (!ok) {
-    pthread_mutex_unlock(&l->wmu);
+    unlock_writer(l);
     return cmn_err_set(err, CMN_UNAVAILABLE, "%s",
                        why[0] ? why : "the guest agent is not connected");
   }
@@ -228,7 +239,7 @@ static int link_send(gl_link *l, uint64_t gen, uint8_t type, uint32_t ch, const 
     if (partial && err->code == CMN_DEADLINE_EXCEEDED)
       cmn_err_prefix(err, "connection dropped");
   }
-  pthread_mutex_unlock(&l->wmu);
+  unlock_writer(l);
   return r;
 }
 
@@ -786,10 +797,18 @@ static int hybrid_handshake(gl_link *l, int fd, int64_t deadline_us, const char 
   return 0;
 }
 
+/* Readiness changes. The callback runs before a ready link is published (an
+ * owner hears "ready" before any caller can use it) and after a lost one is
+ * withdrawn; only the link thread (or gl_link_stop after it ended) calls it,
+ * so calls never overlap. */
 static void set_state(gl_link *l, bool ready, const char *version, const char *why)
 {
   pthread_mutex_lock(&l->mu);
   bool changed = l->ready != ready;
+  pthread_mutex_unlock(&l->mu);
+  if (ready && changed && l->on_state != NULL)
+    l->on_state(l->opaque, true, version, NULL);
+  pthread_mutex_lock(&l->mu);
   l->ready = ready;
   if (ready) {
     cmn_snprintf(l->version, sizeof l->version, "%s", version);
@@ -800,8 +819,8 @@ static void set_state(gl_link *l, bool ready, const char *version, const char *w
   }
   pthread_cond_broadcast(&l->cond);
   pthread_mutex_unlock(&l->mu);
-  if (changed && l->on_state != NULL)
-    l->on_state(l->opaque, ready, ready ? version : NULL, ready ? NULL : why);
+  if (!ready && changed && l->on_state != NULL)
+    l->on_state(l->opaque, false, NULL, why);
 }
 
 static uint64_t make_nonce(void)
@@ -892,14 +911,14 @@ static void serve(gl_link *l, rbuf *b, const char **why)
 static void drop(gl_link *l, int fd, const char *why)
 {
   shutdown(fd, SHUT_RDWR);
-  pthread_mutex_lock(&l->wmu);
   pthread_mutex_lock(&l->mu);
+  while (l->writing) /* the writer polling fd wakes up with the shutdown */
+    pthread_cond_wait(&l->wcond, &l->mu);
   l->fd = -1;
   bool was_ready = l->ready;
   fail_all(l, CMN_UNAVAILABLE, why);
   l->drop_why[0] = '\0';
   pthread_mutex_unlock(&l->mu);
-  pthread_mutex_unlock(&l->wmu);
   close(fd);
   if (was_ready)
     set_state(l, false, NULL, why);
@@ -1003,7 +1022,7 @@ gl_link *gl_link_start(const gl_opts *o, cmn_error *err)
     free(l);
     return NULL;
   }
-  pthread_mutex_init(&l->wmu, NULL);
+  cond_init_mono(&l->wcond);
   pthread_mutex_init(&l->mu, NULL);
   cond_init_mono(&l->cond);
   l->refs = 1;
@@ -1083,7 +1102,7 @@ void gl_link_unref(gl_link *l)
   close(l->stopfd);
   pthread_cond_destroy(&l->cond);
   pthread_mutex_destroy(&l->mu);
-  pthread_mutex_destroy(&l->wmu);
+  pthread_cond_destroy(&l->wcond);
   free(l->path);
   free(l);
 }
