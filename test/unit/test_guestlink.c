@@ -15,11 +15,13 @@
 
 #include <CUnit/Basic.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -46,7 +48,7 @@ typedef struct fk_chan {
 } fk_chan;
 
 typedef struct fake {
-  char path[108];
+  char path[300];
   int lfd, conn;
   pthread_t th;
   pthread_mutex_t mu;
@@ -477,6 +479,25 @@ static void *fk_thread(void *arg)
 
 static char tmpdir[64];
 
+/* Binds f->path, through its directory's descriptor when it is too long
+ * for sun_path. */
+static int fake_bind(fake *f)
+{
+  struct sockaddr_un sa = {.sun_family = AF_UNIX};
+  if (strlen(f->path) < sizeof sa.sun_path) {
+    memcpy(sa.sun_path, f->path, strlen(f->path) + 1);
+    return bind(f->lfd, (struct sockaddr *)&sa, sizeof sa);
+  }
+  char dir[300];
+  snprintf(dir, sizeof dir, "%s", f->path);
+  *strrchr(dir, '/') = '\0';
+  int dfd = open(dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
+  snprintf(sa.sun_path, sizeof sa.sun_path, "/proc/self/fd/%d/%s", dfd, strrchr(f->path, '/') + 1);
+  int r = bind(f->lfd, (struct sockaddr *)&sa, sizeof sa);
+  close(dfd);
+  return r;
+}
+
 static void fake_start(fake *f, const char *name, int mode, bool hybrid)
 {
   memset(f, 0, sizeof *f);
@@ -486,10 +507,8 @@ static void fake_start(fake *f, const char *name, int mode, bool hybrid)
   f->hybrid = hybrid;
   f->conn = -1;
   f->lfd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  struct sockaddr_un sa = {.sun_family = AF_UNIX};
-  memcpy(sa.sun_path, f->path, strlen(f->path) + 1);
   unlink(f->path);
-  CU_ASSERT_FATAL(bind(f->lfd, (struct sockaddr *)&sa, sizeof sa) == 0);
+  CU_ASSERT_FATAL(fake_bind(f) == 0);
   CU_ASSERT_FATAL(listen(f->lfd, 8) == 0);
   pthread_create(&f->th, NULL, fk_thread, f);
 }
@@ -499,9 +518,7 @@ static void fake_relisten(fake *f)
 {
   f->stop = false;
   f->lfd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  struct sockaddr_un sa = {.sun_family = AF_UNIX};
-  memcpy(sa.sun_path, f->path, strlen(f->path) + 1);
-  CU_ASSERT_FATAL(bind(f->lfd, (struct sockaddr *)&sa, sizeof sa) == 0);
+  CU_ASSERT_FATAL(fake_bind(f) == 0);
   CU_ASSERT_FATAL(listen(f->lfd, 8) == 0);
   pthread_create(&f->th, NULL, fk_thread, f);
 }
@@ -1137,6 +1154,27 @@ static void test_concurrent(void)
   fake_stop(&f);
 }
 
+/* A socket path longer than sun_path (deep data dirs) still connects. */
+static void test_long_path(void)
+{
+  char name[220];
+  memset(name, 'd', 200);
+  name[200] = '\0';
+  char dir[300];
+  snprintf(dir, sizeof dir, "%s/%s", tmpdir, name);
+  CU_ASSERT_FATAL(mkdir(dir, 0700) == 0);
+  snprintf(name + 200, sizeof name - 200, "/l.sock");
+  fake f;
+  fake_start(&f, name, FK_NORMAL, false);
+  CU_ASSERT_TRUE(strlen(f.path) > 108);
+  gl_link *l = link_on(&f, NULL, GL_UNIX, 0);
+  cmn_error err = {0};
+  CU_ASSERT_EQUAL(gl_link_wait_ready(l, in_ms(5000), &err), 0);
+  gl_link_stop(l, NULL);
+  fake_stop(&f);
+  rmdir(dir);
+}
+
 static void test_bad_options(void)
 {
   cmn_error err = {0};
@@ -1176,6 +1214,7 @@ int main(void)
   CU_add_test(s, "hybrid_vsock", test_hybrid_vsock);
   CU_add_test(s, "stop_while_waiting", test_stop_while_waiting);
   CU_add_test(s, "concurrent", test_concurrent);
+  CU_add_test(s, "long_path", test_long_path);
   CU_add_test(s, "bad_options", test_bad_options);
   CU_basic_set_mode(CU_BRM_VERBOSE);
   CU_basic_run_tests();
