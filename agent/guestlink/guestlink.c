@@ -81,6 +81,7 @@ struct gl_link {
   int fd; /* the current connection; -1 */
   uint64_t gen;
   bool ready;
+  bool announced; /* on_state heard "ready" last */
   char version[64];
   char why[GL_WHY_MAX];
   char drop_why[GL_WHY_MAX]; /* set by a writer that dropped the connection */
@@ -799,27 +800,39 @@ static int hybrid_handshake(gl_link *l, int fd, int64_t deadline_us, const char 
 
 /* Readiness changes. The callback runs before a ready link is published (an
  * owner hears "ready" before any caller can use it) and after a lost one is
- * withdrawn; only the link thread (or gl_link_stop after it ended) calls it,
- * so calls never overlap. */
+ * withdrawn. Only the link thread calls it, but for the last "not ready",
+ * which gl_link_stop gives after the thread ended: calls never overlap and
+ * none comes after gl_link_stop returns. */
 static void set_state(gl_link *l, bool ready, const char *version, const char *why)
 {
-  pthread_mutex_lock(&l->mu);
-  bool changed = l->ready != ready;
-  pthread_mutex_unlock(&l->mu);
-  if (ready && changed && l->on_state != NULL)
-    l->on_state(l->opaque, true, version, NULL);
-  pthread_mutex_lock(&l->mu);
-  l->ready = ready;
   if (ready) {
+    pthread_mutex_lock(&l->mu);
+    bool stop = l->stopping;
+    l->announced = !stop;
+    pthread_mutex_unlock(&l->mu);
+    if (stop)
+      return;
+    if (l->on_state != NULL)
+      l->on_state(l->opaque, true, version, NULL);
+    pthread_mutex_lock(&l->mu);
+    l->ready = true;
     cmn_snprintf(l->version, sizeof l->version, "%s", version);
     l->why[0] = '\0';
     l->gen++;
-  } else if (why != NULL) {
-    cmn_snprintf(l->why, sizeof l->why, "%s", why);
+    pthread_cond_broadcast(&l->cond);
+    pthread_mutex_unlock(&l->mu);
+    return;
   }
+  pthread_mutex_lock(&l->mu);
+  l->ready = false;
+  bool tell = l->announced && !l->stopping;
+  if (tell)
+    l->announced = false;
+  if (!l->stopping) /* gl_link_stop's reason stays */
+    cmn_snprintf(l->why, sizeof l->why, "%s", why);
   pthread_cond_broadcast(&l->cond);
   pthread_mutex_unlock(&l->mu);
-  if (!ready && changed && l->on_state != NULL)
+  if (tell && l->on_state != NULL)
     l->on_state(l->opaque, false, NULL, why);
 }
 
@@ -915,19 +928,11 @@ static void drop(gl_link *l, int fd, const char *why)
   while (l->writing) /* the writer polling fd wakes up with the shutdown */
     pthread_cond_wait(&l->wcond, &l->mu);
   l->fd = -1;
-  bool was_ready = l->ready;
   fail_all(l, CMN_UNAVAILABLE, why);
   l->drop_why[0] = '\0';
   pthread_mutex_unlock(&l->mu);
   close(fd);
-  if (was_ready)
-    set_state(l, false, NULL, why);
-  else {
-    pthread_mutex_lock(&l->mu);
-    cmn_snprintf(l->why, sizeof l->why, "%s", why);
-    pthread_cond_broadcast(&l->cond);
-    pthread_mutex_unlock(&l->mu);
-  }
+  set_state(l, false, NULL, why);
 }
 
 /* The reason gl_link_stop gave. */
@@ -1063,7 +1068,8 @@ static void link_halt(gl_link *l, const char *why)
   (void)w;
   pthread_join(l->thread, NULL);
   pthread_mutex_lock(&l->mu);
-  bool was_ready = l->ready;
+  bool was_ready = l->announced;
+  l->announced = false;
   l->ready = false;
   cmn_snprintf(l->why, sizeof l->why, "%s", why ? why : "the guest agent link was closed");
   fail_all(l, CMN_UNAVAILABLE, l->why);

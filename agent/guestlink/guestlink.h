@@ -37,9 +37,11 @@ typedef enum gl_transport {
 
 /* Called from the link's thread on every change of readiness (no lock of the
  * link held): ready with the agent's version, or not ready with why. The last
- * "not ready" may come from gl_link_stop's caller. Calls never overlap; ready
- * is announced before channels can be opened. Must not call gl_link_stop or
- * drop the last reference. */
+ * "not ready" comes from gl_link_stop's caller; calls never overlap and none
+ * comes after gl_link_stop returns; ready is announced before channels can
+ * open. gl_link_stop waits for a running callback: never call it (or drop
+ * the last reference) from the callback or holding a lock the callback
+ * takes. */
 typedef void (*gl_state_fn)(void *opaque, bool ready, const char *version, const char *why);
 
 typedef struct gl_opts {
