@@ -55,6 +55,8 @@ typedef struct fake {
   bool stop;
   int mode;
   bool hybrid, garbage_before_ack;
+  bool stuck; /* "stuck": stops reading until unstuck (mu, cond) */
+  pthread_cond_t cond;
   /* counters (mu) */
   int accepts, hellos, execs, windows_rx, closes, connect_lines;
   size_t sink_bytes;
@@ -251,6 +253,12 @@ static int fk_exec(fake *f, int fd, uint32_t id, const uint8_t *p, size_t n)
     fk_out(c, EMBER_GA_T_STDOUT, buf, FLOOD_BYTES);
     free(buf);
     c->final_type = EMBER_GA_T_EXIT;
+  } else if (strcmp(prog, "stuck") == 0) {
+    pthread_mutex_lock(&f->mu);
+    f->stuck = true;
+    while (f->stuck && !f->stop)
+      pthread_cond_wait(&f->cond, &f->mu);
+    pthread_mutex_unlock(&f->mu);
   } else if (strcmp(prog, "garbage") == 0) {
     return write_full(fd, "this is not a frame at all", 26);
   } else if (strcmp(prog, "oversize") == 0) {
@@ -502,6 +510,7 @@ static void fake_start(fake *f, const char *name, int mode, bool hybrid)
 {
   memset(f, 0, sizeof *f);
   pthread_mutex_init(&f->mu, NULL);
+  pthread_cond_init(&f->cond, NULL);
   snprintf(f->path, sizeof f->path, "%s/%s", tmpdir, name);
   f->mode = mode;
   f->hybrid = hybrid;
@@ -528,6 +537,7 @@ static void fake_halt(fake *f)
 {
   pthread_mutex_lock(&f->mu);
   f->stop = true;
+  pthread_cond_broadcast(&f->cond);
   shutdown(f->lfd, SHUT_RDWR);
   if (f->conn >= 0)
     shutdown(f->conn, SHUT_RDWR);
@@ -541,6 +551,7 @@ static void fake_stop(fake *f)
 {
   fake_halt(f);
   free(f->file);
+  pthread_cond_destroy(&f->cond);
   pthread_mutex_destroy(&f->mu);
 }
 
@@ -1048,6 +1059,60 @@ static void test_hybrid_vsock(void)
   fake_stop(&f);
 }
 
+/* A guest that stops reading its stream: writers time out, nothing hangs,
+ * and the link recovers once the guest reads again. */
+static void test_stuck_guest(void)
+{
+  fake f;
+  fake_start(&f, "k.sock", FK_NORMAL, false);
+  gl_link *l = link_on(&f, NULL, GL_UNIX, 0);
+  cmn_error err = {0};
+  CU_ASSERT_EQUAL_FATAL(gl_link_wait_ready(l, in_ms(5000), &err), 0);
+  gl_exec *xs[8];
+  const char *sink[] = {"sink"};
+  for (int i = 0; i < 8; i++) {
+    xs[i] = run(l, sink, 1, &err);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(xs[i]);
+  }
+  const char *stuck[] = {"stuck"};
+  gl_exec *sx = run(l, stuck, 1, &err); /* STARTED, then the guest reads no more */
+  CU_ASSERT_PTR_NOT_NULL_FATAL(sx);
+  /* 8 windows (2 MiB) do not fit the socket's buffers */
+  uint8_t *buf = calloc(1, EMBER_GA_WINDOW);
+  int timeouts = 0;
+  int64_t t0 = gl_now_us();
+  for (int i = 0; i < 8; i++)
+    if (gl_exec_stdin(xs[i], buf, EMBER_GA_WINDOW, in_ms(200), &err) < 0) {
+      CU_ASSERT_TRUE(err.code == CMN_DEADLINE_EXCEEDED || err.code == CMN_UNAVAILABLE);
+      timeouts++;
+    }
+  CU_ASSERT_TRUE(timeouts > 0);
+  CU_ASSERT_TRUE(gl_now_us() - t0 < 8 * 200000 + 500000);
+  gl_event ev;
+  CU_ASSERT_EQUAL(gl_exec_next(xs[0], &ev, in_ms(100), &err), -1);
+  CU_ASSERT_TRUE(err.code == CMN_DEADLINE_EXCEEDED || err.code == CMN_UNAVAILABLE);
+  pthread_mutex_lock(&f.mu);
+  f.stuck = false;
+  pthread_cond_broadcast(&f.cond);
+  pthread_mutex_unlock(&f.mu);
+  for (int i = 0; i < 8; i++)
+    gl_exec_free(xs[i]);
+  gl_exec_free(sx);
+  free(buf);
+  CU_ASSERT_EQUAL(gl_link_wait_ready(l, in_ms(5000), &err), 0);
+  const char *echo[] = {"echo", "alive"};
+  gl_exec *y = NULL;
+  for (int i = 0; i < 50 && y == NULL; i++) { /* the link may be reconnecting */
+    y = run(l, echo, 2, &err);
+    if (y == NULL)
+      usleep(20000);
+  }
+  CU_ASSERT_PTR_NOT_NULL(y);
+  gl_exec_free(y);
+  gl_link_stop(l, NULL);
+  fake_stop(&f);
+}
+
 typedef struct waiter {
   gl_exec *x;
   int r, code;
@@ -1212,6 +1277,7 @@ int main(void)
   CU_add_test(s, "reconnect", test_reconnect);
   CU_add_test(s, "channel_limit", test_channel_limit);
   CU_add_test(s, "hybrid_vsock", test_hybrid_vsock);
+  CU_add_test(s, "stuck_guest", test_stuck_guest);
   CU_add_test(s, "stop_while_waiting", test_stop_while_waiting);
   CU_add_test(s, "concurrent", test_concurrent);
   CU_add_test(s, "long_path", test_long_path);
