@@ -292,13 +292,20 @@ static int fk_frame(fake *f, int fd, const ember_ga_hdr *h, const uint8_t *p)
       return fk_send_error(fd, h->channel, EMBER_GA_E_BUSY, "too many channels");
     c->is_put = true;
     ember_ga_rd_init(&rd, p, h->length);
-    while (ember_ga_rd_next(&rd, &tag, &v, &vn) == 1)
+    while (ember_ga_rd_next(&rd, &tag, &v, &vn) == 1) {
       if (tag == EMBER_GA_R_SIZE)
         c->put_size = ember_ga_get64(v);
+      if (tag == EMBER_GA_R_PATH && vn == 5 && memcmp(v, "/full", 5) == 0)
+        snprintf(c->prog, sizeof c->prog, "full");
+    }
     c->put = malloc(c->put_size + 1);
     return fk_send(fd, EMBER_GA_T_READY, h->channel, NULL, 0);
   }
   case EMBER_GA_T_GET: {
+    ember_ga_rd_init(&rd, p, h->length);
+    while (ember_ga_rd_next(&rd, &tag, &v, &vn) == 1)
+      if (tag == EMBER_GA_R_PATH && vn == 8 && memcmp(v, "/missing", 8) == 0)
+        return fk_send_error(fd, h->channel, EMBER_GA_E_NOT_FOUND, "/missing: no such file");
     c = fk_new(f, h->channel);
     if (c == NULL)
       return fk_send_error(fd, h->channel, EMBER_GA_E_BUSY, "too many channels");
@@ -315,6 +322,10 @@ static int fk_frame(fake *f, int fd, const ember_ga_hdr *h, const uint8_t *p)
     return fk_send(fd, EMBER_GA_T_INFO, h->channel, pl, w.len);
   }
   case EMBER_GA_T_DATA:
+    if (c != NULL && strcmp(c->prog, "full") == 0) {
+      fk_del(f, c);
+      return fk_send_error(fd, h->channel, EMBER_GA_E_IO, "write: No space left on device");
+    }
     if (c != NULL && c->is_put && c->put_len + h->length <= c->put_size) {
       memcpy(c->put + c->put_len, p, h->length);
       c->put_len += h->length;
@@ -369,13 +380,20 @@ static int fk_frame(fake *f, int fd, const ember_ga_hdr *h, const uint8_t *p)
     f->windows_rx++;
     pthread_mutex_unlock(&f->mu);
     return 0;
-  case EMBER_GA_T_CLOSE:
+  case EMBER_GA_T_CLOSE: {
     pthread_mutex_lock(&f->mu);
     f->closes++;
     pthread_mutex_unlock(&f->mu);
+    bool chatty = c != NULL && strcmp(c->prog, "chatty") == 0;
     if (c != NULL)
       fk_del(f, c);
+    if (chatty) /* frames already on their way when CLOSE came */
+      return fk_send(fd, EMBER_GA_T_STDOUT, h->channel, "late", 4) < 0 ||
+                     fk_send_u32(fd, EMBER_GA_T_EXIT, h->channel, EMBER_GA_R_EXIT_CODE, 9) < 0
+                 ? -1
+                 : 0;
     return 0;
+  }
   default:
     return 0;
   }
@@ -891,6 +909,52 @@ static void test_put_get(void)
   fake_stop(&f);
 }
 
+static void test_copy_errors(void)
+{
+  fake f;
+  fake_start(&f, "x.sock", FK_NORMAL, false);
+  states s;
+  gl_link *l = link_on(&f, &s, GL_UNIX, 0);
+  cmn_error err = {0};
+  CU_ASSERT_EQUAL_FATAL(gl_link_wait_ready(l, in_ms(5000), &err), 0);
+  /* the guest's disk fills during a put */
+  size_t n = 1 << 20;
+  uint8_t *data = calloc(1, n);
+  gl_put *p = gl_put_start(l, "/full", 0600, n, in_ms(5000), &err);
+  CU_ASSERT_PTR_NOT_NULL_FATAL(p);
+  int r = 0;
+  for (size_t off = 0; off < n && r == 0; off += 65536)
+    r = gl_put_write(p, data + off, 65536, in_ms(5000), &err);
+  if (r == 0)
+    r = gl_put_finish(p, in_ms(5000), &err);
+  CU_ASSERT_EQUAL(r, -1);
+  CU_ASSERT_EQUAL(err.code, CMN_RESOURCE_EXHAUSTED);
+  CU_ASSERT_STRING_EQUAL(err.msg, "guest agent: write: No space left on device");
+  gl_put_free(p);
+  free(data);
+  /* a get of a missing file */
+  CU_ASSERT_PTR_NULL(gl_get_start(l, "/missing", in_ms(5000), NULL, NULL, &err));
+  CU_ASSERT_EQUAL(err.code, CMN_NOT_FOUND);
+  /* frames of a channel we closed are no protocol error */
+  const char *chatty[] = {"chatty"};
+  gl_exec *x = run(l, chatty, 1, &err);
+  CU_ASSERT_PTR_NOT_NULL_FATAL(x);
+  gl_exec_free(x);
+  const char *echo[] = {"echo", "still"};
+  for (int i = 0; i < 3; i++) {
+    gl_exec *y = run(l, echo, 2, &err);
+    CU_ASSERT_PTR_NOT_NULL(y);
+    gl_exec_free(y);
+  }
+  /* the late STDOUT and EXIT came before the echoes' STARTED: dispatched */
+  CU_ASSERT_TRUE(fake_count(&f, &f.closes) >= 1);
+  CU_ASSERT_TRUE(gl_link_ready(l, NULL, 0));
+  CU_ASSERT_EQUAL(st_count(&s, false), 0);
+  CU_ASSERT_EQUAL(fake_count(&f, &f.accepts), 1);
+  gl_link_stop(l, NULL);
+  fake_stop(&f);
+}
+
 static void test_silent_guest(void)
 {
   fake f;
@@ -1270,6 +1334,7 @@ int main(void)
   CU_add_test(s, "output_window", test_output_window);
   CU_add_test(s, "errors", test_errors);
   CU_add_test(s, "put_get", test_put_get);
+  CU_add_test(s, "copy_errors", test_copy_errors);
   CU_add_test(s, "silent_guest", test_silent_guest);
   CU_add_test(s, "garbage_after_ready", test_garbage_after_ready);
   CU_add_test(s, "oversize", test_oversize);
