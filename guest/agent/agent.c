@@ -441,7 +441,8 @@ enum { GA_P_CONN, GA_P_LISTEN, GA_P_SIG, GA_P_IN, GA_P_OUT, GA_P_ERR };
 
 int ga_run(const ga_options *o, int listen_fd, int conn_fd, bool virtio)
 {
-  signal(SIGPIPE, SIG_IGN);
+  struct sigaction ign = {.sa_handler = SIG_IGN};
+  sigaction(SIGPIPE, &ign, NULL);
   sigset_t set;
   sigemptyset(&set);
   sigaddset(&set, SIGCHLD);

@@ -240,8 +240,9 @@ static __attribute__((noreturn)) void ga_child(const ga_exec_req *q, const char 
 {
   sigset_t none;
   sigemptyset(&none);
+  struct sigaction dfl = {.sa_handler = SIG_DFL};
   for (int sig = 1; sig < NSIG; sig++)
-    signal(sig, SIG_DFL);
+    sigaction(sig, &dfl, NULL);
   sigprocmask(SIG_SETMASK, &none, NULL);
   setsid();
   ga_child_err ce = {0, 0};
@@ -328,7 +329,7 @@ void ga_exec_start(ga_session *s, ga_chan *c, const uint8_t *p, size_t n)
     master = posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC);
     if (master < 0 || grantpt(master) < 0 || unlockpt(master) < 0 ||
         ptsname_r(master, pts, sizeof(pts)) != 0) {
-      ga_fail(s, c, ga_errno_code(errno), "pseudo-terminal: %s", strerror(errno));
+      ga_fail(s, c, ga_errno_code(errno), "pseudo-terminal: %m");
       goto out;
     }
     struct winsize ws = {.ws_row = q.rows ? q.rows : 24, .ws_col = q.cols ? q.cols : 80};
@@ -336,18 +337,18 @@ void ga_exec_start(ga_session *s, ga_chan *c, const uint8_t *p, size_t n)
   } else {
     for (int i = 0; i < 3; i++)
       if (pipe2(fds + 2 * i, O_CLOEXEC) < 0) {
-        ga_fail(s, c, ga_errno_code(errno), "pipe: %s", strerror(errno));
+        ga_fail(s, c, ga_errno_code(errno), "pipe: %m");
         goto out;
       }
   }
   if (pipe2(report, O_CLOEXEC) < 0) {
-    ga_fail(s, c, ga_errno_code(errno), "pipe: %s", strerror(errno));
+    ga_fail(s, c, ga_errno_code(errno), "pipe: %m");
     goto out;
   }
   const char *cwd = q.cwd != NULL ? q.cwd : o->default_cwd;
   pid_t pid = fork();
   if (pid < 0) {
-    ga_fail(s, c, EMBER_GA_E_BUSY, "fork: %s", strerror(errno));
+    ga_fail(s, c, EMBER_GA_E_BUSY, "fork: %m");
     goto out;
   }
   if (pid == 0) {
@@ -364,7 +365,8 @@ void ga_exec_start(ga_session *s, ga_chan *c, const uint8_t *p, size_t n)
     static const char *const stage[] = {"", "stdio", "user", "working directory", "program"};
     const char *what = ce.stage >= 1 && ce.stage <= 4 ? stage[ce.stage] : "?";
     const char *obj = ce.stage == 3 ? cwd : ce.stage == 4 ? q.argv[0] : spec ? spec : "";
-    ga_fail(s, c, ga_errno_code(ce.err), "%s %s: %s", what, obj, strerror(ce.err));
+    errno = ce.err;
+    ga_fail(s, c, ga_errno_code(ce.err), "%s %s: %m", what, obj);
     goto out; /* the child exited: reaped by ga_reap */
   }
   c->pid = pid;

@@ -114,8 +114,8 @@ void ga_put_start(ga_session *s, ga_chan *c, const uint8_t *p, size_t n)
   int fd = mkostemp(tmp, O_CLOEXEC); /* O_CREAT | O_EXCL, mode 0600 */
   if (fd < 0) {
     int e = errno;
-    ga_fail(s, c, ga_errno_code(e), "create a file in the directory of %s: %s", q.path,
-            strerror(e));
+    errno = e;
+    ga_fail(s, c, ga_errno_code(e), "create a file in the directory of %s: %m", q.path);
     return;
   }
   c->file_fd = fd;
@@ -145,8 +145,9 @@ void ga_put_data(ga_session *s, ga_chan *c, const uint8_t *p, size_t n)
       continue;
     if (w < 0) {
       int e = errno;
+      errno = e;
       ga_fail(s, c, ga_errno_code(e) == EMBER_GA_E_INTERNAL ? EMBER_GA_E_IO : ga_errno_code(e),
-              "write %s: %s", c->path, strerror(e));
+              "write %s: %m", c->path);
       return;
     }
     off += (size_t)w;
@@ -164,12 +165,14 @@ void ga_put_finish(ga_session *s, ga_chan *c)
   }
   if (fsync(c->file_fd) < 0 || fchmod(c->file_fd, c->mode) < 0) {
     int e = errno;
-    ga_fail(s, c, EMBER_GA_E_IO, "sync %s: %s", c->path, strerror(e));
+    errno = e;
+    ga_fail(s, c, EMBER_GA_E_IO, "sync %s: %m", c->path);
     return;
   }
   if (rename(c->tmp, c->path) < 0) {
     int e = errno;
-    ga_fail(s, c, ga_errno_code(e), "rename over %s: %s", c->path, strerror(e));
+    errno = e;
+    ga_fail(s, c, ga_errno_code(e), "rename over %s: %m", c->path);
     return;
   }
   free(c->tmp);
@@ -202,7 +205,8 @@ void ga_get_start(ga_session *s, ga_chan *c, const uint8_t *p, size_t n)
   int fd = open(q.path, O_RDONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
   if (fd < 0) {
     int e = errno;
-    ga_fail(s, c, ga_errno_code(e), "open %s: %s", q.path, strerror(e));
+    errno = e;
+    ga_fail(s, c, ga_errno_code(e), "open %s: %m", q.path);
     return;
   }
   c->file_fd = fd;
@@ -233,7 +237,8 @@ void ga_get_pump(ga_session *s, ga_chan *c)
   while (r < 0 && errno == EINTR);
   if (r < 0) {
     int e = errno;
-    ga_fail(s, c, EMBER_GA_E_IO, "read %s: %s", c->path ? c->path : "", strerror(e));
+    errno = e;
+    ga_fail(s, c, EMBER_GA_E_IO, "read %s: %m", c->path ? c->path : "");
     return;
   }
   if (r == 0) {

@@ -48,7 +48,7 @@ int main(int argc, char **argv)
   int lfd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
   unlink(argv[2]);
   if (lfd < 0 || bind(lfd, (struct sockaddr *)&a, sizeof(a)) < 0 || listen(lfd, 8) < 0) {
-    fprintf(stderr, "ember_guest_agent: listen on %s: %s\n", argv[2], strerror(errno));
+    fprintf(stderr, "ember_guest_agent: listen on %s: %m\n", argv[2]);
     return 1;
   }
   int r = ga_run(&o, lfd, -1, false);
