@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
@@ -20,6 +21,8 @@
 #define AF_VSOCK 40
 #endif
 #define GA_VMADDR_CID_ANY 0xFFFFFFFFu
+/* IOCTL_VM_SOCKETS_GET_LOCAL_CID (linux/vm_sockets.h): _IO(7, 0xb9). */
+#define GA_VSOCK_GET_LOCAL_CID _IO(7, 0xb9)
 
 /* struct sockaddr_vm (linux/vm_sockets.h, not in every libc's headers). */
 typedef struct ga_sockaddr_vm {
@@ -81,8 +84,23 @@ static int ga_open_port(void)
   return fd;
 }
 
+/* False when the kernel has vsock but no guest-to-host transport (no vsock
+ * device in this VM): the local CID is then VMADDR_CID_ANY. */
+static bool ga_vsock_device(void)
+{
+  int fd = open("/dev/vsock", O_RDONLY | O_CLOEXEC);
+  if (fd < 0)
+    return errno != ENOENT; /* no node: the socket() call decides */
+  unsigned int cid = GA_VMADDR_CID_ANY;
+  int r = ioctl(fd, GA_VSOCK_GET_LOCAL_CID, &cid);
+  close(fd);
+  return r < 0 || cid != GA_VMADDR_CID_ANY;
+}
+
 static int ga_open_vsock(void)
 {
+  if (!ga_vsock_device())
+    return -1;
   int fd = socket(AF_VSOCK, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
   if (fd < 0)
     return -1;
