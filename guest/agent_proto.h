@@ -19,7 +19,10 @@
  *   16  payload
  * A frame whose magic, flags, reserved or length is wrong is a protocol error:
  * the host drops the connection (and reconnects); the guest skips bytes until
- * the next magic.
+ * the next HELLO frame (magic, type HELLO, channel 0, payload <= 4096), as it
+ * does on a new connection before its first HELLO: the frames in between
+ * belong to a session the host abandoned, and a stale header resynced on could
+ * swallow the HELLO as its payload.
  *
  * Structured payloads are records: u16 tag, u16 zero, u32 length, then
  * `length` bytes (strings without NUL; integers little-endian in 1, 2, 4 or 8

@@ -467,8 +467,10 @@ int ga_run(const ga_options *o, int listen_fd, int conn_fd, bool virtio)
   s->fd = conn_fd;
   for (size_t i = 0; i < EMBER_GA_MAX_CHANNELS; i++)
     ga_chan_end(s, &s->ch[i]);
-  if (conn_fd >= 0)
+  if (conn_fd >= 0) {
     ga_nonblock(conn_fd);
+    fcntl(conn_fd, F_SETFD, FD_CLOEXEC); /* --fd N: not for exec'd processes */
+  }
   int64_t hup_until = 0; /* virtio: host side not connected, poll again then */
   int rc = 0;
   for (;;) {

@@ -69,7 +69,7 @@ static int ga_file_parse(ga_file_req *q, const uint8_t *p, size_t n, char *why, 
     return -1;
   }
   size_t len = strlen(q->path);
-  if (len > 1 && q->path[len - 1] == '/') {
+  if (q->path[len - 1] == '/') {
     snprintf(why, wl, "PATH names a directory (ends with /)");
     return -1;
   }
