@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <termios.h>
 #include <unistd.h>
@@ -234,6 +235,23 @@ typedef struct ga_child_err {
   int32_t err;
 } ga_child_err;
 
+/* True when some directory of PATH holds an entry named name. */
+static bool ga_in_path(const char *name)
+{
+  const char *path = getenv("PATH");
+  while (path != NULL && *path != '\0') {
+    const char *colon = strchr(path, ':');
+    size_t len = colon ? (size_t)(colon - path) : strlen(path);
+    char full[4096];
+    struct stat st;
+    int n = snprintf(full, sizeof(full), "%.*s/%s", len ? (int)len : 1, len ? path : ".", name);
+    if (n > 0 && (size_t)n < sizeof(full) && stat(full, &st) == 0)
+      return true;
+    path = colon ? colon + 1 : NULL;
+  }
+  return false;
+}
+
 static __attribute__((noreturn)) void ga_child(const ga_exec_req *q, const char *pts, int fds[3],
                                                const init_user *u, bool switch_user,
                                                const char *cwd, int report)
@@ -271,6 +289,8 @@ static __attribute__((noreturn)) void ga_child(const ga_exec_req *q, const char 
   environ = q->envp;
   execvp(q->argv[0], q->argv);
   ce = (ga_child_err){4, errno};
+  if (ce.err == EACCES && strchr(q->argv[0], '/') == NULL && !ga_in_path(q->argv[0]))
+    ce.err = ENOENT; /* EACCES came from a PATH directory, not from the program */
 fail:;
   ssize_t w = write(report, &ce, sizeof(ce));
   (void)w;
