@@ -811,6 +811,31 @@ static void test_new_connection(void)
   CU_ASSERT_TRUE(agent_alive());
 }
 
+/* --fd N: one connected socket; the agent exits 0 when it closes. */
+static void test_fd_mode(void)
+{
+  int sv[2];
+  CU_ASSERT_EQUAL_FATAL(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+  pid_t pid = fork();
+  CU_ASSERT_FATAL(pid >= 0);
+  if (pid == 0) {
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    dup2(sv[1], 3); /* dup2 clears FD_CLOEXEC */
+    execl(EMBER_GUEST_AGENT_BIN, "ember_guest_agent", "--fd", "3", (char *)NULL);
+    _exit(127);
+  }
+  close(sv[1]);
+  CU_ASSERT_TRUE(hello(sv[0]));
+  const char *echo[] = {"echo", "fd", NULL};
+  result *r = run(sv[0], 1, echo, NULL);
+  CU_ASSERT_STRING_EQUAL(r->out, "fd\n");
+  free(r);
+  close(sv[0]);
+  int st = -1;
+  CU_ASSERT_EQUAL(waitpid(pid, &st, 0), pid);
+  CU_ASSERT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+}
+
 int main(void)
 {
   if (CU_initialize_registry() != CUE_SUCCESS)
@@ -827,6 +852,7 @@ int main(void)
   CU_add_test(s, "garbage_resync", test_garbage_resync);
   CU_add_test(s, "busy_and_reset", test_busy_and_reset);
   CU_add_test(s, "new_connection", test_new_connection);
+  CU_add_test(s, "fd_mode", test_fd_mode);
   CU_basic_set_mode(CU_BRM_VERBOSE);
   CU_basic_run_tests();
   unsigned failed = CU_get_number_of_failures() + CU_get_number_of_tests_failed();
