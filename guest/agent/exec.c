@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <termios.h>
@@ -254,7 +255,7 @@ static bool ga_in_path(const char *name)
 
 static __attribute__((noreturn)) void ga_child(const ga_exec_req *q, const char *pts, int fds[3],
                                                const init_user *u, bool switch_user,
-                                               const char *cwd, int report)
+                                               const char *cwd, int report, pid_t agent)
 {
   sigset_t none;
   sigemptyset(&none);
@@ -286,6 +287,11 @@ static __attribute__((noreturn)) void ga_child(const ga_exec_req *q, const char 
     ce = (ga_child_err){3, errno};
     goto fail;
   }
+  /* The agent dying (init restarts it) takes its processes along; set after
+   * the user switch, which clears it. */
+  prctl(PR_SET_PDEATHSIG, SIGKILL);
+  if (getppid() != agent)
+    _exit(127);
   environ = q->envp;
   execvp(q->argv[0], q->argv);
   ce = (ga_child_err){4, errno};
@@ -366,6 +372,7 @@ void ga_exec_start(ga_session *s, ga_chan *c, const uint8_t *p, size_t n)
     goto out;
   }
   const char *cwd = q.cwd != NULL ? q.cwd : o->default_cwd;
+  pid_t agent = getpid();
   pid_t pid = fork();
   if (pid < 0) {
     ga_fail(s, c, EMBER_GA_E_BUSY, "fork: %m");
@@ -373,7 +380,7 @@ void ga_exec_start(ga_session *s, ga_chan *c, const uint8_t *p, size_t n)
   }
   if (pid == 0) {
     int child_fds[3] = {fds[0], fds[3], fds[5]};
-    ga_child(&q, q.tty ? pts : NULL, child_fds, &u, switch_user, cwd, report[1]);
+    ga_child(&q, q.tty ? pts : NULL, child_fds, &u, switch_user, cwd, report[1], agent);
   }
   ga_close(&report[1]);
   ga_child_err ce = {0, 0};

@@ -488,8 +488,8 @@ class Agent:
 
 def case_agent(k, q35=False):
     """The guest agent over a virtio-serial port: HELLO_ACK, exec in the guest (output,
-    exit code, user switch), put + get of a file, a reconnect (new session), then an
-    exec that ends the workload."""
+    exit code, user switch), put + get of a file, a reconnect (new session), the agent
+    killed and restarted by init, then an exec that ends the workload."""
     cfg = k.config(["/bin/sh", "-c", "echo ready; i=0; while [ ! -e /tmp/stop ] && "
                     "[ $i -lt 1200 ]; do sleep 0.1; i=$((i+1)); done; echo stopped"])
     results = {}
@@ -517,6 +517,19 @@ def case_agent(k, q35=False):
         a.s.close()
         b = Agent(os.path.join(vm, "agent.sock"))
         results["rehello"] = b.hello(0x5678)
+        # The agent killed (by its own exec): init restarts it; a new HELLO on the
+        # same host connection reaches the new one.
+        b.send(Agent.EXEC, 2, Agent.rec(Agent.R_ARG, "sh") + Agent.rec(Agent.R_ARG, "-c") +
+               Agent.rec(Agent.R_ARG, "kill -KILL $PPID"))
+        time.sleep(2)
+        b.s.settimeout(5)
+        for attempt in range(10):
+            try:
+                results["restarted"] = b.hello(0x9abc + attempt)
+                break
+            except socket.timeout:
+                pass
+        b.s.settimeout(120)
         results["stop"] = b.run(1, ["touch", "/tmp/stop"])
         b.s.close()
 
@@ -537,6 +550,8 @@ def case_agent(k, q35=False):
           text + str(results))
     check("get returns the file", results.get("get") is True, text + str(results))
     check("reconnect: HELLO_ACK", results.get("rehello") is True, text + str(results))
+    check("agent restarted by init", results.get("restarted") is True and
+          "ember-init: guest agent died (signal 9): restarting it" in text, text + str(results))
     check("workload stopped by an exec", "\nstopped\n" in text and
           exit_line(text) == "code=0", text)
     check("QEMU exited by itself", rc is not None, text)

@@ -811,8 +811,8 @@ static void test_new_connection(void)
   CU_ASSERT_TRUE(agent_alive());
 }
 
-/* --fd N: one connected socket; the agent exits 0 when it closes. */
-static void test_fd_mode(void)
+/* An agent on one end of a socketpair (--fd 3); *peer is the other end. */
+static pid_t start_fd_agent(int *peer)
 {
   int sv[2];
   CU_ASSERT_EQUAL_FATAL(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
@@ -825,15 +825,48 @@ static void test_fd_mode(void)
     _exit(127);
   }
   close(sv[1]);
-  CU_ASSERT_TRUE(hello(sv[0]));
+  *peer = sv[0];
+  return pid;
+}
+
+/* --fd N: one connected socket; the agent exits 0 when it closes. */
+static void test_fd_mode(void)
+{
+  int fd = -1;
+  pid_t pid = start_fd_agent(&fd);
+  CU_ASSERT_TRUE(hello(fd));
   const char *echo[] = {"echo", "fd", NULL};
-  result *r = run(sv[0], 1, echo, NULL);
+  result *r = run(fd, 1, echo, NULL);
   CU_ASSERT_STRING_EQUAL(r->out, "fd\n");
   free(r);
-  close(sv[0]);
+  close(fd);
   int st = -1;
   CU_ASSERT_EQUAL(waitpid(pid, &st, 0), pid);
   CU_ASSERT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+}
+
+/* The agent killed: its exec'd processes die with it (parent-death signal);
+ * as a child subreaper the test gets them back and sees how they ended. */
+static void test_agent_death(void)
+{
+  CU_ASSERT_EQUAL_FATAL(prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0), 0);
+  int fd = -1;
+  pid_t pid = start_fd_agent(&fd);
+  CU_ASSERT_TRUE_FATAL(hello(fd));
+  const char *sleep_[] = {"sleep", "1000", NULL};
+  send_exec(fd, 1, sleep_, NULL);
+  result r = {0};
+  collect(fd, 1, &r, true);
+  CU_ASSERT_TRUE_FATAL(r.started);
+  kill(pid, SIGKILL);
+  CU_ASSERT_EQUAL(waitpid(pid, NULL, 0), pid);
+  int st = 0;
+  alarm(20);
+  CU_ASSERT_EQUAL(waitpid((pid_t)r.pid, &st, 0), (pid_t)r.pid);
+  alarm(0);
+  CU_ASSERT_TRUE(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL);
+  close(fd);
+  prctl(PR_SET_CHILD_SUBREAPER, 0, 0, 0, 0);
 }
 
 int main(void)
@@ -853,6 +886,7 @@ int main(void)
   CU_add_test(s, "busy_and_reset", test_busy_and_reset);
   CU_add_test(s, "new_connection", test_new_connection);
   CU_add_test(s, "fd_mode", test_fd_mode);
+  CU_add_test(s, "agent_death", test_agent_death);
   CU_basic_set_mode(CU_BRM_VERBOSE);
   CU_basic_run_tests();
   unsigned failed = CU_get_number_of_failures() + CU_get_number_of_tests_failed();
