@@ -811,6 +811,68 @@ static void test_new_connection(void)
   CU_ASSERT_TRUE(agent_alive());
 }
 
+/* Random frames of every non-opening type (random channels, records and
+ * bytes) against an open exec and put: the agent survives, answers HELLO and
+ * runs the next exec. (EXEC, PUT and GET are left out: random paths.) */
+static void test_random_frames(void)
+{
+  int fd = session();
+  const char *cat[] = {"cat", NULL};
+  send_exec(fd, 1, cat, NULL);
+  char path[160];
+  snprintf(path, sizeof path, "%s/random-put", tmp_root);
+  uint8_t buf[256];
+  ember_ga_wr w;
+  ember_ga_wr_init(&w, buf, sizeof(buf));
+  ember_ga_wr_str(&w, EMBER_GA_R_PATH, path);
+  ember_ga_wr_u64(&w, EMBER_GA_R_SIZE, 1000);
+  send_frame(fd, EMBER_GA_T_PUT, 2, buf, w.len);
+  static const uint8_t types[] = {EMBER_GA_T_PING,
+                                  EMBER_GA_T_STDIN,
+                                  EMBER_GA_T_STDIN_EOF,
+                                  EMBER_GA_T_RESIZE,
+                                  EMBER_GA_T_SIGNAL,
+                                  EMBER_GA_T_DATA,
+                                  EMBER_GA_T_END,
+                                  EMBER_GA_T_WINDOW,
+                                  EMBER_GA_T_CLOSE,
+                                  EMBER_GA_T_ERROR,
+                                  EMBER_GA_T_STDOUT,
+                                  EMBER_GA_T_EXIT,
+                                  EMBER_GA_T_DONE,
+                                  EMBER_GA_T_INFO,
+                                  0,
+                                  200};
+  uint32_t x = 2024;
+  for (int i = 0; i < 3000; i++) {
+    x = x * 1103515245u + 12345u;
+    uint8_t type = types[(x >> 8) % sizeof(types)];
+    uint32_t ch = (x >> 4) % 4;
+    size_t n = (x >> 16) % 64;
+    uint8_t p[128];
+    for (size_t j = 0; j < n; j++) {
+      x = x * 1103515245u + 12345u;
+      p[j] = (uint8_t)(x >> 16);
+    }
+    if (i % 2 == 0 && n >= 12) { /* a well-formed record with a random tag and value */
+      ember_ga_put16(p, (uint16_t)(p[0] % 30));
+      ember_ga_put16(p + 2, 0);
+      ember_ga_put32(p + 4, (uint32_t)(n - 8));
+    }
+    if (type == EMBER_GA_T_SIGNAL) /* only harmless signals to the cat */
+      send_u32(fd, type, ch, EMBER_GA_R_SIGNUM, (x & 1) ? SIGWINCH : SIGCONT);
+    else
+      send_frame(fd, type, ch, p, n);
+  }
+  CU_ASSERT_TRUE(hello(fd));
+  CU_ASSERT_TRUE(agent_alive());
+  const char *echo[] = {"echo", "alive", NULL};
+  result *r = run(fd, 1, echo, NULL);
+  CU_ASSERT_STRING_EQUAL(r->out, "alive\n");
+  free(r);
+  close(fd);
+}
+
 /* An agent on one end of a socketpair (--fd 3); *peer is the other end. */
 static pid_t start_fd_agent(int *peer)
 {
@@ -885,6 +947,7 @@ int main(void)
   CU_add_test(s, "garbage_resync", test_garbage_resync);
   CU_add_test(s, "busy_and_reset", test_busy_and_reset);
   CU_add_test(s, "new_connection", test_new_connection);
+  CU_add_test(s, "random_frames", test_random_frames);
   CU_add_test(s, "fd_mode", test_fd_mode);
   CU_add_test(s, "agent_death", test_agent_death);
   CU_basic_set_mode(CU_BRM_VERBOSE);
