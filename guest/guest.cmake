@@ -6,6 +6,8 @@
 #    download): ${CMAKE_BINARY_DIR}/bootkit/{vmlinux,initramfs.cpio.gz}, the
 #    default kernel + initramfs for an instance that names an image and no
 #    kernel (docs/boot-kit.md).
+#  - ember_guest_agent (in ALL): the guest agent (guest/agent, also inside the
+#    init) as a host program for tests (unit_test_guest_agent).
 #  - tests: bootkit_boots (real QEMU TCG boots of the kit, test/guests/bootkit_test.py).
 set(EMBER_GUEST_SRC ${CMAKE_CURRENT_LIST_DIR})
 set(EMBER_BOOTKIT_DIR ${CMAKE_BINARY_DIR}/bootkit)
