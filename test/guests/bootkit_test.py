@@ -233,6 +233,9 @@ def case_numeric_user(k):
               "vmw_vsock_virtio_transport", "erofs", "overlay", "evdev", "button"):
         check("module " + m, "loaded:%s\n" % m in text, text)
     check("no module load failure", "ember-init: module" not in text, text)
+    check("no agent transport: one line", re.findall(r"ember-agent: .*", text) ==
+          ["ember-agent: no virtio-serial port org.ember.agent.0 and no vsock: no guest agent"],
+          text)
     check("exit line code=0", exit_line(text) == "code=0", text)
 
 

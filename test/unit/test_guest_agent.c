@@ -11,6 +11,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <grp.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdbool.h>
@@ -874,7 +875,7 @@ static void test_random_frames(void)
 }
 
 /* An agent on one end of a socketpair (--fd 3); *peer is the other end. */
-static pid_t start_fd_agent(int *peer)
+static pid_t start_fd_agent_as(int *peer, uid_t uid)
 {
   int sv[2];
   CU_ASSERT_EQUAL_FATAL(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
@@ -883,6 +884,8 @@ static pid_t start_fd_agent(int *peer)
   if (pid == 0) {
     prctl(PR_SET_PDEATHSIG, SIGKILL);
     dup2(sv[1], 3); /* dup2 clears FD_CLOEXEC */
+    if (uid != 0 && (setgroups(0, NULL) < 0 || setgid(uid) < 0 || setuid(uid) < 0))
+      _exit(126);
     execl(EMBER_GUEST_AGENT_BIN, "ember_guest_agent", "--fd", "3", (char *)NULL);
     _exit(127);
   }
@@ -890,6 +893,8 @@ static pid_t start_fd_agent(int *peer)
   *peer = sv[0];
   return pid;
 }
+
+static pid_t start_fd_agent(int *peer) { return start_fd_agent_as(peer, 0); }
 
 /* --fd N: one connected socket; the agent exits 0 when it closes. */
 static void test_fd_mode(void)
@@ -931,6 +936,30 @@ static void test_agent_death(void)
   prctl(PR_SET_CHILD_SUBREAPER, 0, 0, 0, 0);
 }
 
+/* An agent that is not root (run by root as uid 65534): a different user is
+ * PERMISSION, its own ids run. As non-root, exec_errors covers it already. */
+static void test_unprivileged(void)
+{
+  if (geteuid() != 0)
+    return;
+  int fd = -1;
+  pid_t pid = start_fd_agent_as(&fd, 65534);
+  CU_ASSERT_TRUE_FATAL(hello(fd));
+  const char *id[] = {"id", "-u", NULL};
+  exec_opts root = {.user = "0:0", .cwd = "/"};
+  result *r = run(fd, 1, id, &root);
+  CU_ASSERT_EQUAL(r->error, EMBER_GA_E_PERMISSION);
+  free(r);
+  exec_opts self = {.user = "65534:65534", .cwd = "/"};
+  r = run(fd, 1, id, &self);
+  CU_ASSERT_STRING_EQUAL(r->out, "65534\n");
+  free(r);
+  close(fd);
+  int st = -1;
+  CU_ASSERT_EQUAL(waitpid(pid, &st, 0), pid);
+  CU_ASSERT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+}
+
 int main(void)
 {
   if (CU_initialize_registry() != CUE_SUCCESS)
@@ -949,6 +978,7 @@ int main(void)
   CU_add_test(s, "new_connection", test_new_connection);
   CU_add_test(s, "random_frames", test_random_frames);
   CU_add_test(s, "fd_mode", test_fd_mode);
+  CU_add_test(s, "unprivileged", test_unprivileged);
   CU_add_test(s, "agent_death", test_agent_death);
   CU_basic_set_mode(CU_BRM_VERBOSE);
   CU_basic_run_tests();
