@@ -11,6 +11,7 @@
  * PUT stores one file in memory; GET serves it back. */
 #include "agent/guestlink/guestlink.h"
 #include "common/error.h"
+#include "drivers/hypervisor.h"
 #include "guest/agent_proto.h"
 
 #include <CUnit/Basic.h>
@@ -687,6 +688,13 @@ static void test_hello_and_exec(void)
   fake_stop(&f);
 }
 
+/* The driver names the port (drivers/hypervisor.h) the guest looks for
+ * (guest/agent_proto.h): one name, two headers that cannot include each other. */
+static void test_port_name_agrees(void)
+{
+  CU_ASSERT_STRING_EQUAL(VMM_AGENT_PORT_NAME, EMBER_GA_PORT_NAME);
+}
+
 static void test_validation(void)
 {
   fake f;
@@ -1329,6 +1337,7 @@ int main(void)
     return 1;
   CU_pSuite s = CU_add_suite("guestlink", NULL, NULL);
   CU_add_test(s, "hello_and_exec", test_hello_and_exec);
+  CU_add_test(s, "port_name_agrees", test_port_name_agrees);
   CU_add_test(s, "validation", test_validation);
   CU_add_test(s, "stdin_window", test_stdin_window);
   CU_add_test(s, "output_window", test_output_window);
