@@ -90,6 +90,7 @@ mgr_instance *mgr_instance_new(const agent_record *rec, const char *dir, const v
 {
   mgr_instance *inst = cmn_calloc(1, sizeof *inst);
   pthread_mutex_init(&inst->op_lock, NULL);
+  pthread_mutex_init(&inst->guest_mu, NULL);
   agent_record_copy(&inst->rec, rec);
   inst->dir = cmn_strdup(dir);
   inst->entry = entry;
@@ -110,6 +111,7 @@ static void mgr_instance_free(mgr_instance *inst)
   free(inst->netns_path);
   free(inst->dir);
   pthread_mutex_destroy(&inst->op_lock);
+  pthread_mutex_destroy(&inst->guest_mu);
   free(inst);
 }
 
@@ -194,6 +196,11 @@ static void mgr_emit(agent_manager *m, const agent_instance_view *v, agent_state
   pthread_mutex_unlock(&m->subs_mu);
 }
 
+void mgr_emit_observed(agent_manager *m, const agent_instance_view *v)
+{
+  mgr_emit(m, v, v->state, AGENT_OP_OBSERVED, 0);
+}
+
 int agent_manager_subscribe(agent_manager *m, agent_event_fn fn, void *ctx)
 {
   pthread_mutex_lock(&m->subs_mu);
@@ -267,8 +274,13 @@ int mgr_commit(agent_manager *m, mgr_instance *inst, agent_record *next, agent_o
   int rc = 0;
   pthread_mutex_lock(&m->mu);
   agent_state old = inst->rec.view.state;
+  /* The guest agent's status is live (manager_guest.c), not part of next. */
+  agent_guest_status live = inst->rec.view.guest_agent;
+  memset(&inst->rec.view.guest_agent, 0, sizeof live);
   agent_record_free(&inst->rec);
   agent_record_copy(&inst->rec, next);
+  agent_guest_status_free(&inst->rec.view.guest_agent);
+  inst->rec.view.guest_agent = live;
   mgr_vm_bind(inst);
   agent_instance_view copy;
   agent_view_copy(&copy, &inst->rec.view);
@@ -276,6 +288,7 @@ int mgr_commit(agent_manager *m, mgr_instance *inst, agent_record *next, agent_o
   if (old != copy.state || op != AGENT_OP_NONE)
     mgr_emit(m, &copy, old, op, duration_us);
   agent_instance_view_free(&copy);
+  mgr_guest_sync(m, inst, true);
   return rc;
 }
 
@@ -729,6 +742,7 @@ int agent_manager_delete(agent_manager *m, const char *id_or_name, char **id_out
     cmn_err_set(err, CMN_NOT_FOUND, "instance %s not found", id_or_name);
     goto out;
   }
+  mgr_guest_stop(m, inst, "the instance is being deleted");
   /* End the VMM first; the folder goes only once nothing runs from it. */
   if (inst->vm.proc.pid > 0) {
     if (inst->entry != NULL && inst->entry->available) {
@@ -780,6 +794,8 @@ stopped:
     agent_record_free(&r);
   }
 out:
+  if (rc < 0)
+    mgr_guest_sync(m, inst, true); /* the instance stays: lift the delete's hold */
   pthread_mutex_unlock(&inst->op_lock);
   mgr_unref(m, inst);
   return rc;
@@ -866,6 +882,7 @@ void agent_manager_free(agent_manager *m)
   for (size_t i = 0; i < m->n_insts; i++) {
     pthread_mutex_lock(&m->insts[i]->op_lock);
     pthread_mutex_unlock(&m->insts[i]->op_lock);
+    mgr_guest_stop(m, m->insts[i], "emberd is shutting down");
     mgr_instance_free(m->insts[i]);
   }
   free(m->insts);

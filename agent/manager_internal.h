@@ -31,6 +31,14 @@ typedef struct mgr_instance {
                              configured one; guarded by op_lock */
   bool record_dirty;      /* the committed record is not on disk; guarded by op_lock */
   char *netns_path;       /* network namespace of the VMM being spawned; op_lock */
+  /* The guest agent link (manager_guest.c): link, link_ctx, link_pid and
+   * link_gen are guarded by m->mu; guest_mu serializes starting/stopping. */
+  pthread_mutex_t guest_mu;
+  struct gl_link *link;
+  void *link_ctx;
+  int32_t link_pid;
+  uint64_t link_gen;
+  bool link_hold; /* an operation stopped the link: no restart before its commit */
 } mgr_instance;
 
 typedef struct mgr_sub {
@@ -101,6 +109,18 @@ int mgr_run_op(agent_manager *m, mgr_instance *inst, agent_op op, cmn_error *err
 
 /* manager_recover.c: loads every record and recovers each instance. */
 int mgr_load_all(agent_manager *m, cmn_error *err);
+
+/* manager.c: publishes an OBSERVED event with the state unchanged (the guest
+ * agent's readiness changed); no lock held. */
+void mgr_emit_observed(agent_manager *m, const agent_instance_view *v);
+
+/* manager_guest.c: the guest agent link of an instance. sync starts or stops
+ * it to match the committed record (no lock held; may be called from any
+ * thread; committed: called by a commit, which lifts an operation's hold);
+ * stop ends it with `why` for the channels in flight and holds it off until
+ * the next commit. */
+void mgr_guest_sync(agent_manager *m, mgr_instance *inst, bool committed);
+void mgr_guest_stop(agent_manager *m, mgr_instance *inst, const char *why);
 
 /* manager_monitor.c: the monitor thread's body (arg: the manager). */
 void *mgr_monitor_main(void *arg);

@@ -114,6 +114,7 @@ void *mgr_monitor_main(void *arg)
     pthread_mutex_unlock(&m->mu);
     for (size_t i = 0; i < n; i++) {
       mgr_check_exit(m, list[i]);
+      mgr_guest_sync(m, list[i], false);
       mgr_unref(m, list[i]);
     }
     free(list);

@@ -245,6 +245,11 @@ int mgr_run_op(agent_manager *m, mgr_instance *inst, agent_op op, cmn_error *err
     rc = 0;
     goto out;
   }
+  /* Execs and copies in flight end with a message naming the operation. */
+  if (op == AGENT_OP_STANDBY && st == AGENT_STATE_RUNNING)
+    mgr_guest_stop(m, inst, "the instance is going to standby");
+  else if (op == AGENT_OP_STOP && (st == AGENT_STATE_RUNNING || st == AGENT_STATE_PAUSED))
+    mgr_guest_stop(m, inst, "the instance is being stopped");
   if (op == AGENT_OP_STOP) {
     rc = mgr_do_stop(m, inst, &r, err);
     goto out;
@@ -302,6 +307,7 @@ out:
   if (rc < 0)
     cmn_warn(inst->rec.view.id, agent_op_name(op), "%s failed: %s (%s)", agent_op_name(op),
              err->msg, cmn_code_name(err->code));
+  mgr_guest_sync(m, inst, true); /* lifts the hold of a failed standby or stop */
   return rc;
 }
 

@@ -33,6 +33,7 @@ void agent_instance_view_free(agent_instance_view *v)
   free(v->request_id);
   agent_image_spec_free(&v->image);
   agent_net_spec_free(&v->net);
+  agent_guest_status_free(&v->guest_agent);
   memset(v, 0, sizeof *v);
 }
 
@@ -166,8 +167,9 @@ static bool record_str_eq(const char *a, const char *b)
 static bool record_spec_eq(const vmm_spec *a, const vmm_spec *b)
 {
   if (a->vcpus != b->vcpus || a->memory_mib != b->memory_mib || a->vsock_cid != b->vsock_cid ||
-      !record_str_eq(a->kernel, b->kernel) || !record_str_eq(a->initrd, b->initrd) ||
-      !record_str_eq(a->cmdline, b->cmdline) || a->n_disks != b->n_disks || a->n_nics != b->n_nics)
+      a->guest_agent != b->guest_agent || !record_str_eq(a->kernel, b->kernel) ||
+      !record_str_eq(a->initrd, b->initrd) || !record_str_eq(a->cmdline, b->cmdline) ||
+      a->n_disks != b->n_disks || a->n_nics != b->n_nics)
     return false;
   for (size_t i = 0; i < a->n_disks; i++)
     if (!record_str_eq(a->disks[i].path, b->disks[i].path) ||
@@ -207,6 +209,21 @@ void agent_view_copy(agent_instance_view *dst, const agent_instance_view *src)
   dst->request_id = cmn_strdup(src->request_id);
   agent_image_spec_copy(&dst->image, &src->image);
   agent_net_spec_copy(&dst->net, &src->net);
+  agent_guest_status_copy(&dst->guest_agent, &src->guest_agent);
+}
+
+void agent_guest_status_free(agent_guest_status *g)
+{
+  free(g->version);
+  free(g->message);
+  memset(g, 0, sizeof *g);
+}
+
+void agent_guest_status_copy(agent_guest_status *dst, const agent_guest_status *src)
+{
+  *dst = *src;
+  dst->version = cmn_strdup(src->version);
+  dst->message = cmn_strdup(src->message);
 }
 
 void agent_record_free(agent_record *r)
@@ -245,6 +262,8 @@ char *agent_record_to_json(const agent_record *r)
   record_add_str(spec, "cmdline", v->spec.cmdline);
   if (v->spec.vsock_cid != 0)
     cJSON_AddNumberToObject(spec, "vsock_cid", v->spec.vsock_cid);
+  if (v->spec.guest_agent)
+    cJSON_AddBoolToObject(spec, "guest_agent", true);
   cJSON *disks = cJSON_AddArrayToObject(spec, "disks");
   for (size_t i = 0; i < v->spec.n_disks; i++) {
     cJSON *d = cJSON_CreateObject();
@@ -342,6 +361,7 @@ int agent_record_from_json(const char *json, agent_record *r, cmn_error *err)
   v->spec.initrd = cmn_strdup(record_get_str(spec, "initrd"));
   v->spec.cmdline = cmn_strdup(record_get_str(spec, "cmdline"));
   v->spec.vsock_cid = (uint32_t)record_get_int(spec, "vsock_cid");
+  v->spec.guest_agent = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(spec, "guest_agent"));
   const cJSON *disks = cJSON_GetObjectItemCaseSensitive(spec, "disks");
   int nd = cJSON_IsArray(disks) ? cJSON_GetArraySize(disks) : 0;
   v->spec.disks = cmn_calloc((size_t)nd, sizeof *v->spec.disks);

@@ -92,9 +92,9 @@ typedef struct agent_net_spec {
   uint32_t veth_host_ip; /* with netns: allocated /31 pair, host end */
 } agent_net_spec;
 
-/* The guest agent as the manager sees it (Instance.guest_agent). */
+/* The guest agent as the manager sees it (Instance.guest_agent; enabled is
+ * spec.guest_agent). Live state, never persisted. */
 typedef struct agent_guest_status {
-  bool enabled;     /* spec.guest_agent */
   bool ready;       /* answered on the current VMM */
   char *version;    /* NULL unless ready */
   int64_t ready_us; /* wall clock, microseconds; 0 unless ready */
@@ -125,6 +125,8 @@ typedef struct agent_instance_view {
 } agent_instance_view;
 
 void agent_instance_view_free(agent_instance_view *v); /* members only */
+void agent_guest_status_free(agent_guest_status *g);   /* members only */
+void agent_guest_status_copy(agent_guest_status *dst, const agent_guest_status *src);
 
 /* A CreateInstance request as the manager takes it (agent_manager_create_req
  * in manager.h has the contract). */

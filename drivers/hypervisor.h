@@ -77,6 +77,12 @@ typedef struct vmm_spec {
 } vmm_spec;
 
 #define VMM_AGENT_SOCK "agent.sock"
+/* The host side of a guest's vsock device (hybrid vsock: connect, then send
+ * "CONNECT <port>\n"), in vm->dir. The VMM binds it at boot and at restore. */
+#define VMM_VSOCK_SOCK "vsock.sock"
+/* The name of the guest agent's virtio-serial port (guest/agent_proto.h
+ * EMBER_GA_PORT_NAME; test_guestlink checks they agree). */
+#define VMM_AGENT_PORT_NAME "org.ember.agent.0"
 
 /* One VM as the driver sees it. The agent fills id, dir, paths and spec, and
  * keeps proc across calls (persisting it); the driver fills proc when it spawns

@@ -7,10 +7,6 @@
 
 #include "drivers/hypervisor.h"
 
-/* The host side of a guest's vsock device (hybrid vsock: connect, then send
- * "CONNECT <port>\n"), in vm->dir. The VMM binds it at boot and at restore. */
-#define VMM_VSOCK_SOCK "vsock.sock"
-
 /* The VMM binary: env_var if set, else config "binary", else default_name in
  * PATH; returned absolute (VMMs run with vm->dir as their working folder).
  * NULL with err (UNAVAILABLE) naming where the name came from. */

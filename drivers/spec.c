@@ -64,6 +64,7 @@ void vmm_spec_copy(vmm_spec *dst, const vmm_spec *src)
   dst->vcpus = src->vcpus;
   dst->memory_mib = src->memory_mib;
   dst->vsock_cid = src->vsock_cid;
+  dst->guest_agent = src->guest_agent;
   dst->kernel = cmn_strdup(src->kernel);
   dst->initrd = cmn_strdup(src->initrd);
   dst->cmdline = cmn_strdup(src->cmdline);

@@ -19,7 +19,10 @@
  *   16  payload
  * A frame whose magic, flags, reserved or length is wrong is a protocol error:
  * the host drops the connection (and reconnects); the guest skips bytes until
- * the next magic.
+ * the next HELLO frame (magic, type HELLO, channel 0, payload <= 4096), as it
+ * does on a new connection before its first HELLO: the frames in between
+ * belong to a session the host abandoned, and a stale header resynced on could
+ * swallow the HELLO as its payload.
  *
  * Structured payloads are records: u16 tag, u16 zero, u32 length, then
  * `length` bytes (strings without NUL; integers little-endian in 1, 2, 4 or 8
@@ -109,25 +112,25 @@ enum {
 
 /* Record tags. */
 enum {
-  EMBER_GA_R_VERSION = 1,   /* u32 */
-  EMBER_GA_R_NONCE = 2,     /* u64 */
-  EMBER_GA_R_AGENT = 3,     /* string: the agent's version */
-  EMBER_GA_R_ARG = 10,      /* string, repeated, in order; argv[0] is looked up in PATH */
-  EMBER_GA_R_ENV = 11,      /* string "KEY=VALUE", repeated */
-  EMBER_GA_R_CWD = 12,      /* string */
-  EMBER_GA_R_USER = 13,     /* string: a name, uid, name:group or uid:gid */
-  EMBER_GA_R_TTY = 14,      /* u8: 1 for a terminal */
-  EMBER_GA_R_ROWS = 15,     /* u16 */
-  EMBER_GA_R_COLS = 16,     /* u16 */
-  EMBER_GA_R_PID = 17,      /* u32 */
+  EMBER_GA_R_VERSION = 1,    /* u32 */
+  EMBER_GA_R_NONCE = 2,      /* u64 */
+  EMBER_GA_R_AGENT = 3,      /* string: the agent's version */
+  EMBER_GA_R_ARG = 10,       /* string, repeated, in order; argv[0] is looked up in PATH */
+  EMBER_GA_R_ENV = 11,       /* string "KEY=VALUE", repeated */
+  EMBER_GA_R_CWD = 12,       /* string */
+  EMBER_GA_R_USER = 13,      /* string: a name, uid, name:group or uid:gid */
+  EMBER_GA_R_TTY = 14,       /* u8: 1 for a terminal */
+  EMBER_GA_R_ROWS = 15,      /* u16 */
+  EMBER_GA_R_COLS = 16,      /* u16 */
+  EMBER_GA_R_PID = 17,       /* u32 */
   EMBER_GA_R_EXIT_CODE = 18, /* u32 (0..255) */
-  EMBER_GA_R_SIGNUM = 19,   /* u32 */
-  EMBER_GA_R_PATH = 20,     /* string, absolute */
-  EMBER_GA_R_MODE = 21,     /* u32 permission bits (07777) */
-  EMBER_GA_R_SIZE = 22,     /* u64 */
-  EMBER_GA_R_BYTES = 23,    /* u32: WINDOW credit */
-  EMBER_GA_R_CODE = 24,     /* u32: EMBER_GA_E_* */
-  EMBER_GA_R_MSG = 25,      /* string: for people */
+  EMBER_GA_R_SIGNUM = 19,    /* u32 */
+  EMBER_GA_R_PATH = 20,      /* string, absolute */
+  EMBER_GA_R_MODE = 21,      /* u32 permission bits (07777) */
+  EMBER_GA_R_SIZE = 22,      /* u64 */
+  EMBER_GA_R_BYTES = 23,     /* u32: WINDOW credit */
+  EMBER_GA_R_CODE = 24,      /* u32: EMBER_GA_E_* */
+  EMBER_GA_R_MSG = 25,       /* string: for people */
 };
 
 /* ERROR codes (the host maps them to gRPC codes). */
@@ -157,10 +160,7 @@ static inline void ember_ga_put64(uint8_t *p, uint64_t v)
   for (int i = 0; i < 8; i++)
     p[i] = (uint8_t)(v >> (8 * i));
 }
-static inline uint16_t ember_ga_get16(const uint8_t *p)
-{
-  return (uint16_t)(p[0] | (p[1] << 8));
-}
+static inline uint16_t ember_ga_get16(const uint8_t *p) { return (uint16_t)(p[0] | (p[1] << 8)); }
 static inline uint32_t ember_ga_get32(const uint8_t *p)
 {
   uint32_t v = 0;
@@ -183,8 +183,8 @@ typedef struct ember_ga_hdr {
   uint32_t length;
 } ember_ga_hdr;
 
-static inline void ember_ga_hdr_encode(uint8_t out[EMBER_GA_HEADER], uint8_t type,
-                                       uint32_t channel, uint32_t length)
+static inline void ember_ga_hdr_encode(uint8_t out[EMBER_GA_HEADER], uint8_t type, uint32_t channel,
+                                       uint32_t length)
 {
   ember_ga_put32(out, EMBER_GA_MAGIC);
   out[4] = type;

@@ -6,14 +6,21 @@
 #    download): ${CMAKE_BINARY_DIR}/bootkit/{vmlinux,initramfs.cpio.gz}, the
 #    default kernel + initramfs for an instance that names an image and no
 #    kernel (docs/boot-kit.md).
+#  - ember_guest_agent (in ALL): the guest agent (guest/agent, also inside the
+#    init) as a host program for tests (unit_test_guest_agent).
 #  - tests: bootkit_boots (real QEMU TCG boots of the kit, test/guests/bootkit_test.py).
 set(EMBER_GUEST_SRC ${CMAKE_CURRENT_LIST_DIR})
 set(EMBER_BOOTKIT_DIR ${CMAKE_BINARY_DIR}/bootkit)
 set(EMBER_INIT_BIN ${EMBER_BOOTKIT_DIR}/init)
 
-file(GLOB EMBER_INIT_SOURCES CONFIGURE_DEPENDS ${EMBER_GUEST_SRC}/init/*.c)
+# The guest agent (guest/agent/*.c, issue 13) is part of the init binary: init
+# forks it and calls ga_guest_main (no exec). guest/agent/host/ is the host
+# test program's main only.
+file(GLOB EMBER_INIT_SOURCES CONFIGURE_DEPENDS ${EMBER_GUEST_SRC}/init/*.c
+     ${EMBER_GUEST_SRC}/agent/*.c)
 file(GLOB EMBER_INIT_HEADERS CONFIGURE_DEPENDS ${EMBER_GUEST_SRC}/init/*.h
-     ${EMBER_GUEST_SRC}/*.h)
+     ${EMBER_GUEST_SRC}/agent/*.h ${EMBER_GUEST_SRC}/*.h)
+file(GLOB EMBER_AGENT_SOURCES CONFIGURE_DEPENDS ${EMBER_GUEST_SRC}/agent/*.c)
 find_program(EMBER_MUSL_GCC musl-gcc)
 if(EMBER_MUSL_GCC)
   set(EMBER_INIT_CC ${EMBER_MUSL_GCC})
@@ -39,6 +46,11 @@ add_custom_command(
   DEPENDS ${EMBER_INIT_SOURCES} ${EMBER_INIT_HEADERS}
   COMMENT "Building the guest init (static)")
 add_custom_target(ember_init ALL DEPENDS ${EMBER_INIT_BIN})
+
+# ember_guest_agent (in ALL): the guest agent as a host program for tests
+# (--listen PATH | --fd N), built with the host compiler; test_guest_agent.
+add_executable(ember_guest_agent ${EMBER_AGENT_SOURCES} ${EMBER_GUEST_SRC}/agent/host/main.c
+               ${EMBER_GUEST_SRC}/init/user.c)
 
 # Always runs build.sh, which is a no-op when up to date.
 add_custom_target(bootkit

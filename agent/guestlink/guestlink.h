@@ -36,14 +36,19 @@ typedef enum gl_transport {
 } gl_transport;
 
 /* Called from the link's thread on every change of readiness (no lock of the
- * link held): ready with the agent's version, or not ready with why. */
+ * link held): ready with the agent's version, or not ready with why. The last
+ * "not ready" comes from gl_link_stop's caller; calls never overlap and none
+ * comes after gl_link_stop returns; ready is announced before channels can
+ * open. gl_link_stop waits for a running callback: never call it (or drop
+ * the last reference) from the callback or holding a lock the callback
+ * takes. */
 typedef void (*gl_state_fn)(void *opaque, bool ready, const char *version, const char *why);
 
 typedef struct gl_opts {
   gl_transport transport;
-  const char *path;        /* the socket */
-  uint32_t vsock_port;     /* GL_HYBRID_VSOCK; 0: EMBER_GA_VSOCK_PORT */
-  const char *netns_path;  /* unused: unix sockets are reached by path */
+  const char *path;         /* the socket */
+  uint32_t vsock_port;      /* GL_HYBRID_VSOCK; 0: EMBER_GA_VSOCK_PORT */
+  const char *netns_path;   /* unused: unix sockets are reached by path */
   int64_t hello_timeout_ms; /* wait for HELLO_ACK before retrying; 0: 2000 */
   int64_t retry_ms;         /* between connection attempts; 0: 100 */
   gl_state_fn on_state;     /* may be NULL */
@@ -89,7 +94,8 @@ typedef struct gl_exec_req {
 gl_exec *gl_exec_start(gl_link *l, const gl_exec_req *req, int64_t deadline_us, int *pid,
                        cmn_error *err);
 /* Sends stdin bytes (split into frames), blocking while the window is
- * full. */
+ * full. Once the guest sent EXIT, input is dropped and these return 0;
+ * stdin_eof, resize and signal wait at most 5 s for the link's writer. */
 int gl_exec_stdin(gl_exec *x, const void *buf, size_t len, int64_t deadline_us, cmn_error *err);
 int gl_exec_stdin_eof(gl_exec *x, cmn_error *err);
 int gl_exec_resize(gl_exec *x, uint16_t rows, uint16_t cols, cmn_error *err);

@@ -68,7 +68,8 @@ typedef struct srv__inst {
   Ember__V1__NetworkInterface **nic_ptrs;
   Ember__V1__Vsock vsock;
   Ember__V1__ImageOverrides overrides;
-  Google__Protobuf__Timestamp create_time, update_time;
+  Google__Protobuf__Timestamp create_time, update_time, agent_ready;
+  Ember__V1__GuestAgentStatus agent;
   Google__Protobuf__Duration standby, restore;
   Ember__V1__Instance__LabelsEntry *labels;
   Ember__V1__Instance__LabelsEntry **label_ptrs;
@@ -143,6 +144,19 @@ static void srv__inst_init(srv__inst *m, const agent_instance_view *v)
     m->vsock.guest_cid = sp->vsock_cid;
     m->spec.vsock = &m->vsock;
   }
+  m->spec.guest_agent = sp->guest_agent ? EMBER__V1__GUEST_AGENT_MODE__GUEST_AGENT_MODE_ENABLED
+                                        : EMBER__V1__GUEST_AGENT_MODE__GUEST_AGENT_MODE_DISABLED;
+  ember__v1__guest_agent_status__init(&m->agent);
+  m->agent.enabled = sp->guest_agent;
+  m->agent.ready = v->guest_agent.ready;
+  m->agent.version = srv__s(v->guest_agent.version);
+  m->agent.message = srv__s(v->guest_agent.message);
+  if (v->guest_agent.ready_us > 0) {
+    srv__ts(&m->agent_ready, v->guest_agent.ready_us);
+    m->agent.ready_time = &m->agent_ready;
+  }
+  if (sp->guest_agent)
+    m->inst.guest_agent = &m->agent;
   m->inst.id = srv__s(v->id);
   m->inst.name = srv__s(v->name);
   m->inst.spec = &m->spec;
@@ -249,6 +263,28 @@ static int srv__spec_from(const Ember__V1__InstanceSpec *in, vmm_spec *out, agen
     }
     out->vsock_cid = in->vsock->guest_cid;
   }
+  switch (in->guest_agent) {
+  case EMBER__V1__GUEST_AGENT_MODE__GUEST_AGENT_MODE_UNSPECIFIED:
+    out->guest_agent = in->image[0] != '\0'; /* the boot kit runs the agent */
+    break;
+  case EMBER__V1__GUEST_AGENT_MODE__GUEST_AGENT_MODE_ENABLED:
+    out->guest_agent = true;
+    break;
+  case EMBER__V1__GUEST_AGENT_MODE__GUEST_AGENT_MODE_DISABLED:
+    out->guest_agent = false;
+    break;
+  default:
+    vmm_spec_free(out);
+    cmn_err_set(err, CMN_INVALID_ARGUMENT,
+                "spec.guest_agent must be GUEST_AGENT_MODE_UNSPECIFIED, _ENABLED or _DISABLED "
+                "(got %d)",
+                (int)in->guest_agent);
+    return cmn_err_field(err, "spec.guest_agent");
+  }
+  /* Firecracker and Cloud Hypervisor reach the agent over hybrid vsock: the
+   * CID only names the guest inside its own VMM, so 3 is as good as any. */
+  if (out->guest_agent && out->vsock_cid == 0 && strcmp(in->hypervisor, "qemu") != 0)
+    out->vsock_cid = 3;
   if (srv_net_from_request(in, out, net, err) < 0) {
     vmm_spec_free(out);
     agent_net_spec_free(net);

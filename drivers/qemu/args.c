@@ -5,7 +5,9 @@
  *   ttyS0 (0x3f8, IRQ 4) -> vm->console_path (file chardev, appended)
  *   ttyS1 (0x2f8, IRQ 3) -> <vm->dir>/serial1.sock (socket server, wait=off)
  *   QMP                  -> <vm->dir>/qmp.sock
- *   disks as virtio-blk, NICs as virtio-net on TAP devices, vsock as vhost-vsock
+ *   disks as virtio-blk, NICs as virtio-net on TAP devices, vsock as vhost-vsock,
+ *   the guest agent's channel (spec->guest_agent) as a virtio-serial port whose
+ *   host side is the unix socket VMM_AGENT_SOCK
  * Guest RAM is the memory backend object "ram": a shared file when
  * l->ram_path is set (base reuse), anonymous otherwise. -no-reboot makes a
  * guest reboot or panic end QEMU. */
@@ -182,6 +184,15 @@ char **qemu_args_build(const qemu_host *h, const vmm_vm *vm, const qemu_launch *
              NULL;
     }
     argv_add2(&a, "-device", cmn_asprintf("vhost-vsock-%s,guest-cid=%u", mmio, spec->vsock_cid));
+  }
+  if (spec->guest_agent) {
+    /* The guest agent's port; QEMU listens, emberd connects (and reconnects
+     * after an emberd restart: server=on keeps accepting). */
+    argv_add2(&a, "-device", cmn_asprintf("virtio-serial-%s,id=ga0", mmio));
+    argv_add2(&a, "-chardev",
+              cmn_strdup("socket,id=ga,path=" VMM_AGENT_SOCK ",server=on,wait=off"));
+    argv_add2(&a, "-device",
+              cmn_strdup("virtserialport,bus=ga0.0,chardev=ga,name=" VMM_AGENT_PORT_NAME));
   }
   return a.v;
 }

@@ -140,7 +140,7 @@ int qemu_spawn(const qemu_host *h, vmm_vm *vm, const qemu_launch *l, const char 
     return -1;
   /* Stale sockets from an earlier VMM would only be refused; remove them so
    * nothing can be mistaken for the new VMM's. QEMU unlinks them too. */
-  const char *socks[] = {QEMU_QMP_SOCK, QEMU_SERIAL1_SOCK};
+  const char *socks[] = {QEMU_QMP_SOCK, QEMU_SERIAL1_SOCK, VMM_AGENT_SOCK};
   for (size_t i = 0; i < sizeof socks / sizeof socks[0]; i++) {
     cleanup_free char *s = cmn_asprintf("%s/%s", vm->dir, socks[i]);
     unlink(s);
@@ -357,7 +357,7 @@ void qemu_release(void *state, vmm_vm *vm)
 void qemu_cleanup(void *state, vmm_vm *vm)
 {
   (void)state;
-  const char *files[] = {QEMU_QMP_SOCK, QEMU_SERIAL1_SOCK, QEMU_VM_META};
+  const char *files[] = {QEMU_QMP_SOCK, QEMU_SERIAL1_SOCK, VMM_AGENT_SOCK, QEMU_VM_META};
   for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
     cleanup_free char *p = cmn_asprintf("%s/%s", vm->dir, files[i]);
     if (unlink(p) < 0 && errno != ENOENT)

@@ -67,7 +67,10 @@ typedef struct init_exit {
   bool signaled;
   int code; /* exit code, or the signal number when signaled */
 } init_exit;
-/* Starts the workload as PID 1's child (own session, stdin /dev/null, output
+/* Forks the guest agent first (guest/agent/agent.h ga_guest_main; the
+ * workload's environment is its execs' base environment, the config's user
+ * and workdir their defaults; restarted at most once a second if it dies).
+ * Starts the workload as PID 1's child (own session, stdin /dev/null, output
  * on the console) with the config's argv/env/workdir and the user's ids;
  * forwards SIGTERM/SIGINT/SIGHUP/SIGQUIT/SIGUSR1/SIGUSR2 to it and turns an
  * ACPI power button press into SIGTERM; reaps every child (orphans too) until

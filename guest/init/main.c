@@ -2,7 +2,8 @@
  * Steps: early mounts + console, kernel modules (kit's modules.dep), the boot
  * config from its virtio disk, the image's root filesystem, switch_root, the
  * container mounts, hostname, loopback, network interfaces and resolv.conf
- * (net.c), user, then the workload (run.c). At the end one
+ * (net.c), user, then the guest agent (guest/agent, forked by run.c before
+ * the workload) and the workload (run.c). At the end one
  * line on the console says how it ended:
  *   EMBER-EXIT code=N      the workload exited with N
  *   EMBER-EXIT signal=N    the workload was killed by signal N

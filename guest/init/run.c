@@ -5,7 +5,13 @@
  * (QEMU system_powerdown, Cloud Hypervisor power-button) read from
  * /dev/input, or as SIGINT from Ctrl-Alt-Del (Firecracker SendCtrlAltDel;
  * main.c turns the kernel's reboot into a signal); the first is sent to the
- * workload as SIGTERM, the second forwarded as is. */
+ * workload as SIGTERM, the second forwarded as is.
+ * The guest agent (guest/agent, issue 13) is PID 1's other child: forked
+ * (no exec) before the workload, with the workload's environment as the base
+ * environment of its execs; restarted at most once a second when it dies
+ * (not when it exits 0: no transport in this VM). Its exec'd processes are
+ * its own children (it is a child subreaper); its death is never taken for
+ * the workload's exit. */
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -19,8 +25,10 @@
 #include <sys/signalfd.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
+#include "guest/agent/agent.h"
 #include "guest/bootcfg_format.h"
 #include "guest/init/init.h"
 
@@ -137,13 +145,57 @@ static __attribute__((noreturn)) void run_child(const init_config *c, const init
   _exit(e == ENOENT ? 127 : 126);
 }
 
-/* Reaps every exited child; true once the workload (pid) is among them. */
-static bool run_reap(pid_t pid, init_exit *ex)
+/* The guest agent: a forked child running ga_guest_main; -1 (logged) when
+ * the fork failed. The child drops PID 1's signalfd and input fds. */
+static pid_t run_agent_start(const init_config *c, char **env, int sfd, const int *inputs,
+                             size_t ninputs)
+{
+  pid_t pid = fork();
+  if (pid < 0) {
+    init_log("guest agent: fork: %m");
+    return -1;
+  }
+  if (pid > 0)
+    return pid;
+  close(sfd);
+  for (size_t i = 0; i < ninputs; i++)
+    close(inputs[i]);
+  ga_options o = {
+      .base_env = env,
+      .default_user = c->user,
+      .default_cwd = c->workdir,
+      .passwd = "/etc/passwd",
+      .group = "/etc/group",
+      .may_switch_user = true,
+  };
+  _exit(ga_guest_main(&o) < 0 ? 1 : 0);
+}
+
+static int64_t run_now_ms(void)
+{
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Reaps every exited child; true once the workload (pid) is among them.
+ * The agent's (*agent) death sets *agent to 0 and *restart when it did not
+ * exit 0. */
+static bool run_reap(pid_t pid, init_exit *ex, pid_t *agent, bool *restart)
 {
   bool done = false;
   int st;
   pid_t w;
   while ((w = waitpid(-1, &st, WNOHANG)) > 0) {
+    if (*agent > 0 && w == *agent) {
+      *agent = 0;
+      *restart = !(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+      if (*restart)
+        init_log("guest agent died (%s %d): restarting it",
+                 WIFSIGNALED(st) ? "signal" : "exit code",
+                 WIFSIGNALED(st) ? WTERMSIG(st) : WEXITSTATUS(st));
+      continue;
+    }
     if (w != pid)
       continue;
     done = true;
@@ -189,6 +241,9 @@ int init_run(const init_config *c, const init_user *u, init_exit *ex)
     return -1;
   }
   run_mkdir_p(c->workdir);
+  pid_t agent = run_agent_start(c, env, sfd, inputs, ninputs);
+  int64_t agent_started = run_now_ms();
+  bool agent_restart = false;
 
   pid_t pid = fork();
   if (pid < 0) {
@@ -197,17 +252,25 @@ int init_run(const init_config *c, const init_user *u, init_exit *ex)
   }
   if (pid == 0)
     run_child(c, u, env);
-  free(env);
-  free(store[0]);
-  free(store[1]);
 
   bool done = false;
   while (!done) {
+    int timeout = -1;
+    if (agent_restart) {
+      int64_t wait = agent_started + 1000 - run_now_ms();
+      if (wait <= 0) {
+        agent_restart = false;
+        agent = run_agent_start(c, env, sfd, inputs, ninputs);
+        agent_started = run_now_ms();
+      } else {
+        timeout = (int)wait;
+      }
+    }
     struct pollfd pfd[1 + RUN_MAX_INPUT];
     pfd[0] = (struct pollfd){.fd = sfd, .events = POLLIN};
     for (size_t i = 0; i < ninputs; i++)
       pfd[1 + i] = (struct pollfd){.fd = inputs[i], .events = POLLIN};
-    if (poll(pfd, 1 + ninputs, -1) < 0) {
+    if (poll(pfd, 1 + ninputs, timeout) < 0) {
       if (errno != EINTR)
         init_log("poll: %m");
       continue;
@@ -220,7 +283,7 @@ int init_run(const init_config *c, const init_user *u, init_exit *ex)
     struct signalfd_siginfo si;
     while (read(sfd, &si, sizeof(si)) == (ssize_t)sizeof(si)) {
       if (si.ssi_signo == SIGCHLD) {
-        done = run_reap(pid, ex) || done;
+        done = run_reap(pid, ex, &agent, &agent_restart) || done;
         if (done)
           break;
       } else {
@@ -228,8 +291,11 @@ int init_run(const init_config *c, const init_user *u, init_exit *ex)
       }
     }
     if (!done)
-      done = run_reap(pid, ex); /* SIGCHLDs coalesce: reap regardless */
+      done = run_reap(pid, ex, &agent, &agent_restart); /* SIGCHLDs coalesce: reap regardless */
   }
+  free(env);
+  free(store[0]);
+  free(store[1]);
   for (size_t i = 0; i < ninputs; i++)
     close(inputs[i]);
   close(sfd);

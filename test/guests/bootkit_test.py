@@ -88,11 +88,12 @@ class Kit:
         subprocess.run(cmd + ["--"] + list(argv), check=True)
         return path
 
-    def boot(self, cfg, name, during=None, rootfs=None, q35=False, nics=()):
+    def boot(self, cfg, name, during=None, rootfs=None, q35=False, nics=(), agent=False):
         """Boots with a fresh copy of the rootfs; returns (console text, seconds, rc).
         during(vmdir, console) runs while the guest is up (e.g. QMP commands).
         nics: MACs of virtio NICs, each on a QEMU hub of its own with no other port
-        (no host backend: no packet leaves QEMU)."""
+        (no host backend: no packet leaves QEMU). agent: a virtio-serial port named
+        org.ember.agent.0 on a unix socket chardev, vmdir/agent.sock (QEMU listens)."""
         vm = os.path.join(self.work, name)
         os.makedirs(vm)
         disk = os.path.join(vm, "rootfs.img")
@@ -120,6 +121,11 @@ class Kit:
         for i, mac in enumerate(nics):
             args += ["-netdev", "hubport,id=n%d,hubid=%d" % (i, i),
                      "-device", "virtio-net-%s,netdev=n%d,mac=%s" % (bus, i, mac)]
+        if agent:
+            args += ["-device", "virtio-serial-%s" % bus,
+                     "-chardev", "socket,id=ga,path=%s,server=on,wait=off"
+                     % os.path.join(vm, "agent.sock"),
+                     "-device", "virtserialport,chardev=ga,name=org.ember.agent.0"]
         t0 = time.monotonic()
         p = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         try:
@@ -227,6 +233,9 @@ def case_numeric_user(k):
               "vmw_vsock_virtio_transport", "erofs", "overlay", "evdev", "button"):
         check("module " + m, "loaded:%s\n" % m in text, text)
     check("no module load failure", "ember-init: module" not in text, text)
+    check("no agent transport: one line", re.findall(r"ember-agent: .*", text) ==
+          ["ember-agent: no virtio-serial port org.ember.agent.0 and no vsock: no guest agent"],
+          text)
     check("exit line code=0", exit_line(text) == "code=0", text)
 
 
@@ -357,6 +366,202 @@ def case_ctrl_alt_del(k):
     text, _, rc = k.boot(cfg, "cad", during, q35=True)
     check("Ctrl-Alt-Del -> SIGINT", "got-INT" in text, text)
     check("exit line code=43", exit_line(text) == "code=43", text)
+
+
+class Agent:
+    """A minimal host side of guest/agent_proto.h (frames, records, windows)."""
+    MAGIC = 0x41474d45
+    HELLO, HELLO_ACK, EXEC, STARTED, STDIN_EOF, STDOUT, STDERR, EXIT = 1, 2, 10, 11, 13, 14, 15, 18
+    PUT, READY, DATA, END, DONE, GET, INFO, WINDOW, ERROR = 20, 21, 22, 23, 24, 25, 26, 30, 32
+    R_VERSION, R_NONCE, R_ARG, R_USER, R_PID, R_EXIT_CODE, R_SIGNUM = 1, 2, 10, 13, 17, 18, 19
+    R_PATH, R_MODE, R_SIZE, R_BYTES, R_CODE, R_MSG = 20, 21, 22, 23, 24, 25
+
+    def __init__(self, path, timeout=120):
+        self.s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.s.settimeout(timeout)
+        self.s.connect(path)
+        self.buf = b""
+
+    @staticmethod
+    def rec(tag, value):
+        if isinstance(value, str):
+            value = value.encode()
+        return struct.pack("<HHI", tag, 0, len(value)) + value
+
+    @staticmethod
+    def recs(payload):
+        out, pos = {}, 0
+        while pos + 8 <= len(payload):
+            tag, _, n = struct.unpack_from("<HHI", payload, pos)
+            out.setdefault(tag, payload[pos + 8:pos + 8 + n])
+            pos += 8 + n
+        return out
+
+    def send(self, typ, ch, payload=b""):
+        self.s.sendall(struct.pack("<IBBHII", self.MAGIC, typ, 0, 0, ch, len(payload)) + payload)
+
+    def recv(self):
+        while True:
+            i = self.buf.find(struct.pack("<I", self.MAGIC))
+            if i > 0:
+                self.buf = self.buf[i:]
+            if len(self.buf) >= 16 and i == 0:
+                _, typ, _, _, ch, n = struct.unpack_from("<IBBHII", self.buf)
+                if len(self.buf) >= 16 + n:
+                    payload = self.buf[16:16 + n]
+                    self.buf = self.buf[16 + n:]
+                    return typ, ch, payload
+            data = self.s.recv(65536)
+            if not data:
+                raise EOFError("agent connection closed")
+            self.buf += data
+
+    def hello(self, nonce):
+        self.send(self.HELLO, 0, self.rec(self.R_VERSION, struct.pack("<I", 1)) +
+                  self.rec(self.R_NONCE, struct.pack("<Q", nonce)))
+        while True:
+            typ, _, p = self.recv()
+            if typ == self.HELLO_ACK and self.recs(p).get(self.R_NONCE) == struct.pack("<Q", nonce):
+                return True
+
+    def run(self, ch, argv, user=None):
+        """(exit code or -signal, stdout, stderr) or ('error', code, message)."""
+        p = b"".join(self.rec(self.R_ARG, a) for a in argv)
+        if user:
+            p += self.rec(self.R_USER, user)
+        self.send(self.EXEC, ch, p)
+        out, err = b"", b""
+        while True:
+            typ, c, p = self.recv()
+            if c != ch:
+                continue
+            if typ in (self.STDOUT, self.STDERR):
+                if typ == self.STDOUT:
+                    out += p
+                else:
+                    err += p
+                self.send(self.WINDOW, ch, self.rec(self.R_BYTES, struct.pack("<I", len(p))))
+            elif typ == self.EXIT:
+                r = self.recs(p)
+                code = (struct.unpack("<I", r[self.R_EXIT_CODE])[0] if self.R_EXIT_CODE in r
+                        else -struct.unpack("<I", r[self.R_SIGNUM])[0])
+                return code, out.decode(errors="replace"), err.decode(errors="replace")
+            elif typ == self.ERROR:
+                r = self.recs(p)
+                return ("error", struct.unpack("<I", r[self.R_CODE])[0],
+                        r.get(self.R_MSG, b"").decode(errors="replace"))
+
+    def put(self, ch, path, data, mode=0o600):
+        self.send(self.PUT, ch, self.rec(self.R_PATH, path) +
+                  self.rec(self.R_MODE, struct.pack("<I", mode)) +
+                  self.rec(self.R_SIZE, struct.pack("<Q", len(data))))
+        typ, _, p = self.recv()
+        if typ != self.READY:
+            return typ
+        off, inflight = 0, 0
+        while off < len(data):
+            chunk = data[off:off + 32768]
+            while inflight + len(chunk) > 256 * 1024:
+                typ, _, p = self.recv()
+                if typ == self.WINDOW:
+                    inflight -= struct.unpack("<I", self.recs(p)[self.R_BYTES])[0]
+            self.send(self.DATA, ch, chunk)
+            off += len(chunk)
+            inflight += len(chunk)
+        self.send(self.END, ch)
+        while True:
+            typ, c, p = self.recv()
+            if c == ch and typ in (self.DONE, self.ERROR):
+                return typ
+
+    def get(self, ch, path):
+        self.send(self.GET, ch, self.rec(self.R_PATH, path))
+        typ, _, p = self.recv()
+        if typ != self.INFO:
+            return None
+        data = b""
+        while True:
+            typ, c, p = self.recv()
+            if typ == self.DATA:
+                data += p
+                self.send(self.WINDOW, ch, self.rec(self.R_BYTES, struct.pack("<I", len(p))))
+            elif typ == self.END:
+                return data
+
+
+def case_agent(k, q35=False):
+    """The guest agent over a virtio-serial port: HELLO_ACK, exec in the guest (output,
+    exit code, user switch), put + get of a file, a reconnect (new session), the agent
+    killed and restarted by init, then an exec that ends the workload."""
+    cfg = k.config(["/bin/sh", "-c", "echo ready; i=0; while [ ! -e /tmp/stop ] && "
+                    "[ $i -lt 1200 ]; do sleep 0.1; i=$((i+1)); done; echo stopped"])
+    results = {}
+
+    def during(vm, con):
+        try:
+            talk(vm, con)
+        except Exception as e:  # noqa: BLE001 (reported as a failed check)
+            results["exception"] = repr(e)
+
+    def talk(vm, con):
+        guest_shell.wait_for_console(con, "ready", timeout=BOOT_TIMEOUT)
+        a = Agent(os.path.join(vm, "agent.sock"))
+        a.s.sendall(b"stale bytes EMGA")
+        results["hello"] = a.hello(0x1234)
+        results["echo"] = a.run(1, ["echo", "hi"])
+        results["exit"] = a.run(2, ["sh", "-c", "echo err >&2; exit 7"])
+        results["user"] = a.run(3, ["id"], user="app")
+        results["nouser"] = a.run(4, ["id"], user="nobody")
+        results["missing"] = a.run(5, ["/no/such/program"])
+        blob = bytes(range(256)) * 4000
+        results["put"] = a.put(6, "/tmp/blob", blob, 0o640)
+        results["stat"] = a.run(7, ["stat", "-c", "%s %a", "/tmp/blob"])
+        results["get"] = a.get(8, "/tmp/blob") == blob
+        a.s.close()
+        b = Agent(os.path.join(vm, "agent.sock"))
+        results["rehello"] = b.hello(0x5678)
+        # The agent killed (by its own exec): init restarts it; a new HELLO on the
+        # same host connection reaches the new one.
+        b.send(Agent.EXEC, 2, Agent.rec(Agent.R_ARG, "sh") + Agent.rec(Agent.R_ARG, "-c") +
+               Agent.rec(Agent.R_ARG, "kill -KILL $PPID"))
+        time.sleep(2)
+        b.s.settimeout(5)
+        for attempt in range(10):
+            try:
+                results["restarted"] = b.hello(0x9abc + attempt)
+                break
+            except socket.timeout:
+                pass
+        b.s.settimeout(120)
+        results["stop"] = b.run(1, ["touch", "/tmp/stop"])
+        b.s.close()
+
+    text, _, rc = k.boot(cfg, "agent-q35" if q35 else "agent", during, q35=q35, agent=True)
+    check("no exception talking to the agent", "exception" not in results, text + str(results))
+    check("HELLO_ACK after stale bytes", results.get("hello") is True, text)
+    check("echo hi", results.get("echo") == (0, "hi\n", ""), text + str(results))
+    check("exit code + stderr", results.get("exit") == (7, "", "err\n"), text + str(results))
+    u = results.get("user")
+    check("user app", u is not None and u[0] == 0 and "uid=1000(app)" in u[1],
+          text + str(results))
+    check("unknown user NO_USER", (results.get("nouser") or ("",))[:2] == ("error", 4),
+          text + str(results))
+    check("missing program NOT_FOUND", (results.get("missing") or ("",))[:2] == ("error", 2),
+          text + str(results))
+    check("put DONE", results.get("put") == Agent.DONE, text + str(results))
+    check("put size and mode", results.get("stat") == (0, "1024000 640\n", ""),
+          text + str(results))
+    check("get returns the file", results.get("get") is True, text + str(results))
+    check("reconnect: HELLO_ACK", results.get("rehello") is True, text + str(results))
+    check("agent restarted by init", results.get("restarted") is True and
+          "ember-init: guest agent died (signal 9): restarting it" in text, text + str(results))
+    check("workload stopped by an exec", "\nstopped\n" in text and
+          exit_line(text) == "code=0", text)
+    check("QEMU exited by itself", rc is not None, text)
+
+
+def case_agent_q35(k):
+    case_agent(k, q35=True)
 
 
 MAC_A = "02:e7:00:12:34:56"
@@ -504,7 +709,7 @@ CASES = {
     "unknown_user": case_unknown_user, "corrupt": case_corrupt, "erofs": case_erofs,
     "q35": case_q35, "ctrl_alt_del": case_ctrl_alt_del, "net": case_net,
     "net_missing": case_net_missing, "net_malformed": case_net_malformed,
-    "net_q35": case_net_q35,
+    "net_q35": case_net_q35, "agent": case_agent, "agent_q35": case_agent_q35,
 }
 
 

@@ -31,3 +31,14 @@ ember_unit_test(test_instance_net ${CJSON_LIB})
 ember_unit_test(test_bootcfg ember_image)
 target_sources(test_bootcfg PRIVATE ${CMAKE_SOURCE_DIR}/guest/init/config.c
                ${CMAKE_SOURCE_DIR}/guest/init/user.c)
+# The guest agent link (agent/guestlink) against a scripted fake guest in the
+# test: links only ember_guestlink.
+add_executable(test_guestlink ${UNIT_DIR}/test_guestlink.c)
+target_link_libraries(test_guestlink PRIVATE ember_guestlink ${CUNIT_LIB})
+add_test(NAME unit_test_guestlink COMMAND test_guestlink)
+set_tests_properties(unit_test_guestlink PROPERTIES LABELS "unit;sanitize" TIMEOUT 300)
+# The guest agent (guest/agent) through its host program ember_guest_agent.
+ember_unit_test(test_guest_agent)
+add_dependencies(test_guest_agent ember_guest_agent)
+target_compile_definitions(test_guest_agent
+                           PRIVATE EMBER_GUEST_AGENT_BIN="$<TARGET_FILE:ember_guest_agent>")
