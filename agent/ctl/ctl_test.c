@@ -843,6 +843,65 @@ static void test_output(void)
   free(text);
 }
 
+/* exec: its own options after the command word, NAME, then the command. */
+static void test_exec_args(void)
+{
+  ctl_opts o;
+  cmn_error err;
+  const char *w1[] = {"--timeout", "5s",   "exec", "-it",     "-e",        "A=b", "--env=C=d",
+                      "-w",        "/tmp", "-u",   "guest",   "--timeout", "2m",  "vm1",
+                      "--",        "sh",   "-c",   "echo -t", NULL};
+  CU_ASSERT_EQUAL_FATAL(parse(&o, &err, w1), 0);
+  CU_ASSERT_STRING_EQUAL(o.command, "exec");
+  CU_ASSERT_EQUAL(o.timeout_ms, 5000); /* before exec: the call's deadline */
+  CU_ASSERT_EQUAL(o.exec_timeout_ms, 120000);
+  CU_ASSERT(o.exec_interactive && o.exec_tty);
+  CU_ASSERT_EQUAL(o.n_env, 2);
+  CU_ASSERT_STRING_EQUAL(o.env[1], "C=d");
+  CU_ASSERT_STRING_EQUAL(o.workdir, "/tmp");
+  CU_ASSERT_STRING_EQUAL(o.exec_user, "guest");
+  CU_ASSERT_EQUAL(o.n_args, 1);
+  CU_ASSERT_STRING_EQUAL(o.args[0], "vm1");
+  CU_ASSERT_EQUAL_FATAL(o.n_exec_cmd, 3);
+  CU_ASSERT_STRING_EQUAL(o.exec_cmd[0], "sh");
+  CU_ASSERT_STRING_EQUAL(o.exec_cmd[2], "echo -t");
+  ctl_opts_free(&o);
+  /* no "--": the command starts after NAME; its options stay its own */
+  const char *w2[] = {"exec", "vm1", "ls", "-l", "-t", NULL};
+  CU_ASSERT_EQUAL_FATAL(parse(&o, &err, w2), 0);
+  CU_ASSERT(!o.exec_tty && !o.exec_interactive);
+  CU_ASSERT_EQUAL(o.exec_timeout_ms, -1);
+  CU_ASSERT_EQUAL(o.n_exec_cmd, 3);
+  ctl_opts_free(&o);
+  const char *bad[][6] = {
+      {"exec", "vm1", NULL},                  /* no command */
+      {"exec", NULL},                         /* no NAME */
+      {"exec", "-x", "vm1", "ls", NULL},      /* unknown option */
+      {"exec", "-e", "novalue", "vm1", NULL}, /* not KEY=VALUE */
+      {"exec", "-w", "rel", "vm1", "ls"},     /* relative workdir */
+  };
+  for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+    CU_ASSERT_EQUAL(parse(&o, &err, bad[i]), -1);
+    CU_ASSERT_EQUAL(err.code, CTL_EXIT_USAGE);
+    ctl_opts_free(&o);
+  }
+}
+
+static void test_cp_remote(void)
+{
+  char *name = NULL;
+  const char *path = NULL;
+  CU_ASSERT_TRUE(ctl_cp_remote("web:/etc/x", &name, &path));
+  CU_ASSERT_STRING_EQUAL(name, "web");
+  CU_ASSERT_STRING_EQUAL(path, "/etc/x");
+  free(name);
+  CU_ASSERT_FALSE(ctl_cp_remote("/abs/a:b", &name, &path));
+  CU_ASSERT_FALSE(ctl_cp_remote("./a:b", &name, &path));
+  CU_ASSERT_FALSE(ctl_cp_remote("dir/a:b", &name, &path));
+  CU_ASSERT_FALSE(ctl_cp_remote(":x", &name, &path));
+  CU_ASSERT_FALSE(ctl_cp_remote("plain", &name, &path));
+}
+
 int main(void)
 {
   if (CU_initialize_registry() != CUE_SUCCESS)
@@ -864,6 +923,8 @@ int main(void)
   CU_add_test(s, "network_request", test_network_request);
   CU_add_test(s, "network_spec_merge", test_network_spec_merge);
   CU_add_test(s, "network_output", test_network_output);
+  CU_add_test(s, "exec_args", test_exec_args);
+  CU_add_test(s, "cp_remote", test_cp_remote);
   CU_basic_set_mode(CU_BRM_VERBOSE);
   CU_basic_run_tests();
   unsigned failed = CU_get_number_of_failures();

@@ -501,7 +501,7 @@ static void srv__exec_pump(srv_call *c, srv__exec *e, int64_t timeout_us)
       (void)gl_exec_signal(e->x, SIGKILL, &err);
       pthread_mutex_unlock(&e->wmu);
       cleanup_free char *msg =
-          cmn_asprintf("the command ran longer than its timeout (%.3gs) and was killed",
+          cmn_asprintf("the command ran longer than its timeout (%.6gs) and was killed",
                        (double)timeout_us / 1e6);
       cmn_info(NULL, "exec", "exec on %s: %s", e->id, msg);
       srv__exec_end(c, CMN_DEADLINE_EXCEEDED, msg);

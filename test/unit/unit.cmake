@@ -42,3 +42,6 @@ ember_unit_test(test_guest_agent)
 add_dependencies(test_guest_agent ember_guest_agent)
 target_compile_definitions(test_guest_agent
                            PRIVATE EMBER_GUEST_AGENT_BIN="$<TARGET_FILE:ember_guest_agent>")
+# The guest agent RPCs' request checks and the stream backpressure wait
+# (agent/server/exec.c, copy.c, server.c).
+ember_unit_test(test_exec_server ember_server)
