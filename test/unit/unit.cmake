@@ -31,3 +31,5 @@ ember_unit_test(test_instance_net ${CJSON_LIB})
 ember_unit_test(test_bootcfg ember_image)
 target_sources(test_bootcfg PRIVATE ${CMAKE_SOURCE_DIR}/guest/init/config.c
                ${CMAKE_SOURCE_DIR}/guest/init/user.c)
+# The console file: reads by offset, rotation by hole punching (agent/console.c).
+ember_unit_test(test_console)
