@@ -31,6 +31,7 @@ typedef struct mgr_instance {
                              configured one; guarded by op_lock */
   bool record_dirty;      /* the committed record is not on disk; guarded by op_lock */
   char *netns_path;       /* network namespace of the VMM being spawned; op_lock */
+  bool console_nopunch;   /* its console cannot be rotated (logged once); monitor only */
 } mgr_instance;
 
 typedef struct mgr_sub {
@@ -44,6 +45,7 @@ struct agent_manager {
   char *instances_dir;
   int max_instances;
   int stop_timeout_ms;
+  int64_t console_max_bytes;
   char *vmm_cgroup;
   agent_host_fence *fence;  /* host file paths (hostfiles.h); immutable */
   struct img_store *images; /* InstanceSpec.image (instance_image.h); may be NULL */
