@@ -22,6 +22,7 @@ optional EMBERCTL_BIN). Exit 77 = SKIP."""
 
 import os
 import re
+import signal
 import subprocess
 import sys
 import threading
@@ -350,8 +351,16 @@ def test_rotation(fake):
         # A tail within the window: exactly the file's last bytes.
         chunks = read_all(d, "chatty", tail=1000)
         check(chunks[0].skipped == 0, "tail within the window skipped %d" % chunks[0].skipped)
-        d.delete("chatty")
-    print("ok: rotation bounded the console, skipped reported, stalled reader bounded")
+        # emberd shutting down ends a follow with UNAVAILABLE (and exits).
+        f = Follower(d, "chatty", tail=0)
+        f.wait_bytes(100)
+        d.proc.send_signal(signal.SIGTERM)
+        f.t.join(20)
+        check(not f.t.is_alive() and f.status == grpc.StatusCode.UNAVAILABLE,
+              "follow at shutdown: %s" % f.status)
+        check(d.proc.wait(40) == 0, "emberd exit status %s" % d.proc.returncode)
+    print("ok: rotation bounded the console, skipped reported, stalled reader bounded, "
+          "shutdown ends a follow")
 
 
 def main():
