@@ -55,7 +55,7 @@ void agent_config_usage(FILE *out, const char *prog)
           "                           allowed (default 4M); larger requests get\n"
           "                           RESOURCE_EXHAUSTED\n"
           "  --console-max-bytes N    disk each instance's console.log may use before its\n"
-          "                           oldest bytes are punched out (offsets stay), 64K-1T\n"
+          "                           oldest bytes are punched out (offsets stay), 64K-1024G\n"
           "                           (default 4M; docs/console.md)\n"
           "  --grace-seconds N        on SIGTERM/SIGINT, how long calls in flight may take\n"
           "                           before they are cancelled, 0-3600 (default %d); a\n"
@@ -316,7 +316,7 @@ static int config__apply(agent_config *cfg, const char *key, const char *v, cmn_
     int64_t b;
     if (agent_config_parse_size(v, &b) < 0 || b < AGENT_CONSOLE_MIN_MAX_BYTES || b > (1LL << 40))
       return cmn_err_set(err, CMN_INVALID_ARGUMENT,
-                         "console_max_bytes: '%s' is not a size between 64K and 1T (digits, "
+                         "console_max_bytes: '%s' is not a size between 64K and 1024G (digits, "
                          "optional K/M/G)",
                          v ? v : "");
     cfg->console_max_bytes = b;
