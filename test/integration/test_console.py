@@ -122,7 +122,17 @@ def counters(data):
 
 
 def threads_of(pid):
-    return len(os.listdir("/proc/%d/task" % pid))
+    """emberd's own threads (named like the process; gRPC's threads are named
+    after their role and come and go on their own)."""
+    def comm(path):
+        try:
+            with open(path) as f:
+                return f.read().strip()
+        except OSError:
+            return None
+    me = comm("/proc/%d/comm" % pid)
+    return sum(1 for t in os.listdir("/proc/%d/task" % pid)
+               if comm("/proc/%d/task/%s/comm" % (pid, t)) == me)
 
 
 def rss_kib(pid):
