@@ -532,9 +532,10 @@ int ctl_args_parse(int argc, char **argv, ctl_opts *o, cmn_error *err)
       break;
     case OPT_TAIL:
     case OPT_OFFSET:
-      if (ctl__parse_u64(arg, 0, INT64_MAX, &v) < 0)
-        return ctl__usage_err(err, "bad %s '%s': a byte count (0 or more)",
-                              c == OPT_TAIL ? "--tail" : "--offset", arg);
+      if (ctl__parse_u64(arg, c == OPT_TAIL ? 1 : 0, INT64_MAX, &v) < 0)
+        return ctl__usage_err(err, "bad %s '%s': a byte count (%s)",
+                              c == OPT_TAIL ? "--tail" : "--offset", arg,
+                              c == OPT_TAIL ? "1 or more" : "0 or more");
       *(c == OPT_TAIL ? &o->tail_bytes : &o->offset) = (int64_t)v;
       o->given |= CTL_OPT_CONSOLE;
       break;

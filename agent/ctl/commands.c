@@ -450,7 +450,7 @@ const ctl_command ctl_commands[] = {
      "before the requested offset are reported on stderr. docs/console.md.\n"
      "  -f, --follow    keep streaming new output until Ctrl-C or the instance is deleted\n"
      "                  (no deadline unless --timeout)\n"
-     "  --tail N        start N bytes before the current end\n"
+     "  --tail N        start N bytes (1 or more) before the current end\n"
      "  --offset N      start at absolute offset N (a ConsoleChunk offset + its length)\n",
      CTL_OPT_CONSOLE, 1, 1, ctl_run_console},
     {"hypervisors", "", "list hypervisor types and their capabilities",
