@@ -41,6 +41,8 @@ except Exception as e:  # noqa: BLE001
     sys.exit(77)
 
 pb = fx.pb
+# A client channel that cannot buffer: no BDP probing, a 1 KiB stream window.
+STUCK_OPTIONS = [("grpc.http2.bdp_probe", 0), ("grpc.http2.lookahead_bytes", 1024)]
 LINE = re.compile(rb"tiny counter=(\d+) marker=[0-9a-f]+[ x]*\n")
 
 
@@ -318,8 +320,14 @@ def test_rotation(fake):
         inst = d.create("chatty", spec, start=True)
         path = inst.console_log_path
         pid = d.proc.pid
-        # A reader that takes one chunk and then stops reading.
-        slow = stream(d, "chatty", follow=True)
+        # A reader that takes one chunk and then stops reading, on a channel
+        # whose HTTP/2 window is tiny (as test_watch_backpressure.py): the
+        # client cannot absorb the stream, so emberd is the one holding back.
+        ch = grpc.insecure_channel(d.listen, options=STUCK_OPTIONS)
+        slow = ch.unary_stream("/ember.v1.InstanceService/StreamConsole",
+                               request_serializer=lambda m: m.SerializeToString(),
+                               response_deserializer=pb.ConsoleChunk.FromString)(
+            pb.StreamConsoleRequest(id="chatty", follow=True))
         first = next(slow)
         check(first.offset == 0, "first chunk at %d" % first.offset)
         rss0 = rss_kib(pid)
@@ -339,19 +347,21 @@ def test_rotation(fake):
         rss1 = rss_kib(pid)
         check(rss1 - rss0 < 16 * 1024, "emberd grew %d KiB behind a stalled reader"
               % (rss1 - rss0))
-        # The stalled reader resumes: its offsets stay contiguous (with what
-        # the rotation took, if it fell behind it, reported as skipped); it
+        # The stalled reader resumes: it fell behind the rotation, so it is
+        # told how much it lost (skipped) and its offsets stay contiguous; it
         # catches up with the end of the file.
         got = [first]
-        stop = time.time() + 10
+        stop = time.time() + 20
         for c in slow:
             got.append(c)
             if c.offset + len(c.data) >= os.path.getsize(path) - 64 * 1024 or time.time() > stop:
                 break
         slow.cancel()
+        ch.close()
         contiguous(got, 0)
-        print("stalled reader: %d chunks after resuming, %d bytes skipped"
-              % (len(got), sum(c.skipped for c in got)))
+        skipped = sum(c.skipped for c in got)
+        print("stalled reader: %d chunks after resuming, %d bytes skipped" % (len(got), skipped))
+        check(skipped > 0, "a reader stalled behind the rotation was told of no skipped bytes")
         # A read from 0 now starts at the retained start.
         chunks = read_all(d, "chatty")
         check(chunks[0].skipped > 0 and chunks[0].offset == chunks[0].skipped,
