@@ -8,7 +8,8 @@ through a real emberd, with the Firecracker contract fake
 Checks: bad arguments (INVALID_ARGUMENT naming the field, NOT_FOUND,
 OUT_OF_RANGE); an instance that never ran (no chunk; with follow the stream
 waits and delivers once it starts); a full read equals the file; tail and
-offset; follow receives new lines; standby + restore during a follow: the
+offset; follow receives new lines; resuming by offset, also after an emberd
+restart; standby + restore during a follow: the
 offsets continue with no gap and no duplicate (the concatenation equals the
 file and the counters go up by one); cancelling follows frees their threads
 and emberd keeps serving; deleting the instance ends a follow with OK;
@@ -250,6 +251,15 @@ def test_api(fake):
         wait_size(path, end + 100)
         rest = read_all(d, "a", offset=end)
         check(rest[0].offset == end, "resume at %d got %d" % (end, rest[0].offset))
+        # ... also after emberd restarts (the VMM is re-adopted and goes on).
+        end = contiguous(rest, end)
+        d.restart()
+        wait_size(path, end + 100)
+        rest = read_all(d, "a", offset=end)
+        check(rest[0].offset == end and rest[0].skipped == 0, "resume after restart: %s"
+              % rest[0])
+        data = b"".join(c.data for c in rest)
+        check(file_bytes(path)[end:end + len(data)] == data, "after restart: stream != file")
 
         # Cancelled follows free their threads; emberd keeps serving.
         pid = d.proc.pid
