@@ -44,7 +44,8 @@ and src/vmm/src/vmm_config/*.rs at each release tag, CHANGELOG.md):
   would resume a corrupted guest; the fake says so instead). The guest then
   continues from exactly that memory.
 
-Env: FAKE_FC_VERSION (e.g. 1.1.0, 1.13.0, 1.16.1), FAKE_FC_TICK_MS (50).
+Env: FAKE_FC_VERSION (e.g. 1.1.0, 1.13.0, 1.16.1), FAKE_FC_TICK_MS (50),
+FAKE_FC_CONSOLE_PAD (0: that many "x" after each console line: a chatty guest).
 Log lines (stderr) start with "fake-firecracker:"; use of a deprecated field
 logs "DEPRECATED".
 """
@@ -276,6 +277,7 @@ class Vmm:
         self.tracking = False
         self.loaded_from = None
         self.tick_ms = int(os.environ.get("FAKE_FC_TICK_MS", "50"))
+        self.console_pad = int(os.environ.get("FAKE_FC_CONSOLE_PAD", "0"))
         self.console = None
 
     # guest memory helpers (call with lock held)
@@ -308,7 +310,9 @@ class Vmm:
         self.write_page(1, page)
         fill = bytes([(n * 7 + 1) & 0xFF]) * PAGE
         self.write_page(SCRATCH_FIRST + n % SCRATCH_COUNT, fill)
-        self.console_line("tiny counter=%d marker=%s" % (n, self.marker()))
+        self.console_line("tiny counter=%d marker=%s%s" % (n, self.marker(),
+                                                            " " + "x" * self.console_pad
+                                                            if self.console_pad else ""))
 
     def guest_after_load(self):
         """The guest notices it was restored (VMGenID-like)."""

@@ -42,3 +42,5 @@ ember_unit_test(test_guest_agent)
 add_dependencies(test_guest_agent ember_guest_agent)
 target_compile_definitions(test_guest_agent
                            PRIVATE EMBER_GUEST_AGENT_BIN="$<TARGET_FILE:ember_guest_agent>")
+# The console file: reads by offset, rotation by hole punching (agent/console.c).
+ember_unit_test(test_console)
