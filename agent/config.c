@@ -2,6 +2,7 @@
  * read once at start-up; unknown keys and wrong types are errors so that a
  * typo never silently falls back to a default. */
 #include "agent/config.h"
+#include "agent/console.h"
 #include "common/cleanup.h"
 #include "common/files.h"
 #include "common/log.h"
@@ -25,6 +26,7 @@ void agent_config_usage(FILE *out, const char *prog)
           "Options (flags override the config file):\n"
           "  --config FILE            JSON config file; keys: listen, data_dir, workers,\n"
           "                           log_level, max_message_bytes, grace_seconds,\n"
+          "                           console_max_bytes,\n"
           "                           max_instances, tls_cert, tls_key, tls_client_ca,\n"
           "                           insecure_tcp, metrics_listen, metrics_file,\n"
           "                           vmm_cgroup, host_file_roots (array of paths),\n"
@@ -52,6 +54,9 @@ void agent_config_usage(FILE *out, const char *prog)
           "  --max-message-bytes N    largest request accepted, 1024 B-1 GiB; K/M/G suffixes\n"
           "                           allowed (default 4M); larger requests get\n"
           "                           RESOURCE_EXHAUSTED\n"
+          "  --console-max-bytes N    disk each instance's console.log may use before its\n"
+          "                           oldest bytes are punched out (offsets stay), 64K-1024G\n"
+          "                           (default 4M; docs/console.md)\n"
           "  --grace-seconds N        on SIGTERM/SIGINT, how long calls in flight may take\n"
           "                           before they are cancelled, 0-3600 (default %d); a\n"
           "                           second signal cancels at once\n"
@@ -307,6 +312,16 @@ static int config__apply(agent_config *cfg, const char *key, const char *v, cmn_
   }
   if (strcmp(key, "max_message_bytes") == 0)
     return config__size("max_message_bytes", v, &cfg->max_message_bytes, err);
+  if (strcmp(key, "console_max_bytes") == 0) {
+    int64_t b;
+    if (agent_config_parse_size(v, &b) < 0 || b < AGENT_CONSOLE_MIN_MAX_BYTES || b > (1LL << 40))
+      return cmn_err_set(err, CMN_INVALID_ARGUMENT,
+                         "console_max_bytes: '%s' is not a size between 64K and 1024G (digits, "
+                         "optional K/M/G)",
+                         v ? v : "");
+    cfg->console_max_bytes = b;
+    return 0;
+  }
   if (strcmp(key, "grace_seconds") == 0)
     return config__int("grace_seconds", v, 0, 3600, &cfg->grace_seconds, err);
   if (strcmp(key, "max_instances") == 0)
@@ -504,6 +519,7 @@ static const struct {
     {"--workers", "workers", true},
     {"--log-level", "log_level", true},
     {"--max-message-bytes", "max_message_bytes", true},
+    {"--console-max-bytes", "console_max_bytes", true},
     {"--grace-seconds", "grace_seconds", true},
     {"--max-instances", "max_instances", true},
     {"--tls-cert", "tls_cert", true},
@@ -617,6 +633,7 @@ int agent_config_load(agent_config *cfg, int argc, char *const *argv, const char
   cfg->workers = AGENT_DEFAULT_WORKERS;
   cfg->log_level = CMN_LOG_INFO;
   cfg->max_message_bytes = AGENT_DEFAULT_MAX_MESSAGE_BYTES;
+  cfg->console_max_bytes = AGENT_CONSOLE_DEFAULT_MAX_BYTES;
   cfg->grace_seconds = AGENT_DEFAULT_GRACE_SECONDS;
   cfg->admission = (agent_admission_config){
       .mem_overcommit = AGENT_ADMIT_DEFAULT_MEM_OVERCOMMIT,

@@ -25,8 +25,9 @@ typedef struct agent_config {
   int log_level; /* enum cmn_log_level */
   int64_t max_message_bytes;
   int grace_seconds;
-  int max_instances; /* 0 = the manager's default */
-  char *vmm_cgroup;  /* cgroup VMMs are moved into; NULL: stay in ours */
+  int max_instances;         /* 0 = the manager's default */
+  int64_t console_max_bytes; /* console.log rotation bound (docs/console.md) */
+  char *vmm_cgroup;          /* cgroup VMMs are moved into; NULL: stay in ours */
   char *tls_cert;
   char *tls_key;
   char *tls_client_ca;

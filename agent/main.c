@@ -216,6 +216,7 @@ int main(int argc, char **argv)
       .vmm_cgroup = cfg.vmm_cgroup,
       .admission = &cfg.admission,
       .stop_timeout_ms = 0,
+      .console_max_bytes = cfg.console_max_bytes,
       .monitor = true,
       .host_policy = &hp,
       .images = images,

@@ -12,6 +12,7 @@
  * touches inst->vm (the VMM process and driver connection). Lock order:
  * op_lock before mu. Events are delivered under m->subs_mu after mu is
  * released. */
+#include "agent/console.h"
 #include "agent/manager_internal.h"
 #include "agent/record.h"
 #include "agent/snapshot.h"
@@ -815,6 +816,8 @@ agent_manager *agent_manager_create(const agent_manager_config *cfg, const vmm_r
   m->instances_dir = cmn_asprintf("%s/instances", cfg->data_dir);
   m->max_instances = cfg->max_instances > 0 ? cfg->max_instances : MANAGER_DEFAULT_MAX;
   m->stop_timeout_ms = cfg->stop_timeout_ms > 0 ? cfg->stop_timeout_ms : MANAGER_DEFAULT_STOP_MS;
+  m->console_max_bytes =
+      cfg->console_max_bytes > 0 ? cfg->console_max_bytes : AGENT_CONSOLE_DEFAULT_MAX_BYTES;
   m->reg = reg;
   m->vmm_cgroup = cmn_strdup(cfg->vmm_cgroup);
   if (cfg->admission != NULL)

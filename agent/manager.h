@@ -43,11 +43,12 @@ typedef struct agent_event {
 typedef void (*agent_event_fn)(void *ctx, const agent_event *ev);
 
 typedef struct agent_manager_config {
-  const char *data_dir;   /* absolute; instances live in <data_dir>/instances */
-  int max_instances;      /* admission limit; 0 = default (256) */
-  int stop_timeout_ms;    /* graceful VMM shutdown wait; 0 = default (10000) */
-  bool monitor;           /* watch VMM processes and notice exits (default on in emberd) */
-  const char *vmm_cgroup; /* cgroup every VMM is moved into (cgroup.h); NULL: none */
+  const char *data_dir;      /* absolute; instances live in <data_dir>/instances */
+  int max_instances;         /* admission limit; 0 = default (256) */
+  int stop_timeout_ms;       /* graceful VMM shutdown wait; 0 = default (10000) */
+  int64_t console_max_bytes; /* console.log rotation (console.h); 0 = default (4 MiB) */
+  bool monitor;              /* watch VMM processes and notice exits (default on in emberd) */
+  const char *vmm_cgroup;    /* cgroup every VMM is moved into (cgroup.h); NULL: none */
   /* Fence for kernel/initrd/disk paths (hostfiles.h); NULL: the defaults
    * (deny-list only, no block devices). The data dir is always fenced. */
   const agent_host_policy *host_policy;

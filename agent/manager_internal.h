@@ -38,7 +38,8 @@ typedef struct mgr_instance {
   void *link_ctx;
   int32_t link_pid;
   uint64_t link_gen;
-  bool link_hold; /* an operation stopped the link: no restart before its commit */
+  bool link_hold;       /* an operation stopped the link: no restart before its commit */
+  bool console_nopunch; /* its console cannot be rotated (logged once); monitor only */
 } mgr_instance;
 
 typedef struct mgr_sub {
@@ -52,6 +53,7 @@ struct agent_manager {
   char *instances_dir;
   int max_instances;
   int stop_timeout_ms;
+  int64_t console_max_bytes;
   char *vmm_cgroup;
   agent_host_fence *fence;  /* host file paths (hostfiles.h); immutable */
   struct img_store *images; /* InstanceSpec.image (instance_image.h); may be NULL */

@@ -1,6 +1,7 @@
 /* manager_monitor.c: the VMM monitor thread of the instance manager: notices a
  * VMM that ended on its own (Stopped, with the exit status), saves records a
  * commit could not save, and collects retired snapshot folders. */
+#include "agent/console.h"
 #include "agent/manager_internal.h"
 #include "agent/record.h"
 #include "agent/snapshot.h"
@@ -87,9 +88,36 @@ static void mgr_check_exit(agent_manager *m, mgr_instance *inst)
   pthread_mutex_unlock(&inst->op_lock);
 }
 
+/* Rotates the console of a live instance (console.h) when it outgrew
+ * console_max_bytes. No lock held; the file is only appended by the VMM. */
+static void mgr_console_rotate(agent_manager *m, mgr_instance *inst)
+{
+  pthread_mutex_lock(&m->mu);
+  bool live = !inst->deleted && (inst->rec.view.state == AGENT_STATE_RUNNING ||
+                                 inst->rec.view.state == AGENT_STATE_PAUSED);
+  cleanup_free char *path =
+      live && inst->rec.view.console_log_path ? cmn_strdup(inst->rec.view.console_log_path) : NULL;
+  cleanup_free char *id = path != NULL ? cmn_strdup(inst->rec.view.id) : NULL;
+  pthread_mutex_unlock(&m->mu);
+  if (path == NULL || inst->console_nopunch)
+    return;
+  cmn_error err = {0};
+  int64_t start = 0;
+  int rc = agent_console_rotate(path, m->console_max_bytes, &start, &err);
+  if (rc == 1)
+    cmn_debug(id, "console", "rotated: bytes before %lld punched out", (long long)start);
+  if (rc < 0) {
+    inst->console_nopunch = true; /* said once; the file keeps growing */
+    cmn_warn(id, "console", "%s", err.msg);
+  }
+}
+
 void *mgr_monitor_main(void *arg)
 {
   agent_manager *m = arg;
+  /* Consoles are looked at every MANAGER_CONSOLE_TICKS-th tick (~1 s). */
+  enum { MANAGER_CONSOLE_TICKS = 1000 / MANAGER_MONITOR_MS };
+  unsigned tick = 0;
   for (;;) {
     pthread_mutex_lock(&m->stop_mu);
     if (!m->stopping) {
@@ -112,8 +140,11 @@ void *mgr_monitor_main(void *arg)
       list[i]->refs++;
     }
     pthread_mutex_unlock(&m->mu);
+    bool consoles = ++tick % MANAGER_CONSOLE_TICKS == 0;
     for (size_t i = 0; i < n; i++) {
       mgr_check_exit(m, list[i]);
+      if (consoles)
+        mgr_console_rotate(m, list[i]);
       mgr_guest_sync(m, list[i], false);
       mgr_unref(m, list[i]);
     }

@@ -26,6 +26,7 @@ enum {
   OPT_HELP = 'h',
   OPT_JSON = 'j',
   OPT_PUBLISH = 'p',
+  OPT_FOLLOW = 'f',
   OPT_VERSION = 0x100,
   OPT_SPEC,
   OPT_VCPUS,
@@ -57,6 +58,8 @@ enum {
   OPT_IP,
   OPT_MAC,
   OPT_NETNS,
+  OPT_TAIL,
+  OPT_OFFSET,
 };
 
 static const struct option ctl__long_opts[] = {
@@ -98,6 +101,9 @@ static const struct option ctl__long_opts[] = {
     {"mac", required_argument, NULL, OPT_MAC},
     {"publish", required_argument, NULL, OPT_PUBLISH},
     {"netns", no_argument, NULL, OPT_NETNS},
+    {"follow", no_argument, NULL, OPT_FOLLOW},
+    {"tail", required_argument, NULL, OPT_TAIL},
+    {"offset", required_argument, NULL, OPT_OFFSET},
     {NULL, 0, NULL, 0},
 };
 
@@ -132,6 +138,7 @@ static const struct {
     {CTL_OPT_MAC, "--mac"},
     {CTL_OPT_PUBLISH, "--publish"},
     {CTL_OPT_NETNS, "--netns"},
+    {CTL_OPT_CONSOLE, "--follow, --tail, --offset"},
 };
 
 /* A usage error: exit code CTL_EXIT_USAGE; evaluates to -1. */
@@ -344,7 +351,7 @@ static int ctl__exec_index(int argc, char **argv)
     }
     /* short options: the last of a cluster may take the next argument */
     size_t n = strlen(a);
-    if (strchr("tsap", a[n - 1]) != NULL && strspn(a + 1, "hj") == n - 2)
+    if (strchr("tsap", a[n - 1]) != NULL && strspn(a + 1, "hjf") == n - 2)
       i++;
   }
   return 0;
@@ -450,7 +457,7 @@ int ctl_args_parse(int argc, char **argv, ctl_opts *o, cmn_error *err)
   optind = 0;
   for (;;) {
     int idx = 0;
-    int c = getopt_long(gargc, argv, ":t:s:a:hjp:", ctl__long_opts, &idx);
+    int c = getopt_long(gargc, argv, ":t:s:a:hjp:f", ctl__long_opts, &idx);
     if (c == -1)
       break;
     const char *arg = optarg;
@@ -634,6 +641,19 @@ int ctl_args_parse(int argc, char **argv, ctl_opts *o, cmn_error *err)
     case OPT_ALLOW_MISSING:
       o->allow_missing = true;
       o->given |= CTL_OPT_ALLOW_MISSING;
+      break;
+    case OPT_FOLLOW:
+      o->follow = true;
+      o->given |= CTL_OPT_CONSOLE;
+      break;
+    case OPT_TAIL:
+    case OPT_OFFSET:
+      if (ctl__parse_u64(arg, c == OPT_TAIL ? 1 : 0, INT64_MAX, &v) < 0)
+        return ctl__usage_err(err, "bad %s '%s': a byte count (%s)",
+                              c == OPT_TAIL ? "--tail" : "--offset", arg,
+                              c == OPT_TAIL ? "1 or more" : "0 or more");
+      *(c == OPT_TAIL ? &o->tail_bytes : &o->offset) = (int64_t)v;
+      o->given |= CTL_OPT_CONSOLE;
       break;
     case OPT_COUNT:
       if (ctl__parse_u64(arg, 1, LONG_MAX, &v) < 0)

@@ -443,6 +443,16 @@ const ctl_command ctl_commands[] = {
      "line is streamed. No deadline unless --timeout.\n"
      "  --count N       exit after N events\n",
      CTL_OPT_COUNT, 0, 1, ctl__run_watch},
+    {"console", "ID", "print the guest's serial console (-f: keep following)",
+     "Writes the console's bytes, as the guest wrote them, to stdout: all that is kept\n"
+     "(emberd keeps the last console_max_bytes / 2 at least), from --offset, or the last\n"
+     "--tail bytes. With --json: one ConsoleChunk object per line. Bytes rotated away\n"
+     "before the requested offset are reported on stderr. docs/console.md.\n"
+     "  -f, --follow    keep streaming new output until Ctrl-C or the instance is deleted\n"
+     "                  (no deadline unless --timeout)\n"
+     "  --tail N        start N bytes (1 or more) before the current end\n"
+     "  --offset N      start at absolute offset N (a ConsoleChunk offset + its length)\n",
+     CTL_OPT_CONSOLE, 1, 1, ctl_run_console},
     {"hypervisors", "", "list hypervisor types and their capabilities",
      "With --json: {\"hypervisors\": [Hypervisor, ...]}.\n", 0, 0, 0, ctl__run_hypervisors},
     {"networks", "", "list the networks emberd manages (create --network NAME)",

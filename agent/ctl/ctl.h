@@ -51,6 +51,7 @@ enum ctl_opt_bit {
   CTL_OPT_MAC = 1u << 23,
   CTL_OPT_PUBLISH = 1u << 24,
   CTL_OPT_NETNS = 1u << 25,
+  CTL_OPT_CONSOLE = 1u << 26, /* console -f/--follow, --tail, --offset */
 };
 
 /* One --publish [HOSTADDR:]HOSTPORT:GUESTPORT[/tcp|/udp], parsed. */
@@ -108,6 +109,10 @@ typedef struct ctl_opts {
   bool allow_missing;
   /* watch */
   long count; /* 0: until interrupted */
+  /* console */
+  bool follow;
+  int64_t tail_bytes;
+  int64_t offset;
   /* create --image */
   const char *image;
   const char **entrypoint; /* --entrypoint, repeatable: the argv of the entrypoint */
@@ -154,6 +159,8 @@ int ctl_run_images(struct ctl_rpc *rpc, const ctl_opts *o, FILE *out, cmn_error 
 int ctl_run_rmi(struct ctl_rpc *rpc, const ctl_opts *o, FILE *out, cmn_error *err);
 int ctl_run_import(struct ctl_rpc *rpc, const ctl_opts *o, FILE *out, cmn_error *err);
 
+/* console.c: StreamConsole. */
+int ctl_run_console(struct ctl_rpc *rpc, const ctl_opts *o, FILE *out, cmn_error *err);
 /* exec.c: exec and cp (the guest agent RPCs). */
 int ctl_run_exec(struct ctl_rpc *rpc, const ctl_opts *o, FILE *out, cmn_error *err);
 int ctl_run_cp(struct ctl_rpc *rpc, const ctl_opts *o, FILE *out, cmn_error *err);

@@ -63,6 +63,36 @@ static void test_args_basic(void)
   ctl_opts_free(&o);
 }
 
+/* console: -f, --tail, --offset (one option bit), refused elsewhere. */
+static void test_args_console(void)
+{
+  ctl_opts o;
+  cmn_error err;
+  const char *w[] = {"console", "vm", "-f", "--tail", "4096", "--offset=7", NULL};
+  CU_ASSERT_EQUAL(parse(&o, &err, w), 0);
+  CU_ASSERT_STRING_EQUAL(o.command, "console");
+  CU_ASSERT(o.follow);
+  CU_ASSERT_EQUAL(o.tail_bytes, 4096);
+  CU_ASSERT_EQUAL(o.offset, 7);
+  ctl_opts_free(&o);
+  const char *plain[] = {"console", "vm", NULL};
+  CU_ASSERT_EQUAL(parse(&o, &err, plain), 0);
+  CU_ASSERT(!o.follow && o.tail_bytes == 0 && o.offset == 0);
+  ctl_opts_free(&o);
+  const char *bad[][5] = {
+      {"console", NULL},
+      {"console", "vm", "--tail", "0", NULL},
+      {"console", "vm", "--tail", "-3", NULL},
+      {"console", "vm", "--offset", "x", NULL},
+      {"get", "vm", "-f", NULL},
+  };
+  for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+    CU_ASSERT_EQUAL(parse(&o, &err, bad[i]), -1);
+    CU_ASSERT_EQUAL(err.code, CTL_EXIT_USAGE);
+    ctl_opts_free(&o);
+  }
+}
+
 static void test_args_errors(void)
 {
   ctl_opts o;
@@ -909,6 +939,7 @@ int main(void)
   CU_pSuite s = CU_add_suite("ctl", NULL, NULL);
   CU_add_test(s, "args_basic", test_args_basic);
   CU_add_test(s, "args_errors", test_args_errors);
+  CU_add_test(s, "args_console", test_args_console);
   CU_add_test(s, "durations", test_durations);
   CU_add_test(s, "default_target", test_default_target);
   CU_add_test(s, "json_names", test_json_names);

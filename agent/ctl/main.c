@@ -86,7 +86,9 @@ int main(int argc, char **argv)
   grpc_init();
   int64_t timeout = o.timeout_ms;
   if (timeout < 0)
-    timeout = strcmp(cmd->name, "watch") == 0 || strcmp(cmd->name, "exec") == 0 ? 0
+    timeout = strcmp(cmd->name, "watch") == 0 || strcmp(cmd->name, "exec") == 0 ||
+                      (strcmp(cmd->name, "console") == 0 && o.follow)
+                  ? 0
               : strcmp(cmd->name, "cp") == 0 ? CTL_IMAGE_TIMEOUT_MS
               : strcmp(cmd->name, "pull") == 0 || strcmp(cmd->name, "import") == 0 ||
                       strcmp(cmd->name, "create") == 0

@@ -90,6 +90,12 @@ static bool ctl__pluck(ctl_rpc *rpc, grpc_completion_queue *cq, grpc_call *call,
                        bool *cancelled)
 {
   for (;;) {
+    /* Checked on every pass, not only when nothing arrived: a stream that
+     * never pauses (a chatty console) must still end on Ctrl-C. */
+    if (!*cancelled && ctl__interrupted(&rpc->interrupt)) {
+      *cancelled = true;
+      grpc_call_cancel(call, NULL);
+    }
     gpr_timespec wake = gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC),
                                      gpr_time_from_millis(CTL_RPC_POLL_MS, GPR_TIMESPAN));
     grpc_event ev = grpc_completion_queue_pluck(cq, tag, wake, NULL);
@@ -97,10 +103,6 @@ static bool ctl__pluck(ctl_rpc *rpc, grpc_completion_queue *cq, grpc_call *call,
       return ev.success != 0;
     if (ev.type == GRPC_QUEUE_SHUTDOWN)
       return false;
-    if (!*cancelled && ctl__interrupted(&rpc->interrupt)) {
-      *cancelled = true;
-      grpc_call_cancel(call, NULL);
-    }
   }
 }
 

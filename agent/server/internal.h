@@ -254,6 +254,9 @@ EMBER_UNARY_RPCS(SRV_HANDLER_PROTO)
 /* CreateInstance with start=true is slow; the method table cannot know, so
  * Create always runs on its own thread. */
 
+/* ---- console.c: StreamConsole (SRV_SERVER_STREAM, own thread) ---- */
+void srv_console_start(srv_call *c);
+
 /* ---- image.c: ember.v1.ImageService ---- */
 void srv_image_pull_start(srv_call *c);   /* SRV_SERVER_STREAM, own thread */
 void srv_image_import_start(srv_call *c); /* client stream (SRV_BIDI machinery), own thread */

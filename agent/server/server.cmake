@@ -11,6 +11,7 @@ add_library(ember_server STATIC
   ${CMAKE_CURRENT_LIST_DIR}/network.c
   ${CMAKE_CURRENT_LIST_DIR}/health.c
   ${CMAKE_CURRENT_LIST_DIR}/image.c
+  ${CMAKE_CURRENT_LIST_DIR}/console.c
   ${CMAKE_CURRENT_LIST_DIR}/exec.c
   ${CMAKE_CURRENT_LIST_DIR}/copy.c
   ${CMAKE_CURRENT_LIST_DIR}/reflection.c

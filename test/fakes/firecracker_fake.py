@@ -54,7 +54,8 @@ device's uds_path answers "CONNECT 10789\n" with "OK <port>\n" and relays the
 stream to the agent (Firecracker's hybrid vsock); other ports, or a guest not
 started, get the connection closed, as with no listener in the guest.
 
-Env: FAKE_FC_VERSION (e.g. 1.1.0, 1.13.0, 1.16.1), FAKE_FC_TICK_MS (50).
+Env: FAKE_FC_VERSION (e.g. 1.1.0, 1.13.0, 1.16.1), FAKE_FC_TICK_MS (50),
+FAKE_FC_CONSOLE_PAD (0: that many "x" after each console line: a chatty guest).
 Log lines (stderr) start with "fake-firecracker:"; use of a deprecated field
 logs "DEPRECATED".
 """
@@ -415,6 +416,7 @@ class Vmm:
         self.tracking = False
         self.loaded_from = None
         self.tick_ms = int(os.environ.get("FAKE_FC_TICK_MS", "50"))
+        self.console_pad = int(os.environ.get("FAKE_FC_CONSOLE_PAD", "0"))
         self.console = None
 
     # guest memory helpers (call with lock held)
@@ -447,7 +449,9 @@ class Vmm:
         self.write_page(1, page)
         fill = bytes([(n * 7 + 1) & 0xFF]) * PAGE
         self.write_page(SCRATCH_FIRST + n % SCRATCH_COUNT, fill)
-        self.console_line("tiny counter=%d marker=%s" % (n, self.marker()))
+        self.console_line("tiny counter=%d marker=%s%s" % (n, self.marker(),
+                                                            " " + "x" * self.console_pad
+                                                            if self.console_pad else ""))
 
     def guest_after_load(self):
         """The guest notices it was restored (VMGenID-like)."""

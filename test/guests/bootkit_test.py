@@ -479,14 +479,14 @@ class Agent:
         typ, _, p = self.recv()
         if typ != self.INFO:
             return None
-        data = b""
+        data = bytearray()
         while True:
             typ, c, p = self.recv()
             if typ == self.DATA:
                 data += p
                 self.send(self.WINDOW, ch, self.rec(self.R_BYTES, struct.pack("<I", len(p))))
             elif typ == self.END:
-                return data
+                return bytes(data)
 
 
 def case_agent(k, q35=False):

@@ -307,6 +307,31 @@ static void test_image_keys(void)
              "insecure_registries must be an array");
 }
 
+/* console_max_bytes (docs/console.md): default, file (number or size
+ * string), flag, the 64K floor. */
+static void test_console_key(void)
+{
+  agent_config c;
+  cmn_error err = {0};
+  const char *none[] = {"--data-dir", "/d", NULL};
+  CU_ASSERT_EQUAL_FATAL(load(&c, &err, none, 1000), 0);
+  CU_ASSERT_EQUAL(c.console_max_bytes, 4 * 1024 * 1024);
+  agent_config_free(&c);
+  cleanup_free char *p = write_file("console.json", "{\"console_max_bytes\":65536}");
+  const char *a[] = {"--data-dir", "/d", "--config", p, NULL};
+  CU_ASSERT_EQUAL_FATAL(load(&c, &err, a, 1000), 0);
+  CU_ASSERT_EQUAL(c.console_max_bytes, 65536);
+  agent_config_free(&c);
+  const char *b[] = {"--data-dir", "/d", "--config", p, "--console-max-bytes", "16M", NULL};
+  CU_ASSERT_EQUAL_FATAL(load(&c, &err, b, 1000), 0);
+  CU_ASSERT_EQUAL(c.console_max_bytes, 16 << 20);
+  agent_config_free(&c);
+  expect_bad((const char *[]){"--data-dir", "/d", "--console-max-bytes", "65535", NULL},
+             "console_max_bytes: '65535' is not a size between 64K");
+  expect_bad((const char *[]){"--data-dir", "/d", "--console-max-bytes", "lots", NULL},
+             "console_max_bytes");
+}
+
 static void test_sizes(void)
 {
   int64_t v;
@@ -335,6 +360,7 @@ int main(void)
   CU_add_test(s, "file", test_file);
   CU_add_test(s, "image store and registry keys", test_image_keys);
   CU_add_test(s, "sizes", test_sizes);
+  CU_add_test(s, "console_max_bytes", test_console_key);
   CU_add_test(s, "host_files", test_host_files);
   CU_add_test(s, "admission", test_admission);
   CU_basic_set_mode(CU_BRM_VERBOSE);

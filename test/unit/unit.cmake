@@ -45,3 +45,5 @@ target_compile_definitions(test_guest_agent
 # The guest agent RPCs' request checks and the stream backpressure wait
 # (agent/server/exec.c, copy.c, server.c).
 ember_unit_test(test_exec_server ember_server)
+# The console file: reads by offset, rotation by hole punching (agent/console.c).
+ember_unit_test(test_console)
