@@ -242,21 +242,6 @@ int srv_unary_image_delete(srv_server *s, srv_op_probe *probe, const uint8_t *re
 
 /* ---- threads of the streaming calls ---- */
 
-/* True once the client went away (cancel, deadline) or emberd shuts down. */
-static bool srv__img_gone(void *opaque)
-{
-  srv_call *c = opaque;
-  pthread_mutex_lock(&c->mu);
-  bool gone = c->closed || c->status_sent || c->finishing;
-  pthread_mutex_unlock(&c->mu);
-  if (!gone) {
-    pthread_mutex_lock(&c->srv->mu);
-    gone = c->srv->shutting_down;
-    pthread_mutex_unlock(&c->srv->mu);
-  }
-  return gone;
-}
-
 /* ---- PullImage ---- */
 
 typedef struct srv__pull {
@@ -314,7 +299,7 @@ static void srv__pull_progress(void *opaque, const img_pull_progress *p)
 static bool srv__pull_gone(void *opaque)
 {
   srv__pull *pl = opaque;
-  return srv__img_gone(pl->c);
+  return srv_call_gone(pl->c);
 }
 
 static void *srv__pull_main(void *arg)
@@ -376,47 +361,22 @@ void srv_image_pull_start(srv_call *c) { srv_call_spawn(c, srv__pull_main); }
 
 /* ---- ImportImage ---- */
 
-/* One receive at a time: the import thread posts RECV_MESSAGE and waits for
- * srv__imp_on_recv (on a worker) to hand the message over. */
+/* One receive at a time on the import thread (recv.c); rx comes first. */
 typedef struct srv__imp {
-  pthread_mutex_t mu;
-  pthread_cond_t cv;
-  bool done; /* the posted receive completed */
-  bool ok;
-  grpc_byte_buffer *bb; /* the message received (NULL: end of the stream) */
-  uint8_t *chunk;       /* the current chunk, flattened */
+  srv_grecv rx;
+  uint8_t *chunk; /* the current message, flattened */
   Ember__V1__ImportImageRequest *msg;
-  bool eof;
 } srv__imp;
-
-static void srv__imp_on_recv(srv_call *c, bool ok)
-{
-  srv__imp *im = c->priv;
-  pthread_mutex_lock(&c->mu);
-  grpc_byte_buffer *bb = c->recv_buf;
-  c->recv_buf = NULL;
-  pthread_mutex_unlock(&c->mu);
-  pthread_mutex_lock(&im->mu);
-  im->bb = bb;
-  im->ok = ok;
-  im->done = true;
-  pthread_cond_broadcast(&im->cv);
-  pthread_mutex_unlock(&im->mu);
-  srv_call_unref(c);
-}
 
 static void srv__imp_free(void *p)
 {
   srv__imp *im = p;
   if (im == NULL)
     return;
-  if (im->bb != NULL)
-    grpc_byte_buffer_destroy(im->bb);
+  srv_grecv_fini(&im->rx);
   if (im->msg != NULL)
     protobuf_c_message_free_unpacked(&im->msg->base, NULL);
   free(im->chunk);
-  pthread_mutex_destroy(&im->mu);
-  pthread_cond_destroy(&im->cv);
   free(im);
 }
 
@@ -430,45 +390,12 @@ static int srv__imp_next(srv_call *c, srv__imp *im, cmn_error *err)
   }
   free(im->chunk);
   im->chunk = NULL;
-  if (im->eof)
-    return 0;
-  pthread_mutex_lock(&im->mu);
-  im->done = false;
-  pthread_mutex_unlock(&im->mu);
-  pthread_mutex_lock(&c->mu);
-  bool posted = false;
-  if (!c->closed && !c->status_sent && !c->finishing) {
-    grpc_op op;
-    memset(&op, 0, sizeof op);
-    op.op = GRPC_OP_RECV_MESSAGE;
-    op.data.recv_message.recv_message = &c->recv_buf;
-    posted = srv_call_batch_locked(c, &op, 1, &c->t_recv);
-  }
-  pthread_mutex_unlock(&c->mu);
-  if (!posted)
-    return cmn_err_set(err, CMN_CANCELLED, "the client went away during the upload");
-  pthread_mutex_lock(&im->mu);
-  while (!im->done)
-    pthread_cond_wait(&im->cv, &im->mu);
-  grpc_byte_buffer *bb = im->bb;
-  im->bb = NULL;
-  bool ok = im->ok;
-  pthread_mutex_unlock(&im->mu);
-  if (bb == NULL) {
-    bool gone = !ok || srv__img_gone(c);
-    if (gone)
-      return cmn_err_set(err, CMN_CANCELLED, "the client went away during the upload");
-    im->eof = true;
-    return 0;
-  }
   size_t len = 0;
-  im->chunk = srv_bb_flatten(bb, &len);
-  grpc_byte_buffer_destroy(bb);
-  if (im->chunk == NULL || srv_request_check(c->method, im->chunk, len, err) < 0) {
-    if (err->code == CMN_OK)
-      cmn_err_set(err, CMN_INVALID_ARGUMENT, "cannot read an ImportImageRequest");
-    return -1;
-  }
+  int r = srv_grecv_next(c, &im->rx, &im->chunk, &len, err);
+  if (r < 0 && err->code == CMN_CANCELLED)
+    cmn_err_set(err, CMN_CANCELLED, "the client went away during the upload");
+  if (r <= 0)
+    return r;
   im->msg = srv_unpack(&ember__v1__import_image_request__descriptor, im->chunk, len, err);
   return im->msg != NULL ? 1 : -1;
 }
@@ -574,12 +501,7 @@ static void *srv__import_main(void *arg)
 void srv_image_import_start(srv_call *c)
 {
   srv__imp *im = cmn_calloc(1, sizeof *im);
-  pthread_mutex_init(&im->mu, NULL);
-  pthread_cond_init(&im->cv, NULL);
-  pthread_mutex_lock(&c->mu);
-  c->priv = im;
-  c->priv_free = srv__imp_free;
-  c->t_recv.fn = srv__imp_on_recv; /* set once, before any receive is posted */
-  pthread_mutex_unlock(&c->mu);
+  srv_grecv_init(&im->rx);
+  srv_grecv_attach(c, &im->rx, srv__imp_free);
   srv_call_spawn(c, srv__import_main);
 }

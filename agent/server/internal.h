@@ -265,7 +265,9 @@ void srv_image_import_start(srv_call *c); /* client stream (SRV_BIDI machinery),
 void srv_exec_start(srv_call *c);      /* ExecInstance: bidi, own threads */
 void srv_copy_to_start(srv_call *c);   /* CopyToInstance: client stream (SRV_BIDI), own thread */
 void srv_copy_from_start(srv_call *c); /* CopyFromInstance: server stream, own thread */
-/* Receiving the messages of a client stream on a thread, one at a time:
+/* ---- recv.c ---- */
+/* Receiving the messages of a client stream on a thread, one at a time
+ * (ImportImage, ExecInstance, CopyToInstance):
  * the thread posts RECV_MESSAGE and waits for its completion (on a worker).
  * The call's priv must start with the srv_grecv (srv_grecv_attach sets it,
  * the free function, and the receive tag). */

@@ -13,6 +13,7 @@ add_library(ember_server STATIC
   ${CMAKE_CURRENT_LIST_DIR}/image.c
   ${CMAKE_CURRENT_LIST_DIR}/console.c
   ${CMAKE_CURRENT_LIST_DIR}/exec.c
+  ${CMAKE_CURRENT_LIST_DIR}/recv.c
   ${CMAKE_CURRENT_LIST_DIR}/copy.c
   ${CMAKE_CURRENT_LIST_DIR}/reflection.c
   ${CMAKE_CURRENT_LIST_DIR}/rpc_metrics.c
