@@ -103,31 +103,33 @@ def ember_guest(kit, work, cycles, blob):
     import grpc
     from emberd_fixture import Emberd, pb
     from ember.v1 import image_pb2 as ipb
+    import exec_client as ec
     import test_exec_guest as teg
+    from network_guest import import_image
     archive = teg.build_archive(os.path.join(work, "img"))
     d = Emberd(args=["--boot-kit-dir", kit], log_level="info")
     out = {}
     try:
-        teg.import_image(d, archive, ipb)
+        import_image(d, archive, ipb, name="exec:1")
         s = pb.InstanceSpec(hypervisor="qemu", vcpus=1, memory_mib=256, image="exec:1")
         t0 = time.monotonic()
         d.create("b1", s, start=True, timeout=600)
-        g = teg.wait_ready(d, "b1")
+        g = ec.wait_ready(d, "b1", timeout=300)
         out["ready_s"] = time.monotonic() - t0
         if not g.ready:
             raise RuntimeError("the guest agent never answered: %s" % g.message)
         rt = []
         for _ in range(cycles):
             t = time.monotonic()
-            r = teg.exec_call(d, "b1", ["true"])
+            r = ec.exec_call(d, "b1", ["true"])
             rt.append(time.monotonic() - t)
             assert r.code == grpc.StatusCode.OK and r.exit.exit_code == 0, (r.code, r.details)
         out["true"] = rt
         t = time.monotonic()
-        teg.copy_to(d, "b1", "/tmp/blob", blob)
+        ec.copy_to(d, "b1", "/tmp/blob", blob, timeout=600)
         out["put_s"] = time.monotonic() - t
         t = time.monotonic()
-        _, back = teg.copy_from(d, "b1", "/tmp/blob")
+        _, back, _ = ec.copy_from(d, "b1", "/tmp/blob", timeout=600)
         out["get_s"] = time.monotonic() - t
         assert hashlib.sha256(back).digest() == hashlib.sha256(blob).digest()
     finally:

@@ -20,7 +20,6 @@ host ember_guest_agent). Skips (77) naming what is missing.
 """
 import hashlib
 import os
-import subprocess
 import sys
 import tempfile
 import threading
@@ -33,96 +32,13 @@ import grpc  # noqa: E402
 
 from checks import Checks  # noqa: E402
 from emberd_fixture import Emberd, pb  # noqa: E402
+from exec_client import copy_from, copy_to, ctl, exec_call, wait_ready  # noqa: E402
 
-SVC = "/ember.v1.InstanceService/"
 
 
 def skip(why):
     print("SKIP:", why)
     sys.exit(77)
-
-
-class ExecResult:
-    def __init__(self):
-        self.pid = 0
-        self.out = b""
-        self.err = b""
-        self.exit = None
-        self.code = grpc.StatusCode.OK
-        self.details = ""
-        self.n_msgs = 0
-
-
-def exec_call(d, name, cmd, stdin=b"", env=(), cwd="", user="", tty=False, rows=0, cols=0,
-              timeout_s=None, call_timeout=120, hold_stdin=None, first=None, extra=(),
-              on_started=None, slow_after=None):
-    start = pb.ExecStart(id=name, command=cmd, env=list(env), working_dir=cwd, user=user,
-                         tty=tty, rows=rows, cols=cols)
-    if timeout_s is not None:
-        start.timeout.seconds = int(timeout_s)
-        start.timeout.nanos = int((timeout_s - int(timeout_s)) * 1e9)
-    start.ready_timeout.seconds = 30
-
-    def reqs():
-        yield first if first is not None else pb.ExecInstanceRequest(start=start)
-        for m in extra:
-            yield m
-        for i in range(0, len(stdin), 16384):
-            yield pb.ExecInstanceRequest(stdin=stdin[i:i + 16384])
-        if hold_stdin is not None:
-            hold_stdin.wait(call_timeout)
-        yield pb.ExecInstanceRequest(close_stdin=True)
-
-    fn = d.channel.stream_stream(SVC + "ExecInstance",
-                                 request_serializer=lambda m: m.SerializeToString(),
-                                 response_deserializer=pb.ExecInstanceResponse.FromString)
-    r = ExecResult()
-    call = fn(reqs(), timeout=call_timeout)
-    try:
-        for m in call:
-            r.n_msgs += 1
-            k = m.WhichOneof("response")
-            if k == "started_pid":
-                r.pid = m.started_pid
-                if on_started is not None:
-                    on_started(call, r)
-            elif k == "stdout":
-                r.out += m.stdout
-            elif k == "stderr":
-                r.err += m.stderr
-            elif k == "exit":
-                r.exit = m.exit
-            if slow_after is not None and r.n_msgs == slow_after:
-                time.sleep(3)  # the client stops reading for a while
-    except grpc.RpcError as e:
-        r.code, r.details = e.code(), e.details()
-    return r
-
-
-def copy_to(d, name, path, data, mode=0o644, size=None):
-    def reqs():
-        yield pb.CopyToInstanceRequest(header=pb.CopyToHeader(
-            id=name, path=path, mode=mode, size=len(data) if size is None else size))
-        for i in range(0, len(data), 256 << 10):
-            yield pb.CopyToInstanceRequest(data=data[i:i + (256 << 10)])
-    fn = d.channel.stream_unary(SVC + "CopyToInstance",
-                                request_serializer=lambda m: m.SerializeToString(),
-                                response_deserializer=pb.CopyToInstanceResponse.FromString)
-    return fn(reqs(), timeout=120)
-
-
-def copy_from(d, name, path):
-    fn = d.channel.unary_stream(SVC + "CopyFromInstance",
-                                request_serializer=lambda m: m.SerializeToString(),
-                                response_deserializer=pb.CopyFromInstanceResponse.FromString)
-    hdr, data, biggest = None, bytearray(), 0
-    for m in fn(pb.CopyFromInstanceRequest(id=name, path=path), timeout=120):
-        if m.WhichOneof("response") == "header":
-            hdr = m.header
-        else:
-            data += m.data
-            biggest = max(biggest, len(m.data))
-    return hdr, bytes(data), biggest
 
 
 def procs_with(needle):
@@ -151,24 +67,6 @@ def gone_within(needle, seconds):
             return True
         time.sleep(0.1)
     return not procs_with(needle)
-
-
-def wait_ready(d, name, timeout=60):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        g = d.get(name).guest_agent
-        if g.ready:
-            return g
-        time.sleep(0.1)
-    return d.get(name).guest_agent
-
-
-def ctl(args, sock, inp=None, timeout=120):
-    b = os.environ.get("EMBERCTL_BIN")
-    if not b:
-        return None
-    return subprocess.run([b, "--address", "unix:" + sock] + args, input=inp,
-                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=timeout)
 
 
 def main():

@@ -12,7 +12,6 @@ Skips (77) naming what is missing: qemu-system-x86_64, umoci, skopeo,
 import hashlib
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import threading
@@ -26,9 +25,10 @@ import grpc  # noqa: E402
 
 from checks import Checks  # noqa: E402
 from emberd_fixture import Emberd, pb  # noqa: E402
+from exec_client import SVC, copy_from, copy_to, ctl, exec_call, wait_ready  # noqa: E402
+from network_guest import import_image  # noqa: E402
 
 BUSYBOX = "/bin/busybox"
-SVC = "/ember.v1.InstanceService/"
 APPLETS = ("sh", "cat", "echo", "sleep", "sha256sum", "head", "tty", "stty", "id", "true",
            "false", "ps", "grep", "wc", "env", "pwd", "kill", "ls", "mkdir", "dd", "tr")
 ENTRY = "echo WORKLOAD-UP; while :; do sleep 5; done"
@@ -74,114 +74,6 @@ def build_archive(work):
     return archive
 
 
-def import_image(d, archive, ipb):
-    def chunks():
-        yield ipb.ImportImageRequest(metadata=ipb.ImportImageMetadata(
-            name="exec:1", format=ipb.IMPORT_FORMAT_DOCKER_ARCHIVE))
-        with open(archive, "rb") as f:
-            while True:
-                b = f.read(256 << 10)
-                if not b:
-                    break
-                yield ipb.ImportImageRequest(chunk=b)
-    imp = d.channel.stream_unary("/ember.v1.ImageService/ImportImage",
-                                 request_serializer=lambda m: m.SerializeToString(),
-                                 response_deserializer=ipb.Image.FromString)
-    return imp(chunks(), timeout=300)
-
-
-class ExecResult:
-    def __init__(self):
-        self.pid = 0
-        self.out = b""
-        self.err = b""
-        self.exit = None
-        self.code = grpc.StatusCode.OK
-        self.details = ""
-
-
-def exec_call(d, name, cmd, stdin=None, tty=False, rows=0, cols=0, env=(), user="", cwd="",
-              timeout_s=0, call_timeout=180, hold_stdin=None):
-    """Runs cmd; stdin: bytes sent then closed (None: closed at once);
-    hold_stdin: an Event the request stream waits on before closing."""
-    start = pb.ExecStart(id=name, command=cmd, env=list(env), working_dir=cwd, user=user,
-                         tty=tty, rows=rows, cols=cols)
-    if timeout_s:
-        start.timeout.seconds = timeout_s
-    start.ready_timeout.seconds = 120
-
-    def reqs():
-        yield pb.ExecInstanceRequest(start=start)
-        if stdin:
-            for i in range(0, len(stdin), 16384):
-                yield pb.ExecInstanceRequest(stdin=stdin[i:i + 16384])
-        if hold_stdin is not None:
-            hold_stdin.wait(call_timeout)
-        yield pb.ExecInstanceRequest(close_stdin=True)
-
-    fn = d.channel.stream_stream(SVC + "ExecInstance",
-                                 request_serializer=lambda m: m.SerializeToString(),
-                                 response_deserializer=pb.ExecInstanceResponse.FromString)
-    r = ExecResult()
-    try:
-        for m in fn(reqs(), timeout=call_timeout):
-            k = m.WhichOneof("response")
-            if k == "started_pid":
-                r.pid = m.started_pid
-            elif k == "stdout":
-                r.out += m.stdout
-            elif k == "stderr":
-                r.err += m.stderr
-            elif k == "exit":
-                r.exit = m.exit
-    except grpc.RpcError as e:
-        r.code, r.details = e.code(), e.details()
-    return r
-
-
-def copy_to(d, name, path, data, mode=0o644, size=None):
-    def reqs():
-        yield pb.CopyToInstanceRequest(header=pb.CopyToHeader(
-            id=name, path=path, mode=mode, size=len(data) if size is None else size))
-        for i in range(0, len(data), 256 << 10):
-            yield pb.CopyToInstanceRequest(data=data[i:i + (256 << 10)])
-    fn = d.channel.stream_unary(SVC + "CopyToInstance",
-                                request_serializer=lambda m: m.SerializeToString(),
-                                response_deserializer=pb.CopyToInstanceResponse.FromString)
-    return fn(reqs(), timeout=300)
-
-
-def copy_from(d, name, path):
-    fn = d.channel.unary_stream(SVC + "CopyFromInstance",
-                                request_serializer=lambda m: m.SerializeToString(),
-                                response_deserializer=pb.CopyFromInstanceResponse.FromString)
-    hdr, data = None, bytearray()
-    for m in fn(pb.CopyFromInstanceRequest(id=name, path=path), timeout=300):
-        if m.WhichOneof("response") == "header":
-            hdr = m.header
-        else:
-            data += m.data
-    return hdr, bytes(data)
-
-
-def wait_ready(d, name, timeout=300):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        g = d.get(name).guest_agent
-        if g.ready:
-            return g
-        time.sleep(0.2)
-    return d.get(name).guest_agent
-
-
-def ctl(args, inp=None, timeout=120, sock=None):
-    b = os.environ.get("EMBERCTL_BIN")
-    if not b:
-        return None
-    return subprocess.run([b, "--address", "unix:" + sock] + args, input=inp,
-                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=timeout)
-
-
 def main():
     if len(sys.argv) < 2:
         skip("usage: test_exec_guest.py BOOT_KIT_DIR")
@@ -201,13 +93,13 @@ def main():
     archive = build_archive(work)
     d = Emberd(args=["--boot-kit-dir", kit, "--vcpu-overcommit", "16"], log_level="info")
     try:
-        import_image(d, archive, ipb)
+        import_image(d, archive, ipb, name="exec:1")
         s = pb.InstanceSpec(hypervisor="qemu", vcpus=1, memory_mib=192, image="exec:1")
         t0 = time.monotonic()
         inst = d.create("g1", s, start=True, timeout=600)
         check(inst.spec.guest_agent == pb.GUEST_AGENT_MODE_ENABLED,
               "an image instance has the guest agent on by default")
-        g = wait_ready(d, "g1")
+        g = wait_ready(d, "g1", timeout=300)
         check(g.ready and g.version != "" and g.HasField("ready_time"),
               "readiness after boot: ready, version %r, ready_time set (%.1f s after create)"
               % (g.version, time.monotonic() - t0))
@@ -268,13 +160,13 @@ def main():
               % (time.monotonic() - t1))
 
         blob = os.urandom(10 << 20)
-        resp = copy_to(d, "g1", "/tmp/blob", blob, mode=0o600)
+        resp = copy_to(d, "g1", "/tmp/blob", blob, mode=0o600, timeout=300)
         check(resp.size == len(blob), "CopyToInstance 10 MiB: size %d" % resp.size)
         r = exec_call(d, "g1", ["sh", "-c", "sha256sum /tmp/blob; ls -l /tmp/blob"])
         check(r.out.split(b" ")[0].decode() == hashlib.sha256(blob).hexdigest()
               and r.out.split(b"\n")[1].startswith(b"-rw-------"),
               "the guest sees the same sha256 and mode 0600")
-        hdr, back = copy_from(d, "g1", "/tmp/blob")
+        hdr, back, _ = copy_from(d, "g1", "/tmp/blob", timeout=300)
         check(hdr is not None and hdr.size == len(blob) and hdr.mode & 0o777 == 0o600
               and hashlib.sha256(back).digest() == hashlib.sha256(blob).digest(),
               "CopyFromInstance 10 MiB back: same bytes and mode")
