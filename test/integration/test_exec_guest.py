@@ -238,6 +238,17 @@ def main():
         r = exec_call(d, "g1", ["ps"])
         check(r.code == grpc.StatusCode.OK and b"PID" in r.out and b"sleep 271" not in r.out, "the exec cut by the standby does not linger")
 
+        # emberd killed (SIGKILL) and started again: the VMM is re-adopted and
+        # the link comes back; the guest keeps its files
+        pid = d.get("g1").vmm_pid
+        d.kill()
+        d.start()
+        g = wait_ready(d, "g1", timeout=60)
+        r = exec_call(d, "g1", ["sh", "-c", "echo after-restart; ls /tmp/blob"])
+        check(g.ready and d.get("g1").vmm_pid == pid and r.out == b"after-restart\n/tmp/blob\n",
+              "after SIGKILL of emberd and a restart: same VMM, agent ready, exec works (%r)"
+              % r.out)
+
         # cancel kills the process
         fn = d.channel.stream_stream(SVC + "ExecInstance",
                                      request_serializer=lambda m: m.SerializeToString(),
