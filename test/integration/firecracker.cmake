@@ -68,6 +68,13 @@ if(TARGET emberd AND TARGET emberctl)
   set_tests_properties(integration_exec_fake PROPERTIES LABELS "firecracker;integration"
     TIMEOUT 300 SKIP_RETURN_CODE 77
     ENVIRONMENT "EMBERD_BIN=$<TARGET_FILE:emberd>;EMBERCTL_BIN=$<TARGET_FILE:emberctl>;EMBER_GUEST_AGENT_BIN=${EXEC_AGENT_BIN};EMBER_PYTHON_DIR=${CMAKE_BINARY_DIR}/python")
+  # Hostile guest agents (test/fakes/hostile_guest_agent.py) behind the fake's
+  # vsock: silent, garbage, a 4 GiB frame, output past the window, stalled.
+  add_test(NAME integration_exec_hostile
+           COMMAND /usr/bin/python3 ${FC_TEST_DIR}/test_exec_hostile.py ${FC_FAKE})
+  set_tests_properties(integration_exec_hostile PROPERTIES LABELS "firecracker;integration"
+    TIMEOUT 300 SKIP_RETURN_CODE 77
+    ENVIRONMENT "EMBERD_BIN=$<TARGET_FILE:emberd>;EMBER_PYTHON_DIR=${CMAKE_BINARY_DIR}/python")
 endif()
 
 # StreamConsole and `emberctl console` through emberd, the fake as the VMM
