@@ -228,9 +228,29 @@ def main():
         r = exec_call(d, "g1", ["true"])
         check(r.code == grpc.StatusCode.FAILED_PRECONDITION,
               "exec on a Standby instance: FAILED_PRECONDITION (%s)" % r.details)
+        events = []
+        watch = d.watch("g1", timeout=300)
+
+        def collect():
+            try:
+                for ev in watch:
+                    events.append(ev)
+                    if ev.operation == pb.OPERATION_OBSERVED and ev.instance.guest_agent.ready:
+                        return
+            except grpc.RpcError:
+                pass
+        wt = threading.Thread(target=collect)
+        wt.start()
         d.restore("g1")
         g = wait_ready(d, "g1", timeout=120)
         check(g.ready, "readiness after restore")
+        wt.join(30)
+        watch.cancel()
+        seen = [e for e in events if e.operation == pb.OPERATION_OBSERVED
+                and e.instance.guest_agent.ready
+                and e.old_state == e.new_state == pb.INSTANCE_STATE_RUNNING]
+        check(len(seen) == 1, "WatchInstances: one OBSERVED event when the agent answers after "
+              "the restore (%s)" % [(e.operation, e.instance.guest_agent.ready) for e in events])
         r = exec_call(d, "g1", ["sh", "-c", "echo after-restore; cat /tmp/blob | sha256sum"])
         check(r.out.startswith(b"after-restore\n") and
               r.out.split(b"\n")[1].split(b" ")[0].decode() == hashlib.sha256(blob).hexdigest(),
