@@ -65,14 +65,14 @@ if(TARGET emberd AND TARGET emberctl)
   endif()
   add_test(NAME integration_exec_fake
            COMMAND /usr/bin/python3 ${FC_TEST_DIR}/test_exec.py ${FC_FAKE})
-  set_tests_properties(integration_exec_fake PROPERTIES LABELS "firecracker;integration"
+  set_tests_properties(integration_exec_fake PROPERTIES LABELS "firecracker;integration;sanitize"
     TIMEOUT 300 SKIP_RETURN_CODE 77
     ENVIRONMENT "EMBERD_BIN=$<TARGET_FILE:emberd>;EMBERCTL_BIN=$<TARGET_FILE:emberctl>;EMBER_GUEST_AGENT_BIN=${EXEC_AGENT_BIN};EMBER_PYTHON_DIR=${CMAKE_BINARY_DIR}/python")
   # Hostile guest agents (test/fakes/hostile_guest_agent.py) behind the fake's
   # vsock: silent, garbage, a 4 GiB frame, output past the window, stalled.
   add_test(NAME integration_exec_hostile
            COMMAND /usr/bin/python3 ${FC_TEST_DIR}/test_exec_hostile.py ${FC_FAKE})
-  set_tests_properties(integration_exec_hostile PROPERTIES LABELS "firecracker;integration"
+  set_tests_properties(integration_exec_hostile PROPERTIES LABELS "firecracker;integration;sanitize"
     TIMEOUT 300 SKIP_RETURN_CODE 77
     ENVIRONMENT "EMBERD_BIN=$<TARGET_FILE:emberd>;EMBER_PYTHON_DIR=${CMAKE_BINARY_DIR}/python")
 endif()
@@ -83,7 +83,7 @@ endif()
 if(TARGET emberd AND TARGET emberctl)
   add_test(NAME console_api_fake
            COMMAND /usr/bin/python3 ${FC_TEST_DIR}/test_console.py ${FC_FAKE})
-  set_tests_properties(console_api_fake PROPERTIES LABELS "firecracker;integration" TIMEOUT 300
+  set_tests_properties(console_api_fake PROPERTIES LABELS "firecracker;integration;sanitize" TIMEOUT 300
     SKIP_RETURN_CODE 77
     ENVIRONMENT "EMBERD_BIN=$<TARGET_FILE:emberd>;EMBERCTL_BIN=$<TARGET_FILE:emberctl>;EMBER_PYTHON_DIR=${CMAKE_BINARY_DIR}/python")
 endif()
