@@ -65,6 +65,16 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+try:
+    from fake_guest_agent import agent_from_env, serve_vsock
+except ImportError:  # a copy of this file away from test/fakes (some tests copy it)
+    def agent_from_env():
+        return None
+
+    def serve_vsock(lsock, vm):
+        pass
+
 PAGE = 4096
 KERNEL_PAGE = 2
 KERNEL_MAX = 64 * 1024
@@ -266,6 +276,36 @@ class Vmm:
         self.mem = None
         self.serial = None       # file object or None
         self.tick_ms = int(os.environ.get("FAKE_CH_TICK_MS", "50"))
+        self.agent = agent_from_env()  # EMBER_FAKE_GUEST_AGENT (fake_guest_agent.py)
+        self.vsock_sock = None
+
+    # What the vsock relay asks of the guest (fake_guest_agent.vsock_conn).
+    @property
+    def started(self):
+        return self.state in ("Running", "Paused")
+
+    @property
+    def paused(self):
+        return self.state == "Paused"
+
+    def open_vsock(self, where):
+        """The hybrid vsock socket of the config (vsock.socket), bound and
+        served; the guest's agent starts with the guest."""
+        v = self.config.get("vsock")
+        if not v or self.vsock_sock is not None:
+            return
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            s.bind(v["socket"])
+        except OSError as e:
+            s.close()
+            raise api_error(where, "Error creating the vsock device: %s: %s"
+                            % (v["socket"], e.strerror))
+        s.listen(4)
+        self.vsock_sock = s
+        serve_vsock(s, self)
+        if self.agent is not None:
+            self.agent.start()
 
     def counter(self):
         return struct.unpack_from("<Q", self.mem, PAGE)[0]
@@ -376,6 +416,7 @@ class Vmm:
         self.mem[16:24] = os.urandom(8)
         self.mem[KERNEL_PAGE * PAGE:KERNEL_PAGE * PAGE + len(kernel)] = kernel
         self.open_serial()
+        self.open_vsock("Error booting VM")
         self.state = "Running"
         log("vm.boot: %d bytes of memory" % size)
 
@@ -441,6 +482,7 @@ class Vmm:
         self.config = config
         self.mem = mem
         self.open_serial()
+        self.open_vsock("Error restoring VM")
         self.state = "Paused"
         if body.get("resume"):
             self.state = "Running"

@@ -44,15 +44,9 @@ and src/vmm/src/vmm_config/*.rs at each release tag, CHANGELOG.md):
   would resume a corrupted guest; the fake says so instead). The guest then
   continues from exactly that memory.
 
-Guest agent (issue 13): with EMBER_FAKE_GUEST_AGENT naming a host build of
-ember_guest_agent (guest/agent/host/main.c), the fake's "guest" runs it once
-the vCPUs first run (InstanceStart, or a snapshot load), as
-`ember_guest_agent --listen <tmp>/agent.sock` in a PID and mount namespace of
-its own when the fake runs as root (unshare --kill-child: the agent and every
-process it started die with the fake, as a guest dies with its VMM). The vsock
-device's uds_path answers "CONNECT 10789\n" with "OK <port>\n" and relays the
-stream to the agent (Firecracker's hybrid vsock); other ports, or a guest not
-started, get the connection closed, as with no listener in the guest.
+Guest agent: with EMBER_FAKE_GUEST_AGENT set, the vsock device's uds_path
+relays "CONNECT 10789" to a host build of the guest agent that the fake's
+guest runs once its vCPUs first run (test/fakes/fake_guest_agent.py).
 
 Env: FAKE_FC_VERSION (e.g. 1.1.0, 1.13.0, 1.16.1), FAKE_FC_TICK_MS (50),
 FAKE_FC_CONSOLE_PAD (0: that many "x" after each console line: a chatty guest).
@@ -60,21 +54,26 @@ Log lines (stderr) start with "fake-firecracker:"; use of a deprecated field
 logs "DEPRECATED".
 """
 
-import ctypes
 import hashlib
 import json
 import os
-import select
-import shutil
 import socket
 import socketserver
 import struct
-import subprocess
 import sys
-import tempfile
 import threading
 import time
 from http.server import BaseHTTPRequestHandler
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+try:
+    from fake_guest_agent import agent_from_env, serve_vsock
+except ImportError:  # a copy of this file away from test/fakes (some tests copy it)
+    def agent_from_env():
+        return None
+
+    def serve_vsock(lsock, vm):
+        pass
 
 PAGE = 4096
 KERNEL_PAGE = 2
@@ -202,128 +201,6 @@ def bind_vsock(path):
     return s
 
 
-AGENT_PORT = 10789
-
-
-class GuestAgent:
-    """The fake guest's agent: one ember_guest_agent --listen process, and a
-    relay from each accepted vsock connection to it."""
-
-    def __init__(self, binary):
-        self.binary = binary
-        self.proc = None
-        self.dir = None
-        self.path = None
-
-    def start(self):
-        if self.proc is not None:
-            return
-        self.dir = tempfile.mkdtemp(prefix="fakefc-ga-")
-        self.path = os.path.join(self.dir, "agent.sock")
-        cmd = [self.binary, "--listen", self.path]
-        if os.geteuid() == 0 and shutil.which("unshare"):
-            cmd = ["unshare", "--pid", "--fork", "--kill-child", "--mount-proc"] + cmd
-
-        def die_with_parent():
-            libc = ctypes.CDLL(None, use_errno=True)
-            libc.prctl(1, 9)  # PR_SET_PDEATHSIG, SIGKILL: the guest dies with its VMM
-
-        # PDEATHSIG follows the forking *thread*: fork from one that lives as
-        # long as the process, not from a request's thread.
-        done = threading.Event()
-
-        def spawn():
-            self.proc = subprocess.Popen(cmd, preexec_fn=die_with_parent,
-                                         stdin=subprocess.DEVNULL)
-            done.set()
-            threading.Event().wait()  # keep this thread (the agent's parent) alive
-        threading.Thread(target=spawn, daemon=True).start()
-        done.wait()
-        log("guest agent started: %s (pid %d)" % (" ".join(cmd), self.proc.pid))
-
-    def connect(self, timeout=5.0):
-        end = time.monotonic() + timeout
-        while True:
-            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            try:
-                s.connect(self.path)
-                return s
-            except OSError:
-                s.close()
-                if time.monotonic() > end or (self.proc and self.proc.poll() is not None):
-                    return None
-                time.sleep(0.02)
-
-
-def relay(a, b):
-    """Copies bytes both ways until either side closes."""
-    socks = [a, b]
-    try:
-        while True:
-            r, _, _ = select.select(socks, [], [])
-            for s in r:
-                data = s.recv(65536)
-                if not data:
-                    return
-                (b if s is a else a).sendall(data)
-    except OSError:
-        pass
-    finally:
-        a.close()
-        b.close()
-
-
-def vsock_conn(conn):
-    """One host connection on the hybrid vsock socket."""
-    line = b""
-    try:
-        conn.settimeout(10)
-        while not line.endswith(b"\n") and len(line) < 64:
-            c = conn.recv(1)
-            if not c:
-                conn.close()
-                return
-            line += c
-        conn.settimeout(None)
-    except OSError:
-        conn.close()
-        return
-    parts = line.decode(errors="replace").split()
-    ga = VMM.agent
-    if len(parts) != 2 or parts[0] != "CONNECT" or parts[1] != str(AGENT_PORT) \
-            or ga is None or not VMM.started:
-        conn.close()
-        return
-    # Paused vCPUs: the guest answers once they run again.
-    while VMM.paused:
-        time.sleep(0.02)
-    up = ga.connect()
-    if up is None:
-        conn.close()
-        return
-    try:
-        conn.sendall(b"OK 1073741824\n")
-    except OSError:
-        conn.close()
-        up.close()
-        return
-    threading.Thread(target=relay, args=(conn, up), daemon=True).start()
-
-
-def vsock_accept(lsock):
-    while True:
-        try:
-            conn, _ = lsock.accept()
-        except OSError:
-            return
-        threading.Thread(target=vsock_conn, args=(conn,), daemon=True).start()
-
-
-def serve_vsock(lsock):
-    if os.environ.get("EMBER_FAKE_GUEST_AGENT"):
-        threading.Thread(target=vsock_accept, args=(lsock,), daemon=True).start()
-
-
 def schema_logger():
     levels = ("Error", "Warning", "Info", "Debug", "Trace", "Off")
     s = {"log_path": ("str", not at_least(1, 6)), "level": (levels, False),
@@ -408,8 +285,7 @@ class Vmm:
         self.nets = {}
         self.vsock = None
         self.vsock_sock = None
-        ga = os.environ.get("EMBER_FAKE_GUEST_AGENT")
-        self.agent = GuestAgent(ga) if ga else None
+        self.agent = agent_from_env()
         self.serial_out = None
         self.mem = None
         self.dirty = set()
@@ -670,7 +546,7 @@ class Vmm:
         self.vsock = state.get("vsock")
         if self.vsock is not None:
             self.vsock_sock = bind_vsock(self.vsock["uds_path"])
-            serve_vsock(self.vsock_sock)
+            serve_vsock(self.vsock_sock, self)
             if self.agent is not None:
                 self.agent.start()
         self.tracking = bool(body.get("track_dirty_pages") or
@@ -823,7 +699,7 @@ class Handler(BaseHTTPRequestHandler):
                 raise BadRequest("Cannot create vsock device: invalid guest CID %d"
                                  % b["guest_cid"])
             v.vsock_sock = bind_vsock(b["uds_path"])
-            serve_vsock(v.vsock_sock)
+            serve_vsock(v.vsock_sock, v)
             v.vsock = b
             v.boot_path = True
             return None

@@ -30,3 +30,14 @@ if(TARGET emberd AND EXISTS ${CH_TEST_DIR}/test_cloud_hypervisor_api.py)
     TIMEOUT 300 SKIP_RETURN_CODE 77
     ENVIRONMENT "EMBERD_BIN=$<TARGET_FILE:emberd>;EMBER_PYTHON_DIR=${CMAKE_BINARY_DIR}/python")
 endif()
+
+# ExecInstance and the copies through Cloud Hypervisor's hybrid vsock: the
+# contract fake relays it to a host build of the guest agent, as the
+# Firecracker fake does (test_exec.py, the same checks as integration_exec_fake).
+if(TARGET emberd AND TARGET emberctl AND TARGET ember_guest_agent)
+  add_test(NAME integration_exec_ch_fake
+           COMMAND /usr/bin/python3 ${CH_TEST_DIR}/test_exec.py ${CH_FAKE} cloud-hypervisor)
+  set_tests_properties(integration_exec_ch_fake PROPERTIES LABELS "cloud-hypervisor;integration"
+    TIMEOUT 300 SKIP_RETURN_CODE 77
+    ENVIRONMENT "EMBERD_BIN=$<TARGET_FILE:emberd>;EMBERCTL_BIN=$<TARGET_FILE:emberctl>;EMBER_GUEST_AGENT_BIN=$<TARGET_FILE:ember_guest_agent>;EMBER_PYTHON_DIR=${CMAKE_BINARY_DIR}/python")
+endif()

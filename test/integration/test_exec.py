@@ -14,7 +14,9 @@ relative paths, bad mode), exec on a Stopped instance, an exec in flight
 during a standby, exec after restore, cancel killing the process, emberctl
 exec and cp; Health after each hostile case.
 
-Usage: test_exec.py <firecracker_fake.py>
+Usage: test_exec.py <fake> [firecracker|cloud-hypervisor]
+The fake is test/fakes/firecracker_fake.py or cloud_hypervisor_fake.py (both
+relay their hybrid vsock the same way: test/fakes/fake_guest_agent.py).
 Env: EMBERD_BIN, EMBERCTL_BIN, EMBER_PYTHON_DIR, EMBER_GUEST_AGENT_BIN (the
 host ember_guest_agent). Skips (77) naming what is missing.
 """
@@ -71,7 +73,7 @@ def gone_within(needle, seconds):
 
 def main():
     if len(sys.argv) < 2:
-        skip("usage: test_exec.py <firecracker_fake.py>")
+        skip("usage: test_exec.py <fake> [firecracker|cloud-hypervisor]")
     fake = os.path.abspath(sys.argv[1])
     agent = os.environ.get("EMBER_GUEST_AGENT_BIN", "")
     if not agent or not os.access(agent, os.X_OK):
@@ -79,12 +81,15 @@ def main():
     c = Checks()
     check = c.check
     work = tempfile.mkdtemp(prefix="ember-exec-fake-")
-    env = {"EMBER_FIRECRACKER_BIN": fake, "EMBER_FAKE_GUEST_AGENT": agent}
+    hv = sys.argv[2] if len(sys.argv) > 2 else "firecracker"
+    bin_var = {"firecracker": "EMBER_FIRECRACKER_BIN",
+               "cloud-hypervisor": "EMBER_CLOUD_HYPERVISOR_BIN"}[hv]
+    env = {bin_var: fake, "EMBER_FAKE_GUEST_AGENT": agent}
     with Emberd(env=env, log_level="info") as d:
         healthy = lambda what: check(d.health_check().status == 1,  # noqa: E731
                                      "emberd healthy after %s" % what)
         kernel = d.fake_kernel()
-        spec = d.make_spec(hypervisor="firecracker", memory_mib=16, kernel=kernel)
+        spec = d.make_spec(hypervisor=hv, memory_mib=16, kernel=kernel)
         spec.vsock.guest_cid = 3
         spec.guest_agent = pb.GUEST_AGENT_MODE_ENABLED
         inst = d.create("g1", spec, start=True)
