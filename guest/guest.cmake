@@ -13,7 +13,7 @@ set(EMBER_GUEST_SRC ${CMAKE_CURRENT_LIST_DIR})
 set(EMBER_BOOTKIT_DIR ${CMAKE_BINARY_DIR}/bootkit)
 set(EMBER_INIT_BIN ${EMBER_BOOTKIT_DIR}/init)
 
-# The guest agent (guest/agent/*.c, issue 13) is part of the init binary: init
+# The guest agent (guest/agent/*.c) is part of the init binary: init
 # forks it and calls ga_guest_main (no exec). guest/agent/host/ is the host
 # test program's main only.
 file(GLOB EMBER_INIT_SOURCES CONFIGURE_DEPENDS ${EMBER_GUEST_SRC}/init/*.c

@@ -1,4 +1,4 @@
-/* agent.h: ember's guest agent (issue 13), the in-guest end of
+/* agent.h: ember's guest agent, the in-guest end of
  * guest/agent_proto.h: runs commands (exec channels) and copies files (put
  * and get channels) for emberd. Single-threaded and poll-based: every fd is
  * non-blocking, each channel's data is bounded by its flow-control windows,

@@ -6,7 +6,7 @@
  * /dev/input, or as SIGINT from Ctrl-Alt-Del (Firecracker SendCtrlAltDel;
  * main.c turns the kernel's reboot into a signal); the first is sent to the
  * workload as SIGTERM, the second forwarded as is.
- * The guest agent (guest/agent, issue 13) is PID 1's other child: forked
+ * The guest agent (guest/agent) is PID 1's other child: forked
  * (no exec) before the workload, with the workload's environment as the base
  * environment of its execs; restarted at most once a second when it dies
  * (not when it exits 0: no transport in this VM). Its exec'd processes are

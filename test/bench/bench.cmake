@@ -84,7 +84,7 @@ set_tests_properties(bench_network PROPERTIES
   LABELS "bench;qemu" TIMEOUT 900 SKIP_RETURN_CODE 77 RESOURCE_LOCK ember_qemu_guests
   ENVIRONMENT "${EMBER_BENCH_ENV}")
 
-# Exec and copy (issue 13): exec `true` round trip (p50/p95) and a 100 MB copy
+# Exec and copy: exec `true` round trip (p50/p95) and a 100 MB copy
 # each way through emberd vs the raw agent channel (same kit, agent and QEMU
 # virtio-serial port, driven directly). Small enough for CI.
 add_test(NAME bench_exec

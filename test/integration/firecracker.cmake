@@ -54,7 +54,7 @@ if(TARGET emberd AND EXISTS ${FC_TEST_DIR}/test_firecracker_api.py)
     ENVIRONMENT "EMBERD_BIN=$<TARGET_FILE:emberd>;EMBER_PYTHON_DIR=${CMAKE_BINARY_DIR}/python")
 endif()
 
-# ExecInstance / CopyToInstance / CopyFromInstance end to end (issue 13): the
+# ExecInstance / CopyToInstance / CopyFromInstance end to end: the
 # fake's hybrid vsock relays to a host build of the guest agent
 # (EMBER_FAKE_GUEST_AGENT); SKIP (77) when ember_guest_agent is not built.
 if(TARGET emberd AND TARGET emberctl)
