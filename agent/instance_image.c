@@ -308,7 +308,7 @@ int agent_image_prepare(img_store *st, const char *data_dir, const char *dir,
   cleanup_free char *bootcfg = cmn_asprintf("%s/%s", dir, AGENT_IMAGE_BOOTCFG);
   size_t cfg_len = 0;
   bool built = false;
-  img_clone_method how = IMG_CLONE_NONE;
+  cmn_clone_method how = CMN_CLONE_NONE;
   int64_t t0 = cmn_now_us();
   if (img_store_image_layers(st, id, &L, err) < 0)
     goto fail;
@@ -335,7 +335,7 @@ int agent_image_prepare(img_store *st, const char *data_dir, const char *dir,
     cmn_err_prefix(err, "root disk of %s", id);
     goto fail;
   }
-  if (img_rootfs_clone(cache_path, rootfs, &how, err) < 0)
+  if (cmn_file_clone(cache_path, rootfs, &how, NULL, err) < 0)
     goto fail;
   /* The managed network's guest side: the init configures it (no DHCP). */
   img_bootcfg_net bnet = {0};
@@ -362,7 +362,7 @@ int agent_image_prepare(img_store *st, const char *data_dir, const char *dir,
   if (img_bootcfg_write(&bc, bootcfg, err) < 0)
     goto fail;
   cmn_info(instance_id, "create", "image %s (%s): root disk %s (%s), %s copy, in %lld ms", img->ref,
-           id, cache_path, built ? "built" : "cached", img_clone_method_name(how),
+           id, cache_path, built ? "built" : "cached", cmn_clone_method_name(how),
            (long long)((cmn_now_us() - t0) / 1000));
   img_run_config_free(&rc);
   img_image_layers_free(&L);

@@ -113,6 +113,23 @@ int vmm_call_restore(const vmm_entry *entry, vmm_vm *vm, const char *snap_dir, c
   return entry->driver->restore(entry->state, vm, snap_dir, err);
 }
 
+int vmm_call_save(const vmm_entry *entry, vmm_vm *vm, const char *snap_dir, cmn_error *err)
+{
+  if (vc_gate(entry, VMM_CAP_FORK, entry != NULL && entry->driver->save != NULL, "saved snapshots",
+              err) < 0)
+    return -1;
+  return entry->driver->save(entry->state, vm, snap_dir, err);
+}
+
+int vmm_call_restore_frozen(const vmm_entry *entry, vmm_vm *vm, const char *snap_dir,
+                            cmn_error *err)
+{
+  if (vc_gate(entry, VMM_CAP_FORK, entry != NULL && entry->driver->restore_frozen != NULL, "fork",
+              err) < 0)
+    return -1;
+  return entry->driver->restore_frozen(entry->state, vm, snap_dir, err);
+}
+
 int vmm_call_shutdown(const vmm_entry *entry, vmm_vm *vm, int timeout_ms, cmn_error *err)
 {
   if (vc_gate(entry, VMM_CAP_GRACEFUL_SHUTDOWN, entry != NULL && entry->driver->shutdown != NULL,

@@ -51,6 +51,10 @@ int vmm_call_resume(const vmm_entry *entry, vmm_vm *vm, cmn_error *err);
 int vmm_call_snapshot(const vmm_entry *entry, vmm_vm *vm, const char *snap_dir, vmm_snap_kind kind,
                       cmn_error *err);
 int vmm_call_restore(const vmm_entry *entry, vmm_vm *vm, const char *snap_dir, cmn_error *err);
+/* VMM_CAP_FORK (drivers/hypervisor.h). */
+int vmm_call_save(const vmm_entry *entry, vmm_vm *vm, const char *snap_dir, cmn_error *err);
+int vmm_call_restore_frozen(const vmm_entry *entry, vmm_vm *vm, const char *snap_dir,
+                            cmn_error *err);
 int vmm_call_shutdown(const vmm_entry *entry, vmm_vm *vm, int timeout_ms, cmn_error *err);
 int vmm_call_powerdown(const vmm_entry *entry, vmm_vm *vm, int timeout_ms, cmn_error *err);
 void vmm_call_release(const vmm_entry *entry, vmm_vm *vm);

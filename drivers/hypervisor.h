@@ -34,6 +34,8 @@ enum vmm_cap {
    * snapshot-base folder exists while the VM runs and a diff standby writes
    * device state and flushes the file. Only meaningful with BASE_REUSE. */
   VMM_CAP_LIVE_RAM_FILE = 1u << 4,
+  /* save() and restore_frozen(): saved snapshots and ForkInstance. */
+  VMM_CAP_FORK = 1u << 5,
 };
 
 typedef enum vmm_snap_kind {
@@ -152,6 +154,27 @@ typedef struct vmm_driver {
    * only read, except that a LIVE_RAM_FILE driver maps <snap_dir>/memory
    * shared, after which the guest writes to it. */
   int (*restore)(void *state, vmm_vm *vm, const char *snap_dir, cmn_error *err);
+  /* Fork and saved snapshots (VMM_CAP_FORK; NULL without it).
+   *
+   * save: with the VM paused, writes a frozen snapshot of it into snap_dir
+   * (which exists and is empty): device state and all of guest memory, in
+   * files that no VMM will ever map shared or write. Guest RAM that lives in
+   * a file (LIVE_RAM_FILE) is copied with cmn_file_clone (common/clone.h: a
+   * reflink where the filesystem has them, else only its data blocks). The
+   * VM stays paused and can be resumed (resume()) or snapshotted again; its
+   * own snapshot folders are not touched. The folder is also what the agent
+   * gets by copying a complete standby snapshot of the same driver file by
+   * file, so restore_frozen() must accept both.
+   *
+   * restore_frozen: starts a fresh VMM from such a frozen folder and resumes
+   * the guest, never writing into snap_dir (other VMMs may be restoring from
+   * it at the same time): guest memory is mapped privately (copy-on-write) or
+   * read into the VMM's own. Sets vm->proc as soon as a VMM is spawned. The
+   * VM's RAM is then in no file of the instance, so its next snapshot is a
+   * FULL one (the agent makes sure no base is reused). Where the VMM can tell
+   * the guest that it was cloned (a new VM generation ID), it does. */
+  int (*save)(void *state, vmm_vm *vm, const char *snap_dir, cmn_error *err);
+  int (*restore_frozen)(void *state, vmm_vm *vm, const char *snap_dir, cmn_error *err);
   /* Asks the VMM process to exit cleanly (only with VMM_CAP_GRACEFUL_SHUTDOWN;
    * QEMU: QMP `quit`) WITHOUT running the guest any further: after a standby the
    * guest must not touch its memory again. Waits up to timeout_ms. The agent

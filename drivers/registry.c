@@ -25,7 +25,7 @@ int vmm_driver_check(const vmm_driver *drv, unsigned caps, cmn_error *err)
   } names[] = {
       {VMM_CAP_SNAPSHOT, "SNAPSHOT"},           {VMM_CAP_PAUSE, "PAUSE"},
       {VMM_CAP_BASE_REUSE, "BASE_REUSE"},       {VMM_CAP_GRACEFUL_SHUTDOWN, "GRACEFUL_SHUTDOWN"},
-      {VMM_CAP_LIVE_RAM_FILE, "LIVE_RAM_FILE"},
+      {VMM_CAP_LIVE_RAM_FILE, "LIVE_RAM_FILE"}, {VMM_CAP_FORK, "FORK"},
   };
   const char *type = drv->type != NULL ? drv->type : "(unnamed)";
   unsigned known = 0;
@@ -55,6 +55,11 @@ int vmm_driver_check(const vmm_driver *drv, unsigned caps, cmn_error *err)
        "capability SNAPSHOT (BASE_REUSE needs it)"},
       {(caps & VMM_CAP_LIVE_RAM_FILE) != 0, (caps & VMM_CAP_BASE_REUSE) != 0,
        "capability BASE_REUSE (LIVE_RAM_FILE needs it)"},
+      {(caps & VMM_CAP_FORK) != 0,
+       drv->save != NULL && drv->restore_frozen != NULL && (caps & VMM_CAP_SNAPSHOT) != 0,
+       "save and restore_frozen ops and capability SNAPSHOT (capability FORK)"},
+      {drv->save != NULL || drv->restore_frozen != NULL, (caps & VMM_CAP_FORK) != 0,
+       "capability FORK (it has a save or restore_frozen op the agent would never call)"},
   };
   for (size_t i = 0; i < sizeof rules / sizeof rules[0]; i++)
     if (rules[i].needed && !rules[i].present)

@@ -11,11 +11,12 @@
  * One image per key digest, cached: img_rootfs_build() builds it once into
  * <cache_dir>/<algo>-<hex>.ext4 (temp name, fsync, rename), concurrent
  * builders of one digest serialise on a lock and the later ones reuse it.
- * Each instance gets its own writable copy (img_rootfs_clone): a reflink
+ * Each instance gets its own writable copy (cmn_file_clone, common/clone.h): a reflink
  * where the filesystem allows, else a sparse copy. */
 #ifndef EMBER_AGENT_IMAGE_ROOTFS_H
 #define EMBER_AGENT_IMAGE_ROOTFS_H
 
+#include "common/clone.h"
 #include "common/error.h"
 
 #include <stdbool.h>
@@ -83,20 +84,5 @@ int img_rootfs_build(const img_rootfs_opts *opts, const char *cache_dir, const c
 /* The file name the cache uses for digest, "<algo>-<hex>.ext4" (caller frees);
  * NULL (INVALID_ARGUMENT) when digest is not "<algo>:<hex>". */
 char *img_rootfs_cache_name(const char *digest, cmn_error *err);
-
-typedef enum img_clone_method {
-  IMG_CLONE_NONE = 0,
-  IMG_CLONE_REFLINK = 1, /* FICLONE: shares extents, copy-on-write */
-  IMG_CLONE_SPARSE = 2,  /* data ranges copied (SEEK_DATA/SEEK_HOLE), holes kept */
-} img_clone_method;
-
-/* "reflink" / "sparse" / "none". */
-const char *img_clone_method_name(img_clone_method m);
-
-/* Makes dest a private writable copy of the cached image src: FICLONE where
- * the filesystem supports it (btrfs, xfs), else a sparse copy. Written under
- * a temp name, fsynced and renamed, so dest is whole or absent; an existing
- * dest is ALREADY_EXISTS. *method (may be NULL) says which way was used. */
-int img_rootfs_clone(const char *src, const char *dest, img_clone_method *method, cmn_error *err);
 
 #endif

@@ -769,10 +769,10 @@ static void test_cache_and_clone(void)
   CU_ASSERT_PTR_NOT_NULL_FATAL(path);
 
   char *dest = cmn_asprintf("%s/instance-disk.ext4", dir);
-  img_clone_method m = IMG_CLONE_NONE;
-  CU_ASSERT_EQUAL(img_rootfs_clone(path, dest, &m, &err), 0);
-  CU_ASSERT_TRUE(m == IMG_CLONE_REFLINK || m == IMG_CLONE_SPARSE);
-  printf("\n  clone method on this filesystem: %s\n", img_clone_method_name(m));
+  cmn_clone_method m = CMN_CLONE_NONE;
+  CU_ASSERT_EQUAL(cmn_file_clone(path, dest, &m, NULL, &err), 0);
+  CU_ASSERT_TRUE(m == CMN_CLONE_REFLINK || m == CMN_CLONE_SPARSE);
+  printf("\n  clone method on this filesystem: %s\n", cmn_clone_method_name(m));
   char *out = sh("cmp %s %s && echo same", path, dest);
   CU_ASSERT_STRING_EQUAL(out, "same\n");
   free(out);
@@ -789,7 +789,7 @@ static void test_cache_and_clone(void)
   CU_ASSERT_FALSE(ls_entry(dest, "/etc", "hostname").found);
   /* An existing dest is never replaced. */
   cmn_err_clear(&err);
-  CU_ASSERT_EQUAL(img_rootfs_clone(path, dest, &m, &err), -1);
+  CU_ASSERT_EQUAL(cmn_file_clone(path, dest, &m, NULL, &err), -1);
   CU_ASSERT_EQUAL(err.code, CMN_ALREADY_EXISTS);
   CU_ASSERT_EQUAL(count_entries(dir), 3); /* l.tgz, cache, the copy: no temp file */
   free(dest);

@@ -91,11 +91,11 @@ int main(int argc, char **argv)
     return rc < 0 ? fail(&err) : 0;
   }
   if (argc == 4 && strcmp(argv[1], "clone") == 0) {
-    img_clone_method m;
+    cmn_clone_method m;
     int64_t t0 = cmn_now_us();
-    if (img_rootfs_clone(argv[2], argv[3], &m, &err) < 0)
+    if (cmn_file_clone(argv[2], argv[3], &m, NULL, &err) < 0)
       return fail(&err);
-    printf("method=%s\nus=%lld\n", img_clone_method_name(m), (long long)(cmn_now_us() - t0));
+    printf("method=%s\nus=%lld\n", cmn_clone_method_name(m), (long long)(cmn_now_us() - t0));
     return 0;
   }
   if (argc >= 3 && strcmp(argv[1], "config") == 0) {
