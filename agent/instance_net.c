@@ -272,11 +272,15 @@ static int net_check_locked(agent_net *n, const char *id, const agent_net_spec *
     if (strcmp(o->key, key) == 0)
       return cmn_err_set(err, CMN_ALREADY_EXISTS, "instance %s has the same network key as %s", id,
                          o->id);
-    if (o->net == (size_t)net && o->spec.ipv4 == s->ipv4 && !(o->spec.netns && s->netns))
+    /* An instance in its own namespace does not share an address or a MAC
+     * with the bridge or another namespace: clones of one snapshot keep the
+     * source's (docs/networking.md). */
+    bool apart = o->spec.netns || s->netns;
+    if (o->net == (size_t)net && o->spec.ipv4 == s->ipv4 && !apart)
       return cmn_err_set(err, CMN_ALREADY_EXISTS,
                          "ipv4_address %s of network %s is taken by instance %s", ip, d->name,
                          o->id);
-    if (o->net == (size_t)net && s->mac != NULL && o->spec.mac != NULL &&
+    if (o->net == (size_t)net && !apart && s->mac != NULL && o->spec.mac != NULL &&
         strcasecmp(o->spec.mac, s->mac) == 0)
       return cmn_err_set(err, CMN_ALREADY_EXISTS,
                          "mac_address %s is taken on network %s by instance %s", s->mac, d->name,

@@ -180,8 +180,8 @@ static void mgr_remove_locked(agent_manager *m, mgr_instance *inst)
 
 /* ---- events -------------------------------------------------------------- */
 
-static void mgr_emit(agent_manager *m, const agent_instance_view *v, agent_state old_state,
-                     agent_op op, int64_t duration_us)
+void mgr_emit(agent_manager *m, const agent_instance_view *v, agent_state old_state, agent_op op,
+              int64_t duration_us)
 {
   agent_event ev = {
       .instance = v,
@@ -381,7 +381,7 @@ void mgr_admit_done(agent_manager *m, const vmm_spec *spec)
 
 /* ---- create, get, list, delete --------------------------------------------- */
 
-static char *mgr_new_id(void)
+char *mgr_new_id(void)
 {
   unsigned char b[8];
   if (getrandom(b, sizeof b, 0) != (ssize_t)sizeof b)
@@ -398,8 +398,8 @@ static mgr_instance *mgr_find_request_locked(agent_manager *m, const agent_creat
  * full. A create with a request_id whose name another create is writing waits
  * for it, then answers as a retry would: returns 1 with *same (referenced)
  * when that create made the instance this request asks for. */
-static int mgr_reserve_name(agent_manager *m, const agent_create_req *req, mgr_instance **same,
-                            cmn_error *err)
+int mgr_reserve_name(agent_manager *m, const agent_create_req *req, mgr_instance **same,
+                     cmn_error *err)
 {
   const char *name = req->name;
   int rc = -1;
@@ -447,7 +447,7 @@ out:
   return rc;
 }
 
-static void mgr_release_name_locked(agent_manager *m, const char *name)
+void mgr_release_name_locked(agent_manager *m, const char *name)
 {
   for (size_t i = 0; i < m->n_creating; i++) {
     if (strcmp(m->creating[i], name) == 0) {
@@ -777,6 +777,8 @@ int agent_manager_delete(agent_manager *m, const char *id_or_name, char **id_out
   if (agent_net_spec_set(&v.net) && agent_net_remove(m->net, v.id, &e2) < 0)
     cmn_warn(v.id, "delete", "%s", e2.msg);
   mgr_emit(m, &v, old, AGENT_OP_DELETE, cmn_now_us() - t0);
+  if (v.fork_snapshot != NULL)
+    mgr_fork_collect(m, v.fork_snapshot);
   agent_instance_view_free(&v);
   cmn_info(id_or_name, "delete", "deleted");
   rc = 0;
@@ -854,7 +856,7 @@ agent_manager *agent_manager_create(const agent_manager_config *cfg, const vmm_r
   pthread_cond_init(&m->created_cv, NULL);
   if (cmn_mkdir_p(m->data_dir, 0750, err) < 0 || cmn_mkdir_p(m->instances_dir, 0750, err) < 0 ||
       (m->fence = agent_host_fence_new(m->data_dir, cfg->host_policy, err)) == NULL ||
-      mgr_load_all(m, err) < 0) {
+      (m->snaps = agent_snapstore_open(m->data_dir, err)) == NULL || mgr_load_all(m, err) < 0) {
     agent_manager_free(m);
     return NULL;
   }
@@ -902,5 +904,6 @@ void agent_manager_free(agent_manager *m)
   free(m->vmm_cgroup);
   agent_host_fence_free(m->fence);
   agent_net_free(m->net);
+  agent_snapstore_free(m->snaps);
   free(m);
 }

@@ -112,6 +112,59 @@ struct agent_net *agent_manager_net(agent_manager *m);
 /* The registry this manager uses (for ListHypervisors). */
 const vmm_registry *agent_manager_registry(const agent_manager *m);
 
+/* ---- forks and saved snapshots (manager_fork.c, docs/fork.md) ---- */
+
+/* A snapshot as ListSnapshots shows it. */
+typedef struct agent_snapshot_view {
+  char *id;
+  char *name; /* NULL: the hidden snapshot of a fork */
+  char *source_id;
+  char *source_name;
+  agent_instance_view source; /* the source's record when it was taken */
+  int64_t created_at_us;
+  uint64_t size_bytes;
+  char **clone_ids; /* instances that depend on it */
+  size_t n_clone_ids;
+} agent_snapshot_view;
+void agent_snapshot_view_free(agent_snapshot_view *v); /* members only */
+void agent_snapshot_views_free(agent_snapshot_view *v, size_t n);
+
+#define AGENT_FORK_MAX 64
+
+typedef struct agent_fork_req {
+  const char *source;   /* instance id or name; NULL or "": from snapshot */
+  const char *snapshot; /* saved snapshot id or name; NULL or "": from source */
+  const char *const *names;
+  size_t n_names; /* 1 to AGENT_FORK_MAX, unique */
+  bool standby;   /* leave the clones in Standby */
+  const agent_label *labels;
+  size_t n_labels;
+} agent_fork_req;
+
+typedef struct agent_fork_result {
+  agent_instance_view *clones; /* the clones made, in the order of names */
+  size_t n_clones;
+  char *snapshot_id;
+  int64_t snapshot_us; /* the source's snapshot; 0 from a saved one */
+} agent_fork_result;
+void agent_fork_result_free(agent_fork_result *r);
+
+/* Makes clones of a Running or Standby instance (through a hidden snapshot)
+ * or of a saved snapshot. On failure *out still lists the clones made before
+ * it (complete instances), and err says how many were made. */
+int agent_manager_fork(agent_manager *m, const agent_fork_req *req, agent_fork_result *out,
+                       cmn_error *err);
+/* Saves a named snapshot of a Running or Standby instance. */
+int agent_manager_snapshot_create(agent_manager *m, const char *id_or_name, const char *name,
+                                  agent_snapshot_view *out, cmn_error *err);
+/* Saved snapshots (named ones; hidden ones only while clones depend on
+ * them), ordered by name. */
+int agent_manager_snapshot_list(agent_manager *m, agent_snapshot_view **out, size_t *n,
+                                cmn_error *err);
+/* FAILED_PRECONDITION while an instance depends on it. */
+int agent_manager_snapshot_delete(agent_manager *m, const char *id_or_name, char **id_out,
+                                  cmn_error *err);
+
 struct gl_link;
 /* The guest agent link (agent/guestlink/guestlink.h) of a Running instance,
  * with a reference the caller drops with gl_link_unref; *id_out (may be

@@ -10,6 +10,7 @@
 #include "agent/instance_image.h"
 #include "agent/instance_net.h"
 #include "agent/snapshot.h"
+#include "agent/snapstore.h"
 
 #include <pthread.h>
 
@@ -58,6 +59,7 @@ struct agent_manager {
   agent_host_fence *fence;  /* host file paths (hostfiles.h); immutable */
   struct img_store *images; /* InstanceSpec.image (instance_image.h); may be NULL */
   agent_net *net;           /* managed networks (instance_net.h); never NULL */
+  agent_snapstore *snaps;   /* frozen snapshots for forks (snapstore.h); never NULL */
   char *boot_kit_dir;
   const vmm_registry *reg;
   agent_admission_config admission;
@@ -106,8 +108,24 @@ int mgr_admit(agent_manager *m, mgr_instance *inst, const char *name, const vmm_
               const vmm_spec *spec, agent_admit_point point, agent_snap_kind last, cmn_error *err);
 void mgr_admit_done(agent_manager *m, const vmm_spec *spec);
 
+/* manager.c: creates share these with forks (manager_fork.c). */
+char *mgr_new_id(void);
+int mgr_reserve_name(agent_manager *m, const agent_create_req *req, mgr_instance **same,
+                     cmn_error *err);
+void mgr_release_name_locked(agent_manager *m, const char *name);
+void mgr_emit(agent_manager *m, const agent_instance_view *v, agent_state old_state, agent_op op,
+              int64_t duration_us);
+
 /* manager_ops.c: runs one lifecycle operation with op_lock held. */
 int mgr_run_op(agent_manager *m, mgr_instance *inst, agent_op op, cmn_error *err);
+/* FAILED_PRECONDITION "cannot <op> instance <name>: it is <state>". */
+int mgr_wrong_state(mgr_instance *inst, agent_op op, agent_state st, cmn_error *err);
+
+/* manager_fork.c: after a clone is deleted (and at start-up, for every
+ * hidden snapshot): deletes the hidden snapshot snap_id once no instance
+ * depends on it. No lock held. */
+void mgr_fork_collect(agent_manager *m, const char *snap_id);
+void mgr_fork_collect_all(agent_manager *m);
 
 /* manager_recover.c: loads every record and recovers each instance. */
 int mgr_load_all(agent_manager *m, cmn_error *err);

@@ -172,7 +172,8 @@ int mgr_load_all(agent_manager *m, cmn_error *err)
   struct dirent *de;
   while ((de = readdir(d)) != NULL) {
     if (de->d_name[0] == '.') {
-      if (strncmp(de->d_name, ".deleting-", 10) == 0) {
+      /* A delete, or a clone being assembled (manager_fork.c), cut short. */
+      if (strncmp(de->d_name, ".deleting-", 10) == 0 || strncmp(de->d_name, ".fork-", 6) == 0) {
         cleanup_free char *p = cmn_asprintf("%s/%s", m->instances_dir, de->d_name);
         cmn_error e2 = {0};
         cmn_rm_rf(p, &e2);
@@ -219,5 +220,7 @@ int mgr_load_all(agent_manager *m, cmn_error *err)
     snap_collect_garbage(m->insts[i]->dir);
     mgr_recover_one(m, m->insts[i]);
   }
+  /* The snapshot of a fork whose clones are all gone (or were never made). */
+  mgr_fork_collect_all(m);
   return 0;
 }

@@ -31,6 +31,8 @@ void agent_instance_view_free(agent_instance_view *v)
   free(v->status_message);
   agent_labels_free(v->labels, v->n_labels);
   free(v->request_id);
+  free(v->fork_snapshot);
+  free(v->fork_source);
   agent_image_spec_free(&v->image);
   agent_net_spec_free(&v->net);
   agent_guest_status_free(&v->guest_agent);
@@ -207,6 +209,8 @@ void agent_view_copy(agent_instance_view *dst, const agent_instance_view *src)
   dst->status_message = cmn_strdup(src->status_message);
   agent_labels_copy_sorted(&dst->labels, &dst->n_labels, src->labels, src->n_labels);
   dst->request_id = cmn_strdup(src->request_id);
+  dst->fork_snapshot = cmn_strdup(src->fork_snapshot);
+  dst->fork_source = cmn_strdup(src->fork_source);
   agent_image_spec_copy(&dst->image, &src->image);
   agent_net_spec_copy(&dst->net, &src->net);
   agent_guest_status_copy(&dst->guest_agent, &src->guest_agent);
@@ -289,6 +293,8 @@ char *agent_record_to_json(const agent_record *r)
   record_add_str(o, "console_log_path", v->console_log_path);
   record_add_str(o, "status_message", v->status_message);
   record_add_str(o, "request_id", v->request_id);
+  record_add_str(o, "fork_snapshot", v->fork_snapshot);
+  record_add_str(o, "fork_source", v->fork_source);
   agent_image_spec_to_json(o, &v->image);
   agent_net_spec_to_json(o, &v->net);
   cJSON *labels = cJSON_AddObjectToObject(o, "labels");
@@ -405,6 +411,8 @@ int agent_record_from_json(const char *json, agent_record *r, cmn_error *err)
   v->console_log_path = cmn_strdup(record_get_str(o, "console_log_path"));
   v->status_message = cmn_strdup(record_get_str(o, "status_message"));
   v->request_id = cmn_strdup(record_get_str(o, "request_id"));
+  v->fork_snapshot = cmn_strdup(record_get_str(o, "fork_snapshot"));
+  v->fork_source = cmn_strdup(record_get_str(o, "fork_source"));
   agent_image_spec_from_json(o, &v->image);
   agent_net_spec_from_json(o, &v->net);
   /* Labels (absent in records written before they existed: none). */

@@ -55,6 +55,14 @@
                 AGENT_OP_NONE, false, "hypervisors")                                               \
   EMBER_RPC_ROW(X, EMBER_INSTANCE_SVC, ListNetworks, srv_unary_list_networks, false,               \
                 AGENT_OP_NONE, false, "networks")                                                  \
+  EMBER_RPC_ROW(X, EMBER_INSTANCE_SVC, ForkInstance, srv_unary_fork, true, AGENT_OP_NONE, true,    \
+                "fork")                                                                            \
+  EMBER_RPC_ROW(X, EMBER_INSTANCE_SVC, CreateSnapshot, srv_unary_snapshot_create, true,            \
+                AGENT_OP_NONE, true, "snapshot")                                                   \
+  EMBER_RPC_ROW(X, EMBER_INSTANCE_SVC, ListSnapshots, srv_unary_snapshot_list, false,              \
+                AGENT_OP_NONE, false, "snapshots")                                                 \
+  EMBER_RPC_ROW(X, EMBER_INSTANCE_SVC, DeleteSnapshot, srv_unary_snapshot_delete, true,            \
+                AGENT_OP_NONE, true, "rmsnapshot")                                                 \
   EMBER_RPC_ROW(X, EMBER_IMAGE_SVC, ListImages, srv_unary_image_list, false, AGENT_OP_NONE, false, \
                 "images")                                                                          \
   EMBER_RPC_ROW(X, EMBER_IMAGE_SVC, GetImage, srv_unary_image_get, false, AGENT_OP_NONE, false,    \

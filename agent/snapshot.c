@@ -1,6 +1,7 @@
 /* snapshot.c: the snapshot manager (see snapshot.h and docs/architecture.md §4). */
 #include "agent/snapshot.h"
 #include "agent/vmm_call.h"
+#include "common/clone.h"
 #include "common/cleanup.h"
 #include "common/fault.h"
 #include "common/files.h"
@@ -277,11 +278,75 @@ void snap_collect_garbage(const char *inst_dir)
   }
 }
 
+/* The frozen folder a clone's snapshot-latest points at, or NULL (not a
+ * clone's, or unreadable: then it is restored as an ordinary snapshot, which
+ * fails cleanly). */
+static char *snap_frozen_of(const char *latest)
+{
+  cleanup_free char *link = cmn_asprintf("%s/" SNAP_FROZEN_LINK, latest);
+  char *buf = NULL;
+  size_t len = 0;
+  if (cmn_file_read(link, 4096, &buf, &len, NULL) < 0)
+    return NULL;
+  while (len > 0 && (buf[len - 1] == '\n' || buf[len - 1] == '\0'))
+    buf[--len] = '\0';
+  if (len == 0 || buf[0] != '/' || strlen(buf) != len) {
+    free(buf);
+    return NULL;
+  }
+  return buf;
+}
+
+int snap_prepare_clone(const char *inst_dir, const char *frozen_dir, cmn_error *err)
+{
+  cleanup_free char *latest = snap_latest_path(inst_dir);
+  cleanup_free char *link = cmn_asprintf("%s/" SNAP_FROZEN_LINK, latest);
+  cleanup_free char *body = cmn_asprintf("%s\n", frozen_dir);
+  if (snap_ensure_root(inst_dir, err) < 0 || cmn_mkdir_p(latest, 0750, err) < 0 ||
+      cmn_file_write_atomic(link, body, strlen(body), 0640, err) < 0)
+    return -1;
+  return snap_mark_complete(latest, VMM_SNAP_FULL, err);
+}
+
+int snap_copy_latest(const char *inst_dir, const char *dst, uint64_t *copied, cmn_error *err)
+{
+  cleanup_free char *latest = snap_latest_path(inst_dir);
+  if (!snap_is_complete(latest))
+    return cmn_err_set(err, CMN_DATA_LOSS, "no complete snapshot in %s", latest);
+  cleanup_free char *frozen = snap_frozen_of(latest);
+  const char *src = frozen != NULL ? frozen : latest;
+  cleanup_closedir DIR *d = opendir(src);
+  if (d == NULL)
+    return cmn_err_errno(err, errno == ENOENT ? CMN_DATA_LOSS : CMN_INTERNAL, errno, "open %s",
+                         src);
+  struct dirent *de;
+  while ((de = readdir(d)) != NULL) {
+    if (de->d_name[0] == '.' && (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0 ||
+                                 strcmp(de->d_name, SNAP_MARKER) == 0))
+      continue;
+    cleanup_free char *from = cmn_asprintf("%s/%s", src, de->d_name);
+    cleanup_free char *to = cmn_asprintf("%s/%s", dst, de->d_name);
+    if (!cmn_is_regular_file(from))
+      return cmn_err_set(err, CMN_INTERNAL, "snapshot %s holds %s, which is not a file", src,
+                         de->d_name);
+    uint64_t n = 0;
+    if (cmn_file_clone(from, to, NULL, &n, err) < 0)
+      return -1;
+    *copied += n;
+  }
+  return 0;
+}
+
 int snap_finish_restore(const snap_target *t, cmn_error *err)
 {
   cleanup_free char *latest = snap_latest_path(t->inst_dir);
   cleanup_free char *base = snap_base_path(t->inst_dir);
-  if (!(t->caps & VMM_CAP_BASE_REUSE)) {
+  cleanup_free char *frozen = snap_frozen_of(latest);
+  if (!(t->caps & VMM_CAP_BASE_REUSE) || frozen != NULL) {
+    /* A clone's first restore leaves no base: its RAM is a private mapping of
+     * the frozen folder, which is never written. */
+    if (frozen != NULL && cmn_rm_rf(base, err) < 0)
+      return -1;
     /* One durable rename now; the removal later (snap_collect_garbage). */
     cleanup_free char *retired =
         cmn_asprintf("%s/" SNAP_DIR "/.retired-%lld", t->inst_dir, (long long)cmn_wall_us());
@@ -312,8 +377,13 @@ int snap_restore(const snap_target *t, cmn_error *err)
                        "no complete snapshot in %s: the standby artifact is missing", latest);
   memset(&vm->proc, 0, sizeof vm->proc);
   int64_t t0 = cmn_now_us();
+  cleanup_free char *frozen = snap_frozen_of(latest);
+  if (frozen != NULL && !cmn_is_dir(frozen))
+    return cmn_err_set(err, CMN_DATA_LOSS, "the snapshot %s this clone restores from is missing",
+                       frozen);
   if (cmn_fault("snap.restore.before_driver", err) < 0 ||
-      vmm_call_restore(t->entry, vm, latest, err) < 0) {
+      (frozen != NULL ? vmm_call_restore_frozen(t->entry, vm, frozen, err)
+                      : vmm_call_restore(t->entry, vm, latest, err)) < 0) {
     /* Kill and reap the new VMM, remove its files; latest stays untouched so
      * the instance is still Standby and the restore can be retried. */
     if (vm->proc.pid > 0)

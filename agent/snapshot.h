@@ -20,6 +20,10 @@
 #define SNAP_LATEST "snapshot-latest"
 #define SNAP_BASE "snapshot-base"
 #define SNAP_MARKER ".complete"
+/* In the snapshot-latest of a clone that has not run yet (ForkInstance):
+ * the absolute path of the frozen snapshot folder it restores from
+ * (manager_fork.c); nothing else but the marker is there. */
+#define SNAP_FROZEN_LINK "frozen-from"
 
 /* One VM and its driver, as the snapshot manager needs them. */
 typedef struct snap_target {
@@ -86,6 +90,18 @@ int snap_discard_incomplete(const char *inst_dir, cmn_error *err);
 int snap_discard_base(const char *inst_dir, cmn_error *err);
 /* Removes snapshot-latest and snapshot-base (Stop). */
 int snap_discard_all(const char *inst_dir, cmn_error *err);
+/* A clone made by ForkInstance: creates its snapshot-latest, complete,
+ * holding only SNAP_FROZEN_LINK (frozen_dir, absolute), so the instance is in
+ * Standby and its restore starts the VMM with restore_frozen() from
+ * frozen_dir, never writing there. After that restore there is no base: the
+ * clone's next standby is full, the ones after it diffs. */
+int snap_prepare_clone(const char *inst_dir, const char *frozen_dir, cmn_error *err);
+/* Copies the complete snapshot-latest of inst_dir, file by file
+ * (cmn_file_clone), into dst (exists, empty), without changing it; for a
+ * clone that has not run, the files of the frozen folder it points at. The
+ * bytes written are added to *copied. */
+int snap_copy_latest(const char *inst_dir, const char *dst, uint64_t *copied, cmn_error *err);
+
 /* Removes folders retired by snap_finish_restore (snapshots/.retired-*). Deleting
  * a large snapshot takes tens of milliseconds, so it is kept off the restore's
  * critical path: the monitor and start-up call this instead. */

@@ -122,6 +122,11 @@ typedef struct agent_instance_view {
   agent_image_spec image; /* InstanceSpec.image (instance_image.h); ref NULL: none */
   agent_net_spec net;     /* managed interface (instance_net.h); network NULL: none */
   agent_guest_status guest_agent;
+  /* A clone (ForkInstance): the snapshot it depends on until it is deleted
+   * (manager_fork.c) and the instance that snapshot was taken of; NULL for
+   * other instances. */
+  char *fork_snapshot;
+  char *fork_source;
 } agent_instance_view;
 
 void agent_instance_view_free(agent_instance_view *v); /* members only */

@@ -57,26 +57,7 @@ static int srv__dur_ms(const Google__Protobuf__Duration *d, const char *field, i
 
 /* ---- view -> message ---- */
 
-/* One Instance message pointing into a view's strings (no copies); the arrays
- * are owned here and released by srv__inst_fini. */
-typedef struct srv__inst {
-  Ember__V1__Instance inst;
-  Ember__V1__InstanceSpec spec;
-  Ember__V1__Disk *disks;
-  Ember__V1__Disk **disk_ptrs;
-  Ember__V1__NetworkInterface *nics;
-  Ember__V1__NetworkInterface **nic_ptrs;
-  Ember__V1__Vsock vsock;
-  Ember__V1__ImageOverrides overrides;
-  Google__Protobuf__Timestamp create_time, update_time, agent_ready;
-  Ember__V1__GuestAgentStatus agent;
-  Google__Protobuf__Duration standby, restore;
-  Ember__V1__Instance__LabelsEntry *labels;
-  Ember__V1__Instance__LabelsEntry **label_ptrs;
-  srv_net_out net;
-} srv__inst;
-
-static void srv__inst_init(srv__inst *m, const agent_instance_view *v)
+void srv_inst_init(srv_inst *m, const agent_instance_view *v)
 {
   memset(m, 0, sizeof(*m));
   ember__v1__instance__init(&m->inst);
@@ -157,6 +138,12 @@ static void srv__inst_init(srv__inst *m, const agent_instance_view *v)
   }
   if (sp->guest_agent)
     m->inst.guest_agent = &m->agent;
+  if (v->fork_snapshot != NULL) {
+    ember__v1__fork_origin__init(&m->fork);
+    m->fork.snapshot_id = srv__s(v->fork_snapshot);
+    m->fork.source_instance_id = srv__s(v->fork_source);
+    m->inst.fork = &m->fork;
+  }
   m->inst.id = srv__s(v->id);
   m->inst.name = srv__s(v->name);
   m->inst.spec = &m->spec;
@@ -193,7 +180,7 @@ static void srv__inst_init(srv__inst *m, const agent_instance_view *v)
   }
 }
 
-static void srv__inst_fini(srv__inst *m)
+void srv_inst_fini(srv_inst *m)
 {
   free(m->disks);
   free(m->disk_ptrs);
@@ -206,10 +193,10 @@ static void srv__inst_fini(srv__inst *m)
 
 static int srv__pack_view(const agent_instance_view *v, uint8_t **resp, size_t *rl)
 {
-  srv__inst m;
-  srv__inst_init(&m, v);
+  srv_inst m;
+  srv_inst_init(&m, v);
   srv_pack(&m.inst.base, resp, rl);
-  srv__inst_fini(&m);
+  srv_inst_fini(&m);
   return 0;
 }
 
@@ -603,7 +590,7 @@ int srv_unary_list(srv_server *s, srv_op_probe *probe, const uint8_t *req, size_
     srv__filter_free(&f);
     return -1;
   }
-  srv__inst *ms = cmn_calloc(page + 1, sizeof(*ms));
+  srv_inst *ms = cmn_calloc(page + 1, sizeof(*ms));
   Ember__V1__Instance **ptrs = cmn_calloc(page + 1, sizeof(*ptrs));
   size_t k = 0;
   bool more = false;
@@ -614,7 +601,7 @@ int srv_unary_list(srv_server *s, srv_op_probe *probe, const uint8_t *req, size_
       more = true;
       break;
     }
-    srv__inst_init(&ms[k], &vs[i]);
+    srv_inst_init(&ms[k], &vs[i]);
     ptrs[k] = &ms[k].inst;
     k++;
   }
@@ -625,7 +612,7 @@ int srv_unary_list(srv_server *s, srv_op_probe *probe, const uint8_t *req, size_
   out.next_page_token = srv__s(next);
   srv_pack(&out.base, resp, rl);
   for (size_t i = 0; i < k; i++)
-    srv__inst_fini(&ms[i]);
+    srv_inst_fini(&ms[i]);
   free(ms);
   free(ptrs);
   agent_instance_views_free(vs, n);
@@ -757,6 +744,7 @@ int srv_unary_list_hypervisors(srv_server *s, srv_op_probe *probe, const uint8_t
     caps[i].pause = (c & VMM_CAP_PAUSE) != 0;
     caps[i].base_reuse = (c & VMM_CAP_BASE_REUSE) != 0;
     caps[i].graceful_shutdown = (c & VMM_CAP_GRACEFUL_SHUTDOWN) != 0;
+    caps[i].fork = (c & VMM_CAP_FORK) != 0;
     hs[i].type = srv__s(e->driver->type);
     hs[i].capabilities = &caps[i];
     hs[i].available = e->available;
@@ -800,10 +788,10 @@ static void srv__watch_fanout(void *ctx, const agent_event *ev)
     return;
   }
   Ember__V1__InstanceEvent msg = EMBER__V1__INSTANCE_EVENT__INIT;
-  srv__inst m;
+  srv_inst m;
   bool have = ev->instance != NULL;
   if (have) {
-    srv__inst_init(&m, ev->instance);
+    srv_inst_init(&m, ev->instance);
     msg.instance = &m.inst;
   }
   msg.old_state = (Ember__V1__InstanceState)ev->old_state;
@@ -817,7 +805,7 @@ static void srv__watch_fanout(void *ctx, const agent_event *ev)
   msg.event_time = &when;
   grpc_byte_buffer *bb = srv_pack_bb(&msg.base);
   if (have)
-    srv__inst_fini(&m);
+    srv_inst_fini(&m);
   const char *id = have ? ev->instance->id : NULL;
   for (size_t i = 0; i < s->n_watchers; i++) {
     srv_call *c = s->watchers[i];

@@ -223,6 +223,7 @@ void srv_stream_register(srv_call *c, int kind);
  * INVALID_ARGUMENT naming the field. */
 int srv_request_check(const srv_method *m, const uint8_t *req, size_t len, cmn_error *err);
 /* Packs a protobuf-c message into a byte buffer / a malloc'ed buffer. */
+
 grpc_byte_buffer *srv_pack_bb(const ProtobufCMessage *m);
 int srv_pack(const ProtobufCMessage *m, uint8_t **out, size_t *len);
 /* Decodes req as a d message; NULL with INVALID_ARGUMENT naming d when it is
@@ -358,5 +359,27 @@ bool srv_status_details(const cmn_error *err, int code, const char *msg, uint8_t
 srv_reflection *srv_reflection_create(cmn_error *err);
 void srv_reflection_free(srv_reflection *r);
 void srv_reflection_start(srv_call *c);
+
+/* One Instance message pointing into a view's strings (no copies); the arrays
+ * are owned here and released by srv_inst_fini. */
+typedef struct srv_inst {
+  Ember__V1__Instance inst;
+  Ember__V1__InstanceSpec spec;
+  Ember__V1__Disk *disks;
+  Ember__V1__Disk **disk_ptrs;
+  Ember__V1__NetworkInterface *nics;
+  Ember__V1__NetworkInterface **nic_ptrs;
+  Ember__V1__Vsock vsock;
+  Ember__V1__ImageOverrides overrides;
+  Google__Protobuf__Timestamp create_time, update_time, agent_ready;
+  Ember__V1__GuestAgentStatus agent;
+  Google__Protobuf__Duration standby, restore;
+  Ember__V1__Instance__LabelsEntry *labels;
+  Ember__V1__Instance__LabelsEntry **label_ptrs;
+  srv_net_out net;
+  Ember__V1__ForkOrigin fork;
+} srv_inst;
+void srv_inst_init(srv_inst *m, const agent_instance_view *v);
+void srv_inst_fini(srv_inst *m);
 
 #endif

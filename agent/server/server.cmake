@@ -8,6 +8,7 @@ target_link_libraries(ember_wire_check PUBLIC ember_common ${PROTOBUF_C_LIB})
 add_library(ember_server STATIC
   ${CMAKE_CURRENT_LIST_DIR}/server.c
   ${CMAKE_CURRENT_LIST_DIR}/instance.c
+  ${CMAKE_CURRENT_LIST_DIR}/fork.c
   ${CMAKE_CURRENT_LIST_DIR}/network.c
   ${CMAKE_CURRENT_LIST_DIR}/health.c
   ${CMAKE_CURRENT_LIST_DIR}/image.c

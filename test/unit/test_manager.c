@@ -176,9 +176,24 @@ static cmn_proc fx_spawn_vmm(fixture *f, const char *id)
 }
 
 /* A recursive listing with sizes and mtimes: "nothing on disk changed". */
+static char *fx_listing_cmd(const char *cmd);
 static char *fx_listing(const char *dir)
 {
   cleanup_free char *cmd = cmn_asprintf("find %s -printf '%%p %%s %%T@\\n' | sort", dir);
+  return fx_listing_cmd(cmd);
+}
+
+/* The same with only the names of folders: a paused and resumed VMM, or a
+ * temp folder made and removed, changes a folder's mtime and nothing else. */
+static char *fx_listing_files(const char *dir)
+{
+  cleanup_free char *cmd = cmn_asprintf(
+      "find %s \\( -type d -printf '%%p/\\n' \\) -o -printf '%%p %%s %%T@\\n' | sort", dir);
+  return fx_listing_cmd(cmd);
+}
+
+static char *fx_listing_cmd(const char *cmd)
+{
   FILE *p = popen(cmd, "r");
   char *out = NULL;
   size_t len = 0;
@@ -898,6 +913,263 @@ static void test_concurrent_ops(void)
   fx_teardown(&f);
 }
 
+/* ---- forks and saved snapshots (manager_fork.c) ---- */
+
+static int fx_fork(fixture *f, const char *source, const char *snapshot, const char *const *names,
+                   size_t n, bool standby, agent_fork_result *res)
+{
+  agent_fork_req req = {
+      .source = source, .snapshot = snapshot, .names = names, .n_names = n, .standby = standby};
+  cmn_error err = {0};
+  memset(res, 0, sizeof *res);
+  if (agent_manager_fork(f->m, &req, res, &err) < 0) {
+    fprintf(stderr, "fork: %s\n", err.msg);
+    return err.code;
+  }
+  return 0;
+}
+
+static size_t fx_snapshot_count(fixture *f)
+{
+  agent_snapshot_view *v = NULL;
+  size_t n = 0;
+  cmn_error err = {0};
+  CU_ASSERT_EQUAL(agent_manager_snapshot_list(f->m, &v, &n, &err), 0);
+  agent_snapshot_views_free(v, n);
+  return n;
+}
+
+/* A Running source: paused for the snapshot, resumed; clones start from its
+ * memory, diverge, and stand by on their own (full first, then diffs); the
+ * hidden snapshot goes with the last clone. */
+static void test_fork_running(void)
+{
+  fixture f;
+  fx_setup(&f);
+  cleanup_free char *id = fx_create(&f, "src", "testlive", true);
+  fx_write_ram(&f, id, "marker-src\n");
+  const char *const names[] = {"c1", "c2", "c3"};
+  agent_fork_result res;
+  CU_ASSERT_EQUAL_FATAL(fx_fork(&f, "src", NULL, names, 3, false, &res), 0);
+  CU_ASSERT_EQUAL_FATAL(res.n_clones, 3);
+  CU_ASSERT_PTR_NOT_NULL(res.snapshot_id);
+  CU_ASSERT_TRUE(res.snapshot_us > 0);
+  CU_ASSERT_EQUAL(f.live->n_save, 1);
+  CU_ASSERT_EQUAL(f.live->n_restore_frozen, 3);
+  CU_ASSERT_EQUAL(fx_state(&f, id), AGENT_STATE_RUNNING);
+  CU_ASSERT_FALSE(fx_exists(&f, id, "paused")); /* resumed */
+  for (size_t i = 0; i < 3; i++) {
+    agent_instance_view *c = &res.clones[i];
+    CU_ASSERT_STRING_EQUAL(c->name, names[i]);
+    CU_ASSERT_EQUAL(c->state, AGENT_STATE_RUNNING);
+    CU_ASSERT_TRUE(c->vmm_pid > 0);
+    CU_ASSERT_STRING_EQUAL(c->fork_snapshot, res.snapshot_id);
+    CU_ASSERT_STRING_EQUAL(c->fork_source, id);
+    cleanup_free char *ram = fx_read(&f, c->id, "ram");
+    CU_ASSERT_STRING_EQUAL(ram, "marker-src\n");
+    /* No base: the clone's RAM is a private mapping of the frozen folder. */
+    CU_ASSERT_FALSE(fx_exists(&f, c->id, "snapshots/snapshot-base"));
+    CU_ASSERT_FALSE(fx_exists(&f, c->id, "snapshots/snapshot-latest"));
+  }
+  /* Clone 1 diverges and stands by: full, then diff after its restore. */
+  const char *c1 = res.clones[0].id;
+  fx_write_ram(&f, c1, "marker-c1\n");
+  CU_ASSERT_EQUAL(fx_op(&f, c1, AGENT_OP_STANDBY), 0);
+  agent_instance_view v = fx_get(&f, c1);
+  CU_ASSERT_EQUAL(v.last_snapshot_kind, AGENT_SNAP_FULL);
+  agent_instance_view_free(&v);
+  CU_ASSERT_EQUAL(fx_op(&f, c1, AGENT_OP_RESTORE), 0);
+  cleanup_free char *r1 = fx_read(&f, c1, "ram");
+  CU_ASSERT_STRING_EQUAL(r1, "marker-c1\n");
+  CU_ASSERT_EQUAL(fx_op(&f, c1, AGENT_OP_STANDBY), 0);
+  v = fx_get(&f, c1);
+  CU_ASSERT_EQUAL(v.last_snapshot_kind, AGENT_SNAP_DIFF);
+  agent_instance_view_free(&v);
+  /* The source keeps its own state and its base: its standby is a diff. */
+  cleanup_free char *rs = fx_read(&f, id, "ram");
+  CU_ASSERT_STRING_EQUAL(rs, "marker-src\n");
+  CU_ASSERT_EQUAL(fx_op(&f, id, AGENT_OP_STANDBY), 0);
+  v = fx_get(&f, id);
+  CU_ASSERT_EQUAL(v.last_snapshot_kind, AGENT_SNAP_DIFF);
+  agent_instance_view_free(&v);
+  /* The snapshot is listed (hidden, three clones) until the last clone goes. */
+  agent_snapshot_view *sv = NULL;
+  size_t ns = 0;
+  cmn_error err = {0};
+  CU_ASSERT_EQUAL(agent_manager_snapshot_list(f.m, &sv, &ns, &err), 0);
+  CU_ASSERT_EQUAL_FATAL(ns, 1);
+  CU_ASSERT_PTR_NULL(sv[0].name);
+  CU_ASSERT_EQUAL(sv[0].n_clone_ids, 3);
+  CU_ASSERT_TRUE(sv[0].size_bytes > 0);
+  CU_ASSERT_STRING_EQUAL(sv[0].source_name, "src");
+  agent_snapshot_views_free(sv, ns);
+  cleanup_free char *snap_dir = cmn_asprintf("%s/snapshots/%s", f.data, res.snapshot_id);
+  CU_ASSERT_TRUE(cmn_is_dir(snap_dir));
+  for (size_t i = 0; i < 3; i++)
+    CU_ASSERT_EQUAL(agent_manager_delete(f.m, res.clones[i].id, NULL, &err), 0);
+  CU_ASSERT_FALSE(cmn_path_exists(snap_dir));
+  CU_ASSERT_EQUAL(fx_snapshot_count(&f), 0);
+  agent_fork_result_free(&res);
+  fx_teardown(&f);
+}
+
+/* A saved snapshot of a Standby instance outlives the instance and every
+ * clone, and cannot be deleted while a clone depends on it. */
+static void test_fork_saved_snapshot(void)
+{
+  fixture f;
+  fx_setup(&f);
+  cleanup_free char *id = fx_create(&f, "src", "testvm", true);
+  fx_write_ram(&f, id, "golden\n");
+  CU_ASSERT_EQUAL(fx_op(&f, id, AGENT_OP_STANDBY), 0);
+  cleanup_free char *inst_dir = cmn_asprintf("%s/instances/%s", f.data, id);
+  cleanup_free char *before = fx_listing(inst_dir);
+  agent_snapshot_view sv = {0};
+  cmn_error err = {0};
+  CU_ASSERT_EQUAL_FATAL(agent_manager_snapshot_create(f.m, "src", "gold", &sv, &err), 0);
+  CU_ASSERT_STRING_EQUAL(sv.name, "gold");
+  CU_ASSERT_EQUAL(sv.n_clone_ids, 0);
+  CU_ASSERT_STRING_EQUAL(sv.source.hypervisor, "testvm");
+  CU_ASSERT_EQUAL(fx_state(&f, id), AGENT_STATE_STANDBY);
+  /* The source's own snapshot is untouched. */
+  cleanup_free char *after = fx_listing(inst_dir);
+  CU_ASSERT_STRING_EQUAL(before, after);
+  CU_ASSERT_PTR_NOT_NULL(strstr(before, "snapshot-latest/memory"));
+  /* A second snapshot of that name is refused. */
+  agent_snapshot_view dup = {0};
+  CU_ASSERT_EQUAL(agent_manager_snapshot_create(f.m, "src", "gold", &dup, &err), -1);
+  CU_ASSERT_EQUAL(err.code, CMN_ALREADY_EXISTS);
+  /* The source goes; the snapshot stays and forks. */
+  CU_ASSERT_EQUAL(agent_manager_delete(f.m, id, NULL, &err), 0);
+  const char *const names[] = {"a", "b"};
+  agent_fork_result res;
+  CU_ASSERT_EQUAL_FATAL(fx_fork(&f, NULL, "gold", names, 2, true, &res), 0);
+  CU_ASSERT_EQUAL_FATAL(res.n_clones, 2);
+  CU_ASSERT_EQUAL(res.snapshot_us, 0);
+  CU_ASSERT_EQUAL(res.clones[0].state, AGENT_STATE_STANDBY);
+  CU_ASSERT_TRUE(res.clones[0].has_snapshot);
+  CU_ASSERT_EQUAL(f.tv->n_restore_frozen, 0);
+  err = (cmn_error){0};
+  CU_ASSERT_EQUAL(agent_manager_snapshot_delete(f.m, "gold", NULL, &err), -1);
+  CU_ASSERT_EQUAL(err.code, CMN_FAILED_PRECONDITION);
+  CU_ASSERT_PTR_NOT_NULL(strstr(err.msg, res.clones[0].id));
+  CU_ASSERT_EQUAL(fx_op(&f, res.clones[1].id, AGENT_OP_RESTORE), 0);
+  cleanup_free char *ram = fx_read(&f, res.clones[1].id, "ram");
+  CU_ASSERT_STRING_EQUAL(ram, "golden\n");
+  CU_ASSERT_EQUAL(f.tv->n_restore_frozen, 1);
+  /* A restart keeps clones and snapshot; a clone of a clone works too. */
+  agent_manager_free(f.m);
+  fx_open_manager(&f);
+  CU_ASSERT_EQUAL(fx_state(&f, res.clones[0].id), AGENT_STATE_STANDBY);
+  CU_ASSERT_EQUAL(fx_state(&f, res.clones[1].id), AGENT_STATE_RUNNING);
+  const char *const grand[] = {"g"};
+  agent_fork_result r2;
+  CU_ASSERT_EQUAL(fx_fork(&f, "a", NULL, grand, 1, false, &r2), 0);
+  CU_ASSERT_EQUAL(r2.n_clones, 1);
+  if (r2.n_clones == 1) {
+    cleanup_free char *g = fx_read(&f, r2.clones[0].id, "ram");
+    CU_ASSERT_STRING_EQUAL(g, "golden\n");
+    CU_ASSERT_EQUAL(agent_manager_delete(f.m, r2.clones[0].id, NULL, &err), 0);
+  }
+  agent_fork_result_free(&r2);
+  for (size_t i = 0; i < 2; i++)
+    CU_ASSERT_EQUAL(agent_manager_delete(f.m, res.clones[i].id, NULL, &err), 0);
+  CU_ASSERT_EQUAL(fx_snapshot_count(&f), 1); /* the saved one */
+  CU_ASSERT_EQUAL(agent_manager_snapshot_delete(f.m, "gold", NULL, &err), 0);
+  CU_ASSERT_EQUAL(fx_snapshot_count(&f), 0);
+  err = (cmn_error){0};
+  CU_ASSERT_EQUAL(agent_manager_snapshot_delete(f.m, "gold", NULL, &err), -1);
+  CU_ASSERT_EQUAL(err.code, CMN_NOT_FOUND);
+  agent_fork_result_free(&res);
+  agent_snapshot_view_free(&sv);
+  fx_teardown(&f);
+}
+
+/* Refused forks change nothing on disk; a failed save resumes the source. */
+static void test_fork_refused(void)
+{
+  fixture f;
+  fx_setup(&f);
+  cleanup_free char *id = fx_create(&f, "src", "testvm", true);
+  cleanup_free char *stopped = fx_create(&f, "off", "testvm", false);
+  cleanup_free char *nofork = fx_create(&f, "nf", "testfull", true);
+  cleanup_free char *before = fx_listing_files(f.data);
+  const char *const one[] = {"x"};
+  const char *const dup[] = {"x", "x"};
+  const char *const taken[] = {"y", "off"};
+  const char *const bad[] = {"../x"};
+  agent_fork_result res;
+  CU_ASSERT_EQUAL(fx_fork(&f, NULL, NULL, one, 1, false, &res), CMN_INVALID_ARGUMENT);
+  agent_fork_result_free(&res);
+  CU_ASSERT_EQUAL(fx_fork(&f, "src", "gold", one, 1, false, &res), CMN_INVALID_ARGUMENT);
+  agent_fork_result_free(&res);
+  CU_ASSERT_EQUAL(fx_fork(&f, "src", NULL, one, 0, false, &res), CMN_INVALID_ARGUMENT);
+  agent_fork_result_free(&res);
+  CU_ASSERT_EQUAL(fx_fork(&f, "src", NULL, dup, 2, false, &res), CMN_INVALID_ARGUMENT);
+  agent_fork_result_free(&res);
+  CU_ASSERT_EQUAL(fx_fork(&f, "src", NULL, bad, 1, false, &res), CMN_INVALID_ARGUMENT);
+  agent_fork_result_free(&res);
+  CU_ASSERT_EQUAL(fx_fork(&f, "src", NULL, taken, 2, false, &res), CMN_ALREADY_EXISTS);
+  agent_fork_result_free(&res);
+  CU_ASSERT_EQUAL(fx_fork(&f, "nope", NULL, one, 1, false, &res), CMN_NOT_FOUND);
+  agent_fork_result_free(&res);
+  CU_ASSERT_EQUAL(fx_fork(&f, NULL, "nope", one, 1, false, &res), CMN_NOT_FOUND);
+  agent_fork_result_free(&res);
+  CU_ASSERT_EQUAL(fx_fork(&f, "off", NULL, one, 1, false, &res), CMN_FAILED_PRECONDITION);
+  agent_fork_result_free(&res);
+  CU_ASSERT_EQUAL(fx_fork(&f, "nf", NULL, one, 1, false, &res), CMN_UNIMPLEMENTED);
+  agent_fork_result_free(&res);
+  f.tv->fail_save = 1;
+  CU_ASSERT_EQUAL(fx_fork(&f, "src", NULL, one, 1, false, &res), CMN_INTERNAL);
+  agent_fork_result_free(&res);
+  CU_ASSERT_EQUAL(fx_state(&f, id), AGENT_STATE_RUNNING);
+  CU_ASSERT_FALSE(fx_exists(&f, id, "paused"));
+  cleanup_free char *after = fx_listing_files(f.data);
+  CU_ASSERT_STRING_EQUAL(before, after);
+  CU_ASSERT_EQUAL(fx_snapshot_count(&f), 0);
+  /* A failed restore leaves the clone made, in Standby, and says so. */
+  f.tv->fail_restore = 1;
+  CU_ASSERT_EQUAL(fx_fork(&f, "src", NULL, one, 1, false, &res), CMN_INTERNAL);
+  CU_ASSERT_EQUAL(res.n_clones, 1);
+  if (res.n_clones == 1)
+    CU_ASSERT_EQUAL(res.clones[0].state, AGENT_STATE_STANDBY);
+  agent_fork_result_free(&res);
+  CU_ASSERT_EQUAL(fx_op(&f, "x", AGENT_OP_RESTORE), 0);
+  (void)stopped;
+  (void)nofork;
+  fx_teardown(&f);
+}
+
+/* Leftovers of a fork cut short are removed at the next start: a clone being
+ * assembled, a snapshot being written, a hidden snapshot no clone uses. */
+static void test_fork_leftovers(void)
+{
+  fixture f;
+  fx_setup(&f);
+  cleanup_free char *id = fx_create(&f, "src", "testvm", true);
+  const char *const one[] = {"x"};
+  agent_fork_result res;
+  CU_ASSERT_EQUAL_FATAL(fx_fork(&f, "src", NULL, one, 1, true, &res), 0);
+  cleanup_free char *snap_dir = cmn_asprintf("%s/snapshots/%s", f.data, res.snapshot_id);
+  agent_manager_free(f.m);
+  f.m = NULL;
+  /* Drop the clone by hand (as if its record never was written). */
+  cleanup_free char *clone_dir = cmn_asprintf("%s/instances/%s", f.data, res.clones[0].id);
+  cleanup_free char *half = cmn_asprintf("%s/instances/.fork-%s", f.data, res.clones[0].id);
+  CU_ASSERT_EQUAL(rename(clone_dir, half), 0);
+  cleanup_free char *tmp = cmn_asprintf("%s/snapshots/.tmp-s-0000000000000000", f.data);
+  cmn_error err = {0};
+  CU_ASSERT_EQUAL(cmn_mkdir_p(tmp, 0750, &err), 0);
+  fx_open_manager(&f);
+  CU_ASSERT_FALSE(cmn_path_exists(half));
+  CU_ASSERT_FALSE(cmn_path_exists(tmp));
+  CU_ASSERT_FALSE(cmn_path_exists(snap_dir));
+  CU_ASSERT_EQUAL(fx_snapshot_count(&f), 0);
+  CU_ASSERT_EQUAL(fx_state(&f, id), AGENT_STATE_RUNNING);
+  agent_fork_result_free(&res);
+  fx_teardown(&f);
+}
+
 int main(void)
 {
   cmn_log_setup(CMN_LOG_ERROR, 2);
@@ -922,6 +1194,10 @@ int main(void)
   CU_add_test(s, "recovery_half_done", test_recovery_half_done);
   CU_add_test(s, "monitor_and_events", test_monitor_and_events);
   CU_add_test(s, "concurrent_ops", test_concurrent_ops);
+  CU_add_test(s, "fork_running", test_fork_running);
+  CU_add_test(s, "fork_saved_snapshot", test_fork_saved_snapshot);
+  CU_add_test(s, "fork_refused", test_fork_refused);
+  CU_add_test(s, "fork_leftovers", test_fork_leftovers);
   CU_basic_set_mode(CU_BRM_VERBOSE);
   CU_basic_run_tests();
   unsigned failed = CU_get_number_of_failures() + CU_get_number_of_tests_failed();

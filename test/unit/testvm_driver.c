@@ -147,6 +147,43 @@ static int tv_restore(void *state, vmm_vm *vm, const char *snap_dir, cmn_error *
   return 0;
 }
 
+/* save: the paused VM's "RAM" into a frozen folder; the VM stays paused. */
+static int tv_save(void *state, vmm_vm *vm, const char *snap_dir, cmn_error *err)
+{
+  testvm_state *s = state;
+  cleanup_free char *ram = cmn_asprintf("%s/ram", vm->dir);
+  cleanup_free char *paused = cmn_asprintf("%s/paused", vm->dir);
+  cleanup_free char *mem = cmn_asprintf("%s/memory", snap_dir);
+  cleanup_free char *st = cmn_asprintf("%s/state", snap_dir);
+  if (!cmn_path_exists(paused))
+    return cmn_err_set(err, CMN_FAILED_PRECONDITION, "testvm: save needs a paused VM");
+  if (tv_fail(&s->fail_save, "save", err) < 0)
+    return -1;
+  if (tv_copy(ram, mem, err) < 0 || cmn_file_write_atomic(st, "state\n", 6, 0640, err) < 0)
+    return -1;
+  __atomic_fetch_add(&s->n_save, 1, __ATOMIC_RELAXED);
+  return 0;
+}
+
+/* restore_frozen: reads the frozen folder, writes only the VM's own files. */
+static int tv_restore_frozen(void *state, vmm_vm *vm, const char *snap_dir, cmn_error *err)
+{
+  testvm_state *s = state;
+  if (tv_fail(&s->fail_restore, "restore", err) < 0)
+    return -1;
+  cleanup_free char *ram = cmn_asprintf("%s/ram", vm->dir);
+  cleanup_free char *mem = cmn_asprintf("%s/memory", snap_dir);
+  cleanup_free char *paused = cmn_asprintf("%s/paused", vm->dir);
+  if (!cmn_is_regular_file(mem))
+    return cmn_err_set(err, CMN_DATA_LOSS, "testvm: %s is missing", mem);
+  if (tv_spawn(vm, err) < 0)
+    return -1;
+  if (tv_copy(mem, ram, err) < 0 || cmn_rm_rf(paused, err) < 0)
+    return -1;
+  __atomic_fetch_add(&s->n_restore_frozen, 1, __ATOMIC_RELAXED);
+  return 0;
+}
+
 static int tv_shutdown(void *state, vmm_vm *vm, int timeout_ms, cmn_error *err)
 {
   testvm_state *s = state;
@@ -168,15 +205,19 @@ static void tv_cleanup(void *state, vmm_vm *vm)
 
 const vmm_driver testvm_driver = {
     .type = "testvm",
-    .caps = VMM_CAP_SNAPSHOT | VMM_CAP_PAUSE | VMM_CAP_BASE_REUSE,
+    .caps = VMM_CAP_SNAPSHOT | VMM_CAP_PAUSE | VMM_CAP_BASE_REUSE | VMM_CAP_FORK,
     TESTVM_OPS,
+    .save = tv_save,
+    .restore_frozen = tv_restore_frozen,
 };
 
 const vmm_driver testvm_live_driver = {
     .type = "testlive",
     .caps = VMM_CAP_SNAPSHOT | VMM_CAP_PAUSE | VMM_CAP_BASE_REUSE | VMM_CAP_LIVE_RAM_FILE |
-            VMM_CAP_GRACEFUL_SHUTDOWN,
+            VMM_CAP_GRACEFUL_SHUTDOWN | VMM_CAP_FORK,
     TESTVM_OPS,
+    .save = tv_save,
+    .restore_frozen = tv_restore_frozen,
     .shutdown = tv_shutdown,
 };
 

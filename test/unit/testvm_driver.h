@@ -13,10 +13,10 @@
 typedef struct testvm_state {
   unsigned caps;
   /* Fail the next call of these (counted down; 0 = never). */
-  int fail_start, fail_pause, fail_resume, fail_snapshot, fail_restore, fail_adopt;
+  int fail_start, fail_pause, fail_resume, fail_snapshot, fail_restore, fail_adopt, fail_save;
   /* Restore spawns the VMM, then fails (tests the kill-and-reap path). */
   int fail_restore_after_spawn;
-  int n_snapshot_full, n_snapshot_diff, n_restore, n_shutdown;
+  int n_snapshot_full, n_snapshot_diff, n_restore, n_shutdown, n_save, n_restore_frozen;
 } testvm_state;
 
 extern const vmm_driver testvm_driver;        /* base reuse, no graceful shutdown */
