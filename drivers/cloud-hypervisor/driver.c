@@ -31,7 +31,21 @@
  * destination_url; there are no diff snapshots, so no VMM_CAP_BASE_REUSE.
  * vm.restore needs a VMM with no VM and leaves the VM paused: restore is a
  * fresh process, vm.restore, vm.resume. vmm.shutdown ends the VMM without
- * resuming the guest. */
+ * resuming the guest.
+ *
+ * Fork (save, restore_frozen). save() is the same vm.snapshot into the empty
+ * folder. restore_frozen() is vm.restore: Cloud Hypervisor reads config.json
+ * and state.json and copies memory-ranges into fresh guest RAM (read-only
+ * opens; the default memory_restore_mode Copy), so the folder is never
+ * written and several VMMs can restore from it at once. But config.json
+ * names the source's host resources: its vsock socket (in the source's
+ * instance folder, bound while the source runs), its TAPs and its disks, and
+ * vm.restore has no way to override them. When they differ from this VM's
+ * spec, the driver writes a corrected config.json into <vm->dir>/CH_RESTORE_DIR
+ * next to symbolic links to the folder's state.json and memory-ranges, restores
+ * from there, and removes it afterwards; the snapshot folder itself is only
+ * read. Cloud Hypervisor has no VM generation ID device: the guest is not told
+ * that it was cloned. */
 #include "drivers/registry.h"
 #include "drivers/rest_vmm.h"
 #include "version.h"
@@ -48,6 +62,8 @@
 #include <unistd.h>
 
 #define CH_SOCK_NAME "ch.sock"
+/* The corrected view of a frozen snapshot for restore_frozen(), in vm->dir. */
+#define CH_RESTORE_DIR "ch-restore"
 #define CH_START_TIMEOUT_MS 10000
 #define CH_SNAPSHOT_TIMEOUT_MS (10 * 60 * 1000)
 #define CH_MIN_MAJOR 25
@@ -363,30 +379,46 @@ static int ch_snapshot(void *state, vmm_vm *vm, const char *snap_dir, vmm_snap_k
   return 0;
 }
 
-static int ch_restore(void *state, vmm_vm *vm, const char *snap_dir, cmn_error *err)
+static const char *const ch_snap_files[] = {"config.json", "state.json", "memory-ranges"};
+
+/* A fresh VMM restoring from source (a folder), left paused. */
+static int ch_restore_from(const ch_host *h, vmm_vm *vm, const char *source, const char *fault,
+                           cmn_error *err)
 {
-  const ch_host *h = state;
-  static const char *const files[] = {"config.json", "state.json", "memory-ranges"};
-  for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
-    cleanup_free char *f = cmn_asprintf("%s/%s", snap_dir, files[i]);
-    if (!cmn_is_regular_file(f))
-      return cmn_err_set(err, CMN_DATA_LOSS, "snapshot %s lacks %s", snap_dir, files[i]);
-  }
-  if (snap_dir[0] != '/')
-    return cmn_err_set(err, CMN_INVALID_ARGUMENT, "snapshot folder %s is not absolute", snap_dir);
-  if (vmm_spec_check_host_files(vm->spec, false, err) < 0)
-    return -1;
   if (ch_spawn(h, vm, err) < 0)
     return -1;
-  if (cmn_fault("ch.restore.before_restore", err) < 0)
+  if (cmn_fault(fault, err) < 0)
     return -1;
   cJSON *b = cJSON_CreateObject();
-  cleanup_free char *url = cmn_asprintf("file://%s", snap_dir);
+  cleanup_free char *url = cmn_asprintf("file://%s", source);
   cJSON_AddStringToObject(b, "source_url", url);
   /* prefault (populate guest RAM while restoring) stays at its default, off;
    * sent explicitly because every supported version knows it. */
   cJSON_AddBoolToObject(b, "prefault", false);
-  if (ch_put(vm, "vm.restore", b, CH_SNAPSHOT_TIMEOUT_MS, err) < 0)
+  return ch_put(vm, "vm.restore", b, CH_SNAPSHOT_TIMEOUT_MS, err);
+}
+
+/* DATA_LOSS unless snap_dir (absolute) holds the three snapshot files. */
+static int ch_check_snapshot(const char *snap_dir, cmn_error *err)
+{
+  for (size_t i = 0; i < sizeof ch_snap_files / sizeof ch_snap_files[0]; i++) {
+    cleanup_free char *f = cmn_asprintf("%s/%s", snap_dir, ch_snap_files[i]);
+    if (!cmn_is_regular_file(f))
+      return cmn_err_set(err, CMN_DATA_LOSS, "snapshot %s lacks %s", snap_dir, ch_snap_files[i]);
+  }
+  if (snap_dir[0] != '/')
+    return cmn_err_set(err, CMN_INVALID_ARGUMENT, "snapshot folder %s is not absolute", snap_dir);
+  return 0;
+}
+
+static int ch_restore(void *state, vmm_vm *vm, const char *snap_dir, cmn_error *err)
+{
+  const ch_host *h = state;
+  if (ch_check_snapshot(snap_dir, err) < 0)
+    return -1;
+  if (vmm_spec_check_host_files(vm->spec, false, err) < 0)
+    return -1;
+  if (ch_restore_from(h, vm, snap_dir, "ch.restore.before_restore", err) < 0)
     return -1;
   if (cmn_fault("ch.restore.before_resume", err) < 0)
     return -1;
@@ -394,6 +426,166 @@ static int ch_restore(void *state, vmm_vm *vm, const char *snap_dir, cmn_error *
     return -1;
   cmn_info(vm->id, "restore", "cloud-hypervisor pid %d restored from %s", (int)vm->proc.pid,
            snap_dir);
+  return 0;
+}
+
+static int ch_save(void *state, vmm_vm *vm, const char *snap_dir, cmn_error *err)
+{
+  if (!cmn_is_dir(snap_dir))
+    return cmn_err_set(err, CMN_FAILED_PRECONDITION, "save: folder %s does not exist", snap_dir);
+  if (cmn_fault("ch.save.before", err) < 0)
+    return -1;
+  /* A Cloud Hypervisor snapshot has no tie to the VM's later snapshots (no
+   * diffs, no dirty tracking): the standby path's full snapshot is exactly a
+   * save. */
+  if (ch_snapshot(state, vm, snap_dir, VMM_SNAP_FULL, err) < 0)
+    return cmn_err_prefix(err, "save into %s", snap_dir);
+  return 0;
+}
+
+/* Sets obj[key] to the string want; *changed when it was different. */
+static void ch_set_str(cJSON *obj, const char *key, const char *want, bool *changed)
+{
+  const cJSON *cur = cJSON_GetObjectItemCaseSensitive(obj, key);
+  if (cJSON_IsString(cur) && strcmp(cur->valuestring, want) == 0)
+    return;
+  *changed = true;
+  if (cur != NULL)
+    cJSON_ReplaceItemInObjectCaseSensitive(obj, key, cJSON_CreateString(want));
+  else
+    cJSON_AddStringToObject(obj, key, want);
+}
+
+/* False when a number in j cannot survive a parse and print through a double
+ * (Cloud Hypervisor's u64 fields would receive another value). */
+static bool ch_numbers_exact(const cJSON *j)
+{
+  if (cJSON_IsNumber(j))
+    return j->valuedouble < 9007199254740992.0 && j->valuedouble > -9007199254740992.0;
+  for (const cJSON *c = j != NULL ? j->child : NULL; c != NULL; c = c->next)
+    if (!ch_numbers_exact(c))
+      return false;
+  return true;
+}
+
+/* Points the saved config's host resources at this VM's (vsock socket, TAPs,
+ * disks, by position). *changed: anything differed. */
+static int ch_patch_config(const vmm_vm *vm, cJSON *c, bool *changed, cmn_error *err)
+{
+  const vmm_spec *s = vm->spec;
+  *changed = false;
+  cJSON *vsock = cJSON_GetObjectItemCaseSensitive(c, "vsock");
+  if (cJSON_IsObject(vsock) != (s->vsock_cid != 0))
+    return cmn_err_set(
+        err, CMN_FAILED_PRECONDITION, "the snapshot %s a vsock device and this VM %s",
+        cJSON_IsObject(vsock) ? "has" : "has no", s->vsock_cid != 0 ? "has one" : "has none");
+  if (cJSON_IsObject(vsock)) {
+    cleanup_free char *uds = cmn_asprintf("%s/%s", vm->dir, VMM_VSOCK_SOCK);
+    ch_set_str(vsock, "socket", uds, changed);
+  }
+  struct {
+    const char *key, *field, *what;
+    size_t n;
+  } lists[] = {{"net", "tap", "network interfaces", s->n_nics},
+               {"disks", "path", "disks", s->n_disks}};
+  for (size_t l = 0; l < sizeof lists / sizeof lists[0]; l++) {
+    cJSON *arr = cJSON_GetObjectItemCaseSensitive(c, lists[l].key);
+    size_t have = cJSON_IsArray(arr) ? (size_t)cJSON_GetArraySize(arr) : 0;
+    if (have != lists[l].n)
+      return cmn_err_set(err, CMN_FAILED_PRECONDITION, "the snapshot has %zu %s and this VM %zu",
+                         have, lists[l].what, lists[l].n);
+    for (size_t i = 0; i < have; i++) {
+      cJSON *e = cJSON_GetArrayItem(arr, (int)i);
+      const char *want = l == 0 ? s->nics[i].tap : s->disks[i].path;
+      if (!cJSON_IsObject(e) || want == NULL)
+        return cmn_err_set(err, CMN_FAILED_PRECONDITION, "the snapshot's %s[%zu] is unusable",
+                           lists[l].key, i);
+      ch_set_str(e, lists[l].field, want, changed);
+    }
+  }
+  return 0;
+}
+
+/* Builds <vm->dir>/CH_RESTORE_DIR (corrected config.json, links to the
+ * other files) when the saved config names other host resources than this
+ * VM's. *source: the folder to restore from (snap_dir when nothing changes). */
+static int ch_frozen_source(const vmm_vm *vm, const char *snap_dir, char **source, cmn_error *err)
+{
+  *source = NULL;
+  cleanup_free char *cfg_path = cmn_asprintf("%s/config.json", snap_dir);
+  cleanup_free char *text = NULL;
+  if (cmn_file_read(cfg_path, 16u << 20, &text, NULL, err) < 0)
+    return cmn_err_prefix(err, "reading the saved VM config");
+  cJSON *c = cJSON_Parse(text);
+  if (!cJSON_IsObject(c)) {
+    cJSON_Delete(c);
+    return cmn_err_set(err, CMN_DATA_LOSS, "snapshot %s: config.json is not a JSON object",
+                       snap_dir);
+  }
+  bool changed = false;
+  if (ch_patch_config(vm, c, &changed, err) < 0) {
+    cJSON_Delete(c);
+    return cmn_err_prefix(err, "snapshot %s", snap_dir);
+  }
+  if (!changed) {
+    cJSON_Delete(c);
+    *source = cmn_strdup(snap_dir);
+    return 0;
+  }
+  if (!ch_numbers_exact(c)) {
+    cJSON_Delete(c);
+    return cmn_err_set(err, CMN_FAILED_PRECONDITION,
+                       "snapshot %s: config.json holds a number this driver cannot rewrite "
+                       "exactly",
+                       snap_dir);
+  }
+  cleanup_free char *out = cJSON_Print(c);
+  cJSON_Delete(c);
+  if (out == NULL)
+    return cmn_err_set(err, CMN_INTERNAL, "cannot serialise the corrected VM config");
+  cleanup_free char *dir = cmn_asprintf("%s/%s", vm->dir, CH_RESTORE_DIR);
+  if (cmn_rm_rf(dir, err) < 0 || cmn_mkdir_p(dir, 0700, err) < 0)
+    return -1;
+  cleanup_free char *cfg_out = cmn_asprintf("%s/config.json", dir);
+  if (cmn_file_replace(cfg_out, out, strlen(out), 0600, err) < 0)
+    return -1;
+  for (size_t i = 1; i < sizeof ch_snap_files / sizeof ch_snap_files[0]; i++) {
+    cleanup_free char *target = cmn_asprintf("%s/%s", snap_dir, ch_snap_files[i]);
+    cleanup_free char *link = cmn_asprintf("%s/%s", dir, ch_snap_files[i]);
+    if (symlink(target, link) < 0)
+      return cmn_err_errno(err, CMN_INTERNAL, errno, "linking %s to %s", link, target);
+  }
+  *source = cmn_strdup(dir);
+  return 0;
+}
+
+static int ch_restore_frozen(void *state, vmm_vm *vm, const char *snap_dir, cmn_error *err)
+{
+  const ch_host *h = state;
+  if (ch_check_snapshot(snap_dir, err) < 0)
+    return -1;
+  if (vm->spec == NULL)
+    return cmn_err_set(err, CMN_INVALID_ARGUMENT, "restore_frozen needs the VM's spec");
+  if (vmm_spec_check_host_files(vm->spec, false, err) < 0)
+    return -1;
+  cleanup_free char *source = NULL;
+  if (ch_frozen_source(vm, snap_dir, &source, err) < 0)
+    return -1;
+  int r = ch_restore_from(h, vm, source, "ch.restore_frozen.before_restore", err);
+  /* Read in full by vm.restore (Copy mode): the corrected view can go. */
+  if (strcmp(source, snap_dir) != 0) {
+    cmn_error rerr = {0};
+    if (cmn_rm_rf(source, &rerr) < 0)
+      cmn_warn(vm->id, "restore", "%s", rerr.msg);
+  }
+  if (r < 0)
+    return -1;
+  if (cmn_fault("ch.restore_frozen.before_resume", err) < 0)
+    return -1;
+  if (ch_put(vm, "vm.resume", NULL, CMN_HTTP_DEFAULT_TIMEOUT_MS, err) < 0)
+    return -1;
+  cmn_info(vm->id, "restore", "cloud-hypervisor pid %d cloned from %s%s", (int)vm->proc.pid,
+           snap_dir, strcmp(source, snap_dir) != 0 ? " (host resources re-pointed)" : "");
   return 0;
 }
 
@@ -450,12 +642,16 @@ static void ch_cleanup(void *state, vmm_vm *vm)
     if (unlink(sock) < 0 && errno != ENOENT)
       cmn_warn(vm->id, "cleanup", "removing %s: %s", sock, cmn_strerror(errno));
   }
+  cleanup_free char *staging = cmn_asprintf("%s/%s", vm->dir, CH_RESTORE_DIR);
+  cmn_error err = {0};
+  if (cmn_rm_rf(staging, &err) < 0)
+    cmn_warn(vm->id, "cleanup", "%s", err.msg);
 }
 
 /* No VMM_CAP_BASE_REUSE: Cloud Hypervisor snapshots are always full. */
 const vmm_driver vmm_cloud_hypervisor_driver = {
     .type = "cloud-hypervisor",
-    .caps = VMM_CAP_SNAPSHOT | VMM_CAP_PAUSE | VMM_CAP_GRACEFUL_SHUTDOWN,
+    .caps = VMM_CAP_SNAPSHOT | VMM_CAP_PAUSE | VMM_CAP_GRACEFUL_SHUTDOWN | VMM_CAP_FORK,
     .init = ch_init,
     .fini = ch_fini,
     .describe = ch_describe,
@@ -466,6 +662,8 @@ const vmm_driver vmm_cloud_hypervisor_driver = {
     .resume = ch_resume,
     .snapshot = ch_snapshot,
     .restore = ch_restore,
+    .save = ch_save,
+    .restore_frozen = ch_restore_frozen,
     .shutdown = ch_shutdown,
     .powerdown = ch_powerdown,
     .release = ch_release,

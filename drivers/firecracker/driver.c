@@ -26,7 +26,38 @@
  *
  * Memory on restore: Firecracker maps the memory file privately, so the file
  * stays exactly the snapshot while the guest runs; the agent keeps the folder
- * as snapshot-base and the next standby writes a Diff into it. */
+ * as snapshot-base and the next standby writes a Diff into it.
+ *
+ * Fork (save, restore_frozen). save() is a Full /snapshot/create into the
+ * empty folder, with the file names of the driver's own snapshots (state,
+ * memory), so a file-by-file copy of a standby folder is the same thing.
+ * restore_frozen() is a load with mem_backend File: Firecracker opens the
+ * memory file read-only (File::open) and maps it MAP_PRIVATE, so the folder is
+ * never written and any number of VMMs can load from it at once. The clone's
+ * TAPs and vsock socket are its own, not the ones the snapshot recorded:
+ * network_overrides (from 1.12) and vsock_override (from 1.16) re-point them;
+ * an older release cannot, so a fork of a VM with NICs or vsock needs those.
+ * On x86_64 from 1.8 (aarch64 from 1.9) Firecracker itself gives the guest a
+ * new VMGenID generation ID on every snapshot load and notifies it
+ * (docs/snapshotting/snapshot-support.md), so a clone's kernel reseeds its
+ * random number generator without help from here.
+ *
+ * Dirty tracking and save. Every /snapshot/create resets Firecracker's dirty
+ * page tracking: a Diff reads and clears the KVM dirty log, and from 1.8 a
+ * Full clears it too (before 1.8 it left every page marked). After save() and
+ * resume(), a Diff into the retained snapshot-base would therefore miss the
+ * pages the guest wrote between loading that base and the save: the base
+ * would silently become a corrupt image. So save() first creates
+ * <vm->dir>/FC_FULL_NEXT, and while that file exists a DIFF request is
+ * written as a Full snapshot into the base's memory file instead (every page;
+ * from 1.6 Firecracker overwrites a same-size file in place, and this is the
+ * case its own code documents for the file the VM was loaded from; before
+ * 1.6 the Full goes to memory.diff and is merged like a Diff). The file is in
+ * vm->dir, not in priv, so it survives an agent restart (release + adopt); it
+ * is removed by the next snapshot that succeeds and whenever a fresh VMM is
+ * spawned (whose tracking starts from what it loaded). restore_frozen() also
+ * creates it: the clone's RAM is in no file of the instance, so a DIFF asked
+ * of it by mistake still yields a whole image. */
 #include "drivers/registry.h"
 #include "drivers/rest_vmm.h"
 #include "fc_merge.h"
@@ -46,6 +77,10 @@
 #include <unistd.h>
 
 #define FC_SOCK_NAME "firecracker.sock"
+/* While this file exists in vm->dir, the VM's dirty tracking no longer covers
+ * everything since its base was loaded: the next snapshot is Full (see the
+ * file comment). */
+#define FC_FULL_NEXT "firecracker.full-next"
 #define FC_START_TIMEOUT_MS 10000
 #define FC_SNAPSHOT_TIMEOUT_MS (10 * 60 * 1000)
 
@@ -244,10 +279,45 @@ static int fc_get_state(vmm_vm *vm, vmm_run_state *out, cmn_error *err)
   return 0;
 }
 
+/* ---- "next snapshot is Full" (see the file comment) ------------------------ */
+
+static char *fc_full_next_path(const vmm_vm *vm)
+{
+  return cmn_asprintf("%s/%s", vm->dir, FC_FULL_NEXT);
+}
+
+static bool fc_full_next(const vmm_vm *vm)
+{
+  cleanup_free char *path = fc_full_next_path(vm);
+  return cmn_path_exists(path);
+}
+
+static int fc_full_next_set(vmm_vm *vm, cmn_error *err)
+{
+  cleanup_free char *path = fc_full_next_path(vm);
+  /* No fsync: the VMM whose tracking it describes does not survive a host
+   * crash either. */
+  cleanup_close int fd = cmn_open(path, O_WRONLY | O_CREAT, 0640);
+  if (fd < 0)
+    return cmn_err_errno(err, CMN_INTERNAL, errno, "creating %s", path);
+  return 0;
+}
+
+static int fc_full_next_clear(vmm_vm *vm, cmn_error *err)
+{
+  cleanup_free char *path = fc_full_next_path(vm);
+  if (unlink(path) < 0 && errno != ENOENT)
+    return cmn_err_errno(err, CMN_INTERNAL, errno, "removing %s", path);
+  return 0;
+}
+
 /* Spawns a fresh firecracker for vm and waits until its API answers. */
 static int fc_spawn(const fc_host *h, vmm_vm *vm, cmn_error *err)
 {
   fc_vm *p = fc_priv(vm);
+  /* A fresh process tracks dirty pages from what it boots or loads. */
+  if (fc_full_next_clear(vm, err) < 0)
+    return -1;
   cleanup_free char *fc_log = cmn_asprintf("%s/firecracker.log", vm->dir);
   cleanup_free char *fc_log_old = cmn_asprintf("%s/firecracker.log.1", vm->dir);
   if (rename(fc_log, fc_log_old) < 0 && errno != ENOENT)
@@ -378,6 +448,9 @@ static int fc_snapshot(void *state, vmm_vm *vm, const char *snap_dir, vmm_snap_k
   cleanup_free char *diff_path = cmn_asprintf("%s/memory.diff", snap_dir);
   bool merge = false;
   const char *target = mem_path;
+  /* After save() the dirty tracking misses pages: the "diff" is a Full
+   * snapshot into the base (same target, every page). */
+  bool forced_full = kind == VMM_SNAP_DIFF && fc_full_next(vm);
   if (kind == VMM_SNAP_DIFF) {
     struct stat st;
     if (stat(mem_path, &st) < 0)
@@ -400,7 +473,8 @@ static int fc_snapshot(void *state, vmm_vm *vm, const char *snap_dir, vmm_snap_k
   if (cmn_fault("fc.snapshot.before_create", err) < 0)
     return -1;
   cJSON *b = cJSON_CreateObject();
-  cJSON_AddStringToObject(b, "snapshot_type", kind == VMM_SNAP_DIFF ? "Diff" : "Full");
+  cJSON_AddStringToObject(b, "snapshot_type",
+                          kind == VMM_SNAP_DIFF && !forced_full ? "Diff" : "Full");
   cJSON_AddStringToObject(b, "snapshot_path", state_path);
   cJSON_AddStringToObject(b, "mem_file_path", target);
   int64_t t0 = cmn_now_us();
@@ -416,25 +490,47 @@ static int fc_snapshot(void *state, vmm_vm *vm, const char *snap_dir, vmm_snap_k
     if (fc_merge_diff(diff_path, mem_path, &copied, err) < 0)
       return cmn_err_prefix(err, "merging the diff snapshot");
   }
+  /* Tracking now starts from what this folder holds. Left behind, the file
+   * only makes the next snapshot Full again. */
+  cmn_error cerr = {0};
+  if (fc_full_next_clear(vm, &cerr) < 0)
+    cmn_warn(vm->id, "snapshot", "%s", cerr.msg);
   cmn_info(vm->id, "snapshot", "%s snapshot in %lld us%s (merged %llu bytes in %lld us)",
-           kind == VMM_SNAP_DIFF ? "diff" : "full", (long long)(t1 - t0),
-           kind == VMM_SNAP_DIFF && !merge ? ", written in place" : "", (unsigned long long)copied,
-           (long long)(cmn_now_us() - t1));
+           forced_full             ? "full (into the base: tracking was reset by a save)"
+           : kind == VMM_SNAP_DIFF ? "diff"
+                                   : "full",
+           (long long)(t1 - t0), kind == VMM_SNAP_DIFF && !merge ? ", written in place" : "",
+           (unsigned long long)copied, (long long)(cmn_now_us() - t1));
   return 0;
 }
 
-static int fc_restore(void *state, vmm_vm *vm, const char *snap_dir, cmn_error *err)
+/* A fresh VMM loading the snapshot in snap_dir (paused, not resumed). frozen:
+ * for restore_frozen(), the clone's own TAPs and vsock socket replace the ones
+ * the snapshot recorded. */
+static int fc_load(const fc_host *h, vmm_vm *vm, const char *snap_dir, bool frozen, cmn_error *err)
 {
-  const fc_host *h = state;
   cleanup_free char *state_path = cmn_asprintf("%s/state", snap_dir);
   cleanup_free char *mem_path = cmn_asprintf("%s/memory", snap_dir);
   if (!cmn_is_regular_file(state_path) || !cmn_is_regular_file(mem_path))
     return cmn_err_set(err, CMN_DATA_LOSS, "snapshot %s lacks state or memory", snap_dir);
+  const vmm_spec *s = vm->spec;
+  bool nets = frozen && s != NULL && s->n_nics > 0;
+  bool vsock = frozen && s != NULL && s->vsock_cid != 0;
+  if (nets && !fc_at_least(h, 1, 12))
+    return cmn_err_set(err, CMN_FAILED_PRECONDITION,
+                       "a fork with network interfaces needs Firecracker 1.12 or later "
+                       "(network_overrides); this is %d.%d.%d",
+                       h->major, h->minor, h->patch);
+  if (vsock && !fc_at_least(h, 1, 16))
+    return cmn_err_set(err, CMN_FAILED_PRECONDITION,
+                       "a fork with a vsock device needs Firecracker 1.16 or later "
+                       "(vsock_override); this is %d.%d.%d",
+                       h->major, h->minor, h->patch);
   if (vmm_spec_check_host_files(vm->spec, false, err) < 0)
     return -1;
   if (fc_spawn(h, vm, err) < 0)
     return -1;
-  if (cmn_fault("fc.restore.before_load", err) < 0)
+  if (cmn_fault(frozen ? "fc.restore_frozen.before_load" : "fc.restore.before_load", err) < 0)
     return -1;
   cJSON *b = cJSON_CreateObject();
   cJSON_AddStringToObject(b, "snapshot_path", state_path);
@@ -445,21 +541,87 @@ static int fc_restore(void *state, vmm_vm *vm, const char *snap_dir, cmn_error *
   } else {
     cJSON_AddStringToObject(b, "mem_file_path", mem_path);
   }
-  /* Tracking on, so the next standby can be a Diff into this base. */
+  /* Tracking on, so the next standby can be a Diff into this base (for a
+   * frozen restore: into the base its first, Full, standby writes). */
   cJSON_AddBoolToObject(b, h->load_track_dirty ? "track_dirty_pages" : "enable_diff_snapshots",
                         true);
   /* Resumed separately, so that a failed load and a failed resume are told
    * apart (and fc.restore.before_resume sits between them). */
   cJSON_AddBoolToObject(b, "resume_vm", false);
+  if (nets) {
+    /* iface_id as fc_configure_boot named them. */
+    cJSON *ov = cJSON_AddArrayToObject(b, "network_overrides");
+    for (size_t i = 0; i < s->n_nics; i++) {
+      char id[32];
+      snprintf(id, sizeof id, "eth%zu", i);
+      cJSON *o = cJSON_CreateObject();
+      cJSON_AddStringToObject(o, "iface_id", id);
+      cJSON_AddStringToObject(o, "host_dev_name", s->nics[i].tap);
+      cJSON_AddItemToArray(ov, o);
+    }
+  }
+  if (vsock) {
+    cleanup_free char *uds = cmn_asprintf("%s/%s", vm->dir, VMM_VSOCK_SOCK);
+    cJSON_AddStringToObject(cJSON_AddObjectToObject(b, "vsock_override"), "uds_path", uds);
+  }
   int r = fc_call_t(vm, "PUT", "/snapshot/load", b, FC_SNAPSHOT_TIMEOUT_MS, NULL, err);
   cJSON_Delete(b);
-  if (r < 0)
+  return r;
+}
+
+static int fc_restore(void *state, vmm_vm *vm, const char *snap_dir, cmn_error *err)
+{
+  const fc_host *h = state;
+  if (fc_load(h, vm, snap_dir, false, err) < 0)
     return -1;
   if (cmn_fault("fc.restore.before_resume", err) < 0)
     return -1;
   if (fc_set_vm_state(vm, "Resumed", err) < 0)
     return -1;
   cmn_info(vm->id, "restore", "firecracker pid %d restored from %s", (int)vm->proc.pid, snap_dir);
+  return 0;
+}
+
+static int fc_save(void *state, vmm_vm *vm, const char *snap_dir, cmn_error *err)
+{
+  (void)state;
+  if (!cmn_is_dir(snap_dir))
+    return cmn_err_set(err, CMN_FAILED_PRECONDITION, "save: folder %s does not exist", snap_dir);
+  cleanup_free char *state_path = cmn_asprintf("%s/state", snap_dir);
+  cleanup_free char *mem_path = cmn_asprintf("%s/memory", snap_dir);
+  /* Before the create: once Firecracker has started it, the tracking may be
+   * reset even if the call then fails. */
+  if (fc_full_next_set(vm, err) < 0)
+    return -1;
+  if (cmn_fault("fc.save.before_create", err) < 0)
+    return -1;
+  cJSON *b = cJSON_CreateObject();
+  cJSON_AddStringToObject(b, "snapshot_type", "Full");
+  cJSON_AddStringToObject(b, "snapshot_path", state_path);
+  cJSON_AddStringToObject(b, "mem_file_path", mem_path);
+  int64_t t0 = cmn_now_us();
+  int r = fc_call_t(vm, "PUT", "/snapshot/create", b, FC_SNAPSHOT_TIMEOUT_MS, NULL, err);
+  cJSON_Delete(b);
+  if (r < 0)
+    return cmn_err_prefix(err, "save into %s", snap_dir);
+  cmn_info(vm->id, "save", "full snapshot into %s in %lld us; the next standby is full", snap_dir,
+           (long long)(cmn_now_us() - t0));
+  return 0;
+}
+
+static int fc_restore_frozen(void *state, vmm_vm *vm, const char *snap_dir, cmn_error *err)
+{
+  const fc_host *h = state;
+  if (fc_load(h, vm, snap_dir, true, err) < 0)
+    return -1;
+  /* The clone's RAM is in no file of this instance: never a Diff. */
+  if (fc_full_next_set(vm, err) < 0)
+    return -1;
+  if (cmn_fault("fc.restore_frozen.before_resume", err) < 0)
+    return -1;
+  if (fc_set_vm_state(vm, "Resumed", err) < 0)
+    return -1;
+  cmn_info(vm->id, "restore", "firecracker pid %d cloned from %s", (int)vm->proc.pid, snap_dir);
   return 0;
 }
 
@@ -477,7 +639,7 @@ static void fc_release(void *state, vmm_vm *vm)
 static void fc_cleanup(void *state, vmm_vm *vm)
 {
   (void)state;
-  const char *names[] = {FC_SOCK_NAME, VMM_VSOCK_SOCK};
+  const char *names[] = {FC_SOCK_NAME, VMM_VSOCK_SOCK, FC_FULL_NEXT};
   for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
     cleanup_free char *sock = cmn_asprintf("%s/%s", vm->dir, names[i]);
     if (unlink(sock) < 0 && errno != ENOENT)
@@ -487,7 +649,7 @@ static void fc_cleanup(void *state, vmm_vm *vm)
 
 const vmm_driver vmm_firecracker_driver = {
     .type = "firecracker",
-    .caps = VMM_CAP_SNAPSHOT | VMM_CAP_PAUSE | VMM_CAP_BASE_REUSE,
+    .caps = VMM_CAP_SNAPSHOT | VMM_CAP_PAUSE | VMM_CAP_BASE_REUSE | VMM_CAP_FORK,
     .init = fc_init,
     .fini = fc_fini,
     .describe = fc_describe,
@@ -498,6 +660,8 @@ const vmm_driver vmm_firecracker_driver = {
     .resume = fc_resume,
     .snapshot = fc_snapshot,
     .restore = fc_restore,
+    .save = fc_save,
+    .restore_frozen = fc_restore_frozen,
     .shutdown = NULL, /* Firecracker has no graceful VMM shutdown */
     .release = fc_release,
     .cleanup = fc_cleanup,

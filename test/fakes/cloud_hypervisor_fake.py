@@ -41,8 +41,13 @@ What it enforces, per version:
   guest running again; vm.power-button: the guest powers off and the VMM exits.
 - snapshot files as Cloud Hypervisor writes them: config.json (the VmConfig),
   state.json (device state; here the fake's own), memory-ranges (all guest
-  RAM), mode 0600. A restore reads all three; serial/console files of mode
-  File are reopened with File::create (truncated) as the real VMM does.
+  RAM), mode 0600. A restore reads all three and writes none of them
+  (memory_restore_mode Copy: the memory is copied into fresh guest RAM), so
+  several VMMs may restore from one folder at once; the devices come from
+  config.json as saved (the vsock socket is bound at the path it names, so a
+  second VMM restoring an unchanged config while the first runs fails as the
+  real one would); serial/console files of mode File are reopened with
+  File::create (truncated) as the real VMM does.
 - the simulated guest: guest memory is a bytearray of memory.size. At boot the
   "kernel" (first 64 KiB of the kernel file) goes to page 2.., a random marker
   to page 0, a counter to page 1. While Running, a tick every FAKE_CH_TICK_MS

@@ -39,7 +39,11 @@ and src/vmm/src/vmm_config/*.rs at each release tag, CHANGELOG.md):
   after a snapshot load the guest bumps a generation number (like a guest that
   saw VMGenID change) and page ZERO_PAGE becomes all zeros on odd generations,
   a pattern on even ones, so diffs contain dirty pages that are all zeros.
-- loading: the state file records the SHA-256 of guest memory at snapshot
+- loading: the memory file and the state file are only read (Firecracker
+  opens the memory file read-only and maps it privately), so any number of
+  processes may load from one folder at once; network_overrides (1.12) and
+  vsock_override (1.16) replace the TAP names and the vsock uds_path the
+  snapshot recorded. The state file records the SHA-256 of guest memory at snapshot
   time; a load whose memory file does not hash to it fails (a real Firecracker
   would resume a corrupted guest; the fake says so instead). The guest then
   continues from exactly that memory.
@@ -509,6 +513,8 @@ class Vmm:
             log("DEPRECATED: PUT /snapshot/load: enable_diff_snapshots")
         for o in body.get("network_overrides", []):
             check(o, {"iface_id": ("str", True), "host_dev_name": ("str", True)})
+        if "vsock_override" in body:
+            check(body["vsock_override"], {"uds_path": ("str", True)})
         try:
             with open(body["snapshot_path"]) as f:
                 state = json.load(f)
@@ -532,8 +538,10 @@ class Vmm:
                              "the memory this state was saved with (fake check: a real "
                              "Firecracker would resume a corrupted guest)")
         for o in body.get("network_overrides", []):
-            if o["iface_id"] in state["nets"]:
-                state["nets"][o["iface_id"]]["host_dev_name"] = o["host_dev_name"]
+            if o["iface_id"] not in state["nets"]:
+                raise BadRequest("Load microVM snapshot error: network_overrides names "
+                                 "%s, which the snapshot does not have" % o["iface_id"])
+            state["nets"][o["iface_id"]]["host_dev_name"] = o["host_dev_name"]
         self.mem = mem
         self.machine = {"vcpu_count": state["vcpu_count"],
                         "mem_size_mib": state["mem_size_mib"]}
@@ -544,6 +552,11 @@ class Vmm:
         self.drive_files = self.open_drives(self.drives, "Load microVM snapshot error")
         self.nets = state["nets"]
         self.vsock = state.get("vsock")
+        if "vsock_override" in body:
+            if self.vsock is None:
+                raise BadRequest("Load microVM snapshot error: vsock_override given but the "
+                                 "snapshot has no vsock device")
+            self.vsock = dict(self.vsock, uds_path=body["vsock_override"]["uds_path"])
         if self.vsock is not None:
             self.vsock_sock = bind_vsock(self.vsock["uds_path"])
             serve_vsock(self.vsock_sock, self)

@@ -24,6 +24,8 @@
 
 #include <CUnit/Basic.h>
 #include <curl/curl.h>
+#include <dirent.h>
+#include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -248,7 +250,9 @@ static void test_init(void)
     CU_ASSERT(strncmp(d, want, strlen(want)) == 0);
   }
   CU_ASSERT_STRING_EQUAL(DRV.type, "cloud-hypervisor");
-  CU_ASSERT(DRV.caps == (VMM_CAP_SNAPSHOT | VMM_CAP_PAUSE | VMM_CAP_GRACEFUL_SHUTDOWN));
+  CU_ASSERT(DRV.caps ==
+            (VMM_CAP_SNAPSHOT | VMM_CAP_PAUSE | VMM_CAP_GRACEFUL_SHUTDOWN | VMM_CAP_FORK));
+  CU_ASSERT(DRV.save != NULL && DRV.restore_frozen != NULL);
   CU_ASSERT(DRV.shutdown != NULL && DRV.powerdown != NULL);
 }
 
@@ -343,6 +347,303 @@ static void test_fault_before_resume(void)
   restore_and_check(fx.latest);
 }
 
+/* ---- fork: save and restore_frozen ------------------------------------------ */
+
+/* One line per entry of dir, sorted: name, size, mtime and an FNV-1a of the
+ * content, so that any write, new file or removal shows. Caller frees. */
+static char *folder_print(const char *dir)
+{
+  struct dirent **names = NULL;
+  int n = scandir(dir, &names, NULL, alphasort);
+  if (n < 0)
+    return cmn_asprintf("(cannot read %s: %s)", dir, cmn_strerror(errno));
+  char *out = cmn_strdup("");
+  for (int i = 0; i < n; i++) {
+    const char *name = names[i]->d_name;
+    if (strcmp(name, ".") != 0 && strcmp(name, "..") != 0) {
+      cleanup_free char *path = cmn_asprintf("%s/%s", dir, name);
+      struct stat st;
+      uint64_t h = 14695981039346656037ULL;
+      cleanup_free char *buf = NULL;
+      size_t len = 0;
+      if (lstat(path, &st) == 0 && S_ISREG(st.st_mode) &&
+          cmn_file_read(path, 256u << 20, &buf, &len, NULL) == 0)
+        for (size_t k = 0; k < len; k++) {
+          h ^= (unsigned char)buf[k];
+          h *= 1099511628211ULL;
+        }
+      char *next =
+          cmn_asprintf("%s%s %lld %lld.%09ld %016llx\n", out, name, (long long)st.st_size,
+                       (long long)st.st_mtim.tv_sec, st.st_mtim.tv_nsec, (unsigned long long)h);
+      free(out);
+      out = next;
+    }
+    free(names[i]);
+  }
+  free(names);
+  return out;
+}
+
+typedef struct clone_vm {
+  char *dir;
+  char *console;
+  char *vmm_log;
+  vmm_spec spec;
+  vmm_vm vm;
+} clone_vm;
+
+static void clone_init(clone_vm *c, const char *name)
+{
+  memset(c, 0, sizeof *c);
+  c->dir = cmn_asprintf("%s/%s", fx.dir, name);
+  c->console = cmn_asprintf("%s/console.log", c->dir);
+  c->vmm_log = cmn_asprintf("%s/vmm.log", c->dir);
+  CU_ASSERT_FATAL(cmn_mkdir_p(c->dir, 0700, NULL) == 0);
+  c->spec = fx.spec; /* same devices; strings are shared, not owned */
+  c->vm.id = name;
+  c->vm.dir = c->dir;
+  c->vm.console_path = c->console;
+  c->vm.vmm_log_path = c->vmm_log;
+  c->vm.spec = &c->spec;
+}
+
+static void clone_kill(clone_vm *c)
+{
+  if (c->vm.proc.pid > 0)
+    cmn_proc_kill_reap(&c->vm.proc);
+  memset(&c->vm.proc, 0, sizeof c->vm.proc);
+  DRV.release(fx.state, &c->vm);
+  DRV.cleanup(fx.state, &c->vm);
+}
+
+static void clone_free(clone_vm *c)
+{
+  clone_kill(c);
+  free(c->dir);
+  free(c->console);
+  free(c->vmm_log);
+}
+
+static int clone_lines(clone_vm *c, off_t from, int want, long *first, long *last, char *marker,
+                       size_t ms)
+{
+  for (int i = 0; i < 3000; i++) { /* 30 s */
+    cleanup_free char *buf = NULL;
+    size_t len = 0;
+    int n = 0;
+    if (cmn_file_read(c->console, 64u << 20, &buf, &len, NULL) == 0 && (size_t)from <= len) {
+      char *save = NULL;
+      for (char *line = strtok_r(buf + from, "\n", &save); line != NULL;
+           line = strtok_r(NULL, "\n", &save)) {
+        char *p = strstr(line, "tiny counter=");
+        if (p == NULL)
+          continue;
+        char *end = NULL;
+        long v = strtol(p + strlen("tiny counter="), &end, 10);
+        if (end == p + strlen("tiny counter="))
+          continue;
+        char *m = strstr(end, "marker=");
+        if (n == 0)
+          *first = v;
+        *last = v;
+        if (m != NULL && marker != NULL)
+          snprintf(marker, ms, "%.*s", (int)strcspn(m + 7, " \r"), m + 7);
+        n++;
+      }
+    }
+    if (n >= want)
+      return 0;
+    if (!cmn_proc_alive(&c->vm.proc))
+      return -1;
+    cmn_sleep_ms(10);
+  }
+  return -1;
+}
+
+/* restore_frozen from snap_dir; the clone continues from counter with the
+ * source's boot marker; the corrected view of the snapshot is gone. */
+static void clone_start_check(clone_vm *c, const char *snap_dir, long counter)
+{
+  cmn_error err = {0};
+  int r = DRV.restore_frozen(fx.state, &c->vm, snap_dir, &err);
+  if (r < 0)
+    printf("\nrestore_frozen %s: %s\n", c->vm.id, err.msg);
+  CU_ASSERT_FATAL(r == 0);
+  CU_ASSERT(c->vm.proc.pid > 0);
+  long first = 0, last = 0;
+  char marker[64] = "";
+  CU_ASSERT_FATAL(clone_lines(c, 0, 2, &first, &last, marker, sizeof marker) == 0);
+  if (fx.real) {
+    CU_ASSERT(first >= counter);
+  } else {
+    CU_ASSERT(first == counter + 1);
+  }
+  CU_ASSERT_STRING_EQUAL(marker, fx.marker);
+  cleanup_free char *staging = cmn_asprintf("%s/ch-restore", c->dir);
+  CU_ASSERT(!cmn_path_exists(staging));
+}
+
+static char *fx_saved;      /* the saved (frozen) folder */
+static long fx_saved_count; /* the counter the guest had printed when saved */
+
+/* Pause, save into an empty folder, resume: the source continues and its own
+ * snapshot folder is untouched; its next standby and restore still work. */
+static void test_save_resume(void)
+{
+  cmn_error err = {0};
+  long first = 0, last = 0;
+  CU_ASSERT_FATAL(wait_lines(console_size(), 3, &first, &last, NULL, 0) == 0);
+  pause_and_record();
+  fx_saved_count = fx.paused_counter;
+  cleanup_free char *latest_before = folder_print(fx.latest);
+  fx_saved = cmn_asprintf("%s/saved", fx.dir);
+  CU_ASSERT_FATAL(cmn_mkdir_p(fx_saved, 0700, &err) == 0);
+  int r = DRV.save(fx.state, &fx.vm, fx_saved, &err);
+  if (r < 0)
+    printf("\nsave: %s\n", err.msg);
+  CU_ASSERT_FATAL(r == 0);
+  cleanup_free char *mem = cmn_asprintf("%s/memory-ranges", fx_saved);
+  struct stat sb;
+  CU_ASSERT(stat(mem, &sb) == 0 && (uint64_t)sb.st_size == fx.spec.memory_mib << 20);
+  expect_state(VMM_STATE_PAUSED);
+  cleanup_free char *latest_after = folder_print(fx.latest);
+  CU_ASSERT_STRING_EQUAL(latest_before, latest_after);
+  off_t from = console_size();
+  CU_ASSERT_FATAL(DRV.resume(fx.state, &fx.vm, &err) == 0);
+  expect_state(VMM_STATE_RUNNING);
+  CU_ASSERT_FATAL(wait_lines(from, 2, &first, &last, NULL, 0) == 0);
+  if (!fx.real)
+    CU_ASSERT(first == fx_saved_count + 1);
+}
+
+/* Two clones from the one saved folder at once (the source still running,
+ * its vsock socket bound); the folder is never written; a clone's own
+ * standby restores; the source's standby and restore still work. */
+static void test_fork_two_clones(void)
+{
+  cmn_error err = {0};
+  cleanup_free char *before = folder_print(fx_saved);
+  clone_vm a, b;
+  clone_init(&a, "clone-a");
+  clone_init(&b, "clone-b");
+  clone_start_check(&a, fx_saved, fx_saved_count);
+  clone_start_check(&b, fx_saved, fx_saved_count);
+  CU_ASSERT(cmn_proc_alive(&a.vm.proc) && cmn_proc_alive(&b.vm.proc));
+  CU_ASSERT(cmn_proc_alive(&fx.vm.proc));
+  if (fx.spec.vsock_cid != 0) {
+    cleanup_free char *vs = cmn_asprintf("%s/vsock.sock", a.dir);
+    CU_ASSERT(cmn_path_exists(vs)); /* its own socket, not the source's */
+  }
+  cleanup_free char *during = folder_print(fx_saved);
+  CU_ASSERT_STRING_EQUAL(before, during);
+
+  /* Clone a's standby: Full into its own folder, shutdown, restore. */
+  CU_ASSERT_FATAL(DRV.pause(fx.state, &a.vm, &err) == 0);
+  cmn_sleep_ms(200);
+  long first = 0, last = 0;
+  CU_ASSERT_FATAL(clone_lines(&a, 0, 1, &first, &last, NULL, 0) == 0);
+  cleanup_free char *snap = cmn_asprintf("%s/snapshot-latest", a.dir);
+  CU_ASSERT_FATAL(cmn_mkdir_p(snap, 0700, &err) == 0);
+  int r = DRV.snapshot(fx.state, &a.vm, snap, VMM_SNAP_FULL, &err);
+  CU_ASSERT_FATAL(r == 0);
+  clone_kill(&a);
+  struct stat st;
+  off_t from = stat(a.console, &st) == 0 ? st.st_size : 0;
+  r = DRV.restore(fx.state, &a.vm, snap, &err);
+  if (r < 0)
+    printf("\nclone restore: %s\n", err.msg);
+  CU_ASSERT_FATAL(r == 0);
+  long f2 = 0, l2 = 0;
+  CU_ASSERT_FATAL(clone_lines(&a, from, 2, &f2, &l2, NULL, 0) == 0);
+  if (!fx.real)
+    CU_ASSERT(f2 == last + 1);
+  clone_free(&a);
+  clone_free(&b);
+  cleanup_free char *after = folder_print(fx_saved);
+  CU_ASSERT_STRING_EQUAL(before, after);
+
+  /* The source: standby and restore as ever. */
+  standby();
+  restore_and_check(fx.latest);
+}
+
+/* A file-by-file copy of a complete standby folder is a frozen snapshot too. */
+static void test_fork_from_standby_copy(void)
+{
+  cmn_error err = {0};
+  cleanup_free char *copy = cmn_asprintf("%s/copied", fx.dir);
+  CU_ASSERT_FATAL(cmn_mkdir_p(copy, 0700, &err) == 0);
+  static const char *const names[] = {"config.json", "state.json", "memory-ranges"};
+  for (size_t i = 0; i < 3; i++) {
+    cleanup_free char *src = cmn_asprintf("%s/%s", fx.latest, names[i]);
+    cleanup_free char *dst = cmn_asprintf("%s/%s", copy, names[i]);
+    cleanup_free char *buf = NULL;
+    size_t len = 0;
+    CU_ASSERT_FATAL(cmn_file_read(src, 256u << 20, &buf, &len, &err) == 0);
+    CU_ASSERT_FATAL(cmn_file_write_atomic(dst, buf, len, 0600, &err) == 0);
+  }
+  cleanup_free char *before = folder_print(copy);
+  clone_vm c;
+  clone_init(&c, "clone-c");
+  clone_start_check(&c, copy, fx.paused_counter); /* the last standby's counter */
+  clone_free(&c);
+  cleanup_free char *after = folder_print(copy);
+  CU_ASSERT_STRING_EQUAL(before, after);
+}
+
+static void test_fork_errors(void)
+{
+  cmn_error err = {0};
+  clone_vm c;
+  clone_init(&c, "clone-e");
+  cleanup_free char *missing = cmn_asprintf("%s/no-such-save", fx.dir);
+  int r = DRV.restore_frozen(fx.state, &c.vm, missing, &err);
+  CU_ASSERT(r < 0 && err.code == CMN_DATA_LOSS);
+  CU_ASSERT(c.vm.proc.pid == 0);
+  CU_ASSERT(!cmn_path_exists(missing));
+  cleanup_free char *empty = cmn_asprintf("%s/empty-save", fx.dir);
+  CU_ASSERT_FATAL(cmn_mkdir_p(empty, 0700, &err) == 0);
+  cmn_err_clear(&err);
+  r = DRV.restore_frozen(fx.state, &c.vm, empty, &err);
+  CU_ASSERT(r < 0 && err.code == CMN_DATA_LOSS);
+  CU_ASSERT(c.vm.proc.pid == 0);
+  cleanup_free char *empty_after = folder_print(empty);
+  CU_ASSERT_STRING_EQUAL(empty_after, "");
+  /* save into a folder that does not exist: refused, nothing created. */
+  pause_and_record();
+  cmn_err_clear(&err);
+  r = DRV.save(fx.state, &fx.vm, missing, &err);
+  CU_ASSERT(r < 0 && err.code != CMN_OK);
+  CU_ASSERT(!cmn_path_exists(missing));
+  CU_ASSERT(DRV.resume(fx.state, &fx.vm, &err) == 0);
+  /* A fault between restore and resume: the VMM is reported for reaping, the
+   * folder is unchanged, the corrected view is gone, a retry works. */
+  cleanup_free char *before = folder_print(fx_saved);
+  setenv("EMBER_FAULT", "ch.restore_frozen.before_resume", 1);
+  cmn_err_clear(&err);
+  r = DRV.restore_frozen(fx.state, &c.vm, fx_saved, &err);
+  unsetenv("EMBER_FAULT");
+  CU_ASSERT(r < 0 && strstr(err.msg, "ch.restore_frozen.before_resume") != NULL);
+  CU_ASSERT(c.vm.proc.pid > 0);
+  cleanup_free char *staging = cmn_asprintf("%s/ch-restore", c.dir);
+  CU_ASSERT(!cmn_path_exists(staging));
+  clone_kill(&c);
+  clone_start_check(&c, fx_saved, fx_saved_count);
+  clone_kill(&c);
+  cleanup_free char *after = folder_print(fx_saved);
+  CU_ASSERT_STRING_EQUAL(before, after);
+  /* A clone whose devices differ from the snapshot's: refused before any VMM
+   * is spawned. */
+  if (!fx.real) {
+    c.spec.vsock_cid = fx.spec.vsock_cid != 0 ? 0 : 3;
+    cmn_err_clear(&err);
+    r = DRV.restore_frozen(fx.state, &c.vm, fx_saved, &err);
+    CU_ASSERT(r < 0 && err.code == CMN_FAILED_PRECONDITION);
+    CU_ASSERT(c.vm.proc.pid == 0);
+  }
+  clone_free(&c);
+}
+
 static void test_powerdown(void)
 {
   cmn_error err = {0};
@@ -416,6 +717,10 @@ int main(int argc, char **argv)
   fx.spec.memory_mib = fx.real ? 64 : 8;
   fx.spec.kernel = fx.kernel;
   fx.spec.cmdline = (char[]){"console=ttyS0"};
+  /* With the fake the guest has a vsock device: its socket path is the one
+   * host resource a clone must not share with its source. */
+  if (!fx.real)
+    fx.spec.vsock_cid = 3;
   fx.vm.id = "ch-test";
   fx.vm.dir = fx.dir;
   fx.vm.console_path = fx.console;
@@ -431,12 +736,17 @@ int main(int argc, char **argv)
   CU_add_test(s, "second standby and restore", test_standby_restore_again);
   CU_add_test(s, "a corrupt snapshot fails and stays untouched", test_corrupt_snapshot);
   CU_add_test(s, "fault before resume leaves the snapshot usable", test_fault_before_resume);
+  CU_add_test(s, "save, resume", test_save_resume);
+  CU_add_test(s, "two clones from one saved folder; standbys still work", test_fork_two_clones);
+  CU_add_test(s, "clone from a copy of a standby folder", test_fork_from_standby_copy);
+  CU_add_test(s, "fork errors", test_fork_errors);
   CU_add_test(s, "power button ends the VMM", test_powerdown);
   CU_basic_set_mode(CU_BRM_VERBOSE);
   CU_basic_run_tests();
   unsigned fails = CU_get_number_of_failures() + CU_get_number_of_tests_failed();
   CU_cleanup_registry();
   kill_vmm();
+  free(fx_saved);
   if (fx.state != NULL)
     DRV.fini(fx.state);
   if (fails != 0) {
