@@ -432,6 +432,27 @@ class Emberd:
         return self.unary("DeleteInstance", pb.DeleteInstanceRequest(id=i, allow_missing=allow_missing),
                           pb.DeleteInstanceResponse, timeout).id
 
+    def fork(self, source="", names=(), snapshot="", prefix="", count=0, standby=False,
+             labels=None, timeout=600):
+        """ForkInstance; returns the ForkInstanceResponse."""
+        req = pb.ForkInstanceRequest(id=source, snapshot=snapshot, names=list(names),
+                                     name_prefix=prefix, count=count, standby=standby)
+        for k, v in (labels or {}).items():
+            req.labels[k] = v
+        return self.unary("ForkInstance", req, pb.ForkInstanceResponse, timeout)
+
+    def create_snapshot(self, i, name, timeout=300):
+        return self.unary("CreateSnapshot", pb.CreateSnapshotRequest(id=i, name=name),
+                          pb.Snapshot, timeout)
+
+    def list_snapshots(self, timeout=10):
+        return list(self.unary("ListSnapshots", pb.ListSnapshotsRequest(),
+                               pb.ListSnapshotsResponse, timeout).snapshots)
+
+    def delete_snapshot(self, snap, timeout=120):
+        return self.unary("DeleteSnapshot", pb.DeleteSnapshotRequest(snapshot=snap),
+                          pb.DeleteSnapshotResponse, timeout).id
+
     def list_hypervisors(self, timeout=10):
         return list(self.unary("ListHypervisors", pb.ListHypervisorsRequest(),
                                pb.ListHypervisorsResponse, timeout).hypervisors)
