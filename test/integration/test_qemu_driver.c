@@ -8,8 +8,13 @@
  *
  * Needs EMBER_TEST_GUEST_DIR with vmlinux and initramfs.cpio.gz (built by
  * test/guests/linux/build.sh); without it, or without QEMU, prints SKIP and
- * exits 77 (ctest's SKIP_RETURN_CODE). Prints MEASURE lines (boot, standby and restore times, state
- * file sizes); nothing asserts on wall-clock time. */
+ * exits 77 (ctest's SKIP_RETURN_CODE). Prints MEASURE lines (boot, standby, save, restore and
+ * fork times, state file sizes); nothing asserts on wall-clock time.
+ *
+ * The fork tests (save, restore_frozen) start clones from one saved folder
+ * at once, in threads, as concurrent ForkInstance calls would. The vmgenid
+ * test runs the q35 machine. EMBER_TEST_ONLY=<text> runs only the tests
+ * whose name contains text (e.g. "fork"). */
 #include "drivers/qemu/internal.h"
 #include "drivers/registry.h"
 
