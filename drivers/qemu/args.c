@@ -9,8 +9,13 @@
  *   the guest agent's channel (spec->guest_agent) as a virtio-serial port whose
  *   host side is the unix socket VMM_AGENT_SOCK
  * Guest RAM is the memory backend object "ram": a shared file when
- * l->ram_path is set (base reuse), anonymous otherwise. -no-reboot makes a
- * guest reboot or panic end QEMU. */
+ * l->ram_path is set (base reuse), a private (copy-on-write) mapping of it
+ * with l->ram_private (a clone of a frozen snapshot), anonymous otherwise.
+ * -no-reboot makes a guest reboot or panic end QEMU.
+ *
+ * A vmgenid device (l->vmgenid) tells the guest its VM generation ID; a new
+ * ID on restore, through the device's post-load hook, tells it that it was
+ * cloned. Only on pc and q35: see qemu_machine_has_vmgenid. */
 #include "drivers/qemu/internal.h"
 
 #include "common/cleanup.h"
@@ -73,6 +78,15 @@ static bool args_is_microvm(const qemu_host *h) { return strcmp(h->machine, "mic
 
 static bool args_empty(const char *s) { return s == NULL || s[0] == '\0'; }
 
+/* QEMU 7.2 accepts the device on microvm too, but its microvm ACPI tables
+ * (hw/i386/acpi-microvm.c) have no VMGENID device: the guest never finds the
+ * ID nor gets the change notification, so the device would be dead weight.
+ * On pc and q35 SeaBIOS loads the ACPI tables that place the ID in guest RAM
+ * (also with -kernel) and Linux's vmgenid driver binds to it (verified with
+ * Debian's 6.1 kernel: "crng reseeded due to virtual machine fork" after a
+ * restore with a new ID). */
+bool qemu_machine_has_vmgenid(const qemu_host *h) { return !args_is_microvm(h); }
+
 char **qemu_args_build(const qemu_host *h, const vmm_vm *vm, const qemu_launch *l, cmn_error *err)
 {
   const vmm_spec *spec = vm->spec;
@@ -121,13 +135,22 @@ char **qemu_args_build(const qemu_host *h, const vmm_vm *vm, const qemu_launch *
   argv_add2(&a, "-m", cmn_asprintf("%lluM", (unsigned long long)spec->memory_mib));
   if (l->ram_path != NULL) {
     cleanup_free char *p = qemu_opt_escape(l->ram_path);
+    /* share=off maps the file MAP_PRIVATE: guest writes stay in this QEMU.
+     * QEMU 7.2 still opens the file O_RDWR (readonly=on would map guest RAM
+     * read-only: the guest hangs at its first write; `rom=off` to combine
+     * the two came in QEMU 8.2), but never writes through a private map. */
     argv_add2(&a, "-object",
-              cmn_asprintf("memory-backend-file,id=ram,size=%lluM,mem-path=%s,share=on",
-                           (unsigned long long)spec->memory_mib, p));
+              cmn_asprintf("memory-backend-file,id=ram,size=%lluM,mem-path=%s,share=%s",
+                           (unsigned long long)spec->memory_mib, p, l->ram_private ? "off" : "on"));
   } else {
     argv_add2(
         &a, "-object",
         cmn_asprintf("memory-backend-ram,id=ram,size=%lluM", (unsigned long long)spec->memory_mib));
+  }
+
+  if (!args_empty(l->vmgenid)) {
+    /* A GUID has no commas to escape; meta.c only accepts well-formed ones. */
+    argv_add2(&a, "-device", cmn_asprintf("vmgenid,id=vmgenid0,guid=%s", l->vmgenid));
   }
 
   /* -kernel and friends take plain file names (no option parsing). */

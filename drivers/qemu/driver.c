@@ -31,8 +31,9 @@
 
 #define QEMU_CAPS_BASE_REUSE                                                                       \
   (VMM_CAP_SNAPSHOT | VMM_CAP_PAUSE | VMM_CAP_BASE_REUSE | VMM_CAP_GRACEFUL_SHUTDOWN |             \
-   VMM_CAP_LIVE_RAM_FILE)
-#define QEMU_CAPS_PLAIN (VMM_CAP_SNAPSHOT | VMM_CAP_PAUSE | VMM_CAP_GRACEFUL_SHUTDOWN)
+   VMM_CAP_LIVE_RAM_FILE | VMM_CAP_FORK)
+#define QEMU_CAPS_PLAIN                                                                            \
+  (VMM_CAP_SNAPSHOT | VMM_CAP_PAUSE | VMM_CAP_GRACEFUL_SHUTDOWN | VMM_CAP_FORK)
 
 static void qemu_host_free(qemu_host *h)
 {
@@ -191,6 +192,8 @@ const vmm_driver vmm_qemu_driver = {
     .resume = qemu_resume,
     .snapshot = qemu_snapshot,
     .restore = qemu_restore,
+    .save = qemu_save,
+    .restore_frozen = qemu_restore_frozen,
     .shutdown = qemu_shutdown,
     .release = qemu_release,
     .cleanup = qemu_cleanup,

@@ -6,7 +6,8 @@
  *   qmp.c       the QMP client
  *   meta.c      small JSON files: <snap_dir>/qemu.json and <vm->dir>/qemu-vm.json
  *   lifecycle.c start, adopt, query, pause, resume, shutdown, release, cleanup
- *   snapshot.c  snapshot and restore (migration to and from <snap_dir>/state)
+ *   snapshot.c  snapshot, restore, save and restore_frozen (migration to and
+ *               from <snap_dir>/state)
  *
  * Files the driver owns in vm->dir: qmp.sock, serial1.sock, qemu-vm.json.
  * QEMU runs with its working directory in vm->dir and is given the socket
@@ -29,6 +30,9 @@
 #define QEMU_SNAP_META "qemu.json"
 #define QEMU_SNAP_STATE "state"
 #define QEMU_SNAP_MEMORY "memory"
+/* A VM generation ID as QEMU's vmgenid device takes it: a UUID in its
+ * 36-character text form. */
+#define QEMU_GUID_LEN 36
 
 /* Read-only host state from init(). */
 typedef struct qemu_host {
@@ -58,6 +62,8 @@ typedef struct qemu_vm_meta {
   dev_t ram_dev;   /* identity of the RAM file, to check a DIFF target */
   ino_t ram_ino;
   bool ram_reserved; /* every block of the RAM file is allocated (fallocate) */
+  /* The vmgenid device's GUID; "" when the VM has no such device. */
+  char vmgenid[QEMU_GUID_LEN + 1];
 } qemu_vm_meta;
 
 /* What a snapshot folder holds, recorded in <snap_dir>/qemu.json. */
@@ -67,12 +73,22 @@ typedef struct qemu_snap_meta {
   bool consumed;     /* a guest has run on <snap_dir>/memory since */
   bool ram_reserved; /* <snap_dir>/memory was reserved in full by this driver
                       * (never punched since: QEMU here never discards RAM) */
+  /* Written by save(): no VMM ever maps <snap_dir>/memory shared or writes
+   * to the folder; only restore_frozen() may start from it. */
+  bool frozen;
+  /* The vmgenid device's GUID at the snapshot; "" when the VM had none (and
+   * then a restore must not add one: device sets must match the stream). */
+  char vmgenid[QEMU_GUID_LEN + 1];
 } qemu_snap_meta;
 
 /* What one spawn is for. */
 typedef struct qemu_launch {
   const char *ram_path; /* NULL: anonymous RAM */
-  bool incoming;        /* -incoming defer, and -S so `cont` is ours to send */
+  /* ram_path mapped privately (share=off): copy-on-write, never written
+   * back; restore_frozen() starts clones so from one frozen snapshot. */
+  bool ram_private;
+  bool incoming;       /* -incoming defer, and -S so `cont` is ours to send */
+  const char *vmgenid; /* NULL or "": no vmgenid device */
 } qemu_launch;
 
 /* args.c */
@@ -80,12 +96,16 @@ char **qemu_args_build(const qemu_host *h, const vmm_vm *vm, const qemu_launch *
 void qemu_args_free(char **argv);
 /* QEMU option values double every comma. */
 char *qemu_opt_escape(const char *s);
+/* Whether the guest can see a vmgenid device on this machine type. */
+bool qemu_machine_has_vmgenid(const qemu_host *h);
 
 /* meta.c */
 int qemu_vm_meta_write(const vmm_vm *vm, const qemu_vm_meta *m, cmn_error *err);
 int qemu_vm_meta_read(const vmm_vm *vm, qemu_vm_meta *m, cmn_error *err);
 int qemu_snap_meta_write(const char *snap_dir, const qemu_snap_meta *m, cmn_error *err);
 int qemu_snap_meta_read(const char *snap_dir, qemu_snap_meta *m, cmn_error *err);
+/* A new random (version 4) UUID for a vmgenid device. */
+int qemu_vmgenid_new(char out[QEMU_GUID_LEN + 1], cmn_error *err);
 
 /* lifecycle.c, used by snapshot.c */
 /* Spawns QEMU for vm and connects QMP; sets vm->proc and vm->priv. */
@@ -118,6 +138,8 @@ int qemu_query_state(const qemu_host *h, vmm_vm *vm, vmm_run_state *out, char **
 int qemu_snapshot(void *state, vmm_vm *vm, const char *snap_dir, vmm_snap_kind kind,
                   cmn_error *err);
 int qemu_restore(void *state, vmm_vm *vm, const char *snap_dir, cmn_error *err);
+int qemu_save(void *state, vmm_vm *vm, const char *snap_dir, cmn_error *err);
+int qemu_restore_frozen(void *state, vmm_vm *vm, const char *snap_dir, cmn_error *err);
 
 /* lifecycle.c ops */
 int qemu_start(void *state, vmm_vm *vm, const char *mem_dir, cmn_error *err);

@@ -156,7 +156,10 @@ int qemu_spawn(const qemu_host *h, vmm_vm *vm, const qemu_launch *l, const char 
   if (rc < 0)
     return cmn_err_prefix(err, "spawn QEMU");
   cmn_info(vm->id, op, "spawned QEMU pid %d (%s, %s RAM%s)", (int)vm->proc.pid,
-           qemu_accel_name(h->accel), l->ram_path != NULL ? "shared file" : "anonymous",
+           qemu_accel_name(h->accel),
+           l->ram_path == NULL ? "anonymous"
+           : l->ram_private    ? "private map of a file"
+                               : "shared file",
            l->incoming ? ", incoming" : "");
 
   qemu_vm *p = qemu_priv(vm);
@@ -265,9 +268,13 @@ int qemu_start(void *state, vmm_vm *vm, const char *mem_dir, cmn_error *err)
     if (qemu_ram_file_create(ram_path, vm->spec->memory_mib, &meta, err) < 0)
       return -1;
   }
+  /* Every cold boot gets a generation ID where the guest can see one, so
+   * that its snapshots can later tell a clone apart. */
+  if (qemu_machine_has_vmgenid(h) && qemu_vmgenid_new(meta.vmgenid, err) < 0)
+    return -1;
   if (qemu_vm_meta_write(vm, &meta, err) < 0)
     return -1;
-  qemu_launch l = {.ram_path = ram_path, .incoming = false};
+  qemu_launch l = {.ram_path = ram_path, .incoming = false, .vmgenid = meta.vmgenid};
   off_t log_off = qemu_log_size(vm);
   if (qemu_spawn(h, vm, &l, "start", err) < 0)
     return -1;

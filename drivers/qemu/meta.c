@@ -2,15 +2,20 @@
  *
  * <snap_dir>/qemu.json says which kind of stream <snap_dir>/state is:
  *   {"format":1, "ram":"shared"|"stream", "memory_mib":N, "consumed":bool,
- *    "ram_reserved":bool}
+ *    "ram_reserved":bool, "frozen":bool, "vmgenid":"<uuid>"}
  *   "shared": the stream holds device state only (x-ignore-shared) and guest
  *             RAM is the file <snap_dir>/memory;
  *   "stream": the stream holds all of guest RAM.
  *   "consumed": a restored guest has run on <snap_dir>/memory since, so the
  *             state no longer matches it and a second restore is refused.
+ *   "frozen":   written by save(); the folder is only ever read (clones map
+ *               <snap_dir>/memory privately), so restore() refuses it.
+ *   "vmgenid":  the VM's generation ID when it had a vmgenid device (absent
+ *               otherwise, and in snapshots of older emberd versions).
  * <vm->dir>/qemu-vm.json says how the running VM's RAM is backed, so that a
  * re-adopted VM (agent restart) is snapshotted correctly:
- *   {"format":1, "ram":"shared"|"anonymous", "ram_dev":N, "ram_ino":N}
+ *   {"format":1, "ram":"shared"|"anonymous", "ram_dev":N, "ram_ino":N,
+ *    "vmgenid":"<uuid>"}
  * Both are written atomically (temp file, rename). Only qemu.json's "consumed"
  * mark is written durably (fsyncs): as a snapshot writes qemu.json, the snapshot
  * manager fsyncs the whole folder before it marks it complete, and qemu-vm.json
@@ -21,9 +26,12 @@
 #include "common/files.h"
 #include "common/mem.h"
 
+#include <ctype.h>
+#include <errno.h>
 #include <math.h>
 #include <stdbool.h>
 #include <string.h>
+#include <sys/random.h>
 
 #define META_FORMAT 1
 #define META_MAX 65536
@@ -80,6 +88,39 @@ static void meta_add_u64(cJSON *obj, const char *key, uint64_t v)
   cJSON_AddStringToObject(obj, key, buf);
 }
 
+/* Copies a well-formed UUID (8-4-4-4-12 hex digits) from key into out; ""
+ * when absent. A malformed one is an error: it would reach QEMU's command
+ * line. */
+static int meta_guid(const cJSON *obj, const char *key, char out[QEMU_GUID_LEN + 1],
+                     const char *path, cmn_error *err)
+{
+  out[0] = '\0';
+  const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, key);
+  if (v == NULL)
+    return 0;
+  const char *s = cJSON_IsString(v) ? v->valuestring : "";
+  bool ok = strlen(s) == QEMU_GUID_LEN;
+  for (size_t i = 0; ok && i < QEMU_GUID_LEN; i++)
+    ok = (i == 8 || i == 13 || i == 18 || i == 23) ? s[i] == '-' : isxdigit((unsigned char)s[i]);
+  if (!ok)
+    return cmn_err_set(err, CMN_FAILED_PRECONDITION, "%s: %s is not a UUID", path, key);
+  memcpy(out, s, QEMU_GUID_LEN + 1);
+  return 0;
+}
+
+int qemu_vmgenid_new(char out[QEMU_GUID_LEN + 1], cmn_error *err)
+{
+  unsigned char b[16];
+  if (getrandom(b, sizeof b, 0) != (ssize_t)sizeof b)
+    return cmn_err_errno(err, CMN_INTERNAL, errno, "getrandom");
+  b[6] = (unsigned char)((b[6] & 0x0f) | 0x40); /* version 4 */
+  b[8] = (unsigned char)((b[8] & 0x3f) | 0x80); /* RFC 4122 variant */
+  snprintf(out, QEMU_GUID_LEN + 1,
+           "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", b[0], b[1], b[2],
+           b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12], b[13], b[14], b[15]);
+  return 0;
+}
+
 int qemu_vm_meta_write(const vmm_vm *vm, const qemu_vm_meta *m, cmn_error *err)
 {
   cleanup_free char *path = cmn_asprintf("%s/%s", vm->dir, QEMU_VM_META);
@@ -89,6 +130,8 @@ int qemu_vm_meta_write(const vmm_vm *vm, const qemu_vm_meta *m, cmn_error *err)
   meta_add_u64(o, "ram_dev", (uint64_t)m->ram_dev);
   meta_add_u64(o, "ram_ino", (uint64_t)m->ram_ino);
   cJSON_AddBoolToObject(o, "ram_reserved", m->ram_reserved);
+  if (m->vmgenid[0] != '\0')
+    cJSON_AddStringToObject(o, "vmgenid", m->vmgenid);
   /* Only read to re-adopt a live QEMU after an agent restart, when the page
    * cache is intact; a host crash ends the VMM too. So no fsync. */
   return meta_write(path, o, false, err);
@@ -105,8 +148,9 @@ int qemu_vm_meta_read(const vmm_vm *vm, qemu_vm_meta *m, cmn_error *err)
   m->ram_dev = (dev_t)meta_u64(o, "ram_dev");
   m->ram_ino = (ino_t)meta_u64(o, "ram_ino");
   m->ram_reserved = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(o, "ram_reserved"));
+  int rc = meta_guid(o, "vmgenid", m->vmgenid, path, err);
   cJSON_Delete(o);
-  return 0;
+  return rc;
 }
 
 int qemu_snap_meta_write(const char *snap_dir, const qemu_snap_meta *m, cmn_error *err)
@@ -119,6 +163,10 @@ int qemu_snap_meta_write(const char *snap_dir, const qemu_snap_meta *m, cmn_erro
   cJSON_AddBoolToObject(o, "consumed", m->consumed);
   if (m->ram_shared)
     cJSON_AddBoolToObject(o, "ram_reserved", m->ram_reserved);
+  if (m->frozen)
+    cJSON_AddBoolToObject(o, "frozen", true);
+  if (m->vmgenid[0] != '\0')
+    cJSON_AddStringToObject(o, "vmgenid", m->vmgenid);
   return meta_write(path, o, m->consumed, err);
 }
 
@@ -139,6 +187,8 @@ int qemu_snap_meta_read(const char *snap_dir, qemu_snap_meta *m, cmn_error *err)
   m->memory_mib = (uint64_t)mib->valuedouble;
   m->consumed = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(o, "consumed"));
   m->ram_reserved = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(o, "ram_reserved"));
+  m->frozen = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(o, "frozen"));
+  int rc = meta_guid(o, "vmgenid", m->vmgenid, path, err);
   cJSON_Delete(o);
-  return 0;
+  return rc;
 }

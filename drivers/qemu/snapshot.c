@@ -18,15 +18,31 @@
  * the restored guest runs on <snap_dir>/memory either way and the folder can
  * become the next base. `cont` is the last step: until then the guest has not
  * run and the snapshot is unmodified. After it, qemu.json is marked consumed
- * so the same folder is never restored twice. */
+ * so the same folder is never restored twice.
+ *
+ * Frozen snapshots (save, restore_frozen) are the same two kinds, with
+ * "frozen" in qemu.json: save writes the device-state stream and then, with
+ * the VM still paused, copies the shared RAM file to <snap_dir>/memory
+ * (cmn_file_clone: a reflink or a sparse copy); a VM with anonymous RAM gets
+ * a full stream. restore_frozen maps <snap_dir>/memory PRIVATELY (share=off)
+ * and loads the device-state stream with x-ignore-shared on: QEMU only skips
+ * the pages of blocks that are shared on its own side, and this block is not,
+ * but the source sent none of them, so the private map keeps the file's
+ * content (verified with QEMU 7.2). Nothing is ever written into the folder,
+ * so any number of clones restore from it, even at once. A private file
+ * mapping still reads the file for every page the clone has not written yet:
+ * the folder must stay unmodified for as long as a clone runs (unlinking or
+ * replacing files whole is fine, writing into them is not). */
 #include "drivers/qemu/internal.h"
 
 #include "common/cleanup.h"
+#include "common/clone.h"
 #include "common/fault.h"
 #include "common/files.h"
 #include "common/log.h"
 #include "common/mem.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -124,25 +140,77 @@ static uint64_t snap_stream_bound(bool shared, uint64_t mib)
   return shared ? dev : (mib << 20) + (mib << 20) / 256 + dev;
 }
 
+/* Migrates the paused VM into a new stream file at state_path (open_flags
+ * add O_TRUNC or O_EXCL to O_WRONLY | O_CREAT): device state only when
+ * shared (x-ignore-shared), else all of RAM. Returns when QEMU has written
+ * every byte; *len (may be NULL) is the stream's length. */
+static int snap_migrate_out(const qemu_host *h, vmm_vm *vm, const char *state_path, int open_flags,
+                            bool shared, off_t *len, cmn_error *err)
+{
+  /* The stream's space is reserved before it is written: on a full
+   * filesystem the standby fails here, at once, with the figures, and never
+   * half way through a stream. The file is cut to what QEMU wrote after. */
+  cleanup_close int state_fd = cmn_open(state_path, O_WRONLY | O_CREAT | open_flags, 0600);
+  if (state_fd < 0)
+    return cmn_err_errno(err, errno == EEXIST ? CMN_FAILED_PRECONDITION : CMN_INTERNAL, errno,
+                         "create %s", state_path);
+  if (cmn_file_reserve(state_fd, state_path, snap_stream_bound(shared, vm->spec->memory_mib), err) <
+      0)
+    return cmn_err_prefix(err, "%s stream", shared ? "device state" : "full");
+  if (snap_set_ignore_shared(h, vm, shared, err) < 0)
+    return -1;
+  cJSON *params = cJSON_CreateObject();
+  cJSON_AddNumberToObject(params, "max-bandwidth", (double)h->max_bandwidth);
+  if (qemu_vm_cmd(h, vm, "migrate-set-parameters", params, NULL, err) < 0)
+    return -1;
+
+  if (snap_pass_fd(h, vm, state_fd, SNAP_FD_OUT, err) < 0)
+    return -1;
+  cJSON *margs = cJSON_CreateObject();
+  cJSON_AddStringToObject(margs, "uri", "fd:" SNAP_FD_OUT);
+  if (qemu_vm_cmd(h, vm, "migrate", margs, NULL, err) < 0)
+    return -1;
+  if (snap_migrate_wait(h, vm, "snapshot migration", err) < 0)
+    return -1;
+  /* QEMU wrote through the same open file description (SCM_RIGHTS shares it),
+   * so its offset is the stream's length; the reserved tail goes. */
+  off_t stream_len = lseek(state_fd, 0, SEEK_CUR);
+  if (stream_len <= 0)
+    return cmn_err_errno(err, CMN_INTERNAL, errno, "length of the stream in %s", state_path);
+  if (ftruncate(state_fd, stream_len) < 0)
+    return cmn_err_errno(err, CMN_INTERNAL, errno, "cut %s", state_path);
+  if (len != NULL)
+    *len = stream_len;
+  return 0;
+}
+
+/* The VM must be paused (or stopped after a migration) for op. */
+static int snap_check_paused(const qemu_host *h, vmm_vm *vm, const char *op, cmn_error *err)
+{
+  vmm_run_state rs;
+  cleanup_free char *raw = NULL;
+  if (qemu_query_state(h, vm, &rs, &raw, err) < 0)
+    return cmn_err_prefix(err, "%s", op);
+  if (rs != VMM_STATE_PAUSED)
+    return cmn_err_set(err, CMN_FAILED_PRECONDITION, "%s needs a paused VM; it is %s", op, raw);
+  return 0;
+}
+
 int qemu_snapshot(void *state, vmm_vm *vm, const char *snap_dir, vmm_snap_kind kind, cmn_error *err)
 {
   const qemu_host *h = state;
   int64_t t0 = cmn_now_us();
   if (kind != VMM_SNAP_FULL && kind != VMM_SNAP_DIFF)
     return cmn_err_set(err, CMN_INVALID_ARGUMENT, "unknown snapshot kind %d", (int)kind);
-  vmm_run_state rs;
-  cleanup_free char *raw = NULL;
-  if (qemu_query_state(h, vm, &rs, &raw, err) < 0)
-    return cmn_err_prefix(err, "snapshot");
-  if (rs != VMM_STATE_PAUSED)
-    return cmn_err_set(err, CMN_FAILED_PRECONDITION, "snapshot needs a paused VM; it is %s", raw);
+  if (snap_check_paused(h, vm, "snapshot", err) < 0)
+    return -1;
 
   qemu_vm_meta vm_meta = {0};
   cmn_error merr = {0};
   if (qemu_vm_meta_read(vm, &vm_meta, &merr) < 0) {
     /* Without the record, a full stream is the kind that is always right. */
     cmn_warn(vm->id, "snapshot", "%s; writing a full stream", merr.msg);
-    vm_meta.ram_shared = false;
+    memset(&vm_meta, 0, sizeof vm_meta);
   }
   cleanup_free char *mem_path = cmn_asprintf("%s/%s", snap_dir, QEMU_SNAP_MEMORY);
   cleanup_free char *state_path = cmn_asprintf("%s/%s", snap_dir, QEMU_SNAP_STATE);
@@ -165,44 +233,15 @@ int qemu_snapshot(void *state, vmm_vm *vm, const char *snap_dir, vmm_snap_kind k
 
   if (cmn_fault("qemu.snapshot.before_migrate", err) < 0)
     return -1;
-  /* The stream's space is reserved before it is written: on a full
-   * filesystem the standby fails here, at once, with the figures, and never
-   * half way through a stream. The file is cut to what QEMU wrote after. */
-  cleanup_close int state_fd = cmn_open(state_path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
-  if (state_fd < 0)
-    return cmn_err_errno(err, CMN_INTERNAL, errno, "create %s", state_path);
-  if (cmn_file_reserve(state_fd, state_path, snap_stream_bound(shared, vm->spec->memory_mib), err) <
-      0)
-    return cmn_err_prefix(err, "snapshot: %s stream", shared ? "device state" : "full");
-  if (snap_set_ignore_shared(h, vm, shared, err) < 0)
+  if (snap_migrate_out(h, vm, state_path, O_TRUNC, shared, NULL, err) < 0)
     return cmn_err_prefix(err, "snapshot");
-  cJSON *params = cJSON_CreateObject();
-  cJSON_AddNumberToObject(params, "max-bandwidth", (double)h->max_bandwidth);
-  if (qemu_vm_cmd(h, vm, "migrate-set-parameters", params, NULL, err) < 0)
-    return cmn_err_prefix(err, "snapshot");
-
-  if (snap_pass_fd(h, vm, state_fd, SNAP_FD_OUT, err) < 0)
-    return cmn_err_prefix(err, "snapshot");
-  cJSON *margs = cJSON_CreateObject();
-  cJSON_AddStringToObject(margs, "uri", "fd:" SNAP_FD_OUT);
-  if (qemu_vm_cmd(h, vm, "migrate", margs, NULL, err) < 0)
-    return cmn_err_prefix(err, "snapshot");
-  if (snap_migrate_wait(h, vm, "snapshot migration", err) < 0)
-    return -1;
-  /* QEMU wrote through the same open file description (SCM_RIGHTS shares it),
-   * so its offset is the stream's length; the reserved tail goes. */
-  off_t stream_len = lseek(state_fd, 0, SEEK_CUR);
-  if (stream_len <= 0)
-    return cmn_err_errno(err, CMN_INTERNAL, errno, "snapshot: length of the stream in %s",
-                         state_path);
-  if (ftruncate(state_fd, stream_len) < 0)
-    return cmn_err_errno(err, CMN_INTERNAL, errno, "snapshot: cut %s", state_path);
   if (cmn_fault("qemu.snapshot.after_migrate", err) < 0)
     return -1;
 
   qemu_snap_meta sm = {.ram_shared = shared,
                        .memory_mib = vm->spec->memory_mib,
                        .ram_reserved = shared && vm_meta.ram_reserved};
+  memcpy(sm.vmgenid, vm_meta.vmgenid, sizeof sm.vmgenid);
   if (qemu_snap_meta_write(snap_dir, &sm, err) < 0)
     return -1;
   if (cmn_fault("qemu.snapshot.after_meta", err) < 0)
@@ -211,6 +250,93 @@ int qemu_snapshot(void *state, vmm_vm *vm, const char *snap_dir, vmm_snap_kind k
            kind == VMM_SNAP_DIFF ? "diff" : "full",
            shared ? "device state, shared RAM" : "full stream",
            (long long)((cmn_now_us() - t0) / 1000), (long long)snap_file_size(state_path));
+  return 0;
+}
+
+/* The running QEMU's own descriptor of the VM's RAM file, as a path
+ * (/proc/<pid>/fd/<n>): QEMU keeps the file of a memory-backend-file open,
+ * and this finds it wherever the agent has moved the folder since, even
+ * after the name was removed. NULL when there is none. */
+static char *snap_ram_fd_path(const vmm_vm *vm, const qemu_vm_meta *m)
+{
+  if (vm->proc.pid <= 0)
+    return NULL;
+  cleanup_free char *fd_dir = cmn_asprintf("/proc/%d/fd", (int)vm->proc.pid);
+  DIR *d = opendir(fd_dir);
+  if (d == NULL)
+    return NULL;
+  char *found = NULL;
+  struct dirent *e;
+  while (found == NULL && (e = readdir(d)) != NULL) {
+    if (e->d_name[0] == '.')
+      continue;
+    char *p = cmn_asprintf("%s/%s", fd_dir, e->d_name);
+    if (snap_is_ram_file(p, m))
+      found = p;
+    else
+      free(p);
+  }
+  closedir(d);
+  return found;
+}
+
+int qemu_save(void *state, vmm_vm *vm, const char *snap_dir, cmn_error *err)
+{
+  const qemu_host *h = state;
+  int64_t t0 = cmn_now_us();
+  if (snap_check_paused(h, vm, "save", err) < 0)
+    return -1;
+  qemu_vm_meta vm_meta = {0};
+  cmn_error merr = {0};
+  if (qemu_vm_meta_read(vm, &vm_meta, &merr) < 0) {
+    cmn_warn(vm->id, "save", "%s; writing a full stream", merr.msg);
+    memset(&vm_meta, 0, sizeof vm_meta);
+  }
+  cleanup_free char *ram_src = NULL;
+  if (vm_meta.ram_shared && (ram_src = snap_ram_fd_path(vm, &vm_meta)) == NULL)
+    cmn_warn(vm->id, "save", "QEMU (pid %d) has no RAM file open; writing a full stream",
+             (int)vm->proc.pid);
+  bool shared = ram_src != NULL;
+  cleanup_free char *mem_path = cmn_asprintf("%s/%s", snap_dir, QEMU_SNAP_MEMORY);
+  cleanup_free char *state_path = cmn_asprintf("%s/%s", snap_dir, QEMU_SNAP_STATE);
+  cleanup_free char *meta_path = cmn_asprintf("%s/%s", snap_dir, QEMU_SNAP_META);
+  if (cmn_path_exists(mem_path) || cmn_path_exists(meta_path))
+    return cmn_err_set(err, CMN_FAILED_PRECONDITION, "save: %s is not empty", snap_dir);
+
+  if (cmn_fault("qemu.save.before_migrate", err) < 0)
+    return -1;
+  off_t stream_len = 0;
+  if (snap_migrate_out(h, vm, state_path, O_EXCL, shared, &stream_len, err) < 0)
+    return cmn_err_prefix(err, "save");
+  if (cmn_fault("qemu.save.after_migrate", err) < 0)
+    return -1;
+  int64_t t1 = cmn_now_us();
+  /* Only now: the guest is paused and QEMU wrote everything it had, so the
+   * file is exactly the RAM the device state belongs to. */
+  cmn_clone_method method = CMN_CLONE_NONE;
+  uint64_t copied = 0;
+  if (shared && cmn_file_clone(ram_src, mem_path, &method, &copied, err) < 0)
+    return cmn_err_prefix(err, "save: guest RAM");
+  if (cmn_fault("qemu.save.after_copy", err) < 0)
+    return -1;
+  int64_t t2 = cmn_now_us();
+
+  qemu_snap_meta sm = {.ram_shared = shared, .memory_mib = vm->spec->memory_mib, .frozen = true};
+  memcpy(sm.vmgenid, vm_meta.vmgenid, sizeof sm.vmgenid);
+  if (qemu_snap_meta_write(snap_dir, &sm, err) < 0)
+    return cmn_err_prefix(err, "save");
+  if (cmn_fault("qemu.save.after_meta", err) < 0)
+    return -1;
+  if (shared)
+    cmn_info(vm->id, "save",
+             "saved (device state %lld bytes in %lld ms; RAM %llu MiB by %s, %llu bytes copied, "
+             "in %lld ms)",
+             (long long)stream_len, (long long)((t1 - t0) / 1000),
+             (unsigned long long)vm->spec->memory_mib, cmn_clone_method_name(method),
+             (unsigned long long)copied, (long long)((t2 - t1) / 1000));
+  else
+    cmn_info(vm->id, "save", "saved (full stream, %lld bytes) in %lld ms", (long long)stream_len,
+             (long long)((t2 - t0) / 1000));
   return 0;
 }
 
@@ -238,80 +364,78 @@ static void snap_unlink_created(char **path)
   }
 }
 
-int qemu_restore(void *state, vmm_vm *vm, const char *snap_dir_in, cmn_error *err)
+/* What restore and restore_frozen check and open before they spawn QEMU. */
+typedef struct snap_source {
+  char *dir; /* absolute snap_dir */
+  qemu_snap_meta sm;
+  int state_fd; /* <dir>/state, read-only */
+  char *state_path;
+  char *mem_path;
+} snap_source;
+
+static void snap_source_free(snap_source *src)
 {
-  const qemu_host *h = state;
-  int64_t t0 = cmn_now_us();
+  free(src->dir);
+  free(src->state_path);
+  free(src->mem_path);
+  if (src->state_fd >= 0)
+    close(src->state_fd);
+}
+
+/* Checks the VM and the snapshot folder and opens its stream. Everything
+ * missing or unreadable in the folder is DATA_LOSS (docs/errors.md). */
+static int snap_source_open(const vmm_vm *vm, const char *snap_dir_in, const char *op,
+                            snap_source *src, cmn_error *err)
+{
+  *src = (snap_source){.state_fd = -1};
   if (vm->proc.pid > 0 && cmn_proc_alive(&vm->proc))
     return cmn_err_set(err, CMN_FAILED_PRECONDITION, "a QEMU (pid %d) already runs this VM",
                        (int)vm->proc.pid);
   if (vm->spec == NULL)
-    return cmn_err_set(err, CMN_INVALID_ARGUMENT, "restore needs the VM's spec");
+    return cmn_err_set(err, CMN_INVALID_ARGUMENT, "%s needs the VM's spec", op);
   if (vmm_spec_check_host_files(vm->spec, true, err) < 0)
     return -1;
-  cleanup_free char *snap_dir =
-      snap_dir_in[0] == '/' ? cmn_strdup(snap_dir_in) : realpath(snap_dir_in, NULL);
-  if (snap_dir == NULL)
+  src->dir = snap_dir_in[0] == '/' ? cmn_strdup(snap_dir_in) : realpath(snap_dir_in, NULL);
+  if (src->dir == NULL)
     return cmn_err_errno(err, CMN_DATA_LOSS, errno, "snapshot folder %s", snap_dir_in);
-
-  /* A snapshot file that is missing or unreadable is one failure for the
-   * client, whatever the file: DATA_LOSS (docs/errors.md). */
-  qemu_snap_meta sm;
-  if (qemu_snap_meta_read(snap_dir, &sm, err) < 0) {
+  if (qemu_snap_meta_read(src->dir, &src->sm, err) < 0) {
     if (err != NULL && err->code != CMN_INTERNAL)
       err->code = CMN_DATA_LOSS;
-    return cmn_err_prefix(err, "restore: not a complete QEMU snapshot");
+    return cmn_err_prefix(err, "%s: not a complete QEMU snapshot", op);
   }
-  if (sm.consumed)
+  if (src->sm.consumed)
     return cmn_err_set(err, CMN_FAILED_PRECONDITION,
-                       "restore: a guest has already run on %s/%s since this snapshot; it "
+                       "%s: a guest has already run on %s/%s since this snapshot; it "
                        "cannot be restored again",
-                       snap_dir, QEMU_SNAP_MEMORY);
-  if (sm.memory_mib != vm->spec->memory_mib)
-    return cmn_err_set(err, CMN_INVALID_ARGUMENT,
-                       "restore: snapshot has %llu MiB of RAM, the spec asks for %llu",
-                       (unsigned long long)sm.memory_mib, (unsigned long long)vm->spec->memory_mib);
-  cleanup_free char *state_path = cmn_asprintf("%s/%s", snap_dir, QEMU_SNAP_STATE);
-  cleanup_free char *mem_path = cmn_asprintf("%s/%s", snap_dir, QEMU_SNAP_MEMORY);
-  cleanup_close int state_fd = cmn_open(state_path, O_RDONLY, 0);
-  if (state_fd < 0)
-    return cmn_err_errno(err, errno == ENOENT ? CMN_DATA_LOSS : CMN_INTERNAL, errno, "restore: %s",
-                         state_path);
+                       op, src->dir, QEMU_SNAP_MEMORY);
+  if (src->sm.memory_mib != vm->spec->memory_mib)
+    return cmn_err_set(
+        err, CMN_INVALID_ARGUMENT, "%s: snapshot has %llu MiB of RAM, the spec asks for %llu", op,
+        (unsigned long long)src->sm.memory_mib, (unsigned long long)vm->spec->memory_mib);
+  src->state_path = cmn_asprintf("%s/%s", src->dir, QEMU_SNAP_STATE);
+  src->mem_path = cmn_asprintf("%s/%s", src->dir, QEMU_SNAP_MEMORY);
+  src->state_fd = cmn_open(src->state_path, O_RDONLY, 0);
+  if (src->state_fd < 0)
+    return cmn_err_errno(err, errno == ENOENT ? CMN_DATA_LOSS : CMN_INTERNAL, errno, "%s: %s", op,
+                         src->state_path);
+  return 0;
+}
 
-  qemu_vm_meta vm_meta = {0};
-  const char *ram_path = NULL;
-  /* A RAM file made here for a full stream goes again on any failure, so a
-   * refused restore leaves the snapshot folder as it found it. */
-  __attribute__((cleanup(snap_unlink_created))) char *created_ram = NULL;
-  if (sm.ram_shared) {
-    /* Reserved when it was made (qemu.json says so), unless made by an
-     * older emberd: then the blocks are reserved now, before QEMU maps it.
-     * (Reserving again is not free: ~25 ms for 256 MiB of a fragmented ext4
-     * file, a page walk on tmpfs.) */
-    if (snap_check_ram_file(mem_path, sm.memory_mib, &vm_meta, err) < 0 ||
-        (!sm.ram_reserved && qemu_ram_file_reserve(mem_path, sm.memory_mib, err) < 0))
-      return cmn_err_prefix(err, "restore");
-    vm_meta.ram_reserved = true;
-    ram_path = mem_path;
-  } else if (h->base_reuse) {
-    if (qemu_ram_file_create(mem_path, sm.memory_mib, &vm_meta, err) < 0)
-      return cmn_err_prefix(err, "restore");
-    ram_path = mem_path;
-    created_ram = cmn_strdup(mem_path);
-  }
-  if (qemu_vm_meta_write(vm, &vm_meta, err) < 0)
-    return -1;
-
+/* Spawns an incoming QEMU, loads the stream (x-ignore-shared as the source
+ * had it) and sends `cont`. On return 0 the guest runs. */
+static int snap_load_and_cont(const qemu_host *h, vmm_vm *vm, snap_source *src,
+                              const qemu_launch *l, const char *op, const char *fault_before_cont,
+                              cmn_error *err)
+{
   off_t log_off = qemu_log_size(vm);
-  qemu_launch l = {.ram_path = ram_path, .incoming = true};
-  if (qemu_spawn(h, vm, &l, "restore", err) < 0)
-    return cmn_err_prefix(err, "restore");
-  if (snap_set_ignore_shared(h, vm, sm.ram_shared, err) < 0 ||
-      snap_pass_fd(h, vm, state_fd, SNAP_FD_IN, err) < 0) {
-    cmn_err_prefix(err, "restore");
+  if (qemu_spawn(h, vm, l, op, err) < 0)
+    return cmn_err_prefix(err, "%s", op);
+  if (snap_set_ignore_shared(h, vm, src->sm.ram_shared, err) < 0 ||
+      snap_pass_fd(h, vm, src->state_fd, SNAP_FD_IN, err) < 0) {
+    cmn_err_prefix(err, "%s", op);
     return qemu_err_add_log(vm, log_off, err);
   }
-  close(steal_fd(state_fd));
+  close(steal_fd(src->state_fd));
   cJSON *args = cJSON_CreateObject();
   cJSON_AddStringToObject(args, "uri", "fd:" SNAP_FD_IN);
   if (qemu_vm_cmd(h, vm, "migrate-incoming", args, NULL, err) < 0 ||
@@ -319,13 +443,13 @@ int qemu_restore(void *state, vmm_vm *vm, const char *snap_dir_in, cmn_error *er
     /* QEMU 7.2 exits when an incoming stream fails to load, after printing
      * why; that reason goes into the error. */
     if (!snap_wait_exit(vm))
-      cmn_err_prefix(err, "restore from %s", state_path);
+      cmn_err_prefix(err, "%s from %s", op, src->state_path);
     else
-      cmn_err_set(err, CMN_INTERNAL, "restore from %s: QEMU exited while loading the snapshot",
-                  state_path);
+      cmn_err_set(err, CMN_INTERNAL, "%s from %s: QEMU exited while loading the snapshot", op,
+                  src->state_path);
     return qemu_err_add_log(vm, log_off, err);
   }
-  if (cmn_fault("qemu.restore.before_cont", err) < 0)
+  if (cmn_fault(fault_before_cont, err) < 0)
     return -1;
   if (qemu_vm_cmd(h, vm, "cont", NULL, NULL, err) < 0) {
     /* A lost reply is not a failed cont: if the guest runs, the snapshot is
@@ -333,23 +457,114 @@ int qemu_restore(void *state, vmm_vm *vm, const char *snap_dir_in, cmn_error *er
     vmm_run_state rs = VMM_STATE_OTHER;
     cmn_error qerr = {0};
     if (qemu_query_state(h, vm, &rs, NULL, &qerr) < 0 || rs != VMM_STATE_RUNNING) {
-      cmn_err_prefix(err, "restore");
+      cmn_err_prefix(err, "%s", op);
       return qemu_err_add_log(vm, log_off, err);
     }
-    cmn_warn(vm->id, "restore", "cont reported %s, but the guest runs", err->msg);
+    cmn_warn(vm->id, op, "cont reported %s, but the guest runs", err->msg);
     cmn_err_clear(err);
   }
+  return 0;
+}
+
+int qemu_restore(void *state, vmm_vm *vm, const char *snap_dir_in, cmn_error *err)
+{
+  const qemu_host *h = state;
+  int64_t t0 = cmn_now_us();
+  __attribute__((cleanup(snap_source_free))) snap_source src = {.state_fd = -1};
+  if (snap_source_open(vm, snap_dir_in, "restore", &src, err) < 0)
+    return -1;
+  qemu_snap_meta *sm = &src.sm;
+  /* Clones may be mapping a frozen folder's memory file privately: it must
+   * never be mapped shared or grow a RAM file (restore_frozen only). */
+  if (sm->frozen)
+    return cmn_err_set(err, CMN_FAILED_PRECONDITION,
+                       "restore: %s is a saved (frozen) snapshot; only a fork restores from it",
+                       src.dir);
+  const char *mem_path = src.mem_path;
+
+  qemu_vm_meta vm_meta = {0};
+  const char *ram_path = NULL;
+  /* A RAM file made here for a full stream goes again on any failure, so a
+   * refused restore leaves the snapshot folder as it found it. */
+  __attribute__((cleanup(snap_unlink_created))) char *created_ram = NULL;
+  if (sm->ram_shared) {
+    /* Reserved when it was made (qemu.json says so), unless made by an
+     * older emberd: then the blocks are reserved now, before QEMU maps it.
+     * (Reserving again is not free: ~25 ms for 256 MiB of a fragmented ext4
+     * file, a page walk on tmpfs.) */
+    if (snap_check_ram_file(mem_path, sm->memory_mib, &vm_meta, err) < 0 ||
+        (!sm->ram_reserved && qemu_ram_file_reserve(mem_path, sm->memory_mib, err) < 0))
+      return cmn_err_prefix(err, "restore");
+    vm_meta.ram_reserved = true;
+    ram_path = mem_path;
+  } else if (h->base_reuse) {
+    if (qemu_ram_file_create(mem_path, sm->memory_mib, &vm_meta, err) < 0)
+      return cmn_err_prefix(err, "restore");
+    ram_path = mem_path;
+    created_ram = cmn_strdup(mem_path);
+  }
+  /* The same generation ID as at the snapshot: this is the same VM going
+   * on. A snapshot without one (older emberd, microvm) gets no device. */
+  memcpy(vm_meta.vmgenid, sm->vmgenid, sizeof vm_meta.vmgenid);
+  if (qemu_vm_meta_write(vm, &vm_meta, err) < 0)
+    return -1;
+
+  qemu_launch l = {.ram_path = ram_path, .incoming = true, .vmgenid = sm->vmgenid};
+  if (snap_load_and_cont(h, vm, &src, &l, "restore", "qemu.restore.before_cont", err) < 0)
+    return -1;
   /* From here on the guest runs on <snap_dir>/memory when there is one. */
   if (ram_path != NULL) {
-    sm.consumed = true;
+    sm->consumed = true;
     cmn_error merr = {0};
-    if (qemu_snap_meta_write(snap_dir, &sm, &merr) < 0)
-      cmn_warn(vm->id, "restore", "cannot mark %s consumed: %s", snap_dir, merr.msg);
+    if (qemu_snap_meta_write(src.dir, sm, &merr) < 0)
+      cmn_warn(vm->id, "restore", "cannot mark %s consumed: %s", src.dir, merr.msg);
   }
   free(created_ram); /* the guest runs on it: it stays */
   created_ram = NULL;
   cmn_fault_exit_only("qemu.restore.after_cont");
-  cmn_info(vm->id, "restore", "restored from %s (%s) in %lld ms", snap_dir,
-           sm.ram_shared ? "shared RAM" : "full stream", (long long)((cmn_now_us() - t0) / 1000));
+  cmn_info(vm->id, "restore", "restored from %s (%s) in %lld ms", src.dir,
+           sm->ram_shared ? "shared RAM" : "full stream", (long long)((cmn_now_us() - t0) / 1000));
+  return 0;
+}
+
+int qemu_restore_frozen(void *state, vmm_vm *vm, const char *snap_dir_in, cmn_error *err)
+{
+  const qemu_host *h = state;
+  int64_t t0 = cmn_now_us();
+  __attribute__((cleanup(snap_source_free))) snap_source src = {.state_fd = -1};
+  if (snap_source_open(vm, snap_dir_in, "fork", &src, err) < 0)
+    return -1;
+  const qemu_snap_meta *sm = &src.sm;
+  if (sm->ram_shared) {
+    /* QEMU would create a missing file (in the folder), and map a short one
+     * up to a SIGBUS: both are checked first. */
+    struct stat st;
+    if (stat(src.mem_path, &st) < 0)
+      return cmn_err_errno(err, errno == ENOENT ? CMN_DATA_LOSS : CMN_INTERNAL, errno,
+                           "fork: snapshot RAM file %s", src.mem_path);
+    if (!S_ISREG(st.st_mode) || (uint64_t)st.st_size != sm->memory_mib << 20)
+      return cmn_err_set(err, CMN_DATA_LOSS,
+                         "fork: snapshot RAM file %s has %lld bytes, expected %llu", src.mem_path,
+                         (long long)st.st_size, (unsigned long long)(sm->memory_mib << 20));
+  }
+  /* The clone's RAM is in no file it owns (a private map, or anonymous), so
+   * its next snapshot is a full stream. A new generation ID tells the guest
+   * it is a copy, when the snapshot's VM had the device at all. */
+  qemu_vm_meta vm_meta = {0};
+  if (sm->vmgenid[0] != '\0' && qemu_vmgenid_new(vm_meta.vmgenid, err) < 0)
+    return -1;
+  if (qemu_vm_meta_write(vm, &vm_meta, err) < 0)
+    return -1;
+  qemu_launch l = {.ram_path = sm->ram_shared ? src.mem_path : NULL,
+                   .ram_private = sm->ram_shared,
+                   .incoming = true,
+                   .vmgenid = vm_meta.vmgenid};
+  if (snap_load_and_cont(h, vm, &src, &l, "fork", "qemu.restore_frozen.before_cont", err) < 0)
+    return -1;
+  cmn_fault_exit_only("qemu.restore_frozen.after_cont");
+  cmn_info(vm->id, "fork", "started from %s (%s) in %lld ms%s%s", src.dir,
+           sm->ram_shared ? "private map of its RAM file" : "full stream",
+           (long long)((cmn_now_us() - t0) / 1000), vm_meta.vmgenid[0] ? ", new vmgenid " : "",
+           vm_meta.vmgenid);
   return 0;
 }

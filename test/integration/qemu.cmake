@@ -14,7 +14,7 @@ endif()
 if(CUNIT_LIB)
   add_executable(test_qemu_driver ${CMAKE_CURRENT_LIST_DIR}/test_qemu_driver.c)
   target_link_libraries(test_qemu_driver PRIVATE ember_driver_qemu ember_drivers ember_common
-                        ${CUNIT_LIB})
+                        ${CUNIT_LIB} Threads::Threads)
   add_test(NAME integration_qemu_driver COMMAND test_qemu_driver)
   set_tests_properties(integration_qemu_driver PROPERTIES
     LABELS "integration;qemu;sanitize" TIMEOUT 900 SKIP_RETURN_CODE 77

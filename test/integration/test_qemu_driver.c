@@ -8,19 +8,29 @@
  *
  * Needs EMBER_TEST_GUEST_DIR with vmlinux and initramfs.cpio.gz (built by
  * test/guests/linux/build.sh); without it, or without QEMU, prints SKIP and
- * exits 77 (ctest's SKIP_RETURN_CODE). Prints MEASURE lines (boot, standby and restore times, state
- * file sizes); nothing asserts on wall-clock time. */
+ * exits 77 (ctest's SKIP_RETURN_CODE). Prints MEASURE lines (boot, standby, save, restore and
+ * fork times, state file sizes); nothing asserts on wall-clock time.
+ *
+ * The fork tests (save, restore_frozen) start clones from one saved folder
+ * at once, in threads, as concurrent ForkInstance calls would. The vmgenid
+ * test runs the q35 machine. EMBER_TEST_ONLY=<text> runs only the tests
+ * whose name contains text (e.g. "fork"). */
+#include "drivers/qemu/internal.h"
 #include "drivers/registry.h"
 
 #include "common/cleanup.h"
+#include "common/clone.h"
 #include "common/files.h"
 #include "common/mem.h"
 #include "common/proc.h"
 
 #include <CUnit/Basic.h>
+#include <cjson/cJSON.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -601,6 +611,417 @@ static void test_restore_failures(void)
   drv->fini(state);
 }
 
+/* ---- fork: saved snapshots and clones ---------------------------------------------- */
+
+static int name_cmp(const void *a, const void *b)
+{
+  return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* One line per file of dir, sorted: name, size, mtime and content hash. Two
+ * equal fingerprints mean nothing in the folder was added, removed or
+ * written. */
+static char *dir_fingerprint(const char *dir)
+{
+  DIR *d = opendir(dir);
+  if (d == NULL)
+    return cmn_strdup("(no folder)");
+  char *names[64];
+  size_t n = 0;
+  struct dirent *e;
+  while ((e = readdir(d)) != NULL && n < 64) {
+    if (strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0)
+      names[n++] = cmn_strdup(e->d_name);
+  }
+  closedir(d);
+  qsort(names, n, sizeof names[0], name_cmp);
+  char *out = cmn_strdup("");
+  for (size_t i = 0; i < n; i++) {
+    cleanup_free char *p = path2(dir, names[i]);
+    struct stat st = {0};
+    stat(p, &st);
+    char *next = cmn_asprintf("%s%s %lld %lld.%09ld %016llx\n", out, names[i],
+                              (long long)st.st_size, (long long)st.st_mtim.tv_sec,
+                              st.st_mtim.tv_nsec, (unsigned long long)file_hash(p));
+    free(out);
+    out = next;
+    free(names[i]);
+  }
+  return out;
+}
+
+/* A string member of a small JSON file ("" when absent or unreadable). */
+static char *json_string(const char *path, const char *key)
+{
+  cleanup_free char *text = NULL;
+  if (cmn_file_read(path, 65536, &text, NULL, NULL) < 0)
+    return cmn_strdup("");
+  cJSON *o = cJSON_Parse(text);
+  const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
+  char *out = cmn_strdup(cJSON_IsString(v) ? v->valuestring : "");
+  cJSON_Delete(o);
+  return out;
+}
+
+/* The GUID QEMU reports for the VM's vmgenid device, or "" without one. */
+static char *vm_genid(void *state, tvm *t)
+{
+  cJSON *ret = NULL;
+  cmn_error err = {0};
+  if (qemu_vm_cmd(state, &t->vm, "query-vm-generation-id", NULL, &ret, &err) < 0)
+    return cmn_strdup("");
+  const cJSON *g = cJSON_GetObjectItemCaseSensitive(ret, "guid");
+  char *out = cmn_strdup(cJSON_IsString(g) ? g->valuestring : "");
+  cJSON_Delete(ret);
+  return out;
+}
+
+/* Pause + save into a new folder, as a SaveSnapshot does; prints timings. */
+static void save_to(void *state, tvm *t, const char *dir, const char *label)
+{
+  cmn_error err = {0};
+  CU_ASSERT_FATAL(cmn_mkdir_p(dir, 0755, NULL) == 0);
+  CU_ASSERT_FATAL(drv->pause(state, &t->vm, &err) == 0);
+  int64_t t0 = cmn_now_us();
+  int rc = drv->save(state, &t->vm, dir, &err);
+  if (rc < 0) {
+    fprintf(stderr, "save: %s\n", err.msg);
+    log_dump(t);
+  }
+  CU_ASSERT_FATAL(rc == 0);
+  int64_t t1 = cmn_now_us();
+  CU_ASSERT(cmn_fsync_tree(dir, &err) == 0);
+  cleanup_free char *st = path2(dir, "state");
+  cleanup_free char *mem = path2(dir, "memory");
+  printf("  MEASURE %s save (%d MiB): save() %lld ms, fsync %lld ms; state %lld bytes, "
+         "memory %lld bytes\n",
+         label, (int)t->spec.memory_mib, (long long)(t1 - t0) / 1000,
+         (long long)(cmn_now_us() - t1) / 1000, (long long)file_size(st),
+         (long long)file_size(mem));
+  expect_state(state, t, VMM_STATE_PAUSED);
+}
+
+typedef struct fork_job {
+  void *state;
+  tvm *t;
+  const char *dir;
+  int rc;
+  int64_t ms;
+  cmn_error err;
+} fork_job;
+
+static void *fork_thread(void *arg)
+{
+  fork_job *j = arg;
+  int64_t t0 = cmn_now_us();
+  j->rc = drv->restore_frozen(j->state, &j->t->vm, j->dir, &j->err);
+  j->ms = (cmn_now_us() - t0) / 1000;
+  return NULL;
+}
+
+/* restore_frozen of n clones from one folder, all at once. */
+static void fork_clones(void *state, tvm **c, size_t n, const char *dir, const char *label)
+{
+  fork_job jobs[4] = {0};
+  pthread_t th[4];
+  for (size_t i = 0; i < n; i++) {
+    jobs[i] = (fork_job){.state = state, .t = c[i], .dir = dir};
+    CU_ASSERT_FATAL(pthread_create(&th[i], NULL, fork_thread, &jobs[i]) == 0);
+  }
+  for (size_t i = 0; i < n; i++)
+    pthread_join(th[i], NULL);
+  for (size_t i = 0; i < n; i++) {
+    if (jobs[i].rc < 0) {
+      fprintf(stderr, "restore_frozen %s: %s\n", c[i]->vm.id, jobs[i].err.msg);
+      log_dump(c[i]);
+    }
+    CU_ASSERT_FATAL(jobs[i].rc == 0);
+    int64_t t0 = cmn_now_us();
+    cleanup_free char *out = shell_run(c[i]->serial1, "echo alive");
+    CU_ASSERT(out != NULL && strcmp(out, "alive\n") == 0);
+    printf("  MEASURE %s clone %zu: restore_frozen() %lld ms (%zu at once), then shell answer "
+           "%lld ms\n",
+           label, i, (long long)jobs[i].ms, n, (long long)(cmn_now_us() - t0) / 1000);
+    expect_state(state, c[i], VMM_STATE_RUNNING);
+  }
+}
+
+/* Base reuse (shared RAM file): save of a paused VM, which then goes on and
+ * still does diff standbys; two clones at once from the saved folder, which
+ * stays byte for byte as it was; a clone's own snapshots are full streams;
+ * a clone saved in turn (anonymous RAM: a full-stream save) forks again; a
+ * copy of a standby folder forks too. */
+static void test_fork(void)
+{
+  void *state = driver_init(NULL);
+  CU_ASSERT(drv->caps & VMM_CAP_FORK);
+  CU_ASSERT(vmm_qemu_driver.effective_caps(state) & VMM_CAP_FORK);
+  cmn_error err = {0};
+  tvm *t = tvm_new("fork-src");
+  CU_ASSERT_FATAL(cmn_mkdir_p(t->base, 0755, NULL) == 0);
+  tvm_boot(state, t, t->base);
+  guest_check(t, "echo before-save > /tmp/f; cat /tmp/f", "before-save\n");
+  guest_check(t,
+              "dd if=/dev/urandom of=/tmp/big bs=1M count=32 2>/dev/null; md5sum < /tmp/big "
+              "> /tmp/big.md5; echo ok",
+              "ok\n");
+  cleanup_free char *big_md5 = shell_run(t->serial1, "cat /tmp/big.md5");
+  CU_ASSERT_FATAL(big_md5 != NULL && strlen(big_md5) > 32);
+  /* microvm: no vmgenid device (the guest could not see it). */
+  cleanup_free char *src_genid = vm_genid(state, t);
+  CU_ASSERT(src_genid[0] == '\0');
+
+  /* The source's own files are untouched by a save. */
+  cleanup_free char *src_vm_meta = path2(t->dir, "qemu-vm.json");
+  cleanup_free char *base_fp0 = NULL;
+  cleanup_free char *vm_meta0 = NULL;
+  CU_ASSERT_FATAL(drv->pause(state, &t->vm, &err) == 0);
+  base_fp0 = dir_fingerprint(t->base);
+  CU_ASSERT(cmn_file_read(src_vm_meta, 65536, &vm_meta0, NULL, NULL) == 0);
+
+  cleanup_free char *saved = path2(g_root, "saved");
+  save_to(state, t, saved, "fork");
+  cleanup_free char *saved_meta = path2(saved, "qemu.json");
+  cleanup_free char *ram_kind = json_string(saved_meta, "ram");
+  CU_ASSERT(strcmp(ram_kind, "shared") == 0);
+  {
+    cleanup_free char *base_fp1 = dir_fingerprint(t->base);
+    cleanup_free char *vm_meta1 = NULL;
+    CU_ASSERT(strcmp(base_fp0, base_fp1) == 0);
+    CU_ASSERT(cmn_file_read(src_vm_meta, 65536, &vm_meta1, NULL, NULL) == 0 &&
+              strcmp(vm_meta0, vm_meta1) == 0);
+  }
+  /* Saving again into a folder that is not empty is refused. */
+  cmn_error serr = {0};
+  CU_ASSERT(drv->save(state, &t->vm, saved, &serr) < 0 && serr.code == CMN_FAILED_PRECONDITION);
+  /* The source goes on (cont from postmigrate). */
+  CU_ASSERT_FATAL(drv->resume(state, &t->vm, &err) == 0);
+  expect_state(state, t, VMM_STATE_RUNNING);
+  guest_check(t, "echo after-save > /tmp/g; cat /tmp/f /tmp/g", "before-save\nafter-save\n");
+  cleanup_free char *fp0 = dir_fingerprint(saved);
+  printf("  saved folder:\n%s", fp0);
+
+  /* Two clones at once. */
+  tvm *c[2] = {tvm_new("fork-c0"), tvm_new("fork-c1")};
+  fork_clones(state, c, 2, saved, "fork");
+  for (int i = 0; i < 2; i++) {
+    guest_check(c[i], "cat /tmp/f; [ -e /tmp/g ] || echo no-g", "before-save\nno-g\n");
+    guest_check(c[i], "md5sum < /tmp/big", big_md5);
+    cleanup_free char *cmd = cmn_asprintf("echo clone%d > /tmp/c; dd if=/dev/urandom "
+                                          "of=/tmp/big2 bs=1M count=16 2>/dev/null; cat /tmp/c",
+                                          i);
+    cleanup_free char *want = cmn_asprintf("clone%d\n", i);
+    guest_check(c[i], cmd, want);
+    cleanup_free char *m = path2(c[i]->dir, "qemu-vm.json");
+    cleanup_free char *ram = json_string(m, "ram");
+    CU_ASSERT(strcmp(ram, "anonymous") == 0);
+  }
+  guest_check(c[0], "cat /tmp/c", "clone0\n");
+  guest_check(t, "cat /tmp/f /tmp/g; [ -e /tmp/c ] || echo no-c",
+              "before-save\nafter-save\nno-c\n");
+  {
+    cleanup_free char *fp1 = dir_fingerprint(saved);
+    if (strcmp(fp0, fp1) != 0)
+      fprintf(stderr, "saved folder changed:\n%s---\n%s", fp0, fp1);
+    CU_ASSERT(strcmp(fp0, fp1) == 0);
+  }
+
+  /* The source still does a diff standby and restore. */
+  CU_ASSERT_FATAL(drv->pause(state, &t->vm, &err) == 0);
+  CU_ASSERT_FATAL(rename(t->base, t->latest) == 0);
+  standby(state, t, t->latest, VMM_SNAP_DIFF, "fork-src-diff");
+  {
+    cleanup_free char *m = path2(t->latest, "qemu.json");
+    cleanup_free char *ram = json_string(m, "ram");
+    CU_ASSERT(strcmp(ram, "shared") == 0);
+  }
+  tvm_kill(state, t);
+  /* A file-by-file copy of the complete standby folder forks too. */
+  cleanup_free char *copy = path2(g_root, "standby-copy");
+  CU_ASSERT_FATAL(cmn_mkdir_p(copy, 0755, NULL) == 0);
+  const char *files[] = {"state", "memory", "qemu.json"};
+  for (size_t i = 0; i < 3; i++) {
+    cleanup_free char *a = path2(t->latest, files[i]);
+    cleanup_free char *b = path2(copy, files[i]);
+    CU_ASSERT_FATAL(cmn_file_clone(a, b, NULL, NULL, &err) == 0);
+  }
+  restore(state, t, t->latest, "fork-src-diff");
+  CU_ASSERT_FATAL(rename(t->latest, t->base) == 0);
+  guest_check(t, "cat /tmp/f /tmp/g", "before-save\nafter-save\n");
+  cleanup_free char *copy_fp0 = dir_fingerprint(copy);
+  tvm *cc = tvm_new("fork-copy");
+  fork_clones(state, &cc, 1, copy, "standby-copy");
+  guest_check(cc, "cat /tmp/f /tmp/g", "before-save\nafter-save\n");
+  {
+    cleanup_free char *copy_fp1 = dir_fingerprint(copy);
+    CU_ASSERT(strcmp(copy_fp0, copy_fp1) == 0);
+  }
+  tvm_free(state, cc);
+
+  /* A clone's own standby is a full stream; it restores. */
+  CU_ASSERT_FATAL(cmn_mkdir_p(c[0]->latest, 0755, NULL) == 0);
+  standby(state, c[0], c[0]->latest, VMM_SNAP_DIFF, "clone-standby");
+  {
+    cleanup_free char *m = path2(c[0]->latest, "qemu.json");
+    cleanup_free char *ram = json_string(m, "ram");
+    CU_ASSERT(strcmp(ram, "stream") == 0);
+  }
+  tvm_kill(state, c[0]);
+  restore(state, c[0], c[0]->latest, "clone-standby");
+  guest_check(c[0], "cat /tmp/f /tmp/c", "before-save\nclone0\n");
+
+  /* A clone saved in turn: anonymous RAM, so a full-stream save; it forks. */
+  cleanup_free char *saved2 = path2(g_root, "saved2");
+  save_to(state, c[1], saved2, "fork-of-clone");
+  cleanup_free char *saved2_mem = path2(saved2, "memory");
+  CU_ASSERT(!cmn_path_exists(saved2_mem));
+  CU_ASSERT_FATAL(drv->resume(state, &c[1]->vm, &err) == 0);
+  tvm *c2 = tvm_new("fork-c2");
+  fork_clones(state, &c2, 1, saved2, "full-stream");
+  guest_check(c2, "cat /tmp/f /tmp/c", "before-save\nclone1\n");
+  guest_check(c[1], "echo still > /tmp/c; cat /tmp/c", "still\n");
+  tvm_free(state, c2);
+
+  tvm_free(state, c[0]);
+  tvm_free(state, c[1]);
+  /* Saved snapshots are for restore_frozen only. */
+  tvm *r = tvm_new("fork-restore");
+  cmn_error rerr = {0};
+  CU_ASSERT(drv->restore(state, &r->vm, saved, &rerr) < 0 && rerr.code == CMN_FAILED_PRECONDITION);
+  CU_ASSERT(r->vm.proc.pid == 0);
+  tvm_free(state, r);
+  {
+    cleanup_free char *fp2 = dir_fingerprint(saved);
+    CU_ASSERT(strcmp(fp0, fp2) == 0);
+  }
+  tvm_free(state, t);
+  drv->fini(state);
+}
+
+/* restore_frozen of missing or damaged folders: DATA_LOSS (a stream QEMU
+ * cannot load: INTERNAL with QEMU's reason), no VMM left, and nothing
+ * created in the folder. A fault after the migration of a save leaves a VM
+ * that resumes. */
+static void test_fork_failures(void)
+{
+  void *state = driver_init(NULL);
+  cmn_error err = {0};
+  tvm *c = tvm_new("forkfail");
+  cleanup_free char *missing = path2(g_root, "no-such-folder");
+  CU_ASSERT(drv->restore_frozen(state, &c->vm, missing, &err) < 0);
+  CU_ASSERT(err.code == CMN_DATA_LOSS);
+  printf("  missing folder: %s\n", err.msg);
+  CU_ASSERT(c->vm.proc.pid == 0 && !cmn_path_exists(missing));
+
+  tvm *t = tvm_new("forkfail-src");
+  CU_ASSERT_FATAL(cmn_mkdir_p(t->base, 0755, NULL) == 0);
+  tvm_boot(state, t, t->base);
+  guest_check(t, "echo x > /tmp/x; cat /tmp/x", "x\n");
+  cleanup_free char *faulty = path2(g_root, "faulty");
+  CU_ASSERT_FATAL(cmn_mkdir_p(faulty, 0755, NULL) == 0);
+  CU_ASSERT_FATAL(drv->pause(state, &t->vm, &err) == 0);
+  setenv("EMBER_FAULT", "qemu.save.after_migrate", 1);
+  cmn_err_clear(&err);
+  CU_ASSERT(drv->save(state, &t->vm, faulty, &err) < 0);
+  unsetenv("EMBER_FAULT");
+  printf("  fault in save: %s\n", err.msg);
+  CU_ASSERT_FATAL(drv->resume(state, &t->vm, &err) == 0);
+  guest_check(t, "cat /tmp/x", "x\n");
+  cleanup_free char *saved = path2(g_root, "saved-f");
+  save_to(state, t, saved, "forkfail");
+  tvm_free(state, t);
+
+  /* Damaged copies of the saved folder: each file missing or cut short. */
+  struct {
+    const char *file;
+    bool cut; /* cut to half instead of removed */
+    int want;
+  } cases[] = {
+      {"qemu.json", false, CMN_DATA_LOSS}, {"qemu.json", true, CMN_DATA_LOSS},
+      {"state", false, CMN_DATA_LOSS},     {"memory", false, CMN_DATA_LOSS},
+      {"memory", true, CMN_DATA_LOSS},     {"state", true, CMN_INTERNAL},
+  };
+  const char *files[] = {"state", "memory", "qemu.json"};
+  for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+    cleanup_free char *name = cmn_asprintf("damaged%zu", k);
+    cleanup_free char *d = path2(g_root, name);
+    CU_ASSERT_FATAL(cmn_mkdir_p(d, 0755, NULL) == 0);
+    for (size_t i = 0; i < 3; i++) {
+      cleanup_free char *a = path2(saved, files[i]);
+      cleanup_free char *b = path2(d, files[i]);
+      CU_ASSERT_FATAL(cmn_file_clone(a, b, NULL, NULL, &err) == 0);
+    }
+    cleanup_free char *victim = path2(d, cases[k].file);
+    int rc = cases[k].cut ? truncate(victim, file_size(victim) / 2) : unlink(victim);
+    CU_ASSERT_FATAL(rc == 0);
+    cleanup_free char *fp0 = dir_fingerprint(d);
+    cmn_err_clear(&err);
+    CU_ASSERT(drv->restore_frozen(state, &c->vm, d, &err) < 0);
+    printf("  %s %s: %s: %s\n", cases[k].file, cases[k].cut ? "cut short" : "missing",
+           cmn_code_name(err.code), err.msg);
+    CU_ASSERT(err.code == cases[k].want);
+    tvm_kill(state, c);
+    cleanup_free char *fp1 = dir_fingerprint(d);
+    CU_ASSERT(strcmp(fp0, fp1) == 0);
+  }
+  /* The intact folder still forks. */
+  fork_clones(state, &c, 1, saved, "after-failures");
+  guest_check(c, "cat /tmp/x", "x\n");
+  tvm_free(state, c);
+  drv->fini(state);
+}
+
+/* q35: every cold boot has a vmgenid device; a restore keeps its GUID, a
+ * clone gets a new one and the guest's vmgenid driver sees the change. */
+static void test_fork_vmgenid(void)
+{
+  void *state = driver_init("{\"machine\": \"q35\"}");
+  cmn_error err = {0};
+  tvm *t = tvm_new("genid-src");
+  CU_ASSERT_FATAL(cmn_mkdir_p(t->base, 0755, NULL) == 0);
+  tvm_boot(state, t, t->base);
+  cleanup_free char *g0 = vm_genid(state, t);
+  printf("  source vmgenid %s\n", g0);
+  CU_ASSERT(strlen(g0) == 36);
+  cleanup_free char *vm_meta = path2(t->dir, "qemu-vm.json");
+  cleanup_free char *g0_meta = json_string(vm_meta, "vmgenid");
+  CU_ASSERT(strcmp(g0, g0_meta) == 0);
+  /* The guest found the device; a random read gets its CRNG going, so that
+   * a later VM fork is logged by the kernel. */
+  guest_check(t, "ls /sys/bus/acpi/drivers/vmgenid | grep -c QEMUVGID", "1\n");
+  guest_check(t, "head -c 1 /dev/random > /dev/null; echo ok", "ok\n");
+  cleanup_free char *saved = path2(g_root, "saved-genid");
+  save_to(state, t, saved, "q35");
+  cleanup_free char *saved_meta = path2(saved, "qemu.json");
+  cleanup_free char *g_saved = json_string(saved_meta, "vmgenid");
+  CU_ASSERT(strcmp(g0, g_saved) == 0);
+  CU_ASSERT_FATAL(drv->resume(state, &t->vm, &err) == 0);
+
+  tvm *c = tvm_new("genid-clone");
+  fork_clones(state, &c, 1, saved, "q35");
+  cleanup_free char *g1 = vm_genid(state, c);
+  printf("  clone vmgenid %s\n", g1);
+  CU_ASSERT(strlen(g1) == 36 && strcmp(g0, g1) != 0);
+  cleanup_free char *c_meta = path2(c->dir, "qemu-vm.json");
+  cleanup_free char *g1_meta = json_string(c_meta, "vmgenid");
+  CU_ASSERT(strcmp(g1, g1_meta) == 0);
+  guest_check(c, "dmesg | grep -c 'virtual machine fork'", "1\n");
+  guest_check(t, "dmesg | grep -c 'virtual machine fork'", "0\n");
+  tvm_free(state, c);
+
+  /* A standby and restore of the source keeps its generation ID. */
+  CU_ASSERT_FATAL(drv->pause(state, &t->vm, &err) == 0);
+  CU_ASSERT_FATAL(rename(t->base, t->latest) == 0);
+  standby(state, t, t->latest, VMM_SNAP_DIFF, "q35-diff");
+  tvm_kill(state, t);
+  restore(state, t, t->latest, "q35-diff");
+  cleanup_free char *g2 = vm_genid(state, t);
+  CU_ASSERT(strcmp(g0, g2) == 0);
+  guest_check(t, "dmesg | grep -c 'virtual machine fork'", "0\n");
+  tvm_free(state, t);
+  drv->fini(state);
+}
+
 /* After each test: a VMM left by a fatal assertion is killed, so it neither
  * outlives the test nor slows the next one down. */
 static void kill_leftovers(void)
@@ -755,11 +1176,25 @@ int main(void)
     return 1;
   CU_pSuite s =
       CU_add_suite_with_setup_and_teardown("qemu_driver", NULL, NULL, NULL, kill_leftovers);
-  CU_add_test(s, "diff standby/restore cycles", test_diff_cycles);
-  CU_add_test(s, "full snapshot, then diff", test_full_then_diff);
-  CU_add_test(s, "base_reuse=false", test_no_base_reuse);
-  CU_add_test(s, "restore failures leave the snapshot intact", test_restore_failures);
-  CU_add_test(s, "kvm: tiny guest diff standby/restore", test_kvm_tiny);
+  /* EMBER_TEST_ONLY=<text>: only the tests whose name contains it. */
+  const char *only = getenv("EMBER_TEST_ONLY");
+  static const struct {
+    const char *name;
+    CU_TestFunc fn;
+  } tests[] = {
+      {"diff standby/restore cycles", test_diff_cycles},
+      {"full snapshot, then diff", test_full_then_diff},
+      {"base_reuse=false", test_no_base_reuse},
+      {"restore failures leave the snapshot intact", test_restore_failures},
+      {"kvm: tiny guest diff standby/restore", test_kvm_tiny},
+      {"fork: save, clones, source goes on", test_fork},
+      {"fork: damaged folders, fault in save", test_fork_failures},
+      {"fork: vmgenid on q35", test_fork_vmgenid},
+  };
+  for (size_t n = 0; n < sizeof tests / sizeof tests[0]; n++) {
+    if (only == NULL || strstr(tests[n].name, only) != NULL)
+      CU_add_test(s, tests[n].name, tests[n].fn);
+  }
   CU_basic_set_mode(CU_BRM_VERBOSE);
   CU_basic_run_tests();
   unsigned failures = CU_get_number_of_failures();
