@@ -136,7 +136,7 @@ def run_fake(fake, hv):
     bin_var = {"firecracker": "EMBER_FIRECRACKER_BIN",
                "cloud-hypervisor": "EMBER_CLOUD_HYPERVISOR_BIN"}[hv]
     with Emberd(env={bin_var: fake}, log_level="info") as d:
-        caps = {h.name: h.capabilities for h in d.list_hypervisors()}
+        caps = {h.type: h.capabilities for h in d.list_hypervisors()}
         check(caps.get(hv) is not None and caps[hv].fork, "%s advertises fork" % hv)
         kernel = d.fake_kernel()
         spec = d.make_spec(hypervisor=hv, memory_mib=16, kernel=kernel)
