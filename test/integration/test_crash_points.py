@@ -92,6 +92,17 @@ EXIT = [
      "VMM already ended, folder kept: Stopped, delete retriable"),
     ("agent.delete.after_rename", "delete", R, GONE,
      "folder already renamed to .deleting-<id>: removed at start-up, instance gone"),
+    # ForkInstance of a Running source (docs/fork.md "Crash safety"): the
+    # source is found paused (or in QEMU's postmigrate) under a Running record
+    # and resumed; a half snapshot (.tmp-*), a half clone (.fork-*) and a
+    # hidden snapshot no clone depends on are removed at start-up.
+    ("agent.fork.after_pause", "fork", R, R, "source paused: resumed; nothing else made"),
+    ("qemu.save.after_migrate", "fork", R, R, "source in postmigrate: resumed; .tmp-* removed"),
+    ("agent.fork.after_save", "fork", R, R, "snapshot written, not complete: removed; resumed"),
+    ("agent.fork.before_record", "fork", R, R,
+     "snapshot complete, clone half made: .fork-* and the unused snapshot removed"),
+    ("agent.fork.before_rename", "fork", R, R,
+     "clone record written in .fork-*: removed with the unused snapshot"),
 ]
 
 # point -> (API result, state right after the failed call, next standby kind or None).
@@ -117,6 +128,9 @@ FAIL = {
     "agent.start.after_driver": ("error", X, None),
     "agent.start.before_commit": ("error", X, None),
     "agent.delete.before_remove": ("error", X, None),  # VMM gone: only Stopped is true
+    "agent.fork.after_pause": ("error", R, None),       # resumed, nothing made
+    "qemu.save.after_migrate": ("error", R, None),
+    "agent.fork.before_record": ("error", R, None),     # clone and hidden snapshot removed
 }
 
 CHECKS = Checks()
@@ -249,9 +263,44 @@ class Run:
 
     def call(self, op):
         d, i = self.d, self.g.id
+        if op == "fork":
+            self.n += 1
+            return Emberd.call_error(d.fork, i, names=["fork-%d" % self.n], timeout=300)
         fn = {"standby": d.standby, "restore": d.restore, "stop": d.stop_instance,
               "start": d.start_instance, "delete": d.delete}[op]
         return Emberd.call_error(fn, i, timeout=300)
+
+    def no_fork_leftovers(self, label):
+        """After a fork cut short and a restart: no half clone, no half or
+        unused snapshot; only complete instances."""
+        d = self.d
+        half = [f for f in os.listdir(os.path.join(d.data_dir, "instances"))
+                if f.startswith(".fork-")]
+        snaps_dir = os.path.join(d.data_dir, "snapshots")
+        tmp = [f for f in os.listdir(snaps_dir)] if os.path.isdir(snaps_dir) else []
+        check(half == [] and tmp == [] and d.list_snapshots() == [],
+              "%s: no half clone (%s), no snapshot left (%s)" % (label, half, tmp))
+        clones = [i for i in d.list() if i.name.startswith("fork-")]
+        check(clones == [], "%s: no clone made: %s" % (label, [c.name for c in clones]))
+
+    def fork_retry(self, label):
+        """A fork after recovery succeeds; the clone has the source's file and
+        process; the clone and its snapshot go again."""
+        code, res = self.call("fork")
+        if not check(code == grpc.StatusCode.OK and len(res.instances) == 1,
+                     "%s: retry of fork succeeds (%s %s)" % (label, code.name,
+                                                             "" if code == grpc.StatusCode.OK
+                                                             else res)):
+            return
+        c = Guest(self.d, res.instances[0])
+        c.token, c.sleeper = self.g.token, self.g.sleeper
+        ok, out = c.intact()
+        check(ok, "%s: the clone has the source's file and process (%s)" % (label, out))
+        ok, out = self.g.intact()
+        check(ok, "%s: the source too (%s)" % (label, out))
+        self.d.delete(c.id)
+        check(self.d.list_snapshots() == [], "%s: the fork's snapshot went with the clone"
+              % label)
 
     def retry(self, op, label):
         code, res = self.call(op)
@@ -309,6 +358,12 @@ class Run:
         self.restart()
         st = consistent(self.d, self.g, label)
         check(st == expect, "%s: state %s, expected %s" % (label, st, expect))
+        if op == "fork":
+            ok, out = self.g.intact()
+            check(ok, "%s: the source's file and process intact (%s)" % (label, out))
+            self.no_fork_leftovers(label)
+            self.fork_retry(label)
+            return
         if st == GONE:
             code, _ = self.call(op)
             check(code == grpc.StatusCode.NOT_FOUND, "%s: retried delete says NOT_FOUND (%s)"
@@ -361,6 +416,10 @@ class Run:
             check(ok, "%s: file and process intact (%s)" % (label, out))
         self.restart()
         st = consistent(self.d, self.g, label + " (after restart)")
+        if op == "fork":
+            self.no_fork_leftovers(label)
+            self.fork_retry(label)
+            return
         if api == "ok":
             # Already at the target: the retry is a no-op that must also succeed.
             self.retry(op, label)
