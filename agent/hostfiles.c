@@ -274,6 +274,7 @@ int agent_host_files_open_made(const agent_host_fence *f, const vmm_spec *spec,
     for (size_t i = 0; i < n_made; i++) {
       disks[i].path = cmn_asprintf("%s/%s", made_dir, made[i].name);
       disks[i].read_only = made[i].read_only;
+      disks[i].overlay = made[i].overlay;
     }
     for (size_t i = 0; i < out->spec.n_disks; i++)
       disks[n_made + i] = out->spec.disks[i];

@@ -73,6 +73,7 @@ int agent_host_files_open(const agent_host_fence *f, const vmm_spec *spec, int c
 typedef struct agent_host_made {
   const char *name; /* a plain file name inside the folder */
   bool read_only;
+  bool overlay; /* vmm_disk.overlay: the driver's copy-on-write format */
 } agent_host_made;
 /* agent_host_files_open with the n_made disks of made_dir in front of spec's
  * disks (disk numbers 0..n_made-1): each is opened as made_dir/name without

@@ -380,6 +380,11 @@ int agent_image_host_files_open(const agent_host_fence *f, const vmm_spec *spec,
 {
   if (!agent_image_spec_set(img))
     return agent_host_files_open(f, spec, code, out, err);
-  static const agent_host_made made[] = {{AGENT_IMAGE_ROOTFS, false}, {AGENT_IMAGE_BOOTCFG, true}};
-  return agent_host_files_open_made(f, spec, dir, made, 2, code, out, err);
+  static const agent_host_made made[] = {{AGENT_IMAGE_ROOTFS, false, false},
+                                         {AGENT_IMAGE_BOOTCFG, true, false}};
+  static const agent_host_made made_overlay[] = {{AGENT_IMAGE_ROOTFS_OVERLAY, false, true},
+                                                 {AGENT_IMAGE_BOOTCFG, true, false}};
+  cleanup_free char *overlay = cmn_asprintf("%s/" AGENT_IMAGE_ROOTFS_OVERLAY, dir);
+  bool o = cmn_is_regular_file(overlay);
+  return agent_host_files_open_made(f, spec, dir, o ? made_overlay : made, 2, code, out, err);
 }

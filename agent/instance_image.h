@@ -35,6 +35,9 @@ struct cJSON;
 
 #define AGENT_IMAGE_ROOTFS "rootfs.ext4"
 #define AGENT_IMAGE_BOOTCFG "bootcfg.img"
+/* A clone's root disk where the filesystem has no reflinks and the driver
+ * makes overlays (docs/fork.md): in place of AGENT_IMAGE_ROOTFS. */
+#define AGENT_IMAGE_ROOTFS_OVERLAY "rootfs.qcow2"
 #define AGENT_IMAGE_CMDLINE "console=ttyS0 panic=-1 quiet"
 
 bool agent_image_spec_set(const agent_image_spec *s);
@@ -68,7 +71,8 @@ int agent_image_pin(struct img_store *st, const char *instance_id, const agent_i
 void agent_image_unpin(struct img_store *st, const char *instance_id, const agent_image_spec *img);
 
 /* Start/Restore: agent_host_files_open of spec with, for an image-based
- * instance, the two emberd-made disks of dir in front of spec's disks. */
+ * instance, the two emberd-made disks of dir in front of spec's disks (the
+ * root disk is AGENT_IMAGE_ROOTFS_OVERLAY, marked overlay, when dir has it). */
 int agent_image_host_files_open(const agent_host_fence *f, const vmm_spec *spec,
                                 const agent_image_spec *img, const char *dir, int code,
                                 agent_host_files *out, cmn_error *err);

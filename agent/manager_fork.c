@@ -36,10 +36,6 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-/* The emberd-made disks of an image instance, copied into every snapshot and
- * clone (the request's own disks must be read-only to be shared). */
-static const char *const fork_disks[] = {AGENT_IMAGE_ROOTFS, AGENT_IMAGE_BOOTCFG};
-
 void agent_snapshot_view_free(agent_snapshot_view *v)
 {
   if (v == NULL)
@@ -111,19 +107,79 @@ static int fork_check_driver(const vmm_entry *entry, const char *type, cmn_error
 
 /* ---- taking the frozen snapshot of an instance --------------------------------- */
 
-static int fork_copy_disks(const char *from_dir, const char *to_dir, const agent_image_spec *img,
-                           uint64_t *copied, cmn_error *err)
+/* Into a snapshot: standalone copies of the instance's emberd-made disks
+ * (a clone's overlay is flattened, so no snapshot depends on another). */
+static int fork_freeze_disks(const vmm_entry *entry, const char *inst_dir, const char *to_dir,
+                             const agent_image_spec *img, uint64_t *copied, cmn_error *err)
 {
   if (!agent_image_spec_set(img))
     return 0;
-  for (size_t i = 0; i < sizeof fork_disks / sizeof fork_disks[0]; i++) {
-    cleanup_free char *from = cmn_asprintf("%s/%s", from_dir, fork_disks[i]);
-    cleanup_free char *to = cmn_asprintf("%s/%s", to_dir, fork_disks[i]);
+  cleanup_free char *overlay = cmn_asprintf("%s/" AGENT_IMAGE_ROOTFS_OVERLAY, inst_dir);
+  cleanup_free char *root = cmn_asprintf("%s/" AGENT_IMAGE_ROOTFS, to_dir);
+  if (cmn_is_regular_file(overlay)) {
+    if (vmm_call_disk_flatten(entry, overlay, true, root, err) < 0)
+      return -1;
+    struct stat st;
+    if (stat(root, &st) == 0)
+      *copied += (uint64_t)st.st_blocks * 512u;
+  } else {
+    cleanup_free char *from = cmn_asprintf("%s/" AGENT_IMAGE_ROOTFS, inst_dir);
     uint64_t n = 0;
-    if (cmn_file_clone(from, to, NULL, &n, err) < 0)
+    if (cmn_file_clone(from, root, NULL, &n, err) < 0)
       return -1;
     *copied += n;
   }
+  cleanup_free char *cfg_from = cmn_asprintf("%s/" AGENT_IMAGE_BOOTCFG, inst_dir);
+  cleanup_free char *cfg_to = cmn_asprintf("%s/" AGENT_IMAGE_BOOTCFG, to_dir);
+  uint64_t n = 0;
+  if (cmn_file_clone(cfg_from, cfg_to, NULL, &n, err) < 0)
+    return -1;
+  *copied += n;
+  return 0;
+}
+
+/* Into a clone: copy-on-write copies of the snapshot's disks: a reflink
+ * where the filesystem has them, else the driver's overlay over the frozen
+ * file (QEMU: qcow2), else a copy of the data ranges. *how says which. */
+static int fork_clone_disks(const vmm_entry *entry, const char *snap_disks, const char *clone_dir,
+                            const agent_image_spec *img, uint64_t *copied, const char **how,
+                            cmn_error *err)
+{
+  *how = "none";
+  if (!agent_image_spec_set(img))
+    return 0;
+  cleanup_free char *from = cmn_asprintf("%s/" AGENT_IMAGE_ROOTFS, snap_disks);
+  cleanup_free char *root = cmn_asprintf("%s/" AGENT_IMAGE_ROOTFS, clone_dir);
+  cmn_error e2 = {0};
+  if (cmn_file_reflink(from, root, &e2) == 0) {
+    *how = "reflink";
+  } else if (e2.code != CMN_UNIMPLEMENTED) {
+    *err = e2;
+    return -1;
+  } else {
+    cleanup_free char *overlay = cmn_asprintf("%s/" AGENT_IMAGE_ROOTFS_OVERLAY, clone_dir);
+    cmn_error e3 = {0};
+    if (vmm_call_can(entry, VMM_CALL_DISK_OVERLAY) &&
+        vmm_call_disk_overlay(entry, from, overlay, &e3) == 0) {
+      *how = "overlay";
+    } else {
+      if (e3.code != CMN_OK && e3.code != CMN_UNIMPLEMENTED) {
+        *err = e3;
+        return -1;
+      }
+      uint64_t n = 0;
+      if (cmn_file_clone(from, root, NULL, &n, err) < 0)
+        return -1;
+      *copied += n;
+      *how = "copy";
+    }
+  }
+  cleanup_free char *cfg_from = cmn_asprintf("%s/" AGENT_IMAGE_BOOTCFG, snap_disks);
+  cleanup_free char *cfg_to = cmn_asprintf("%s/" AGENT_IMAGE_BOOTCFG, clone_dir);
+  uint64_t n = 0;
+  if (cmn_file_clone(cfg_from, cfg_to, NULL, &n, err) < 0)
+    return -1;
+  *copied += n;
   return 0;
 }
 
@@ -138,7 +194,7 @@ static int fork_save(agent_manager *m, mgr_instance *inst, const agent_record *r
   cleanup_free char *disks_dir = cmn_asprintf("%s/" AGENT_SNAP_DISKS_DIR, dir);
   if (r->view.state == AGENT_STATE_STANDBY) {
     if (snap_copy_latest(inst->dir, vm_dir, copied, err) < 0 ||
-        fork_copy_disks(inst->dir, disks_dir, &r->view.image, copied, err) < 0)
+        fork_freeze_disks(inst->entry, inst->dir, disks_dir, &r->view.image, copied, err) < 0)
       return -1;
     return 0;
   }
@@ -154,7 +210,7 @@ static int fork_save(agent_manager *m, mgr_instance *inst, const agent_record *r
   if (cmn_fault("agent.fork.after_pause", err) < 0 ||
       vmm_call_save(inst->entry, &inst->vm, vm_dir, err) < 0 ||
       cmn_fault("agent.fork.after_save", err) < 0 ||
-      fork_copy_disks(inst->dir, disks_dir, &r->view.image, copied, err) < 0)
+      fork_freeze_disks(inst->entry, inst->dir, disks_dir, &r->view.image, copied, err) < 0)
     rc = -1;
   if (vmm_call_resume(inst->entry, &inst->vm, &e2) < 0) {
     cmn_error_log(r->view.id, "fork", "resume after the snapshot: %s", e2.msg);
@@ -297,8 +353,11 @@ static int fork_make_clone(agent_manager *m, const agent_record *src, const agen
   {
     cleanup_free char *disks = cmn_asprintf("%s/" AGENT_SNAP_DISKS_DIR, snap_dir);
     uint64_t copied = 0;
-    if (fork_copy_disks(disks, tmp, &rec.view.image, &copied, err) < 0)
+    const char *how = NULL;
+    if (fork_clone_disks(entry, disks, tmp, &rec.view.image, &copied, &how, err) < 0)
       goto fail;
+    if (agent_image_spec_set(&rec.view.image))
+      cmn_info(id, "fork", "root disk: %s (%llu bytes copied)", how, (unsigned long long)copied);
   }
   if (agent_image_spec_set(&rec.view.image)) {
     if (agent_image_pin(m->images, id, &rec.view.image, err) < 0)

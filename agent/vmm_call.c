@@ -59,6 +59,8 @@ bool vmm_call_can(const vmm_entry *entry, vmm_call_op op)
     return (entry->caps & VMM_CAP_GRACEFUL_SHUTDOWN) && entry->driver->shutdown != NULL;
   case VMM_CALL_POWERDOWN:
     return entry->driver->powerdown != NULL;
+  case VMM_CALL_DISK_OVERLAY:
+    return entry->driver->disk_overlay != NULL && entry->driver->disk_flatten != NULL;
   }
   return false;
 }
@@ -128,6 +130,24 @@ int vmm_call_restore_frozen(const vmm_entry *entry, vmm_vm *vm, const char *snap
               err) < 0)
     return -1;
   return entry->driver->restore_frozen(entry->state, vm, snap_dir, err);
+}
+
+int vmm_call_disk_overlay(const vmm_entry *entry, const char *backing, const char *path,
+                          cmn_error *err)
+{
+  if (vc_gate(entry, 0, entry != NULL && entry->driver->disk_overlay != NULL, "disk overlays",
+              err) < 0)
+    return -1;
+  return entry->driver->disk_overlay(entry->state, backing, path, err);
+}
+
+int vmm_call_disk_flatten(const vmm_entry *entry, const char *src, bool src_overlay,
+                          const char *path, cmn_error *err)
+{
+  if (vc_gate(entry, 0, entry != NULL && entry->driver->disk_flatten != NULL, "disk overlays",
+              err) < 0)
+    return -1;
+  return entry->driver->disk_flatten(entry->state, src, src_overlay, path, err);
 }
 
 int vmm_call_shutdown(const vmm_entry *entry, vmm_vm *vm, int timeout_ms, cmn_error *err)

@@ -29,6 +29,7 @@
 typedef enum vmm_call_op {
   VMM_CALL_SHUTDOWN = 1,
   VMM_CALL_POWERDOWN = 2,
+  VMM_CALL_DISK_OVERLAY = 3, /* disk_overlay and disk_flatten */
 } vmm_call_op;
 
 /* 0 when entry is set and available. Else FAILED_PRECONDITION naming the type
@@ -55,6 +56,10 @@ int vmm_call_restore(const vmm_entry *entry, vmm_vm *vm, const char *snap_dir, c
 int vmm_call_save(const vmm_entry *entry, vmm_vm *vm, const char *snap_dir, cmn_error *err);
 int vmm_call_restore_frozen(const vmm_entry *entry, vmm_vm *vm, const char *snap_dir,
                             cmn_error *err);
+int vmm_call_disk_overlay(const vmm_entry *entry, const char *backing, const char *path,
+                          cmn_error *err);
+int vmm_call_disk_flatten(const vmm_entry *entry, const char *src, bool src_overlay,
+                          const char *path, cmn_error *err);
 int vmm_call_shutdown(const vmm_entry *entry, vmm_vm *vm, int timeout_ms, cmn_error *err);
 int vmm_call_powerdown(const vmm_entry *entry, vmm_vm *vm, int timeout_ms, cmn_error *err);
 void vmm_call_release(const vmm_entry *entry, vmm_vm *vm);

@@ -5,6 +5,7 @@
 #include "common/mem.h"
 
 #include <errno.h>
+#include <stdbool.h>
 #include <fcntl.h>
 #include <linux/fs.h>
 #include <stdlib.h>
@@ -95,8 +96,22 @@ static int sparse_copy(int in, int out, off_t size, uint64_t *copied, cmn_error 
   return 0;
 }
 
+static int clone_file(const char *src, const char *dest, bool reflink_only,
+                      cmn_clone_method *method, uint64_t *copied, cmn_error *err);
+
 int cmn_file_clone(const char *src, const char *dest, cmn_clone_method *method, uint64_t *copied,
                    cmn_error *err)
+{
+  return clone_file(src, dest, false, method, copied, err);
+}
+
+int cmn_file_reflink(const char *src, const char *dest, cmn_error *err)
+{
+  return clone_file(src, dest, true, NULL, NULL, err);
+}
+
+static int clone_file(const char *src, const char *dest, bool reflink_only,
+                      cmn_clone_method *method, uint64_t *copied, cmn_error *err)
 {
   uint64_t ignored = 0;
   if (copied == NULL)
@@ -120,6 +135,16 @@ int cmn_file_clone(const char *src, const char *dest, cmn_clone_method *method, 
   cmn_clone_method m = CMN_CLONE_REFLINK;
   int rc = 0;
   if (ioctl(out, FICLONE, in) < 0) {
+    if (reflink_only) {
+      int e = errno;
+      close(out);
+      unlink(tmp);
+      return cmn_err_errno(err,
+                           e == EOPNOTSUPP || e == EXDEV || e == EINVAL || e == ENOTTY
+                               ? CMN_UNIMPLEMENTED
+                               : CMN_INTERNAL,
+                           e, "reflink %s", src);
+    }
     m = CMN_CLONE_SPARSE;
     rc = sparse_copy(in, out, st.st_size, copied, err);
   }

@@ -26,4 +26,9 @@ const char *cmn_clone_method_name(cmn_clone_method m);
 int cmn_file_clone(const char *src, const char *dest, cmn_clone_method *method, uint64_t *copied,
                    cmn_error *err);
 
+/* Only a reflink: UNIMPLEMENTED (nothing made) where the filesystem cannot,
+ * so the caller can choose another copy-on-write way. Same contract
+ * otherwise. */
+int cmn_file_reflink(const char *src, const char *dest, cmn_error *err);
+
 #endif

@@ -52,6 +52,10 @@ typedef enum vmm_run_state {
 typedef struct vmm_disk {
   char *path;
   bool read_only;
+  /* A copy-on-write overlay made by the driver's disk_overlay() (QEMU: qcow2
+   * over a raw backing file); else a raw image. Set by the agent for the
+   * disks it made, never by a request. */
+  bool overlay;
 } vmm_disk;
 
 typedef struct vmm_nic {
@@ -175,6 +179,16 @@ typedef struct vmm_driver {
    * the guest that it was cloned (a new VM generation ID), it does. */
   int (*save)(void *state, vmm_vm *vm, const char *snap_dir, cmn_error *err);
   int (*restore_frozen)(void *state, vmm_vm *vm, const char *snap_dir, cmn_error *err);
+  /* Optional: the disks of clones in the VMM's own copy-on-write format,
+   * where the filesystem has no reflinks. disk_overlay makes path (which
+   * must not exist) an overlay over backing, a raw file that is never written
+   * again; the agent then marks that disk `overlay`. disk_flatten writes a
+   * standalone raw copy of src (an overlay when src_overlay) to path (which
+   * must not exist), its data ranges only. Both leave nothing at path on
+   * failure. */
+  int (*disk_overlay)(void *state, const char *backing, const char *path, cmn_error *err);
+  int (*disk_flatten)(void *state, const char *src, bool src_overlay, const char *path,
+                      cmn_error *err);
   /* Asks the VMM process to exit cleanly (only with VMM_CAP_GRACEFUL_SHUTDOWN;
    * QEMU: QMP `quit`) WITHOUT running the guest any further: after a standby the
    * guest must not touch its memory again. Waits up to timeout_ms. The agent

@@ -73,6 +73,7 @@ void vmm_spec_copy(vmm_spec *dst, const vmm_spec *src)
   for (size_t i = 0; i < src->n_disks; i++) {
     dst->disks[i].path = cmn_strdup(src->disks[i].path);
     dst->disks[i].read_only = src->disks[i].read_only;
+    dst->disks[i].overlay = src->disks[i].overlay;
   }
   dst->n_nics = src->n_nics;
   dst->nics = cmn_calloc(src->n_nics, sizeof *dst->nics);

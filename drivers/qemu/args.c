@@ -177,8 +177,8 @@ char **qemu_args_build(const qemu_host *h, const vmm_vm *vm, const qemu_launch *
     }
     cleanup_free char *p = qemu_opt_escape(d->path);
     argv_add2(&a, "-drive",
-              cmn_asprintf("file=%s,if=none,id=disk%zu,format=raw,readonly=%s", p, i,
-                           d->read_only ? "on" : "off"));
+              cmn_asprintf("file=%s,if=none,id=disk%zu,format=%s,readonly=%s", p, i,
+                           d->overlay ? "qcow2" : "raw", d->read_only ? "on" : "off"));
     argv_add2(&a, "-device", cmn_asprintf("virtio-blk-%s,drive=disk%zu", mmio, i));
   }
   for (size_t i = 0; i < spec->n_nics; i++) {

@@ -14,7 +14,10 @@
  *   "tcg_tb_size_mib"    TCG translation cache size (default QEMU's)
  *   "connect_timeout_ms" QMP socket after spawn (default 10000)
  *   "command_timeout_ms" one QMP command (default 10000)
- *   "migrate_timeout_ms" one snapshot or restore stream (default 600000) */
+ *   "migrate_timeout_ms" one snapshot or restore stream (default 600000)
+ *   "qemu_img"           qemu-img program for clones' disk overlays (default
+ *                        qemu-img from PATH; without it clones' disks are
+ *                        copies) */
 #include "drivers/qemu/internal.h"
 #include "drivers/registry.h"
 
@@ -40,6 +43,7 @@ static void qemu_host_free(qemu_host *h)
   if (h == NULL)
     return;
   free(h->binary);
+  free(h->qemu_img);
   free(h->version);
   free(h->machine);
   free(h->cpu);
@@ -130,6 +134,12 @@ static int qemu_parse_config(const cJSON *cfg, qemu_host *h, char **accel_req, c
   h->binary = cmn_which(binary);
   if (h->binary == NULL)
     return cmn_err_set(err, CMN_FAILED_PRECONDITION, "QEMU binary %s not found", binary);
+  /* qemu-img makes the clones' qcow2 overlays (disk.c); without it a clone's
+   * disk is a copy. */
+  cleanup_free char *img = NULL;
+  if (cfg_string(cfg, "qemu_img", "qemu-img", &img, err) < 0)
+    return -1;
+  h->qemu_img = cmn_which(img);
   return 0;
 }
 
@@ -194,6 +204,8 @@ const vmm_driver vmm_qemu_driver = {
     .restore = qemu_restore,
     .save = qemu_save,
     .restore_frozen = qemu_restore_frozen,
+    .disk_overlay = qemu_disk_overlay,
+    .disk_flatten = qemu_disk_flatten,
     .shutdown = qemu_shutdown,
     .release = qemu_release,
     .cleanup = qemu_cleanup,

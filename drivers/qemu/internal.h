@@ -36,10 +36,11 @@
 
 /* Read-only host state from init(). */
 typedef struct qemu_host {
-  char *binary;  /* absolute path */
-  char *version; /* e.g. "7.2.22" */
-  char *machine; /* "microvm" (default), "q35" or "pc" */
-  char *cpu;     /* NULL: "host" under KVM (not PVM), else QEMU's default */
+  char *binary;   /* absolute path */
+  char *qemu_img; /* absolute path of qemu-img (disk overlays); NULL: not found */
+  char *version;  /* e.g. "7.2.22" */
+  char *machine;  /* "microvm" (default), "q35" or "pc" */
+  char *cpu;      /* NULL: "host" under KVM (not PVM), else QEMU's default */
   qemu_accel accel;
   bool kvm_pvm; /* /dev/kvm is PVM-backed */
   char *accel_why;
@@ -139,6 +140,10 @@ int qemu_snapshot(void *state, vmm_vm *vm, const char *snap_dir, vmm_snap_kind k
                   cmn_error *err);
 int qemu_restore(void *state, vmm_vm *vm, const char *snap_dir, cmn_error *err);
 int qemu_save(void *state, vmm_vm *vm, const char *snap_dir, cmn_error *err);
+/* disk.c: qcow2 overlays for clones' disks, and flattening them (qemu-img). */
+int qemu_disk_overlay(void *state, const char *backing, const char *path, cmn_error *err);
+int qemu_disk_flatten(void *state, const char *src, bool src_overlay, const char *path,
+                      cmn_error *err);
 int qemu_restore_frozen(void *state, vmm_vm *vm, const char *snap_dir, cmn_error *err);
 
 /* lifecycle.c ops */

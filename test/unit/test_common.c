@@ -233,7 +233,7 @@ static void test_fault(void)
 static void test_record_roundtrip(void)
 {
   agent_record r = {0};
-  vmm_disk disks[] = {{(char[]){"/d1.img"}, true}, {(char[]){"/d2.img"}, false}};
+  vmm_disk disks[] = {{(char[]){"/d1.img"}, true, false}, {(char[]){"/d2.img"}, false, false}};
   vmm_nic nics[] = {{(char[]){"tap0"}, (char[]){"aa:bb:cc:dd:ee:ff"}}};
   r.view.id = (char[]){"i-1"};
   r.view.name = (char[]){"web \"quoted\""};

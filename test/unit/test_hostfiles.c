@@ -119,7 +119,7 @@ static void test_open_and_numbers(void)
 {
   agent_host_fence *f = fence(NULL, 0, false);
   CU_ASSERT_PTR_NOT_NULL_FATAL(f);
-  vmm_disk d[2] = {{disk, false}, {kernel, true}};
+  vmm_disk d[2] = {{disk, false, false}, {kernel, true, false}};
   vmm_spec s = {
       .vcpus = 1, .memory_mib = 64, .kernel = kernel, .initrd = kernel, .disks = d, .n_disks = 2};
   agent_host_files h;

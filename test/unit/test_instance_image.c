@@ -142,7 +142,7 @@ static void test_made_disks(void)
   CU_ASSERT_PTR_NOT_NULL_FATAL(f);
   cleanup_free char *kernel = cmn_asprintf("%s/vmlinux", kit_dir);
   cleanup_free char *user_disk = cmn_asprintf("%s/data.img", outside);
-  vmm_disk disks[] = {{user_disk, true}};
+  vmm_disk disks[] = {{user_disk, true, false}};
   vmm_spec spec = {.vcpus = 1, .memory_mib = 128, .kernel = kernel, .disks = disks, .n_disks = 1};
   agent_image_spec img = {.ref = (char[]){"r:1"}, .id = (char[]){"sha256:ab"}};
   agent_host_files hf;
@@ -164,7 +164,7 @@ static void test_made_disks(void)
 
   /* A request path naming the made disk is still refused by the fence. */
   cleanup_free char *made = cmn_asprintf("%s/%s", inst_dir, AGENT_IMAGE_ROOTFS);
-  vmm_disk evil[] = {{made, false}};
+  vmm_disk evil[] = {{made, false, false}};
   vmm_spec bad = spec;
   bad.disks = evil;
   memset(&err, 0, sizeof err);
