@@ -1,4 +1,6 @@
-"""test_ctl: emberctl against a real emberd (no VM is started here).
+"""test_ctl: emberctl against a real emberd (no real VM is started here: fork
+and the saved snapshots run on the Firecracker contract fake,
+test/fakes/firecracker_fake.py).
 
 Runs the built emberctl as a subprocess, the way an operator or a script does,
 against an emberd started by emberd_fixture on a temporary data dir, and checks
