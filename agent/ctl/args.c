@@ -60,6 +60,9 @@ enum {
   OPT_NETNS,
   OPT_TAIL,
   OPT_OFFSET,
+  OPT_SNAPSHOT,
+  OPT_PREFIX,
+  OPT_STANDBY,
 };
 
 static const struct option ctl__long_opts[] = {
@@ -104,6 +107,9 @@ static const struct option ctl__long_opts[] = {
     {"follow", no_argument, NULL, OPT_FOLLOW},
     {"tail", required_argument, NULL, OPT_TAIL},
     {"offset", required_argument, NULL, OPT_OFFSET},
+    {"snapshot", required_argument, NULL, OPT_SNAPSHOT},
+    {"prefix", required_argument, NULL, OPT_PREFIX},
+    {"standby", no_argument, NULL, OPT_STANDBY},
     {NULL, 0, NULL, 0},
 };
 
@@ -139,6 +145,9 @@ static const struct {
     {CTL_OPT_PUBLISH, "--publish"},
     {CTL_OPT_NETNS, "--netns"},
     {CTL_OPT_CONSOLE, "--follow, --tail, --offset"},
+    {CTL_OPT_SNAPSHOT, "--snapshot"},
+    {CTL_OPT_PREFIX, "--prefix"},
+    {CTL_OPT_STANDBY, "--standby"},
 };
 
 /* A usage error: exit code CTL_EXIT_USAGE; evaluates to -1. */
@@ -439,6 +448,36 @@ int ctl_parse_exec_args(int argc, char **argv, ctl_opts *o, cmn_error *err)
   return 0;
 }
 
+/* fork's words: SOURCE NAME..., or --snapshot SNAP NAME..., with --prefix P
+ * --count N in place of the names. The table's argument counts cannot say
+ * this, so fork is checked here. */
+static int ctl__split_fork(ctl_opts *o, cmn_error *err)
+{
+  bool has_count = (o->given & CTL_OPT_COUNT) != 0;
+  bool by_prefix = o->prefix != NULL || has_count;
+  if (by_prefix && (o->prefix == NULL || !has_count))
+    return ctl__usage_err(err, "fork: --prefix P and --count N go together (clones P-1 to P-N)");
+  /* The request's count is 32 bits; emberd refuses more than its limit. */
+  if (o->count > (long)UINT32_MAX)
+    return ctl__usage_err(err, "bad --count '%ld': too large", o->count);
+  int first = 0;
+  if (o->snapshot == NULL) {
+    if (o->n_args == 0)
+      return ctl__usage_err(err, "usage: emberctl fork SOURCE NAME... (or --snapshot SNAP "
+                                 "NAME...; --prefix P --count N instead of the names)");
+    o->fork_source = o->args[0];
+    first = 1;
+  }
+  o->fork_names = o->args + first;
+  o->n_fork_names = o->n_args - first;
+  if (by_prefix && o->n_fork_names > 0)
+    return ctl__usage_err(err, "fork: give the clones' names or --prefix and --count, not both");
+  if (!by_prefix && o->n_fork_names == 0)
+    return ctl__usage_err(err, "fork: give the clones' names after %s (or --prefix P --count N)",
+                          o->snapshot != NULL ? "--snapshot SNAP" : "SOURCE");
+  return 0;
+}
+
 int ctl_args_parse(int argc, char **argv, ctl_opts *o, cmn_error *err)
 {
   memset(o, 0, sizeof(*o));
@@ -655,6 +694,22 @@ int ctl_args_parse(int argc, char **argv, ctl_opts *o, cmn_error *err)
       *(c == OPT_TAIL ? &o->tail_bytes : &o->offset) = (int64_t)v;
       o->given |= CTL_OPT_CONSOLE;
       break;
+    case OPT_SNAPSHOT:
+      if (arg[0] == '\0')
+        return ctl__usage_err(err, "bad --snapshot '': a snapshot id or name (emberctl snapshots)");
+      o->snapshot = arg;
+      o->given |= CTL_OPT_SNAPSHOT;
+      break;
+    case OPT_PREFIX:
+      if (arg[0] == '\0')
+        return ctl__usage_err(err, "bad --prefix '': the clones are named PREFIX-1 to PREFIX-N");
+      o->prefix = arg;
+      o->given |= CTL_OPT_PREFIX;
+      break;
+    case OPT_STANDBY:
+      o->standby = true;
+      o->given |= CTL_OPT_STANDBY;
+      break;
     case OPT_COUNT:
       if (ctl__parse_u64(arg, 1, LONG_MAX, &v) < 0)
         return ctl__usage_err(err, "bad --count '%s': a positive integer", arg);
@@ -709,6 +764,8 @@ int ctl_args_parse(int argc, char **argv, ctl_opts *o, cmn_error *err)
                 cmd->args_usage[0] ? " " : "", cmd->args_usage);
     return -1;
   }
+  if (strcmp(cmd->name, "fork") == 0)
+    return ctl__split_fork(o, err);
   return 0;
 }
 

@@ -18,6 +18,7 @@
 #include "grpc/health/v1/health.pb-c.h"
 
 #include <cjson/cJSON.h>
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -65,9 +66,8 @@ static int ctl__method_of(const char *command, ctl__method *out, cmn_error *err)
   return cmn_err_set(err, CMN_INTERNAL, "no RPC for command %s", command);
 }
 
-/* One unary call of command's method; *resp is its response message. */
-static int ctl__unary(ctl_rpc *rpc, const char *command, const ProtobufCMessage *req,
-                      ProtobufCMessage **resp, cmn_error *err)
+int ctl_unary(ctl_rpc *rpc, const char *command, const ProtobufCMessage *req,
+              ProtobufCMessage **resp, cmn_error *err)
 {
   ctl__method m;
   if (ctl__method_of(command, &m, err) < 0)
@@ -161,7 +161,7 @@ static int ctl__run_create(ctl_rpc *rpc, const ctl_opts *o, FILE *out, cmn_error
     req->request_id = cmn_strdup(o->request_id);
   }
   ProtobufCMessage *resp = NULL;
-  int r = ctl__unary(rpc, "create", &req->base, &resp, err);
+  int r = ctl_unary(rpc, "create", &req->base, &resp, err);
   protobuf_c_message_free_unpacked(&req->base, NULL);
   if (r < 0)
     return ctl_fail(err);
@@ -202,7 +202,7 @@ static int ctl__run_list(ctl_rpc *rpc, const ctl_opts *o, FILE *out, cmn_error *
   for (;;) {
     req.page_token = token != NULL ? token : (char *)"";
     ProtobufCMessage *resp = NULL;
-    if (ctl__unary(rpc, "list", &req.base, &resp, err) < 0) {
+    if (ctl_unary(rpc, "list", &req.base, &resp, err) < 0) {
       rc = ctl_fail(err);
       break;
     }
@@ -243,7 +243,7 @@ static int ctl__run_hypervisors(ctl_rpc *rpc, const ctl_opts *o, FILE *out, cmn_
 {
   Ember__V1__ListHypervisorsRequest req = EMBER__V1__LIST_HYPERVISORS_REQUEST__INIT;
   ProtobufCMessage *resp = NULL;
-  if (ctl__unary(rpc, "hypervisors", &req.base, &resp, err) < 0)
+  if (ctl_unary(rpc, "hypervisors", &req.base, &resp, err) < 0)
     return ctl_fail(err);
   Ember__V1__ListHypervisorsResponse *l = (Ember__V1__ListHypervisorsResponse *)resp;
   if (o->json)
@@ -258,7 +258,7 @@ static int ctl__run_networks(ctl_rpc *rpc, const ctl_opts *o, FILE *out, cmn_err
 {
   Ember__V1__ListNetworksRequest req = EMBER__V1__LIST_NETWORKS_REQUEST__INIT;
   ProtobufCMessage *resp = NULL;
-  if (ctl__unary(rpc, "networks", &req.base, &resp, err) < 0)
+  if (ctl_unary(rpc, "networks", &req.base, &resp, err) < 0)
     return ctl_fail(err);
   Ember__V1__ListNetworksResponse *l = (Ember__V1__ListNetworksResponse *)resp;
   if (o->json)
@@ -461,6 +461,45 @@ const ctl_command ctl_commands[] = {
      "addresses instances hold.\n"
      "With --json: {\"networks\": [Network, ...]}.\n",
      0, 0, 0, ctl__run_networks},
+    /* Forks and saved snapshots (snapshots.c). */
+    {"fork", "SOURCE NAME...", "make running copies of an instance or of a saved snapshot",
+     "  emberctl fork SOURCE NAME... [--standby] [--label KEY=VALUE]...\n"
+     "  emberctl fork --snapshot SNAP NAME... [--standby] [--label KEY=VALUE]...\n"
+     "  emberctl fork SOURCE --prefix P --count N   (clones P-1 to P-N)\n"
+     "SOURCE is a Running or Standby instance (its id or name): a Running one is paused\n"
+     "while its snapshot is taken, then resumed. Each clone starts from the source's\n"
+     "memory and disks (copy-on-write), with its own network namespace (same guest\n"
+     "address and MAC, no port forwards). 1 to 64 clones; on a failure the clones made\n"
+     "so far stay (emberctl list) and the message says how many.\n"
+     "Prints the clones as list does, then the snapshot they came from.\n"
+     "  --snapshot SNAP    fork the saved snapshot SNAP (id or name, emberctl snapshots)\n"
+     "                     instead of an instance; every word is then a clone's name\n"
+     "  --prefix P         with --count N: name the clones P-1 to P-N\n"
+     "  --count N          how many clones with --prefix\n"
+     "  --standby          leave the clones in Standby (emberctl restore NAME later)\n"
+     "  --label KEY=VALUE  a label of every clone (the source's are not copied);\n"
+     "                     repeat for more\n"
+     "With --json: the ForkInstanceResponse {\"instances\": [Instance, ...],\n"
+     "\"snapshotId\": ..., \"snapshotDuration\": ...}.\n",
+     CTL_OPT_SNAPSHOT | CTL_OPT_PREFIX | CTL_OPT_COUNT | CTL_OPT_STANDBY | CTL_OPT_LABEL, 0,
+     INT_MAX, ctl_run_fork},
+    {"snapshot", "INSTANCE NAME", "save a named snapshot of an instance to fork later",
+     "INSTANCE is a Running (paused while it is taken, then resumed) or Standby\n"
+     "instance, by id or name. NAME follows the rules of instance names. The snapshot\n"
+     "outlives the instance: emberctl fork --snapshot NAME makes clones of it.\n"
+     "With --json: the Snapshot message.\n",
+     0, 2, 2, ctl_run_snapshot},
+    {"snapshots", "", "list saved snapshots",
+     "Prints one row per snapshot, ordered by name: its id, name, source instance, size\n"
+     "on disk, how many clones depend on it, and when it was taken. The snapshot a fork\n"
+     "took of an instance is listed without a name (\"-\") while clones depend on it.\n"
+     "With --json: {\"snapshots\": [Snapshot, ...]}.\n",
+     0, 0, 0, ctl_run_snapshots},
+    {"rmsnapshot", "SNAPSHOT", "delete a saved snapshot (refused while clones use it)",
+     "SNAPSHOT is a snapshot id or name. Refused (FAILED_PRECONDITION, exit 9) while\n"
+     "an instance forked from it exists; the message names them.\n"
+     "With --json: {\"id\": ...}.\n",
+     0, 1, 1, ctl_run_rmsnapshot},
     {"health", "[SERVICE]", "check grpc.health.v1 (exit 0 when SERVING)",
      "Calls /grpc.health.v1.Health/Check for SERVICE (default: the whole server) and\n"
      "prints the serving status. Exits 0 when SERVING, 14 (UNAVAILABLE) otherwise: fit\n"

@@ -3,7 +3,7 @@
 set(CTL_DIR ${CMAKE_CURRENT_LIST_DIR})
 add_library(ember_ctl STATIC
   ${CTL_DIR}/args.c ${CTL_DIR}/commands.c ${CTL_DIR}/console.c ${CTL_DIR}/exec.c ${CTL_DIR}/images.c ${CTL_DIR}/output.c ${CTL_DIR}/pbjson.c
-  ${CTL_DIR}/rpc.c ${CTL_DIR}/spec.c)
+  ${CTL_DIR}/rpc.c ${CTL_DIR}/snapshots.c ${CTL_DIR}/spec.c)
 target_link_libraries(ember_ctl PUBLIC ember_proto ${GRPC_LIB} ${GPR_LIB} ember_common
                       ${CJSON_LIB} m Threads::Threads)
 

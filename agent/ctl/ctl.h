@@ -20,7 +20,8 @@
 /* Default deadline of a unary call. Standby and restore of a large guest can
  * take a while, so this is generous; --timeout changes it. */
 #define CTL_DEFAULT_TIMEOUT_MS 60000
-/* pull, import and create (which may build an image's root disk): 30 min. */
+/* pull, import and create (which may build an image's root disk), fork and
+ * snapshot (which write a guest's memory and may restore 64 clones): 30 min. */
 #define CTL_IMAGE_TIMEOUT_MS (30 * 60000)
 
 /* Options; each command accepts a subset (ctl_command.opts). */
@@ -51,7 +52,10 @@ enum ctl_opt_bit {
   CTL_OPT_MAC = 1u << 23,
   CTL_OPT_PUBLISH = 1u << 24,
   CTL_OPT_NETNS = 1u << 25,
-  CTL_OPT_CONSOLE = 1u << 26, /* console -f/--follow, --tail, --offset */
+  CTL_OPT_CONSOLE = 1u << 26,  /* console -f/--follow, --tail, --offset */
+  CTL_OPT_SNAPSHOT = 1u << 27, /* fork --snapshot */
+  CTL_OPT_PREFIX = 1u << 28,   /* fork --prefix */
+  CTL_OPT_STANDBY = 1u << 29,  /* fork --standby */
 };
 
 /* One --publish [HOSTADDR:]HOSTPORT:GUESTPORT[/tcp|/udp], parsed. */
@@ -107,8 +111,15 @@ typedef struct ctl_opts {
   int64_t grace_ms; /* --graceful-timeout; -1: not given (emberd's default) */
   /* delete */
   bool allow_missing;
-  /* watch */
-  long count; /* 0: until interrupted */
+  /* watch; fork --count */
+  long count; /* 0: until interrupted (watch), not given (fork) */
+  /* fork: what follows the command word, split by ctl_args_parse */
+  const char *snapshot;    /* --snapshot SNAP: fork a saved snapshot */
+  const char *prefix;      /* --prefix P (with --count N): clones P-1 to P-N */
+  bool standby;            /* --standby: leave the clones in Standby */
+  const char *fork_source; /* the source instance; NULL with --snapshot */
+  char **fork_names;       /* the clones' names (points into args) */
+  int n_fork_names;
   /* console */
   bool follow;
   int64_t tail_bytes;
@@ -149,6 +160,13 @@ typedef struct ctl_command {
   int (*run)(struct ctl_rpc *rpc, const ctl_opts *o, FILE *out, cmn_error *err);
 } ctl_command;
 
+/* One unary call of command's method (its row in agent/rpc_table.h); on
+ * success *resp is the method's response message, freed with
+ * protobuf_c_message_free_unpacked(*resp, NULL). */
+struct ProtobufCMessage;
+int ctl_unary(struct ctl_rpc *rpc, const char *command, const struct ProtobufCMessage *req,
+              struct ProtobufCMessage **resp, cmn_error *err);
+
 /* The exit code of a failed command: err's gRPC code, UNKNOWN if none was
  * set. */
 int ctl_fail(const cmn_error *err);
@@ -158,6 +176,17 @@ int ctl_run_pull(struct ctl_rpc *rpc, const ctl_opts *o, FILE *out, cmn_error *e
 int ctl_run_images(struct ctl_rpc *rpc, const ctl_opts *o, FILE *out, cmn_error *err);
 int ctl_run_rmi(struct ctl_rpc *rpc, const ctl_opts *o, FILE *out, cmn_error *err);
 int ctl_run_import(struct ctl_rpc *rpc, const ctl_opts *o, FILE *out, cmn_error *err);
+
+/* snapshots.c: fork, snapshot, snapshots, rmsnapshot (ForkInstance and the
+ * saved snapshots). */
+int ctl_run_fork(struct ctl_rpc *rpc, const ctl_opts *o, FILE *out, cmn_error *err);
+int ctl_run_snapshot(struct ctl_rpc *rpc, const ctl_opts *o, FILE *out, cmn_error *err);
+int ctl_run_snapshots(struct ctl_rpc *rpc, const ctl_opts *o, FILE *out, cmn_error *err);
+int ctl_run_rmsnapshot(struct ctl_rpc *rpc, const ctl_opts *o, FILE *out, cmn_error *err);
+/* The ForkInstance request of a parsed `fork` command line (labels merged by
+ * key, the last one winning); free with protobuf_c_message_free_unpacked. */
+struct Ember__V1__ForkInstanceRequest;
+struct Ember__V1__ForkInstanceRequest *ctl_fork_request(const ctl_opts *o);
 
 /* console.c: StreamConsole. */
 int ctl_run_console(struct ctl_rpc *rpc, const ctl_opts *o, FILE *out, cmn_error *err);

@@ -6,7 +6,9 @@
 #include "agent/ctl/output.h"
 #include "agent/ctl/pbjson.h"
 #include "agent/ctl/spec.h"
+#include "agent/rpc_table.h"
 #include "common/mem.h"
+#include "ember/v1/image.pb-c.h"
 
 #include <CUnit/Basic.h>
 #include <cjson/cJSON.h>
@@ -932,6 +934,212 @@ static void test_cp_remote(void)
   CU_ASSERT_FALSE(ctl_cp_remote("plain", &name, &path));
 }
 
+/* fork: SOURCE NAME..., --snapshot SNAP NAME..., --prefix P --count N. */
+static void test_fork_args(void)
+{
+  ctl_opts o;
+  cmn_error err;
+  const char *w1[] = {"fork",   "web",     "c1",     "c2",      "--standby", "--label",
+                      "team=a", "--label", "team=b", "--label", "tier=x=y",  NULL};
+  CU_ASSERT_EQUAL_FATAL(parse(&o, &err, w1), 0);
+  CU_ASSERT_STRING_EQUAL(o.command, "fork");
+  CU_ASSERT_STRING_EQUAL(o.fork_source, "web");
+  CU_ASSERT_PTR_NULL(o.snapshot);
+  CU_ASSERT_EQUAL_FATAL(o.n_fork_names, 2);
+  CU_ASSERT_STRING_EQUAL(o.fork_names[0], "c1");
+  CU_ASSERT_STRING_EQUAL(o.fork_names[1], "c2");
+  CU_ASSERT(o.standby);
+  Ember__V1__ForkInstanceRequest *r = ctl_fork_request(&o);
+  ctl_opts_free(&o);
+  CU_ASSERT_STRING_EQUAL(r->id, "web");
+  CU_ASSERT_STRING_EQUAL(r->snapshot, "");
+  CU_ASSERT_EQUAL_FATAL(r->n_names, 2);
+  CU_ASSERT_STRING_EQUAL(r->names[1], "c2");
+  CU_ASSERT_STRING_EQUAL(r->name_prefix, "");
+  CU_ASSERT_EQUAL(r->count, 0);
+  CU_ASSERT(r->standby);
+  /* A map: one entry per key, the last --label winning. */
+  CU_ASSERT_EQUAL_FATAL(r->n_labels, 2);
+  CU_ASSERT_STRING_EQUAL(r->labels[0]->key, "team");
+  CU_ASSERT_STRING_EQUAL(r->labels[0]->value, "b");
+  CU_ASSERT_STRING_EQUAL(r->labels[1]->key, "tier");
+  CU_ASSERT_STRING_EQUAL(r->labels[1]->value, "x=y");
+  /* It packs and unpacks as the proto says. */
+  size_t len = protobuf_c_message_get_packed_size(&r->base);
+  uint8_t *buf = cmn_malloc(len);
+  protobuf_c_message_pack(&r->base, buf);
+  Ember__V1__ForkInstanceRequest *back = ember__v1__fork_instance_request__unpack(NULL, len, buf);
+  CU_ASSERT_PTR_NOT_NULL_FATAL(back);
+  CU_ASSERT_STRING_EQUAL(back->id, "web");
+  CU_ASSERT_EQUAL(back->n_names, 2);
+  CU_ASSERT_EQUAL(back->n_labels, 2);
+  CU_ASSERT(back->standby);
+  ember__v1__fork_instance_request__free_unpacked(back, NULL);
+  free(buf);
+  protobuf_c_message_free_unpacked(&r->base, NULL);
+
+  /* --snapshot: every word is a clone's name; options anywhere. */
+  const char *w2[] = {"fork", "a", "--snapshot", "golden", "b", NULL};
+  CU_ASSERT_EQUAL_FATAL(parse(&o, &err, w2), 0);
+  CU_ASSERT_PTR_NULL(o.fork_source);
+  CU_ASSERT_STRING_EQUAL(o.snapshot, "golden");
+  CU_ASSERT_EQUAL_FATAL(o.n_fork_names, 2);
+  CU_ASSERT_STRING_EQUAL(o.fork_names[0], "a");
+  CU_ASSERT(!o.standby);
+  r = ctl_fork_request(&o);
+  ctl_opts_free(&o);
+  CU_ASSERT_STRING_EQUAL(r->id, "");
+  CU_ASSERT_STRING_EQUAL(r->snapshot, "golden");
+  CU_ASSERT_EQUAL(r->n_names, 2);
+  CU_ASSERT_EQUAL(r->n_labels, 0);
+  protobuf_c_message_free_unpacked(&r->base, NULL);
+
+  /* --prefix and --count instead of the names. */
+  const char *w3[] = {"fork", "web", "--prefix", "w", "--count", "3", NULL};
+  CU_ASSERT_EQUAL_FATAL(parse(&o, &err, w3), 0);
+  CU_ASSERT_STRING_EQUAL(o.fork_source, "web");
+  CU_ASSERT_EQUAL(o.n_fork_names, 0);
+  r = ctl_fork_request(&o);
+  ctl_opts_free(&o);
+  CU_ASSERT_STRING_EQUAL(r->name_prefix, "w");
+  CU_ASSERT_EQUAL(r->count, 3);
+  CU_ASSERT_EQUAL(r->n_names, 0);
+  protobuf_c_message_free_unpacked(&r->base, NULL);
+  const char *w4[] = {"fork", "--snapshot", "s", "--prefix", "w", "--count", "2", NULL};
+  CU_ASSERT_EQUAL_FATAL(parse(&o, &err, w4), 0);
+  CU_ASSERT_PTR_NULL(o.fork_source);
+  CU_ASSERT_EQUAL(o.count, 2);
+  ctl_opts_free(&o);
+
+  static const struct {
+    const char *w[10];
+    const char *says;
+  } bad[] = {
+      {{"fork", NULL}, "usage: emberctl fork SOURCE NAME..."},
+      {{"fork", "web", NULL}, "give the clones' names after SOURCE"},
+      {{"fork", "--snapshot", "s", NULL}, "give the clones' names after --snapshot SNAP"},
+      {{"fork", "web", "--prefix", "w", NULL}, "--prefix P and --count N go together"},
+      {{"fork", "web", "--count", "2", NULL}, "--prefix P and --count N go together"},
+      {{"fork", "web", "c1", "--prefix", "w", "--count", "2", NULL}, "not both"},
+      {{"fork", "web", "--prefix", "w", "--count", "0", NULL}, "bad --count '0'"},
+      {{"fork", "web", "--prefix", "w", "--count", "4294967296", NULL}, "too large"},
+      {{"fork", "web", "--prefix", "", "--count", "2", NULL}, "bad --prefix ''"},
+      {{"fork", "--snapshot", "", "c1", NULL}, "bad --snapshot ''"},
+      {{"fork", "web", "c1", "--label", "novalue", NULL}, "bad --label 'novalue'"},
+      {{"fork", "web", "c1", "--start", NULL}, "--start is not an option of 'fork'"},
+      {{"get", "web", "--standby", NULL}, "--standby is not an option of 'get'"},
+      {{"create", "web", "--snapshot", "s", NULL}, "--snapshot is not an option of 'create'"},
+      {{"watch", "--prefix", "p", NULL}, "--prefix is not an option of 'watch'"},
+  };
+  for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+    CU_ASSERT_EQUAL(parse(&o, &err, bad[i].w), -1);
+    CU_ASSERT_EQUAL(err.code, CTL_EXIT_USAGE);
+    if (strstr(err.msg, bad[i].says) == NULL)
+      fprintf(stderr, "\n%s: got \"%s\", want \"%s\"\n", bad[i].w[1], err.msg, bad[i].says);
+    CU_ASSERT_PTR_NOT_NULL(strstr(err.msg, bad[i].says));
+    ctl_opts_free(&o);
+  }
+}
+
+/* snapshot INSTANCE NAME, snapshots, rmsnapshot SNAPSHOT. */
+static void test_snapshot_args(void)
+{
+  ctl_opts o;
+  cmn_error err;
+  const char *w1[] = {"snapshot", "web", "golden", NULL};
+  CU_ASSERT_EQUAL_FATAL(parse(&o, &err, w1), 0);
+  CU_ASSERT_EQUAL(o.n_args, 2);
+  CU_ASSERT_STRING_EQUAL(o.args[1], "golden");
+  ctl_opts_free(&o);
+  const char *w2[] = {"--json", "snapshots", NULL};
+  CU_ASSERT_EQUAL_FATAL(parse(&o, &err, w2), 0);
+  CU_ASSERT(o.json);
+  ctl_opts_free(&o);
+  const char *w3[] = {"rmsnapshot", "golden", NULL};
+  CU_ASSERT_EQUAL_FATAL(parse(&o, &err, w3), 0);
+  CU_ASSERT_STRING_EQUAL(o.args[0], "golden");
+  ctl_opts_free(&o);
+  static const struct {
+    const char *w[6];
+    const char *says;
+  } bad[] = {
+      {{"snapshot", "web", NULL}, "usage: emberctl snapshot INSTANCE NAME"},
+      {{"snapshot", "web", "a", "b", NULL}, "usage: emberctl snapshot INSTANCE NAME"},
+      {{"snapshots", "x", NULL}, "usage: emberctl snapshots"},
+      {{"rmsnapshot", NULL}, "usage: emberctl rmsnapshot SNAPSHOT"},
+      {{"rmsnapshot", "a", "--allow-missing", NULL}, "--allow-missing is not an option"},
+      {{"snapshot", "web", "a", "--standby", NULL}, "--standby is not an option of 'snapshot'"},
+  };
+  for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+    CU_ASSERT_EQUAL(parse(&o, &err, bad[i].w), -1);
+    CU_ASSERT_EQUAL(err.code, CTL_EXIT_USAGE);
+    CU_ASSERT_PTR_NOT_NULL(strstr(err.msg, bad[i].says));
+    ctl_opts_free(&o);
+  }
+}
+
+static void test_snapshot_output(void)
+{
+  char buf[32];
+  ctl_fmt_bytes(buf, sizeof(buf), 512);
+  CU_ASSERT_STRING_EQUAL(buf, "512 B");
+  ctl_fmt_bytes(buf, sizeof(buf), 1536);
+  CU_ASSERT_STRING_EQUAL(buf, "1.5 KiB");
+  ctl_fmt_bytes(buf, sizeof(buf), 20u << 20);
+  CU_ASSERT_STRING_EQUAL(buf, "20.0 MiB");
+  ctl_fmt_bytes(buf, sizeof(buf), 3ull << 30);
+  CU_ASSERT_STRING_EQUAL(buf, "3.00 GiB");
+
+  Ember__V1__Snapshot named = EMBER__V1__SNAPSHOT__INIT, hidden = EMBER__V1__SNAPSHOT__INIT;
+  named.id = (char[]){"s-1"};
+  named.name = (char[]){"golden"};
+  named.source_instance_id = (char[]){"i-1"};
+  named.source_instance_name = (char[]){"web"};
+  named.size_bytes = 2048;
+  char *clones[] = {(char[]){"i-2"}, (char[]){"i-3"}};
+  named.clone_ids = clones;
+  named.n_clone_ids = 2;
+  hidden.id = (char[]){"s-2"};
+  hidden.source_instance_id = (char[]){"i-9"};
+  Ember__V1__Snapshot *v[] = {&hidden, &named};
+  char *text = NULL;
+  size_t len = 0;
+  FILE *m = open_memstream(&text, &len);
+  ctl_print_snapshots(m, v, 2);
+  fclose(m);
+  /* Unnamed (a fork's): "-"; a source whose name is unknown: its id. */
+  CU_ASSERT_STRING_EQUAL(text, "ID   NAME    SOURCE  SIZE     CLONES  CREATED\n"
+                               "s-2  -       i-9     0 B      0       -\n"
+                               "s-1  golden  web     2.0 KiB  2       -\n");
+  free(text);
+  m = open_memstream(&text, &len);
+  ctl_print_snapshot(m, &named);
+  fclose(m);
+  CU_ASSERT_PTR_NOT_NULL(strstr(text, "Name:          golden\n"));
+  CU_ASSERT_PTR_NOT_NULL(strstr(text, "Source:        web (i-1)\n"));
+  CU_ASSERT_PTR_NOT_NULL(strstr(text, "Size:          2.0 KiB\n"));
+  CU_ASSERT_PTR_NOT_NULL(strstr(text, "Clone:         i-3\n"));
+  free(text);
+}
+
+/* Every command agent/rpc_table.h names has a row in emberctl's table (and a
+ * help text), so a new RPC's command cannot be left out. */
+static void test_rpc_table_commands(void)
+{
+#define CTL_NAME(desc, svc, meth, handler, slow, op, mutates, ctl) ctl,
+  static const char *const names[] = {EMBER_UNARY_RPCS(CTL_NAME)};
+#undef CTL_NAME
+  for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+    if (names[i] == NULL)
+      continue;
+    const ctl_command *c = ctl_command_find(names[i]);
+    if (c == NULL)
+      fprintf(stderr, "\nno emberctl command %s\n", names[i]);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(c);
+    CU_ASSERT(c->summary[0] != '\0' && c->help[0] != '\0');
+  }
+}
+
 int main(void)
 {
   if (CU_initialize_registry() != CUE_SUCCESS)
@@ -956,6 +1164,10 @@ int main(void)
   CU_add_test(s, "network_output", test_network_output);
   CU_add_test(s, "exec_args", test_exec_args);
   CU_add_test(s, "cp_remote", test_cp_remote);
+  CU_add_test(s, "fork_args", test_fork_args);
+  CU_add_test(s, "snapshot_args", test_snapshot_args);
+  CU_add_test(s, "snapshot_output", test_snapshot_output);
+  CU_add_test(s, "rpc_table_commands", test_rpc_table_commands);
   CU_basic_set_mode(CU_BRM_VERBOSE);
   CU_basic_run_tests();
   unsigned failed = CU_get_number_of_failures();

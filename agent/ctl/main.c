@@ -91,7 +91,8 @@ int main(int argc, char **argv)
                   ? 0
               : strcmp(cmd->name, "cp") == 0 ? CTL_IMAGE_TIMEOUT_MS
               : strcmp(cmd->name, "pull") == 0 || strcmp(cmd->name, "import") == 0 ||
-                      strcmp(cmd->name, "create") == 0
+                      strcmp(cmd->name, "create") == 0 || strcmp(cmd->name, "fork") == 0 ||
+                      strcmp(cmd->name, "snapshot") == 0
                   ? CTL_IMAGE_TIMEOUT_MS
                   : CTL_DEFAULT_TIMEOUT_MS;
   ctl_rpc rpc;

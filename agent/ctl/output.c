@@ -101,6 +101,18 @@ void ctl_fmt_mib(char *buf, size_t n, uint64_t mib)
     snprintf(buf, n, "%" PRIu64 " MiB", mib);
 }
 
+void ctl_fmt_bytes(char *buf, size_t n, uint64_t bytes)
+{
+  if (bytes >= (1ull << 30))
+    snprintf(buf, n, "%.2f GiB", (double)bytes / (double)(1ull << 30));
+  else if (bytes >= (1u << 20))
+    snprintf(buf, n, "%.1f MiB", (double)bytes / (1u << 20));
+  else if (bytes >= 1024)
+    snprintf(buf, n, "%.1f KiB", (double)bytes / 1024);
+  else
+    snprintf(buf, n, "%" PRIu64 " B", bytes);
+}
+
 void ctl_fmt_time(char *buf, size_t n, int64_t us)
 {
   if (us <= 0) {
@@ -355,6 +367,56 @@ void ctl_print_networks(FILE *f, Ember__V1__Network *const *v, size_t n)
   }
   ctl_table_print(t, f);
   ctl_table_free(t);
+}
+
+/* ---- saved snapshots ---- */
+
+static const char *ctl__snap_source(const Ember__V1__Snapshot *s)
+{
+  if (ctl__set(s->source_instance_name))
+    return s->source_instance_name;
+  return ctl__set(s->source_instance_id) ? s->source_instance_id : "-";
+}
+
+void ctl_print_snapshots(FILE *f, Ember__V1__Snapshot *const *v, size_t n)
+{
+  static const char *const hdr[] = {"ID", "NAME", "SOURCE", "SIZE", "CLONES", "CREATED"};
+  ctl_table *t = ctl_table_new(6, hdr);
+  for (size_t i = 0; i < n; i++) {
+    const Ember__V1__Snapshot *s = v[i];
+    char size[32], clones[16], created[64];
+    ctl_fmt_bytes(size, sizeof(size), s->size_bytes);
+    snprintf(clones, sizeof(clones), "%zu", s->n_clone_ids);
+    ctl_fmt_time(created, sizeof(created), ctl__ts_us(s->create_time));
+    const char *row[] = {
+        s->id, ctl__set(s->name) ? s->name : "-", ctl__snap_source(s), size, clones, created};
+    ctl_table_add(t, row);
+  }
+  ctl_table_print(t, f);
+  ctl_table_free(t);
+}
+
+void ctl_print_snapshot(FILE *f, const Ember__V1__Snapshot *s)
+{
+  char buf[64];
+  fprintf(f, "Name:          %s\n", ctl__set(s->name) ? s->name : "-");
+  fprintf(f, "ID:            %s\n", s->id);
+  fprintf(f, "Source:        %s", ctl__snap_source(s));
+  if (ctl__set(s->source_instance_name) && ctl__set(s->source_instance_id))
+    fprintf(f, " (%s)", s->source_instance_id);
+  fputc('\n', f);
+  if (s->spec != NULL) {
+    ctl_fmt_mib(buf, sizeof(buf), s->spec->memory_mib);
+    fprintf(f, "Hypervisor:    %s\n", s->spec->hypervisor);
+    fprintf(f, "vCPUs:         %" PRIu32 "\n", s->spec->vcpus);
+    fprintf(f, "Memory:        %s\n", buf);
+  }
+  ctl_fmt_bytes(buf, sizeof(buf), s->size_bytes);
+  fprintf(f, "Size:          %s\n", buf);
+  for (size_t i = 0; i < s->n_clone_ids; i++)
+    fprintf(f, "Clone:         %s\n", s->clone_ids[i]);
+  ctl_fmt_time(buf, sizeof(buf), ctl__ts_us(s->create_time));
+  fprintf(f, "Created:       %s\n", buf);
 }
 
 void ctl_print_event(FILE *f, const Ember__V1__InstanceEvent *ev)

@@ -50,6 +50,13 @@ void ctl_print_networks(FILE *f, Ember__V1__Network *const *v, size_t n);
  * "127.0.0.1:5353:53/udp" ("?" for an unknown protocol). */
 void ctl_fmt_forward(char *buf, size_t n, const Ember__V1__PortForward *pf);
 void ctl_print_event(FILE *f, const Ember__V1__InstanceEvent *ev);
+/* "512 B", "1.5 KiB", "20.0 MiB", "2.00 GiB". */
+void ctl_fmt_bytes(char *buf, size_t n, uint64_t bytes);
+/* ID NAME SOURCE SIZE CLONES CREATED: NAME "-" for the unnamed snapshot of
+ * a fork, SOURCE the source's name (its id when the name is unknown). */
+void ctl_print_snapshots(FILE *f, Ember__V1__Snapshot *const *v, size_t n);
+/* The detail view of one snapshot (emberctl snapshot). */
+void ctl_print_snapshot(FILE *f, const Ember__V1__Snapshot *s);
 /* One line after a lifecycle call: "web-1: running (restore 80ms)". */
 void ctl_print_transition(FILE *f, const char *verb, const Ember__V1__Instance *inst);
 

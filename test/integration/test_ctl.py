@@ -1,4 +1,6 @@
-"""test_ctl: emberctl against a real emberd (no VM is started here).
+"""test_ctl: emberctl against a real emberd (no real VM is started here: fork
+and the saved snapshots run on the Firecracker contract fake,
+test/fakes/firecracker_fake.py).
 
 Runs the built emberctl as a subprocess, the way an operator or a script does,
 against an emberd started by emberd_fixture on a temporary data dir, and checks
@@ -265,6 +267,20 @@ class CtlTest(unittest.TestCase):
         self.assertIn("NOT_FOUND", err)
         for cmd in ("start", "stop", "pause", "resume", "standby", "restore", "delete"):
             self.assertEqual(self.ctl(cmd, "no-such-instance")[0], NOT_FOUND, cmd)
+        # Forks and saved snapshots of what does not exist.
+        for args in (["fork", "no-such-instance", "ctl-clone"],
+                     ["fork", "--snapshot", "no-such-snapshot", "ctl-clone"],
+                     ["fork", "no-such-instance", "--prefix", "ctl-clone", "--count", "2"],
+                     ["snapshot", "no-such-instance", "ctl-snap"],
+                     ["rmsnapshot", "no-such-snapshot"]):
+            rc, out, err = self.ctl(*args)
+            self.assertEqual(rc, NOT_FOUND, (args, err))
+            self.assertEqual(out, "")
+            self.assertIn("NOT_FOUND", err)
+        self.assertEqual(self.ctl("get", "ctl-clone")[0], NOT_FOUND)
+        # More clones than emberd makes at once: INVALID_ARGUMENT (3).
+        rc, _, err = self.ctl("fork", "no-such-instance", "--prefix", "ctl-clone", "--count", "65")
+        self.assertEqual(rc, INVALID_ARGUMENT, err)
 
         # Server-side validation: INVALID_ARGUMENT (3), and nothing is created.
         rc, _, err = self.ctl("create", "ctl-bad", "--kernel", self.spec.kernel_path,
@@ -293,7 +309,11 @@ class CtlTest(unittest.TestCase):
 
         # Usage errors: 64, with no call made.
         for args in (["get"], ["frobnicate"], ["get", "a", "b"], ["list", "--vcpus", "2"],
-                     ["get", "x", "--timeout", "soon"], ["watch", "--count", "0"]):
+                     ["get", "x", "--timeout", "soon"], ["watch", "--count", "0"],
+                     ["fork", "src"], ["fork", "src", "--prefix", "p"],
+                     ["fork", "src", "c1", "--prefix", "p", "--count", "2"],
+                     ["fork", "--snapshot", "s"], ["snapshot", "src"], ["snapshots", "x"],
+                     ["rmsnapshot"], ["get", "x", "--standby"]):
             rc, _, err = self.ctl(*args)
             self.assertEqual(rc, USAGE, (args, err))
             self.assertTrue(err.startswith("emberctl"), err)
@@ -307,8 +327,13 @@ class CtlTest(unittest.TestCase):
         rc, out, _ = self.ctl("--help", socket=False)
         self.assertEqual(rc, OK)
         for cmd in ("list", "get", "create", "start", "stop", "pause", "resume", "standby",
-                    "restore", "delete", "watch", "hypervisors", "networks", "health"):
+                    "restore", "delete", "watch", "hypervisors", "networks", "health", "fork",
+                    "snapshot", "snapshots", "rmsnapshot"):
             self.assertIn("\n  %s " % cmd, out)
+        rc, out, _ = self.ctl("help", "fork", socket=False)
+        self.assertEqual(rc, OK)
+        for flag in ("--snapshot SNAP", "--prefix P", "--count N", "--standby", "--label"):
+            self.assertIn(flag, out)
         rc, out, _ = self.ctl("help", "create", socket=False)
         self.assertEqual(rc, OK)
         for flag in ("--memory-mib", "--network NAME", "--ip ADDR", "--mac MAC",
@@ -389,6 +414,121 @@ class CtlTest(unittest.TestCase):
         self.assertEqual(rc, 4, err)
         rc, _, err = self.ctl("watch", "no-such-instance")
         self.assertEqual(rc, NOT_FOUND, err)
+
+
+FC_FAKE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "fakes",
+                       "firecracker_fake.py")
+
+
+class CtlForkTest(unittest.TestCase):
+    """fork, snapshot, snapshots and rmsnapshot end to end, with the
+    Firecracker contract fake (test/fakes/firecracker_fake.py) as the VMM: it
+    saves and restores snapshots without a real guest."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.d = Emberd(log_level="info",
+                       env={"EMBER_FIRECRACKER_BIN": os.path.abspath(FC_FAKE)})
+        hv = {h.type: h for h in cls.d.list_hypervisors()}
+        fc = hv.get("firecracker")
+        if fc is None or not fc.available or not fc.capabilities.fork:
+            cls.d.close()
+            raise unittest.SkipTest("firecracker (fake) cannot fork here: %s" % fc)
+        cls.kernel = cls.d.fake_kernel()
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.d.close()
+
+    ctl = CtlTest.ctl
+    ctl_json = CtlTest.ctl_json
+
+    def delete(self, *names):
+        for n in names:
+            rc, _, err = self.ctl("delete", n, "--allow-missing")
+            self.assertEqual(rc, OK, (n, err))
+
+    def test_fork_round_trip(self):
+        src = self.ctl_json("create", "fk-src", "--hypervisor", "firecracker", "--kernel",
+                            self.kernel, "--memory-mib", "16", "--start")
+        self.addCleanup(self.delete, "fk-src")
+        self.assertEqual(src["state"], "INSTANCE_STATE_RUNNING")
+
+        # Two clones by name, human output: the clones as list prints them,
+        # then the snapshot they came from. The source keeps running.
+        self.addCleanup(self.delete, "fk-a", "fk-b")
+        rc, out, err = self.ctl("fork", "fk-src", "fk-a", "fk-b", "--label", "team=x")
+        self.assertEqual(rc, OK, err)
+        lines = out.splitlines()
+        self.assertEqual(lines[0].split()[:4], ["NAME", "ID", "HYPERVISOR", "STATE"])
+        rows = [l.split() for l in lines[1:3]]
+        self.assertEqual([(r[0], r[2], r[3]) for r in rows],
+                         [("fk-a", "firecracker", "running"), ("fk-b", "firecracker", "running")])
+        self.assertRegex(lines[3], r"^snapshot \S+ \(taken in .+\)$")
+        fork_snap = lines[3].split()[1]
+        a = self.ctl_json("get", "fk-a")
+        self.assertEqual(a["labels"], {"team": "x"})
+        self.assertEqual(a["fork"], {"snapshotId": fork_snap,
+                                     "sourceInstanceId": src["id"]})
+        self.assertEqual(self.ctl_json("get", "fk-src")["state"], "INSTANCE_STATE_RUNNING")
+
+        # --prefix --count --standby, --json: the whole response.
+        self.addCleanup(self.delete, "fk-p-1", "fk-p-2")
+        resp = self.ctl_json("fork", "fk-src", "--prefix", "fk-p", "--count", "2", "--standby")
+        self.assertEqual([i["name"] for i in resp["instances"]], ["fk-p-1", "fk-p-2"])
+        self.assertEqual({i["state"] for i in resp["instances"]}, {"INSTANCE_STATE_STANDBY"})
+        self.assertTrue(resp["snapshotId"])
+        self.assertIn("snapshotDuration", resp)
+
+        # A saved snapshot, then clones of it.
+        snap = self.ctl_json("snapshot", "fk-src", "fk-golden")
+        self.addCleanup(self.ctl, "rmsnapshot", "fk-golden")
+        self.assertEqual((snap["name"], snap["sourceInstanceId"], snap["sourceInstanceName"]),
+                         ("fk-golden", src["id"], "fk-src"))
+        self.assertEqual(snap["cloneIds"], [])
+        rc, out, err = self.ctl("snapshot", "fk-src", "fk-golden")
+        self.assertEqual(rc, ALREADY_EXISTS, err)
+        self.addCleanup(self.delete, "fk-g1")
+        g = self.ctl_json("fork", "--snapshot", "fk-golden", "fk-g1")
+        self.assertEqual(len(g["instances"]), 1)
+        g1 = g["instances"][0]
+        self.assertEqual(g1["state"], "INSTANCE_STATE_RUNNING")
+        self.assertEqual(g1["fork"]["snapshotId"], snap["id"])
+        self.assertEqual(g["snapshotId"], snap["id"])
+        self.assertNotIn("snapshotDuration", g)
+
+        # snapshots: --json and the table.
+        snaps = {s["id"]: s for s in self.ctl_json("snapshots")["snapshots"]}
+        self.assertEqual(snaps[snap["id"]]["cloneIds"], [g1["id"]])
+        self.assertEqual(snaps[fork_snap]["name"], "")
+        rc, out, err = self.ctl("snapshots")
+        self.assertEqual(rc, OK, err)
+        lines = out.splitlines()
+        self.assertEqual(lines[0].split(),
+                         ["ID", "NAME", "SOURCE", "SIZE", "CLONES", "CREATED"])
+        self.assertEqual(len(lines) - 1, len(snaps), out)
+        row = [l.split() for l in lines[1:] if l.startswith(snap["id"] + " ")][0]
+        self.assertEqual(row[1:3], ["fk-golden", "fk-src"])
+        # ID NAME SOURCE SIZE (number and unit) CLONES CREATED (date and time)
+        self.assertEqual(row[5], "1", row)
+        row = [l.split() for l in lines[1:] if l.startswith(fork_snap + " ")][0]
+        self.assertEqual(row[1:3], ["-", "fk-src"])
+
+        # rmsnapshot: refused while a clone uses it (9), then deleted.
+        rc, out, err = self.ctl("rmsnapshot", "fk-golden")
+        self.assertEqual(rc, 9, err)
+        self.assertIn("FAILED_PRECONDITION", err)
+        self.delete("fk-g1")
+        rc, out, err = self.ctl("rmsnapshot", "fk-golden")
+        self.assertEqual((rc, out), (OK, "deleted snapshot %s\n" % snap["id"]), err)
+        self.assertNotIn(snap["id"],
+                         [s["id"] for s in self.ctl_json("snapshots")["snapshots"]])
+        rc, _, err = self.ctl("rmsnapshot", "fk-golden")
+        self.assertEqual(rc, NOT_FOUND, err)
+
+        # A clone name taken: ALREADY_EXISTS (6), nothing made.
+        rc, out, err = self.ctl("fork", "fk-src", "fk-a")
+        self.assertEqual(rc, ALREADY_EXISTS, err)
 
 
 if __name__ == "__main__":
