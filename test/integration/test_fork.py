@@ -263,6 +263,19 @@ def run_qemu(kit):
               % (took, r.snapshot_duration.seconds + r.snapshot_duration.nanos / 1e9))
         check(d.get("src").state == pb.INSTANCE_STATE_RUNNING, "the source runs on")
         names = [c.name for c in clones]
+        # The clone's root disk is copy-on-write: a qcow2 overlay over the
+        # snapshot's frozen disk (ext4 here has no reflinks), or a reflink.
+        cdir = os.path.join(d.data_dir, "instances", clones[0].id)
+        ov = os.path.join(cdir, "rootfs.qcow2")
+        if os.path.exists(ov):
+            used = os.stat(ov).st_blocks * 512
+            cmd = open("/proc/%d/cmdline" % d.get(clones[0].name).vmm_pid, "rb").read()
+            check(used < (4 << 20) and b"format=qcow2" in cmd,
+                  "a clone's root disk is a qcow2 overlay (%d KiB on disk), opened as qcow2"
+                  % (used >> 10))
+        else:
+            check(os.path.exists(os.path.join(cdir, "rootfs.ext4")),
+                  "a clone's root disk is a reflink of the frozen one")
         for c in clones:
             g = wait_ready(d, c.name, timeout=120)
             check(g.ready, "%s: its guest agent answers after the restore" % c.name)
@@ -310,6 +323,17 @@ def run_qemu(kit):
               % (c1, out))
         out = sh(names[1], "cat /marker")
         check(out == "marker-" + names[1], "another clone is unaffected: %r" % out)
+        # A clone of a clone: its overlay is flattened into the new snapshot,
+        # which depends on no other snapshot.
+        r4 = d.fork(names[1], names=["gc"])
+        wait_ready(d, "gc", timeout=120)
+        out = sh("gc", "cat /marker")
+        sdir = os.path.join(d.data_dir, "snapshots", r4.snapshot_id, "disks")
+        check(out == "marker-" + names[1] and sorted(os.listdir(sdir)) ==
+              ["bootcfg.img", "rootfs.ext4"],
+              "a clone of a clone has its parent's marker (%r); its snapshot holds a standalone "
+              "raw root disk: %s" % (out, sorted(os.listdir(sdir))))
+        d.delete("gc")
         ks = d.standby("src").last_snapshot_kind
         check(ks == pb.SNAPSHOT_KIND_DIFF, "the source's standby after the fork is still a "
               "diff into its own base: %s" % pb.SnapshotKind.Name(ks))
