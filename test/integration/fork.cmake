@@ -30,3 +30,13 @@ set_tests_properties(integration_fork_guest PROPERTIES
   SKIP_RETURN_CODE 77
   RESOURCE_LOCK ember_qemu_guests
   ENVIRONMENT "${EMBER_FORK_ENV}")
+# With a real Firecracker: EMBER_FIRECRACKER_BIN=/path/to/firecracker
+# ctest -R integration_fork_fc_real (the tiny guest under KVM; SKIP otherwise).
+add_test(NAME integration_fork_fc_real
+         COMMAND /usr/bin/python3 ${CMAKE_CURRENT_SOURCE_DIR}/integration/test_fork.py
+                 firecracker-real ${CMAKE_BINARY_DIR}/guests/tiny/tiny.elf)
+set_tests_properties(integration_fork_fc_real PROPERTIES
+  LABELS "firecracker;integration"
+  TIMEOUT 300
+  SKIP_RETURN_CODE 77
+  ENVIRONMENT "${EMBER_FORK_ENV}")

@@ -20,6 +20,10 @@ through the real emberd and a real gRPC client.
     The same API against the contract fake (no guest): fast, run again under
     the sanitizers.
 
+  test_fork.py firecracker-real TINY_ELF
+    The same with the real Firecracker named by EMBER_FIRECRACKER_BIN booting
+    the tiny test guest under KVM (SKIP without either).
+
 Env: EMBERD_BIN, EMBER_PYTHON_DIR. Skips (77) naming what is missing.
 """
 import os
@@ -149,14 +153,17 @@ def snapshot_named(d, name):
 # ---- the contract fake --------------------------------------------------------
 
 
-def run_fake(fake, hv):
+def run_fake(fake, hv, kernel=None):
     bin_var = {"firecracker": "EMBER_FIRECRACKER_BIN",
                "cloud-hypervisor": "EMBER_CLOUD_HYPERVISOR_BIN"}[hv]
     with Emberd(env={bin_var: fake}, log_level="info") as d:
         caps = {h.type: h.capabilities for h in d.list_hypervisors()}
         check(caps.get(hv) is not None and caps[hv].fork, "%s advertises fork" % hv)
-        kernel = d.fake_kernel()
-        spec = d.make_spec(hypervisor=hv, memory_mib=16, kernel=kernel)
+        real = kernel is not None
+        if not real:
+            kernel = d.fake_kernel()
+        spec = d.make_spec(hypervisor=hv, memory_mib=32 if real else 16,
+                           kernel=kernel, cmdline="console=ttyS0")
         src = d.create("src", spec, start=True)
         d.create("off", spec)
         hostile(d, "src", "off", lambda n: ["n%d" % i for i in range(n)])
@@ -385,6 +392,16 @@ def main():
         skip("usage: test_fork.py qemu BOOT_KIT_DIR | fake FAKE [hypervisor]")
     if sys.argv[1] == "fake":
         run_fake(os.path.abspath(sys.argv[2]), sys.argv[3] if len(sys.argv) > 3 else "firecracker")
+    elif sys.argv[1] == "firecracker-real":
+        binary = os.environ.get("EMBER_FIRECRACKER_BIN", "")
+        tiny = os.path.abspath(sys.argv[2])
+        if not binary or not os.access(binary, os.X_OK):
+            skip("EMBER_FIRECRACKER_BIN does not name a Firecracker binary")
+        if not os.access("/dev/kvm", os.R_OK | os.W_OK):
+            skip("/dev/kvm is not usable")
+        if not os.path.isfile(tiny):
+            skip("tiny guest %s not built (target guest_tiny)" % tiny)
+        run_fake(os.path.abspath(binary), "firecracker", kernel=tiny)
     else:
         run_qemu(os.path.abspath(sys.argv[2]))
     return C.summary()
