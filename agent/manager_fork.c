@@ -107,6 +107,20 @@ static int fork_check_driver(const vmm_entry *entry, const char *type, cmn_error
 
 /* ---- taking the frozen snapshot of an instance --------------------------------- */
 
+/* from_dir/name to to_dir/name with cmn_file_clone; the bytes written are
+ * added to *copied. */
+static int fork_copy_file(const char *from_dir, const char *to_dir, const char *name,
+                          uint64_t *copied, cmn_error *err)
+{
+  cleanup_free char *from = cmn_asprintf("%s/%s", from_dir, name);
+  cleanup_free char *to = cmn_asprintf("%s/%s", to_dir, name);
+  uint64_t n = 0;
+  if (cmn_file_clone(from, to, NULL, &n, err) < 0)
+    return -1;
+  *copied += n;
+  return 0;
+}
+
 /* Into a snapshot: standalone copies of the instance's emberd-made disks
  * (a clone's overlay is flattened, so no snapshot depends on another). */
 static int fork_freeze_disks(const vmm_entry *entry, const char *inst_dir, const char *to_dir,
@@ -122,20 +136,10 @@ static int fork_freeze_disks(const vmm_entry *entry, const char *inst_dir, const
     struct stat st;
     if (stat(root, &st) == 0)
       *copied += (uint64_t)st.st_blocks * 512u;
-  } else {
-    cleanup_free char *from = cmn_asprintf("%s/" AGENT_IMAGE_ROOTFS, inst_dir);
-    uint64_t n = 0;
-    if (cmn_file_clone(from, root, NULL, &n, err) < 0)
-      return -1;
-    *copied += n;
-  }
-  cleanup_free char *cfg_from = cmn_asprintf("%s/" AGENT_IMAGE_BOOTCFG, inst_dir);
-  cleanup_free char *cfg_to = cmn_asprintf("%s/" AGENT_IMAGE_BOOTCFG, to_dir);
-  uint64_t n = 0;
-  if (cmn_file_clone(cfg_from, cfg_to, NULL, &n, err) < 0)
+  } else if (fork_copy_file(inst_dir, to_dir, AGENT_IMAGE_ROOTFS, copied, err) < 0) {
     return -1;
-  *copied += n;
-  return 0;
+  }
+  return fork_copy_file(inst_dir, to_dir, AGENT_IMAGE_BOOTCFG, copied, err);
 }
 
 /* Into a clone: copy-on-write copies of the snapshot's disks: a reflink
@@ -167,20 +171,12 @@ static int fork_clone_disks(const vmm_entry *entry, const char *snap_disks, cons
         *err = e3;
         return -1;
       }
-      uint64_t n = 0;
-      if (cmn_file_clone(from, root, NULL, &n, err) < 0)
+      if (fork_copy_file(snap_disks, clone_dir, AGENT_IMAGE_ROOTFS, copied, err) < 0)
         return -1;
-      *copied += n;
       *how = "copy";
     }
   }
-  cleanup_free char *cfg_from = cmn_asprintf("%s/" AGENT_IMAGE_BOOTCFG, snap_disks);
-  cleanup_free char *cfg_to = cmn_asprintf("%s/" AGENT_IMAGE_BOOTCFG, clone_dir);
-  uint64_t n = 0;
-  if (cmn_file_clone(cfg_from, cfg_to, NULL, &n, err) < 0)
-    return -1;
-  *copied += n;
-  return 0;
+  return fork_copy_file(snap_disks, clone_dir, AGENT_IMAGE_BOOTCFG, copied, err);
 }
 
 /* With inst's op_lock held and its state Running or Standby: writes the
