@@ -260,7 +260,6 @@ static int fork_snapshot_of(agent_manager *m, const char *id_or_name, const char
   int64_t t0 = cmn_now_us();
   if (fork_save(m, inst, &r, dir, copied, err) < 0 ||
       cmn_fault("agent.fork.before_commit_snapshot", err) < 0) {
-    snap_explain_space(m->data_dir, err);
     agent_snapstore_abort(m->snaps, sid, dir);
     goto out;
   }
@@ -272,6 +271,8 @@ static int fork_snapshot_of(agent_manager *m, const char *id_or_name, const char
            (unsigned long long)*copied);
   rc = 0;
 out:
+  if (rc < 0)
+    snap_explain_space(m->data_dir, err);
   agent_record_free(&r);
   pthread_mutex_unlock(&inst->op_lock);
   mgr_unref(m, inst);
@@ -431,9 +432,10 @@ static int fork_restore_all(agent_manager *m, mgr_instance **insts, size_t n, cm
   fr.errs = cmn_calloc(n, sizeof *fr.errs);
   fr.rcs = cmn_calloc(n, sizeof *fr.rcs);
   pthread_mutex_init(&fr.mu, NULL);
-  pthread_t th[FORK_RESTORE_WORKERS];
+  pthread_t th[FORK_RESTORE_WORKERS - 1];
   size_t started = 0;
-  for (size_t i = 0; i < FORK_RESTORE_WORKERS && i + 1 < n; i++)
+  /* The calling thread is one of the workers. */
+  for (size_t i = 0; i + 1 < FORK_RESTORE_WORKERS && i + 1 < n; i++)
     if (pthread_create(&th[started], NULL, fork_restore_worker, &fr) == 0)
       started++;
   fork_restore_worker(&fr);

@@ -26,7 +26,10 @@ a loop image (both unmounted and removed whatever happens). On each:
      "ram_reserved" mark), filled before the restore:
      the reservation of the existing file refuses it with RESOURCE_EXHAUSTED and
      the figures, nothing changes; after freeing space the restore works and the
-     file the guest runs on is fully allocated.
+     file the guest runs on is fully allocated;
+  6. filled before a fork (ForkInstance of the running guest): RESOURCE_EXHAUSTED
+     with the figures, the source runs on intact, no snapshot or clone is left;
+     after freeing space the fork works.
 
 Needs root (mount), EMBER_TEST_GUEST_DIR, EMBERD_BIN, EMBER_PYTHON_DIR; skips (77)
 with a message otherwise.
@@ -302,6 +305,27 @@ def cases(kind, d, kernel, initrd):
         check(os.stat(os.path.join(g.dir, "snapshots", "snapshot-base", "memory")).st_blocks
               * 512 >= GUEST_MIB << 20, "%s 5: the RAM file the guest runs on is reserved"
               % kind)
+    # ---- 6. a fork on a full filesystem ----------------------------------------
+    # The snapshot needs a copy of the guest's RAM: refused with the figures;
+    # the source runs on, paused only meanwhile; no half snapshot, no clone.
+    if alive(d, g):
+        fill(d.data_dir)
+        before = digest(d, g.id)[:2]
+        code, res = Emberd.call_error(d.fork, g.id, names=["fork-%s" % kind])
+        check(code == grpc.StatusCode.RESOURCE_EXHAUSTED and "free" in str(res),
+              "%s 6: fork on a full filesystem: %s: %s" % (kind, code.name, res))
+        ok, out = g.intact()
+        snaps = os.listdir(os.path.join(d.data_dir, "snapshots"))
+        check(alive(d, g) and ok and snaps == [] and digest(d, g.id)[:2] == before,
+              "%s 6: the source runs on with its file and process (%s); no snapshot (%s), no "
+              "clone" % (kind, out, snaps))
+        unfill(d.data_dir)
+        code, res = Emberd.call_error(d.fork, g.id, names=["fork-%s" % kind])
+        check(code == grpc.StatusCode.OK and len(res.instances) == 1
+              and res.instances[0].state == pb.INSTANCE_STATE_RUNNING,
+              "%s 6: after freeing space the fork works (%s)" % (kind, code.name))
+        if code == grpc.StatusCode.OK:
+            Emberd.call_error(d.delete, res.instances[0].id)
     for i in (g2.id, g.id):
         Emberd.call_error(d.delete, i)
 
