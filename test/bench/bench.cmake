@@ -2,12 +2,16 @@
 # Benchmarks print figures and never assert wall-clock times (shared, noisy machines).
 #
 #   ctest -L bench                        quick harness runs (CI): bench_qemu_smoke,
-#                                         bench_firecracker_fake, bench_firecracker (SKIP
-#                                         without EMBER_FIRECRACKER_BIN)
+#                                         bench_fork_smoke, bench_firecracker_fake,
+#                                         bench_firecracker (SKIP without
+#                                         EMBER_FIRECRACKER_BIN)
 #   cmake --build <build> --target bench_qemu               full QEMU benchmark (N=10)
 #   cmake --build <build> --target bench_firecracker        real Firecracker (needs
 #                                         EMBER_FIRECRACKER_BIN; prints SKIP otherwise)
 #   cmake --build <build> --target bench_firecracker_fake   same harness, contract fake
+#   cmake --build <build> --target bench_fork   ForkInstance into 1/5/20 clones of 256 MiB
+#                                         and 1 GiB guests vs raw QEMU restores and separate
+#                                         boots (BENCH_FORK_ARGS="--sizes 256 --clones 1,5")
 # Or, without cmake: test/bench/run.sh {qemu|qemu-smoke|firecracker|firecracker-fake|kvm-tiny}.
 # EMBER_BENCH_CYCLES=N (environment at run time) changes the number of cycles.
 set(EMBER_BENCH_SRC ${CMAKE_CURRENT_LIST_DIR})
@@ -48,6 +52,15 @@ set_tests_properties(bench_image PROPERTIES
   LABELS "bench;image;qemu" TIMEOUT 600 SKIP_RETURN_CODE 77 RESOURCE_LOCK ember_qemu_guests
   ENVIRONMENT "${EMBER_BENCH_ENV}")
 
+# The fork harness end to end: one 256 MiB guest forked into one clone, one
+# guest booted to compare (~25 s here).
+add_test(NAME bench_fork_smoke
+  COMMAND ${EMBER_BENCH_PY} ${EMBER_BENCH_SRC}/bench_fork.py --sizes 256 --clones 1
+          --boot-compare-max 1 --fill-mib 16 --settle-s 2)
+set_tests_properties(bench_fork_smoke PROPERTIES
+  LABELS "bench;qemu" TIMEOUT 300 SKIP_RETURN_CODE 77 RESOURCE_LOCK ember_qemu_guests
+  ENVIRONMENT "${EMBER_BENCH_ENV}")
+
 add_test(NAME integration_qemu_kvm_tiny
   COMMAND ${EMBER_BENCH_PY} ${EMBER_BENCH_SRC}/test_qemu_kvm_tiny.py)
 set_tests_properties(integration_qemu_kvm_tiny PROPERTIES
@@ -61,6 +74,15 @@ add_custom_target(bench_qemu
   DEPENDS ${EMBER_BENCH_DEPS} guest_linux
   COMMENT "QEMU standby/restore benchmark: emberd vs raw QMP (EMBER_BENCH_CYCLES, default 10)"
   USES_TERMINAL)
+# ForkInstance (time until all clones run, host memory, bytes per fork). The full
+# run boots up to 2 x 20 guests (~15 min here); BENCH_FORK_ARGS (environment at
+# build time) narrows it, e.g. "--sizes 256 --clones 1,5 --boot-compare-max 5".
+add_custom_target(bench_fork
+  COMMAND ${CMAKE_COMMAND} -E env ${EMBER_BENCH_ENV}
+          sh -c "exec ${EMBER_BENCH_PY} ${EMBER_BENCH_SRC}/bench_fork.py $BENCH_FORK_ARGS"
+  DEPENDS ${EMBER_BENCH_DEPS} guest_linux
+  COMMENT "Fork benchmark: ForkInstance vs raw QEMU restores vs separate boots"
+  USES_TERMINAL VERBATIM)
 add_custom_target(bench_firecracker
   COMMAND ${CMAKE_COMMAND} -E env ${EMBER_BENCH_ENV}
           ${EMBER_BENCH_PY} ${EMBER_BENCH_SRC}/bench_firecracker.py
