@@ -69,7 +69,7 @@ import bench_common as bc  # noqa: E402
 
 # emberd restores a fork's clones FORK_RESTORE_WORKERS (4) threads plus the
 # calling thread at a time (agent/manager_fork.c): 5 restores at once.
-EMBERD_RESTORES_AT_ONCE = 5
+EMBERD_RESTORES_AT_ONCE = 4
 
 
 def skip(why):
