@@ -67,8 +67,8 @@ sys.path.insert(0, os.path.join(HERE, "..", "guests"))
 
 import bench_common as bc  # noqa: E402
 
-# emberd restores a fork's clones FORK_RESTORE_WORKERS (4) threads plus the
-# calling thread at a time (agent/manager_fork.c): 5 restores at once.
+# emberd restores a fork's clones FORK_RESTORE_WORKERS (4) at a time, the
+# calling thread among them (agent/manager_fork.c).
 EMBERD_RESTORES_AT_ONCE = 4
 
 
