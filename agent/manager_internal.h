@@ -118,8 +118,6 @@ void mgr_emit(agent_manager *m, const agent_instance_view *v, agent_state old_st
 
 /* manager_ops.c: runs one lifecycle operation with op_lock held. */
 int mgr_run_op(agent_manager *m, mgr_instance *inst, agent_op op, cmn_error *err);
-/* FAILED_PRECONDITION "cannot <op> instance <name>: it is <state>". */
-int mgr_wrong_state(mgr_instance *inst, agent_op op, agent_state st, cmn_error *err);
 
 /* manager_fork.c: after a clone is deleted (and at start-up, for every
  * hidden snapshot): deletes the hidden snapshot snap_id once no instance

@@ -51,7 +51,7 @@ static int mgr_need_cap(mgr_instance *inst, unsigned cap, const char *what, cmn_
   return vmm_call_need_caps(inst->entry, inst->rec.view.hypervisor, cap, what, err);
 }
 
-int mgr_wrong_state(mgr_instance *inst, agent_op op, agent_state st, cmn_error *err)
+static int mgr_wrong_state(mgr_instance *inst, agent_op op, agent_state st, cmn_error *err)
 {
   const char *why = inst->rec.view.status_message;
   if (why != NULL && why[0] == '\0')

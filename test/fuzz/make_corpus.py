@@ -227,6 +227,23 @@ def main():
     add("DeleteInstance-allow-missing", "DeleteInstance",
         pb.DeleteInstanceRequest(id="nope", allow_missing=True))
     add("ListHypervisors", "ListHypervisors", pb.ListHypervisorsRequest())
+    # Forks and snapshots of the fixture's testvm instances (t-running is
+    # Running, t-standby Standby): clones are made and the fixture removes
+    # them (and any saved snapshot) before the next input.
+    add("fork-running", "ForkInstance", pb.ForkInstanceRequest(id="t-running", names=["f-1"]))
+    add("fork-standby-prefix", "ForkInstance",
+        pb.ForkInstanceRequest(id="t-standby", name_prefix="f", count=2, standby=True))
+    add("fork-stopped", "ForkInstance", pb.ForkInstanceRequest(id="t-stopped", names=["f-1"]))
+    add("fork-unknown-snapshot", "ForkInstance",
+        pb.ForkInstanceRequest(snapshot="nope", names=["f-1"]))
+    add("fork-both", "ForkInstance",
+        pb.ForkInstanceRequest(id="t-running", snapshot="s", names=["f-1"]))
+    add("snapshot-standby", "CreateSnapshot", pb.CreateSnapshotRequest(id="t-standby", name="s1"))
+    add("snapshot-id-form", "CreateSnapshot",
+        pb.CreateSnapshotRequest(id="t-running", name="s-0011"))
+    add("snapshots", "ListSnapshots", pb.ListSnapshotsRequest())
+    add("rmsnapshot-unknown", "DeleteSnapshot", pb.DeleteSnapshotRequest(snapshot="s1"))
+
     # Wire-level junk.
     add("junk-truncated-create", "CreateInstance",
         pb.CreateInstanceRequest(name="x", spec=spec()).SerializeToString()[:-3])
