@@ -117,3 +117,34 @@ def ctl(args, sock, inp=None, timeout=120):
         return None
     return subprocess.run([b, "--address", "unix:" + sock] + args, input=inp,
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=timeout)
+
+
+def basic_exec_checks(d, name, check):
+    """The exec checks every transport must pass (test_exec.py: the contract
+    fake's vsock; test_exec_guest.py: a real guest's virtio-serial port), kept
+    in one place so the two stay in step: echo with a pid, stdout and stderr
+    apart with an exit code, death by SIGKILL, stdin read to EOF, a tty with
+    its window size. Returns False when the first exec failed (the rest would
+    only repeat it)."""
+    import hashlib
+    r = exec_call(d, name, ["echo", "hello", "world"])
+    if not check(r.code == grpc.StatusCode.OK and r.pid > 0 and r.out == b"hello world\n"
+                 and r.exit is not None and r.exit.exit_code == 0,
+                 "echo: pid %d, stdout %r, exit %s (%s %s)" % (r.pid, r.out, r.exit, r.code,
+                                                               r.details)):
+        return False
+    r = exec_call(d, name, ["sh", "-c", "echo out; echo err >&2; exit 7"])
+    check(r.out == b"out\n" and r.err == b"err\n" and r.exit is not None
+          and r.exit.exit_code == 7, "stdout and stderr apart, exit code 7: %r %r %s"
+          % (r.out, r.err, r.exit))
+    r = exec_call(d, name, ["sh", "-c", "kill -9 $$"])
+    check(r.exit is not None and r.exit.signal == 9 and r.exit.exit_code == 137,
+          "killed by SIGKILL: signal 9, exit_code 137: %s" % r.exit)
+    data = os.urandom(300000)
+    r = exec_call(d, name, ["sha256sum"], stdin=data)
+    check(r.out.split(b" ")[0].decode() == hashlib.sha256(data).hexdigest(),
+          "stdin to EOF (300 kB through sha256sum): %r" % r.out[:80])
+    r = exec_call(d, name, ["sh", "-c", "stty size; tty"], tty=True, rows=33, cols=101)
+    check(b"33 101" in r.out and b"/dev/pts/" in r.out and r.err == b"",
+          "tty with its window size: %r %r" % (r.out, r.err))
+    return True

@@ -25,7 +25,7 @@ import grpc  # noqa: E402
 
 from checks import Checks  # noqa: E402
 from emberd_fixture import Emberd, pb  # noqa: E402
-from exec_client import SVC, copy_from, copy_to, ctl, exec_call, wait_ready  # noqa: E402
+from exec_client import SVC, basic_exec_checks, copy_from, copy_to, ctl, exec_call, wait_ready  # noqa: E402
 from network_guest import import_image  # noqa: E402
 
 BUSYBOX = "/bin/busybox"
@@ -108,28 +108,11 @@ def main():
             print(d.log_tail(60))
             return c.summary()
 
-        r = exec_call(d, "g1", ["echo", "hello", "world"])
-        check(r.code == grpc.StatusCode.OK and r.pid > 0 and r.out == b"hello world\n"
-              and r.exit is not None and r.exit.exit_code == 0,
-              "echo: pid %d, stdout %r, exit %s (%s %s)" % (r.pid, r.out, r.exit, r.code,
-                                                            r.details))
-        r = exec_call(d, "g1", ["sh", "-c", "echo out; echo err >&2; exit 7"])
-        check(r.out == b"out\n" and r.err == b"err\n" and r.exit is not None
-              and r.exit.exit_code == 7, "stdout, stderr apart; exit code 7: %r %r %s"
-              % (r.out, r.err, r.exit))
-        r = exec_call(d, "g1", ["sh", "-c", "kill -9 $$"])
-        check(r.exit is not None and r.exit.signal == 9, "killed by a signal: %s" % r.exit)
-        data = os.urandom(300000)
-        r = exec_call(d, "g1", ["sha256sum"], stdin=data)
-        check(r.out.split(b" ")[0].decode() == hashlib.sha256(data).hexdigest(),
-              "a process reading stdin (300 kB through sha256sum) to EOF")
+        basic_exec_checks(d, "g1", check)
         r = exec_call(d, "g1", ["sh", "-c", "echo $IMAGE_VAR $X; pwd; id -u"], env=["X=y"],
                       cwd="/bin", user="guest")
         check(r.out == b"from-image y\n/bin\n1000\n",
               "env over the image's, working dir, user by name: %r" % r.out)
-        r = exec_call(d, "g1", ["sh", "-c", "stty size; tty"], tty=True, rows=33, cols=101)
-        check(b"33 101" in r.out and b"/dev/pts/" in r.out and r.err == b"",
-              "tty with its window size: %r" % r.out)
         r = exec_call(d, "g1", ["sh"], tty=True, rows=24, cols=80,
                       stdin=b"echo in-tty-$((6*7))\nexit 3\n")
         check(b"in-tty-42" in r.out and r.exit is not None and r.exit.exit_code == 3,

@@ -203,7 +203,7 @@ def run_fake(fake, hv, kernel=None):
         names = [(x.name, len(x.clone_ids)) for x in d.list_snapshots()]
         check(names == [("gold", 0)], "the fork's snapshot went with its last clone; the saved "
               "one stays: %s" % names)
-        r3 = d.fork(snapshot="gold", names=["late"])
+        d.fork(snapshot="gold", names=["late"])
         check(r3.instances[0].state == pb.INSTANCE_STATE_RUNNING,
               "the saved snapshot forks after its source and every clone are gone")
         d.delete("late")
@@ -370,7 +370,7 @@ def run_qemu(kit):
             d.delete(n)
         lst = [x.name for x in d.list_snapshots()]
         check(lst == ["gold"], "the fork's snapshot went with its last clone: %s" % lst)
-        r3 = d.fork(snapshot="gold", names=["late"])
+        d.fork(snapshot="gold", names=["late"])
         wait_ready(d, "late", timeout=120)
         check(sh("late", "cat /marker") == "marker-src",
               "gold outlives the source and every clone: a new clone has the marker")
