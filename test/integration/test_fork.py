@@ -203,7 +203,7 @@ def run_fake(fake, hv, kernel=None):
         names = [(x.name, len(x.clone_ids)) for x in d.list_snapshots()]
         check(names == [("gold", 0)], "the fork's snapshot went with its last clone; the saved "
               "one stays: %s" % names)
-        d.fork(snapshot="gold", names=["late"])
+        r3 = d.fork(snapshot="gold", names=["late"])
         check(r3.instances[0].state == pb.INSTANCE_STATE_RUNNING,
               "the saved snapshot forks after its source and every clone are gone")
         d.delete("late")
