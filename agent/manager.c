@@ -93,6 +93,8 @@ mgr_instance *mgr_instance_new(const agent_record *rec, const char *dir, const v
   pthread_mutex_init(&inst->op_lock, NULL);
   pthread_mutex_init(&inst->guest_mu, NULL);
   agent_record_copy(&inst->rec, rec);
+  /* Live figures are not inherited (a clone's record comes from its source). */
+  memset(&inst->rec.view.idle, 0, sizeof inst->rec.view.idle);
   inst->dir = cmn_strdup(dir);
   inst->entry = entry;
   inst->stop_ms = -1;
@@ -180,8 +182,8 @@ static void mgr_remove_locked(agent_manager *m, mgr_instance *inst)
 
 /* ---- events -------------------------------------------------------------- */
 
-void mgr_emit(agent_manager *m, const agent_instance_view *v, agent_state old_state, agent_op op,
-              int64_t duration_us)
+static void mgr_emit_why(agent_manager *m, const agent_instance_view *v, agent_state old_state,
+                         agent_op op, int64_t duration_us, const char *reason)
 {
   agent_event ev = {
       .instance = v,
@@ -190,11 +192,18 @@ void mgr_emit(agent_manager *m, const agent_instance_view *v, agent_state old_st
       .op = op,
       .duration_us = duration_us,
       .timestamp_us = cmn_wall_us(),
+      .reason = reason,
   };
   pthread_mutex_lock(&m->subs_mu);
   for (size_t i = 0; i < m->n_subs; i++)
     m->subs[i].fn(m->subs[i].ctx, &ev);
   pthread_mutex_unlock(&m->subs_mu);
+}
+
+void mgr_emit(agent_manager *m, const agent_instance_view *v, agent_state old_state, agent_op op,
+              int64_t duration_us)
+{
+  mgr_emit_why(m, v, old_state, op, duration_us, NULL);
 }
 
 void mgr_emit_observed(agent_manager *m, const agent_instance_view *v)
@@ -277,17 +286,19 @@ int mgr_commit(agent_manager *m, mgr_instance *inst, agent_record *next, agent_o
   agent_state old = inst->rec.view.state;
   /* The guest agent's status is live (manager_guest.c), not part of next. */
   agent_guest_status live = inst->rec.view.guest_agent;
+  agent_idle_status live_idle = inst->rec.view.idle; /* manager_idle.c's, live too */
   memset(&inst->rec.view.guest_agent, 0, sizeof live);
   agent_record_free(&inst->rec);
   agent_record_copy(&inst->rec, next);
   agent_guest_status_free(&inst->rec.view.guest_agent);
   inst->rec.view.guest_agent = live;
+  inst->rec.view.idle = live_idle;
   mgr_vm_bind(inst);
   agent_instance_view copy;
   agent_view_copy(&copy, &inst->rec.view);
   pthread_mutex_unlock(&m->mu);
   if (old != copy.state || op != AGENT_OP_NONE)
-    mgr_emit(m, &copy, old, op, duration_us);
+    mgr_emit_why(m, &copy, old, op, duration_us, inst->op_reason);
   agent_instance_view_free(&copy);
   mgr_guest_sync(m, inst, true);
   return rc;
@@ -540,6 +551,12 @@ int agent_manager_create_req(agent_manager *m, const agent_create_req *req,
   /* An image instance: the boot kit fills what its spec leaves out. */
   vmm_spec kit_spec;
   agent_create_req req_kit = *req;
+  /* Idle auto-standby with its defaults filled in, as the record keeps it
+   * (so that a retry compares equal). */
+  agent_auto_standby idle = {0};
+  if (req->auto_standby != NULL && agent_auto_standby_normalize(req->auto_standby, &idle, err) < 0)
+    return -1;
+  req_kit.auto_standby = &idle;
   if (mgr_retry_spec(m, req, &kit_spec)) {
     req_kit.spec = &kit_spec;
   } else {
@@ -591,6 +608,10 @@ static int mgr_create_req(agent_manager *m, const agent_create_req *req, agent_i
                        hypervisor);
   if (agent_validate_spec(spec, m->fence, err) < 0)
     return -1;
+  if (req->auto_standby != NULL && req->auto_standby->idle_seconds > 0 &&
+      vmm_call_need_caps(entry, hypervisor, VMM_CAP_SNAPSHOT | VMM_CAP_PAUSE, "idle auto-standby",
+                         err) < 0)
+    return cmn_err_field(err, "spec.auto_standby");
   /* Refused here rather than at the first operation: a scheduler learns at
    * once that this host cannot run the type (the detail names the missing
    * binary or the reason). Records created before the driver went missing
@@ -617,6 +638,8 @@ static int mgr_create_req(agent_manager *m, const agent_create_req *req, agent_i
     rec.view.request_id = cmn_strdup(req->request_id);
   agent_image_spec_copy(&rec.view.image, req->image);
   agent_net_spec_copy(&rec.view.net, req->net);
+  if (req->auto_standby != NULL)
+    rec.view.auto_standby = *req->auto_standby;
   if (agent_net_spec_set(&rec.view.net) && agent_net_alloc(m->net, id, &rec.view.net, err) < 0) {
     agent_record_free(&rec);
     return -1;

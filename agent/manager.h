@@ -36,6 +36,8 @@ typedef struct agent_event {
   agent_op op;
   int64_t duration_us;
   int64_t timestamp_us;
+  const char *reason; /* why emberd made the change on its own (idle
+                         auto-standby); NULL for a client's operation */
 } agent_event;
 
 /* Called on the thread that made the change, after it is committed. Must not
@@ -164,6 +166,22 @@ int agent_manager_snapshot_list(agent_manager *m, agent_snapshot_view **out, siz
 /* FAILED_PRECONDITION while an instance depends on it. */
 int agent_manager_snapshot_delete(agent_manager *m, const char *id_or_name, char **id_out,
                                   cmn_error *err);
+
+/* ---- idle auto-standby (manager_idle.c, docs/idle.md) ---- */
+
+/* HoldInstance: keeps the instance awake (no idle auto-standby) until now +
+ * duration_ms; 0 releases the hold. Any state; kept in memory only.
+ * INVALID_ARGUMENT (field "duration") beyond AGENT_HOLD_MAX_MS (idle.h) or
+ * negative. */
+int agent_manager_hold(agent_manager *m, const char *id_or_name, int64_t duration_ms,
+                       agent_instance_view *out, cmn_error *err);
+/* An exec, copy or console session on the instance opens or closes (the
+ * server calls them): while one is open the instance is never idle. begin
+ * returns < 0 (nothing counted) when there is no such instance; every begin
+ * that returned 0 is matched by one end with the same id (the instance's id,
+ * not its name). */
+int agent_manager_session_begin(agent_manager *m, const char *id);
+void agent_manager_session_end(agent_manager *m, const char *id);
 
 struct gl_link;
 /* The guest agent link (agent/guestlink/guestlink.h) of a Running instance,

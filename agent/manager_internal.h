@@ -8,6 +8,7 @@
 #include "agent/manager.h"
 #include "agent/record.h"
 #include "agent/instance_image.h"
+#include "agent/idle.h"
 #include "agent/instance_net.h"
 #include "agent/snapshot.h"
 #include "agent/snapstore.h"
@@ -41,6 +42,11 @@ typedef struct mgr_instance {
   uint64_t link_gen;
   bool link_hold;       /* an operation stopped the link: no restart before its commit */
   bool console_nopunch; /* its console cannot be rotated (logged once); monitor only */
+  /* Idle auto-standby (manager_idle.c): the decision's memory (monitor
+   * only), and the reason an operation run by emberd on its own gives its
+   * event and status (op_lock). */
+  agent_idle_state idle;
+  const char *op_reason;
 } mgr_instance;
 
 typedef struct mgr_sub {
@@ -139,6 +145,10 @@ void mgr_emit_observed(agent_manager *m, const agent_instance_view *v);
  * the next commit. */
 void mgr_guest_sync(agent_manager *m, mgr_instance *inst, bool committed);
 void mgr_guest_stop(agent_manager *m, mgr_instance *inst, const char *why);
+
+/* manager_idle.c: one idle auto-standby step for an instance (monitor
+ * thread, no lock held); sample: take a new sample (about once a second). */
+void mgr_idle_tick(agent_manager *m, mgr_instance *inst, bool sample);
 
 /* manager_monitor.c: the monitor thread's body (arg: the manager). */
 void *mgr_monitor_main(void *arg);

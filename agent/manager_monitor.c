@@ -1,6 +1,7 @@
 /* manager_monitor.c: the VMM monitor thread of the instance manager: notices a
  * VMM that ended on its own (Stopped, with the exit status), saves records a
- * commit could not save, and collects retired snapshot folders. */
+ * commit could not save, collects retired snapshot folders, and runs idle
+ * auto-standby (manager_idle.c). */
 #include "agent/console.h"
 #include "agent/manager_internal.h"
 #include "agent/record.h"
@@ -141,11 +142,15 @@ void *mgr_monitor_main(void *arg)
     }
     pthread_mutex_unlock(&m->mu);
     bool consoles = ++tick % MANAGER_CONSOLE_TICKS == 0;
+    /* Idle auto-standby samples every MANAGER_IDLE_TICKS-th tick (~1 s). */
+    enum { MANAGER_IDLE_TICKS = AGENT_IDLE_SAMPLE_US / (MANAGER_MONITOR_MS * 1000) };
+    bool idle_sample = tick % MANAGER_IDLE_TICKS == 0;
     for (size_t i = 0; i < n; i++) {
       mgr_check_exit(m, list[i]);
       if (consoles)
         mgr_console_rotate(m, list[i]);
       mgr_guest_sync(m, list[i], false);
+      mgr_idle_tick(m, list[i], idle_sample);
       mgr_unref(m, list[i]);
     }
     free(list);

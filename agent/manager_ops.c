@@ -178,7 +178,10 @@ static int mgr_do_standby(agent_manager *m, mgr_instance *inst, agent_record *r,
   r->view.state = AGENT_STATE_STANDBY;
   r->view.last_snapshot_kind = kind == VMM_SNAP_DIFF ? AGENT_SNAP_DIFF : AGENT_SNAP_FULL;
   r->view.last_standby_us = dt;
-  mgr_set_status(r, NULL);
+  /* An idle auto-standby (manager_idle.c) says why in the status too. */
+  cleanup_free char *why =
+      inst->op_reason != NULL ? cmn_asprintf("auto standby: %s", inst->op_reason) : NULL;
+  mgr_set_status(r, why);
   cmn_info(inst->vm.id, "standby", "standby (%s) took %lld us",
            kind == VMM_SNAP_DIFF ? "diff" : "full", (long long)dt);
   return mgr_commit(m, inst, r, AGENT_OP_STANDBY, dt, err);

@@ -1,5 +1,6 @@
 /* record.c: an instance's persistent record as JSON (see record.h). */
 #include "agent/record.h"
+#include "agent/idle.h"
 #include "agent/instance_image.h"
 #include "agent/instance_net.h"
 #include "common/cleanup.h"
@@ -190,6 +191,13 @@ bool agent_view_matches_create(const agent_instance_view *v, const agent_create_
       !record_spec_eq(&v->spec, req->spec) || v->n_labels != req->n_labels ||
       !agent_image_spec_eq(&v->image, req->image) || !agent_net_spec_eq_request(&v->net, req->net))
     return false;
+  /* Both normalized (agent_auto_standby_normalize): defaults filled in. */
+  agent_auto_standby none = {0};
+  const agent_auto_standby *a = &v->auto_standby,
+                           *b = req->auto_standby != NULL ? req->auto_standby : &none;
+  if (a->idle_seconds != b->idle_seconds || a->max_cpu_percent < b->max_cpu_percent ||
+      a->max_cpu_percent > b->max_cpu_percent || a->max_net_bps != b->max_net_bps)
+    return false;
   for (size_t i = 0; i < req->n_labels; i++) {
     const char *have = agent_labels_get(v->labels, v->n_labels, req->labels[i].key);
     if (have == NULL || !record_str_eq(have, req->labels[i].value))
@@ -297,6 +305,12 @@ char *agent_record_to_json(const agent_record *r)
   record_add_str(o, "fork_source", v->fork_source);
   agent_image_spec_to_json(o, &v->image);
   agent_net_spec_to_json(o, &v->net);
+  if (v->auto_standby.idle_seconds > 0) {
+    cJSON *a = cJSON_AddObjectToObject(o, "auto_standby");
+    cJSON_AddNumberToObject(a, "idle_seconds", v->auto_standby.idle_seconds);
+    cJSON_AddNumberToObject(a, "max_cpu_percent", v->auto_standby.max_cpu_percent);
+    cJSON_AddNumberToObject(a, "max_net_bps", (double)v->auto_standby.max_net_bps);
+  }
   cJSON *labels = cJSON_AddObjectToObject(o, "labels");
   for (size_t i = 0; i < v->n_labels; i++)
     cJSON_AddStringToObject(labels, v->labels[i].key, v->labels[i].value);
@@ -415,6 +429,21 @@ int agent_record_from_json(const char *json, agent_record *r, cmn_error *err)
   v->fork_source = cmn_strdup(record_get_str(o, "fork_source"));
   agent_image_spec_from_json(o, &v->image);
   agent_net_spec_from_json(o, &v->net);
+  {
+    /* Idle auto-standby (absent before it existed, and when off). A value
+     * out of bounds turns it off rather than failing the whole record. */
+    const cJSON *a = cJSON_GetObjectItemCaseSensitive(o, "auto_standby");
+    const cJSON *cpu = cJSON_GetObjectItemCaseSensitive(a, "max_cpu_percent");
+    agent_auto_standby in = {
+        .idle_seconds = (uint32_t)record_get_int(a, "idle_seconds"),
+        .max_cpu_percent = cJSON_IsNumber(cpu) ? cpu->valuedouble : 0,
+        .max_net_bps = (uint64_t)record_get_int(a, "max_net_bps"),
+    };
+    cmn_error e2 = {0};
+    if (record_get_int(a, "idle_seconds") < 0 ||
+        agent_auto_standby_normalize(&in, &v->auto_standby, &e2) < 0)
+      memset(&v->auto_standby, 0, sizeof v->auto_standby);
+  }
   /* Labels (absent in records written before they existed: none). */
   const cJSON *labels = cJSON_GetObjectItemCaseSensitive(o, "labels");
   int nl = cJSON_IsObject(labels) ? cJSON_GetArraySize(labels) : 0;

@@ -63,6 +63,8 @@
                 AGENT_OP_NONE, false, "snapshots")                                                 \
   EMBER_RPC_ROW(X, EMBER_INSTANCE_SVC, DeleteSnapshot, srv_unary_snapshot_delete, true,            \
                 AGENT_OP_NONE, true, "rmsnapshot")                                                 \
+  EMBER_RPC_ROW(X, EMBER_INSTANCE_SVC, HoldInstance, srv_unary_hold, false, AGENT_OP_NONE, true,   \
+                "hold")                                                                            \
   EMBER_RPC_ROW(X, EMBER_IMAGE_SVC, ListImages, srv_unary_image_list, false, AGENT_OP_NONE, false, \
                 "images")                                                                          \
   EMBER_RPC_ROW(X, EMBER_IMAGE_SVC, GetImage, srv_unary_image_get, false, AGENT_OP_NONE, false,    \

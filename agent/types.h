@@ -101,6 +101,23 @@ typedef struct agent_guest_status {
   char *message;    /* why not ready; may be NULL */
 } agent_guest_status;
 
+/* InstanceSpec.auto_standby (idle.h): idle_seconds 0 is off; the record keeps
+ * the thresholds with their defaults filled in. */
+typedef struct agent_auto_standby {
+  uint32_t idle_seconds;
+  double max_cpu_percent;
+  uint64_t max_net_bps;
+} agent_auto_standby;
+
+/* Instance.idle: live, never persisted (manager_idle.c keeps it). */
+typedef struct agent_idle_status {
+  int64_t idle_us;       /* idle without a break so far */
+  int64_t hold_until_us; /* wall clock; 0: no hold */
+  uint32_t sessions;     /* exec, copy and console sessions open */
+  double cpu_percent;    /* last sample */
+  uint64_t net_bps;      /* last sample */
+} agent_idle_status;
+
 typedef struct agent_instance_view {
   char *id;
   char *name;
@@ -127,6 +144,8 @@ typedef struct agent_instance_view {
    * other instances. */
   char *fork_snapshot;
   char *fork_source;
+  agent_auto_standby auto_standby; /* persisted with the spec */
+  agent_idle_status idle;          /* live */
 } agent_instance_view;
 
 void agent_instance_view_free(agent_instance_view *v); /* members only */
@@ -142,9 +161,10 @@ typedef struct agent_create_req {
   bool start;
   const agent_label *labels;
   size_t n_labels;
-  const char *request_id;        /* NULL or "": none */
-  const agent_image_spec *image; /* NULL or no ref: not from an image */
-  const agent_net_spec *net;     /* NULL or no network: none */
+  const char *request_id;                 /* NULL or "": none */
+  const agent_image_spec *image;          /* NULL or no ref: not from an image */
+  const agent_net_spec *net;              /* NULL or no network: none */
+  const agent_auto_standby *auto_standby; /* NULL or idle_seconds 0: off */
 } agent_create_req;
 
 const char *agent_state_name(agent_state s); /* "Running", ... */

@@ -128,6 +128,38 @@ static int ctl__run_id(ctl_rpc *rpc, const ctl_opts *o, FILE *out, cmn_error *er
   return 0;
 }
 
+/* hold ID DURATION: HoldInstance (0 releases). */
+static int ctl__run_hold(ctl_rpc *rpc, const ctl_opts *o, FILE *out, cmn_error *err)
+{
+  int64_t ms = 0;
+  if (ctl_parse_duration_ms(o->args[1], &ms) < 0) {
+    cmn_err_set(err, CTL_EXIT_USAGE, "bad DURATION '%s' (for example 30m, 1h, 0 to release)",
+                o->args[1]);
+    return CTL_EXIT_USAGE;
+  }
+  Google__Protobuf__Duration d = GOOGLE__PROTOBUF__DURATION__INIT;
+  d.seconds = ms / 1000;
+  d.nanos = (int32_t)(ms % 1000) * 1000000;
+  Ember__V1__HoldInstanceRequest req = EMBER__V1__HOLD_INSTANCE_REQUEST__INIT;
+  req.id = (char *)o->args[0];
+  req.duration = &d;
+  ProtobufCMessage *resp = NULL;
+  if (ctl__unary(rpc, "hold", &req.base, &resp, err) < 0)
+    return ctl_fail(err);
+  const Ember__V1__Instance *in = (const Ember__V1__Instance *)resp;
+  if (o->json) {
+    ctl_print_json(out, resp, false);
+  } else if (ms == 0) {
+    fprintf(out, "%s: hold released\n", in->name);
+  } else {
+    char buf[32];
+    ctl_fmt_duration(buf, sizeof(buf), ms * 1000);
+    fprintf(out, "%s: held awake for %s\n", in->name, buf);
+  }
+  protobuf_c_message_free_unpacked(resp, NULL);
+  return 0;
+}
+
 /* ---- create, list, hypervisors ---- */
 
 static int ctl__run_create(ctl_rpc *rpc, const ctl_opts *o, FILE *out, cmn_error *err)
@@ -432,6 +464,11 @@ const ctl_command ctl_commands[] = {
      ctl__run_id},
     {"restore", "ID", "start from the standby snapshot and resume",
      CTL_ID_HELP "Prints how long the restore took.\n", 0, 1, 1, ctl__run_id},
+    {"hold", "ID DURATION", "keep an instance awake (no idle auto-standby) for DURATION",
+     "DURATION is like 90s, 30m or 2h (at most 24h); 0 releases the hold. A new hold\n"
+     "replaces the previous one; emberd keeps it in memory only. docs/idle.md.\n"
+     "With --json: the Instance.\n",
+     0, 2, 2, ctl__run_hold},
     {"delete", "ID", "end the VMM and remove the instance",
      CTL_ID_HELP "  --allow-missing  exit 0 when there is no such instance\n"
                  "With --json: {\"id\": ...} (empty id when --allow-missing found none).\n",

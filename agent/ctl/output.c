@@ -301,6 +301,19 @@ void ctl_print_instance(FILE *f, const Ember__V1__Instance *in)
       fprintf(f, "Net namespace: yes\n");
     if (s->vsock != NULL)
       fprintf(f, "Vsock:         cid %" PRIu32 "\n", s->vsock->guest_cid);
+    if (s->auto_standby != NULL)
+      fprintf(f, "Auto standby:  after %" PRIu32 " s idle (cpu < %g%%, net < %" PRIu64 " B/s)\n",
+              s->auto_standby->idle_seconds, s->auto_standby->max_cpu_percent,
+              s->auto_standby->max_net_bytes_per_second);
+  }
+  if (in->idle != NULL) {
+    ctl_fmt_duration(buf, sizeof(buf), ctl__dur_us(in->idle->idle_duration));
+    fprintf(f, "Idle:          %s (cpu %.1f%%, net %" PRIu64 " B/s, %" PRIu32 " sessions)\n", buf,
+            in->idle->cpu_percent, in->idle->net_bytes_per_second, in->idle->open_sessions);
+    if (in->idle->hold_until != NULL) {
+      ctl_fmt_time(buf, sizeof(buf), ctl__ts_us(in->idle->hold_until));
+      fprintf(f, "Held until:    %s\n", buf);
+    }
   }
   if (in->network != NULL)
     ctl__print_net_status(f, in->network);
@@ -428,6 +441,8 @@ void ctl_print_event(FILE *f, const Ember__V1__InstanceEvent *ev)
   fprintf(f, "%s  %-20s %-9s %s -> %s  %s\n", ts, in != NULL ? in->name : "?",
           ctl_operation_name(ev->operation).s, ctl_state_name(ev->old_state).s,
           ctl_state_name(ev->new_state).s, dur);
+  if (ev->reason != NULL && ev->reason[0] != '\0')
+    fprintf(f, "    reason: %s\n", ev->reason);
   fflush(f);
 }
 

@@ -194,7 +194,11 @@ static void *srv__console_main(void *arg)
     pthread_mutex_lock(&c->mu);
     srv_stream_push_locked(c, NULL);
     pthread_mutex_unlock(&c->mu);
+    /* An open console stream keeps the instance awake (idle auto-standby). */
+    bool session = agent_manager_session_begin(s->mgr, v.id) == 0;
     srv__console_run(c, r, v.id, v.console_log_path, &err);
+    if (session)
+      agent_manager_session_end(s->mgr, v.id);
     if (err.code == CMN_OK) {
       pthread_mutex_lock(&c->mu);
       srv_stream_end_locked(c, 0, NULL);

@@ -204,8 +204,10 @@ static void *srv__copy_to_main(void *arg)
   /* An unfinished put leaves nothing in the guest. */
   if (p != NULL)
     gl_put_free(p);
-  if (l != NULL)
+  if (l != NULL) {
     gl_link_unref(l);
+    agent_manager_session_end(c->srv->mgr, id); /* srv_guest_link began it */
+  }
   if (err.code != CMN_OK && err.code != CMN_CANCELLED) {
     cmn_info(NULL, "copy", "copy to %s:%s failed: %s", id ? id : "?", path ? path : "?", err.msg);
     srv_call_finish_error(c, &err);
@@ -311,8 +313,10 @@ static void *srv__copy_from_main(void *arg)
   }
   if (g != NULL)
     gl_get_free(g);
-  if (l != NULL)
+  if (l != NULL) {
     gl_link_unref(l);
+    agent_manager_session_end(c->srv->mgr, id); /* srv_guest_link began it */
+  }
   if (err.code != CMN_OK && err.code != CMN_CANCELLED) {
     cmn_info(NULL, "copy", "copy from %s:%s failed: %s", id ? id : (r ? r->id : "?"),
              r ? r->path : "?", err.msg);

@@ -81,6 +81,9 @@ struct gl_link *srv_guest_link(srv_call *c, const char *id, int64_t ready_us, ch
   gl_link *l = agent_manager_guest_link(c->srv->mgr, id, &iid, err);
   if (l == NULL)
     return NULL;
+  /* An open session keeps the instance awake (idle auto-standby); the
+   * caller ends it with agent_manager_session_end once done with the link. */
+  agent_manager_session_begin(c->srv->mgr, iid);
   int64_t end = srv_now_us() + ready_us;
   for (;;) {
     int64_t slice = gl_now_us() + SRV_EXEC_SLICE_US;
@@ -92,17 +95,20 @@ struct gl_link *srv_guest_link(srv_call *c, const char *id, int64_t ready_us, ch
       break;
     if (srv_call_gone(c)) {
       gl_link_unref(l);
+      agent_manager_session_end(c->srv->mgr, iid);
       return cmn_err_set(err, CMN_CANCELLED, "the call ended"), NULL;
     }
     if (e.code != CMN_UNAVAILABLE && e.code != CMN_DEADLINE_EXCEEDED) {
       *err = e;
       gl_link_unref(l);
+      agent_manager_session_end(c->srv->mgr, iid);
       return NULL;
     }
     if (srv_now_us() >= end) {
       cmn_err_set(err, CMN_UNAVAILABLE, "the guest agent of %s is not ready: %s", id,
                   e.msg[0] ? e.msg : "it has not answered");
       gl_link_unref(l);
+      agent_manager_session_end(c->srv->mgr, iid);
       return NULL;
     }
   }
@@ -531,6 +537,8 @@ static void *srv__exec_main(void *arg)
   }
   if (m != NULL)
     ember__v1__exec_instance_request__free_unpacked(m, NULL);
+  if (e->link != NULL)
+    agent_manager_session_end(c->srv->mgr, e->id); /* srv_guest_link began it */
   srv_call_thread_done(c);
   return NULL;
 }

@@ -8,6 +8,7 @@
 #include "common/hash.h"
 #include "common/log.h"
 #include "common/mem.h"
+#include "agent/idle.h"
 #include "agent/instance_image.h"
 #include "agent/record.h"
 #include "ember/v1/instance.pb-c.h"
@@ -138,6 +139,26 @@ void srv_inst_init(srv_inst *m, const agent_instance_view *v)
   }
   if (sp->guest_agent)
     m->inst.guest_agent = &m->agent;
+  if (v->auto_standby.idle_seconds > 0) {
+    ember__v1__auto_standby__init(&m->auto_standby);
+    m->auto_standby.idle_seconds = v->auto_standby.idle_seconds;
+    m->auto_standby.max_cpu_percent = v->auto_standby.max_cpu_percent;
+    m->auto_standby.max_net_bytes_per_second = v->auto_standby.max_net_bps;
+    m->spec.auto_standby = &m->auto_standby;
+  }
+  if (v->auto_standby.idle_seconds > 0 || v->idle.hold_until_us > 0) {
+    ember__v1__idle_status__init(&m->idle);
+    srv__dur(&m->idle_for, v->idle.idle_us);
+    m->idle.idle_duration = &m->idle_for;
+    if (v->idle.hold_until_us > 0) {
+      srv__ts(&m->hold_until, v->idle.hold_until_us);
+      m->idle.hold_until = &m->hold_until;
+    }
+    m->idle.open_sessions = v->idle.sessions;
+    m->idle.cpu_percent = v->idle.cpu_percent;
+    m->idle.net_bytes_per_second = v->idle.net_bps;
+    m->inst.idle = &m->idle;
+  }
   if (v->fork_snapshot != NULL) {
     ember__v1__fork_origin__init(&m->fork);
     m->fork.snapshot_id = srv__s(v->fork_snapshot);
@@ -325,6 +346,13 @@ int srv_unary_create(srv_server *s, srv_op_probe *probe, const uint8_t *req, siz
   };
   cr.image = &img;
   cr.net = &net;
+  const Ember__V1__AutoStandby *as = r->spec->auto_standby;
+  agent_auto_standby idle = {
+      .idle_seconds = as ? as->idle_seconds : 0,
+      .max_cpu_percent = as ? as->max_cpu_percent : 0,
+      .max_net_bps = as ? as->max_net_bytes_per_second : 0,
+  };
+  cr.auto_standby = &idle;
   agent_instance_view v = {0};
   int ret = agent_manager_create_req(s->mgr, &cr, &v, err);
   free(labels);
@@ -699,6 +727,36 @@ int srv_unary_restore(srv_server *s, srv_op_probe *probe, const uint8_t *req, si
   return srv__op(s, probe, AGENT_OP_RESTORE, req, len, resp, rl, err);
 }
 
+int srv_unary_hold(srv_server *s, srv_op_probe *probe, const uint8_t *req, size_t len,
+                   uint8_t **resp, size_t *rl, cmn_error *err)
+{
+  cleanup_pbmsg Ember__V1__HoldInstanceRequest *r =
+      srv_unpack(&ember__v1__hold_instance_request__descriptor, req, len, err);
+  (void)probe;
+  if (r == NULL || srv__check_id(r->id, err) < 0)
+    return -1;
+  int64_t ms = 0;
+  const Google__Protobuf__Duration *d = r->duration;
+  if (d != NULL) {
+    /* Checked here in full (the manager sees milliseconds only): a negative
+     * part, or seconds that would overflow, are refused as out of bounds. */
+    if (d->seconds < 0 || d->nanos < 0 || d->nanos > 999999999 ||
+        d->seconds > AGENT_HOLD_MAX_MS / 1000) {
+      cmn_err_set(err, CMN_INVALID_ARGUMENT,
+                  "duration must be 0 (release) to %lld s (got %lld s %d ns)",
+                  (long long)(AGENT_HOLD_MAX_MS / 1000), (long long)d->seconds, (int)d->nanos);
+      return cmn_err_field(err, "duration");
+    }
+    ms = d->seconds * 1000 + (d->nanos + 999999) / 1000000;
+  }
+  agent_instance_view v = {0};
+  if (agent_manager_hold(s->mgr, r->id, ms, &v, err) < 0)
+    return -1;
+  srv__pack_view(&v, resp, rl);
+  agent_instance_view_free(&v);
+  return 0;
+}
+
 int srv_unary_delete(srv_server *s, srv_op_probe *probe, const uint8_t *req, size_t len,
                      uint8_t **resp, size_t *rl, cmn_error *err)
 {
@@ -803,6 +861,7 @@ static void srv__watch_fanout(void *ctx, const agent_event *ev)
   srv__ts(&when, ev->timestamp_us);
   msg.duration = &dur;
   msg.event_time = &when;
+  msg.reason = srv__s(ev->reason);
   grpc_byte_buffer *bb = srv_pack_bb(&msg.base);
   if (have)
     srv_inst_fini(&m);

@@ -295,7 +295,10 @@ struct gl_link;
  * (ExecStart.ready_timeout; srv_ready_timeout_us gives the default) in
  * slices, giving up when the call ends (CANCELLED). NOT_FOUND /
  * FAILED_PRECONDITION from the manager; UNAVAILABLE "the guest agent of ID
- * is not ready: <why>". *id_out (may be NULL) gets the instance id. */
+ * is not ready: <why>". *id_out (may be NULL) gets the instance id. A link
+ * returned opens a session on the instance (agent_manager_session_begin: no
+ * idle auto-standby while it is open): the caller ends it with
+ * agent_manager_session_end(mgr, *id_out) once done. */
 struct gl_link *srv_guest_link(srv_call *c, const char *id, int64_t ready_us, char **id_out,
                                cmn_error *err);
 int64_t srv_ready_timeout_us(const Google__Protobuf__Duration *d);
@@ -378,6 +381,10 @@ typedef struct srv_inst {
   Ember__V1__Instance__LabelsEntry **label_ptrs;
   srv_net_out net;
   Ember__V1__ForkOrigin fork;
+  Ember__V1__AutoStandby auto_standby;
+  Ember__V1__IdleStatus idle;
+  Google__Protobuf__Duration idle_for;
+  Google__Protobuf__Timestamp hold_until;
 } srv_inst;
 void srv_inst_init(srv_inst *m, const agent_instance_view *v);
 void srv_inst_fini(srv_inst *m);

@@ -53,7 +53,9 @@ relays "CONNECT 10789" to a host build of the guest agent that the fake's
 guest runs once its vCPUs first run (test/fakes/fake_guest_agent.py).
 
 Env: FAKE_FC_VERSION (e.g. 1.1.0, 1.13.0, 1.16.1), FAKE_FC_TICK_MS (50),
-FAKE_FC_CONSOLE_PAD (0: that many "x" after each console line: a chatty guest).
+FAKE_FC_CONSOLE_PAD (0: that many "x" after each console line: a chatty guest),
+FAKE_FC_BURN_FILE (while that file exists, a running guest's vCPU spins instead
+of sleeping between ticks: a busy guest for idle auto-standby).
 Log lines (stderr) start with "fake-firecracker:"; use of a deprecated field
 logs "DEPRECATED".
 """
@@ -341,9 +343,19 @@ class Vmm:
         self.write_page(GEN_PAGE, page)
         self.write_page(ZERO_PAGE, bytes(PAGE) if gen % 2 == 1 else b"\xa5" * PAGE)
 
+    def burning(self):
+        """A busy guest (FAKE_FC_BURN_FILE exists): its vCPU spins."""
+        path = os.environ.get("FAKE_FC_BURN_FILE")
+        return bool(path) and self.started and not self.paused and os.path.exists(path)
+
     def run_guest(self):
         while True:
-            time.sleep(self.tick_ms / 1000.0)
+            if self.burning():
+                end = time.monotonic() + self.tick_ms / 1000.0
+                while time.monotonic() < end:
+                    pass
+            else:
+                time.sleep(self.tick_ms / 1000.0)
             with self.lock:
                 if self.started and not self.paused:
                     self.guest_tick()

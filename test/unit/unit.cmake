@@ -47,3 +47,7 @@ target_compile_definitions(test_guest_agent
 ember_unit_test(test_exec_server ember_server)
 # The console file: reads by offset, rotation by hole punching (agent/console.c).
 ember_unit_test(test_console)
+# Idle auto-standby: the decision with injected samples, the /proc parsers,
+# and the manager's auto-standby, holds and sessions (agent/idle.c,
+# agent/manager_idle.c).
+ember_unit_test(test_idle m)

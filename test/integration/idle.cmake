@@ -1,0 +1,12 @@
+# test/integration/idle.cmake: idle auto-standby (test/integration/test_idle.py,
+# docs/idle.md) through the real emberd against the Firecracker contract fake:
+# auto-standby with its event reason, holds, a console session, a busy VMM,
+# hostile values. About a minute; also under the sanitizers.
+add_test(NAME integration_idle
+         COMMAND /usr/bin/python3 ${CMAKE_CURRENT_SOURCE_DIR}/integration/test_idle.py
+                 ${CMAKE_CURRENT_SOURCE_DIR}/fakes/firecracker_fake.py)
+set_tests_properties(integration_idle PROPERTIES
+  LABELS "firecracker;integration;sanitize"
+  TIMEOUT 300
+  SKIP_RETURN_CODE 77
+  ENVIRONMENT "EMBERD_BIN=$<TARGET_FILE:emberd>;EMBERCTL_BIN=$<TARGET_FILE:emberctl>;EMBER_PYTHON_DIR=${CMAKE_BINARY_DIR}/python")
