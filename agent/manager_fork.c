@@ -301,6 +301,7 @@ static void fork_clone_record(const agent_record *src, const agent_snap_meta *sm
   v->created_at_us = v->updated_at_us = cmn_wall_us();
   agent_labels_copy_sorted(&v->labels, &v->n_labels, req->labels, req->n_labels);
   agent_image_spec_copy(&v->image, &src->view.image);
+  v->auto_standby = src->view.auto_standby; /* plain values */
   agent_net_spec_copy(&v->net, &src->view.net);
   if (agent_net_spec_set(&v->net)) {
     v->net.netns = true;

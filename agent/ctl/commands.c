@@ -144,7 +144,7 @@ static int ctl__run_hold(ctl_rpc *rpc, const ctl_opts *o, FILE *out, cmn_error *
   req.id = (char *)o->args[0];
   req.duration = &d;
   ProtobufCMessage *resp = NULL;
-  if (ctl__unary(rpc, "hold", &req.base, &resp, err) < 0)
+  if (ctl_unary(rpc, "hold", &req.base, &resp, err) < 0)
     return ctl_fail(err);
   const Ember__V1__Instance *in = (const Ember__V1__Instance *)resp;
   if (o->json) {

@@ -164,8 +164,9 @@ def run_fake(fake, hv, kernel=None):
             kernel = d.fake_kernel()
         spec = d.make_spec(hypervisor=hv, memory_mib=32 if real else 16,
                            kernel=kernel, cmdline="console=ttyS0")
-        src = d.create("src", spec, start=True)
         d.create("off", spec)
+        spec.auto_standby.idle_seconds = 3600  # a clone inherits the whole spec
+        src = d.create("src", spec, start=True)
         hostile(d, "src", "off", lambda n: ["n%d" % i for i in range(n)])
         r = d.fork("src", prefix="c", count=5)
         check(len(r.instances) == 5 and [i.name for i in r.instances] == ["c-%d" % i for i in
@@ -177,6 +178,8 @@ def run_fake(fake, hv, kernel=None):
         check(all(i.fork.snapshot_id == r.snapshot_id and i.fork.source_instance_id == src.id
                   for i in r.instances), "Instance.fork names the snapshot and the source")
         check(r.HasField("snapshot_duration"), "the response says how long the snapshot took")
+        check(all(i.spec.auto_standby.idle_seconds == 3600 for i in r.instances),
+              "the clones have the source's spec (auto_standby)")
         check(d.get("src").state == pb.INSTANCE_STATE_RUNNING, "the source runs on")
         s = d.standby("c-1")
         check(s.last_snapshot_kind == pb.SNAPSHOT_KIND_FULL, "a clone's first standby is full")
