@@ -12,6 +12,9 @@
 #   cmake --build <build> --target bench_fork   ForkInstance into 1/5/20 clones of 256 MiB
 #                                         and 1 GiB guests vs raw QEMU restores and separate
 #                                         boots (BENCH_FORK_ARGS="--sizes 256 --clones 1,5")
+#   cmake --build <build> --target bench_wake   25 restores/standbys at once (QEMU, raw QEMU,
+#                                         Firecracker fake) and a 4 GiB guest's standby and
+#                                         restore (BENCH_WAKE_ARGS="--parts big" narrows it)
 # Or, without cmake: test/bench/run.sh {qemu|qemu-smoke|firecracker|firecracker-fake|kvm-tiny}.
 # EMBER_BENCH_CYCLES=N (environment at run time) changes the number of cycles.
 set(EMBER_BENCH_SRC ${CMAKE_CURRENT_LIST_DIR})
@@ -82,6 +85,15 @@ add_custom_target(bench_fork
           sh -c "exec ${EMBER_BENCH_PY} ${EMBER_BENCH_SRC}/bench_fork.py $BENCH_FORK_ARGS"
   DEPENDS ${EMBER_BENCH_DEPS} guest_linux
   COMMENT "Fork benchmark: ForkInstance vs raw QEMU restores vs separate boots"
+  USES_TERMINAL VERBATIM)
+# Waking many guests at once and a big guest (~7 min here; by hand only, never in
+# ctest: CI time). BENCH_WAKE_ARGS (environment at build time) narrows it, e.g.
+# "--parts burst --burst 10 --no-raw".
+add_custom_target(bench_wake
+  COMMAND ${CMAKE_COMMAND} -E env ${EMBER_BENCH_ENV}
+          sh -c "exec ${EMBER_BENCH_PY} ${EMBER_BENCH_SRC}/bench_wake.py $BENCH_WAKE_ARGS"
+  DEPENDS ${EMBER_BENCH_DEPS} guest_linux
+  COMMENT "Wake benchmark: bursts of 25 restores/standbys and a 4 GiB guest"
   USES_TERMINAL VERBATIM)
 add_custom_target(bench_firecracker
   COMMAND ${CMAKE_COMMAND} -E env ${EMBER_BENCH_ENV}
