@@ -96,9 +96,8 @@ EXIT = [
     # source is found paused (or in QEMU's postmigrate) under a Running record
     # and resumed; a half snapshot (.tmp-*), a half clone (.fork-*) and a
     # hidden snapshot no clone depends on are removed at start-up.
-    ("agent.fork.after_pause", "fork", R, R, "source paused: resumed; nothing else made"),
-    ("qemu.save.after_migrate", "fork", R, R, "source in postmigrate: resumed; .tmp-* removed"),
-    ("agent.fork.after_save", "fork", R, R, "snapshot written, not complete: removed; resumed"),
+    ("qemu.save.after_migrate", "fork", R, R,
+     "source in postmigrate (paused) and a half snapshot: resumed; .tmp-* removed"),
     ("agent.fork.before_record", "fork", R, R,
      "snapshot complete, clone half made: .fork-* and the unused snapshot removed"),
     ("agent.fork.before_rename", "fork", R, R,
@@ -128,8 +127,6 @@ FAIL = {
     "agent.start.after_driver": ("error", X, None),
     "agent.start.before_commit": ("error", X, None),
     "agent.delete.before_remove": ("error", X, None),  # VMM gone: only Stopped is true
-    "agent.fork.after_pause": ("error", R, None),       # resumed, nothing made
-    "qemu.save.after_migrate": ("error", R, None),
     "agent.fork.before_record": ("error", R, None),     # clone and hidden snapshot removed
 }
 
