@@ -79,8 +79,7 @@ static agent_host_fence *fence(const char *const *roots, size_t n, bool block)
 /* A spec with one kernel and one writable disk. */
 static vmm_spec spec_of(const char *k, vmm_disk *d, const char *dpath)
 {
-  d->path = (char *)dpath;
-  d->read_only = false;
+  *d = (vmm_disk){.path = (char *)dpath, .read_only = false};
   return (vmm_spec){.vcpus = 1,
                     .memory_mib = 64,
                     .kernel = (char *)k,
