@@ -18,12 +18,33 @@ import json
 import math
 import os
 import re
+import shutil
 import socket
+import sys
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.abspath(os.path.join(HERE, "..", ".."))
 
+
+
+def skip(why):
+    print("SKIP: %s" % why)
+    sys.exit(77)
+
+
+class BenchFailure(Exception):
+    pass
+
+
+def guest_files(guest_dir):
+    d = os.path.abspath(guest_dir or "")
+    k, i = os.path.join(d, "vmlinux"), os.path.join(d, "initramfs.cpio.gz")
+    if not (os.path.isfile(k) and os.path.isfile(i)):
+        skip("Linux test guest not built (EMBER_TEST_GUEST_DIR=%r; build target guest_linux)" % d)
+    if shutil.which("qemu-system-x86_64") is None:
+        skip("qemu-system-x86_64 not installed")
+    return k, i
 
 def now():
     return time.monotonic()

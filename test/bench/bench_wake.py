@@ -86,23 +86,7 @@ SERVICE = "/ember.v1.InstanceService/"
 BURST_TARGET = 2.0  # burst p95 <= 2 x one call alone (p50)
 
 
-def skip(why):
-    print("SKIP: %s" % why)
-    sys.exit(77)
-
-
-class BenchFailure(Exception):
-    pass
-
-
-def guest_files(guest_dir):
-    d = os.path.abspath(guest_dir or "")
-    k, i = os.path.join(d, "vmlinux"), os.path.join(d, "initramfs.cpio.gz")
-    if not (os.path.isfile(k) and os.path.isfile(i)):
-        skip("Linux test guest not built (EMBER_TEST_GUEST_DIR=%r; build target guest_linux)" % d)
-    if shutil.which("qemu-system-x86_64") is None:
-        skip("qemu-system-x86_64 not installed")
-    return k, i
+skip, BenchFailure, guest_files = bc.skip, bc.BenchFailure, bc.guest_files
 
 
 def find_tiny(arg):
