@@ -139,6 +139,7 @@ void agent_config_free(agent_config *cfg)
   free(cfg->registry_ca_file);
   free(cfg->boot_kit_dir);
   agent_net_config_free(&cfg->net);
+  agent_warm_config_free(&cfg->warm);
   free(cfg->registry_credentials_file);
   for (size_t i = 0; i < cfg->n_insecure_registries; i++)
     free(cfg->insecure_registries[i]);
@@ -462,6 +463,11 @@ static int config__load_file(agent_config *cfg, const char *path, cmn_error *err
     }
     if (strcmp(key, "networks") == 0 || strcmp(key, "netns_transit_subnet") == 0)
       continue; /* read below, as a whole */
+    if (strcmp(key, "warm_pool") == 0) {
+      if (agent_warm_config_from_json(&cfg->warm, it, err) < 0)
+        ret = cmn_err_prefix(err, "config file %s", path);
+      continue;
+    }
     if (strcmp(key, "insecure_registries") == 0) {
       if (!cJSON_IsArray(it)) {
         ret = cmn_err_set(err, CMN_INVALID_ARGUMENT,

@@ -6,6 +6,7 @@
 
 #include "agent/admission.h"
 #include "agent/instance_net.h"
+#include "agent/warm.h"
 #include "common/error.h"
 
 #include <cjson/cJSON.h>
@@ -50,6 +51,7 @@ typedef struct agent_config {
   char *boot_kit_dir;       /* NULL: EMBER_BOOT_KIT_DIR (the installed kit) */
   agent_net_config net;     /* "networks", "netns_dir", "netns_transit_subnet" of the file,
                                --netns-dir (docs/networking.md) */
+  agent_warm_config warm;   /* "warm_pool" of the file (warm.h, docs/wake.md) */
   bool insecure_from_flags; /* private: the first flag replaces the file's list */
   bool help;                /* --help was given: print usage, exit 0 */
   bool version;             /* --version */

@@ -222,6 +222,7 @@ int main(int argc, char **argv)
       .images = images,
       .boot_kit_dir = cfg.boot_kit_dir ? cfg.boot_kit_dir : EMBER_BOOT_KIT_DIR,
       .net_config = &cfg.net,
+      .warm = &cfg.warm,
   };
   mgr = agent_manager_create(&mc, reg, &err);
   if (mgr == NULL) {

@@ -767,6 +767,7 @@ int agent_manager_delete(agent_manager *m, const char *id_or_name, char **id_out
     goto out;
   }
   mgr_guest_stop(m, inst, "the instance is being deleted");
+  mgr_warm_drop(m, inst, "the instance is being deleted");
   /* End the VMM first; the folder goes only once nothing runs from it. */
   if (inst->vm.proc.pid > 0) {
     if (inst->entry != NULL && inst->entry->available) {
@@ -877,6 +878,16 @@ agent_manager *agent_manager_create(const agent_manager_config *cfg, const vmm_r
   pthread_mutex_init(&m->stop_mu, NULL);
   pthread_cond_init(&m->stop_cv, NULL);
   pthread_cond_init(&m->created_cv, NULL);
+  pthread_cond_init(&m->warm_cv, NULL);
+  agent_warm_config_copy(&m->warm_cfg, cfg->warm);
+  m->n_warm_stats = vmm_registry_count(reg);
+  m->warm_stats = cmn_calloc(m->n_warm_stats + 1, sizeof *m->warm_stats);
+  for (size_t i = 0; i < m->n_warm_stats; i++) {
+    const char *type = vmm_registry_at(reg, i)->driver->type;
+    const agent_warm_pool *pool = agent_warm_pool_of(&m->warm_cfg, type);
+    m->warm_stats[i].hypervisor = type;
+    m->warm_stats[i].size = pool != NULL ? pool->size : 0;
+  }
   if (cmn_mkdir_p(m->data_dir, 0750, err) < 0 || cmn_mkdir_p(m->instances_dir, 0750, err) < 0 ||
       (m->fence = agent_host_fence_new(m->data_dir, cfg->host_policy, err)) == NULL ||
       (m->snaps = agent_snapstore_open(m->data_dir, err)) == NULL || mgr_load_all(m, err) < 0) {
@@ -891,6 +902,17 @@ agent_manager *agent_manager_create(const agent_manager_config *cfg, const vmm_r
     }
     m->monitor_running = true;
   }
+  bool any_pool = false;
+  for (size_t i = 0; i < m->warm_cfg.n_pools; i++)
+    any_pool |= m->warm_cfg.pools[i].size > 0;
+  if (cfg->monitor && any_pool) {
+    if (pthread_create(&m->warm_thread, NULL, mgr_warm_main, m) != 0) {
+      cmn_err_set(err, CMN_INTERNAL, "cannot start the warm VMM pool thread");
+      agent_manager_free(m);
+      return NULL;
+    }
+    m->warm_running = true;
+  }
   cmn_info(NULL, NULL, "instance manager ready: %zu instances in %s", m->n_insts, m->instances_dir);
   return m;
 }
@@ -899,13 +921,17 @@ void agent_manager_free(agent_manager *m)
 {
   if (m == NULL)
     return;
-  if (m->monitor_running) {
-    pthread_mutex_lock(&m->stop_mu);
-    m->stopping = true;
-    pthread_cond_broadcast(&m->stop_cv);
-    pthread_mutex_unlock(&m->stop_mu);
+  pthread_mutex_lock(&m->stop_mu);
+  m->stopping = true;
+  pthread_cond_broadcast(&m->stop_cv);
+  pthread_cond_broadcast(&m->warm_cv);
+  pthread_mutex_unlock(&m->stop_mu);
+  if (m->monitor_running)
     pthread_join(m->monitor, NULL);
-  }
+  if (m->warm_running)
+    pthread_join(m->warm_thread, NULL);
+  /* Warm VMMs are no guest's: they go with emberd (docs/wake.md). */
+  mgr_warm_drop_all(m);
   /* Wait for operations in progress, then drop everything; VMMs keep running. */
   for (size_t i = 0; i < m->n_insts; i++) {
     pthread_mutex_lock(&m->insts[i]->op_lock);
@@ -921,6 +947,9 @@ void agent_manager_free(agent_manager *m)
   pthread_mutex_destroy(&m->stop_mu);
   pthread_cond_destroy(&m->stop_cv);
   pthread_cond_destroy(&m->created_cv);
+  pthread_cond_destroy(&m->warm_cv);
+  agent_warm_config_free(&m->warm_cfg);
+  free(m->warm_stats);
   free(m->instances_dir);
   free(m->data_dir);
   free(m->boot_kit_dir);

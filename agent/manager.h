@@ -61,6 +61,8 @@ typedef struct agent_manager_config {
   const char *boot_kit_dir; /* boot kit for image instances without a kernel */
   /* Managed networks (instance_net.h); NULL: none (the transit subnet default). */
   const struct agent_net_config *net_config;
+  /* Warm VMM pools (warm.h, docs/wake.md); NULL or no pools: none. */
+  const struct agent_warm_config *warm;
 } agent_manager_config;
 
 typedef struct agent_manager agent_manager;
@@ -173,6 +175,22 @@ int agent_manager_snapshot_delete(agent_manager *m, const char *id_or_name, char
  * duration_ms; 0 releases the hold. Any state; kept in memory only.
  * INVALID_ARGUMENT (field "duration") beyond AGENT_HOLD_MAX_MS (idle.h) or
  * negative. */
+/* The warm VMM pool of one hypervisor type (docs/wake.md, metrics). */
+typedef struct agent_warm_stats {
+  const char *hypervisor; /* the driver's type name (static) */
+  int size;               /* configured size */
+  int warm;               /* warm VMMs now */
+  uint64_t prepared;      /* warm VMMs started */
+  uint64_t used;          /* restores that ran in a warm VMM */
+  uint64_t fallback;      /* restores that found one unusable and started a fresh VMM */
+  uint64_t discarded;     /* ended unused (another operation, delete, shutdown, exit) */
+  uint64_t lost;          /* of those: exited on their own while waiting */
+  uint64_t failed;        /* prepares that failed */
+} agent_warm_stats;
+
+/* One entry per registered hypervisor type; caller frees *out. */
+int agent_manager_warm_stats(agent_manager *m, agent_warm_stats **out, size_t *n);
+
 int agent_manager_hold(agent_manager *m, const char *id_or_name, int64_t duration_ms,
                        agent_instance_view *out, cmn_error *err);
 /* An exec, copy or console session on the instance opens or closes (the

@@ -12,6 +12,8 @@
 #include "agent/instance_net.h"
 #include "agent/snapshot.h"
 #include "agent/snapstore.h"
+#include "agent/warm.h"
+#include "agent/hostfiles.h"
 
 #include <pthread.h>
 
@@ -47,6 +49,11 @@ typedef struct mgr_instance {
    * event and status (op_lock). */
   agent_idle_state idle;
   const char *op_reason;
+  /* The warm VMM pool (manager_warm.c): whether vm holds a warm VMM, for
+   * readers without op_lock, and when a failed prepare may be retried;
+   * both guarded by m->mu. */
+  bool warm;
+  int64_t warm_retry_us;
 } mgr_instance;
 
 typedef struct mgr_sub {
@@ -90,6 +97,16 @@ struct agent_manager {
 
   pthread_t monitor;
   bool monitor_running;
+  /* Warm VMM pools (manager_warm.c): the config (immutable), the counters
+   * per registered type (under mu), the thread and its wake-up (warm_cv
+   * and warm_kick under stop_mu). */
+  agent_warm_config warm_cfg;
+  agent_warm_stats *warm_stats;
+  size_t n_warm_stats;
+  pthread_t warm_thread;
+  bool warm_running;
+  pthread_cond_t warm_cv;
+  bool warm_kick;
   pthread_mutex_t stop_mu;
   pthread_cond_t stop_cv;
   bool stopping;
@@ -149,6 +166,22 @@ void mgr_guest_stop(agent_manager *m, mgr_instance *inst, const char *why);
 /* manager_idle.c: one idle auto-standby step for an instance (monitor
  * thread, no lock held); sample: take a new sample (about once a second). */
 void mgr_idle_tick(agent_manager *m, mgr_instance *inst, bool sample);
+
+/* manager_ops.c: the spec's host files and network, opened and lent to the
+ * driver through inst->vm right before a VMM is spawned (op_lock held). */
+int mgr_host_files_begin(agent_manager *m, mgr_instance *inst, agent_host_files *hf,
+                         cmn_error *err);
+void mgr_host_files_end(mgr_instance *inst, agent_host_files *hf);
+
+/* manager_warm.c (op_lock held for drop and restored): ends inst's warm VMM
+ * if it has one; accounts a restore that had one (was_warm) and wakes the
+ * pool to refill; wakes the pool thread; ends every warm VMM (shutdown, no
+ * lock held); the pool thread's body. */
+void mgr_warm_drop(agent_manager *m, mgr_instance *inst, const char *why);
+void mgr_warm_restored(agent_manager *m, mgr_instance *inst, bool was_warm, bool ok);
+void mgr_warm_wake(agent_manager *m);
+void mgr_warm_drop_all(agent_manager *m);
+void *mgr_warm_main(void *arg);
 
 /* manager_monitor.c: the monitor thread's body (arg: the manager). */
 void *mgr_monitor_main(void *arg);

@@ -66,8 +66,7 @@ static int mgr_wrong_state(mgr_instance *inst, agent_op op, agent_state st, cmn_
 /* Opens and checks the spec's host files right before a VMM is spawned
  * (hostfiles.h) and lends them to the driver through inst->vm; the record's
  * spec (the user's paths) is untouched. mgr_host_files_end undoes it. */
-static int mgr_host_files_begin(agent_manager *m, mgr_instance *inst, agent_host_files *hf,
-                                cmn_error *err)
+int mgr_host_files_begin(agent_manager *m, mgr_instance *inst, agent_host_files *hf, cmn_error *err)
 {
   if (agent_image_host_files_open(m->fence, &inst->rec.view.spec, &inst->rec.view.image, inst->dir,
                                   CMN_FAILED_PRECONDITION, hf, err) < 0)
@@ -86,7 +85,7 @@ static int mgr_host_files_begin(agent_manager *m, mgr_instance *inst, agent_host
   return 0;
 }
 
-static void mgr_host_files_end(mgr_instance *inst, agent_host_files *hf)
+void mgr_host_files_end(mgr_instance *inst, agent_host_files *hf)
 {
   inst->vm.spec = &inst->rec.view.spec;
   inst->vm.netns_path = NULL;
@@ -184,7 +183,9 @@ static int mgr_do_standby(agent_manager *m, mgr_instance *inst, agent_record *r,
   mgr_set_status(r, why);
   cmn_info(inst->vm.id, "standby", "standby (%s) took %lld us",
            kind == VMM_SNAP_DIFF ? "diff" : "full", (long long)dt);
-  return mgr_commit(m, inst, r, AGENT_OP_STANDBY, dt, err);
+  int rc = mgr_commit(m, inst, r, AGENT_OP_STANDBY, dt, err);
+  mgr_warm_wake(m); /* a new candidate for the warm pool */
+  return rc;
 }
 
 static int mgr_do_restore(agent_manager *m, mgr_instance *inst, agent_record *r, cmn_error *err)
@@ -192,10 +193,15 @@ static int mgr_do_restore(agent_manager *m, mgr_instance *inst, agent_record *r,
   snap_target t = mgr_target(m, inst);
   int64_t t0 = cmn_now_us();
   agent_host_files hf = {0};
-  if (mgr_host_files_begin(m, inst, &hf, err) < 0)
+  bool was_warm = inst->vm.warm;
+  if (mgr_host_files_begin(m, inst, &hf, err) < 0) {
+    mgr_warm_drop(m, inst, "the restore cannot open the instance's files");
+    mgr_warm_restored(m, inst, was_warm, false);
     return cmn_err_prefix(err, "restore");
+  }
   int src = snap_restore(&t, err);
   mgr_host_files_end(inst, &hf);
+  mgr_warm_restored(m, inst, was_warm, src == 0);
   if (src < 0)
     return cmn_err_prefix(err, "restore");
   mgr_vmm_place(m, inst);
@@ -237,6 +243,10 @@ int mgr_run_op(agent_manager *m, mgr_instance *inst, agent_op op, cmn_error *err
     if (snap_retire_stale_latest(&t, &e2) < 0)
       cmn_warn(inst->rec.view.id, agent_op_name(op), "retire snapshot-latest: %s", e2.msg);
   }
+
+  /* A warm VMM serves only a restore: any other operation ends it first. */
+  if (op != AGENT_OP_RESTORE && inst->vm.warm)
+    mgr_warm_drop(m, inst, agent_op_name(op));
 
   /* Target state already holds: OK, nothing changes. */
   if ((op == AGENT_OP_START && st == AGENT_STATE_RUNNING) ||

@@ -188,6 +188,39 @@ static char *metrics__render_instances(agent_manager *mgr, size_t *len)
       agent_instance_views_free(v, n);
     }
   }
+  if (mgr != NULL) {
+    /* The warm VMM pools (docs/wake.md): one series per registered type. */
+    int fw = agent_mreg_family(
+        r, "ember_warm_vmms", "Warm VMMs waiting for a restore, by hypervisor type.",
+        AGENT_MTYPE_GAUGE, (const char *const[]){"hypervisor", NULL}, NULL, 0);
+    int fs = agent_mreg_family(
+        r, "ember_warm_pool_size", "Configured size of the warm VMM pool, by hypervisor type.",
+        AGENT_MTYPE_GAUGE, (const char *const[]){"hypervisor", NULL}, NULL, 0);
+    int fe = agent_mreg_family(
+        r, "ember_warm_events_total",
+        "Warm VMM pool events: prepared, used (a restore ran in one), fallback (one was unusable "
+        "and a fresh VMM ran), discarded (ended unused), lost (exited while waiting), failed "
+        "(could not be prepared).",
+        AGENT_MTYPE_COUNTER, (const char *const[]){"hypervisor", "event", NULL}, NULL, 0);
+    agent_warm_stats *ws = NULL;
+    size_t nws = 0;
+    if (agent_manager_warm_stats(mgr, &ws, &nws) == 0) {
+      for (size_t i = 0; i < nws; i++) {
+        const char *hv = ws[i].hypervisor;
+        agent_mreg_set(r, fw, (const char *const[]){hv}, ws[i].warm);
+        agent_mreg_set(r, fs, (const char *const[]){hv}, ws[i].size);
+        const struct {
+          const char *name;
+          uint64_t v;
+        } ev[] = {{"prepared", ws[i].prepared}, {"used", ws[i].used},
+                  {"fallback", ws[i].fallback}, {"discarded", ws[i].discarded},
+                  {"lost", ws[i].lost},         {"failed", ws[i].failed}};
+        for (size_t k = 0; k < METRICS__N(ev); k++)
+          agent_mreg_add(r, fe, (const char *const[]){hv, ev[k].name}, (double)ev[k].v);
+      }
+      free(ws);
+    }
+  }
   char *text = agent_mreg_format(r, len);
   agent_mreg_free(r);
   return text;

@@ -366,6 +366,21 @@ int snap_retire_stale_latest(const snap_target *t, cmn_error *err)
   return snap_finish_restore(t, err);
 }
 
+int snap_restore_prepare(const snap_target *t, cmn_error *err)
+{
+  vmm_vm *vm = t->vm;
+  cleanup_free char *latest = snap_latest_path(t->inst_dir);
+  if (!snap_is_complete(latest))
+    return cmn_err_set(err, CMN_FAILED_PRECONDITION, "no complete snapshot in %s", latest);
+  cleanup_free char *frozen = snap_frozen_of(latest);
+  if (frozen != NULL && !cmn_is_dir(frozen))
+    return cmn_err_set(err, CMN_DATA_LOSS, "the snapshot %s this clone restores from is missing",
+                       frozen);
+  memset(&vm->proc, 0, sizeof vm->proc);
+  return vmm_call_restore_prepare(t->entry, vm, frozen != NULL ? frozen : latest, frozen != NULL,
+                                  err);
+}
+
 int snap_restore(const snap_target *t, cmn_error *err)
 {
   vmm_vm *vm = t->vm;
@@ -375,7 +390,8 @@ int snap_restore(const snap_target *t, cmn_error *err)
   if (!snap_is_complete(latest))
     return cmn_err_set(err, CMN_DATA_LOSS,
                        "no complete snapshot in %s: the standby artifact is missing", latest);
-  memset(&vm->proc, 0, sizeof vm->proc);
+  if (!vm->warm) /* a warm VMM (snap_restore_prepare) is the driver's to use */
+    memset(&vm->proc, 0, sizeof vm->proc);
   int64_t t0 = cmn_now_us();
   cleanup_free char *frozen = snap_frozen_of(latest);
   if (frozen != NULL && !cmn_is_dir(frozen))

@@ -69,6 +69,11 @@ int snap_standby(const snap_target *t, bool was_running, vmm_snap_kind *kind, cm
  * became snapshot-base (base reuse) or was removed. On failure the new VMM is
  * killed and reaped, its files removed, and snapshot-latest is untouched. */
 int snap_restore(const snap_target *t, cmn_error *err);
+/* For a Standby instance: has the driver start the VMM snap_restore would
+ * start and leave it waiting (vm->warm; drivers/hypervisor.h
+ * restore_prepare). snap_restore then uses it. Changes nothing on disk but
+ * the driver's own files in the instance folder. */
+int snap_restore_prepare(const snap_target *t, cmn_error *err);
 /* After a restore whose VMM runs (also used by recovery): latest -> base, or
  * latest removed without base reuse. */
 int snap_finish_restore(const snap_target *t, cmn_error *err);

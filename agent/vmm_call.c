@@ -61,6 +61,9 @@ bool vmm_call_can(const vmm_entry *entry, vmm_call_op op)
     return entry->driver->powerdown != NULL;
   case VMM_CALL_DISK_OVERLAY:
     return entry->driver->disk_overlay != NULL && entry->driver->disk_flatten != NULL;
+  case VMM_CALL_WARM:
+    return (entry->caps & VMM_CAP_SNAPSHOT) && entry->driver->restore_prepare != NULL &&
+           entry->driver->warm_discard != NULL;
   }
   return false;
 }
@@ -113,6 +116,20 @@ int vmm_call_restore(const vmm_entry *entry, vmm_vm *vm, const char *snap_dir, c
               err) < 0)
     return -1;
   return entry->driver->restore(entry->state, vm, snap_dir, err);
+}
+
+int vmm_call_restore_prepare(const vmm_entry *entry, vmm_vm *vm, const char *snap_dir, bool frozen,
+                             cmn_error *err)
+{
+  if (vc_gate(entry, VMM_CAP_SNAPSHOT, vmm_call_can(entry, VMM_CALL_WARM), "warm restore", err) < 0)
+    return -1;
+  return entry->driver->restore_prepare(entry->state, vm, snap_dir, frozen, err);
+}
+
+void vmm_call_warm_discard(const vmm_entry *entry, vmm_vm *vm)
+{
+  if (vm->warm && vmm_call_can(entry, VMM_CALL_WARM))
+    entry->driver->warm_discard(entry->state, vm);
 }
 
 int vmm_call_save(const vmm_entry *entry, vmm_vm *vm, const char *snap_dir, cmn_error *err)

@@ -30,6 +30,7 @@ typedef enum vmm_call_op {
   VMM_CALL_SHUTDOWN = 1,
   VMM_CALL_POWERDOWN = 2,
   VMM_CALL_DISK_OVERLAY = 3, /* disk_overlay and disk_flatten */
+  VMM_CALL_WARM = 4,         /* restore_prepare and warm_discard (and SNAPSHOT) */
 } vmm_call_op;
 
 /* 0 when entry is set and available. Else FAILED_PRECONDITION naming the type
@@ -62,6 +63,11 @@ int vmm_call_disk_flatten(const vmm_entry *entry, const char *src, bool src_over
                           const char *path, cmn_error *err);
 int vmm_call_shutdown(const vmm_entry *entry, vmm_vm *vm, int timeout_ms, cmn_error *err);
 int vmm_call_powerdown(const vmm_entry *entry, vmm_vm *vm, int timeout_ms, cmn_error *err);
+/* Warm restore (VMM_CALL_WARM): frozen picks restore_frozen's VMM. */
+int vmm_call_restore_prepare(const vmm_entry *entry, vmm_vm *vm, const char *snap_dir, bool frozen,
+                             cmn_error *err);
+/* Nothing when vm->warm is false or the driver lacks it. */
+void vmm_call_warm_discard(const vmm_entry *entry, vmm_vm *vm);
 void vmm_call_release(const vmm_entry *entry, vmm_vm *vm);
 void vmm_call_cleanup(const vmm_entry *entry, vmm_vm *vm);
 

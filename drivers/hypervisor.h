@@ -118,6 +118,13 @@ typedef struct vmm_vm {
   const char *netns_path;
   cmn_proc proc; /* the VMM process; pid 0 when none */
   void *priv;    /* driver-owned per-VM state */
+  /* Set by restore_prepare(): proc is a VMM waiting for the load of one
+   * snapshot (a warm VMM), not a running guest. Cleared by restore(),
+   * restore_frozen() and warm_discard(). */
+  bool warm;
+  /* Set by restore() and restore_frozen(): the guest runs in the warm VMM
+   * (false: a fresh one was spawned). */
+  bool warm_used;
 } vmm_vm;
 
 typedef struct vmm_driver {
@@ -179,6 +186,26 @@ typedef struct vmm_driver {
    * the guest that it was cloned (a new VM generation ID), it does. */
   int (*save)(void *state, vmm_vm *vm, const char *snap_dir, cmn_error *err);
   int (*restore_frozen)(void *state, vmm_vm *vm, const char *snap_dir, cmn_error *err);
+  /* Optional warm restore (both or neither; agent/manager_warm.c).
+   *
+   * restore_prepare: while the VM is in standby, spawns exactly the VMM that
+   * restore() (frozen: restore_frozen()) of snap_dir would spawn, with the
+   * same command line, files, sockets and network namespace, and leaves it
+   * waiting for the snapshot's load: vm->proc, vm->priv and vm->warm set. It
+   * reads snap_dir and writes nothing there (a RAM file a full stream needs
+   * is the exception, as in restore(), and goes again with the VMM). On
+   * failure nothing of it is left (process reaped, its files removed).
+   *
+   * restore()/restore_frozen() of the same folder then load the snapshot
+   * into that VMM (vm->warm_used), after checking it is still alive and
+   * waiting; one that is not is discarded and a fresh VMM spawned, so a warm
+   * VMM never changes what a restore can do, only how long it takes.
+   *
+   * warm_discard: ends a prepared VMM that will not be used (kill, reap,
+   * remove the files prepare made); nothing when vm->warm is false. */
+  int (*restore_prepare)(void *state, vmm_vm *vm, const char *snap_dir, bool frozen,
+                         cmn_error *err);
+  void (*warm_discard)(void *state, vmm_vm *vm);
   /* Optional: the disks of clones in the VMM's own copy-on-write format,
    * where the filesystem has no reflinks. disk_overlay makes path (which
    * must not exist) an overlay over backing, a raw file that is never written

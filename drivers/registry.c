@@ -60,6 +60,9 @@ int vmm_driver_check(const vmm_driver *drv, unsigned caps, cmn_error *err)
        "save and restore_frozen ops and capability SNAPSHOT (capability FORK)"},
       {drv->save != NULL || drv->restore_frozen != NULL, (caps & VMM_CAP_FORK) != 0,
        "capability FORK (it has a save or restore_frozen op the agent would never call)"},
+      {drv->restore_prepare != NULL || drv->warm_discard != NULL,
+       drv->restore_prepare != NULL && drv->warm_discard != NULL && (caps & VMM_CAP_SNAPSHOT) != 0,
+       "both restore_prepare and warm_discard and capability SNAPSHOT (warm restore)"},
   };
   for (size_t i = 0; i < sizeof rules / sizeof rules[0]; i++)
     if (rules[i].needed && !rules[i].present)

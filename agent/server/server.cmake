@@ -24,7 +24,7 @@ target_link_libraries(ember_server PUBLIC ember_agent ember_image ember_wire_che
 
 # Config parsing is its own library so the unit test links it without the server.
 add_library(ember_agent_config STATIC ${CMAKE_CURRENT_SOURCE_DIR}/config.c
-            ${CMAKE_CURRENT_SOURCE_DIR}/instance_net_config.c)
+            ${CMAKE_CURRENT_SOURCE_DIR}/instance_net_config.c ${CMAKE_CURRENT_SOURCE_DIR}/warm.c)
 target_link_libraries(ember_agent_config PUBLIC ember_common ${CJSON_LIB})
 target_compile_definitions(ember_agent_config PUBLIC
                            EMBER_BOOT_KIT_DIR="${CMAKE_INSTALL_PREFIX}/lib/ember/bootkit")

@@ -55,6 +55,15 @@ typedef struct qemu_host {
 /* Per-VM driver state (vm->priv). */
 typedef struct qemu_vm {
   qemu_qmp *qmp;
+  /* A warm QEMU (vm->warm, restore_prepare): the absolute folder it waits
+   * for, which kind of restore, the RAM file it mapped (identity), and a RAM
+   * file restore_prepare made for a full stream (removed with the VMM). */
+  char *warm_dir;
+  bool warm_frozen;
+  bool warm_ram;
+  dev_t warm_ram_dev;
+  ino_t warm_ram_ino;
+  char *warm_created_ram;
 } qemu_vm;
 
 /* How guest RAM is backed, recorded per VM in qemu-vm.json. */
@@ -154,6 +163,9 @@ int qemu_pause(void *state, vmm_vm *vm, cmn_error *err);
 int qemu_resume(void *state, vmm_vm *vm, cmn_error *err);
 int qemu_shutdown(void *state, vmm_vm *vm, int timeout_ms, cmn_error *err);
 void qemu_release(void *state, vmm_vm *vm);
+int qemu_restore_prepare(void *state, vmm_vm *vm, const char *snap_dir, bool frozen,
+                         cmn_error *err);
+void qemu_warm_discard(void *state, vmm_vm *vm);
 void qemu_cleanup(void *state, vmm_vm *vm);
 
 #endif

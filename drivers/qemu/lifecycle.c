@@ -357,6 +357,11 @@ void qemu_release(void *state, vmm_vm *vm)
 {
   (void)state;
   qemu_drop_qmp(vm);
+  qemu_vm *q = vm->priv;
+  if (q != NULL) {
+    free(q->warm_dir);
+    free(q->warm_created_ram);
+  }
   free(vm->priv);
   vm->priv = NULL;
 }

@@ -388,7 +388,7 @@ static int snap_source_open(const vmm_vm *vm, const char *snap_dir_in, const cha
                             snap_source *src, cmn_error *err)
 {
   *src = (snap_source){.state_fd = -1};
-  if (vm->proc.pid > 0 && cmn_proc_alive(&vm->proc))
+  if (!vm->warm && vm->proc.pid > 0 && cmn_proc_alive(&vm->proc))
     return cmn_err_set(err, CMN_FAILED_PRECONDITION, "a QEMU (pid %d) already runs this VM",
                        (int)vm->proc.pid);
   if (vm->spec == NULL)
@@ -421,17 +421,112 @@ static int snap_source_open(const vmm_vm *vm, const char *snap_dir_in, const cha
   return 0;
 }
 
-/* Spawns an incoming QEMU, loads the stream (x-ignore-shared as the source
- * had it) and sends `cont`. On return 0 the guest runs. */
-static int snap_load_and_cont(const qemu_host *h, vmm_vm *vm, snap_source *src,
-                              const qemu_launch *l, const char *op, const char *fault_before_cont,
-                              cmn_error *err)
+/* What one restore loads and how its QEMU is launched. */
+typedef struct snap_plan {
+  snap_source src;
+  qemu_launch l;
+  char vmgenid[QEMU_GUID_LEN + 1];
+  char *created_ram; /* a RAM file made for this restore; goes unless the guest ran */
+} snap_plan;
+
+static void snap_plan_free(snap_plan *p)
+{
+  snap_source_free(&p->src);
+  snap_unlink_created(&p->created_ram);
+}
+
+static const char *snap_op(bool frozen) { return frozen ? "fork" : "restore"; }
+
+/* Checks the folder, makes or reserves the RAM file and writes qemu-vm.json:
+ * everything a restore (frozen: restore_frozen) does before it spawns. */
+static int snap_plan_make(const qemu_host *h, vmm_vm *vm, const char *snap_dir_in, bool frozen,
+                          snap_plan *p, cmn_error *err)
+{
+  const char *op = snap_op(frozen);
+  if (snap_source_open(vm, snap_dir_in, op, &p->src, err) < 0)
+    return -1;
+  const qemu_snap_meta *sm = &p->src.sm;
+  const char *mem_path = p->src.mem_path;
+  qemu_vm_meta vm_meta = {0};
+  if (!frozen) {
+    /* Clones may be mapping a frozen folder's memory file privately: it must
+     * never be mapped shared or grow a RAM file (restore_frozen only). */
+    if (sm->frozen)
+      return cmn_err_set(err, CMN_FAILED_PRECONDITION,
+                         "restore: %s is a saved (frozen) snapshot; only a fork restores from it",
+                         p->src.dir);
+    if (sm->ram_shared) {
+      /* Reserved when it was made (qemu.json says so), unless made by an
+       * older emberd: then the blocks are reserved now, before QEMU maps it.
+       * (Reserving again is not free: ~25 ms for 256 MiB of a fragmented
+       * ext4 file, a page walk on tmpfs.) */
+      if (snap_check_ram_file(mem_path, sm->memory_mib, &vm_meta, err) < 0 ||
+          (!sm->ram_reserved && qemu_ram_file_reserve(mem_path, sm->memory_mib, err) < 0))
+        return cmn_err_prefix(err, "restore");
+      vm_meta.ram_reserved = true;
+      p->l.ram_path = mem_path;
+    } else if (h->base_reuse) {
+      /* A RAM file made here for a full stream goes again on any failure,
+       * so a refused restore leaves the snapshot folder as it found it. */
+      if (qemu_ram_file_create(mem_path, sm->memory_mib, &vm_meta, err) < 0)
+        return cmn_err_prefix(err, "restore");
+      p->l.ram_path = mem_path;
+      p->created_ram = cmn_strdup(mem_path);
+    }
+    /* The same generation ID as at the snapshot: this is the same VM going
+     * on. A snapshot without one (older emberd, microvm) gets no device. */
+    memcpy(vm_meta.vmgenid, sm->vmgenid, sizeof vm_meta.vmgenid);
+  } else {
+    if (sm->ram_shared) {
+      /* QEMU would create a missing file (in the folder), and map a short
+       * one up to a SIGBUS: both are checked first. */
+      struct stat st;
+      if (stat(mem_path, &st) < 0)
+        return cmn_err_errno(err, errno == ENOENT ? CMN_DATA_LOSS : CMN_INTERNAL, errno,
+                             "fork: snapshot RAM file %s", mem_path);
+      if (!S_ISREG(st.st_mode) || (uint64_t)st.st_size != sm->memory_mib << 20)
+        return cmn_err_set(err, CMN_DATA_LOSS,
+                           "fork: snapshot RAM file %s has %lld bytes, expected %llu", mem_path,
+                           (long long)st.st_size, (unsigned long long)(sm->memory_mib << 20));
+      p->l.ram_path = mem_path;
+      p->l.ram_private = true;
+    }
+    /* The clone's RAM is in no file it owns (a private map, or anonymous),
+     * so its next snapshot is a full stream. A new generation ID tells the
+     * guest it is a copy, when the snapshot's VM had the device at all. */
+    if (sm->vmgenid[0] != '\0' && qemu_vmgenid_new(vm_meta.vmgenid, err) < 0)
+      return -1;
+  }
+  if (qemu_vm_meta_write(vm, &vm_meta, err) < 0)
+    return -1;
+  memcpy(p->vmgenid, vm_meta.vmgenid, sizeof p->vmgenid);
+  p->l.incoming = true;
+  p->l.vmgenid = p->vmgenid;
+  return 0;
+}
+
+/* Spawns the incoming QEMU of a plan and sets x-ignore-shared as the
+ * snapshot's source had it. */
+static int snap_spawn_incoming(const qemu_host *h, vmm_vm *vm, const snap_plan *p, const char *op,
+                               cmn_error *err)
 {
   off_t log_off = qemu_log_size(vm);
-  if (qemu_spawn(h, vm, l, op, err) < 0)
+  if (qemu_spawn(h, vm, &p->l, op, err) < 0)
     return cmn_err_prefix(err, "%s", op);
-  if (snap_set_ignore_shared(h, vm, src->sm.ram_shared, err) < 0 ||
-      snap_pass_fd(h, vm, src->state_fd, SNAP_FD_IN, err) < 0) {
+  if (snap_set_ignore_shared(h, vm, p->src.sm.ram_shared, err) < 0) {
+    cmn_err_prefix(err, "%s", op);
+    return qemu_err_add_log(vm, log_off, err);
+  }
+  return 0;
+}
+
+/* Loads the stream into the waiting QEMU and sends `cont`. On return 0 the
+ * guest runs. */
+static int snap_load_and_cont(const qemu_host *h, vmm_vm *vm, snap_source *src, const char *op,
+                              const char *fault_before_cont, cmn_error *err)
+{
+  off_t log_off = qemu_log_size(vm);
+  if (snap_pass_fd(h, vm, src->state_fd, SNAP_FD_IN, err) < 0) {
     cmn_err_prefix(err, "%s", op);
     return qemu_err_add_log(vm, log_off, err);
   }
@@ -466,105 +561,163 @@ static int snap_load_and_cont(const qemu_host *h, vmm_vm *vm, snap_source *src,
   return 0;
 }
 
-int qemu_restore(void *state, vmm_vm *vm, const char *snap_dir_in, cmn_error *err)
+/* ---- warm restore ----------------------------------------------------------------- */
+
+static void snap_warm_forget(qemu_vm *q)
+{
+  free(q->warm_dir);
+  q->warm_dir = NULL;
+  free(q->warm_created_ram);
+  q->warm_created_ram = NULL;
+}
+
+int qemu_restore_prepare(void *state, vmm_vm *vm, const char *snap_dir, bool frozen, cmn_error *err)
 {
   const qemu_host *h = state;
-  int64_t t0 = cmn_now_us();
-  __attribute__((cleanup(snap_source_free))) snap_source src = {.state_fd = -1};
-  if (snap_source_open(vm, snap_dir_in, "restore", &src, err) < 0)
-    return -1;
-  qemu_snap_meta *sm = &src.sm;
-  /* Clones may be mapping a frozen folder's memory file privately: it must
-   * never be mapped shared or grow a RAM file (restore_frozen only). */
-  if (sm->frozen)
-    return cmn_err_set(err, CMN_FAILED_PRECONDITION,
-                       "restore: %s is a saved (frozen) snapshot; only a fork restores from it",
-                       src.dir);
-  const char *mem_path = src.mem_path;
-
-  qemu_vm_meta vm_meta = {0};
-  const char *ram_path = NULL;
-  /* A RAM file made here for a full stream goes again on any failure, so a
-   * refused restore leaves the snapshot folder as it found it. */
-  __attribute__((cleanup(snap_unlink_created))) char *created_ram = NULL;
-  if (sm->ram_shared) {
-    /* Reserved when it was made (qemu.json says so), unless made by an
-     * older emberd: then the blocks are reserved now, before QEMU maps it.
-     * (Reserving again is not free: ~25 ms for 256 MiB of a fragmented ext4
-     * file, a page walk on tmpfs.) */
-    if (snap_check_ram_file(mem_path, sm->memory_mib, &vm_meta, err) < 0 ||
-        (!sm->ram_reserved && qemu_ram_file_reserve(mem_path, sm->memory_mib, err) < 0))
-      return cmn_err_prefix(err, "restore");
-    vm_meta.ram_reserved = true;
-    ram_path = mem_path;
-  } else if (h->base_reuse) {
-    if (qemu_ram_file_create(mem_path, sm->memory_mib, &vm_meta, err) < 0)
-      return cmn_err_prefix(err, "restore");
-    ram_path = mem_path;
-    created_ram = cmn_strdup(mem_path);
+  const char *op = snap_op(frozen);
+  if (vm->warm || (vm->proc.pid > 0 && cmn_proc_alive(&vm->proc)))
+    return cmn_err_set(err, CMN_FAILED_PRECONDITION, "a QEMU (pid %d) already runs this VM",
+                       (int)vm->proc.pid);
+  __attribute__((cleanup(snap_plan_free))) snap_plan p = {.src.state_fd = -1};
+  if (snap_plan_make(h, vm, snap_dir, frozen, &p, err) < 0 ||
+      snap_spawn_incoming(h, vm, &p, op, err) < 0) {
+    if (vm->proc.pid > 0)
+      cmn_proc_kill_reap(&vm->proc);
+    memset(&vm->proc, 0, sizeof vm->proc);
+    qemu_release(state, vm);
+    qemu_cleanup(state, vm);
+    return cmn_err_prefix(err, "prepare a warm QEMU");
   }
-  /* The same generation ID as at the snapshot: this is the same VM going
-   * on. A snapshot without one (older emberd, microvm) gets no device. */
-  memcpy(vm_meta.vmgenid, sm->vmgenid, sizeof vm_meta.vmgenid);
-  if (qemu_vm_meta_write(vm, &vm_meta, err) < 0)
-    return -1;
-
-  qemu_launch l = {.ram_path = ram_path, .incoming = true, .vmgenid = sm->vmgenid};
-  if (snap_load_and_cont(h, vm, &src, &l, "restore", "qemu.restore.before_cont", err) < 0)
-    return -1;
-  /* From here on the guest runs on <snap_dir>/memory when there is one. */
-  if (ram_path != NULL) {
-    sm->consumed = true;
-    cmn_error merr = {0};
-    if (qemu_snap_meta_write(src.dir, sm, &merr) < 0)
-      cmn_warn(vm->id, "restore", "cannot mark %s consumed: %s", src.dir, merr.msg);
+  qemu_vm *q = vm->priv;
+  q->warm_dir = cmn_strdup(p.src.dir);
+  q->warm_frozen = frozen;
+  q->warm_ram = p.l.ram_path != NULL;
+  q->warm_ram_ino = 0;
+  struct stat st;
+  if (p.l.ram_path != NULL && stat(p.l.ram_path, &st) == 0) {
+    q->warm_ram_dev = st.st_dev;
+    q->warm_ram_ino = st.st_ino;
   }
-  free(created_ram); /* the guest runs on it: it stays */
-  created_ram = NULL;
-  cmn_fault_exit_only("qemu.restore.after_cont");
-  cmn_info(vm->id, "restore", "restored from %s (%s) in %lld ms", src.dir,
-           sm->ram_shared ? "shared RAM" : "full stream", (long long)((cmn_now_us() - t0) / 1000));
+  q->warm_created_ram = p.created_ram; /* goes with the VMM unless a guest runs on it */
+  p.created_ram = NULL;
+  vm->warm = true;
+  cmn_info(vm->id, "warm", "QEMU pid %d waits for %s", (int)vm->proc.pid, p.src.dir);
   return 0;
 }
 
-int qemu_restore_frozen(void *state, vmm_vm *vm, const char *snap_dir_in, cmn_error *err)
+void qemu_warm_discard(void *state, vmm_vm *vm)
 {
-  const qemu_host *h = state;
-  int64_t t0 = cmn_now_us();
-  __attribute__((cleanup(snap_source_free))) snap_source src = {.state_fd = -1};
-  if (snap_source_open(vm, snap_dir_in, "fork", &src, err) < 0)
-    return -1;
-  const qemu_snap_meta *sm = &src.sm;
-  if (sm->ram_shared) {
-    /* QEMU would create a missing file (in the folder), and map a short one
-     * up to a SIGBUS: both are checked first. */
+  if (!vm->warm)
+    return;
+  vm->warm = false;
+  if (vm->proc.pid > 0)
+    cmn_proc_kill_reap(&vm->proc);
+  memset(&vm->proc, 0, sizeof vm->proc);
+  qemu_vm *q = vm->priv;
+  if (q != NULL && q->warm_created_ram != NULL)
+    unlink(q->warm_created_ram);
+  if (q != NULL)
+    snap_warm_forget(q);
+  qemu_release(state, vm);
+  qemu_cleanup(state, vm);
+}
+
+/* Whether the warm QEMU in vm can load snap_dir: prepared for that folder
+ * and kind, alive, still waiting for a stream, and the RAM file it mapped is
+ * the folder's. Fills p as snap_plan_make would have. A reason on false. */
+static bool snap_warm_take(const qemu_host *h, vmm_vm *vm, const char *snap_dir_in, bool frozen,
+                           snap_plan *p, cmn_error *why)
+{
+  qemu_vm *q = vm->priv;
+  const char *op = snap_op(frozen);
+  if (q == NULL || q->warm_dir == NULL || q->warm_frozen != frozen)
+    return cmn_err_set(why, CMN_FAILED_PRECONDITION, "prepared for another kind of restore"), false;
+  if (!cmn_proc_alive(&vm->proc))
+    return cmn_err_set(why, CMN_UNAVAILABLE, "its QEMU (pid %d) has exited", (int)vm->proc.pid),
+           false;
+  if (snap_source_open(vm, snap_dir_in, op, &p->src, why) < 0)
+    return false;
+  if (strcmp(p->src.dir, q->warm_dir) != 0)
+    return cmn_err_set(why, CMN_FAILED_PRECONDITION, "prepared for %s", q->warm_dir), false;
+  if (q->warm_ram) {
     struct stat st;
-    if (stat(src.mem_path, &st) < 0)
-      return cmn_err_errno(err, errno == ENOENT ? CMN_DATA_LOSS : CMN_INTERNAL, errno,
-                           "fork: snapshot RAM file %s", src.mem_path);
-    if (!S_ISREG(st.st_mode) || (uint64_t)st.st_size != sm->memory_mib << 20)
-      return cmn_err_set(err, CMN_DATA_LOSS,
-                         "fork: snapshot RAM file %s has %lld bytes, expected %llu", src.mem_path,
-                         (long long)st.st_size, (unsigned long long)(sm->memory_mib << 20));
+    if (stat(p->src.mem_path, &st) < 0 || st.st_dev != q->warm_ram_dev ||
+        st.st_ino != q->warm_ram_ino)
+      return cmn_err_set(why, CMN_FAILED_PRECONDITION, "%s is not the file it mapped",
+                         p->src.mem_path),
+             false;
   }
-  /* The clone's RAM is in no file it owns (a private map, or anonymous), so
-   * its next snapshot is a full stream. A new generation ID tells the guest
-   * it is a copy, when the snapshot's VM had the device at all. */
-  qemu_vm_meta vm_meta = {0};
-  if (sm->vmgenid[0] != '\0' && qemu_vmgenid_new(vm_meta.vmgenid, err) < 0)
+  cleanup_free char *raw = NULL;
+  vmm_run_state rs = VMM_STATE_OTHER;
+  if (qemu_query_state(h, vm, &rs, &raw, why) < 0)
+    return false;
+  if (strcmp(raw, "inmigrate") != 0)
+    return cmn_err_set(why, CMN_FAILED_PRECONDITION, "its QEMU is %s, not waiting", raw), false;
+  p->l.ram_path = q->warm_ram ? p->src.mem_path : NULL;
+  p->created_ram = q->warm_created_ram; /* a failed load removes it, as a cold one does */
+  q->warm_created_ram = NULL;
+  snap_warm_forget(q);
+  return true;
+}
+
+/* restore and restore_frozen: a warm QEMU when one waits for this folder,
+ * else a fresh one; then the load, `cont`, and (restore) the folder marked
+ * consumed. */
+static int snap_restore_into(const qemu_host *h, vmm_vm *vm, const char *snap_dir_in, bool frozen,
+                             cmn_error *err)
+{
+  int64_t t0 = cmn_now_us();
+  const char *op = snap_op(frozen);
+  __attribute__((cleanup(snap_plan_free))) snap_plan p = {.src.state_fd = -1};
+  bool warm = false;
+  vm->warm_used = false;
+  if (vm->warm) {
+    cmn_error why = {0};
+    warm = snap_warm_take(h, vm, snap_dir_in, frozen, &p, &why);
+    if (!warm) {
+      cmn_warn(vm->id, op, "warm QEMU (pid %d) not used: %s", (int)vm->proc.pid, why.msg);
+      qemu_warm_discard((void *)h, vm);
+      snap_plan_free(&p);
+      p = (snap_plan){.src.state_fd = -1};
+    }
+    vm->warm = false;
+  }
+  if (!warm && (snap_plan_make(h, vm, snap_dir_in, frozen, &p, err) < 0 ||
+                snap_spawn_incoming(h, vm, &p, op, err) < 0))
     return -1;
-  if (qemu_vm_meta_write(vm, &vm_meta, err) < 0)
+  int64_t t1 = cmn_now_us();
+  if (snap_load_and_cont(h, vm, &p.src, op,
+                         frozen ? "qemu.restore_frozen.before_cont" : "qemu.restore.before_cont",
+                         err) < 0)
     return -1;
-  qemu_launch l = {.ram_path = sm->ram_shared ? src.mem_path : NULL,
-                   .ram_private = sm->ram_shared,
-                   .incoming = true,
-                   .vmgenid = vm_meta.vmgenid};
-  if (snap_load_and_cont(h, vm, &src, &l, "fork", "qemu.restore_frozen.before_cont", err) < 0)
-    return -1;
-  cmn_fault_exit_only("qemu.restore_frozen.after_cont");
-  cmn_info(vm->id, "fork", "started from %s (%s) in %lld ms%s%s", src.dir,
-           sm->ram_shared ? "private map of its RAM file" : "full stream",
-           (long long)((cmn_now_us() - t0) / 1000), vm_meta.vmgenid[0] ? ", new vmgenid " : "",
-           vm_meta.vmgenid);
+  vm->warm_used = warm;
+  /* From here on the guest runs on <snap_dir>/memory when there is one. */
+  if (!frozen && p.l.ram_path != NULL) {
+    p.src.sm.consumed = true;
+    cmn_error merr = {0};
+    if (qemu_snap_meta_write(p.src.dir, &p.src.sm, &merr) < 0)
+      cmn_warn(vm->id, "restore", "cannot mark %s consumed: %s", p.src.dir, merr.msg);
+  }
+  free(p.created_ram); /* the guest runs on it: it stays */
+  p.created_ram = NULL;
+  cmn_fault_exit_only(frozen ? "qemu.restore_frozen.after_cont" : "qemu.restore.after_cont");
+  int64_t t2 = cmn_now_us();
+  cmn_info(vm->id, op, "%s %s (%s) in %lld ms (%s QEMU %lld ms, load and cont %lld ms)",
+           frozen ? "started from" : "restored from", p.src.dir,
+           !p.src.sm.ram_shared ? "full stream"
+           : frozen             ? "private map of its RAM file"
+                                : "shared RAM",
+           (long long)((t2 - t0) / 1000), warm ? "warm" : "fresh", (long long)((t1 - t0) / 1000),
+           (long long)((t2 - t1) / 1000));
   return 0;
+}
+
+int qemu_restore(void *state, vmm_vm *vm, const char *snap_dir, cmn_error *err)
+{
+  return snap_restore_into(state, vm, snap_dir, false, err);
+}
+
+int qemu_restore_frozen(void *state, vmm_vm *vm, const char *snap_dir, cmn_error *err)
+{
+  return snap_restore_into(state, vm, snap_dir, true, err);
 }

@@ -129,6 +129,59 @@ static int tv_snapshot(void *state, vmm_vm *vm, const char *snap_dir, vmm_snap_k
   return 0;
 }
 
+/* Warm restore: a warm VMM is the same process a restore spawns; priv
+ * remembers the folder it is for. */
+static void tv_warm_discard(void *state, vmm_vm *vm)
+{
+  testvm_state *s = state;
+  if (!vm->warm)
+    return;
+  vm->warm = false;
+  if (vm->proc.pid > 0)
+    cmn_proc_kill_reap(&vm->proc);
+  memset(&vm->proc, 0, sizeof vm->proc);
+  free(vm->priv);
+  vm->priv = NULL;
+  __atomic_fetch_add(&s->n_warm_discard, 1, __ATOMIC_RELAXED);
+}
+
+static int tv_restore_prepare(void *state, vmm_vm *vm, const char *snap_dir, bool frozen,
+                              cmn_error *err)
+{
+  testvm_state *s = state;
+  (void)frozen;
+  if (vm->warm || cmn_proc_alive(&vm->proc))
+    return cmn_err_set(err, CMN_FAILED_PRECONDITION, "testvm: a VMM runs");
+  if (tv_fail(&s->fail_prepare, "prepare", err) < 0)
+    return -1;
+  if (tv_spawn(vm, err) < 0)
+    return -1;
+  vm->priv = cmn_strdup(snap_dir);
+  vm->warm = true;
+  __atomic_store_n(&s->warm_pid, (int)vm->proc.pid, __ATOMIC_RELAXED);
+  __atomic_fetch_add(&s->n_prepare, 1, __ATOMIC_RELAXED);
+  return 0;
+}
+
+/* The warm VMM when it is alive and for snap_dir, else a fresh one. */
+static int tv_spawn_or_warm(testvm_state *s, vmm_vm *vm, const char *snap_dir, cmn_error *err)
+{
+  vm->warm_used = false;
+  if (vm->warm) {
+    bool ok = cmn_proc_alive(&vm->proc) && vm->priv != NULL && strcmp(vm->priv, snap_dir) == 0;
+    if (ok) {
+      vm->warm = false;
+      free(vm->priv);
+      vm->priv = NULL;
+      vm->warm_used = true;
+      __atomic_fetch_add(&s->n_warm_used, 1, __ATOMIC_RELAXED);
+      return 0;
+    }
+    tv_warm_discard(s, vm);
+  }
+  return tv_spawn(vm, err);
+}
+
 static int tv_restore(void *state, vmm_vm *vm, const char *snap_dir, cmn_error *err)
 {
   testvm_state *s = state;
@@ -137,7 +190,7 @@ static int tv_restore(void *state, vmm_vm *vm, const char *snap_dir, cmn_error *
   cleanup_free char *ram = cmn_asprintf("%s/ram", vm->dir);
   cleanup_free char *mem = cmn_asprintf("%s/memory", snap_dir);
   cleanup_free char *paused = cmn_asprintf("%s/paused", vm->dir);
-  if (tv_spawn(vm, err) < 0)
+  if (tv_spawn_or_warm(s, vm, snap_dir, err) < 0)
     return -1;
   if (tv_fail(&s->fail_restore_after_spawn, "restore after spawn", err) < 0)
     return -1;
@@ -176,7 +229,7 @@ static int tv_restore_frozen(void *state, vmm_vm *vm, const char *snap_dir, cmn_
   cleanup_free char *paused = cmn_asprintf("%s/paused", vm->dir);
   if (!cmn_is_regular_file(mem))
     return cmn_err_set(err, CMN_DATA_LOSS, "testvm: %s is missing", mem);
-  if (tv_spawn(vm, err) < 0)
+  if (tv_spawn_or_warm(s, vm, snap_dir, err) < 0)
     return -1;
   if (tv_copy(mem, ram, err) < 0 || cmn_rm_rf(paused, err) < 0)
     return -1;
@@ -209,6 +262,8 @@ const vmm_driver testvm_driver = {
     TESTVM_OPS,
     .save = tv_save,
     .restore_frozen = tv_restore_frozen,
+    .restore_prepare = tv_restore_prepare,
+    .warm_discard = tv_warm_discard,
 };
 
 const vmm_driver testvm_live_driver = {
@@ -218,6 +273,8 @@ const vmm_driver testvm_live_driver = {
     TESTVM_OPS,
     .save = tv_save,
     .restore_frozen = tv_restore_frozen,
+    .restore_prepare = tv_restore_prepare,
+    .warm_discard = tv_warm_discard,
     .shutdown = tv_shutdown,
 };
 

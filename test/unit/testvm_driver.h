@@ -17,6 +17,13 @@ typedef struct testvm_state {
   /* Restore spawns the VMM, then fails (tests the kill-and-reap path). */
   int fail_restore_after_spawn;
   int n_snapshot_full, n_snapshot_diff, n_restore, n_shutdown, n_save, n_restore_frozen;
+  /* Warm restore (restore_prepare / warm_discard, types testvm and testlive):
+   * fail_prepare fails the next prepares; the counters count prepares,
+   * restores that ran in the warm VMM, discards; warm_pid is the last warm
+   * VMM's pid. */
+  int fail_prepare;
+  int n_prepare, n_warm_used, n_warm_discard;
+  int warm_pid;
 } testvm_state;
 
 extern const vmm_driver testvm_driver;        /* base reuse, no graceful shutdown */

@@ -51,3 +51,6 @@ ember_unit_test(test_console)
 # and the manager's auto-standby, holds and sessions (agent/idle.c,
 # agent/manager_idle.c).
 ember_unit_test(test_idle m)
+# The warm VMM pool: its config and choice (agent/warm.c) and the manager's
+# pool thread with the test driver (agent/manager_warm.c).
+ember_unit_test(test_warm)
