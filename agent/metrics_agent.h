@@ -6,6 +6,8 @@
  *   ember_operation_duration_seconds{operation,hypervisor}       histogram
  *   ember_standby_duration_seconds{hypervisor,kind="full|diff"}  histogram
  *   ember_instances{state,hypervisor}                            gauge, at scrape time
+ *   ember_warm_vmms{hypervisor}, ember_warm_pool_size{hypervisor} gauges, at scrape time
+ *   ember_warm_events_total{hypervisor,event}                    counter, from the manager
  *   ember_grpc_requests_total{method,code}                       counter
  *   ember_grpc_request_duration_seconds{method}                  histogram
  *

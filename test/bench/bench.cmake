@@ -2,7 +2,8 @@
 # Benchmarks print figures and never assert wall-clock times (shared, noisy machines).
 #
 #   ctest -L bench                        quick harness runs (CI): bench_qemu_smoke,
-#                                         bench_fork_smoke, bench_firecracker_fake,
+#                                         bench_fork_smoke, bench_wake_pool_smoke,
+#                                         bench_firecracker_fake,
 #                                         bench_firecracker (SKIP without
 #                                         EMBER_FIRECRACKER_BIN)
 #   cmake --build <build> --target bench_qemu               full QEMU benchmark (N=10)
@@ -61,6 +62,15 @@ add_test(NAME bench_fork_smoke
   COMMAND ${EMBER_BENCH_PY} ${EMBER_BENCH_SRC}/bench_fork.py --sizes 256 --clones 1
           --boot-compare-max 1 --fill-mib 16 --settle-s 2)
 set_tests_properties(bench_fork_smoke PROPERTIES
+  LABELS "bench;qemu" TIMEOUT 300 SKIP_RETURN_CODE 77 RESOURCE_LOCK ember_qemu_guests
+  ENVIRONMENT "${EMBER_BENCH_ENV}")
+
+# The warm VMM pool (docs/wake.md): one 128 MiB guest, two pooled restores vs
+# two raw QEMU restores started cold and warm by the script (~10 s here).
+add_test(NAME bench_wake_pool_smoke
+  COMMAND ${EMBER_BENCH_PY} ${EMBER_BENCH_SRC}/bench_wake.py --parts pool --singles 2
+          --pool-mib 128 --no-fc)
+set_tests_properties(bench_wake_pool_smoke PROPERTIES
   LABELS "bench;qemu" TIMEOUT 300 SKIP_RETURN_CODE 77 RESOURCE_LOCK ember_qemu_guests
   ENVIRONMENT "${EMBER_BENCH_ENV}")
 

@@ -53,8 +53,23 @@ Part "big" (--parts big): standby into the retained base and restore of a
   read calls) when RestoreInstance returns, and after one guest shell round
   trip.
 
+Part "pool" (--parts pool): one restore with the warm VMM pool (docs/wake.md)
+  vs the raw VMM started cold and started warm by the script. One emberd with
+  {"warm_pool": {"qemu": {"size": 1}}} and one --pool-mib (256) Linux guest.
+  --singles cycles: standby; wait until the pool's QEMU for it waits (its
+  -incoming process, plus 0.5 s); RestoreInstance (client time, and emberd's
+  last_restore_duration), which must run in that very QEMU (same pid: else a
+  failure). Then its snapshot is copied to a raw folder --singles times and a
+  QEMU with emberd's boot command line (folder swapped) is driven with the
+  driver's QMP restore sequence (RawSide): "raw cold" = spawn to running,
+  "raw warm" = from a connected, waiting QEMU to running (x-ignore-shared,
+  getfd, migrate-incoming, poll, cont, query-status). Printed: pooled /
+  raw warm (target <= 1.15) and pooled / raw cold. With --pool N the burst
+  part's emberd has a QEMU pool of N and waits for it to fill before the
+  burst of restores.
+
 Usage:
-  test/bench/bench_wake.py [--parts burst,big] [--burst 25] [--burst-mib 128]
+  test/bench/bench_wake.py [--parts burst,big,pool] [--pool-mib 256] [--pool 0] [--burst 25] [--burst-mib 128]
         [--singles 5] [--big-mib 4096] [--small-mib 256] [--dirty-mib 64]
         [--big-cycles 2] [--no-fc] [--no-raw]
   or cmake --build build --target bench_wake (BENCH_WAKE_ARGS narrows it)
@@ -350,11 +365,148 @@ def burst_series(d, ids, singles, check, res):
     print("[%s] alone, others in standby: restore p50 %s ms, standby p50 %s ms"
           % (res.label, bc.ms(bc.pct(a_re.times(), 50)), bc.ms(bc.pct(a_sb2.times(), 50))),
           flush=True)
+    if getattr(d, "warm_pool", 0) > 0:
+        t0 = bc.now()
+        wait_warm([os.path.join(d.data_dir, "instances", i) for i in ids])
+        print("[%s] the warm pool holds all %d (filled in %.1f s)" % (res.label, len(ids),
+                                                                    bc.now() - t0), flush=True)
     res.burst["restore"] = emberd_burst(d, ids, "restore")
     print("[%s] burst of %d restores: p50 %s p95 %s ms" % (
         res.label, len(ids), bc.ms(bc.pct(res.burst["restore"].times(), 50)),
         bc.ms(bc.pct(res.burst["restore"].times(), 95))), flush=True)
     check(ids)
+
+
+# ---- pool: one restore, pooled vs raw cold and raw warm ----------------------------
+
+POOL_TARGET = 1.15
+
+
+def warm_pids(idir):
+    """QEMUs of the instance folder that wait for an incoming stream."""
+    from emberd_fixture import vmm_pids
+    out = []
+    for pid in vmm_pids(idir):
+        try:
+            with open("/proc/%d/cmdline" % pid, "rb") as f:
+                if b"-incoming" in f.read():
+                    out.append(pid)
+        except OSError:
+            pass
+    return out
+
+
+def proc_kib(pid, name, key):
+    """A "Key:  N kB" figure of /proc/<pid>/<name>, or None."""
+    try:
+        with open("/proc/%d/%s" % (pid, name)) as f:
+            for line in f:
+                if line.startswith(key):
+                    return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def wait_warm(idirs, timeout=300):
+    """Waits until every folder has its waiting QEMU; returns {dir: pid}."""
+    end = bc.now() + timeout
+    while bc.now() < end:
+        got = {i: warm_pids(i) for i in idirs}
+        if all(len(v) == 1 for v in got.values()):
+            time.sleep(0.5)  # the prepare ends with its QMP set-up; the restore would wait for it
+            return {i: v[0] for i, v in got.items()}
+        time.sleep(0.05)
+    raise BenchFailure("the warm pool did not fill in %d s" % timeout)
+
+
+def pool_part(kernel, initrd, args, accel, log_level):
+    from emberd_fixture import Emberd
+    from guest_shell import linux_cmdline, wait_for_console
+    from bench_qemu import RawSide
+    res = {"pooled": [], "pooled_internal": [], "raw_cold": [], "raw_warm": []}
+    d = Emberd(config={"drivers": {"qemu": {"accel": accel}},
+                       "warm_pool": {"qemu": {"size": 1}}}, log_level=log_level)
+    try:
+        spec = d.make_spec(hypervisor="qemu", vcpus=1, memory_mib=args.pool_mib, kernel=kernel,
+                           initrd=initrd, cmdline=linux_cmdline())
+        print("[pool] booting a %d MiB guest..." % args.pool_mib, flush=True)
+        inst = d.create("pool", spec, start=True, timeout=900)
+        idir = os.path.join(d.data_dir, "instances", inst.id)
+        serial = os.path.join(idir, "serial1.sock")
+        wait_for_console(inst.console_log_path, "EMBER-GUEST-READY", timeout=900)
+        mark = "wake-pool-%d" % os.getpid()
+        shell_run(serial, "echo %s > /tmp/mark" % mark)
+        argv = read_argv(inst.vmm_pid)
+        d.standby(inst.id)  # warm-up
+        wait_warm([idir])
+        d.restore(inst.id)
+        for _ in range(args.singles):
+            d.standby(inst.id)
+            pid = wait_warm([idir])[idir]
+            res.setdefault("rss", []).append(proc_kib(pid, "status", "VmRSS:"))
+            res.setdefault("pss", []).append(proc_kib(pid, "smaps_rollup", "Pss:"))
+            t0 = bc.now()
+            inst = d.restore(inst.id)
+            res["pooled"].append(bc.now() - t0)
+            res["pooled_internal"].append(secs(inst.last_restore_duration))
+            if inst.vmm_pid != pid:
+                raise BenchFailure("[pool] the restore did not run in the warm QEMU %d (%d)"
+                                   % (pid, inst.vmm_pid))
+        check_mark(serial, mark, "pooled guest")
+        d.standby(inst.id)
+        latest = os.path.join(idir, "snapshots", "snapshot-latest")
+        raw_root = tempfile.mkdtemp(prefix="ember-bench-wake-pool-", dir=d.root)
+        try:
+            for k in range(args.singles):
+                r = RawSide(os.path.join(raw_root, "r%d" % k), argv, idir,
+                            inst.console_log_path, True)
+                shutil.copyfile(os.path.join(latest, "memory"), r.mem)
+                shutil.copyfile(os.path.join(latest, "state"), r.state_path())
+                try:
+                    t, _ = r.restore()
+                    ph = r.s.phases
+                    res["raw_cold"].append(t)
+                    res["raw_warm"].append(ph["incoming"][-1] + ph["cont"][-1])
+                    if k == args.singles - 1:
+                        check_mark(r.serial, mark, "raw guest")
+                finally:
+                    r.close()
+                    shutil.rmtree(os.path.join(raw_root, "r%d" % k), ignore_errors=True)
+        finally:
+            shutil.rmtree(raw_root, ignore_errors=True)
+        d.restore(inst.id)
+        d.stop_instance(inst.id, graceful_timeout_s=0)
+        d.delete(inst.id)
+    finally:
+        d.close()
+    return res
+
+
+def report_pool(res, args):
+    p = bc.pct
+    pooled = p(res["pooled"], 50)
+    rows = []
+    for name in ("pooled", "pooled_internal", "raw_warm", "raw_cold"):
+        v = res[name]
+        rows.append([name.replace("_", " "), bc.ms(p(v, 50)), bc.ms(p(v, 95)),
+                     bc.fmt_ratio(bc.ratio(pooled, p(v, 50)))])
+    bc.print_table("One restore of a %d MiB guest, %d each (pooled = RestoreInstance in the "
+                   "warm QEMU, client time; internal = emberd's last_restore_duration; raw warm "
+                   "= a waiting QEMU to running; raw cold = spawn to running)"
+                   % (args.pool_mib, args.singles),
+                   ["restore-to-running", "p50 ms", "p95 ms", "pooled p50 / this p50"], rows)
+    mem = [(a, b) for a, b in zip(res.get("rss", []), res.get("pss", [])) if None not in (a, b)]
+    if mem:
+        print("a warm QEMU waiting for a %d MiB guest: RSS %.1f MiB, PSS %.1f MiB (p50)"
+              % (args.pool_mib, p([a for a, _ in mem], 50) / 1024, p([b for _, b in mem], 50) / 1024))
+    warm = p(res["raw_warm"], 50)
+    for what, v in (("client time (gRPC call included)", pooled),
+                    ("emberd's own duration", p(res["pooled_internal"], 50))):
+        r = bc.ratio(v, warm)
+        print("pooled (%s) / raw warm: %s (target <= %.2f: %s); / raw cold: %s"
+              % (what, bc.fmt_ratio(r), POOL_TARGET, bc.met(r, POOL_TARGET),
+                 bc.fmt_ratio(bc.ratio(v, p(res["raw_cold"], 50)))))
 
 
 # ---- burst: QEMU --------------------------------------------------------------------
@@ -775,13 +927,15 @@ def main():
     ap.add_argument("--small-mib", type=int, default=256)
     ap.add_argument("--dirty-mib", type=int, default=64)
     ap.add_argument("--big-cycles", type=int, default=2)
+    ap.add_argument("--pool-mib", type=int, default=256)
+    ap.add_argument("--pool", type=int, default=0)
     ap.add_argument("--guest-dir", default=os.environ.get("EMBER_TEST_GUEST_DIR", ""))
     ap.add_argument("--tiny", default="")
     args = ap.parse_args()
     parts = [x for x in args.parts.split(",") if x]
     for x in parts:
-        if x not in ("burst", "big"):
-            ap.error("unknown part %s (burst, big)" % x)
+        if x not in ("burst", "big", "pool"):
+            ap.error("unknown part %s (burst, big, pool)" % x)
     if args.burst < 1 or args.singles < 1 or args.big_cycles < 1:
         ap.error("--burst, --singles and --big-cycles must be >= 1")
     kernel, initrd = guest_files(args.guest_dir)
@@ -803,13 +957,16 @@ def main():
     # Many small guests on 2 CPUs: raise the admission limits (docs/capacity.md).
     adm = ["--vcpu-overcommit", "64", "--mem-overcommit", "8"]
     t_start = bc.now()
-    bursts, big = [], {}
+    bursts, big, pool_res = [], {}, None
     daemons = []
     try:
         if "burst" in parts:
             env = {"EMBER_FIRECRACKER_BIN": FAKE_FC} if args.fc else {}
-            d = Emberd(config={"drivers": {"qemu": {"accel": accel}}}, args=adm, env=env,
-                       log_level=log_level)
+            cfg = {"drivers": {"qemu": {"accel": accel}}}
+            if args.pool > 0:
+                cfg["warm_pool"] = {"qemu": {"size": args.pool}}
+            d = Emberd(config=cfg, args=adm, env=env, log_level=log_level)
+            d.warm_pool = args.pool
             daemons.append(d)
             bursts.append(burst_qemu(d, kernel, initrd, args))
             if args.fc:
@@ -829,6 +986,8 @@ def main():
             if any(c.kind != "full" for c in big[n]):
                 raise BenchFailure("base_reuse=false gave a %s standby"
                                    % [c.kind for c in big[n]])
+        if "pool" in parts:
+            pool_res = pool_part(kernel, initrd, args, accel, log_level)
     except (BenchFailure, TimeoutError) as e:
         print("FAIL: %s" % e)
         for d in daemons:
@@ -841,6 +1000,8 @@ def main():
         report_burst(bursts, args.burst)
     if big:
         report_big(big, args)
+    if pool_res is not None:
+        report_pool(pool_res, args)
     print("\nbench_wake: done in %.0f s (figures only; nothing about time is asserted)"
           % (bc.now() - t_start))
     return 0

@@ -21,3 +21,10 @@ set_tests_properties(e2e_qemu_standby PROPERTIES LABELS "integration;qemu;e2e;sa
 add_test(NAME e2e_api_stop_timeout COMMAND /usr/bin/python3 ${E2E_DIR}/test_api_stop.py)
 set_tests_properties(e2e_api_stop_timeout PROPERTIES LABELS "integration;qemu;e2e" TIMEOUT 600
   SKIP_RETURN_CODE 77 RESOURCE_LOCK ember_qemu_guests ENVIRONMENT "${E2E_ENV}")
+
+# The warm VMM pool (docs/wake.md) with real QEMU: the Linux test guest and
+# two tiny guests, in the test's own network and mount namespace.
+add_test(NAME e2e_warm_pool COMMAND /usr/bin/python3 ${E2E_DIR}/test_warm.py)
+set_tests_properties(e2e_warm_pool PROPERTIES LABELS "integration;qemu;e2e" TIMEOUT 900
+  SKIP_RETURN_CODE 77 RESOURCE_LOCK ember_qemu_guests
+  ENVIRONMENT "${E2E_ENV};EMBER_GUEST_TINY=${CMAKE_BINARY_DIR}/guests/tiny/tiny.elf")

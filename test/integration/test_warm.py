@@ -191,7 +191,20 @@ def main():
     return C.summary()
 
 
+def bad_config(d):
+    """A bad warm_pool stops emberd at start, naming the key."""
+    cfg = os.path.join(d.root, "bad.json")
+    with open(cfg, "w") as f:
+        f.write('{"warm_pool": {"qemu": {"size": -1}}}')
+    r = subprocess.run([d.binary, "--data-dir", os.path.join(d.root, "bad"), "--listen",
+                        "unix:" + os.path.join(d.root, "bad.sock"), "--config", cfg],
+                       capture_output=True, text=True, timeout=30)
+    check(r.returncode != 0 and "warm_pool.qemu.size" in r.stdout + r.stderr,
+          "a bad warm_pool (size -1) stops emberd at start, naming warm_pool.qemu.size")
+
+
 def run(d, port, kernel, initrd, tiny):
+    bad_config(d)
     m = metrics(port)
     check(metric(m, "ember_warm_pool_size", hypervisor="qemu") == 1
           and metric(m, "ember_warm_vmms", hypervisor="qemu") == 0,

@@ -24,7 +24,7 @@ allowed() {
     agent/main.c) echo "common/ drivers/ agent/ ember/" ;;
     agent/net/*) echo "common/ agent/net/" ;;
     agent/guestlink/*) echo "common/ agent/guestlink/ guest/agent_proto.h" ;;
-    agent/*) echo "common/ drivers/ agent/types.h agent/rpc_table.h agent/net/ agent/instance_net.h agent/manager agent/record.h agent/snapshot.h agent/snapstore.h agent/validate.h agent/hostfiles.h agent/admission.h agent/idle.h agent/datadir.h agent/console.h agent/vmm_call.h agent/config.h agent/metrics agent/image/ agent/instance_image.h agent/guestlink/" ;;
+    agent/*) echo "common/ drivers/ agent/types.h agent/rpc_table.h agent/net/ agent/instance_net.h agent/manager agent/record.h agent/snapshot.h agent/snapstore.h agent/validate.h agent/hostfiles.h agent/admission.h agent/idle.h agent/warm.h agent/datadir.h agent/console.h agent/vmm_call.h agent/config.h agent/metrics agent/image/ agent/instance_image.h agent/guestlink/" ;;
     *) echo "" ;;
   esac
 }
