@@ -174,9 +174,10 @@ int mgr_host_files_begin(agent_manager *m, mgr_instance *inst, agent_host_files 
 void mgr_host_files_end(mgr_instance *inst, agent_host_files *hf);
 
 /* manager_warm.c (op_lock held for drop and restored): ends inst's warm VMM
- * if it has one; accounts a restore that had one (was_warm) and wakes the
- * pool to refill; wakes the pool thread; ends every warm VMM (shutdown, no
- * lock held); the pool thread's body. */
+ * if it has one; after a restore attempt that had one (was_warm): ends it if
+ * the driver never took it, counts `used` or `fallback` and wakes the pool
+ * to refill; wakes the pool thread; ends every warm VMM (shutdown, no lock
+ * held); the pool thread's body. */
 void mgr_warm_drop(agent_manager *m, mgr_instance *inst, const char *why);
 void mgr_warm_restored(agent_manager *m, mgr_instance *inst, bool was_warm, bool ok);
 void mgr_warm_wake(agent_manager *m);

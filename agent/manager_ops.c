@@ -195,7 +195,6 @@ static int mgr_do_restore(agent_manager *m, mgr_instance *inst, agent_record *r,
   agent_host_files hf = {0};
   bool was_warm = inst->vm.warm;
   if (mgr_host_files_begin(m, inst, &hf, err) < 0) {
-    mgr_warm_drop(m, inst, "the restore cannot open the instance's files");
     mgr_warm_restored(m, inst, was_warm, false);
     return cmn_err_prefix(err, "restore");
   }

@@ -71,16 +71,20 @@ void mgr_warm_drop(agent_manager *m, mgr_instance *inst, const char *why)
 
 void mgr_warm_restored(agent_manager *m, mgr_instance *inst, bool was_warm, bool ok)
 {
+  /* A restore that failed before the driver took it (host files, a missing
+   * snapshot, an injected fault) leaves it to be ended here. */
+  if (inst->vm.warm)
+    mgr_warm_drop(m, inst, "the restore failed before it reached the VMM");
   pthread_mutex_lock(&m->mu);
   inst->warm = false;
   if (was_warm && ok && inst->vm.warm_used)
     MGR_WARM_COUNT(m, inst, used);
-  else if (was_warm)
+  else if (was_warm && ok)
     MGR_WARM_COUNT(m, inst, fallback);
   pthread_mutex_unlock(&m->mu);
-  inst->vm.warm = false;
+  inst->vm.warm_used = false;
   if (was_warm)
-    mgr_warm_wake(m); /* refill */
+    mgr_warm_wake(m); /* refill, or prepare again after a failure */
 }
 
 void mgr_warm_drop_all(agent_manager *m)

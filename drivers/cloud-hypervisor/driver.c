@@ -79,6 +79,10 @@ typedef struct ch_host {
 /* Per-VM driver state (vm->priv). */
 typedef struct ch_vm {
   char *sock;
+  /* A warm Cloud Hypervisor (vm->warm, restore_prepare): the snapshot folder
+   * it was started for and whether for restore_frozen. */
+  char *warm_dir;
+  bool warm_frozen;
 } ch_vm;
 
 /* ---- init ------------------------------------------------------------------ */
@@ -381,11 +385,55 @@ static int ch_snapshot(void *state, vmm_vm *vm, const char *snap_dir, vmm_snap_k
 
 static const char *const ch_snap_files[] = {"config.json", "state.json", "memory-ranges"};
 
-/* A fresh VMM restoring from source (a folder), left paused. */
-static int ch_restore_from(const ch_host *h, vmm_vm *vm, const char *source, const char *fault,
-                           cmn_error *err)
+static void ch_release(void *state, vmm_vm *vm);
+static void ch_cleanup(void *state, vmm_vm *vm);
+
+static void ch_warm_discard(void *state, vmm_vm *vm)
 {
-  if (ch_spawn(h, vm, err) < 0)
+  if (!vm->warm)
+    return;
+  vm->warm = false;
+  if (vm->proc.pid > 0)
+    cmn_proc_kill_reap(&vm->proc);
+  memset(&vm->proc, 0, sizeof vm->proc);
+  ch_release(state, vm);
+  ch_cleanup(state, vm);
+}
+
+/* The warm Cloud Hypervisor when it was started for this snapshot folder and
+ * answers vmm.ping; else it goes and a fresh one is spawned. */
+static int ch_take_or_spawn(const ch_host *h, vmm_vm *vm, const char *snap_dir, bool frozen,
+                            cmn_error *err)
+{
+  vm->warm_used = false;
+  if (vm->warm) {
+    ch_vm *p = vm->priv;
+    cmn_error why = {0};
+    if (p == NULL || p->warm_dir == NULL || strcmp(p->warm_dir, snap_dir) != 0 ||
+        p->warm_frozen != frozen)
+      cmn_err_set(&why, CMN_FAILED_PRECONDITION, "prepared for another snapshot");
+    else if (!cmn_proc_alive(&vm->proc))
+      cmn_err_set(&why, CMN_UNAVAILABLE, "it has exited");
+    else if (ch_call(vm, "GET", "vmm.ping", NULL, NULL, &why) == 0) {
+      free(p->warm_dir);
+      p->warm_dir = NULL;
+      vm->warm = false;
+      vm->warm_used = true;
+      return 0;
+    }
+    cmn_warn(vm->id, frozen ? "fork" : "restore", "warm cloud-hypervisor (pid %d) not used: %s",
+             (int)vm->proc.pid, why.msg);
+    ch_warm_discard((void *)h, vm);
+  }
+  return ch_spawn(h, vm, err);
+}
+
+/* A VMM (the warm one for snap_dir, else a fresh one) restoring from source
+ * (a folder: snap_dir or a corrected view of it), left paused. */
+static int ch_restore_from(const ch_host *h, vmm_vm *vm, const char *snap_dir, bool frozen,
+                           const char *source, const char *fault, cmn_error *err)
+{
+  if (ch_take_or_spawn(h, vm, snap_dir, frozen, err) < 0)
     return -1;
   if (cmn_fault(fault, err) < 0)
     return -1;
@@ -411,6 +459,31 @@ static int ch_check_snapshot(const char *snap_dir, cmn_error *err)
   return 0;
 }
 
+static int ch_restore_prepare(void *state, vmm_vm *vm, const char *snap_dir, bool frozen,
+                              cmn_error *err)
+{
+  const ch_host *h = state;
+  if (vm->warm || (vm->proc.pid > 0 && cmn_proc_alive(&vm->proc)))
+    return cmn_err_set(err, CMN_FAILED_PRECONDITION,
+                       "a cloud-hypervisor (pid %d) already runs this VM", (int)vm->proc.pid);
+  if (ch_check_snapshot(snap_dir, err) < 0 || vmm_spec_check_host_files(vm->spec, false, err) < 0)
+    return -1;
+  if (ch_spawn(h, vm, err) < 0) {
+    if (vm->proc.pid > 0)
+      cmn_proc_kill_reap(&vm->proc);
+    memset(&vm->proc, 0, sizeof vm->proc);
+    ch_release(state, vm);
+    ch_cleanup(state, vm);
+    return cmn_err_prefix(err, "prepare a warm cloud-hypervisor");
+  }
+  ch_vm *p = ch_priv(vm);
+  p->warm_dir = cmn_strdup(snap_dir);
+  p->warm_frozen = frozen;
+  vm->warm = true;
+  cmn_info(vm->id, "warm", "cloud-hypervisor pid %d waits for %s", (int)vm->proc.pid, snap_dir);
+  return 0;
+}
+
 static int ch_restore(void *state, vmm_vm *vm, const char *snap_dir, cmn_error *err)
 {
   const ch_host *h = state;
@@ -418,7 +491,7 @@ static int ch_restore(void *state, vmm_vm *vm, const char *snap_dir, cmn_error *
     return -1;
   if (vmm_spec_check_host_files(vm->spec, false, err) < 0)
     return -1;
-  if (ch_restore_from(h, vm, snap_dir, "ch.restore.before_restore", err) < 0)
+  if (ch_restore_from(h, vm, snap_dir, false, snap_dir, "ch.restore.before_restore", err) < 0)
     return -1;
   if (cmn_fault("ch.restore.before_resume", err) < 0)
     return -1;
@@ -571,7 +644,7 @@ static int ch_restore_frozen(void *state, vmm_vm *vm, const char *snap_dir, cmn_
   cleanup_free char *source = NULL;
   if (ch_frozen_source(vm, snap_dir, &source, err) < 0)
     return -1;
-  int r = ch_restore_from(h, vm, source, "ch.restore_frozen.before_restore", err);
+  int r = ch_restore_from(h, vm, snap_dir, true, source, "ch.restore_frozen.before_restore", err);
   /* Read in full by vm.restore (Copy mode): the corrected view can go. */
   if (strcmp(source, snap_dir) != 0) {
     cmn_error rerr = {0};
@@ -629,6 +702,7 @@ static void ch_release(void *state, vmm_vm *vm)
   if (p == NULL)
     return;
   free(p->sock);
+  free(p->warm_dir);
   free(p);
   vm->priv = NULL;
 }
@@ -664,6 +738,8 @@ const vmm_driver vmm_cloud_hypervisor_driver = {
     .restore = ch_restore,
     .save = ch_save,
     .restore_frozen = ch_restore_frozen,
+    .restore_prepare = ch_restore_prepare,
+    .warm_discard = ch_warm_discard,
     .shutdown = ch_shutdown,
     .powerdown = ch_powerdown,
     .release = ch_release,

@@ -97,6 +97,10 @@ typedef struct fc_host {
 /* Per-VM driver state (vm->priv). */
 typedef struct fc_vm {
   char *sock;
+  /* A warm Firecracker (vm->warm, restore_prepare): the snapshot folder it
+   * was started for and whether for restore_frozen. */
+  char *warm_dir;
+  bool warm_frozen;
 } fc_vm;
 
 static bool fc_at_least(const fc_host *h, int major, int minor)
@@ -504,31 +508,122 @@ static int fc_snapshot(void *state, vmm_vm *vm, const char *snap_dir, vmm_snap_k
   return 0;
 }
 
-/* A fresh VMM loading the snapshot in snap_dir (paused, not resumed). frozen:
- * for restore_frozen(), the clone's own TAPs and vsock socket replace the ones
- * the snapshot recorded. */
-static int fc_load(const fc_host *h, vmm_vm *vm, const char *snap_dir, bool frozen, cmn_error *err)
+/* What a load of snap_dir needs before any VMM is spawned for it. */
+static int fc_load_check(const fc_host *h, vmm_vm *vm, const char *snap_dir, bool frozen,
+                         cmn_error *err)
 {
   cleanup_free char *state_path = cmn_asprintf("%s/state", snap_dir);
   cleanup_free char *mem_path = cmn_asprintf("%s/memory", snap_dir);
   if (!cmn_is_regular_file(state_path) || !cmn_is_regular_file(mem_path))
     return cmn_err_set(err, CMN_DATA_LOSS, "snapshot %s lacks state or memory", snap_dir);
   const vmm_spec *s = vm->spec;
-  bool nets = frozen && s != NULL && s->n_nics > 0;
-  bool vsock = frozen && s != NULL && s->vsock_cid != 0;
-  if (nets && !fc_at_least(h, 1, 12))
+  if (frozen && s != NULL && s->n_nics > 0 && !fc_at_least(h, 1, 12))
     return cmn_err_set(err, CMN_FAILED_PRECONDITION,
                        "a fork with network interfaces needs Firecracker 1.12 or later "
                        "(network_overrides); this is %d.%d.%d",
                        h->major, h->minor, h->patch);
-  if (vsock && !fc_at_least(h, 1, 16))
+  if (frozen && s != NULL && s->vsock_cid != 0 && !fc_at_least(h, 1, 16))
     return cmn_err_set(err, CMN_FAILED_PRECONDITION,
                        "a fork with a vsock device needs Firecracker 1.16 or later "
                        "(vsock_override); this is %d.%d.%d",
                        h->major, h->minor, h->patch);
-  if (vmm_spec_check_host_files(vm->spec, false, err) < 0)
+  return vmm_spec_check_host_files(vm->spec, false, err);
+}
+
+static void fc_release(void *state, vmm_vm *vm);
+static void fc_cleanup(void *state, vmm_vm *vm);
+
+static void fc_warm_discard(void *state, vmm_vm *vm)
+{
+  if (!vm->warm)
+    return;
+  vm->warm = false;
+  if (vm->proc.pid > 0)
+    cmn_proc_kill_reap(&vm->proc);
+  memset(&vm->proc, 0, sizeof vm->proc);
+  fc_release(state, vm);
+  fc_cleanup(state, vm);
+}
+
+static int fc_restore_prepare(void *state, vmm_vm *vm, const char *snap_dir, bool frozen,
+                              cmn_error *err)
+{
+  const fc_host *h = state;
+  if (vm->warm || (vm->proc.pid > 0 && cmn_proc_alive(&vm->proc)))
+    return cmn_err_set(err, CMN_FAILED_PRECONDITION, "a firecracker (pid %d) already runs this VM",
+                       (int)vm->proc.pid);
+  if (fc_load_check(h, vm, snap_dir, frozen, err) < 0)
     return -1;
-  if (fc_spawn(h, vm, err) < 0)
+  if (fc_spawn(h, vm, err) < 0) {
+    if (vm->proc.pid > 0)
+      cmn_proc_kill_reap(&vm->proc);
+    memset(&vm->proc, 0, sizeof vm->proc);
+    fc_release(state, vm);
+    fc_cleanup(state, vm);
+    return cmn_err_prefix(err, "prepare a warm firecracker");
+  }
+  fc_vm *p = fc_priv(vm);
+  p->warm_dir = cmn_strdup(snap_dir);
+  p->warm_frozen = frozen;
+  vm->warm = true;
+  cmn_info(vm->id, "warm", "firecracker pid %d waits for %s", (int)vm->proc.pid, snap_dir);
+  return 0;
+}
+
+/* The warm Firecracker when it was started for this load, is alive and has
+ * not started a VM; else it goes and a fresh one is spawned. */
+static int fc_take_or_spawn(const fc_host *h, vmm_vm *vm, const char *snap_dir, bool frozen,
+                            cmn_error *err)
+{
+  vm->warm_used = false;
+  if (vm->warm) {
+    fc_vm *p = vm->priv;
+    cmn_error why = {0};
+    cJSON *info = NULL;
+    bool ok = false;
+    if (p == NULL || p->warm_dir == NULL || strcmp(p->warm_dir, snap_dir) != 0 ||
+        p->warm_frozen != frozen)
+      cmn_err_set(&why, CMN_FAILED_PRECONDITION, "prepared for another snapshot");
+    else if (!cmn_proc_alive(&vm->proc))
+      cmn_err_set(&why, CMN_UNAVAILABLE, "it has exited");
+    else if (fc_call(vm, "GET", "/", NULL, &info, &why) == 0) {
+      const cJSON *st = cJSON_GetObjectItemCaseSensitive(info, "state");
+      ok = cJSON_IsString(st) && strcmp(st->valuestring, "Not started") == 0;
+      if (!ok)
+        cmn_err_set(&why, CMN_FAILED_PRECONDITION, "its VM is %s, not waiting",
+                    cJSON_IsString(st) ? st->valuestring : "in no known state");
+    }
+    cJSON_Delete(info);
+    if (ok) {
+      free(p->warm_dir);
+      p->warm_dir = NULL;
+      vm->warm = false;
+      vm->warm_used = true;
+      return 0;
+    }
+    cmn_warn(vm->id, frozen ? "fork" : "restore", "warm firecracker (pid %d) not used: %s",
+             (int)vm->proc.pid, why.msg);
+    fc_warm_discard((void *)h, vm);
+  }
+  return fc_spawn(h, vm, err);
+}
+
+/* A VMM loading the snapshot in snap_dir (paused, not resumed): the warm one
+ * when it waits for this load, else a fresh one. frozen: for
+ * restore_frozen(), the clone's own TAPs and vsock socket replace the ones
+ * the snapshot recorded. */
+static int fc_load(const fc_host *h, vmm_vm *vm, const char *snap_dir, bool frozen, cmn_error *err)
+{
+  cleanup_free char *state_path = cmn_asprintf("%s/state", snap_dir);
+  cleanup_free char *mem_path = cmn_asprintf("%s/memory", snap_dir);
+  const vmm_spec *s = vm->spec;
+  bool nets = frozen && s != NULL && s->n_nics > 0;
+  bool vsock = frozen && s != NULL && s->vsock_cid != 0;
+  if (fc_load_check(h, vm, snap_dir, frozen, err) < 0) {
+    fc_warm_discard((void *)h, vm);
+    return -1;
+  }
+  if (fc_take_or_spawn(h, vm, snap_dir, frozen, err) < 0)
     return -1;
   if (cmn_fault(frozen ? "fc.restore_frozen.before_load" : "fc.restore.before_load", err) < 0)
     return -1;
@@ -578,7 +673,8 @@ static int fc_restore(void *state, vmm_vm *vm, const char *snap_dir, cmn_error *
     return -1;
   if (fc_set_vm_state(vm, "Resumed", err) < 0)
     return -1;
-  cmn_info(vm->id, "restore", "firecracker pid %d restored from %s", (int)vm->proc.pid, snap_dir);
+  cmn_info(vm->id, "restore", "firecracker pid %d restored from %s (%s)", (int)vm->proc.pid,
+           snap_dir, vm->warm_used ? "warm" : "fresh");
   return 0;
 }
 
@@ -632,6 +728,7 @@ static void fc_release(void *state, vmm_vm *vm)
   if (p == NULL)
     return;
   free(p->sock);
+  free(p->warm_dir);
   free(p);
   vm->priv = NULL;
 }
@@ -662,6 +759,8 @@ const vmm_driver vmm_firecracker_driver = {
     .restore = fc_restore,
     .save = fc_save,
     .restore_frozen = fc_restore_frozen,
+    .restore_prepare = fc_restore_prepare,
+    .warm_discard = fc_warm_discard,
     .shutdown = NULL, /* Firecracker has no graceful VMM shutdown */
     .release = fc_release,
     .cleanup = fc_cleanup,

@@ -97,3 +97,18 @@ if(TARGET emberd)
     SKIP_RETURN_CODE 77
     ENVIRONMENT "EMBERD_BIN=$<TARGET_FILE:emberd>;EMBER_PYTHON_DIR=${CMAKE_BINARY_DIR}/python")
 endif()
+
+# The warm VMM pool with the Firecracker and Cloud Hypervisor drivers
+# (docs/wake.md): restores and clones' first restores in warm VMMs, a killed
+# one replaced, Stop. Against the contract fakes (their guest kernel is fake).
+foreach(hv firecracker cloud-hypervisor)
+  string(REPLACE "-" "_" fake ${hv})
+  add_test(NAME integration_warm_${fake}_fake
+           COMMAND /usr/bin/python3 ${CMAKE_CURRENT_SOURCE_DIR}/integration/test_warm_fake.py
+                   ${CMAKE_CURRENT_SOURCE_DIR}/fakes/${fake}_fake.py ${hv})
+  set_tests_properties(integration_warm_${fake}_fake PROPERTIES
+    LABELS "${hv};integration"
+    TIMEOUT 300
+    SKIP_RETURN_CODE 77
+    ENVIRONMENT "EMBERD_BIN=$<TARGET_FILE:emberd>;EMBER_PYTHON_DIR=${CMAKE_BINARY_DIR}/python")
+endforeach()

@@ -21,6 +21,8 @@ C, the tiny guest with 128 MiB (fits). Checks:
     the hung one is killed and reaped; one that dies while waiting is reaped
     and replaced (lost, prepared again);
   - delete of an instance with a warm VMM ends it;
+  - a clone made Standby by ForkInstance gets a warm QEMU (the frozen RAM
+    file mapped privately) and its first restore runs in it;
   - emberd killed with SIGKILL: after the restart the leftover warm QEMU is
     gone, A is Standby and restores with its files; a graceful stop ends the
     warm VMM; restarted without a pool (a config change), A restores from a
@@ -302,6 +304,19 @@ def run(d, port, kernel, initrd, tiny):
     d.delete(c.id)
     check(wait_until(lambda: not alive(wc3), 10) and not os.path.exists(c.dir),
           "delete of an instance with a warm VMM ends it")
+
+    # A clone made Standby by ForkInstance: its first restore (restore_frozen,
+    # a private map of the frozen RAM file) runs in a warm QEMU too.
+    res = d.fork(a.id, names=["warm-clone"], standby=True)
+    k = Inst(d, res.instances[0])
+    wk = warm_pid(k.dir)
+    check(wk is not None and b"share=off" in cmdline(wk),
+          "a Standby clone gets a warm QEMU mapping the frozen RAM privately (share=off)")
+    d.restore(k.id)
+    check(d.get(k.id).vmm_pid == wk and k.run("cat /tmp/warm-marker").strip() == marker,
+          "the clone's first restore runs in it, with the source's file")
+    d.stop_instance(k.id, graceful_timeout_s=0)
+    d.delete(k.id)
 
     # emberd killed: the leftover warm QEMU goes at the restart.
     d.standby(a.id)

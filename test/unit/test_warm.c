@@ -392,9 +392,28 @@ static void test_manager_hostile(void)
   agent_warm_stats s = fx_stats(&f);
   CU_ASSERT_EQUAL(s.used + s.fallback + s.lost, 3); /* whichever noticed first */
 
-  /* The manager's end ends warm VMMs; a restart prepares new ones. */
+  /* A restore that fails before the driver takes the warm VMM: the instance
+   * stays Standby, the warm VMM is ended (no process left), the pool
+   * prepares another and the next restore runs in it. */
   CU_ASSERT_EQUAL(fx_op(&f, b, AGENT_OP_STANDBY, NULL), 0);
   CU_ASSERT_FATAL(fx_wait_warm(&f, 1, 4));
+  int wf = warm_pid(&f);
+  f.tv->fail_restore = 1;
+  CU_ASSERT_EQUAL(fx_op(&f, b, AGENT_OP_RESTORE, NULL), -1);
+  CU_ASSERT(!pid_alive(wf));
+  agent_instance_view v = {0};
+  cmn_error err = {0};
+  CU_ASSERT_EQUAL(agent_manager_get(f.m, b, &v, &err), 0);
+  CU_ASSERT_EQUAL(v.state, AGENT_STATE_STANDBY);
+  agent_instance_view_free(&v);
+  CU_ASSERT_FATAL(fx_wait_warm(&f, 1, 5));
+  int used = f.tv->n_warm_used;
+  CU_ASSERT_EQUAL(fx_op(&f, b, AGENT_OP_RESTORE, &pid), 0);
+  CU_ASSERT_EQUAL(f.tv->n_warm_used, used + 1);
+
+  /* The manager's end ends warm VMMs; a restart prepares new ones. */
+  CU_ASSERT_EQUAL(fx_op(&f, b, AGENT_OP_STANDBY, NULL), 0);
+  CU_ASSERT_FATAL(fx_wait_warm(&f, 1, 6));
   int wb4 = warm_pid(&f);
   agent_manager_free(f.m);
   CU_ASSERT(!pid_alive(wb4));
