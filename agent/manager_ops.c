@@ -184,6 +184,9 @@ static int mgr_do_standby(agent_manager *m, mgr_instance *inst, agent_record *r,
   cmn_info(inst->vm.id, "standby", "standby (%s) took %lld us",
            kind == VMM_SNAP_DIFF ? "diff" : "full", (long long)dt);
   int rc = mgr_commit(m, inst, r, AGENT_OP_STANDBY, dt, err);
+  pthread_mutex_lock(&m->mu);
+  inst->warm_retry_us = 0; /* a new snapshot: the warm pool may try it */
+  pthread_mutex_unlock(&m->mu);
   mgr_warm_wake(m); /* a new candidate for the warm pool */
   return rc;
 }

@@ -20,6 +20,7 @@
 #include "common/mem.h"
 
 #include <pthread.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -141,6 +142,8 @@ static void mgr_warm_prepare(agent_manager *m, mgr_instance *inst)
     if (rc == 0) {
       inst->warm = true;
       MGR_WARM_COUNT(m, inst, prepared);
+    } else if (err.code == CMN_UNIMPLEMENTED) {
+      inst->warm_retry_us = INT64_MAX; /* this snapshot cannot be: the next standby's may */
     } else {
       inst->warm_retry_us = cmn_now_us() + AGENT_WARM_RETRY_US;
       MGR_WARM_COUNT(m, inst, failed);
@@ -149,6 +152,8 @@ static void mgr_warm_prepare(agent_manager *m, mgr_instance *inst)
     if (rc == 0)
       cmn_debug(inst->vm.id, "warm", "warm VMM pid %d ready in %lld us", (int)inst->vm.proc.pid,
                 (long long)(cmn_now_us() - t0));
+    else if (err.code == CMN_UNIMPLEMENTED)
+      cmn_info(inst->vm.id, "warm", "no warm VMM for this snapshot: %s", err.msg);
     else
       cmn_warn(inst->vm.id, "warm", "cannot prepare a warm VMM (retried in %lld s): %s (%s)",
                (long long)(AGENT_WARM_RETRY_US / 1000000), err.msg, cmn_code_name(err.code));

@@ -192,9 +192,11 @@ typedef struct vmm_driver {
    * restore() (frozen: restore_frozen()) of snap_dir would spawn, with the
    * same command line, files, sockets and network namespace, and leaves it
    * waiting for the snapshot's load: vm->proc, vm->priv and vm->warm set. It
-   * reads snap_dir and writes nothing there (a RAM file a full stream needs
-   * is the exception, as in restore(), and goes again with the VMM). On
-   * failure nothing of it is left (process reaped, its files removed).
+   * reads snap_dir and writes nothing there. UNIMPLEMENTED when this
+   * snapshot cannot be prepared ahead (QEMU: a full stream with base reuse,
+   * whose restore makes a RAM file in the folder); the agent then does not
+   * ask again until the next standby. On any failure nothing of it is left
+   * (process reaped, its files removed).
    *
    * restore()/restore_frozen() of the same folder then load the snapshot
    * into that VMM (vm->warm_used), after checking it is still alive and

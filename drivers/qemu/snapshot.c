@@ -578,6 +578,16 @@ int qemu_restore_prepare(void *state, vmm_vm *vm, const char *snap_dir, bool fro
   if (vm->warm || (vm->proc.pid > 0 && cmn_proc_alive(&vm->proc)))
     return cmn_err_set(err, CMN_FAILED_PRECONDITION, "a QEMU (pid %d) already runs this VM",
                        (int)vm->proc.pid);
+  /* A full stream restored with base reuse needs a RAM file of the guest's
+   * size made in the folder: not ahead of the restore, where it would take
+   * that much disk (and be copied by a fork or a saved snapshot of the
+   * Standby instance) for as long as the instance waits. */
+  qemu_snap_meta peek = {0};
+  if (!frozen && h->base_reuse && qemu_snap_meta_read(snap_dir, &peek, NULL) == 0 &&
+      !peek.ram_shared)
+    return cmn_err_set(err, CMN_UNIMPLEMENTED,
+                       "%s holds a full stream: its restore makes the RAM file, not done ahead",
+                       snap_dir);
   __attribute__((cleanup(snap_plan_free))) snap_plan p = {.src.state_fd = -1};
   if (snap_plan_make(h, vm, snap_dir, frozen, &p, err) < 0 ||
       snap_spawn_incoming(h, vm, &p, op, err) < 0) {

@@ -152,6 +152,11 @@ static int tv_restore_prepare(void *state, vmm_vm *vm, const char *snap_dir, boo
   (void)frozen;
   if (vm->warm || cmn_proc_alive(&vm->proc))
     return cmn_err_set(err, CMN_FAILED_PRECONDITION, "testvm: a VMM runs");
+  __atomic_fetch_add(&s->n_prepare_calls, 1, __ATOMIC_RELAXED);
+  if (tv_fail(&s->unimpl_prepare, "prepare", err) < 0) {
+    err->code = CMN_UNIMPLEMENTED;
+    return -1;
+  }
   if (tv_fail(&s->fail_prepare, "prepare", err) < 0)
     return -1;
   if (tv_spawn(vm, err) < 0)

@@ -22,7 +22,8 @@ typedef struct testvm_state {
    * restores that ran in the warm VMM, discards; warm_pid is the last warm
    * VMM's pid. */
   int fail_prepare;
-  int n_prepare, n_warm_used, n_warm_discard;
+  int unimpl_prepare; /* the next prepares say UNIMPLEMENTED (a snapshot that cannot be) */
+  int n_prepare_calls, n_prepare, n_warm_used, n_warm_discard;
   int warm_pid;
 } testvm_state;
 
