@@ -236,6 +236,9 @@ typedef struct vmm_driver {
 
 /* Helpers shared by all drivers. */
 void vmm_spec_free(vmm_spec *spec); /* frees the members, not spec */
+/* Kills and reaps vm->proc when set, then clears it (a warm VMM that goes,
+ * a prepare that failed). */
+void vmm_proc_end(vmm_vm *vm);
 void vmm_spec_copy(vmm_spec *dst, const vmm_spec *src);
 /* Checks that the host files a VMM is about to open exist and can be opened:
  * the kernel and initrd (when with_kernel) and every disk (read-write unless

@@ -40,6 +40,13 @@ int vmm_spec_check_host_files(const vmm_spec *spec, bool with_kernel, cmn_error 
   return 0;
 }
 
+void vmm_proc_end(vmm_vm *vm)
+{
+  if (vm->proc.pid > 0)
+    cmn_proc_kill_reap(&vm->proc);
+  memset(&vm->proc, 0, sizeof vm->proc);
+}
+
 void vmm_spec_free(vmm_spec *spec)
 {
   if (spec == NULL)

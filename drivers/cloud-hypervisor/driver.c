@@ -393,9 +393,7 @@ static void ch_warm_discard(void *state, vmm_vm *vm)
   if (!vm->warm)
     return;
   vm->warm = false;
-  if (vm->proc.pid > 0)
-    cmn_proc_kill_reap(&vm->proc);
-  memset(&vm->proc, 0, sizeof vm->proc);
+  vmm_proc_end(vm);
   ch_release(state, vm);
   ch_cleanup(state, vm);
 }
@@ -469,9 +467,7 @@ static int ch_restore_prepare(void *state, vmm_vm *vm, const char *snap_dir, boo
   if (ch_check_snapshot(snap_dir, err) < 0 || vmm_spec_check_host_files(vm->spec, false, err) < 0)
     return -1;
   if (ch_spawn(h, vm, err) < 0) {
-    if (vm->proc.pid > 0)
-      cmn_proc_kill_reap(&vm->proc);
-    memset(&vm->proc, 0, sizeof vm->proc);
+    vmm_proc_end(vm);
     ch_release(state, vm);
     ch_cleanup(state, vm);
     return cmn_err_prefix(err, "prepare a warm cloud-hypervisor");

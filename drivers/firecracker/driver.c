@@ -538,9 +538,7 @@ static void fc_warm_discard(void *state, vmm_vm *vm)
   if (!vm->warm)
     return;
   vm->warm = false;
-  if (vm->proc.pid > 0)
-    cmn_proc_kill_reap(&vm->proc);
-  memset(&vm->proc, 0, sizeof vm->proc);
+  vmm_proc_end(vm);
   fc_release(state, vm);
   fc_cleanup(state, vm);
 }
@@ -555,9 +553,7 @@ static int fc_restore_prepare(void *state, vmm_vm *vm, const char *snap_dir, boo
   if (fc_load_check(h, vm, snap_dir, frozen, err) < 0)
     return -1;
   if (fc_spawn(h, vm, err) < 0) {
-    if (vm->proc.pid > 0)
-      cmn_proc_kill_reap(&vm->proc);
-    memset(&vm->proc, 0, sizeof vm->proc);
+    vmm_proc_end(vm);
     fc_release(state, vm);
     fc_cleanup(state, vm);
     return cmn_err_prefix(err, "prepare a warm firecracker");

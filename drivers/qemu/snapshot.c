@@ -591,9 +591,7 @@ int qemu_restore_prepare(void *state, vmm_vm *vm, const char *snap_dir, bool fro
   __attribute__((cleanup(snap_plan_free))) snap_plan p = {.src.state_fd = -1};
   if (snap_plan_make(h, vm, snap_dir, frozen, &p, err) < 0 ||
       snap_spawn_incoming(h, vm, &p, op, err) < 0) {
-    if (vm->proc.pid > 0)
-      cmn_proc_kill_reap(&vm->proc);
-    memset(&vm->proc, 0, sizeof vm->proc);
+    vmm_proc_end(vm);
     qemu_release(state, vm);
     qemu_cleanup(state, vm);
     return cmn_err_prefix(err, "prepare a warm QEMU");
@@ -620,9 +618,7 @@ void qemu_warm_discard(void *state, vmm_vm *vm)
   if (!vm->warm)
     return;
   vm->warm = false;
-  if (vm->proc.pid > 0)
-    cmn_proc_kill_reap(&vm->proc);
-  memset(&vm->proc, 0, sizeof vm->proc);
+  vmm_proc_end(vm);
   qemu_vm *q = vm->priv;
   if (q != NULL && q->warm_created_ram != NULL)
     unlink(q->warm_created_ram);

@@ -562,6 +562,27 @@ def procs_matching(*needles, zombies=False):
     return out
 
 
+def pid_alive(pid):
+    """Whether the process exists and is not a zombie."""
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def wait_until(pred, timeout=30, step=0.05):
+    """Calls pred until it returns something true (returned) or timeout s pass
+    (then its last value)."""
+    end = time.time() + timeout
+    while time.time() < end:
+        v = pred()
+        if v:
+            return v
+        time.sleep(step)
+    return pred()
+
+
 def vmm_pids(inst_dir):
     """Live processes whose command line names the instance folder: the VMMs of
     that instance, whoever started them."""

@@ -71,7 +71,7 @@ def enter_namespaces():
 enter_namespaces()
 
 from checks import Checks  # noqa: E402
-from emberd_fixture import Emberd, pb, linux_guest_files, vmm_pids  # noqa: E402
+from emberd_fixture import Emberd, pb, linux_guest_files, pid_alive as alive, vmm_pids, wait_until  # noqa: E402
 from guest_shell import GuestShell, linux_cmdline, wait_for_console  # noqa: E402
 
 C = Checks()
@@ -117,22 +117,8 @@ def cmdline(pid):
         return f.read()
 
 
-def alive(pid):
-    try:
-        with open("/proc/%d/stat" % pid) as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
-def wait_until(pred, timeout=60, step=0.1):
-    end = time.time() + timeout
-    while time.time() < end:
-        v = pred()
-        if v:
-            return v
-        time.sleep(step)
-    return pred()
 
 
 PORT = [0]

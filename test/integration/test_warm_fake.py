@@ -23,7 +23,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 try:
     from checks import Checks
-    from emberd_fixture import Emberd, pb, vmm_pids
+    from emberd_fixture import Emberd, pb, pid_alive as alive, vmm_pids, wait_until
 except Exception as e:  # noqa: BLE001
     print("SKIP: the emberd test fixture cannot load: %s" % e)
     sys.exit(77)
@@ -32,22 +32,8 @@ C = Checks()
 check = C.check
 
 
-def wait_until(pred, timeout=30, step=0.05):
-    end = time.time() + timeout
-    while time.time() < end:
-        v = pred()
-        if v:
-            return v
-        time.sleep(step)
-    return pred()
 
 
-def alive(pid):
-    try:
-        with open("/proc/%d/stat" % pid) as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 HV = "firecracker"
