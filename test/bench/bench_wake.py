@@ -66,7 +66,7 @@ Part "pool" (--parts pool): one restore with the warm VMM pool (docs/wake.md)
   getfd, migrate-incoming, poll, cont, query-status). Printed: pooled /
   raw warm (target <= 1.15) and pooled / raw cold. With --pool N the burst
   part's emberd has a QEMU pool of N and waits for it to fill before the
-  burst of restores.
+  burst of restores and for the instance's warm QEMU before a restore alone.
 
 Usage:
   test/bench/bench_wake.py [--parts burst,big,pool] [--pool-mib 256] [--pool 0] [--burst 25] [--burst-mib 128]
@@ -301,8 +301,11 @@ def emberd_burst(d, ids, op, timeout=900):
 
 
 def emberd_alone(d, i, op, b):
-    """One call alone, appended to Burst b."""
+    """One call alone, appended to Burst b. With a warm pool (--pool), a
+    restore first waits for the instance's warm QEMU, as the burst does."""
     from emberd_fixture import pb
+    if op == "restore" and getattr(d, "warm_pool", 0) > 0:
+        wait_warm([os.path.join(d.data_dir, "instances", i)])
     t0 = bc.now()
     inst = d.standby(i) if op == "standby" else d.restore(i)
     t1 = bc.now()
