@@ -288,6 +288,11 @@ static bool pid_alive(int pid)
 
 static int warm_pid(fixture *f) { return __atomic_load_n(&f->tv->warm_pid, __ATOMIC_RELAXED); }
 
+/* The test driver's counters and switches, which the pool thread uses at the
+ * same time: atomics, as the driver's side. */
+#define TV_GET(f, field) __atomic_load_n(&(f).tv->field, __ATOMIC_RELAXED)
+#define TV_SET(f, field, v) __atomic_store_n(&(f).tv->field, (v), __ATOMIC_RELAXED)
+
 static void test_manager_standby_restore(void)
 {
   fixture f;
@@ -324,7 +329,7 @@ static void test_manager_standby_restore(void)
   int32_t pid = 0;
   CU_ASSERT_EQUAL(fx_op(&f, a, AGENT_OP_RESTORE, &pid), 0);
   CU_ASSERT_EQUAL(pid, wa);
-  CU_ASSERT_EQUAL(f.tv->n_warm_used, 1);
+  CU_ASSERT_EQUAL(TV_GET(f, n_warm_used), 1);
   CU_ASSERT_FATAL(fx_wait_warm(&f, 1, 2));
   int wb = warm_pid(&f);
   CU_ASSERT(wb != wa && pid_alive(wb));
@@ -354,7 +359,7 @@ static void test_manager_hostile(void)
   fx_setup(&f, "{\"testvm\": {\"size\": 2}}");
   cleanup_free char *a = fx_create(&f, "a", "testvm", 64);
   /* A prepare that fails: counted, backed off, the restore is a fresh VMM. */
-  f.tv->fail_prepare = 1;
+  TV_SET(f, fail_prepare, 1);
   CU_ASSERT_EQUAL(fx_op(&f, a, AGENT_OP_STANDBY, NULL), 0);
   for (int i = 0; i < 100 && fx_stats(&f).failed == 0; i++)
     nap(50);
@@ -362,17 +367,17 @@ static void test_manager_hostile(void)
   nap(700);
   CU_ASSERT_EQUAL(fx_stats(&f).prepared, 0); /* backing off */
   CU_ASSERT_EQUAL(fx_op(&f, a, AGENT_OP_RESTORE, NULL), 0);
-  CU_ASSERT_EQUAL(f.tv->n_warm_used, 0);
+  CU_ASSERT_EQUAL(TV_GET(f, n_warm_used), 0);
 
   /* A snapshot the driver cannot prepare ahead (UNIMPLEMENTED): not a
    * failure, not asked again until the next standby, whose snapshot is. */
-  f.tv->unimpl_prepare = 1;
-  int calls = f.tv->n_prepare_calls;
+  TV_SET(f, unimpl_prepare, 1);
+  int calls = TV_GET(f, n_prepare_calls);
   CU_ASSERT_EQUAL(fx_op(&f, a, AGENT_OP_STANDBY, NULL), 0);
-  for (int i = 0; i < 100 && f.tv->n_prepare_calls == calls; i++)
+  for (int i = 0; i < 100 && TV_GET(f, n_prepare_calls) == calls; i++)
     nap(50);
   nap(1200);
-  CU_ASSERT_EQUAL(f.tv->n_prepare_calls, calls + 1);
+  CU_ASSERT_EQUAL(TV_GET(f, n_prepare_calls), calls + 1);
   CU_ASSERT_EQUAL(fx_stats(&f).failed, 1); /* only the earlier one */
   CU_ASSERT_EQUAL(fx_stats(&f).warm, 0);
   CU_ASSERT_EQUAL(fx_op(&f, a, AGENT_OP_RESTORE, NULL), 0);
@@ -392,7 +397,7 @@ static void test_manager_hostile(void)
   int wb2 = warm_pid(&f);
   CU_ASSERT(wb2 != wb && pid_alive(wb2));
   CU_ASSERT_EQUAL(fx_op(&f, b, AGENT_OP_RESTORE, NULL), 0);
-  CU_ASSERT_EQUAL(f.tv->n_warm_used, 2);
+  CU_ASSERT_EQUAL(TV_GET(f, n_warm_used), 2);
 
   /* Killed between the pool's looks and the restore: the driver starts a
    * fresh VMM and the restore succeeds (fallback). */
@@ -414,7 +419,7 @@ static void test_manager_hostile(void)
   CU_ASSERT_EQUAL(fx_op(&f, b, AGENT_OP_STANDBY, NULL), 0);
   CU_ASSERT_FATAL(fx_wait_warm(&f, 1, 5));
   int wf = warm_pid(&f);
-  f.tv->fail_restore = 1;
+  TV_SET(f, fail_restore, 1);
   CU_ASSERT_EQUAL(fx_op(&f, b, AGENT_OP_RESTORE, NULL), -1);
   CU_ASSERT(!pid_alive(wf));
   agent_instance_view v = {0};
@@ -423,9 +428,9 @@ static void test_manager_hostile(void)
   CU_ASSERT_EQUAL(v.state, AGENT_STATE_STANDBY);
   agent_instance_view_free(&v);
   CU_ASSERT_FATAL(fx_wait_warm(&f, 1, 6));
-  int used = f.tv->n_warm_used;
+  int used = TV_GET(f, n_warm_used);
   CU_ASSERT_EQUAL(fx_op(&f, b, AGENT_OP_RESTORE, &pid), 0);
-  CU_ASSERT_EQUAL(f.tv->n_warm_used, used + 1);
+  CU_ASSERT_EQUAL(TV_GET(f, n_warm_used), used + 1);
 
   /* The manager's end ends warm VMMs; a restart prepares new ones. */
   CU_ASSERT_EQUAL(fx_op(&f, b, AGENT_OP_STANDBY, NULL), 0);
