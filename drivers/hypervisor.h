@@ -192,7 +192,8 @@ typedef struct vmm_driver {
    * restore() (frozen: restore_frozen()) of snap_dir would spawn, with the
    * same command line, files, sockets and network namespace, and leaves it
    * waiting for the snapshot's load: vm->proc, vm->priv and vm->warm set. It
-   * reads snap_dir and writes nothing there. UNIMPLEMENTED when this
+   * changes no file content in snap_dir (QEMU reserves the blocks of an older
+   * emberd's RAM file, as restore() would). UNIMPLEMENTED when this
    * snapshot cannot be prepared ahead (QEMU: a full stream with base reuse,
    * whose restore makes a RAM file in the folder); the agent then does not
    * ask again until the next standby. On any failure nothing of it is left
