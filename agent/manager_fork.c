@@ -545,6 +545,18 @@ int agent_manager_fork(agent_manager *m, const agent_fork_req *req, agent_fork_r
   }
   if (fork_check_driver(entry, src.view.hypervisor, err) < 0)
     goto out;
+  if (!req->standby) {
+    /* Every clone must fit before any is made, so a fork refused for room
+     * leaves nothing behind; each clone's restore below admits it again. */
+    vmm_spec all = {.vcpus = src.view.spec.vcpus * (uint32_t)req->n_names,
+                    .memory_mib = src.view.spec.memory_mib * req->n_names};
+    if (mgr_admit(m, NULL, req->names[0], entry, &all, AGENT_ADMIT_RESTORE, AGENT_SNAP_DIFF, err) <
+        0) {
+      cmn_err_prefix(err, "%zu clones of %s", req->n_names, src.view.name);
+      goto out;
+    }
+    mgr_admit_done(m, &all);
+  }
   for (; made < req->n_names; made++) {
     if (fork_make_clone(m, &src, &held, snap_dir, entry, req->names[made], req, &insts[made], err) <
         0) {
